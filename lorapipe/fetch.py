@@ -1,0 +1,127 @@
+"""Fetch the raw dataset: stream with a progress bar, resume partial downloads, verify sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import zipfile
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+import requests
+from tqdm import tqdm
+
+from lorapipe.stage import StageError, log
+
+CHUNK = 1 << 20
+_DRIVE_ID = re.compile(r"drive\.google\.com/(?:file/d/|open\?id=|uc\?(?:.*&)?id=)([\w-]+)")
+
+
+def resolve_source(url: str) -> str | Path:
+    """A local Path for paths and file:// URLs, a direct download URL for http(s)."""
+    parsed = urlparse(url)
+    if parsed.scheme in ("", "file"):
+        return Path(parsed.path if parsed.scheme else url)
+    if parsed.scheme not in ("http", "https"):
+        raise StageError(f"data.url: expected an https URL, a local path or file://, got scheme '{parsed.scheme}'")
+    drive = _DRIVE_ID.search(url)
+    if drive:  # `confirm=t` skips Drive's "can't scan this large file for viruses" page
+        return f"https://drive.usercontent.google.com/download?id={drive.group(1)}&export=download&confirm=t"
+    return url
+
+
+def redact(url: str) -> str:
+    """The URL without credentials or query string, safe to print."""
+    p = urlparse(url)
+    host = p.hostname or ""
+    if p.port:
+        host += f":{p.port}"
+    return urlunparse((p.scheme, host, p.path, "", "", ""))
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download(url: str, part: Path, *, timeout: float, retries: int) -> Path:
+    """Download `url` into `part`, resuming from what `part` already holds; returns `part`."""
+    part.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(retries + 1):
+        try:
+            _download_once(url, part, timeout)
+            return part
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as err:
+            if attempt == retries:
+                raise StageError(_network_message(url, err, timeout)) from None
+            log.info(f"download interrupted ({type(err).__name__}); resuming, try {attempt + 2} of {retries + 1}")
+    return part  # pragma: no cover - the loop returns or raises
+
+
+def _download_once(url: str, part: Path, timeout: float) -> None:
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    with requests.get(url, headers=headers, stream=True, timeout=timeout) as resp:
+        if resp.status_code == 416 and have:  # the partial file already holds everything
+            return
+        if resp.status_code >= 400:
+            raise StageError(f"download failed: HTTP {resp.status_code} {resp.reason} for {redact(url)}")
+        if "text/html" in resp.headers.get("Content-Type", ""):
+            raise StageError(
+                f"download failed: {redact(url)} returned an HTML page, not the file (private link or "
+                "quota exceeded?); download it by hand and set data.url to the local path"
+            )
+        resuming = resp.status_code == 206
+        if not resuming:
+            have = 0
+        total = int(resp.headers.get("Content-Length", 0)) + have or None
+        if resuming:
+            log.info(f"resuming download at {have:,} bytes")
+        with (
+            open(part, "ab" if resuming else "wb") as out,
+            tqdm(total=total, initial=have, unit="B", unit_scale=True, desc="download", disable=None) as bar,
+        ):
+            for chunk in resp.iter_content(CHUNK):
+                out.write(chunk)
+                bar.update(len(chunk))
+        if total and part.stat().st_size < total:
+            raise requests.exceptions.ChunkedEncodingError("connection closed before the end of the file")
+
+
+def _network_message(url: str, err: Exception, timeout: float) -> str:
+    where = redact(url)
+    if isinstance(err, requests.Timeout):
+        return f"download failed: no answer from {where} within {timeout:g} s (data.timeout_s)"
+    text = str(err)
+    if "Connection refused" in text or "Errno 111" in text:
+        return f"download failed: connection refused by {urlparse(url).netloc}"
+    if "Name or service not known" in text or "NameResolutionError" in text:
+        return f"download failed: cannot resolve host {urlparse(url).hostname} (offline?)"
+    return f"download failed: {where}: {type(err).__name__}"
+
+
+def verify(path: Path, expected: str, label: str) -> str:
+    """Return the file's sha256; on mismatch with a pinned `expected`, fail naming both."""
+    actual = sha256_of(path)
+    if expected and actual != expected.lower():
+        raise StageError(f"{label}: sha256 mismatch (data.sha256): expected {expected}, got {actual}")
+    return actual
+
+
+def copy_payload(source: Path, member: str, dest: Path) -> str:
+    """Copy `source` to `dest`, or its `member` when `source` is a zip; returns what was taken."""
+    if not zipfile.is_zipfile(source):
+        shutil.copyfile(source, dest)
+        return source.name
+    with zipfile.ZipFile(source) as zf:
+        names = zf.namelist()
+        if member not in names:
+            shown = ", ".join(n for n in names if not n.endswith("/"))[:300]
+            raise StageError(f"{source.name}: the zip has no member '{member}' (data.member); it holds: {shown}")
+        with zf.open(member) as src, open(dest, "wb") as out:
+            shutil.copyfileobj(src, out, CHUNK)
+    return member

@@ -1,0 +1,237 @@
+"""Typed params: one frozen dataclass per `params.yaml` section, validated once on load.
+
+A stage calls `load_params("clean")` and gets a `CleanParams`; an unknown key, a wrong type
+or an out-of-range value stops it with one line naming the key and what was expected.
+The defaults here equal `params.yaml`'s: the real run (full dataset, TinyLlama, QLoRA nf4).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from lorapipe.stage import StageError
+
+PARAMS_FILE = "params.yaml"
+
+# The real AmazonTitles-1.3MM dump: a zip on Google Drive (see ../shared/notes/dataset.md).
+REAL_DATA_URL = "https://drive.google.com/file/d/12zH4mL2RX8iSvH0VCNnd3QxO4DzuHWnK/view?usp=sharing"
+ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def param(default: Any, *, min: float | None = None, max: float | None = None, choices: tuple = ()) -> Any:
+    """A dataclass field with the bounds the loader checks (min/max inclusive)."""
+    meta = {"min": min, "max": max, "choices": choices}
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: tuple(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class DataParams:
+    url: str = REAL_DATA_URL  # https URL, Google Drive share link, local path or file://
+    member: str = "LF-Amazon-1.3M/trn.json.gz"  # file to take when the download is a zip
+    sha256: str = ""  # pin it: the download stage prints the one it computed
+    timeout_s: float = param(60.0, min=1)
+    retries: int = param(3, min=0)
+
+
+@dataclass(frozen=True)
+class CleanParams:
+    title_field: str = "title"
+    content_field: str = "content"
+    min_title_chars: int = param(3, min=1)
+    max_title_chars: int = param(300, min=1)
+    min_content_chars: int = param(20, min=1)
+    max_content_chars: int = param(4000, min=1)
+    max_bad_fraction: float = param(0.5, min=0, max=1)  # malformed lines allowed before failing
+    rejects_per_reason: int = param(5, min=0)  # examples kept in the rejects file
+
+    def __post_init__(self) -> None:
+        for what in ("title", "content"):
+            lo, hi = getattr(self, f"min_{what}_chars"), getattr(self, f"max_{what}_chars")
+            if lo > hi:
+                raise StageError(f"{PARAMS_FILE}: clean.min_{what}_chars ({lo}) is above clean.max_{what}_chars ({hi})")
+
+
+@dataclass(frozen=True)
+class SampleParams:
+    size: int = param(40000, min=1)
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    test_size: float = param(0.2, min=0, max=0.9)
+    val_size: float = param(0.02, min=0, max=0.5)  # small slice for eval loss while training
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.test_size + self.val_size >= 1:
+            raise StageError(f"{PARAMS_FILE}: split.test_size + split.val_size must be < 1, leaving rows to train on")
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    name: str = "TinyLlama/TinyLlama_v1.1"  # hub id, local HF folder or local .gguf file
+    revision: str = "main"  # pin a commit sha: base_model records the one it resolved
+    sha256: str = ""  # for a local .gguf: pin its checksum
+
+
+@dataclass(frozen=True)
+class TokenizeParams:
+    prompt_tokens: int = param(75, min=8)
+    response_tokens: int = param(450, min=8)
+    seq_len: int = param(2048, min=32)  # packed row length
+    completion_only: bool = True  # loss on the description only
+
+
+@dataclass(frozen=True)
+class QuantParams:
+    bits: int = param(4, choices=(4, 8, 16))
+    quant_type: str = param("nf4", choices=("nf4", "fp4"))
+    double_quant: bool = True
+
+
+@dataclass(frozen=True)
+class LoraParams:
+    r: int = param(16, min=1, max=1024)
+    alpha: float = param(32.0, min=0)
+    dropout: float = param(0.05, min=0, max=0.9)
+    target_modules: tuple[str, ...] = param(ALL_PROJECTIONS)
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    epochs: float = param(1.0, min=0)
+    max_steps: int = param(0, min=0)  # 0: run `epochs` epochs
+    micro_batch: int = param(4, min=1)
+    grad_accum: int = param(4, min=1)
+    lr: float = param(2e-4, min=0)
+    lr_schedule: str = param("cosine", choices=("cosine", "linear", "constant"))
+    warmup_ratio: float = param(0.03, min=0, max=1)
+    weight_decay: float = param(0.0, min=0)
+    max_grad_norm: float = param(1.0, min=0)
+    grad_checkpointing: bool = True
+    precision: str = param("auto", choices=("auto", "bf16", "fp16", "fp32"))
+    eval_every: int = param(200, min=1)
+    save_every: int = param(200, min=1)
+    keep_checkpoints: int = param(2, min=1)
+    log_every: int = param(10, min=1)
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    max_samples: int = param(500, min=1)
+    batch_size: int = param(32, min=1)
+    max_new_tokens: int = param(256, min=1)
+    do_sample: bool = False
+    temperature: float = param(1.0, min=0.01)
+    top_p: float = param(1.0, min=0.01, max=1)
+    repetition_penalty: float = param(1.0, min=0.5)
+    report_samples: int = param(10, min=0)
+    seed: int = 42
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataParams,
+    "clean": CleanParams,
+    "sample": SampleParams,
+    "split": SplitParams,
+    "model": ModelParams,
+    "tokenize": TokenizeParams,
+    "quant": QuantParams,
+    "lora": LoraParams,
+    "train": TrainParams,
+    "eval": EvalParams,
+}
+
+T = TypeVar("T")
+
+
+def read_params_file(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise StageError(f"{path}: not found; run from the repository root, where params.yaml lives")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise StageError(f"{path}:{where} is not valid YAML") from None
+    if not isinstance(data, dict):
+        raise StageError(f"{path}: expected a mapping of sections (data, clean, ...), got {type(data).__name__}")
+    return data
+
+
+def load_params(section: str, path: str | Path = PARAMS_FILE) -> Any:
+    """Read one section of params.yaml into its dataclass, validating every key."""
+    raw = read_params_file(path).get(section)
+    return parse_section(section, {} if raw is None else raw, source=str(path))
+
+
+def parse_section(section: str, raw: Any, source: str = PARAMS_FILE) -> Any:
+    cls = SECTIONS[section]
+    if not isinstance(raw, dict):
+        raise StageError(f"{source}: '{section}' must be a mapping of keys, got {_describe(raw)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in raw:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"; did you mean '{section}.{close[0]}'?" if close else f"; known keys: {', '.join(fields)}"
+            raise StageError(f"{source}: unknown key '{section}.{key}'{hint}")
+    values = {}
+    for name, value in raw.items():
+        key = f"{section}.{name}"
+        values[name] = _check(key, value, hints[name], fields[name].metadata, source)
+    return cls(**values)
+
+
+def _check(key: str, value: Any, hint: Any, meta: Any, source: str) -> Any:
+    where = f"{source}: '{key}'"
+    if typing.get_origin(hint) is tuple:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+            raise StageError(f"{where} must be a list of names, got {_describe(value)}")
+        if not value:
+            raise StageError(f"{where} must name at least one entry")
+        return tuple(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise StageError(f"{where} must be true or false, got {_describe(value)}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise StageError(f"{where} must be an integer, got {_describe(value)}")
+    elif hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise StageError(f"{where} must be a number, got {_describe(value)}")
+        value = float(value)
+    elif hint is str:
+        if value is None:
+            value = ""
+        if not isinstance(value, str):
+            raise StageError(f"{where} must be a string, got {_describe(value)}")
+    elif isinstance(hint, types.UnionType):  # pragma: no cover - no such fields yet
+        raise TypeError(f"unsupported type for {key}: {hint}")
+    lo, hi, choices = meta.get("min"), meta.get("max"), meta.get("choices")
+    if choices and value not in choices:
+        raise StageError(f"{where} must be one of {', '.join(map(str, choices))}; got {value!r}")
+    if lo is not None and value < lo:
+        raise StageError(f"{where} must be >= {lo}, got {value!r}")
+    if hi is not None and value > hi:
+        raise StageError(f"{where} must be <= {hi}, got {value!r}")
+    return value
+
+
+def _describe(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})" if value is not None else "nothing (null)"

@@ -1,0 +1,72 @@
+"""Apply a params profile (an overrides file in profiles/) to params.yaml, keeping its comments.
+
+    python -m lorapipe.profile offline     # profiles/offline.yaml -> params.yaml
+
+Afterwards `dvc repro` and `dvc exp run -S key=value` start from the merged values;
+`git checkout params.yaml` returns to the real run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import yaml
+from ruamel.yaml import YAML
+
+from lorapipe.outputs import atomic_path
+from lorapipe.params import PARAMS_FILE, SECTIONS, parse_section
+from lorapipe.stage import StageError
+
+PROFILES = Path("profiles")
+
+
+def apply_profile(overrides: dict[str, Any], params_path: Path) -> list[str]:
+    """Merge `overrides` (section -> key -> value) into params_path; returns the changed keys."""
+    rt = YAML()
+    rt.preserve_quotes = True
+    rt.width = 4096
+    doc = rt.load(params_path.read_text())
+    changed = []
+    for section, values in overrides.items():
+        if section not in SECTIONS or not isinstance(values, dict):
+            raise StageError(f"profile: unknown section '{section}'; known: {', '.join(SECTIONS)}")
+        target = doc.setdefault(section, {})
+        for key, value in values.items():
+            if target.get(key) != value:
+                changed.append(f"{section}.{key}")
+            target[key] = value
+    buf = StringIO()
+    rt.dump(doc, buf)
+    merged = yaml.safe_load(buf.getvalue())
+    for section in SECTIONS:  # the whole result must load before it replaces params.yaml
+        parse_section(section, merged.get(section) or {}, source=f"{params_path} + profile")
+    with atomic_path(params_path) as tmp:
+        tmp.write_text(buf.getvalue())
+    return changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("profile", help="name of a file in profiles/, without .yaml")
+    parser.add_argument("--params", type=Path, default=Path(PARAMS_FILE))
+    args = parser.parse_args(argv)
+    source = PROFILES / f"{args.profile}.yaml"
+    try:
+        if not source.is_file():
+            known = ", ".join(sorted(p.stem for p in PROFILES.glob("*.yaml"))) or "none"
+            raise StageError(f"{source}: no such profile; known: {known}")
+        overrides = yaml.safe_load(source.read_text()) or {}
+        changed = apply_profile(overrides, args.params)
+    except StageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"applied {source} to {args.params}: {len(changed)} value(s) changed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Fetch the raw AmazonTitles dump (or any file in its schema) and pin its checksum.
+
+    python stages/download.py data/raw/trn.json.gz metrics/download.json
+
+`data.url` may be an https URL, a Google Drive share link, a local path or file://. An
+interrupted download resumes from `.cache/download/` on the next run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import time
+from pathlib import Path
+
+from lorapipe.fetch import copy_payload, download, redact, resolve_source, verify
+from lorapipe.outputs import atomic_path, write_json
+from lorapipe.params import DataParams, load_params
+from lorapipe.stage import StageError, log, run_stage
+
+CACHE = Path(".cache/download")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, help="where the dataset file goes")
+    parser.add_argument("metrics", type=Path)
+    args = parser.parse_args()
+    params: DataParams = load_params("data")
+
+    started = time.perf_counter()
+    source = resolve_source(params.url)
+    if isinstance(source, Path):
+        if not source.is_file():
+            raise StageError(f"data.url: local file {source} not found")
+        fetched, label = source, str(source)
+    else:
+        part = CACHE / (hashlib.sha256(source.encode()).hexdigest()[:16] + ".part")
+        fetched, label = download(source, part, timeout=params.timeout_s, retries=params.retries), redact(source)
+    try:
+        digest = verify(fetched, params.sha256, label)
+    except StageError:
+        if fetched is not source:  # a corrupt download must not be resumed next time
+            fetched.unlink(missing_ok=True)
+        raise
+    if not params.sha256:
+        log.info(f"sha256 {digest}: pin it as data.sha256 in params.yaml")
+
+    with atomic_path(args.out) as tmp:
+        taken = copy_payload(fetched, params.member, tmp)
+    write_json(
+        args.metrics,
+        {
+            "source": label,
+            "sha256": digest,
+            "bytes": fetched.stat().st_size,
+            "file": taken,
+            "seconds": round(time.perf_counter() - started, 2),
+        },
+    )
+    log.info(f"downloaded {label} ({fetched.stat().st_size:,} bytes) -> {args.out}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,40 @@
+"""Split the sample into train, validation and test; no product title lands in two splits.
+
+    python stages/split.py data/sample.parquet data/split metrics/split.json
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lorapipe.dataset import split_indices
+from lorapipe.outputs import atomic_dir, write_json
+from lorapipe.params import SplitParams, load_params
+from lorapipe.stage import StageError, log, run_stage
+from lorapipe.tables import read_text_table, write_table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sample", type=Path)
+    parser.add_argument("out", type=Path, help="folder for train/val/test.parquet")
+    parser.add_argument("metrics", type=Path)
+    args = parser.parse_args()
+    params: SplitParams = load_params("split")
+
+    table = read_text_table(args.sample)
+    parts = split_indices(table["title"].to_pylist(), params.test_size, params.val_size, params.seed)
+    if len(parts["train"]) == 0 or len(parts["test"]) == 0:
+        raise StageError(f"{args.sample}: {table.num_rows} rows are too few to split into train and test")
+
+    with atomic_dir(args.out) as tmp:
+        for name, rows in parts.items():
+            write_table(table.take(rows), tmp / f"{name}.parquet")
+    sizes = {name: len(rows) for name, rows in parts.items()}
+    write_json(args.metrics, sizes)
+    log.info("split: " + ", ".join(f"{name} {size:,}" for name, size in sizes.items()))
+
+
+if __name__ == "__main__":
+    run_stage(main)
