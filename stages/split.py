@@ -1,6 +1,6 @@
 """Split the sample into train, validation and test; no product title lands in two splits.
 
-    python stages/split.py data/sample.parquet data/split metrics/split.json
+python stages/split.py data/sample.parquet data/split metrics/split.json
 """
 
 from __future__ import annotations
