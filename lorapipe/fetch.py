@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlparse, urlunparse
 
 import requests
+import urllib3
 from tqdm import tqdm
 
 from lorapipe.stage import StageError, log
@@ -64,7 +65,8 @@ def download(url: str, part: Path, *, timeout: float, retries: int) -> Path:
 
 def _download_once(url: str, part: Path, timeout: float) -> None:
     have = part.stat().st_size if part.exists() else 0
-    headers = {"Range": f"bytes={have}-"} if have else {}
+    # identity: byte ranges must address the file itself, not a compressed transfer of it.
+    headers = {"Accept-Encoding": "identity", **({"Range": f"bytes={have}-"} if have else {})}
     with requests.get(url, headers=headers, stream=True, timeout=timeout) as resp:
         if resp.status_code == 416 and have:  # the partial file already holds everything
             return
@@ -85,9 +87,15 @@ def _download_once(url: str, part: Path, timeout: float) -> None:
             open(part, "ab" if resuming else "wb") as out,
             tqdm(total=total, initial=have, unit="B", unit_scale=True, desc="download", disable=None) as bar,
         ):
-            for chunk in resp.iter_content(CHUNK):
-                out.write(chunk)
-                bar.update(len(chunk))
+            try:
+                # read1 hands over whatever arrived, so a dropped connection loses nothing already received.
+                while chunk := resp.raw.read1(CHUNK):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+            except urllib3.exceptions.ReadTimeoutError:
+                raise requests.Timeout("read timed out") from None
+            except urllib3.exceptions.HTTPError as err:
+                raise requests.ConnectionError(f"connection lost: {err}") from None
         if total and part.stat().st_size < total:
             raise requests.exceptions.ChunkedEncodingError("connection closed before the end of the file")
 
@@ -104,11 +112,11 @@ def _network_message(url: str, err: Exception, timeout: float) -> str:
     return f"download failed: {where}: {type(err).__name__}"
 
 
-def verify(path: Path, expected: str, label: str) -> str:
-    """Return the file's sha256; on mismatch with a pinned `expected`, fail naming both."""
+def verify(path: Path, expected: str, label: str, key: str) -> str:
+    """Return the file's sha256; on mismatch with the pinned `expected` (param `key`), fail naming both."""
     actual = sha256_of(path)
     if expected and actual != expected.lower():
-        raise StageError(f"{label}: sha256 mismatch (data.sha256): expected {expected}, got {actual}")
+        raise StageError(f"{label}: sha256 mismatch ({key}): expected {expected}, got {actual}")
     return actual
 
 

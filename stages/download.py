@@ -38,7 +38,7 @@ def main() -> None:
         part = CACHE / (hashlib.sha256(source.encode()).hexdigest()[:16] + ".part")
         fetched, label = download(source, part, timeout=params.timeout_s, retries=params.retries), redact(source)
     try:
-        digest = verify(fetched, params.sha256, label)
+        digest = verify(fetched, params.sha256, label, "data.sha256")
     except StageError:
         if fetched is not source:  # a corrupt download must not be resumed next time
             fetched.unlink(missing_ok=True)

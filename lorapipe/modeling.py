@@ -1,0 +1,99 @@
+"""Loading the base model (quantized or not) and wrapping it with LoRA."""
+
+from __future__ import annotations
+
+import logging
+import resource
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedTokenizerBase
+
+from lorapipe.params import LoraParams, QuantParams
+from lorapipe.stage import StageError
+
+# bitsandbytes looks for an optional CPU kernel package on the hub; without it, it uses its own.
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """bf16 where the GPU has it, fp16 on older GPUs (a T4 has no bf16), fp32 on the CPU."""
+    if precision != "auto":
+        return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def quantization_config(quant: QuantParams, compute_dtype: torch.dtype) -> BitsAndBytesConfig | None:
+    if quant.bits == 16:
+        return None
+    if quant.bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quant.quant_type,
+        bnb_4bit_use_double_quant=quant.double_quant,
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
+
+
+def load_model(
+    path: Path, dtype: torch.dtype, device: torch.device, quant: QuantParams | None = None
+) -> torch.nn.Module:
+    """Load the base model from safetensors only, quantized when `quant` asks for it."""
+    if not any(Path(path).glob("*.safetensors")):
+        raise StageError(f"{path}: no *.safetensors weights; run the base_model stage (dvc repro base_model)")
+    qconfig = quantization_config(quant, dtype) if quant else None
+    kwargs = {"device_map": {"": device.index or 0}} if device.type == "cuda" else {}
+    model = AutoModelForCausalLM.from_pretrained(
+        path,
+        dtype=dtype,
+        quantization_config=qconfig,
+        use_safetensors=True,
+        trust_remote_code=False,
+        **kwargs,
+    )
+    return model if device.type == "cuda" else model.to(device)
+
+
+def add_lora(model: torch.nn.Module, lora: LoraParams, grad_checkpointing: bool, quantized: bool) -> torch.nn.Module:
+    """Wrap `model` with trainable LoRA adapters on `lora.target_modules`."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if quantized:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=grad_checkpointing)
+    elif grad_checkpointing:
+        model.enable_input_require_grads()
+    if grad_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [m for m in lora.target_modules if m not in present]
+    if missing:
+        raise StageError(f"params.yaml: lora.target_modules {missing} are not modules of this model")
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated, or the process's peak resident memory on the CPU."""
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

@@ -1,0 +1,144 @@
+"""The training loop: packed micro-batches, gradient accumulation, warmup + decay, resume."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from lorapipe.checkpoints import TrainState, resume_checkpoint, save_checkpoint
+from lorapipe.packing import IGNORE, collate
+from lorapipe.params import TrainParams
+from lorapipe.stage import log
+
+
+def total_steps(rows: int, params: TrainParams) -> int:
+    """Optimizer steps of the run: train.max_steps, else train.epochs over the packed rows."""
+    if params.max_steps:
+        return params.max_steps
+    micro_batches = math.ceil(rows / params.micro_batch)
+    return max(1, math.ceil(params.epochs * micro_batches / params.grad_accum))
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """Linear warmup, then cosine or linear decay to zero (or constant)."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * progress)) if schedule == "cosine" else 1 - progress
+
+
+def micro_batch_rows(step: int, accum: int, micro: int, n_rows: int, seed: int) -> list[list[int]]:
+    """Row indices of the micro-batches of optimizer step `step`.
+
+    A pure function of the step: a resumed run sees exactly the batches an uninterrupted one would.
+    """
+    per_epoch = math.ceil(n_rows / micro)
+    out = []
+    for m in range(step * accum, (step + 1) * accum):
+        epoch, k = divmod(m, per_epoch)
+        order = np.random.default_rng([seed, epoch]).permutation(n_rows)
+        out.append(order[k * micro : (k + 1) * micro].tolist())
+    return out
+
+
+@torch.no_grad()
+def mean_loss(model: torch.nn.Module, rows: Sequence[dict], batch: int, pad_id: int, device, amp) -> float:
+    """Mean per-token loss over `rows` (labels != IGNORE)."""
+    model.eval()
+    total = count = 0.0
+    for i in range(0, len(rows), batch):
+        b = {k: v.to(device) for k, v in collate(rows[i : i + batch], pad_id).items()}
+        n = int((b["labels"][:, 1:] != IGNORE).sum())
+        with amp():
+            out = model(**b, use_cache=False)
+        total += float(out.loss) * n
+        count += n
+    model.train()
+    return total / max(count, 1)
+
+
+def train(
+    model: torch.nn.Module,
+    train_rows: Sequence[dict],
+    val_rows: Sequence[dict],
+    params: TrainParams,
+    *,
+    pad_id: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    checkpoints: Path,
+    fingerprint: str,
+    on_step: Callable[[dict], None] | None = None,
+) -> TrainState:
+    """Train `model` (a peft model) in place; resumes from `checkpoints` when it can."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        trainable, lr=params.lr, weight_decay=params.weight_decay, fused=device.type == "cuda"
+    )
+    steps = total_steps(len(train_rows), params)
+    warmup = round(params.warmup_ratio * steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, warmup, params.lr_schedule))
+    state = resume_checkpoint(checkpoints, model, optimizer, scheduler, fingerprint) or TrainState(
+        fingerprint=fingerprint
+    )
+    use_amp = dtype != torch.float32
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+    def amp():
+        return torch.autocast(device.type, dtype=dtype) if use_amp else nullcontext()
+
+    model.train()
+    bar = tqdm(total=steps, initial=state.step, desc="train", unit="step", disable=None)
+    while state.step < steps:
+        started = time.perf_counter()
+        batches = [
+            collate([train_rows[i] for i in rows], pad_id)
+            for rows in micro_batch_rows(
+                state.step, params.grad_accum, params.micro_batch, len(train_rows), params.seed
+            )
+        ]
+        # Normalise by the tokens of the whole accumulation window, not per micro-batch.
+        window_tokens = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches)
+        loss_sum = 0.0
+        for b in batches:
+            b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
+            with amp():
+                out = model(**b, use_cache=False, num_items_in_batch=window_tokens)
+            scaler.scale(out.loss).backward()
+            loss_sum += out.loss.detach().item()
+            state.tokens += int((b["input_ids"] != pad_id).sum())
+        scaler.unscale_(optimizer)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, params.max_grad_norm or float("inf")))
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        lr = scheduler.get_last_lr()[0]
+        scheduler.step()
+        state.step += 1
+        seconds = time.perf_counter() - started
+        state.train_seconds += seconds
+        row = {"step": state.step, "loss": round(loss_sum, 5), "lr": lr, "grad_norm": round(grad_norm, 4)}
+        state.history.append(row)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_sum:.3f}")
+        if state.step % params.log_every == 0 or state.step == steps:
+            log.info(f"step {state.step}/{steps} | loss {loss_sum:.4f} | lr {lr:.2e} | {seconds * 1000:.0f} ms")
+        if val_rows and (state.step % params.eval_every == 0 or state.step == steps):
+            val = mean_loss(model, val_rows, params.micro_batch, pad_id, device, amp)
+            state.val_history.append({"step": state.step, "val_loss": round(val, 5)})
+            log.info(f"step {state.step}/{steps} | val_loss {val:.4f} | perplexity {math.exp(val):.2f}")
+        if on_step:
+            on_step(row)
+        if state.step % params.save_every == 0 or state.step == steps:
+            save_checkpoint(checkpoints, model, optimizer, scheduler, state, params.keep_checkpoints)
+    bar.close()
+    return state

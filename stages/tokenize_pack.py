@@ -1,0 +1,81 @@
+"""Tokenize train/val within the token budgets and pack them into seq_len rows.
+
+    python stages/tokenize_pack.py data/split models/base data/tokenized metrics/tokenize.json
+
+(The `tokenize` stage's script is not called tokenize.py: that name would shadow Python's
+own `tokenize` module for every script in stages/.)
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from lorapipe.modeling import load_tokenizer
+from lorapipe.outputs import atomic_dir, write_json
+from lorapipe.packing import pack_examples
+from lorapipe.params import TokenizeParams, load_params
+from lorapipe.prompt import encode_example
+from lorapipe.stage import StageError, log, run_stage
+from lorapipe.tables import read_text_table
+
+ROW_SCHEMA = pa.schema(
+    [("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32())), ("position_ids", pa.list_(pa.int32()))]
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("split", type=Path, help="folder with train.parquet and val.parquet")
+    parser.add_argument("model", type=Path, help="base model folder (for its tokenizer)")
+    parser.add_argument("out", type=Path)
+    parser.add_argument("metrics", type=Path)
+    args = parser.parse_args()
+    params: TokenizeParams = load_params("tokenize")
+
+    tokenizer = load_tokenizer(args.model)
+    metrics = {}
+    with atomic_dir(args.out) as tmp:
+        for part in ("train", "val"):
+            table = read_text_table(args.split / f"{part}.parquet")
+            examples = [
+                encode_example(tokenizer, title, content, params.prompt_tokens, params.response_tokens)
+                for title, content in tqdm(
+                    zip(table["title"].to_pylist(), table["content"].to_pylist(), strict=True),
+                    total=table.num_rows,
+                    desc=f"tokenize {part}",
+                    disable=None,
+                )
+            ]
+            too_long = sum(len(ex.input_ids) > params.seq_len for ex in examples)
+            if too_long:
+                raise StageError(
+                    f"params.yaml: {too_long} {part} examples exceed tokenize.seq_len {params.seq_len}; "
+                    "raise it above prompt_tokens + response_tokens + the template's tokens"
+                )
+            rows = pack_examples(examples, params.seq_len, params.completion_only)
+            columns = {name: [getattr(r, name) for r in rows] for name in ROW_SCHEMA.names}
+            pq.write_table(pa.table(columns, schema=ROW_SCHEMA), tmp / f"{part}.parquet", compression="zstd")
+            tokens = sum(len(ex.input_ids) for ex in examples)
+            metrics[part] = {
+                "examples": len(examples),
+                "tokens": tokens,
+                "trained_tokens": sum(sum(label != -100 for label in r.labels) for r in rows),
+                "prompt_truncated": sum(ex.prompt_truncated for ex in examples),
+                "response_truncated": sum(ex.response_truncated for ex in examples),
+                "rows": len(rows),
+                "packing_efficiency": round(tokens / (len(rows) * params.seq_len), 4) if rows else 0.0,
+            }
+            log.info(
+                f"tokenize {part}: {len(examples):,} examples, {tokens:,} tokens in {len(rows):,} rows "
+                f"of {params.seq_len} ({metrics[part]['packing_efficiency']:.1%} full)"
+            )
+    write_json(args.metrics, metrics)
+
+
+if __name__ == "__main__":
+    run_stage(main)

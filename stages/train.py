@@ -1,0 +1,109 @@
+"""QLoRA fine-tuning on the packed rows; resumes from the newest checkpoint after an interruption.
+
+    python stages/train.py data/tokenized models/base models/adapter models/checkpoints metrics
+
+Writes the adapter (+ tokenizer and resolved params) to models/adapter, and to metrics/:
+train.json, train_log.csv (per-step loss and LR), val_log.csv and loss_curve.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import signal
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import torch
+import transformers
+
+from lorapipe.modeling import add_lora, load_model, load_tokenizer, peak_memory_mb, pick_device, pick_dtype
+from lorapipe.outputs import atomic_dir, write_json
+from lorapipe.params import load_params
+from lorapipe.plots import write_loss_plots
+from lorapipe.stage import log, run_stage
+from lorapipe.training import train
+
+
+def fingerprint(*parts: object, files: list[Path]) -> str:
+    """Identity of a run: the params it trains with and the bytes it trains on."""
+    digest = hashlib.sha256(json.dumps([repr(p) for p in parts]).encode())
+    for f in files:
+        digest.update(f.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def stop_on_sigterm(*_: object) -> None:
+    raise KeyboardInterrupt  # run_stage reports it; checkpoints already on disk stay valid
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("tokenized", type=Path)
+    parser.add_argument("model", type=Path)
+    parser.add_argument("adapter", type=Path)
+    parser.add_argument("checkpoints", type=Path)
+    parser.add_argument("metrics", type=Path, help="folder for train.json, logs and the loss curve")
+    args = parser.parse_args()
+    params, lora, quant = load_params("train"), load_params("lora"), load_params("quant")
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
+
+    torch.manual_seed(params.seed)
+    device = pick_device()
+    dtype = pick_dtype(params.precision, device)
+    train_rows = pq.read_table(args.tokenized / "train.parquet").to_pylist()
+    val_rows = pq.read_table(args.tokenized / "val.parquet").to_pylist()
+    tokenizer = load_tokenizer(args.model)
+    model = load_model(args.model, dtype, device, quant)
+    model = add_lora(model, lora, params.grad_checkpointing, quantized=quant.bits < 16)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info(f"train: {len(train_rows):,} packed rows on {device} in {dtype}, {trainable:,} trainable params")
+
+    run_id = fingerprint(params, lora, quant, files=[args.tokenized / "train.parquet", args.model / "config.json"])
+    started = time.perf_counter()
+    state = train(
+        model,
+        train_rows,
+        val_rows,
+        params,
+        pad_id=tokenizer.pad_token_id,
+        device=device,
+        dtype=dtype,
+        checkpoints=args.checkpoints,
+        fingerprint=run_id,
+    )
+
+    with atomic_dir(args.adapter) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        resolved = {"train": params.__dict__, "lora": lora.__dict__, "quant": quant.__dict__}
+        (tmp / "train_params.json").write_text(json.dumps(resolved, indent=2, default=list))
+    final_val = state.val_history[-1]["val_loss"] if state.val_history else float("nan")
+    recent = [row["loss"] for row in state.history[-10:]]
+    write_loss_plots(args.metrics, state.history, state.val_history)
+    write_json(
+        args.metrics / "train.json",
+        {
+            "steps": state.step,
+            "train_loss": round(sum(recent) / len(recent), 4),
+            "val_loss": final_val,
+            "val_perplexity": round(math.exp(final_val), 3) if state.val_history else None,
+            "tokens": state.tokens,
+            "tokens_per_s": round(state.tokens / max(state.train_seconds, 1e-9), 1),
+            "train_seconds": round(state.train_seconds, 1),
+            "wall_seconds": round(time.perf_counter() - started, 1),
+            "peak_memory_mb": peak_memory_mb(device),
+            "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+            "dtype": str(dtype).removeprefix("torch."),
+            "trainable_params": trainable,
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        },
+    )
+    log.info(f"train: done, {state.step} steps, val_loss {final_val:.4f}, adapter -> {args.adapter}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

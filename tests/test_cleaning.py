@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lorapipe.cleaning import Reason, Rejected, clean_text, parse_line
+from lorapipe.params import CleanParams
+
+PARAMS = CleanParams(min_title_chars=3, max_title_chars=40, min_content_chars=10, max_content_chars=80)
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("It&#8217;s a mug &amp; a lid", "It’s a mug & a lid"),
+        ("double &amp;#8217; escaped", "double ’ escaped"),
+        ("&quot;quoted&quot; &lt;b&gt;", '"quoted" <b>'),
+        ("ＵＳＢ ｃａｂｌｅ", "USB cable"),  # NFKC folds full-width forms
+        ("bell\x07 and nul\x00 chars", "bell and nul chars"),
+        ("zero\u200bwidth and bom\ufeff", "zerowidth and bom"),
+        ("  tabs\tand\nnew\r\nlines  ", "tabs and new lines"),
+        ("non\u00a0breaking space", "non breaking space"),
+        ("caf\u0065\u0301 composed", "café composed"),
+        ("", ""),
+    ],
+)
+def test_clean_text_rules(raw, clean):
+    assert clean_text(raw) == clean
+
+
+def line(**record) -> bytes:
+    return json.dumps(record).encode() + b"\n"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'{"title": "no closing brace"\n', Reason.BAD_JSON),
+        (b"\n", Reason.BAD_JSON),
+        (b'{"title": "caf\xe9", "content": "latin-1 bytes"}\n', Reason.NOT_UTF8),
+        (b'["an", "array"]\n', Reason.NOT_OBJECT),
+        (b'"just a string"\n', Reason.NOT_OBJECT),
+        (line(title="only a title"), Reason.MISSING_FIELD),
+        (line(content="only content here"), Reason.MISSING_FIELD),
+        (line(title=12345, content="title is a number"), Reason.WRONG_TYPE),
+        (line(title="list content", content=["a", "b"]), Reason.WRONG_TYPE),
+        (line(title="  \u200b ", content="content that is long enough"), Reason.EMPTY_TITLE),
+        (line(title="A good title", content=""), Reason.EMPTY_CONTENT),
+        (line(title="A good title", content="&nbsp; \t"), Reason.EMPTY_CONTENT),
+        (line(title="ab", content="content that is long enough"), Reason.TITLE_TOO_SHORT),
+        (line(title="x" * 41, content="content that is long enough"), Reason.TITLE_TOO_LONG),
+        (line(title="A good title", content="too short"), Reason.CONTENT_TOO_SHORT),
+        (line(title="A good title", content="y" * 81), Reason.CONTENT_TOO_LONG),
+    ],
+)
+def test_parse_line_rejects_with_reason(raw, reason):
+    assert parse_line(raw, PARAMS) == Rejected(reason)
+
+
+def test_parse_line_keeps_and_cleans_a_good_record():
+    raw = line(uid="1", title="Mug &amp; Lid", content="It&#8217;s  a\tfine mug.", target_ind=[1])
+    assert parse_line(raw, PARAMS) == ("Mug & Lid", "It’s a fine mug.")
+
+
+def test_field_names_are_configurable():
+    params = CleanParams(title_field="name", content_field="body", min_content_chars=1)
+    assert parse_line(line(name="Blue mug", body="A mug."), params) == ("Blue mug", "A mug.")
+    assert parse_line(line(title="Blue mug", content="A mug."), params) == Rejected(Reason.MISSING_FIELD)
+
+
+def test_length_limits_apply_to_cleaned_text():
+    # 12 characters of entities shrink to 2: the limit sees the cleaned text.
+    assert parse_line(line(title="&amp;&amp;ab", content="content long enough"), PARAMS) == (
+        "&&ab",
+        "content long enough",
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=300))
+def test_parse_line_never_raises_on_random_bytes(raw):
+    result = parse_line(raw, PARAMS)
+    assert isinstance(result, (Rejected, tuple))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["title", "content", "uid", "other"]),
+        st.one_of(st.none(), st.integers(), st.text(max_size=100), st.lists(st.text(max_size=5), max_size=3)),
+    )
+)
+def test_parse_line_never_raises_on_random_records(record):
+    result = parse_line(json.dumps(record).encode(), PARAMS)
+    if isinstance(result, tuple):
+        title, content = result
+        assert PARAMS.min_title_chars <= len(title) <= PARAMS.max_title_chars
+        assert title == clean_text(title) and content == clean_text(content)  # cleaning is idempotent

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import pytest
+
+from lorapipe.dataset import dedupe, sample_indices, split_indices, title_key
+
+
+def test_title_key_ignores_case_punctuation_and_spacing():
+    assert title_key("Acme Water Bottle, 750 ml - Blue") == title_key("ACME  water bottle 750 ML blue!")
+    assert title_key("Acme Bottle") != title_key("Acme Bottles")
+
+
+def test_dedupe_counts_exact_and_title_duplicates_and_keeps_first():
+    titles = ["Blue Mug", "Red Mug", "blue mug!", "Blue Mug", "Green Mug"]
+    contents = ["a", "b", "c", "a", "d"]
+    result = dedupe(titles, contents)
+    assert result.keep == [0, 1, 4]
+    assert result.exact_duplicates == 1  # row 3 repeats row 0 exactly
+    assert result.title_duplicates == 1  # row 2 is the same product as row 0
+
+
+def test_sample_is_seeded_sorted_and_keeps_all_when_short():
+    a, b = sample_indices(1000, 100, seed=7), sample_indices(1000, 100, seed=7)
+    assert list(a) == list(b) and len(set(a.tolist())) == 100 and list(a) == sorted(a)
+    assert list(sample_indices(1000, 100, seed=8)) != list(a)
+    assert list(sample_indices(5, 100, seed=7)) == [0, 1, 2, 3, 4]
+
+
+def test_split_sizes_and_determinism():
+    titles = [f"Product {i}" for i in range(1000)]
+    parts = split_indices(titles, test_size=0.2, val_size=0.05, seed=1)
+    assert {k: len(v) for k, v in parts.items()} == {"train": 750, "val": 50, "test": 200}
+    assert sorted(i for v in parts.values() for i in v.tolist()) == list(range(1000))
+    again = split_indices(titles, test_size=0.2, val_size=0.05, seed=1)
+    assert all((parts[k] == again[k]).all() for k in parts)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_no_title_in_two_splits(seed):
+    # Near-duplicate titles (same key) must land together, whatever the seed.
+    titles = [f"Product {i % 300}" + ("!" if i % 2 else "") for i in range(900)]
+    parts = split_indices(titles, test_size=0.3, val_size=0.1, seed=seed)
+    keys = {name: {title_key(titles[i]) for i in rows} for name, rows in parts.items()}
+    assert not keys["train"] & keys["test"] and not keys["train"] & keys["val"] and not keys["val"] & keys["test"]

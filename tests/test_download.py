@@ -1,0 +1,168 @@
+"""The download stage against a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import socket
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lorapipe.fetch import download, resolve_source
+from lorapipe.stage import StageError
+from tests.conftest import ROOT
+from tests.http_server import serve
+
+PAYLOAD = gzip.compress(b"".join(b'{"uid": "%d", "title": "t", "content": "c"}\n' % i for i in range(20000)), mtime=0)
+SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+def run_download(tmp_path: Path, url: str, sha256: str = "", member: str = "x", timeout: float = 5, retries: int = 0):
+    data = {"url": url, "sha256": sha256, "member": member, "timeout_s": timeout, "retries": retries}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": data}))
+    return subprocess.run(
+        [sys.executable, str(ROOT / "stages/download.py"), "out/trn.json.gz", "metrics/download.json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    error = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in error[0]
+
+
+def test_download_success_verifies_checksum(tmp_path):
+    with serve({"/trn.json.gz": PAYLOAD}) as server:
+        result = run_download(tmp_path, f"{server.url}/trn.json.gz", sha256=SHA)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out/trn.json.gz").read_bytes() == PAYLOAD
+    assert SHA in (tmp_path / "metrics/download.json").read_text()
+
+
+def test_download_prints_checksum_to_pin_when_none_given(tmp_path):
+    with serve({"/trn.json.gz": PAYLOAD}) as server:
+        result = run_download(tmp_path, f"{server.url}/trn.json.gz")
+    assert result.returncode == 0 and f"sha256 {SHA}: pin it as data.sha256" in result.stderr
+
+
+def test_interrupted_download_resumes_with_range_request(tmp_path):
+    with serve({"/trn.json.gz": PAYLOAD}) as server:
+        server.drop_after = len(PAYLOAD) // 3
+        result = run_download(tmp_path, f"{server.url}/trn.json.gz", sha256=SHA, retries=2)
+    assert result.returncode == 0, result.stderr
+    assert "resuming" in result.stderr
+    assert server.requests[0]["range"] is None
+    assert server.requests[1]["range"] == f"bytes={len(PAYLOAD) // 3}-"
+    assert (tmp_path / "out/trn.json.gz").read_bytes() == PAYLOAD
+
+
+def test_partial_download_left_by_a_failed_run_resumes_on_the_next_run(tmp_path):
+    with serve({"/trn.json.gz": PAYLOAD}) as server:
+        server.drop_after = len(PAYLOAD) // 2
+        first = run_download(tmp_path, f"{server.url}/trn.json.gz", sha256=SHA, retries=0)
+        assert_one_line_error(first, "download failed")
+        assert not (tmp_path / "out/trn.json.gz").exists()  # nothing half-written in the output
+        second = run_download(tmp_path, f"{server.url}/trn.json.gz", sha256=SHA)
+    assert second.returncode == 0, second.stderr
+    assert server.requests[-1]["range"] == f"bytes={len(PAYLOAD) // 2}-"
+    assert (tmp_path / "out/trn.json.gz").read_bytes() == PAYLOAD
+
+
+def test_404_is_one_line(tmp_path):
+    with serve({}) as server:
+        result = run_download(tmp_path, f"{server.url}/missing.json.gz")
+    assert_one_line_error(result, "HTTP 404", "/missing.json.gz")
+
+
+def test_500_is_one_line(tmp_path):
+    with serve({}) as server:
+        result = run_download(tmp_path, f"{server.url}/status/500")
+    assert_one_line_error(result, "HTTP 500")
+
+
+def test_checksum_mismatch_discards_the_file(tmp_path):
+    with serve({"/trn.json.gz": PAYLOAD}) as server:
+        result = run_download(tmp_path, f"{server.url}/trn.json.gz", sha256="0" * 64)
+    assert_one_line_error(result, "sha256 mismatch (data.sha256)", "expected " + "0" * 64, f"got {SHA}")
+    assert not (tmp_path / "out/trn.json.gz").exists()
+    assert not list((tmp_path / ".cache/download").glob("*.part"))
+
+
+def test_connection_refused_is_one_line(tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = run_download(tmp_path, f"http://127.0.0.1:{port}/trn.json.gz")
+    assert_one_line_error(result, "connection refused")
+
+
+def test_timeout_is_one_line(tmp_path):
+    with serve({"/trn.json.gz": PAYLOAD}) as server:
+        server.stall_s = 3
+        result = run_download(tmp_path, f"{server.url}/trn.json.gz", timeout=1)
+    assert_one_line_error(result, "no answer", "within 1 s (data.timeout_s)")
+
+
+def test_zip_member_is_extracted(tmp_path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("LF-Amazon-1.3M/trn.json.gz", PAYLOAD)
+        zf.writestr("LF-Amazon-1.3M/tst.json.gz", b"other")
+    with serve({"/raw.zip": buf.getvalue()}) as server:
+        ok = run_download(tmp_path, f"{server.url}/raw.zip", member="LF-Amazon-1.3M/trn.json.gz")
+        assert ok.returncode == 0, ok.stderr
+        assert (tmp_path / "out/trn.json.gz").read_bytes() == PAYLOAD
+        bad = run_download(tmp_path, f"{server.url}/raw.zip", member="trn.json.gz")
+    assert_one_line_error(bad, "no member 'trn.json.gz'", "LF-Amazon-1.3M/tst.json.gz")
+
+
+def test_local_path_and_file_url(tmp_path):
+    src = tmp_path / "local.json.gz"
+    src.write_bytes(PAYLOAD)
+    for url in (str(src), f"file://{src}"):
+        result = run_download(tmp_path, url, sha256=SHA)
+        assert result.returncode == 0, result.stderr
+        assert (tmp_path / "out/trn.json.gz").read_bytes() == PAYLOAD
+    missing = run_download(tmp_path, str(tmp_path / "nope.json.gz"))
+    assert_one_line_error(missing, "not found")
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        "https://drive.google.com/file/d/12zH4mL2RX8iSvH0VCNnd3QxO4DzuHWnK/view?usp=sharing",
+        "https://drive.google.com/open?id=12zH4mL2RX8iSvH0VCNnd3QxO4DzuHWnK",
+        "https://drive.google.com/uc?export=download&id=12zH4mL2RX8iSvH0VCNnd3QxO4DzuHWnK",
+    ],
+)
+def test_google_drive_share_links_become_direct_downloads(link):
+    assert resolve_source(link) == (
+        "https://drive.usercontent.google.com/download?id=12zH4mL2RX8iSvH0VCNnd3QxO4DzuHWnK&export=download&confirm=t"
+    )
+
+
+def test_other_schemes_are_refused():
+    with pytest.raises(StageError, match="scheme 'ftp'"):
+        resolve_source("ftp://example.org/trn.json.gz")
+
+
+def test_html_page_instead_of_file_is_refused(tmp_path):
+    with serve({"/page": b"<html>quota exceeded</html>"}) as server:
+        server.content_type = "text/html; charset=utf-8"  # what Drive answers for a private file
+        with pytest.raises(StageError, match="returned an HTML page"):
+            download(f"{server.url}/page", tmp_path / "x.part", timeout=5, retries=0)

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import dataclasses
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lorapipe.params import SECTIONS, load_params, parse_section
+from lorapipe.profile import apply_profile
+from lorapipe.stage import StageError
+from tests.conftest import ROOT
+
+
+def committed_params() -> str:
+    """params.yaml as committed: `make demo` rewrites the working copy with the offline profile."""
+    return subprocess.run(
+        ["git", "show", "HEAD:params.yaml"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def test_params_yaml_defaults_equal_dataclass_defaults():
+    """The committed params.yaml is the real run, and so are the dataclass defaults: no drift."""
+    raw = yaml.safe_load(committed_params())
+    assert set(raw) == set(SECTIONS)
+    for section, cls in SECTIONS.items():
+        from_file = parse_section(section, raw[section])
+        assert from_file == cls(), section
+        assert set(raw[section]) == {f.name for f in dataclasses.fields(cls)}, section
+
+
+def write_params(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("lora:\n  rr: 8\n", "unknown key 'lora.rr'; did you mean 'lora.r'?"),
+        ("sample:\n  sizee: 10\n", "did you mean 'sample.size'?"),
+        ("lora:\n  r: 0\n", "'lora.r' must be >= 1, got 0"),
+        ("lora:\n  r: eight\n", "'lora.r' must be an integer, got 'eight' (str)"),
+        ("lora:\n  r: 8.5\n", "'lora.r' must be an integer"),
+        ("lora:\n  r: true\n", "'lora.r' must be an integer"),
+        ("train:\n  lr: -0.1\n", "'train.lr' must be >= 0, got -0.1"),
+        ("train:\n  lr: .nan\n", "'train.lr' must be a number"),
+        ("split:\n  test_size: 1.5\n", "'split.test_size' must be <= 0.9, got 1.5"),
+        ("split:\n  test_size: 0.6\n  val_size: 0.4\n", "split.test_size + split.val_size must be < 1"),
+        ("quant:\n  bits: 3\n", "'quant.bits' must be one of 4, 8, 16; got 3"),
+        ("lora:\n  target_modules: q_proj\n", "'lora.target_modules' must be a list of names"),
+        ("clean:\n  min_title_chars: 50\n  max_title_chars: 10\n", "clean.min_title_chars (50) is above"),
+        ("train:\n  grad_checkpointing: 'yes'\n", "'train.grad_checkpointing' must be true or false"),
+        ("lora: [1, 2]\n", "'lora' must be a mapping of keys"),
+        ("lora: {r: 8\n", "is not valid YAML"),
+    ],
+)
+def test_bad_params_fail_with_one_line_naming_the_key(tmp_path, text, message):
+    path = write_params(tmp_path, text)
+    section = text.split(":")[0]
+    with pytest.raises(StageError) as err:
+        load_params(section, path)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_params_file(tmp_path):
+    with pytest.raises(StageError, match=re.escape("params.yaml: not found")):
+        load_params("lora", tmp_path / "params.yaml")
+
+
+def test_missing_keys_take_defaults_and_ints_widen_to_floats(tmp_path):
+    path = write_params(tmp_path, "lora:\n  alpha: 16\n")
+    lora = load_params("lora", path)
+    assert lora.alpha == 16.0 and isinstance(lora.alpha, float)
+    assert lora.r == 16
+
+
+def test_offline_profile_applies_keeps_comments_and_validates(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(committed_params())
+    overrides = yaml.safe_load((ROOT / "profiles/offline.yaml").read_text())
+    changed = apply_profile(overrides, params)
+    assert "model.name" in changed and "data.url" in changed
+    text = params.read_text()
+    assert "# lorapipe parameters" in text  # comments survive
+    assert load_params("model", params).name.endswith(".gguf")
+    assert load_params("lora", params).r == 16  # untouched keys stay
+    assert apply_profile(overrides, params) == []  # idempotent
+
+
+def test_profile_with_bad_value_leaves_params_untouched(tmp_path):
+    params = tmp_path / "params.yaml"
+    original = committed_params()
+    params.write_text(original)
+    with pytest.raises(StageError, match=re.escape("'lora.r' must be >= 1")):
+        apply_profile({"lora": {"r": 0}}, params)
+    assert params.read_text() == original
