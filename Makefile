@@ -15,7 +15,7 @@ export TOKENIZERS_PARALLELISM := false
 demo: $(VENV)/.installed $(SMOLLM2)
 	$(BIN)/python -m lorapipe.profile offline
 	source $(BIN)/activate && dvc exp run
-	source $(BIN)/activate && dvc metrics show
+	$(BIN)/python -m lorapipe.summary metrics/eval.json
 
 test: $(VENV)/.installed $(SMOLLM2)
 	$(BIN)/ruff check .

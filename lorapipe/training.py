@@ -15,6 +15,7 @@ from tqdm import tqdm
 from lorapipe.checkpoints import TrainState, resume_checkpoint, save_checkpoint
 from lorapipe.packing import IGNORE, collate
 from lorapipe.params import TrainParams
+from lorapipe.perplexity import mean_loss
 from lorapipe.stage import log
 
 
@@ -48,22 +49,6 @@ def micro_batch_rows(step: int, accum: int, micro: int, n_rows: int, seed: int) 
         order = np.random.default_rng([seed, epoch]).permutation(n_rows)
         out.append(order[k * micro : (k + 1) * micro].tolist())
     return out
-
-
-@torch.no_grad()
-def mean_loss(model: torch.nn.Module, rows: Sequence[dict], batch: int, pad_id: int, device, amp) -> float:
-    """Mean per-token loss over `rows` (labels != IGNORE)."""
-    model.eval()
-    total = count = 0.0
-    for i in range(0, len(rows), batch):
-        b = {k: v.to(device) for k, v in collate(rows[i : i + batch], pad_id).items()}
-        n = int((b["labels"][:, 1:] != IGNORE).sum())
-        with amp():
-            out = model(**b, use_cache=False)
-        total += float(out.loss) * n
-        count += n
-    model.train()
-    return total / max(count, 1)
 
 
 def train(

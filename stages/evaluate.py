@@ -24,11 +24,11 @@ from lorapipe.modeling import load_model, load_tokenizer, pick_device, pick_dtyp
 from lorapipe.outputs import atomic_path, write_json
 from lorapipe.packing import pack_examples
 from lorapipe.params import load_params
+from lorapipe.perplexity import mean_loss
 from lorapipe.prompt import build_prompt, encode_example, truncate_title
 from lorapipe.scoring import text_scores
 from lorapipe.stage import StageError, log, run_stage
 from lorapipe.tables import read_text_table
-from lorapipe.training import mean_loss
 
 
 def reference_perplexity(model, tokenizer, titles, contents, tok_params, batch, device) -> float:

@@ -1,0 +1,106 @@
+"""Benchmark clean + sample + split on a generated 1.3M-record trn.json.gz, against the seed's pandas recipe.
+
+    python bench/data_pipeline.py [--records 1300000] [--workdir .cache/bench-data]
+
+Both sides run in the same invocation on the same file; each side is a separate process, so
+peak RSS is measured per side (ru_maxrss of the child). Targets: under 60 s wall and 4 GiB peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+from isal import igzip
+
+ROOT = Path(__file__).resolve().parents[1]
+PANDAS_BASELINE = """
+import html, sys, pandas as pd
+df = pd.read_json(sys.argv[1], lines=True)
+df = df[(df.title.str.strip() != "") & (df.content.str.strip() != "")]
+df["content"] = df.content.map(html.unescape)
+df = df.drop_duplicates(subset="title").sample(n=40000, random_state=42)
+train = df.sample(frac=0.8, random_state=42)
+test = df.drop(train.index)
+print(len(train), len(test))
+"""
+
+
+def generate(path: Path, records: int, seed: int = 0) -> None:
+    """Records shaped like the real dump: ~46% empty content, long-tailed description lengths."""
+    rng = random.Random(seed)
+    words = ["".join(rng.choices("abcdefghijklmnoprstuvwy", k=rng.randint(2, 10))) for _ in range(5000)]
+    entities = ["&#8217;", "&amp;", "&#8211;", "&quot;"]
+    with igzip.open(path, "wb", compresslevel=1) as f:
+        for i in range(records):
+            title = " ".join(rng.choices(words, k=rng.randint(3, 16))).title()
+            if rng.random() < 0.46:
+                content = ""
+            else:
+                n = min(int(rng.lognormvariate(4.4, 0.9)), 2000)  # words; median ~80
+                content = " ".join(rng.choices(words, k=max(n, 1)))
+                if rng.random() < 0.3:
+                    content += " It" + rng.choice(entities) + "s great."
+            if rng.random() < 0.03 and i:  # repeated titles
+                title = title.split()[0] + " Duplicate"
+            f.write(orjson.dumps({"uid": f"{i:010d}", "title": title, "content": content}) + b"\n")
+
+
+def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one child process (wait4 gives that child's own rusage)."""
+    started = time.perf_counter()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"{cmd[1]} failed with exit code {proc.returncode}")
+    return time.perf_counter() - started, usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=1_300_000)
+    parser.add_argument("--workdir", type=Path, default=ROOT / ".cache/bench-data")
+    parser.add_argument("--no-baseline", action="store_true")
+    args = parser.parse_args()
+    work = args.workdir
+    work.mkdir(parents=True, exist_ok=True)
+    raw = work / f"trn-{args.records}.json.gz"
+    if not raw.exists():
+        started = time.perf_counter()
+        generate(raw, args.records)
+        print(f"generated {raw} ({raw.stat().st_size / 2**20:,.0f} MiB) in {time.perf_counter() - started:.0f} s")
+    (work / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+
+    steps = {
+        "clean": ["stages/clean.py", str(raw), "clean.parquet", "rejects.jsonl", "clean.json"],
+        "sample": ["stages/sample.py", "clean.parquet", "sample.parquet", "sample.json"],
+        "split": ["stages/split.py", "sample.parquet", "split", "split.json"],
+    }
+    results = {}
+    for name, (script, *rest) in steps.items():
+        wall, peak = timed([sys.executable, str(ROOT / script), *rest], work)
+        results[name] = {"wall_s": round(wall, 1), "peak_mib": round(peak)}
+        print(f"{name:8s} {wall:6.1f} s  peak {peak:7,.0f} MiB")
+    total = sum(r["wall_s"] for r in results.values())
+    peak = max(r["peak_mib"] for r in results.values())
+    print(f"lorapipe clean+sample+split: {total:.1f} s wall, {peak:,} MiB peak (targets: < 60 s, < 4,096 MiB)")
+    summary = {"records": args.records, "lorapipe": {"wall_s": round(total, 1), "peak_mib": peak, **results}}
+    if not args.no_baseline:
+        wall, base_peak = timed([sys.executable, "-c", PANDAS_BASELINE, str(raw)], work)
+        print(f"seed pandas recipe:          {wall:.1f} s wall, {base_peak:,.0f} MiB peak")
+        print(f"ratio: {wall / total:.1f}x faster, {base_peak / peak:.1f}x less memory")
+        summary["pandas_baseline"] = {"wall_s": round(wall, 1), "peak_mib": round(base_peak)}
+    (work / "result.json").write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""dvc.yaml says exactly what each stage script reads: params sections, code and data deps."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+# Imported by every stage for errors, atomic writes and params: editing them must not re-run the DAG.
+INFRASTRUCTURE = {"lorapipe/stage.py", "lorapipe/outputs.py", "lorapipe/params.py"}
+
+
+def lorapipe_imports(path: Path, seen: set[str] | None = None) -> set[str]:
+    """lorapipe modules that `path` imports, transitively."""
+    seen = set() if seen is None else seen
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lorapipe."):
+            module = node.module.replace(".", "/") + ".py"
+            if module not in seen:
+                seen.add(module)
+                lorapipe_imports(ROOT / module, seen)
+    return seen
+
+
+def script_of(stage: dict) -> str:
+    return re.search(r"stages/\w+\.py", stage["cmd"]).group(0)
+
+
+def sections_read(script: str) -> set[str]:
+    return set(re.findall(r'load_params\("(\w+)"\)', (ROOT / script).read_text()))
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_code_deps_are_the_modules_the_script_imports(name):
+    stage = STAGES[name]
+    script = script_of(stage)
+    expected = {script} | (lorapipe_imports(ROOT / script) - INFRASTRUCTURE)
+    declared = {d for d in stage["deps"] if d.startswith(("stages/", "lorapipe/"))}
+    assert declared == expected
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_params_are_the_sections_the_script_loads(name):
+    stage = STAGES[name]
+    declared = {p.split(".")[0] for p in stage.get("params", [])}
+    assert declared == sections_read(script_of(stage))
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_command_paths_are_declared(name):
+    """Every data/ or models/ path on the command line is a dep or an out of the stage."""
+    stage = STAGES[name]
+    declared = set(stage.get("deps", []))
+    for kind in ("outs", "metrics", "plots"):
+        for entry in stage.get(kind, []):
+            declared |= set(entry) if isinstance(entry, dict) else {entry}
+    for arg in stage["cmd"].split()[2:]:
+        if arg.startswith(("data/", "models/")):
+            assert arg in declared, f"{name}: {arg} is not a dep or out"

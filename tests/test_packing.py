@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+import torch
+
+from lorapipe.packing import IGNORE, collate, example_labels, pack_examples
+from lorapipe.prompt import Example, build_prompt, encode_example
+
+
+def make_examples(n: int, seed: int = 0) -> list[Example]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        prompt_len = rng.randint(3, 12)
+        ids = [rng.randint(5, 999) for _ in range(prompt_len + rng.randint(2, 40))]
+        out.append(Example(ids, prompt_len, False, False))
+    return out
+
+
+def test_packing_keeps_every_token_once_and_respects_seq_len():
+    examples = make_examples(300)
+    rows = pack_examples(examples, seq_len=128, completion_only=True)
+    assert all(len(r.input_ids) <= 128 for r in rows)
+    # Split each row back into examples at the position-id restarts: the multiset of examples is intact.
+    recovered = []
+    for r in rows:
+        starts = [i for i, p in enumerate(r.position_ids) if p == 0] + [len(r.input_ids)]
+        recovered += [tuple(r.input_ids[a:b]) for a, b in itertools.pairwise(starts)]
+    assert sorted(recovered) == sorted(tuple(ex.input_ids) for ex in examples)
+    tokens = sum(len(ex.input_ids) for ex in examples)
+    assert tokens / (len(rows) * 128) > 0.9  # best-fit decreasing leaves little empty space
+
+
+def test_completion_only_labels_mask_exactly_the_prompt():
+    ex = Example([11, 12, 13, 14, 15, 2], prompt_len=3, prompt_truncated=False, response_truncated=False)
+    assert example_labels(ex, completion_only=True) == [IGNORE, IGNORE, IGNORE, 14, 15, 2]
+    # Without completion-only, only the first token is masked: nothing predicts an example's start.
+    assert example_labels(ex, completion_only=False) == [IGNORE, 12, 13, 14, 15, 2]
+
+
+def test_collate_pads_as_a_separate_sequence():
+    rows = [
+        {"input_ids": [5, 6, 7], "labels": [IGNORE, 6, 7], "position_ids": [0, 1, 2]},
+        {"input_ids": [8], "labels": [IGNORE], "position_ids": [0]},
+    ]
+    batch = collate(rows, pad_id=0)
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert batch["labels"].tolist() == [[IGNORE, 6, 7], [IGNORE, IGNORE, IGNORE]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2], [0, 0, 1]]
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_packed_examples_do_not_attend_to_each_other(tiny_model_dir, attn):
+    """Logits of each example inside a packed row equal the logits of that example run alone."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation=attn).eval()
+    examples = make_examples(6, seed=1)
+    row = pack_examples(examples, seq_len=512, completion_only=True)
+    assert len(row) == 1
+    batch = collate([row[0].__dict__], pad_id=0)
+    with torch.no_grad():
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits[0]
+        offset = 0
+        for ex in examples:  # pack_examples keeps input order inside a row
+            alone = model(input_ids=torch.tensor([ex.input_ids]), use_cache=False).logits[0]
+            torch.testing.assert_close(packed[offset : offset + len(ex.input_ids)], alone, atol=1e-4, rtol=1e-4)
+            offset += len(ex.input_ids)
+
+
+def test_packed_loss_equals_mean_of_unpacked_losses(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    examples = make_examples(4, seed=2)
+    batch = collate([pack_examples(examples, 512, completion_only=True)[0].__dict__], pad_id=0)
+    total = count = 0.0
+    with torch.no_grad():
+        packed = float(model(**batch, use_cache=False).loss)
+        for ex in examples:
+            labels = torch.tensor([example_labels(ex, True)])
+            n = int((labels[:, 1:] != IGNORE).sum())
+            total += float(model(input_ids=torch.tensor([ex.input_ids]), labels=labels).loss) * n
+            count += n
+    assert packed == pytest.approx(total / count, rel=1e-5)
+
+
+def test_prompt_uses_chat_template_and_is_shared(smollm2_tokenizer):
+    prompt = build_prompt(smollm2_tokenizer, "Acme Mug")
+    assert prompt.startswith("<|im_start|>system") and prompt.endswith("<|im_start|>assistant\n")
+    ex = encode_example(smollm2_tokenizer, "Acme Mug", "A fine mug.", prompt_tokens=75, response_tokens=450)
+    prompt_ids = smollm2_tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    assert ex.input_ids[: ex.prompt_len] == prompt_ids
+    assert ex.input_ids[-1] == smollm2_tokenizer.eos_token_id
+    assert smollm2_tokenizer.decode(ex.input_ids[ex.prompt_len : -1]) == "A fine mug."
+
+
+def test_plain_template_without_chat_template(smollm2_tokenizer):
+    import copy
+
+    plain = copy.deepcopy(smollm2_tokenizer)
+    plain.chat_template = None
+    prompt = build_prompt(plain, "Acme Mug")
+    assert "### Title:\nAcme Mug\n\n### Description:\n" in prompt
+
+
+def test_token_budgets_truncate_and_count(smollm2_tokenizer):
+    title, content = "word " * 100, "text " * 600
+    ex = encode_example(smollm2_tokenizer, title, content, prompt_tokens=10, response_tokens=50)
+    assert ex.prompt_truncated and ex.response_truncated
+    assert len(ex.input_ids) - ex.prompt_len == 51  # 50 response tokens + EOS

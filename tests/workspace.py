@@ -1,0 +1,51 @@
+"""Temp workspaces that run the real stage scripts the way `dvc repro` does (cwd = a repo root)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.conftest import ROOT
+
+
+def write_params(ws: Path, **sections: dict[str, Any]) -> None:
+    """params.yaml = the committed real run + the offline profile + `sections` overrides."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for overrides in (yaml.safe_load((ROOT / "profiles/offline.yaml").read_text()), sections):
+        for section, values in overrides.items():
+            params[section].update(values)
+    (ws / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def stage(ws: Path, script: str, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / script), *args],
+        cwd=ws,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{script} failed:\n{result.stderr[-3000:]}")
+    return result
+
+
+def data_workspace(ws: Path, model_dir: Path, **sections: dict[str, Any]) -> Path:
+    """A workspace with data/split and data/tokenized built from the synthetic sample."""
+    (ws / "data").mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "data/synthetic/trn.json.gz", ws / "data/trn.json.gz")
+    shutil.copytree(model_dir, ws / "models/base")
+    write_params(ws, data={"url": "data/trn.json.gz"}, **sections)
+    stage(ws, "download.py", "data/raw.json.gz", "metrics/download.json")
+    stage(ws, "clean.py", "data/raw.json.gz", "data/clean.parquet", "data/rejects.jsonl", "metrics/clean.json")
+    stage(ws, "sample.py", "data/clean.parquet", "data/sample.parquet", "metrics/sample.json")
+    stage(ws, "split.py", "data/sample.parquet", "data/split", "metrics/split.json")
+    stage(ws, "tokenize_pack.py", "data/split", "models/base", "data/tokenized", "metrics/tokenize.json")
+    return ws
