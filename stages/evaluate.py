@@ -10,6 +10,7 @@ metrics/eval_samples.jsonl (title, reference, base, tuned) for the PR report.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from contextlib import nullcontext
@@ -29,6 +30,7 @@ from lorapipe.prompt import build_prompt, encode_example, truncate_title
 from lorapipe.scoring import text_scores
 from lorapipe.stage import StageError, log, run_stage
 from lorapipe.tables import read_text_table
+from lorapipe.tracking import Tracker, flat_params
 
 
 def reference_perplexity(model, tokenizer, titles, contents, tok_params, batch, device) -> float:
@@ -82,20 +84,26 @@ def main() -> None:
         results[name] = {k: round(v, 4) for k, v in scores.items()}
         log.info(f"evaluate {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in results[name].items()))
 
+    tracking = args.adapter / "tracking.json"
+    run_id = json.loads(tracking.read_text()).get("mlflow_run_id") if tracking.is_file() else None
+    tracker = Tracker("evaluate", run_id)
+    tracker.log_params(flat_params({"eval": params}))
     new_tokens = sum(len(tokenizer(o, add_special_tokens=False)["input_ids"]) for o in outputs["tuned"])
-    write_json(
-        args.metrics / "eval.json",
-        {
-            **results,
-            "delta": {k: round(results["tuned"][k] - results["base"][k], 4) for k in results["base"]},
-            "samples": len(titles),
-            "generation_tokens_per_s": round(new_tokens / max(seconds["tuned"], 1e-9), 1),
-        },
-    )
+    summary = {
+        **results,
+        "delta": {k: round(results["tuned"][k] - results["base"][k], 4) for k in results["base"]},
+        "samples": len(titles),
+        "generation_tokens_per_s": round(new_tokens / max(seconds["tuned"], 1e-9), 1),
+    }
+    write_json(args.metrics / "eval.json", summary)
     with atomic_path(args.metrics / "eval_samples.jsonl") as tmp, open(tmp, "wb") as f:
         for i in range(min(params.report_samples, len(titles))):
             sample = {"title": titles[i], "reference": references[i], "base": outputs["base"][i]}
             f.write(orjson.dumps({**sample, "tuned": outputs["tuned"][i]}) + b"\n")
+    flat = {f"{model}.{k}": v for model in ("base", "tuned", "delta") for k, v in summary[model].items()}
+    tracker.log_metrics({**flat, "eval.samples": len(titles)})
+    tracker.log_artifacts([args.metrics / "eval.json", args.metrics / "eval_samples.jsonl"], "metrics")
+    tracker.finish()
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import signal
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from lorapipe.outputs import atomic_dir, write_json
 from lorapipe.params import load_params
 from lorapipe.plots import write_loss_plots
 from lorapipe.stage import log, run_stage
+from lorapipe.tracking import Tracker, flat_params
 from lorapipe.training import train
 
 
@@ -62,6 +64,18 @@ def main() -> None:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info(f"train: {len(train_rows):,} packed rows on {device} in {dtype}, {trainable:,} trainable params")
 
+    tracker = Tracker("train")
+    tracker.log_params(flat_params({"train": params, "lora": lora, "quant": quant}))
+    pending: list[dict] = []
+    live_from: list[int] = []  # first step trained by this process (earlier ones came from a checkpoint)
+
+    def track_step(row: dict) -> None:
+        live_from[:] = live_from or [row["step"]]
+        pending.append(row)
+        if row["step"] % params.log_every == 0:
+            tracker.log_history(pending)
+            pending.clear()
+
     run_id = fingerprint(params, lora, quant, files=[args.tokenized / "train.parquet", args.model / "config.json"])
     started = time.perf_counter()
     state = train(
@@ -74,34 +88,44 @@ def main() -> None:
         dtype=dtype,
         checkpoints=args.checkpoints,
         fingerprint=run_id,
+        on_step=track_step,
     )
+    resumed = [row for row in state.history if not live_from or row["step"] < live_from[0]]
+    tracker.log_history(resumed + pending)
 
     with atomic_dir(args.adapter) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         resolved = {"train": params.__dict__, "lora": lora.__dict__, "quant": quant.__dict__}
         (tmp / "train_params.json").write_text(json.dumps(resolved, indent=2, default=list))
+        (tmp / "tracking.json").write_text(json.dumps({"mlflow_run_id": tracker.run_id}))
     final_val = state.val_history[-1]["val_loss"] if state.val_history else float("nan")
     recent = [row["loss"] for row in state.history[-10:]]
     write_loss_plots(args.metrics, state.history, state.val_history)
-    write_json(
-        args.metrics / "train.json",
-        {
-            "steps": state.step,
-            "train_loss": round(sum(recent) / len(recent), 4),
-            "val_loss": final_val,
-            "val_perplexity": round(math.exp(final_val), 3) if state.val_history else None,
-            "tokens": state.tokens,
-            "tokens_per_s": round(state.tokens / max(state.train_seconds, 1e-9), 1),
-            "train_seconds": round(state.train_seconds, 1),
-            "wall_seconds": round(time.perf_counter() - started, 1),
-            "peak_memory_mb": peak_memory_mb(device),
-            "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-            "dtype": str(dtype).removeprefix("torch."),
-            "trainable_params": trainable,
-            "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
-        },
-    )
+    summary = {
+        "steps": state.step,
+        "train_loss": round(sum(recent) / len(recent), 4),
+        "val_loss": final_val,
+        "val_perplexity": round(math.exp(final_val), 3) if state.val_history else None,
+        "tokens": state.tokens,
+        "tokens_per_s": round(state.tokens / max(state.train_seconds, 1e-9), 1),
+        "train_seconds": round(state.train_seconds, 1),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "peak_memory_mb": peak_memory_mb(device),
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "dtype": str(dtype).removeprefix("torch."),
+        "trainable_params": trainable,
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+    }
+    write_json(args.metrics / "train.json", summary)
+    tracker.log_history(state.val_history)
+    # val_loss is already a per-step history; logging it again would add a duplicate point.
+    tracker.log_metrics({k: v for k, v in summary.items() if k not in ("steps", "val_loss")}, step=state.step)
+    outputs = ["train.json", "train_log.csv", "val_log.csv", "loss_curve.png"]
+    tracker.log_artifacts([args.metrics / name for name in outputs], "metrics")
+    if os.environ.get("LORAPIPE_MLFLOW_LOG_ADAPTER") == "1":
+        tracker.log_artifacts([args.adapter], "adapter")
+    tracker.finish()
     log.info(f"train: done, {state.step} steps, val_loss {final_val:.4f}, adapter -> {args.adapter}")
 
 

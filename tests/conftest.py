@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -53,3 +56,43 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer) 
     LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
     smollm2_tokenizer.save_pretrained(folder)
     return folder
+
+
+def sh(repo: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=env, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+    return result
+
+
+def ran(output: str) -> list[str]:
+    """Stages that `dvc repro`/`dvc exp run` actually ran, from DVC 3's log lines."""
+    return re.findall(r"Running stage '(\w+)'", output)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, smollm2_gguf) -> Path:
+    """A clone-like copy of the working tree, with the offline profile applied and committed."""
+    repo = tmp_path_factory.mktemp("repo")
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout.split("\0")
+    for name in filter(None, files):
+        # metrics/ of a local run are not part of the tree a clone gets
+        if (ROOT / name).is_file() and not name.startswith("metrics/"):
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, repo / name)
+    (repo / ".cache").mkdir()
+    (repo / ".cache/models").symlink_to(SMOLLM2_GGUF.parent)
+    sh(repo, "git", "init", "-q")
+    sh(repo, "python", "-m", "lorapipe.profile", "offline")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "offline profile")
+    return repo

@@ -1,0 +1,147 @@
+"""MLflow tracking against a real `mlflow server` on 127.0.0.1, and with the server down."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.workspace import data_workspace, stage
+
+TRAIN = {
+    "max_steps": 4,
+    "micro_batch": 2,
+    "grad_accum": 1,
+    "save_every": 2,
+    "eval_every": 2,
+    "log_every": 1,
+    "grad_checkpointing": False,
+}
+EVAL = {"max_samples": 4, "batch_size": 4, "max_new_tokens": 4}
+TRAIN_ARGS = ("data/tokenized", "models/base", "models/adapter", "models/checkpoints", "metrics")
+EVAL_ARGS = ("data/split/test.parquet", "models/base", "models/adapter", "metrics")
+SECRET = "s3cr3t-do-not-leak-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        f"sqlite:///{root}/mlflow.db",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--workers",
+        "1",
+    ]
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"mlflow server did not start: {proc.stderr.read()[-2000:]}")
+            time.sleep(0.5)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, tiny_model_dir) -> Path:
+    ws = data_workspace(
+        tmp_path_factory.mktemp("track"),
+        tiny_model_dir,
+        sample={"size": 200},
+        tokenize={"seq_len": 256},
+        train=TRAIN,
+        eval=EVAL,
+    )
+    subprocess.run(["git", "init", "-q"], cwd=ws, check=True)
+    return ws
+
+
+def run_with(ws: Path, uri: str, script: str, *args: str) -> subprocess.CompletedProcess:
+    env = {
+        "MLFLOW_TRACKING_URI": uri,
+        "MLFLOW_TRACKING_USERNAME": "alice",
+        "MLFLOW_TRACKING_PASSWORD": SECRET,
+        "DVC_EXP_NAME": "brave-lora",
+    }
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return stage(ws, script, *args)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def test_train_and_evaluate_log_one_run_to_a_real_server(workspace, mlflow_server):
+    from mlflow.tracking import MlflowClient
+
+    train = run_with(workspace, mlflow_server, "train.py", *TRAIN_ARGS)
+    evaluate = run_with(workspace, mlflow_server, "evaluate.py", *EVAL_ARGS)
+    client = MlflowClient(mlflow_server)
+    runs = client.search_runs([client.get_experiment_by_name("lorapipe").experiment_id])
+    assert len(runs) == 1  # evaluate adds to the train stage's run
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["dvc.exp_name"] == "brave-lora" and run.info.run_name.startswith("brave-lora")
+    assert run.data.params["lora.r"] == "16" and run.data.params["train.max_steps"] == "4"
+    assert run.data.params["eval.max_new_tokens"] == "4"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3, 4]
+    assert len(client.get_metric_history(run.info.run_id, "val_loss")) == 2
+    for key in ("base.rougeL", "tuned.rougeL", "delta.bleu", "tokens_per_s"):
+        assert key in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "metrics")}
+    assert {"metrics/loss_curve.png", "metrics/train_log.csv", "metrics/eval.json"} <= artifacts
+    # Credentials stay in the environment: not in logs, params or tags.
+    for text in (train.stderr, evaluate.stderr, str(run.data.params), str(run.data.tags)):
+        assert SECRET not in text
+
+
+def test_server_down_warns_once_and_the_stage_finishes(workspace):
+    dead = f"http://127.0.0.1:{free_port()}"
+    result = run_with(workspace, dead, "train.py", *TRAIN_ARGS)
+    assert result.stderr.count("mlflow tracking is off") == 1
+    assert (workspace / "metrics/train.json").is_file() and (workspace / "models/adapter").is_dir()
+    assert "Traceback" not in result.stderr and SECRET not in result.stderr
+
+
+def test_default_store_is_local_sqlite_in_the_repo(workspace):
+    env_uri = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        stage(workspace, "train.py", *TRAIN_ARGS)
+    finally:
+        if env_uri is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = env_uri
+    assert (workspace / "mlflow.db").is_file()
