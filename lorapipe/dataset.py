@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,8 +23,11 @@ class Dedup:
     title_duplicates: int  # same normalised title, other content
 
 
-def dedupe(titles: Sequence[str], contents: Sequence[str]) -> Dedup:
-    """Keep the first record of each normalised title; count exact and title-only repeats."""
+def dedupe(titles: Iterable[str], contents: Iterable[str]) -> Dedup:
+    """Keep the first record of each normalised title; count exact and title-only repeats.
+
+    Only hashes of the pairs are kept, so `contents` can stream past without being held.
+    """
     seen_pairs: set[int] = set()
     seen_titles: set[str] = set()
     keep: list[int] = []

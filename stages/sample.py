@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from lorapipe.dataset import dedupe, sample_indices
 from lorapipe.outputs import atomic_path, write_json
 from lorapipe.params import SampleParams, load_params
@@ -24,10 +26,12 @@ def main() -> None:
     params: SampleParams = load_params("sample")
 
     table = read_text_table(args.clean)
-    dedup = dedupe(table["title"].to_pylist(), table["content"].to_pylist())
-    unique = table.take(dedup.keep)
-    rows = sample_indices(unique.num_rows, params.size, params.seed)
-    sample = unique.take(rows)
+    # Descriptions stream through chunk by chunk: 1.3M of them as Python strings would take GBs.
+    contents = (text for chunk in table["content"].chunks for text in chunk.to_pylist())
+    dedup = dedupe(table["title"].to_pylist(), contents)
+    unique = len(dedup.keep)
+    rows = sample_indices(unique, params.size, params.seed)
+    sample = table.take(np.asarray(dedup.keep)[rows])  # one take: no copy of all unique rows
     if sample.num_rows < params.size:
         log.info(f"sample: only {sample.num_rows:,} unique records, fewer than sample.size {params.size:,}; kept all")
 
@@ -39,7 +43,7 @@ def main() -> None:
             "records_in": table.num_rows,
             "exact_duplicates": dedup.exact_duplicates,
             "title_duplicates": dedup.title_duplicates,
-            "unique": unique.num_rows,
+            "unique": unique,
             "requested": params.size,
             "sampled": sample.num_rows,
             "short_of_requested": sample.num_rows < params.size,
