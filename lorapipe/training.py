@@ -27,6 +27,22 @@ def total_steps(rows: int, params: TrainParams) -> int:
     return max(1, math.ceil(params.epochs * micro_batches / params.grad_accum))
 
 
+def is_out_of_memory(err: BaseException) -> bool:
+    """CUDA says OutOfMemoryError; the CPU allocator raises a RuntimeError or MemoryError."""
+    return isinstance(err, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in str(err)
+
+
+def out_of_memory_message(params: TrainParams, row_tokens: int, device: torch.device) -> str:
+    """What to lower when a step does not fit in memory."""
+    checkpointing = "" if params.grad_checkpointing else "set train.grad_checkpointing: true, "
+    return (
+        f"out of memory on {device} with train.micro_batch={params.micro_batch} rows of {row_tokens} tokens: "
+        f"lower train.micro_batch (raise train.grad_accum to keep the effective batch of "
+        f"{params.micro_batch * params.grad_accum}), {checkpointing}or lower tokenize.seq_len; "
+        "checkpoints already saved are kept and resumed"
+    )
+
+
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     """Linear warmup, then cosine or linear decay to zero (or constant)."""
     if step < warmup:

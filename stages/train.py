@@ -25,9 +25,9 @@ from lorapipe.modeling import add_lora, load_model, load_tokenizer, peak_memory_
 from lorapipe.outputs import atomic_dir, write_json
 from lorapipe.params import load_params
 from lorapipe.plots import write_loss_plots
-from lorapipe.stage import log, run_stage
+from lorapipe.stage import StageError, log, run_stage
 from lorapipe.tracking import Tracker, flat_params
-from lorapipe.training import train
+from lorapipe.training import is_out_of_memory, out_of_memory_message, train
 
 
 def fingerprint(*parts: object, files: list[Path]) -> str:
@@ -78,18 +78,25 @@ def main() -> None:
 
     run_id = fingerprint(params, lora, quant, files=[args.tokenized / "train.parquet", args.model / "config.json"])
     started = time.perf_counter()
-    state = train(
-        model,
-        train_rows,
-        val_rows,
-        params,
-        pad_id=tokenizer.pad_token_id,
-        device=device,
-        dtype=dtype,
-        checkpoints=args.checkpoints,
-        fingerprint=run_id,
-        on_step=track_step,
-    )
+    try:
+        state = train(
+            model,
+            train_rows,
+            val_rows,
+            params,
+            pad_id=tokenizer.pad_token_id,
+            device=device,
+            dtype=dtype,
+            checkpoints=args.checkpoints,
+            fingerprint=run_id,
+            on_step=track_step,
+        )
+    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:
+        if not is_out_of_memory(err):
+            raise
+        tracker.finish("FAILED")
+        width = max(len(r["input_ids"]) for r in train_rows)
+        raise StageError(out_of_memory_message(params, width, device)) from err
     resumed = [row for row in state.history if not live_from or row["step"] < live_from[0]]
     tracker.log_history(resumed + pending)
 

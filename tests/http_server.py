@@ -77,3 +77,38 @@ def serve(files: dict[str, bytes]) -> Iterator[FileServer]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+class StatusHandler(BaseHTTPRequestHandler):
+    """Answers every request with one status: a server that refuses credentials (401) or breaks (500)."""
+
+    status = 401
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        self.send_response(self.status)
+        self.send_header("Content-Type", "application/json")
+        body = b'{"error_code": "UNAUTHENTICATED", "message": "bad credentials"}'
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
+
+
+@contextmanager
+def serve_status(status: int) -> Iterator[str]:
+    handler = type("Handler", (StatusHandler,), {"status": status})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

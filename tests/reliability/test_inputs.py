@@ -1,0 +1,132 @@
+"""Reliability: bad input data and bad params end in one clear line, or a documented recovery.
+
+Each test is one scenario of docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.workspace import stage, write_params
+
+CLEAN_ARGS = ("data/raw.json.gz", "data/clean.parquet", "data/rejects.jsonl", "metrics/clean.json")
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    """Exit 1, no traceback, exactly one `error:` line holding every fragment."""
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    (tmp_path / "data").mkdir()
+    write_params(tmp_path)
+    return tmp_path
+
+
+def write_raw(ws: Path, payload: bytes, *, compress: bool = True) -> None:
+    (ws / "data/raw.json.gz").write_bytes(gzip.compress(payload, mtime=0) if compress else payload)
+
+
+def good(i: int) -> bytes:
+    return json.dumps({"uid": str(i), "title": f"Product {i}", "content": f"A fine product number {i}."}).encode()
+
+
+def test_truncated_gzip(ws):
+    data = gzip.compress(b"\n".join(good(i) for i in range(5000)), mtime=0)
+    (ws / "data/raw.json.gz").write_bytes(data[: len(data) // 2])
+    assert_one_line_error(stage(ws, "clean.py", *CLEAN_ARGS, check=False), "corrupt or truncated gzip")
+    assert not (ws / "data/clean.parquet").exists()
+
+
+def test_not_gzip(ws):
+    write_raw(ws, b'{"title": "plain json"}\n', compress=False)
+    assert_one_line_error(stage(ws, "clean.py", *CLEAN_ARGS, check=False), "not a gzip file")
+
+
+def test_empty_file(ws):
+    write_raw(ws, b"", compress=False)
+    assert_one_line_error(stage(ws, "clean.py", *CLEAN_ARGS, check=False), "empty file")
+
+
+def test_line_level_garbage_is_counted_not_fatal(ws):
+    lines = [good(i) for i in range(50)] + [
+        b'{"title": "caf\xe9", "content": "latin-1"}',  # non-UTF-8
+        b"[1, 2, 3]",  # JSON, not an object
+        b'{"title": 5, "content": "wrong type"}',
+        b'{"uid": "no fields"}',
+        b'{"title": "Gigantic", "content": "' + b"x" * 5_000_000 + b'"}',  # a 5 MB field
+        b"{not json",
+    ]
+    write_raw(ws, b"\n".join(lines) + b"\n")
+    result = stage(ws, "clean.py", *CLEAN_ARGS)
+    metrics = json.loads((ws / "metrics/clean.json").read_text())
+    assert metrics["kept"] == 50
+    assert metrics["dropped"] == {
+        "not_utf8": 1,
+        "not_object": 1,
+        "wrong_type": 1,
+        "missing_field": 1,
+        "content_too_long": 1,
+        "bad_json": 1,
+    }
+    rejects = [json.loads(line) for line in (ws / "data/rejects.jsonl").read_text().splitlines()]
+    assert {r["reason"] for r in rejects} == set(metrics["dropped"]) and all(len(r["text"]) <= 300 for r in rejects)
+    assert "Traceback" not in result.stderr
+
+
+def test_mostly_garbage_fails_with_the_threshold_named(ws):
+    write_raw(ws, b"\n".join([b"garbage"] * 90 + [good(i) for i in range(10)]) + b"\n")
+    result = stage(ws, "clean.py", *CLEAN_ARGS, check=False)
+    assert_one_line_error(result, "90 of 100 lines are malformed", "clean.max_bad_fraction")
+    assert (ws / "data/rejects.jsonl").is_file()  # examples are there to look at
+
+
+def test_zero_records_left(ws):
+    write_raw(ws, b"\n".join(json.dumps({"title": f"T{i} ok", "content": ""}).encode() for i in range(20)))
+    assert_one_line_error(stage(ws, "clean.py", *CLEAN_ARGS, check=False), "no record left after cleaning")
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "params", "fragment"),
+    [
+        ("clean.py", CLEAN_ARGS, {"clean": {"max_titel_chars": 9}}, "did you mean 'clean.max_title_chars'?"),
+        ("train.py", ("t", "m", "a", "c", "metrics"), {"lora": {"r": 0}}, "'lora.r' must be >= 1, got 0"),
+        ("train.py", ("t", "m", "a", "c", "metrics"), {"train": {"lr": -1e-4}}, "'train.lr' must be >= 0"),
+        ("split.py", ("s", "o", "m.json"), {"split": {"test_size": 1.5}}, "'split.test_size' must be <= 0.9"),
+        ("sample.py", ("c", "o", "m.json"), {"sample": {"size": "many"}}, "'sample.size' must be an integer"),
+    ],
+)
+def test_bad_params_stop_the_stage_before_any_work(ws, script, args, params, fragment):
+    write_params(ws, **params)
+    assert_one_line_error(stage(ws, script, *args, check=False), fragment)
+
+
+def test_missing_params_file(ws):
+    os.remove(ws / "params.yaml")
+    assert_one_line_error(stage(ws, "sample.py", "c", "o", "m.json", check=False), "params.yaml: not found")
+
+
+def test_missing_input_file(ws):
+    assert_one_line_error(stage(ws, "sample.py", "data/none.parquet", "o", "m.json", check=False), "data/none.parquet")
+
+
+def test_base_model_refuses_pickled_weights(ws):
+    folder = ws / "legacy-model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "pytorch_model.bin").write_bytes(b"\x80\x02pickle")
+    write_params(ws, model={"name": str(folder)})
+    result = stage(ws, "base_model.py", "models/base", "metrics/base_model.json", check=False)
+    assert_one_line_error(result, "no *.safetensors weights", "refused")
+    assert not (ws / "models/base").exists()

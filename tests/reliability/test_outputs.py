@@ -1,0 +1,64 @@
+"""Reliability: a stage killed mid-write never leaves a half-written output for DVC to cache."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from lorapipe.outputs import atomic_dir, atomic_path
+from tests.conftest import ROOT
+from tests.workspace import write_params
+
+
+def test_atomic_path_keeps_the_old_file_when_the_writer_fails(tmp_path):
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash")
+    assert target.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [target]  # no temp file left behind
+
+
+def test_atomic_dir_keeps_the_old_folder_when_the_writer_fails(tmp_path):
+    target = tmp_path / "split"
+    target.mkdir()
+    (target / "train.parquet").write_text("old")
+    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
+        (tmp / "train.parquet").write_text("half")
+        raise RuntimeError("crash")
+    assert (target / "train.parquet").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["split"]
+
+
+def test_sigkill_during_clean_leaves_the_previous_output_intact(tmp_path):
+    (tmp_path / "data").mkdir()
+    write_params(tmp_path)
+    lines = (json.dumps({"title": f"Product {i}", "content": "words " * 60}).encode() for i in range(400_000))
+    (tmp_path / "data/raw.json.gz").write_bytes(gzip.compress(b"\n".join(lines), compresslevel=1, mtime=0))
+    out = tmp_path / "data/clean.parquet"
+    out.write_bytes(b"previous complete output")
+    args = [
+        sys.executable,
+        str(ROOT / "stages/clean.py"),
+        "data/raw.json.gz",
+        "data/clean.parquet",
+        "data/r.jsonl",
+        "m.json",
+    ]
+    proc = subprocess.Popen(args, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not list((tmp_path / "data").glob(".clean.parquet.*.tmp")):
+        assert proc.poll() is None and time.monotonic() < deadline, "clean ended before it could be killed"
+        time.sleep(0.01)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert out.read_bytes() == b"previous complete output"

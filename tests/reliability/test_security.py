@@ -1,0 +1,71 @@
+"""Security: no credential in tracked files or outputs, no remote code, no pickled weights."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from tests.conftest import ROOT, sh
+from tests.workspace import stage
+
+CREDENTIAL = re.compile(
+    r"(AKIA[0-9A-Z]{16}|hf_[A-Za-z0-9]{30,}|ghp_[A-Za-z0-9]{30,}|"
+    r"(secret_access_key|password|token)\s*[:=]\s*[\"']?[A-Za-z0-9/+]{16,})"
+)
+SECRETS = {
+    "HF_TOKEN": "hf_FAKEfakeFAKEfakeFAKEfakeFAKEfake0001",
+    "AWS_SECRET_ACCESS_KEY": "FAKEsecretFAKEsecretFAKEsecret0002",
+    "MLFLOW_TRACKING_PASSWORD": "FAKEpasswordFAKEpassword0003",
+    "DAGSHUB_TOKEN": "FAKEdagshubFAKEdagshub0004",
+}
+
+
+def test_no_credentials_in_tracked_files():
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        path = ROOT / name
+        if path.is_file() and path.suffix not in {".gz", ".png"}:
+            text = path.read_text(errors="ignore")
+            assert not CREDENTIAL.search(text), f"possible credential in {name}"
+    ignored = subprocess.run(["git", "check-ignore", "-q", ".dvc/config.local"], cwd=ROOT)
+    assert ignored.returncode == 0
+
+
+def test_remote_code_and_pickles_are_never_allowed():
+    code = "\n".join(p.read_text() for p in [*ROOT.glob("lorapipe/*.py"), *ROOT.glob("stages/*.py")])
+    assert "trust_remote_code=True" not in code
+    assert "trust_remote_code=False" in code
+    loads = re.findall(r"torch\.load\([^)]*\)", code)
+    assert loads and all("weights_only=True" in call for call in loads)
+
+
+def test_fake_secrets_in_the_environment_never_reach_outputs_or_logs(repo, monkeypatch):
+    for key, value in SECRETS.items():
+        monkeypatch.setenv(key, value)
+    runs = [sh(repo, "dvc", "repro", "-f", "split")]
+    runs.append(sh(repo, sys.executable, "-m", "lorapipe.report", "--base", "HEAD", "-o", "report.md"))
+    outputs = [p for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts and p.stat().st_size < 50_000_000]
+    texts = [r.stdout + r.stderr for r in runs] + [p.read_bytes().decode("utf-8", "ignore") for p in outputs]
+    for secret in SECRETS.values():
+        assert not any(secret in text for text in texts), secret
+
+
+def test_training_with_secrets_keeps_them_out_of_mlflow_and_outputs(tmp_path, tiny_model_dir, monkeypatch):
+    from tests.workspace import data_workspace
+
+    for key, value in SECRETS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the local SQLite store
+    ws = data_workspace(
+        tmp_path,
+        tiny_model_dir,
+        sample={"size": 100},
+        tokenize={"seq_len": 256},
+        train={"max_steps": 2, "micro_batch": 2, "grad_accum": 1, "grad_checkpointing": False},
+    )
+    result = stage(ws, "train.py", "data/tokenized", "models/base", "models/adapter", "models/checkpoints", "metrics")
+    blobs = [result.stderr] + [p.read_bytes().decode("latin-1") for p in ws.rglob("*") if p.is_file()]
+    assert (ws / "mlflow.db").is_file()
+    for secret in SECRETS.values():
+        assert not any(secret in blob for blob in blobs), secret

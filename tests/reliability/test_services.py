@@ -1,0 +1,71 @@
+"""Reliability: failing services (MLflow, the S3 remote) never cost local results."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+
+import pytest
+
+from tests.conftest import sh
+from tests.http_server import serve_status
+from tests.workspace import data_workspace, stage
+
+TRAIN = {
+    "max_steps": 2,
+    "micro_batch": 2,
+    "grad_accum": 1,
+    "save_every": 1,
+    "eval_every": 2,
+    "grad_checkpointing": False,
+}
+TRAIN_ARGS = ("data/tokenized", "models/base", "models/adapter", "models/checkpoints", "metrics")
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, tiny_model_dir):
+    return data_workspace(
+        tmp_path_factory.mktemp("services"),
+        tiny_model_dir,
+        sample={"size": 100},
+        tokenize={"seq_len": 256},
+        train=TRAIN,
+    )
+
+
+@pytest.mark.parametrize("status", [401, 403, 500])
+def test_mlflow_refusing_requests_warns_once_and_training_finishes(workspace, status, monkeypatch):
+    with serve_status(status) as url:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong-password-123456")
+        result = stage(workspace, "train.py", *TRAIN_ARGS)
+    assert result.stderr.count("mlflow tracking is off") == 1
+    assert "wrong-password-123456" not in result.stderr
+    assert (workspace / "metrics/train.json").is_file()
+    assert (workspace / "models/adapter/adapter_model.safetensors").is_file()
+
+
+def test_unreachable_s3_remote_fails_clearly_and_keeps_local_data(repo):
+    sh(repo, "dvc", "repro", "split")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sh(repo, "dvc", "remote", "add", "-f", "down", "s3://dvc")
+    sh(repo, "dvc", "remote", "modify", "down", "endpointurl", f"http://127.0.0.1:{port}")
+    env_keys = {"AWS_ACCESS_KEY_ID": "AKIAFAKEFAKEFAKEFAKE", "AWS_SECRET_ACCESS_KEY": "fake-secret-key-for-tests-0000"}
+    os.environ.update(env_keys)
+    try:
+        before = hashlib.sha256((repo / "data/sample.parquet").read_bytes()).hexdigest()
+        push = sh(repo, "dvc", "push", "-r", "down", "--with-deps", "split", check=False)
+        pull = sh(repo, "dvc", "pull", "-r", "down", "--with-deps", "split", check=False)
+    finally:
+        for key in env_keys:
+            os.environ.pop(key)
+    for result in (push, pull):
+        assert result.returncode != 0
+        assert "ERROR" in result.stderr + result.stdout
+        assert "fake-secret-key-for-tests-0000" not in result.stderr + result.stdout
+    assert hashlib.sha256((repo / "data/sample.parquet").read_bytes()).hexdigest() == before
+    assert "up to date" in sh(repo, "dvc", "status", "split").stdout
