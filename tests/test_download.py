@@ -6,7 +6,6 @@ import gzip
 import hashlib
 import io
 import os
-import socket
 import subprocess
 import sys
 import zipfile
@@ -19,6 +18,7 @@ from lorapipe.fetch import download, resolve_source
 from lorapipe.stage import StageError
 from tests.conftest import ROOT
 from tests.http_server import serve
+from tests.workspace import assert_one_line_error, free_port
 
 PAYLOAD = gzip.compress(b"".join(b'{"uid": "%d", "title": "t", "content": "c"}\n' % i for i in range(20000)), mtime=0)
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -35,15 +35,6 @@ def run_download(tmp_path: Path, url: str, sha256: str = "", member: str = "x", 
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         timeout=120,
     )
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.returncode == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    error = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(error) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in error[0]
 
 
 def test_download_success_verifies_checksum(tmp_path):
@@ -104,10 +95,7 @@ def test_checksum_mismatch_discards_the_file(tmp_path):
 
 
 def test_connection_refused_is_one_line(tmp_path):
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    result = run_download(tmp_path, f"http://127.0.0.1:{port}/trn.json.gz")
+    result = run_download(tmp_path, f"http://127.0.0.1:{free_port()}/trn.json.gz")
     assert_one_line_error(result, "connection refused")
 
 

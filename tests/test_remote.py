@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import sh
+from tests.workspace import free_port
 
 KEY_ID, SECRET = "AKIA" + "TESTONLY" * 2, "fake/secret+key0123456789abcdefABCDEF01"
 OUTPUTS = ["data/raw/trn.json.gz", "data/clean.parquet", "data/sample.parquet", "data/split/train.parquet"]
@@ -22,9 +22,7 @@ OUTPUTS = ["data/raw/trn.json.gz", "data/clean.parquet", "data/sample.parquet", 
 
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(
         [shutil.which("moto_server") or "moto_server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,

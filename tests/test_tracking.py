@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.workspace import data_workspace, stage
+from tests.workspace import data_workspace, free_port, stage
 
 TRAIN = {
     "max_steps": 4,
@@ -27,12 +26,6 @@ EVAL = {"max_samples": 4, "batch_size": 4, "max_new_tokens": 4}
 TRAIN_ARGS = ("data/tokenized", "models/base", "models/adapter", "models/checkpoints", "metrics")
 EVAL_ARGS = ("data/split/test.parquet", "models/base", "models/adapter", "metrics")
 SECRET = "s3cr3t-do-not-leak-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

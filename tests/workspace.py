@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +50,20 @@ def data_workspace(ws: Path, model_dir: Path, **sections: dict[str, Any]) -> Pat
     stage(ws, "split.py", "data/sample.parquet", "data/split", "metrics/split.json")
     stage(ws, "tokenize_pack.py", "data/split", "models/base", "data/tokenized", "metrics/tokenize.json")
     return ws
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """Exit 1, no traceback, exactly one `error:` line holding every fragment."""
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (for servers to start, or for refused connections)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

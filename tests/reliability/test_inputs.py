@@ -12,19 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.workspace import stage, write_params
+from tests.workspace import assert_one_line_error, stage, write_params
 
 CLEAN_ARGS = ("data/raw.json.gz", "data/clean.parquet", "data/rejects.jsonl", "metrics/clean.json")
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    """Exit 1, no traceback, exactly one `error:` line holding every fragment."""
-    assert result.returncode == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
 
 
 @pytest.fixture

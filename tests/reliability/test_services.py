@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 
 import pytest
 
 from tests.conftest import sh
 from tests.http_server import serve_status
-from tests.workspace import data_workspace, stage
+from tests.workspace import data_workspace, free_port, stage
 
 TRAIN = {
     "max_steps": 2,
@@ -49,9 +48,7 @@ def test_mlflow_refusing_requests_warns_once_and_training_finishes(workspace, st
 
 def test_unreachable_s3_remote_fails_clearly_and_keeps_local_data(repo):
     sh(repo, "dvc", "repro", "split")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     sh(repo, "dvc", "remote", "add", "-f", "down", "s3://dvc")
     sh(repo, "dvc", "remote", "modify", "down", "endpointurl", f"http://127.0.0.1:{port}")
     env_keys = {"AWS_ACCESS_KEY_ID": "AKIA" + "FAKE" * 4, "AWS_SECRET_ACCESS_KEY": "fake-secret-key-for-tests-0000"}
