@@ -3,7 +3,7 @@
     python bench/eval_throughput.py --prompts 64 --max-new-tokens 64
 
 Both sides decode the same test prompts greedily in one run. Ours merges the adapter into the
-base in bf16 (fp32 on the CPU) and decodes length-sorted batches of `--batch`. Run it after
+dequantized nf4 base in bf16 (fp32 on the CPU) and decodes length-sorted batches of `--batch`. Run it after
 `make demo` (or `dvc repro train`): it reads models/base, models/adapter and data/split/test.parquet.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from lorapipe.generation import generate_texts
-from lorapipe.modeling import load_model, load_tokenizer, pick_device, pick_dtype
+from lorapipe.modeling import load_model, load_tokenizer, load_tuned_model, pick_device, pick_dtype
 from lorapipe.params import EvalParams, QuantParams
 from lorapipe.prompt import build_prompt
 from lorapipe.tables import read_text_table
@@ -58,7 +58,7 @@ def main() -> None:
     del naive_model
     torch.cuda.empty_cache() if device.type == "cuda" else None
 
-    merged = PeftModel.from_pretrained(load_model(args.model, dtype, device), args.adapter).merge_and_unload()
+    merged = load_tuned_model(args.model, args.adapter, dtype, device)
     ours_params = EvalParams(batch_size=args.batch, max_new_tokens=args.max_new_tokens)
     ours_out, ours_s, ours_tokens = timed_generate(merged, tokenizer, prompts, ours_params, sort=True)
 
@@ -69,7 +69,7 @@ def main() -> None:
     print(f"naive  nf4 + unmerged adapter, batch 8:      {naive_rate:8.1f} tokens/s ({naive_s:.1f} s)")
     print(f"ours   merged {str(dtype)[6:]}, sorted batch {args.batch}: {ours_rate:8.1f} tokens/s ({ours_s:.1f} s)")
     print(f"ratio  {ours_rate / naive_rate:.1f}x; identical greedy outputs: {same}/{len(prompts)}")
-    print("(nf4 and merged full-precision weights differ numerically, so some greedy outputs may diverge)")
+    print("(same weights; a merged matmul rounds differently from base + adapter, so a few outputs may diverge)")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 
     python stages/evaluate.py data/split/test.parquet models/base models/adapter metrics
 
-Both models decode the same prompts with the same settings; the tuned model is the base
-with the adapter merged in. Writes metrics/eval.json (base, tuned, delta) and
-metrics/eval_samples.jsonl (title, reference, base, tuned) for the PR report.
+Both models decode the same prompts with the same settings. The base is the original model;
+the tuned model is the adapter merged into the base as training saw it (quantized, then
+dequantized), so it decodes like the training-time model at plain-model speed.
+Writes metrics/eval.json (base, tuned, delta) and metrics/eval_samples.jsonl (title,
+reference, base, tuned) for the PR report.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import orjson
 import torch
 
 from lorapipe.generation import generate_texts
-from lorapipe.modeling import load_model, load_tokenizer, pick_device, pick_dtype
+from lorapipe.modeling import load_model, load_tokenizer, load_tuned_model, pick_device, pick_dtype
 from lorapipe.outputs import atomic_path, write_json
 from lorapipe.packing import pack_examples
 from lorapipe.params import load_params
@@ -71,9 +73,8 @@ def main() -> None:
     results, outputs, seconds = {}, {}, {}
     for name in ("base", "tuned"):
         if name == "tuned":
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, args.adapter).merge_and_unload()
+            del model
+            model = load_tuned_model(args.model, args.adapter, dtype, device)
         started = time.perf_counter()
         outputs[name] = generate_texts(model, tokenizer, prompts, params, desc=f"generate {name}")
         seconds[name] = time.perf_counter() - started

@@ -77,6 +77,29 @@ def test_every_lora_weight_changed_and_adapter_reloads_and_generates(workspace, 
     assert out.shape[1] > ids["input_ids"].shape[1]
 
 
+def test_merged_tuned_model_matches_the_training_time_model(workspace):
+    """Evaluation's merged model computes what the nf4 base + adapter computed in training."""
+    from peft import PeftModel
+
+    from lorapipe.modeling import load_model, load_tuned_model
+    from lorapipe.params import QuantParams
+
+    if not (workspace / "models/adapter").is_dir():
+        stage(workspace, "train.py", *TRAIN_ARGS)
+    cpu, base = torch.device("cpu"), workspace / "models/base"
+    trained = PeftModel.from_pretrained(
+        load_model(base, torch.float32, cpu, QuantParams()), workspace / "models/adapter"
+    )
+    merged = load_tuned_model(base, workspace / "models/adapter", torch.float32, cpu)
+    unquantized = PeftModel.from_pretrained(load_model(base, torch.float32, cpu), workspace / "models/adapter")
+    ids = torch.tensor([[1, 500, 600, 700, 800, 900, 2]])
+    with torch.no_grad():
+        expected = trained.eval()(ids).logits
+        torch.testing.assert_close(merged(ids).logits, expected, atol=5e-3, rtol=0)
+        # Merging into the original (unquantized) weights instead would be far off.
+        assert (unquantized.merge_and_unload()(ids).logits - expected).abs().max() > 0.05
+
+
 def test_same_seed_same_losses(workspace, tmp_path):
     first = losses(workspace) if (workspace / "metrics/train_log.csv").exists() else None
     if first is None:
