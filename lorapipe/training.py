@@ -109,14 +109,15 @@ def train(
         ]
         # Normalise by the tokens of the whole accumulation window, not per micro-batch.
         window_tokens = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches)
-        loss_sum = 0.0
+        state.tokens += sum(int((b["input_ids"] != pad_id).sum()) for b in batches)  # counted on the CPU
+        losses = []
         for b in batches:
             b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
             with amp():
                 out = model(**b, use_cache=False, num_items_in_batch=window_tokens)
             scaler.scale(out.loss).backward()
-            loss_sum += out.loss.detach().item()
-            state.tokens += int((b["input_ids"] != pad_id).sum())
+            losses.append(out.loss.detach())  # no .item() here: it would stall the GPU every micro-batch
+        loss_sum = float(torch.stack(losses).sum())
         scaler.unscale_(optimizer)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, params.max_grad_norm or float("inf")))
         scaler.step(optimizer)
