@@ -47,7 +47,7 @@ class Tracker:
         # A tracking server that is down must not stall training for minutes of retries.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-        self._call(self._start, stage, run_id)
+        self._try(self._start, stage, run_id)
 
     def _start(self, stage: str, run_id: str | None) -> None:
         from mlflow.tracking import MlflowClient
@@ -66,9 +66,12 @@ class Tracker:
         self._client, self.run_id = client, run_id
         log.info(f"mlflow: run {run_id} at {client.tracking_uri}")
 
-    def _call(self, fn, *args: Any) -> None:
-        if self._client is None and fn != self._start:
-            return
+    def _call(self, fn) -> None:
+        """Run one logging call, unless an earlier failure turned tracking off."""
+        if self._client is not None:
+            self._try(fn)
+
+    def _try(self, fn, *args: Any) -> None:
         try:
             fn(*args)
         except Exception as err:  # tracking is best effort: training results must survive it
@@ -97,12 +100,13 @@ class Tracker:
             self._call(lambda chunk=metrics[i : i + 1000]: self._client.log_batch(self.run_id, metrics=chunk))
 
     def log_artifacts(self, paths: Iterable[Path], folder: str | None = None) -> None:
-        if self._client is None:
-            return
         for path in paths:
             if path.exists():
-                log_one = self._client.log_artifacts if path.is_dir() else self._client.log_artifact
-                self._call(lambda p=path, f=log_one: f(self.run_id, str(p), folder))
+                self._call(lambda p=path: self._upload(p, folder))
+
+    def _upload(self, path: Path, folder: str | None) -> None:
+        upload = self._client.log_artifacts if path.is_dir() else self._client.log_artifact
+        upload(self.run_id, str(path), folder)
 
     def finish(self, status: str = "FINISHED") -> None:
         self._call(lambda: self._client.set_terminated(self.run_id, status))
