@@ -11,6 +11,15 @@ from transformers import PreTrainedTokenizerBase
 from lorapipe.params import EvalParams
 
 
+def decoding_settings(params: EvalParams) -> dict:
+    """`generate()` keyword arguments for the `eval` decoding params (also an exported generation config)."""
+    settings = {"max_new_tokens": params.max_new_tokens, "repetition_penalty": params.repetition_penalty}
+    if params.do_sample:
+        return {**settings, "do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
+    # None clears sampling defaults a model's own generation config may carry (else: warnings).
+    return {**settings, "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+
+
 @torch.no_grad()
 def generate_texts(
     model: torch.nn.Module,
@@ -29,22 +38,15 @@ def generate_texts(
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
     device = next(model.parameters()).device
-    sampling = (
-        {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
-        if params.do_sample
-        else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-    )
     outputs: list[str] = [""] * len(prompts)
     for start in tqdm(range(0, len(order), params.batch_size), desc=desc, unit="batch", disable=None):
         batch = order[start : start + params.batch_size]
         padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt").to(device)
         generated = model.generate(
             **padded,
-            max_new_tokens=params.max_new_tokens,
-            repetition_penalty=params.repetition_penalty,
+            **decoding_settings(params),
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
-            **sampling,
         )
         new_tokens = generated[:, padded["input_ids"].shape[1] :]
         for i, text in zip(batch, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True):

@@ -142,6 +142,11 @@ class EvalParams:
     seed: int = 42
 
 
+@dataclass(frozen=True)
+class ExportParams:
+    dtype: str = param("bf16", choices=("bf16", "fp16", "fp32"))  # of the merged safetensors
+
+
 SECTIONS: dict[str, type] = {
     "data": DataParams,
     "clean": CleanParams,
@@ -153,6 +158,7 @@ SECTIONS: dict[str, type] = {
     "lora": LoraParams,
     "train": TrainParams,
     "eval": EvalParams,
+    "export": ExportParams,
 }
 
 T = TypeVar("T")

@@ -6,9 +6,11 @@ import os
 import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOLLM2_GGUF = ROOT / ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -70,13 +72,11 @@ def sh(repo: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess
 
 def ran(output: str) -> list[str]:
     """Stages that `dvc repro`/`dvc exp run` actually ran, from DVC 3's log lines."""
-    return re.findall(r"Running stage '(\w+)'", output)
+    return re.findall(r"Running stage '(?:[\w/.-]+:)?(\w+)'", output)  # 'export/dvc.yaml:export' too
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory, smollm2_gguf) -> Path:
-    """A clone-like copy of the working tree, with the offline profile applied and committed."""
-    repo = tmp_path_factory.mktemp("repo")
+def copy_tree(repo: Path) -> Path:
+    """A clone-like copy of the working tree in `repo`, with the offline profile applied and committed."""
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
         cwd=ROOT,
@@ -93,6 +93,103 @@ def repo(tmp_path_factory, smollm2_gguf) -> Path:
     (repo / ".cache/models").symlink_to(SMOLLM2_GGUF.parent)
     sh(repo, "git", "init", "-q")
     sh(repo, "python", "-m", "lorapipe.profile", "offline")
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "offline profile")
+    commit(repo, "offline profile")
     return repo
+
+
+def commit(repo: Path, message: str) -> None:
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, smollm2_gguf) -> Path:
+    return copy_tree(tmp_path_factory.mktemp("repo"))
+
+
+# The offline profile, shortened further: a DAG run on SmolLM2 in about a minute.
+QUICK_RUN = {
+    "train": {"max_steps": 2, "micro_batch": 1, "grad_accum": 1, "eval_every": 1},
+    "eval": {"max_samples": 4, "batch_size": 4, "max_new_tokens": 12},
+}
+
+
+@dataclass(frozen=True)
+class Experiments:
+    """A repo after `dvc exp run` twice (lora.r 16, then 8) and the export pipeline; each run's stdout."""
+
+    repo: Path
+    first: str
+    second: str
+    export: str
+
+
+@pytest.fixture(scope="session")
+def experiments(tmp_path_factory, smollm2_gguf) -> Experiments:
+    repo = copy_tree(tmp_path_factory.mktemp("experiments"))
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for section, values in QUICK_RUN.items():
+        params[section].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    commit(repo, "quick run")
+    first = sh(repo, "dvc", "exp", "run", "-n", "smollm2-r16").stdout
+    second = sh(repo, "dvc", "exp", "run", "-n", "smollm2-r8", "-S", "lora.r=8").stdout
+    export = sh(repo, "dvc", "repro", "export/dvc.yaml").stdout
+    return Experiments(repo, first, second, export)
+
+
+@pytest.fixture(scope="session")
+def tuned_workspace(tmp_path_factory, tiny_model_dir) -> Path:
+    """A workspace where the real stages built data, then trained an nf4 LoRA adapter on the tiny Llama."""
+    from tests.workspace import data_workspace, stage
+
+    train = {"max_steps": 10, "micro_batch": 2, "grad_accum": 1, "lr": 0.003, "grad_checkpointing": False}
+    ws = data_workspace(
+        tmp_path_factory.mktemp("tuned"), tiny_model_dir, sample={"size": 200}, tokenize={"seq_len": 256}, train=train
+    )
+    stage(ws, "train.py", "data/tokenized", "models/base", "models/adapter", "models/checkpoints", "metrics")
+    return ws
+
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """Headless Debian Chromium driven by Selenium. CI installs it and sets LORAPIPE_REQUIRE_BROWSER=1,
+    which turns a missing browser into a failure instead of a skip."""
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        message = "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
+        if os.environ.get("LORAPIPE_REQUIRE_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    # No background traffic: this machine's network is closed and Chromium would keep retrying.
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1280,1000",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    yield driver
+    driver.quit()
+
+
+def save_screenshot(driver, path: Path) -> Path:
+    """Screenshot to `path`; also into $LORAPIPE_SCREENSHOTS when set (how docs/images/ are made)."""
+    driver.save_screenshot(str(path))
+    if os.environ.get("LORAPIPE_SCREENSHOTS"):
+        shutil.copy(path, Path(os.environ["LORAPIPE_SCREENSHOTS"]) / path.name)
+    return path

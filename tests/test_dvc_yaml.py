@@ -11,7 +11,12 @@ import yaml
 
 from tests.conftest import ROOT
 
-STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+# The default pipeline and the optional one that exports the tuned model.
+STAGES = {
+    name: stage
+    for dvc_yaml in ("dvc.yaml", "export/dvc.yaml")
+    for name, stage in yaml.safe_load((ROOT / dvc_yaml).read_text())["stages"].items()
+}
 # Imported by every stage for errors, atomic writes and params: editing them must not re-run the DAG.
 INFRASTRUCTURE = {"lorapipe/stage.py", "lorapipe/outputs.py", "lorapipe/params.py"}
 

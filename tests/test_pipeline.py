@@ -6,7 +6,6 @@ import json
 import time
 
 import pytest
-import yaml
 
 from tests.conftest import ran, sh
 
@@ -54,27 +53,11 @@ def test_sample_larger_than_available_keeps_all_and_says_so(repo):
 
 
 @pytest.mark.slow
-def test_whole_dag_on_smollm2_then_lora_r8_reruns_only_train_and_evaluate(repo):
+def test_whole_dag_on_smollm2_then_lora_r8_reruns_only_train_and_evaluate(experiments):
     """The offline demo's DAG on the real SmolLM2 (shortened), then `dvc exp run -S lora.r=8`."""
-    quick = {
-        "train.max_steps=2",
-        "train.micro_batch=1",
-        "train.grad_accum=1",
-        "train.eval_every=1",
-        "eval.max_samples=4",
-        "eval.batch_size=4",
-        "eval.max_new_tokens=12",
-    }
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    for item in quick:
-        key, value = item.split("=")
-        section, name = key.split(".")
-        params[section][name] = int(value)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh(repo, "git", "commit", "-qam", "short run")
-
-    first = sh(repo, "dvc", "exp", "run", "-n", "smollm2-r16")
-    assert set(ran(first.stdout)) >= {"base_model", "tokenize", "train", "evaluate"}
+    repo = experiments.repo
+    assert set(ran(experiments.first)) >= {"base_model", "tokenize", "train", "evaluate"}
+    assert "export" not in ran(experiments.first)  # the optional pipeline stays out of `dvc exp run`
     result = json.loads((repo / "metrics/eval.json").read_text())
     assert set(result) >= {"base", "tuned", "delta"} and result["samples"] == 4
     for name in ("base", "tuned"):
@@ -83,9 +66,13 @@ def test_whole_dag_on_smollm2_then_lora_r8_reruns_only_train_and_evaluate(repo):
     assert samples and set(samples[0]) == {"title", "reference", "base", "tuned"}
     assert json.loads((repo / "metrics/base_model.json").read_text())["sha256"].startswith("b179c952")
 
-    second = sh(repo, "dvc", "exp", "run", "-n", "smollm2-r8", "-S", "lora.r=8")
-    assert ran(second.stdout) == ["train", "evaluate"]
+    assert ran(experiments.second) == ["train", "evaluate"]
     table = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
     names = {exp.get("name") for rev in table for exp in (rev.get("experiments") or []) for exp in exp.get("revs", [])}
     assert {"smollm2-r16", "smollm2-r8"} <= names
+
+    # The optional export pipeline ran on its own command; then everything is up to date.
+    assert ran(experiments.export) == ["export"]
+    assert (repo / "models/merged/model.safetensors").is_file()
+    assert ran(sh(repo, "dvc", "repro").stdout) == []
     assert "up to date" in sh(repo, "dvc", "status").stdout

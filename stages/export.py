@@ -1,0 +1,71 @@
+"""Merge the adapter into the base: a plain model that loads without peft.
+
+    python stages/export.py models/base models/adapter models/merged metrics/export.json
+
+The adapter is merged into the base as training saw it (quantized, then dequantized; see
+`load_tuned_model`) in fp32, then cast to `export.dtype` and saved as safetensors with the
+tokenizer and a generation config holding evaluate's decoding settings, so
+`AutoModelForCausalLM.from_pretrained("models/merged")` decodes as the evaluate stage did.
+Not part of the default `dvc repro`: run it with `dvc repro export/dvc.yaml`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+from transformers import GenerationConfig
+
+from lorapipe.generation import decoding_settings
+from lorapipe.modeling import load_tokenizer, load_tuned_model, pick_device, pick_dtype
+from lorapipe.outputs import atomic_dir, write_json
+from lorapipe.params import load_params
+from lorapipe.stage import StageError, log, run_stage
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path, help="the base model folder (base_model stage)")
+    parser.add_argument("adapter", type=Path, help="the LoRA adapter folder (train stage)")
+    parser.add_argument("out", type=Path, help="folder for the merged model")
+    parser.add_argument("metrics", type=Path)
+    args = parser.parse_args()
+    params, decoding = load_params("export"), load_params("eval")
+    if not (args.adapter / "adapter_config.json").is_file():
+        raise StageError(f"{args.adapter}: no adapter_config.json; run the train stage first (dvc repro train)")
+
+    started = time.perf_counter()
+    device = pick_device()
+    tokenizer = load_tokenizer(args.model)
+    # Merge in fp32 and round once, at the end, to the exported dtype.
+    model = load_tuned_model(args.model, args.adapter, torch.float32, device)
+    model = model.to(pick_dtype(params.dtype, device))
+    settings = {k: v for k, v in decoding_settings(decoding).items() if v is not None}
+    model.generation_config = GenerationConfig(
+        **settings,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+    with atomic_dir(args.out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    size = sum(f.stat().st_size for f in args.out.glob("*.safetensors"))
+    seconds = time.perf_counter() - started
+    log.info(f"export: {args.out} ({params.dtype}, {size / 2**20:.0f} MiB) in {seconds:.0f} s")
+    write_json(
+        args.metrics,
+        {
+            "dtype": params.dtype,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "size_mb": round(size / 2**20, 1),
+            "seconds": round(seconds, 1),
+        },
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,76 @@
+"""The export stage: the adapter merged into plain safetensors that load without peft."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import torch
+from safetensors import safe_open
+
+from lorapipe.generation import generate_texts
+from lorapipe.modeling import load_model, load_tokenizer
+from lorapipe.params import EvalParams, QuantParams
+from lorapipe.prompt import build_prompt
+from tests.workspace import assert_one_line_error, stage, write_params
+
+TITLES = ["Acme Stainless Steel Travel Mug 16oz", "USB-C Charging Cable 2m", "Kids Rain Boots Size 10", "Oak Desk"]
+EXPORT_ARGS = ("models/base", "models/adapter", "models/merged", "metrics/export.json")
+
+
+def test_merged_model_decodes_like_the_adapter_model(tuned_workspace):
+    """Greedy output of the merged fp32 export equals nf4 base + unmerged adapter, as trained."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    ws = tuned_workspace
+    write_params(ws, export={"dtype": "fp32"}, eval={"max_new_tokens": 16})
+    stage(ws, "export.py", *EXPORT_ARGS)
+    assert not list((ws / "models/merged").glob("*.bin"))
+    assert "quantization_config" not in json.loads((ws / "models/merged/config.json").read_text())
+
+    cpu, params = torch.device("cpu"), EvalParams(max_new_tokens=16, batch_size=4)
+    tokenizer = load_tokenizer(ws / "models/base")
+    prompts = [build_prompt(tokenizer, t) for t in TITLES]
+    adapter_model = PeftModel.from_pretrained(
+        load_model(ws / "models/base", torch.float32, cpu, QuantParams()), ws / "models/adapter"
+    )
+    expected = generate_texts(adapter_model, tokenizer, prompts, params)
+    merged = AutoModelForCausalLM.from_pretrained(ws / "models/merged")
+    assert generate_texts(merged, load_tokenizer(ws / "models/merged"), prompts, params) == expected
+    # The untuned base decodes differently: the comparison above can tell the models apart.
+    assert generate_texts(load_model(ws / "models/base", torch.float32, cpu), tokenizer, prompts, params) != expected
+
+
+def test_default_export_is_bf16_with_decoding_settings_and_loads_without_peft(tuned_workspace, tmp_path):
+    ws = tuned_workspace
+    write_params(ws, eval={"max_new_tokens": 40, "repetition_penalty": 1.1})
+    out = tmp_path / "merged"
+    stage(ws, "export.py", "models/base", "models/adapter", str(out), str(tmp_path / "export.json"))
+    with safe_open(out / "model.safetensors", "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}  # noqa: SIM118 (not a dict)
+    generation = json.loads((out / "generation_config.json").read_text())
+    assert generation["max_new_tokens"] == 40 and generation["repetition_penalty"] == 1.1
+    assert generation["do_sample"] is False and "temperature" not in generation
+    metrics = json.loads((tmp_path / "export.json").read_text())
+    assert metrics["dtype"] == "bf16" and metrics["size_mb"] > 0
+
+    # A user's plain transformers, with peft not importable at all.
+    code = (
+        "import sys; sys.modules['peft'] = None\n"
+        "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+        f"m = AutoModelForCausalLM.from_pretrained({str(out)!r}); t = AutoTokenizer.from_pretrained({str(out)!r})\n"
+        "ids = t('Oak Desk', return_tensors='pt')\n"
+        "print(m.dtype, m.generate(**ids, max_new_tokens=3).shape[1] > ids['input_ids'].shape[1])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["torch.bfloat16", "True"]
+
+
+def test_export_without_adapter_is_one_line_error(tuned_workspace, tmp_path):
+    result = stage(
+        tuned_workspace, "export.py", "models/base", str(tmp_path / "none"), str(tmp_path / "m"), "x.json", check=False
+    )
+    assert_one_line_error(result, "no adapter_config.json", "dvc repro train")
+    assert not (tmp_path / "m").exists()
