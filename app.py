@@ -1,0 +1,108 @@
+"""Try the tuned model: type a product title, read the base and the tuned descriptions side by side.
+
+    python app.py [--models models] [--host 127.0.0.1] [--port 7860]
+
+Local models only, never the Hub: models/base and the adapter in models/adapter, merged into
+the base as the evaluate stage does. After `make demo` it starts offline on the demo's SmolLM2.
+Decoding starts from params.yaml's `eval` section; the sliders change it per request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import gradio as gr
+import torch
+
+from lorapipe.generation import generate_texts
+from lorapipe.modeling import load_model, load_tokenizer, load_tuned_model, pick_device, pick_dtype
+from lorapipe.params import EvalParams, load_params
+from lorapipe.prompt import build_prompt, truncate_title
+from lorapipe.stage import StageError, log, run_stage
+
+# System fonts only: the default theme fetches Google Fonts, which an offline machine cannot reach.
+THEME = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+
+
+class Describer:
+    """The base and the tuned model, loaded once; `describe` runs both on one title."""
+
+    def __init__(self, models: Path, prompt_tokens: int) -> None:
+        base, adapter = models / "base", models / "adapter"
+        for folder, stage in ((base, "base_model"), (adapter, "train")):
+            if not folder.is_dir():
+                raise StageError(f"{folder}: not found; run `make demo` (or `dvc repro {stage}`) first")
+        device = pick_device()
+        dtype = pick_dtype("auto", device)
+        self.tokenizer = load_tokenizer(base)
+        self.prompt_tokens = prompt_tokens
+        log.info(f"app: loading {base} and {adapter} on {device.type}")
+        self.models = {
+            "base": load_model(base, dtype, device),
+            "tuned": load_tuned_model(base, adapter, dtype, device),
+        }
+
+    def describe(self, title: str, params: EvalParams) -> tuple[str, str]:
+        title = " ".join(title.split())
+        if not title:
+            raise gr.Error("Type a product title first.")
+        title, _ = truncate_title(self.tokenizer, title, self.prompt_tokens)
+        prompt = build_prompt(self.tokenizer, title)
+        texts = []
+        for model in self.models.values():
+            torch.manual_seed(params.seed)  # the same title and settings give the same text
+            texts.append(generate_texts(model, self.tokenizer, [prompt], params, desc="app")[0])
+        return texts[0], texts[1]
+
+
+def build_app(describer: Describer, defaults: EvalParams, models: Path) -> gr.Blocks:
+    def run(title, max_new_tokens, do_sample, temperature, top_p, repetition_penalty):
+        params = dataclasses.replace(
+            defaults,
+            batch_size=1,
+            max_new_tokens=int(max_new_tokens),
+            do_sample=bool(do_sample),
+            temperature=float(temperature),
+            top_p=float(top_p),
+            repetition_penalty=float(repetition_penalty),
+        )
+        return describer.describe(title, params)
+
+    with gr.Blocks(title="lorapipe: product descriptions", analytics_enabled=False) as app:
+        gr.Markdown(
+            "## Product description from a title\n"
+            f"Base model and the tuned model (LoRA adapter merged) from `{models}/`, same prompt, same decoding."
+        )
+        title = gr.Textbox(label="Product title", placeholder="Stainless Steel Travel Mug, 16 oz", elem_id="title")
+        with gr.Accordion("Decoding (defaults: params.yaml eval)", open=True):
+            max_new = gr.Slider(8, 512, value=defaults.max_new_tokens, step=8, label="max new tokens")
+            sample = gr.Checkbox(value=defaults.do_sample, label="sample (off: greedy)")
+            temperature = gr.Slider(0.05, 2.0, value=defaults.temperature, step=0.05, label="temperature")
+            top_p = gr.Slider(0.05, 1.0, value=defaults.top_p, step=0.05, label="top p")
+            penalty = gr.Slider(1.0, 2.0, value=defaults.repetition_penalty, step=0.05, label="repetition penalty")
+        button = gr.Button("Describe", variant="primary", elem_id="describe")
+        with gr.Row():
+            base = gr.Textbox(label="Base model", lines=8, elem_id="base-output")
+            tuned = gr.Textbox(label="Tuned model", lines=8, elem_id="tuned-output")
+        inputs = [title, max_new, sample, temperature, top_p, penalty]
+        button.click(run, inputs, [base, tuned])
+        title.submit(run, inputs, [base, tuned])
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=Path, default=Path("models"), help="folder holding base/ and adapter/")
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to reach it from other machines")
+    parser.add_argument("--port", type=int, default=7860)
+    args = parser.parse_args()
+    defaults, prompt_tokens = load_params("eval"), load_params("tokenize").prompt_tokens
+    describer = Describer(args.models, prompt_tokens)
+    app = build_app(describer, defaults, args.models)
+    app.launch(server_name=args.host, server_port=args.port, share=False, ssr_mode=False, theme=THEME)
+
+
+if __name__ == "__main__":
+    run_stage(main)

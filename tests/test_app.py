@@ -1,0 +1,90 @@
+"""The Gradio demo app in a real headless browser, on the models of a real (shortened) demo run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from tests.conftest import ROOT, save_screenshot
+from tests.workspace import assert_one_line_error, free_port
+
+
+def start_app(repo, port: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py"), "--port", str(port)],
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_until_up(process: subprocess.Popen, url: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"app exited {process.returncode}:\n{process.stdout.read()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    raise AssertionError(f"app not up at {url} after {timeout} s")
+
+
+@pytest.fixture
+def app_url(experiments):
+    port = free_port()
+    process = start_app(experiments.repo, port)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_until_up(process, url)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_type_a_title_and_read_base_and_tuned_side_by_side(experiments, app_url, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    # A title the evaluate stage decoded with the same params: the app must show the same texts.
+    sample = json.loads((experiments.repo / "metrics/eval_samples.jsonl").read_text().splitlines()[0])
+    browser.get(app_url)
+    wait = WebDriverWait(browser, 180)
+    title = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#title textarea"))
+    title.send_keys(sample["title"])
+    browser.find_element(By.ID, "describe").click()
+
+    def outputs(driver):
+        texts = [driver.find_element(By.CSS_SELECTOR, f"#{side}-output textarea") for side in ("base", "tuned")]
+        values = [t.get_property("value") for t in texts]
+        return values if all(values) else False
+
+    base, tuned = wait.until(outputs)
+    assert (base, tuned) == (sample["base"], sample["tuned"])
+    shot = save_screenshot(browser, tmp_path / "app.png")
+    assert shot.read_bytes()[:4] == b"\x89PNG" and shot.stat().st_size > 10_000
+
+
+def test_missing_models_is_a_one_line_error(tmp_path):
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "app.py"), "--models", "nothing-here"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert_one_line_error(result, "nothing-here/base: not found", "make demo")
