@@ -1,0 +1,190 @@
+"""Render one static HTML page of all experiments: the `dvc exp show` table, `dvc plots` curves, samples.
+
+    python -m lorapipe.results_page [-o results/index.html]
+
+The page is one self-contained file: charts are inline SVG rendered here from the Vega-Lite
+specs `dvc plots` gives, with no scripts and nothing fetched, so it opens from disk offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from lorapipe.outputs import atomic_path
+from lorapipe.report import dvc_json
+
+SAMPLES = Path("metrics/eval_samples.jsonl")
+# (metrics file, key, column title): the scores and training figures worth comparing at a glance.
+METRICS = [
+    ("metrics/eval.json", "tuned.rougeL", "ROUGE-L"),
+    ("metrics/eval.json", "delta.rougeL", "Δ ROUGE-L"),
+    ("metrics/eval.json", "tuned.bleu", "BLEU"),
+    ("metrics/eval.json", "delta.bleu", "Δ BLEU"),
+    ("metrics/train.json", "val_loss", "val loss"),
+    ("metrics/train.json", "tokens_per_s", "tokens/s"),
+]
+STYLE = """
+body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #1f2328; }
+table { border-collapse: collapse; margin: 1rem 0; font-size: 14px; }
+th, td { border: 1px solid #d0d7de; padding: 4px 8px; text-align: left; vertical-align: top; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+th { background: #f6f8fa; }
+.charts { display: flex; flex-wrap: wrap; gap: 1.5rem; }
+code { background: #f6f8fa; padding: 1px 4px; }
+"""
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{"lora": {"r": 8}} -> {"lora.r": 8}; a list becomes one comma-separated string."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = ", ".join(map(str, value)) if isinstance(value, list) else value
+    return flat
+
+
+def short_rev(rev: str) -> str:
+    return rev if rev == "workspace" else rev[:7]
+
+
+def experiment_rows(show: list[dict]) -> list[dict]:
+    """One row per workspace, commit and experiment of `dvc exp show --json`; failed runs are left out."""
+    entries = []
+    for commit in show:
+        entries.append((commit.get("name") or short_rev(commit["rev"]), commit))
+        for exp in commit.get("experiments") or []:
+            entries += [(rev.get("name") or short_rev(rev["rev"]), rev) for rev in exp.get("revs", [])]
+    rows = []
+    for name, entry in entries:
+        data = entry.get("data") or {}
+        metrics = {path: flatten(m.get("data") or {}) for path, m in (data.get("metrics") or {}).items()}
+        if entry.get("error") or not any(metrics.values()):
+            continue  # a failed experiment, or a commit the pipeline never ran on
+        params = data.get("params", {}).get("params.yaml", {}).get("data", {})
+        rows.append({"name": name, "rev": short_rev(entry["rev"]), "params": flatten(params), "metrics": metrics})
+    return rows
+
+
+def varying_params(rows: list[dict]) -> list[str]:
+    """The params keys whose values differ between rows: what the experiments changed."""
+    keys = sorted({k for row in rows for k in row["params"]})
+    return [k for k in keys if len({json.dumps(row["params"].get(k)) for row in rows}) > 1]
+
+
+def cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f'<td class="num">{value:.4g}</td>'
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f'<td class="num">{value}</td>'
+    return f"<td>{html.escape('—' if value is None else str(value))}</td>"
+
+
+def experiments_table(rows: list[dict]) -> str:
+    params = varying_params(rows)
+    head = ["experiment", "rev", *params, *(title for _, _, title in METRICS)]
+    lines = ["<table>", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
+    for row in rows:
+        values = [row["name"], row["rev"], *(row["params"].get(k) for k in params)]
+        values += [row["metrics"].get(path, {}).get(key) for path, key, _ in METRICS]
+        lines.append("<tr>" + "".join(cell(v) for v in values) + "</tr>")
+    return "\n".join([*lines, "</table>"])
+
+
+def scores_spec(rows: list[dict]) -> dict:
+    """Vega-Lite: base vs tuned ROUGE-L and BLEU, grouped by experiment."""
+    values = [
+        {"experiment": row["name"], "model": model, "metric": metric, "value": scores[f"{model}.{metric}"]}
+        for row in rows
+        if (scores := row["metrics"].get("metrics/eval.json"))
+        for metric in ("rougeL", "bleu")
+        for model in ("base", "tuned")
+        if f"{model}.{metric}" in scores
+    ]
+    return {
+        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+        "title": "base vs tuned",
+        "data": {"values": values},
+        "facet": {"column": {"field": "metric", "type": "nominal", "title": None}},
+        "resolve": {"scale": {"y": "independent"}},
+        "spec": {
+            "width": 220,
+            "height": 220,
+            "mark": "bar",
+            "encoding": {
+                "x": {"field": "experiment", "type": "nominal", "title": None},
+                "xOffset": {"field": "model"},
+                "y": {"field": "value", "type": "quantitative", "title": None},
+                "color": {"field": "model", "type": "nominal"},
+            },
+        },
+    }
+
+
+def plot_specs(rows: list[dict]) -> list[dict]:
+    """Vega-Lite specs with data, from `dvc plots diff` over every experiment (images left out)."""
+    revisions = [row["name"] for row in rows if row["name"] != "workspace"] or ["workspace"]
+    plots = dvc_json("plots", "diff", *revisions).get("data", {})
+    return [entry["content"] for entries in plots.values() for entry in entries if entry["type"] == "vega"]
+
+
+def svg(spec: dict) -> str:
+    import vl_convert
+
+    return vl_convert.vegalite_to_svg(spec)
+
+
+def samples_table(samples: list[dict]) -> str:
+    """Model outputs are untrusted text: every cell is escaped."""
+    head = "<tr><th>title</th><th>reference</th><th>base</th><th>tuned</th></tr>"
+    body = [
+        "<tr>"
+        + "".join(f"<td>{html.escape(str(s.get(k, '')))}</td>" for k in ("title", "reference", "base", "tuned"))
+        + "</tr>"
+        for s in samples
+    ]
+    return "\n".join(["<table>", head, *body, "</table>"])
+
+
+def render_page(rows: list[dict], specs: list[dict], samples: list[dict]) -> str:
+    charts = "\n".join(f"<figure>{svg(spec)}</figure>" for spec in [*specs, scores_spec(rows)])
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>lorapipe experiments</title>
+<style>{STYLE}</style></head>
+<body>
+<h1>lorapipe experiments</h1>
+<p>{len(rows)} runs from <code>dvc exp show</code>; columns are the params that differ between them.</p>
+{experiments_table(rows)}
+<h2>Training curves and scores</h2>
+<div class="charts">
+{charts}
+</div>
+<h2>Samples (workspace)</h2>
+{samples_table(samples) if samples else "<p>No samples: run the evaluate stage.</p>"}
+</body></html>
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-o", "--out", type=Path, default=Path("results/index.html"))
+    parser.add_argument("--samples", type=int, default=5, help="samples to show (default: %(default)s)")
+    args = parser.parse_args()
+    rows = experiment_rows(dvc_json("exp", "show"))
+    if not rows:
+        raise SystemExit("error: no experiment has metrics yet; run the pipeline first (dvc exp run)")
+    samples = [json.loads(line) for line in SAMPLES.read_text().splitlines()] if SAMPLES.is_file() else []
+    page = render_page(rows, plot_specs(rows), samples[: args.samples])
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(page)
+    print(f"{args.out}: {len(rows)} runs; open it in a browser (file://{args.out.resolve()})")
+
+
+if __name__ == "__main__":
+    main()

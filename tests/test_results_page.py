@@ -1,0 +1,48 @@
+"""The static results page: every experiment, `dvc plots` curves as inline SVG, samples escaped."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lorapipe.results_page import samples_table
+from tests.conftest import save_screenshot, sh
+
+
+@pytest.mark.slow
+def test_page_lists_every_experiment_with_curves_and_opens_offline_in_a_browser(experiments, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    repo = experiments.repo
+    out = tmp_path / "site/index.html"
+    sh(repo, "python", "-m", "lorapipe.results_page", "-o", str(out))
+    page = out.read_text()
+    # Self-contained: nothing to run, nothing to fetch.
+    assert "<script" not in page and 'src="http' not in page and 'href="http' not in page
+
+    browser.get(out.as_uri())
+    rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "table:first-of-type tr")]
+    assert rows[0].split()[:3] == ["experiment", "rev", "lora.r"]  # lora.r is what the experiments changed
+    by_name = {row.split()[0]: row.split() for row in rows[1:]}
+    assert by_name["smollm2-r16"][2] == "16" and by_name["smollm2-r8"][2] == "8"
+    shown = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
+    for exp in shown[1]["experiments"]:
+        rev = exp["revs"][0]
+        rouge = rev["data"]["metrics"]["metrics/eval.json"]["data"]["tuned"]["rougeL"]
+        assert f"{rouge:.4g}" in by_name[rev["name"]]
+
+    charts = browser.find_elements(By.CSS_SELECTOR, "figure svg")
+    titles = " ".join(c.text for c in charts)
+    assert len(charts) == 3 and "metrics/train_log.csv" in titles and "metrics/val_log.csv" in titles
+    assert all(c.size["width"] > 200 and c.size["height"] > 200 for c in charts)
+    assert "smollm2-r8" in titles and "smollm2-r16" in titles  # one curve per experiment, in the legend
+    samples = browser.find_elements(By.CSS_SELECTOR, "table:last-of-type tr")
+    assert len(samples) == 1 + 4  # header + the run's 4 samples
+    shot = save_screenshot(browser, tmp_path / "results.png")
+    assert shot.stat().st_size > 10_000
+
+
+def test_samples_are_escaped():
+    table = samples_table([{"title": "<script>alert(1)</script>", "reference": "a & b", "base": "<b>", "tuned": "x"}])
+    assert "<script>" not in table and "&lt;script&gt;" in table and "a &amp; b" in table and "&lt;b&gt;" in table
