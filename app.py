@@ -76,16 +76,18 @@ def build_app(describer: Describer, defaults: EvalParams, models: Path) -> gr.Bl
             f"Base model and the tuned model (LoRA adapter merged) from `{models}/`, same prompt, same decoding."
         )
         title = gr.Textbox(label="Product title", placeholder="Stainless Steel Travel Mug, 16 oz", elem_id="title")
-        with gr.Accordion("Decoding (defaults: params.yaml eval)", open=True):
-            max_new = gr.Slider(8, 512, value=defaults.max_new_tokens, step=8, label="max new tokens")
-            sample = gr.Checkbox(value=defaults.do_sample, label="sample (off: greedy)")
-            temperature = gr.Slider(0.05, 2.0, value=defaults.temperature, step=0.05, label="temperature")
-            top_p = gr.Slider(0.05, 1.0, value=defaults.top_p, step=0.05, label="top p")
-            penalty = gr.Slider(1.0, 2.0, value=defaults.repetition_penalty, step=0.05, label="repetition penalty")
         button = gr.Button("Describe", variant="primary", elem_id="describe")
         with gr.Row():
             base = gr.Textbox(label="Base model", lines=8, elem_id="base-output")
             tuned = gr.Textbox(label="Tuned model", lines=8, elem_id="tuned-output")
+        with gr.Accordion("Decoding (defaults: params.yaml eval)", open=True):
+            with gr.Row():
+                max_new = gr.Slider(8, 512, value=defaults.max_new_tokens, step=8, label="max new tokens")
+                penalty = gr.Slider(1.0, 2.0, value=defaults.repetition_penalty, step=0.05, label="repetition penalty")
+            with gr.Row():
+                sample = gr.Checkbox(value=defaults.do_sample, label="sample (off: greedy)")
+                temperature = gr.Slider(0.05, 2.0, value=defaults.temperature, step=0.05, label="temperature")
+                top_p = gr.Slider(0.05, 1.0, value=defaults.top_p, step=0.05, label="top p")
         inputs = [title, max_new, sample, temperature, top_p, penalty]
         button.click(run, inputs, [base, tuned])
         title.submit(run, inputs, [base, tuned])
