@@ -17,7 +17,8 @@ logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
 def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The current GPU (under torchrun: this process's own), else the CPU."""
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
 def pick_dtype(precision: str, device: torch.device) -> torch.dtype:

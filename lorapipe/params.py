@@ -126,7 +126,15 @@ class TrainParams:
     save_every: int = param(200, min=1)
     keep_checkpoints: int = param(2, min=1)
     log_every: int = param(10, min=1)
+    processes: int = param(1, min=1)  # data-parallel processes (GPUs); train.grad_accum must be a multiple
     seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.grad_accum % self.processes:
+            raise StageError(
+                f"{PARAMS_FILE}: train.grad_accum ({self.grad_accum}) must be a multiple of train.processes "
+                f"({self.processes}): each process takes an equal share of every step's micro-batches"
+            )
 
 
 @dataclass(frozen=True)

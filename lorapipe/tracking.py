@@ -41,13 +41,14 @@ def flat_params(sections: dict[str, Any]) -> dict[str, str]:
 class Tracker:
     """One MLflow run; every call is a no-op after the first failure."""
 
-    def __init__(self, stage: str, run_id: str | None = None) -> None:
+    def __init__(self, stage: str, run_id: str | None = None, enabled: bool = True) -> None:
         self.run_id: str | None = None
         self._client = None
         # A tracking server that is down must not stall training for minutes of retries.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-        self._try(self._start, stage, run_id)
+        if enabled:  # disabled: every call is a no-op (the non-main processes of a multi-process run)
+            self._try(self._start, stage, run_id)
 
     def _start(self, stage: str, run_id: str | None) -> None:
         from mlflow.tracking import MlflowClient

@@ -13,6 +13,7 @@ import torch
 from tqdm import tqdm
 
 from lorapipe.checkpoints import TrainState, resume_checkpoint, save_checkpoint
+from lorapipe.distributed import SINGLE, World, sum_across
 from lorapipe.packing import IGNORE, collate
 from lorapipe.params import TrainParams
 from lorapipe.perplexity import mean_loss
@@ -79,8 +80,13 @@ def train(
     checkpoints: Path,
     fingerprint: str,
     on_step: Callable[[dict], None] | None = None,
+    world: World = SINGLE,
 ) -> TrainState:
-    """Train `model` (a peft model) in place; resumes from `checkpoints` when it can."""
+    """Train `model` (a peft model) in place; resumes from `checkpoints` when it can.
+
+    With several processes, each takes every `world.size`-th micro-batch of a step and the
+    gradients are summed across them before the update: the same training, split up.
+    """
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         trainable, lr=params.lr, weight_decay=params.weight_decay, fused=device.type == "cuda"
@@ -98,7 +104,7 @@ def train(
         return torch.autocast(device.type, dtype=dtype) if use_amp else nullcontext()
 
     model.train()
-    bar = tqdm(total=steps, initial=state.step, desc="train", unit="step", disable=None)
+    bar = tqdm(total=steps, initial=state.step, desc="train", unit="step", disable=None if world.main else True)
     while state.step < steps:
         started = time.perf_counter()
         batches = [
@@ -107,17 +113,19 @@ def train(
                 state.step, params.grad_accum, params.micro_batch, len(train_rows), params.seed
             )
         ]
-        # Normalise by the tokens of the whole accumulation window, not per micro-batch.
+        # Normalise by the tokens of the whole accumulation window (all processes), not per micro-batch.
         window_tokens = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches)
         state.tokens += sum(int((b["input_ids"] != pad_id).sum()) for b in batches)  # counted on the CPU
         losses = []
-        for b in batches:
+        for b in batches[world.rank :: world.size]:
             b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
             with amp():
                 out = model(**b, use_cache=False, num_items_in_batch=window_tokens)
             scaler.scale(out.loss).backward()
             losses.append(out.loss.detach())  # no .item() here: it would stall the GPU every micro-batch
-        loss_sum = float(torch.stack(losses).sum())
+        loss = torch.stack(losses).sum().reshape(1)
+        sum_across(world, [p.grad for p in trainable] + [loss])
+        loss_sum = float(loss)
         scaler.unscale_(optimizer)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, params.max_grad_norm or float("inf")))
         scaler.step(optimizer)
@@ -132,6 +140,8 @@ def train(
         state.history.append(row)
         bar.update(1)
         bar.set_postfix(loss=f"{loss_sum:.3f}")
+        if not world.main:
+            continue  # the main process alone validates, reports and saves
         if state.step % params.log_every == 0 or state.step == steps:
             log.info(f"step {state.step}/{steps} | loss {loss_sum:.4f} | lr {lr:.2e} | {seconds * 1000:.0f} ms")
         if val_rows and (state.step % params.eval_every == 0 or state.step == steps):

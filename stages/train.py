@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import torch
 import transformers
 
+from lorapipe.distributed import close_world, init_world, relaunch_under_torchrun
 from lorapipe.modeling import add_lora, load_model, load_tokenizer, peak_memory_mb, pick_device, pick_dtype
 from lorapipe.outputs import atomic_dir, write_json
 from lorapipe.params import load_params
@@ -51,6 +52,8 @@ def main() -> None:
     parser.add_argument("metrics", type=Path, help="folder for train.json, logs and the loss curve")
     args = parser.parse_args()
     params, lora, quant = load_params("train"), load_params("lora"), load_params("quant")
+    relaunch_under_torchrun(params.processes)
+    world = init_world(params.grad_accum)
     signal.signal(signal.SIGTERM, stop_on_sigterm)
 
     torch.manual_seed(params.seed)
@@ -63,8 +66,10 @@ def main() -> None:
     model = add_lora(model, lora, params.grad_checkpointing, quantized=quant.bits < 16)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info(f"train: {len(train_rows):,} packed rows on {device} in {dtype}, {trainable:,} trainable params")
+    if world.size > 1:
+        log.info(f"train: process {world.rank + 1} of {world.size}")
 
-    tracker = Tracker("train")
+    tracker = Tracker("train", enabled=world.main)
     tracker.log_params(flat_params({"train": params, "lora": lora, "quant": quant}))
     pending: list[dict] = []
     live_from: list[int] = []  # first step trained by this process (earlier ones came from a checkpoint)
@@ -90,6 +95,7 @@ def main() -> None:
             checkpoints=args.checkpoints,
             fingerprint=run_id,
             on_step=track_step,
+            world=world,
         )
     except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:
         if not is_out_of_memory(err):
@@ -97,6 +103,9 @@ def main() -> None:
         tracker.finish("FAILED")
         width = max(len(r["input_ids"]) for r in train_rows)
         raise StageError(out_of_memory_message(params, width, device)) from err
+    close_world(world)
+    if not world.main:
+        return  # the main process writes the adapter, metrics and plots
     resumed = [row for row in state.history if not live_from or row["step"] < live_from[0]]
     tracker.log_history(resumed + pending)
 

@@ -1,0 +1,88 @@
+"""Data-parallel training: 2 processes on the CPU (torchrun, gloo) train exactly what 1 process trains."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.workspace import assert_one_line_error, data_workspace, stage, write_params
+
+TRAIN = {
+    "max_steps": 6,
+    "micro_batch": 2,
+    "grad_accum": 2,
+    "lr": 0.003,
+    "grad_checkpointing": False,
+    "eval_every": 3,
+    "save_every": 3,
+}
+
+
+def run(ws: Path, out: str) -> str:
+    result = stage(ws, "train.py", "data/tokenized", "models/base", f"{out}/adapter", f"{out}/checkpoints", out)
+    return result.stderr
+
+
+def logged(metrics: Path, column: str) -> list[float]:
+    with open(metrics / "train_log.csv") as f:
+        return [float(row[column]) for row in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, tiny_model_dir) -> Path:
+    # No dropout: each process draws its own masks, so only then are the runs comparable number for number.
+    return data_workspace(
+        tmp_path_factory.mktemp("ddp"),
+        tiny_model_dir,
+        sample={"size": 200},
+        tokenize={"seq_len": 256},
+        lora={"dropout": 0.0},
+        train=TRAIN,
+    )
+
+
+def test_two_processes_train_the_same_steps_as_one(workspace):
+    from mlflow.tracking import MlflowClient
+
+    run(workspace, "one")
+    write_params(workspace, lora={"dropout": 0.0}, train={**TRAIN, "processes": 2})
+    log = run(workspace, "two")
+    assert "process 2 of 2" in log and "process 1 of 2" in log
+
+    # The loss and the gradient norm (which would show a gradient summed wrongly: Adam hides its scale).
+    for column in ("loss", "grad_norm"):
+        torch.testing.assert_close(
+            logged(workspace / "two", column), logged(workspace / "one", column), rtol=1e-3, atol=1e-5
+        )
+    one, two = (json.loads((workspace / f"{d}/train.json").read_text()) for d in ("one", "two"))
+    assert (two["steps"], two["tokens"]) == (one["steps"], one["tokens"]) == (6, one["tokens"])
+    assert two["val_loss"] == pytest.approx(one["val_loss"], rel=1e-4)
+    weights = [load_file(workspace / f"{d}/adapter/adapter_model.safetensors") for d in ("one", "two")]
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        # Summation order differs across processes; Adam magnifies that on near-zero gradients.
+        torch.testing.assert_close(weights[1][key], weights[0][key], rtol=1e-3, atol=1e-4)
+    # One process tracked: one MLflow run per training, not one per process.
+    client = MlflowClient(f"sqlite:///{workspace}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("lorapipe").experiment_id])
+    assert len(runs) == 2
+
+
+def test_grad_accum_must_split_evenly_across_processes(workspace, tmp_path):
+    write_params(workspace, train={**TRAIN, "processes": 2, "grad_accum": 3})
+    result = stage(
+        workspace,
+        "train.py",
+        "data/tokenized",
+        "models/base",
+        str(tmp_path / "a"),
+        str(tmp_path / "c"),
+        str(tmp_path),
+        check=False,
+    )
+    assert_one_line_error(result, "train.grad_accum (3) must be a multiple of train.processes (2)")
