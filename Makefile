@@ -16,6 +16,7 @@ demo: $(VENV)/.installed $(SMOLLM2)
 	$(BIN)/python -m lorapipe.profile offline
 	source $(BIN)/activate && dvc exp run
 	$(BIN)/python -m lorapipe.summary metrics/eval.json
+	@echo "Try it: source $(BIN)/activate && python app.py   (results page: python -m lorapipe.results_page)"
 
 test: $(VENV)/.installed $(SMOLLM2)
 	$(BIN)/ruff check .

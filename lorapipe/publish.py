@@ -23,7 +23,7 @@ from lorapipe.outputs import atomic_path
 from lorapipe.stage import StageError, log, run_stage
 
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-# Resume state and the MLflow run id stay local; everything else in the folder is the model.
+# The MLflow run id stays local and PEFT's generic README gives way to our card; the rest is the model.
 PRIVATE_FILES = {"tracking.json", "README.md"}
 
 
