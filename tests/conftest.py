@@ -151,7 +151,9 @@ def tuned_workspace(tmp_path_factory, tiny_model_dir) -> Path:
     return ws
 
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+# Debian's packages by default; GitHub's runners point these at their preinstalled Chrome.
+CHROMIUM = Path(os.environ.get("LORAPIPE_CHROMIUM", "/usr/bin/chromium"))
+CHROMEDRIVER = Path(os.environ.get("LORAPIPE_CHROMEDRIVER", "/usr/bin/chromedriver"))
 
 
 @pytest.fixture
