@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import subprocess
 from pathlib import Path
 
 import yaml
@@ -21,6 +20,7 @@ import yaml
 from lorapipe.model_card import model_card
 from lorapipe.outputs import atomic_path
 from lorapipe.stage import StageError, log, run_stage
+from lorapipe.tracking import git_commit
 
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 # The MLflow run id stays local and PEFT's generic README gives way to our card; the rest is the model.
@@ -38,11 +38,6 @@ def model_files(folder: Path, hint: str) -> list[Path]:
     if not any(p.suffix == ".safetensors" for p in files):
         raise StageError(f"{folder}: no *.safetensors weights; {hint}")
     return files
-
-
-def git_commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
 def upload(repo_id: str, files: list[Path], card: str, private: bool, token: str) -> str:
@@ -81,7 +76,7 @@ def main() -> None:
         lock=read_yaml(Path("dvc.lock"), "run the pipeline first (dvc repro)"),
         scores=read_yaml(Path("metrics/eval.json"), "run the evaluate stage first (dvc repro)"),
         base_model=read_yaml(Path("metrics/base_model.json"), "run the pipeline first (dvc repro)"),
-        commit=git_commit(),
+        commit=git_commit() or "unknown",
         license=args.license,
     )
     with atomic_path(args.card) as tmp:

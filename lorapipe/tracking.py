@@ -21,7 +21,8 @@ LOCAL_STORE = "sqlite:///mlflow.db"
 EXPERIMENT = "lorapipe"
 
 
-def _git_commit() -> str:
+def git_commit() -> str:
+    """HEAD's sha, or "" outside a git checkout."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True)
     except (OSError, subprocess.SubprocessError):
@@ -59,7 +60,7 @@ class Tracker:
         else:
             experiment = client.get_experiment_by_name(EXPERIMENT)
             experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
-            commit = _git_commit()
+            commit = git_commit()
             exp_name = os.environ.get("DVC_EXP_NAME", "")
             tags = {"git.commit": commit, "dvc.exp_name": exp_name, "stage": stage, "mlflow.source.git.commit": commit}
             run_name = "-".join(filter(None, [exp_name or stage, commit[:7]]))
