@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lorapipe.fetch import verify
 from lorapipe.outputs import atomic_dir, write_json
-from lorapipe.params import ModelParams, load_params
+from lorapipe.params import ModelParams, check_params_unchanged, load_params
 from lorapipe.stage import StageError, log, run_stage
 
 # What a model folder needs; weights only as safetensors, never pickles.
@@ -96,6 +96,7 @@ def main() -> None:
         else:
             info.update(kind="hub", revision=from_hub(params.name, params.revision, tmp))
         size = sum(f.stat().st_size for f in tmp.iterdir())
+        check_params_unchanged()
     info.update(bytes=size, seconds=round(time.perf_counter() - started, 1))
     write_json(args.metrics, info)
     log.info(f"base_model: {params.name} ({info['kind']}, {size / 1e6:,.0f} MB) -> {args.out}")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lorapipe.fetch import copy_payload, download, redact, resolve_source, verify
 from lorapipe.outputs import atomic_path, write_json
-from lorapipe.params import DataParams, load_params
+from lorapipe.params import DataParams, check_params_unchanged, load_params
 from lorapipe.stage import StageError, log, run_stage
 
 CACHE = Path(".cache/download")
@@ -46,6 +46,7 @@ def main() -> None:
     if not params.sha256:
         log.info(f"sha256 {digest}: pin it as data.sha256 in params.yaml")
 
+    check_params_unchanged()
     with atomic_path(args.out) as tmp:
         taken = copy_payload(fetched, params.member, tmp)
     write_json(

@@ -26,7 +26,7 @@ from lorapipe.generation import generate_texts
 from lorapipe.modeling import load_model, load_tokenizer, load_tuned_model, pick_device, pick_dtype
 from lorapipe.outputs import atomic_path, write_json
 from lorapipe.packing import pack_examples
-from lorapipe.params import load_params
+from lorapipe.params import check_params_unchanged, load_params
 from lorapipe.perplexity import mean_loss
 from lorapipe.prompt import build_prompt, encode_example, truncate_title
 from lorapipe.scoring import text_scores
@@ -96,6 +96,7 @@ def main() -> None:
         "samples": len(titles),
         "generation_tokens_per_s": round(new_tokens / max(seconds["tuned"], 1e-9), 1),
     }
+    check_params_unchanged()
     write_json(args.metrics / "eval.json", summary)
     with atomic_path(args.metrics / "eval_samples.jsonl") as tmp, open(tmp, "wb") as f:
         for i in range(min(params.report_samples, len(titles))):

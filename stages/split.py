@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lorapipe.dataset import split_indices
 from lorapipe.outputs import atomic_dir, write_json
-from lorapipe.params import SplitParams, load_params
+from lorapipe.params import SplitParams, check_params_unchanged, load_params
 from lorapipe.stage import StageError, log, run_stage
 from lorapipe.tables import read_text_table, write_table
 
@@ -28,6 +28,7 @@ def main() -> None:
     if len(parts["train"]) == 0 or len(parts["test"]) == 0:
         raise StageError(f"{args.sample}: {table.num_rows} rows are too few to split into train and test")
 
+    check_params_unchanged()
     with atomic_dir(args.out) as tmp:
         for name, rows in parts.items():
             write_table(table.take(rows), tmp / f"{name}.parquet")

@@ -65,7 +65,7 @@ def test_training_with_secrets_keeps_them_out_of_mlflow_and_outputs(tmp_path, ti
         tokenize={"seq_len": 256},
         train={"max_steps": 2, "micro_batch": 2, "grad_accum": 1, "grad_checkpointing": False},
     )
-    result = stage(ws, "train.py", "data/tokenized", "models/base", "models/adapter", "models/checkpoints", "metrics")
+    result = stage(ws, "train.py", "data/tokenized", "models/base", "models/adapter", "metrics")
     blobs = [result.stderr] + [p.read_bytes().decode("latin-1") for p in ws.rglob("*") if p.is_file()]
     assert (ws / "mlflow.db").is_file()
     for secret in SECRETS.values():
