@@ -77,6 +77,7 @@ def main() -> None:
         if row["step"] % params.log_every == 0:
             tracker.log_history(pending)
             pending.clear()
+            check_params_unchanged()  # a run whose params were rewritten stops now, not hours later
 
     run_id = fingerprint(params, lora, quant, files=[args.tokenized / "train.parquet", args.model / "config.json"])
     started = time.perf_counter()
