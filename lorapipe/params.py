@@ -76,6 +76,8 @@ class SplitParams:
     seed: int = 42
 
     def __post_init__(self) -> None:
+        if self.test_size == 0:
+            raise StageError(f"{PARAMS_FILE}: split.test_size must be above 0: evaluate scores the test split")
         if self.test_size + self.val_size >= 1:
             raise StageError(f"{PARAMS_FILE}: split.test_size + split.val_size must be < 1, leaving rows to train on")
 

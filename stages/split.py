@@ -26,7 +26,10 @@ def main() -> None:
     table = read_text_table(args.sample)
     parts = split_indices(table["title"].to_pylist(), params.test_size, params.val_size, params.seed)
     if len(parts["train"]) == 0 or len(parts["test"]) == 0:
-        raise StageError(f"{args.sample}: {table.num_rows} rows are too few to split into train and test")
+        raise StageError(
+            f"{args.sample}: {table.num_rows} rows with split.test_size {params.test_size:g} leave no "
+            f"{'train' if len(parts['test']) else 'test'} row; raise sample.size or change split.test_size"
+        )
 
     check_params_unchanged()
     with atomic_dir(args.out) as tmp:
