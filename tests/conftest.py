@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -60,6 +61,17 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer) 
     return folder
 
 
+def default_params() -> dict:
+    """The real run as the params dataclasses define it. Tests start from this, never from the
+    repo's params.yaml: an experiment (or the pull request it becomes) changes that file."""
+    from lorapipe.params import SECTIONS
+
+    return {
+        name: {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cls()).items()}
+        for name, cls in SECTIONS.items()
+    }
+
+
 def sh(repo: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=env, timeout=900)
@@ -76,7 +88,7 @@ def ran(output: str) -> list[str]:
 
 
 def copy_tree(repo: Path) -> Path:
-    """A clone-like copy of the working tree in `repo`, with the offline profile applied and committed."""
+    """A clone-like copy of the working tree in `repo`, with default params + the offline profile, committed."""
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
         cwd=ROOT,
@@ -91,6 +103,7 @@ def copy_tree(repo: Path) -> Path:
             shutil.copy2(ROOT / name, repo / name)
     (repo / ".cache").mkdir()
     (repo / ".cache/models").symlink_to(SMOLLM2_GGUF.parent)
+    (repo / "params.yaml").write_text(yaml.safe_dump(default_params(), sort_keys=False))
     sh(repo, "git", "init", "-q")
     sh(repo, "python", "-m", "lorapipe.profile", "offline")
     commit(repo, "offline profile")

@@ -17,11 +17,10 @@ TRAIN = {
     "max_steps": 4,
     "micro_batch": 2,
     "grad_accum": 1,
-    "save_every": 2,
     "eval_every": 2,
-    "log_every": 1,
     "grad_checkpointing": False,
 }
+OPS = {"save_every": 2, "log_every": 1}
 EVAL = {"max_samples": 4, "batch_size": 4, "max_new_tokens": 4}
 TRAIN_ARGS = ("data/tokenized", "models/base", "models/adapter", "metrics")
 EVAL_ARGS = ("data/split/test.parquet", "models/base", "models/adapter", "metrics")
@@ -73,6 +72,7 @@ def workspace(tmp_path_factory, tiny_model_dir) -> Path:
         sample={"size": 200},
         tokenize={"seq_len": 256},
         train=TRAIN,
+        ops=OPS,
         eval=EVAL,
     )
     subprocess.run(["git", "init", "-q"], cwd=ws, check=True)
