@@ -12,6 +12,7 @@ the usual AWS_* environment variables. Mirroring is best effort: a failure warns
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,7 @@ class CheckpointMirror:
         self._s3 = boto3.client("s3", config=config, **{k: v for k, v in client.items() if v})
         self._upload: threading.Thread | None = None
         self._warned = False
+        self.uploads, self.waited_s = 0, 0.0  # how long training stood still for the mirror
 
     @classmethod
     def from_setting(cls, setting: str) -> CheckpointMirror | None:
@@ -77,7 +79,10 @@ class CheckpointMirror:
 
     def upload(self, checkpoint: Path) -> None:
         """Start uploading `checkpoint` (`<run>/step-N`), once the previous upload is done."""
+        started = time.perf_counter()
         self.wait()
+        self.waited_s += time.perf_counter() - started
+        self.uploads += 1
         self._upload = threading.Thread(target=self._upload_now, args=(checkpoint,), daemon=True)
         self._upload.start()
 

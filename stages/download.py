@@ -37,7 +37,8 @@ def main() -> None:
         fetched, label = source, str(source)
     else:
         part = CACHE / (hashlib.sha256(source.encode()).hexdigest()[:16] + ".part")
-        fetched, label = download(source, part, timeout=ops.download_timeout_s, retries=ops.download_retries), redact(source)
+        fetched = download(source, part, timeout=ops.download_timeout_s, retries=ops.download_retries)
+        label = redact(source)
     check_params_unchanged()
     try:
         digest = verify(fetched, params.sha256, label, "data.sha256")

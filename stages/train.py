@@ -142,6 +142,7 @@ def main() -> None:
     tracker.finish()
     if mirror:
         mirror.wait()
+        log.info(f"train: {mirror.uploads} checkpoints mirrored; training waited {mirror.waited_s:.1f} s for them")
     log.info(f"train: done, {state.step} steps, val_loss {final_val:.4f}, adapter -> {args.adapter}")
 
 

@@ -7,6 +7,8 @@ import os
 import re
 import shutil
 import subprocess
+import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,6 +164,41 @@ def tuned_workspace(tmp_path_factory, tiny_model_dir) -> Path:
     )
     stage(ws, "train.py", "data/tokenized", "models/base", "models/adapter", "metrics")
     return ws
+
+
+# Built at run time, so no credential-shaped string sits in a tracked file.
+S3_KEY_ID, S3_SECRET = "AKIA" + "TESTONLY" * 2, "fake/secret+key0123456789" + "abcdefABCDEF01"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3-compatible server (moto) on 127.0.0.1 with an empty bucket `dvc`."""
+    from tests.workspace import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [shutil.which("moto_server") or "moto_server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("moto_server did not start")
+            time.sleep(0.3)
+    import boto3
+
+    boto3.client(
+        "s3", endpoint_url=url, aws_access_key_id=S3_KEY_ID, aws_secret_access_key=S3_SECRET, region_name="us-east-1"
+    ).create_bucket(Bucket="dvc")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
 
 
 # Debian's packages by default; GitHub's runners point these at their preinstalled Chrome.

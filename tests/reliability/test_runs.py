@@ -105,8 +105,11 @@ def test_failed_run_after_a_committed_one_is_restored_from_the_run_cache(repo):
     assert (repo / "metrics/train.json").read_text() == good_metrics
 
 
-def test_checkpoints_are_not_part_of_the_record(repo):
+def test_checkpoints_and_operational_settings_are_not_part_of_the_record(repo):
     sh(repo, "dvc", "repro")
+    ops = {"log_every": 7, "save_every": 3, "keep_checkpoints": 5, "download_timeout_s": 5, "download_retries": 1}
+    set_params(repo, {"ops": ops})
+    assert "up to date" in sh(repo, "dvc", "status", "dvc.yaml").stdout
     lock = (repo / "dvc.lock").read_text()
     assert "models/checkpoints" not in lock
     other = repo / "models/checkpoints/0123456789abcdef/step-000001"  # another experiment's checkpoint
