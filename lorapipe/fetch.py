@@ -11,10 +11,9 @@ from urllib.parse import urlparse, urlunparse
 
 import requests
 import urllib3
-from tqdm import tqdm
 
 from lorapipe.outputs import sha256_of
-from lorapipe.stage import StageError, log
+from lorapipe.stage import StageError, log, progress
 
 CHUNK = 1 << 20
 
@@ -84,7 +83,7 @@ def _download_once(url: str, part: Path, timeout: float) -> None:
             log.info(f"resuming download at {have:,} bytes")
         with (
             open(part, "ab" if resuming else "wb") as out,
-            tqdm(total=total, initial=have, unit="B", unit_scale=True, desc="download", disable=None) as bar,
+            progress(total=total, initial=have, unit="B", unit_scale=True, desc="download") as bar,
         ):
             try:
                 # read1 hands over whatever arrived, so a dropped connection loses nothing already received.

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from lorapipe.params import EvalParams
+from lorapipe.stage import progress
 
 
 def decoding_settings(params: EvalParams) -> dict:
@@ -39,7 +39,7 @@ def generate_texts(
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
     device = next(model.parameters()).device
     outputs: list[str] = [""] * len(prompts)
-    for start in tqdm(range(0, len(order), params.batch_size), desc=desc, unit="batch", disable=None):
+    for start in progress(range(0, len(order), params.batch_size), desc=desc, unit="batch"):
         batch = order[start : start + params.batch_size]
         padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt").to(device)
         generated = model.generate(

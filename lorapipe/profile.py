@@ -1,6 +1,7 @@
 """Apply a params profile (an overrides file in profiles/) to params.yaml, keeping its comments.
 
-    python -m lorapipe.profile offline     # profiles/offline.yaml -> params.yaml
+    python -m lorapipe.profile offline                 # profiles/offline.yaml -> params.yaml
+    python -m lorapipe.profile colab --set lora.r=8    # and single keys, as `dvc exp run -S` takes them
 
 Afterwards `dvc repro` and `dvc exp run -S key=value` start from the merged values;
 `git checkout params.yaml` returns to the real run.
@@ -52,6 +53,7 @@ def apply_profile(overrides: dict[str, Any], params_path: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("profile", help="name of a file in profiles/, without .yaml")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="(repeatable)")
     parser.add_argument("--params", type=Path, default=Path(PARAMS_FILE))
     args = parser.parse_args(argv)
     source = PROFILES / f"{args.profile}.yaml"
@@ -60,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
             known = ", ".join(sorted(p.stem for p in PROFILES.glob("*.yaml"))) or "none"
             raise StageError(f"{source}: no such profile; known: {known}")
         overrides = yaml.safe_load(source.read_text()) or {}
+        for assignment in args.set:
+            key, _, value = assignment.partition("=")
+            section, _, name = key.partition(".")
+            if not (name and value):
+                raise StageError(f"--set {assignment}: expected SECTION.KEY=VALUE, e.g. lora.r=8")
+            overrides.setdefault(section, {})[name] = yaml.safe_load(value)
         changed = apply_profile(overrides, args.params)
     except StageError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -1,12 +1,23 @@
-"""What every stage script shares: one error type, one-line failures, plain logging."""
+"""What every stage script shares: one error type, one-line failures, plain logging, progress."""
 
 from __future__ import annotations
 
 import logging
 import sys
 from collections.abc import Callable
+from typing import Any
+
+from tqdm import tqdm
 
 log = logging.getLogger("lorapipe")
+
+
+def progress(iterable: Any = None, **kwargs: Any) -> tqdm:
+    """A progress bar that also shows where stderr is no terminal (Colab's `!` cells, CI logs):
+    there it updates every 30 s, rate and ETA included, instead of switching itself off."""
+    if not sys.stderr.isatty():
+        kwargs.setdefault("mininterval", 30)
+    return tqdm(iterable, **kwargs)
 
 
 class StageError(Exception):

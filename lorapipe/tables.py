@@ -10,9 +10,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 from isal import igzip_threaded
-from tqdm import tqdm
 
-from lorapipe.stage import StageError
+from lorapipe.stage import StageError, progress
 
 TEXT_SCHEMA = pa.schema([("title", pa.string()), ("content", pa.string())])
 
@@ -33,7 +32,7 @@ def iter_gzip_lines(path: Path, desc: str = "read") -> Iterator[bytes]:
         stream = igzip_threaded.open(raw, "rb", threads=1)
         lines = 0
         try:
-            with tqdm(total=size, unit="B", unit_scale=True, desc=desc, disable=None) as bar:
+            with progress(total=size, unit="B", unit_scale=True, desc=desc) as bar:
                 for line in stream:
                     lines += 1
                     if not lines & 0xFFFF:

@@ -11,14 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from lorapipe.checkpoints import TrainState, resume_checkpoint, save_checkpoint
 from lorapipe.distributed import SINGLE, World, sum_across
 from lorapipe.packing import IGNORE, collate
 from lorapipe.params import OpsParams, TrainParams
 from lorapipe.perplexity import mean_loss
-from lorapipe.stage import log
+from lorapipe.stage import log, progress
 
 
 class GracefulStop:
@@ -134,7 +133,7 @@ def train(
         return torch.autocast(device.type, dtype=dtype) if use_amp else nullcontext()
 
     model.train()
-    bar = tqdm(total=steps, initial=state.step, desc="train", unit="step", disable=None if world.main else True)
+    bar = progress(total=steps, initial=state.step, desc="train", unit="step", disable=not world.main)
     while state.step < steps:
         started = time.perf_counter()
         batches = [

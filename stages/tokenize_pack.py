@@ -13,14 +13,13 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from lorapipe.modeling import load_tokenizer
 from lorapipe.outputs import atomic_dir, write_json
 from lorapipe.packing import pack_examples
 from lorapipe.params import TokenizeParams, check_params_unchanged, load_params
 from lorapipe.prompt import encode_example
-from lorapipe.stage import StageError, log, run_stage
+from lorapipe.stage import StageError, log, progress, run_stage
 from lorapipe.tables import read_text_table
 
 ROW_SCHEMA = pa.schema(
@@ -44,11 +43,10 @@ def main() -> None:
             table = read_text_table(args.split / f"{part}.parquet")
             examples = [
                 encode_example(tokenizer, title, content, params.prompt_tokens, params.response_tokens)
-                for title, content in tqdm(
+                for title, content in progress(
                     zip(table["title"].to_pylist(), table["content"].to_pylist(), strict=True),
                     total=table.num_rows,
                     desc=f"tokenize {part}",
-                    disable=None,
                 )
             ]
             too_long = sum(len(ex.input_ids) > params.seq_len for ex in examples)

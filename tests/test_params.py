@@ -92,7 +92,7 @@ def test_offline_profile_applies_keeps_comments_and_validates(tmp_path):
     text = params.read_text()
     assert "# lorapipe parameters" in text  # comments survive
     assert load_params("model", params).name.endswith(".gguf")
-    assert load_params("lora", params).r == 16  # untouched keys stay
+    assert load_params("lora", params).r == yaml.safe_load(committed_params())["lora"]["r"]  # untouched keys stay
     assert apply_profile(overrides, params) == []  # idempotent
 
 
@@ -103,3 +103,16 @@ def test_profile_with_bad_value_leaves_params_untouched(tmp_path):
     with pytest.raises(StageError, match=re.escape("'lora.r' must be >= 1")):
         apply_profile({"lora": {"r": 0}}, params)
     assert params.read_text() == original
+
+
+def test_profile_command_takes_single_keys_too(tmp_path, monkeypatch, capsys):
+    from lorapipe.profile import main
+
+    params = tmp_path / "params.yaml"
+    params.write_text(committed_params())
+    monkeypatch.chdir(ROOT)  # profiles/ is found from the repository root
+    assert main(["colab", "--set", "lora.r=8", "--set", "train.lr=0.0001", "--params", str(params)]) == 0
+    assert load_params("lora", params).r == 8 and load_params("train", params).lr == 0.0001
+    assert load_params("ops", params).checkpoint_mirror == "remote"
+    assert main(["colab", "--set", "lora.r", "--params", str(params)]) == 1
+    assert "expected SECTION.KEY=VALUE" in capsys.readouterr().err

@@ -1,0 +1,68 @@
+"""The Colab loop closes: results reach `origin` on a branch, data and run-cache the DVC remote.
+
+A local bare git repo plays GitHub and moto on 127.0.0.1 plays the DagsHub S3 remote; the scripts
+are the ones the notebook and the GPU workflow run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, S3_KEY_ID, S3_SECRET, commit, copy_tree, ran, sh
+
+QUICK = {
+    "sample": {"size": 200},
+    "tokenize": {"seq_len": 256},
+    "train": {"max_steps": 4, "micro_batch": 2, "grad_accum": 1, "eval_every": 2},
+    "eval": {"max_samples": 4, "batch_size": 4, "max_new_tokens": 8},
+}
+
+
+def use_remote(repo: Path, endpoint: str) -> None:
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": S3_KEY_ID, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "lorapipe.remote", "--endpoint", endpoint, "--default"]
+    subprocess.run(command, cwd=repo, env=env, check=True, capture_output=True)
+
+
+@pytest.mark.slow
+def test_each_stage_reaches_origin_and_a_new_machine_runs_none_again(tmp_path, tiny_model_dir, s3_endpoint):
+    origin = tmp_path / "origin.git"
+    sh(tmp_path, "git", "init", "-q", "--bare", str(origin))
+    repo = copy_tree(tmp_path / "colab")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for section, values in {**QUICK, "model": {"name": str(tiny_model_dir), "revision": "", "sha256": ""}}.items():
+        params[section].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    commit(repo, "quick run on the tiny model")
+    sh(repo, "git", "branch", "-M", "main")
+    sh(repo, "git", "remote", "add", "origin", str(origin))
+    sh(repo, "git", "push", "-q", "origin", "main")
+    use_remote(repo, s3_endpoint)
+
+    run = sh(repo, "bash", "scripts/repro_and_push.sh", "results/colab")
+    assert run.stdout.count("pushed results/colab to origin") == 8  # after every stage
+    tuned = json.loads((repo / "metrics/eval.json").read_text())["tuned"]["rougeL"]
+
+    # Another machine: a fresh clone of the branch gets data and models from the remote.
+    clone = tmp_path / "clone"
+    sh(tmp_path, "git", "clone", "-q", "-b", "results/colab", str(origin), str(clone))
+    assert (clone / "dvc.lock").is_file() and (clone / "metrics/eval.json").is_file()
+    use_remote(clone, s3_endpoint)
+    sh(clone, "dvc", "pull", "-q")
+    assert (clone / "models/adapter/adapter_model.safetensors").is_file()
+    assert "up to date" in sh(clone, "dvc", "status", "dvc.yaml").stdout
+    report = sh(clone, sys.executable, "-m", "lorapipe.report", "--base", "main", "-o", "report.md")
+    assert report.returncode == 0
+    assert f"{tuned:.4g}"[:5] in (clone / "report.md").read_text()
+
+    # The VM is lost: on a new one, the same script on the branch runs no finished stage again.
+    again = sh(clone, "bash", "scripts/repro_and_push.sh", "results/colab")
+    assert ran(again.stdout) == []
+    assert json.loads((clone / "metrics/eval.json").read_text())["tuned"]["rougeL"] == tuned
