@@ -99,8 +99,8 @@ def copy_tree(repo: Path) -> Path:
         text=True,
     ).stdout.split("\0")
     for name in filter(None, files):
-        # metrics/ of a local run are not part of the tree a clone gets
-        if (ROOT / name).is_file() and not name.startswith("metrics/"):
+        # a local run's metrics/ and dvc.lock (an experiment PR commits them) must not shape the tests
+        if (ROOT / name).is_file() and not name.startswith("metrics/") and name != "dvc.lock":
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, repo / name)
     (repo / ".cache").mkdir()
