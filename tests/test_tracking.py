@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.workspace import data_workspace, free_port, stage, write_params
+from tests.workspace import data_workspace, free_port, stage, start_training, wait_until, write_params
 
 TRAIN = {
     "max_steps": 4,
@@ -141,29 +140,9 @@ def test_default_store_is_local_sqlite_in_the_repo(workspace):
     assert (workspace / "mlflow.db").is_file()
 
 
-def start_training(ws: Path, uri: str, checkpoints: Path, metrics: Path) -> subprocess.Popen:
-    args = [
-        sys.executable,
-        str(ROOT / "stages/train.py"),
-        *TRAIN_ARGS[:3],
-        str(metrics),
-        "--checkpoints",
-        str(checkpoints),
-    ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": uri}
-    return subprocess.Popen(args, cwd=ws, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
 def newest_step(checkpoints: Path, skip: set[str] = frozenset()) -> int:
     steps = [int(c.name[5:]) for c in checkpoints.glob("*/step-*") if c.parent.name not in skip]
     return max(steps, default=0)
-
-
-def wait_for_step_above(proc: subprocess.Popen, step: int, checkpoints: Path, skip: set[str] = frozenset()) -> None:
-    deadline = time.monotonic() + 300
-    while newest_step(checkpoints, skip) <= step:
-        assert proc.poll() is None and time.monotonic() < deadline, "training ended before the signal"
-        time.sleep(0.05)
 
 
 def test_no_run_is_left_running_and_a_resumed_training_continues_its_run(workspace, mlflow_server, tmp_path):
@@ -174,18 +153,19 @@ def test_no_run_is_left_running_and_a_resumed_training_continues_its_run(workspa
     long = {**TRAIN, "max_steps": 40}
     try:
         write_params(workspace, train=long, lora={"r": 4}, ops=OPS)  # experiment B: SIGKILLed, never resumed
-        proc = start_training(workspace, mlflow_server, ckpts, tmp_path / "b")
-        wait_for_step_above(proc, 0, ckpts)
+        proc = start_training(workspace, tmp_path / "b", ckpts, MLFLOW_TRACKING_URI=mlflow_server)
+        wait_until(proc, lambda: newest_step(ckpts) > 0)
         proc.kill()
         proc.wait()
         b_folder = {p.name for p in ckpts.iterdir()}
         write_params(workspace, train=long, ops=OPS)  # experiment A: SIGTERM, SIGKILL, then resumed to the end
-        proc = start_training(workspace, mlflow_server, ckpts, tmp_path / "a")
-        wait_for_step_above(proc, 0, ckpts, b_folder)
+        proc = start_training(workspace, tmp_path / "a", ckpts, MLFLOW_TRACKING_URI=mlflow_server)
+        wait_until(proc, lambda: newest_step(ckpts, b_folder) > 0)
         proc.terminate()
         assert proc.wait(timeout=120) == 130
-        proc = start_training(workspace, mlflow_server, ckpts, tmp_path / "a")
-        wait_for_step_above(proc, newest_step(ckpts, b_folder), ckpts, b_folder)
+        stopped_at = newest_step(ckpts, b_folder)
+        proc = start_training(workspace, tmp_path / "a", ckpts, MLFLOW_TRACKING_URI=mlflow_server)
+        wait_until(proc, lambda: newest_step(ckpts, b_folder) > stopped_at)
         proc.kill()
         proc.wait()
         env_uri = os.environ.get("MLFLOW_TRACKING_URI")

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,8 +13,7 @@ import torch
 
 from lorapipe.checkpoints import TrainState, list_checkpoints, resume_checkpoint, save_checkpoint
 from lorapipe.training import lr_factor, micro_batch_rows, total_steps
-from tests.conftest import ROOT
-from tests.workspace import data_workspace, stage, write_params
+from tests.workspace import data_workspace, stage, start_training, train_losses, wait_until, write_params
 
 TRAIN = {
     "max_steps": 30,
@@ -29,19 +24,20 @@ TRAIN = {
     "grad_checkpointing": False,
 }
 OPS = {"save_every": 10, "keep_checkpoints": 2}
+# The module workspace's params; a test that changes them puts these back in `finally`.
+PARAMS = {
+    "data": {"url": "data/trn.json.gz"},
+    "sample": {"size": 300},
+    "tokenize": {"seq_len": 256},
+    "train": TRAIN,
+    "ops": OPS,
+}
 TRAIN_ARGS = ("data/tokenized", "models/base", "models/adapter", "metrics")
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, tiny_model_dir) -> Path:
-    return data_workspace(
-        tmp_path_factory.mktemp("train"),
-        tiny_model_dir,
-        sample={"size": 300},
-        tokenize={"seq_len": 256},
-        train=TRAIN,
-        ops=OPS,
-    )
+    return data_workspace(tmp_path_factory.mktemp("train"), tiny_model_dir, **PARAMS)
 
 
 def saved(root: Path, step: int | None = None) -> list[Path]:
@@ -51,9 +47,11 @@ def saved(root: Path, step: int | None = None) -> list[Path]:
     return [c for c in found if step is None or c.name == f"step-{step:06d}"]
 
 
-def losses(ws: Path) -> list[float]:
-    with open(ws / "metrics/train_log.csv") as f:
-        return [float(row["loss"]) for row in csv.DictReader(f)]
+def reference_losses(ws: Path) -> list[float]:
+    """Losses of an uninterrupted run with the module's params (trained once, in ws/metrics)."""
+    if not (ws / "metrics/train_log.csv").exists():
+        stage(ws, "train.py", *TRAIN_ARGS)
+    return train_losses(ws / "metrics")
 
 
 def test_train_stage_writes_adapter_metrics_and_plots(workspace):
@@ -62,7 +60,7 @@ def test_train_stage_writes_adapter_metrics_and_plots(workspace):
     assert metrics["steps"] == 30
     assert metrics["tokens"] > 0 and metrics["tokens_per_s"] > 0
     assert metrics["val_loss"] < 10.9  # below the ~ln(49152) of a random model
-    log = losses(workspace)
+    log = train_losses(workspace / "metrics")
     assert len(log) == 30 and log[-1] < log[0]
     adapter = workspace / "models/adapter"
     assert (adapter / "adapter_model.safetensors").is_file() and (adapter / "tokenizer.json").is_file()
@@ -113,56 +111,33 @@ def test_merged_tuned_model_matches_the_training_time_model(workspace):
 
 
 def test_same_seed_same_losses(workspace, tmp_path):
-    first = losses(workspace) if (workspace / "metrics/train_log.csv").exists() else None
-    if first is None:
-        stage(workspace, "train.py", *TRAIN_ARGS)
-        first = losses(workspace)
+    first = reference_losses(workspace)
     stage(workspace, "train.py", *TRAIN_ARGS[:3], str(tmp_path / "metrics"), "--checkpoints", str(tmp_path / "fresh"))
-    with open(tmp_path / "metrics/train_log.csv") as f:
-        second = [float(row["loss"]) for row in csv.DictReader(f)]
-    assert second == first
+    assert train_losses(tmp_path / "metrics") == first
 
 
 def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(workspace, tmp_path):
-    reference = losses(workspace) if (workspace / "metrics/train_log.csv").exists() else None
-    if reference is None:
-        stage(workspace, "train.py", *TRAIN_ARGS)
-        reference = losses(workspace)
+    reference = reference_losses(workspace)
     ckpts, metrics = tmp_path / "ckpts", tmp_path / "metrics"
-    args = [sys.executable, str(ROOT / "stages/train.py"), *TRAIN_ARGS[:3], str(metrics), "--checkpoints", str(ckpts)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(args, cwd=workspace, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while not saved(ckpts, 10):
-        assert proc.poll() is None, "training ended before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    proc = start_training(workspace, metrics, ckpts)
+    wait_until(proc, lambda: saved(ckpts, 10))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (metrics / "train.json").exists()
     resumed = stage(workspace, "train.py", *TRAIN_ARGS[:3], str(metrics), "--checkpoints", str(ckpts))
     assert "resuming from" in resumed.stderr
     assert json.loads((metrics / "train.json").read_text())["steps"] == 30
-    with open(metrics / "train_log.csv") as f:
-        after = [float(row["loss"]) for row in csv.DictReader(f)]
+    after = train_losses(metrics)
     # Equal up to float reassociation in multithreaded CPU kernels; a lost step, a restarted
     # schedule or a replayed batch would differ by orders of magnitude more.
     assert after == pytest.approx(reference, rel=1e-4)
 
 
 def test_sigterm_saves_the_step_it_stopped_at_and_the_rerun_ends_like_an_uninterrupted_one(workspace, tmp_path):
-    reference = losses(workspace) if (workspace / "metrics/train_log.csv").exists() else None
-    if reference is None:
-        stage(workspace, "train.py", *TRAIN_ARGS)
-        reference = losses(workspace)
+    reference = reference_losses(workspace)
     ckpts, metrics = tmp_path / "ckpts", tmp_path / "m"
-    args = [sys.executable, str(ROOT / "stages/train.py"), *TRAIN_ARGS[:3], str(metrics), "--checkpoints", str(ckpts)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(args, cwd=workspace, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while not saved(ckpts, 10):
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
+    proc = start_training(workspace, metrics, ckpts)
+    wait_until(proc, lambda: saved(ckpts, 10))
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err
@@ -172,8 +147,7 @@ def test_sigterm_saves_the_step_it_stopped_at_and_the_rerun_ends_like_an_uninter
     assert not (metrics / "train.json").exists()
     resumed = stage(workspace, "train.py", *TRAIN_ARGS[:3], str(metrics), "--checkpoints", str(ckpts))
     assert f"(step {stopped_at})" in resumed.stderr
-    with open(metrics / "train_log.csv") as f:
-        assert [float(row["loss"]) for row in csv.DictReader(f)] == pytest.approx(reference, rel=1e-3)
+    assert train_losses(metrics) == pytest.approx(reference, rel=1e-3)
 
 
 def test_a_stop_requested_mid_step_saves_that_step(workspace, tiny_model_dir, tmp_path):
@@ -222,14 +196,7 @@ def test_changed_params_do_not_resume_a_foreign_checkpoint(workspace):
     try:
         result = stage(workspace, "train.py", *TRAIN_ARGS)
     finally:
-        write_params(
-            workspace,
-            data={"url": "data/trn.json.gz"},
-            sample={"size": 300},
-            tokenize={"seq_len": 256},
-            train=TRAIN,
-            ops=OPS,
-        )
+        write_params(workspace, data={"url": "data/trn.json.gz"}, **PARAMS)
     assert "resuming from" not in result.stderr  # its own, empty folder: a fresh start
     assert json.loads((workspace / "metrics/train.json").read_text())["steps"] == 2
 
@@ -274,50 +241,27 @@ def test_a_second_experiment_resumes_its_own_checkpoint_and_keeps_the_first_runs
     only an operational setting changed: B resumes its own checkpoint, ends like an uninterrupted
     B, and A's checkpoints are untouched."""
     ckpts = tmp_path / "ckpts"
-    quick = {**TRAIN, "max_steps": 12}
 
-    def params(lora_r: int, **ops: int) -> None:
-        write_params(workspace, train=quick, lora={"r": lora_r}, ops={**OPS, "save_every": 4, **ops})
+    def use(lora_r: int, **ops: int) -> None:
+        write_params(workspace, train={**TRAIN, "max_steps": 12}, lora={"r": lora_r}, ops={"save_every": 4, **ops})
 
-    def run(metrics: str, checkpoints: Path = ckpts, **kw) -> subprocess.CompletedProcess:
-        return stage(
-            workspace, "train.py", *TRAIN_ARGS[:3], str(tmp_path / metrics), "--checkpoints", str(checkpoints), **kw
-        )
+    def run(metrics: str, checkpoints: Path = ckpts) -> subprocess.CompletedProcess:
+        return stage(workspace, "train.py", *TRAIN_ARGS[:3], str(tmp_path / metrics), "--checkpoints", str(checkpoints))
 
     try:
-        params(16)
+        use(lora_r=16)
         run("a")
         first_run = {c.parent.name: c.name for c in saved(ckpts)}
-        params(4)
+        use(lora_r=4)
         run("b-reference", tmp_path / "reference-ckpts")
-        args = [sys.executable, str(ROOT / "stages/train.py"), *TRAIN_ARGS[:3], str(tmp_path / "b")]
-        proc = subprocess.Popen(
-            [*args, "--checkpoints", str(ckpts)],
-            cwd=workspace,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 300
-        while not [c for c in saved(ckpts, 4) if c.parent.name not in first_run]:  # B's first checkpoint
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
+        proc = start_training(workspace, tmp_path / "b", ckpts)
+        wait_until(proc, lambda: [c for c in saved(ckpts, 4) if c.parent.name not in first_run])
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        params(4, log_every=3)  # operational: not part of the run's identity
+        use(lora_r=4, log_every=3)  # operational: not part of the run's identity
         resumed = run("b")
     finally:
-        write_params(
-            workspace,
-            data={"url": "data/trn.json.gz"},
-            sample={"size": 300},
-            tokenize={"seq_len": 256},
-            train=TRAIN,
-            ops=OPS,
-        )
+        write_params(workspace, data={"url": "data/trn.json.gz"}, **PARAMS)
     assert "(step 4)" in resumed.stderr and "resuming from" in resumed.stderr
-    with open(tmp_path / "b-reference/train_log.csv") as ref, open(tmp_path / "b/train_log.csv") as got:
-        assert [float(r["loss"]) for r in csv.DictReader(got)] == pytest.approx(
-            [float(r["loss"]) for r in csv.DictReader(ref)], rel=1e-3
-        )
+    assert train_losses(tmp_path / "b") == pytest.approx(train_losses(tmp_path / "b-reference"), rel=1e-3)
     assert {c.parent.name: c.name for c in saved(ckpts) if c.parent.name in first_run} == first_run

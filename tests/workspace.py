@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +46,7 @@ def data_workspace(ws: Path, model_dir: Path, **sections: dict[str, Any]) -> Pat
     (ws / "data").mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "data/synthetic/trn.json.gz", ws / "data/trn.json.gz")
     shutil.copytree(model_dir, ws / "models/base")
-    write_params(ws, data={"url": "data/trn.json.gz"}, **sections)
+    write_params(ws, **{"data": {"url": "data/trn.json.gz"}, **sections})
     stage(ws, "download.py", "data/raw.json.gz", "metrics/download.json")
     stage(ws, "clean.py", "data/raw.json.gz", "data/clean.parquet", "data/rejects.jsonl", "metrics/clean.json")
     stage(ws, "sample.py", "data/clean.parquet", "data/sample.parquet", "metrics/sample.json")
@@ -67,3 +70,30 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def start_training(ws: Path, metrics: Path, checkpoints: Path, **env: str) -> subprocess.Popen:
+    """The train stage in the background (to be signalled), on the workspace's data and base model."""
+    script = [sys.executable, str(ROOT / "stages/train.py"), "data/tokenized", "models/base", "models/adapter"]
+    return subprocess.Popen(
+        [*script, str(metrics), "--checkpoints", str(checkpoints)],
+        cwd=ws,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_until(proc: subprocess.Popen, done: Callable[[], bool], timeout: float = 300) -> None:
+    """Poll `done` while `proc` runs; fail if it ends (or time runs out) first."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert proc.poll() is None, "the process ended before the awaited moment"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def train_losses(metrics: Path) -> list[float]:
+    with open(metrics / "train_log.csv") as f:
+        return [float(row["loss"]) for row in csv.DictReader(f)]
