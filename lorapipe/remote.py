@@ -19,17 +19,17 @@ REMOTE = "dagshub"
 def configure(name: str, endpoint: str, key_id: str, secret: str, default: bool) -> None:
     """Through DVC's own config API, in this process: a `dvc remote modify` child would carry the
     secret in its command line, readable by every local user in the process table."""
-    from dvc.repo import Repo
+    from dvc.config import Config
 
-    with Repo() as repo:
-        with repo.config.edit("repo") as conf:
-            conf["remote"][name] = {"url": "s3://dvc", "endpointurl": endpoint}
-            if default:
-                conf["core"]["remote"] = name
-        with repo.config.edit("local") as conf:
-            conf["remote"][name] = {"access_key_id": key_id, "secret_access_key": secret}
-        Path(repo.dvc_dir, "config.local").chmod(0o600)
-
+    # Validated once both levels are written: until then a local section may lack its url.
+    config = Config.from_cwd(validate=False)
+    with config.edit("repo", validate=False) as conf:
+        conf["remote"][name] = {"url": "s3://dvc", "endpointurl": endpoint}
+        if default:
+            conf["core"]["remote"] = name
+    with config.edit("local") as conf:
+        conf["remote"][name] = {"access_key_id": key_id, "secret_access_key": secret}
+    Path(config.dvc_dir, "config.local").chmod(0o600)
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

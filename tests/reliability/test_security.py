@@ -92,6 +92,8 @@ finally:
 def test_remote_setup_never_puts_the_secret_on_a_command_line(tmp_path):
     sh(tmp_path, "git", "init", "-q")
     sh(tmp_path, "dvc", "init", "-q")
+    # Left by an earlier setup whose .dvc/config was since checked out again: must not stop this one.
+    (tmp_path / ".dvc/config.local").write_text("['remote \"dagshub\"']\n    access_key_id = stale\n")
     secret = SECRETS["DAGSHUB_TOKEN"]
     env = {"DAGSHUB_USER": "me", "DAGSHUB_REPO": "lorapipe", "DAGSHUB_TOKEN": secret, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
