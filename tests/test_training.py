@@ -196,7 +196,7 @@ def test_changed_params_do_not_resume_a_foreign_checkpoint(workspace):
     try:
         result = stage(workspace, "train.py", *TRAIN_ARGS)
     finally:
-        write_params(workspace, data={"url": "data/trn.json.gz"}, **PARAMS)
+        write_params(workspace, **PARAMS)
     assert "resuming from" not in result.stderr  # its own, empty folder: a fresh start
     assert json.loads((workspace / "metrics/train.json").read_text())["steps"] == 2
 
@@ -261,7 +261,7 @@ def test_a_second_experiment_resumes_its_own_checkpoint_and_keeps_the_first_runs
         use(lora_r=4, log_every=3)  # operational: not part of the run's identity
         resumed = run("b")
     finally:
-        write_params(workspace, data={"url": "data/trn.json.gz"}, **PARAMS)
+        write_params(workspace, **PARAMS)
     assert "(step 4)" in resumed.stderr and "resuming from" in resumed.stderr
     assert train_losses(tmp_path / "b") == pytest.approx(train_losses(tmp_path / "b-reference"), rel=1e-3)
     assert {c.parent.name: c.name for c in saved(ckpts) if c.parent.name in first_run} == first_run
