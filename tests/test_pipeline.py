@@ -28,12 +28,15 @@ def test_data_stages_run_then_noop_repro_is_instant(repo):
     assert "up to date" in sh(repo, "dvc", "status", "split").stdout
 
 
-def test_metrics_show_reads_the_data_metrics(repo):
+def test_data_bookkeeping_is_written_but_is_not_a_dvc_metric(repo):
+    """Checksums, byte and drop counts stay out of `dvc metrics diff` and `dvc exp show`, as plain outputs."""
     sh(repo, "dvc", "repro", "split")
-    shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout)
-    files = next(iter(shown.values()))["data"]
-    assert files["metrics/clean.json"]["data"]["kept"] > 0
-    assert files["metrics/sample.json"]["data"]["sampled"] > 0
+    shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout or "{}")
+    listed = {path for rev in shown.values() for path in rev.get("data", {})}
+    assert listed == {"metrics/train.json", "metrics/eval.json"}  # declared, not yet made
+    assert json.loads((repo / "metrics/clean.json").read_text())["kept"] > 0
+    assert json.loads((repo / "metrics/sample.json").read_text())["sampled"] > 0
+    assert "up to date" in sh(repo, "dvc", "status", "split").stdout
 
 
 def test_changing_sample_size_reruns_only_sample_and_split(repo):
