@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import time
 
+import numpy as np
 import pytest
 
+from lorapipe.compare import METRICS, columns, corpus_bleu, perplexity
+from lorapipe.samples import SCORES, read_scores, sample_id
 from tests.conftest import ran, sh
 
 DATA_STAGES = ["download", "clean", "sample", "split"]
@@ -66,7 +69,16 @@ def test_whole_dag_on_smollm2_then_lora_r8_reruns_only_train_and_evaluate(experi
     for name in ("base", "tuned"):
         assert set(result[name]) == {"bleu", "rouge1", "rouge2", "rougeL", "perplexity"}
     samples = [json.loads(line) for line in (repo / "metrics/eval_samples.jsonl").read_text().splitlines()]
-    assert samples and set(samples[0]) == {"title", "reference", "base", "tuned"}
+    assert samples and set(samples[0]) == {"id", "title", "reference", "base", "tuned"}
+    # Per-sample scores of every test sample, from which the headline numbers are recomputed exactly.
+    scores = read_scores(path=repo / SCORES)
+    assert len(scores) == 4 and [s["id"] for s in scores] == [sample_id(s["title"], s["reference"]) for s in scores]
+    assert [s["tuned"]["text"] for s in scores[: len(samples)]] == [s["tuned"] for s in samples]
+    for name in ("base", "tuned"):
+        assert corpus_bleu(columns(scores, name, METRICS["bleu"])) == pytest.approx(result[name]["bleu"], abs=1e-4)
+        assert np.mean([s[name]["rougeL"] for s in scores]) == pytest.approx(result[name]["rougeL"], abs=1e-4)
+        ppl = perplexity(columns(scores, name, METRICS["perplexity"]))
+        assert ppl == pytest.approx(result[name]["perplexity"], rel=1e-3)
     assert json.loads((repo / "metrics/base_model.json").read_text())["sha256"].startswith("b179c952")
 
     assert ran(experiments.second) == ["train", "evaluate"]
