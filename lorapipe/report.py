@@ -211,8 +211,9 @@ def heading(base: str) -> str:
     head = f"`{git('rev-parse', '--short', 'HEAD') or 'no commit'}` {escape_cell(git('log', '-1', '--format=%s'), 80)}"
     if run.get("experiment"):
         head = f"experiment `{escape_cell(str(run['experiment']), 60)}` on {head}"
-    base = f"`{escape_cell(rev_label(base), 60)}` ({git('rev-parse', '--short', base) or 'unknown'})"
-    lines = [f"## lorapipe report: {head} vs {base}\n"]
+    sha = git("rev-parse", "--short", base) or "unknown"
+    label = f"`{escape_cell(rev_label(base), 60)}`" + ("" if rev_label(base) == sha else f" ({sha})")
+    lines = [f"## lorapipe report: {head} vs {label}\n"]
     url = str(run.get("mlflow_run_url") or "")
     if re.fullmatch(r"https?://[\w.:/#%?=&+~-]+", url):  # a plain link: nothing in it can break out
         lines.append(f"[MLflow run]({url})\n")

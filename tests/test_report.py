@@ -198,18 +198,25 @@ BAD_LINES = {
 }
 
 
-@pytest.mark.parametrize("tool", ["lorapipe.report", "lorapipe.results_page"])
-@pytest.mark.parametrize(("name", "text", "message"), BAD_LINES.values(), ids=BAD_LINES.keys())
-def test_malformed_sample_lines_are_one_error_line(repo, tmp_path, tool, name, text, message):
+# What each tool reads, and its output option; the summary reads only the scores.
+TOOLS = {
+    "lorapipe.report": (("eval_samples.jsonl", "eval_scores.jsonl"), ["--base", "HEAD", "-o"]),
+    "lorapipe.results_page": (("eval_samples.jsonl", "eval_scores.jsonl"), ["-o"]),
+    "lorapipe.summary": (("eval_scores.jsonl",), []),
+}
+CASES = [(tool, case) for tool, (reads, _) in TOOLS.items() for case, (name, *_) in BAD_LINES.items() if name in reads]
+
+
+@pytest.mark.parametrize(("tool", "case"), CASES, ids=[f"{t.split('.')[1]}-{c}" for t, c in CASES])
+def test_malformed_sample_lines_are_one_error_line(repo, tmp_path, tool, case):
+    name, text, message = BAD_LINES[case]
     commit_metrics(repo, 0.3, 16, "metrics to show")
     path = repo / "metrics" / name
     before = path.read_bytes() if path.exists() else None
     path.write_text(text)
-    args = ["--base", "HEAD"] if tool.endswith("report") else []
+    args = TOOLS[tool][1] + ([str(tmp_path / "out")] if TOOLS[tool][1] else [])
     try:
-        result = subprocess.run(
-            [sys.executable, "-m", tool, *args, "-o", str(tmp_path / "out")], cwd=repo, capture_output=True, text=True
-        )
+        result = subprocess.run([sys.executable, "-m", tool, *args], cwd=repo, capture_output=True, text=True)
     finally:
         path.write_bytes(before) if before is not None else path.unlink()
     assert_one_line_error(result, f"metrics/{message}")
