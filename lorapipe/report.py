@@ -103,16 +103,18 @@ def diff_table(diff: dict, title: str, with_delta: bool) -> str:
     return f"### {title}\n\n{header}\n" + "\n".join(rows) + "\n"
 
 
-def split_metrics(diff: dict, scored: bool) -> tuple[dict, dict]:
-    """`dvc metrics diff` as (quality, speed and memory). eval.json's scores are left out when both
-    revisions' per-sample scores give them with intervals (`scored`)."""
+def split_metrics(diff: dict, old_scored: bool, new_scored: bool) -> tuple[dict, dict]:
+    """`dvc metrics diff` as (quality, speed and memory). eval.json's scores are left out where the
+    per-sample scores show them with intervals: both revisions have them, or only this one and the
+    base has no value to show."""
     quality: dict[str, dict] = {}
     speed: dict[str, dict] = {}
     for path, entries in diff.items():
         for key, change in entries.items():
             name = key.split(".")[-1]
             if path.endswith("eval.json") and name in METRICS:
-                target = None if scored else quality
+                shown = new_scored and (old_scored or change.get("old") is None)
+                target = None if shown else quality
             else:
                 target = quality if name in TRAINING_QUALITY else speed
             if target is not None:
@@ -247,7 +249,7 @@ def build_report(base: str, samples: int, images: Path) -> list[str | Image]:
 
     parts.append(changed_most(old, new, label, count=3))
     parts.append(diff_table(dvc_json("params", "diff", base), "Params", with_delta=False))
-    quality, speed = split_metrics(dvc_json("metrics", "diff", base), scored=bool(old and new))
+    quality, speed = split_metrics(dvc_json("metrics", "diff", base), bool(old), bool(new))
     parts.append(diff_table(quality, "Metrics", with_delta=True))
     parts.append(diff_table(speed, "Speed and memory", with_delta=True))
     parts.append(samples_table(SAMPLES, samples))

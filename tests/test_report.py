@@ -107,6 +107,7 @@ def test_base_without_scores_gets_tuned_vs_base_of_this_revision(repo, tmp_path)
     report = build_report(repo, tmp_path, base=root)
     assert f"`{root[:7]}` has no per-sample scores" in report
     assert VERDICT.findall(report)[0][3] == "better"  # the tuned model, 0.2 above the base model
+    assert "eval.json" not in report.split("### Speed")[0].split("### Params")[1]  # shown with intervals
 
 
 def experiment_rev(repo: Path, name: str) -> str:
