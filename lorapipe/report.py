@@ -62,6 +62,11 @@ def escape_cell(text: str, limit: int = 400) -> str:
     return " ".join(text.split())  # newlines would end the table row
 
 
+def code(text: str, limit: int = 60) -> str:
+    """`text` as an inline code span: shown verbatim, so nothing in it renders or notifies."""
+    return "`" + " ".join(shorten(text, limit).replace("`", "'").split()) + "`"
+
+
 def dvc_json(*args: str) -> dict:
     out = subprocess.run(["dvc", *args, "--json"], capture_output=True, text=True, check=False)
     if out.returncode != 0:
@@ -128,13 +133,13 @@ def verdict(old: list[dict] | None, new: list[dict] | None, label: str) -> str:
         return "No per-sample scores in this revision (`metrics/eval_scores.jsonl`): run the evaluate stage.\n"
     if old is None:
         intro = (
-            f"`{escape_cell(label, 60)}` has no per-sample scores, so there is nothing to compare with: "
+            f"{code(label)} has no per-sample scores, so there is nothing to compare with: "
             f"tuned against base model in this revision, over its {len(new)} test samples."
         )
         changes = [tuned_vs_base(new, name) for name in HEADLINE]
     else:
         changes = [run_vs_run(old, new, name) for name in HEADLINE]
-        intro = f"Tuned model, {THIS} against `{escape_cell(label, 60)}`"
+        intro = f"Tuned model, {THIS} against {code(label)}"
         if changes[0].paired:
             intro += f", paired over the {changes[0].samples} test samples both scored."
         else:
@@ -177,7 +182,7 @@ def changed_most(old: list[dict] | None, new: list[dict] | None, label: str, cou
     if not picked:
         return "### Samples that changed most\n\nNo sample's tuned ROUGE-L changed.\n"
     lines = [
-        f"### Samples that changed most (tuned ROUGE-L, `{escape_cell(label, 60)}` -> {THIS})\n",
+        f"### Samples that changed most (tuned ROUGE-L, {code(label)} -> {THIS})\n",
         f"| Δ ROUGE-L | title | reference | tuned, {escape_cell(label, 60)} | tuned, {THIS} |",
         "|---:|---|---|---|---|",
     ]
@@ -210,17 +215,18 @@ class Image:
 def heading(base: str) -> str:
     """What is compared with what: the experiment or commit, its MLflow run, the base revision."""
     run = read_run()
-    head = f"`{git('rev-parse', '--short', 'HEAD') or 'no commit'}` {escape_cell(git('log', '-1', '--format=%s'), 80)}"
+    subject = escape_cell(git("log", "-1", "--format=%s"), 80)
+    head = f"{code(git('rev-parse', '--short', 'HEAD') or 'no commit')} {subject}"
     if run.get("experiment"):
-        head = f"experiment `{escape_cell(str(run['experiment']), 60)}` on {head}"
+        head = f"experiment {code(str(run['experiment']))} on {head}"
     sha = git("rev-parse", "--short", base) or "unknown"
-    label = f"`{escape_cell(rev_label(base), 60)}`" + ("" if rev_label(base) == sha else f" ({sha})")
+    label = code(rev_label(base)) + ("" if rev_label(base) == sha else f" ({sha})")
     lines = [f"## lorapipe report: {head} vs {label}\n"]
     url = str(run.get("mlflow_run_url") or "")
     if re.fullmatch(r"https?://[\w.:/#%?=&+~-]+", url):  # a plain link: nothing in it can break out
         lines.append(f"[MLflow run]({url})\n")
     elif run.get("mlflow_run_id"):
-        lines.append(f"MLflow run `{escape_cell(str(run['mlflow_run_id']), 40)}` (in a local store)\n")
+        lines.append(f"MLflow run {code(str(run['mlflow_run_id']), 40)} (in a local store)\n")
     return "\n".join(lines)
 
 
