@@ -6,6 +6,7 @@ import hashlib
 import re
 import shutil
 import zipfile
+import zlib
 from pathlib import Path
 from urllib.parse import urlparse, urlunparse
 
@@ -16,6 +17,12 @@ from tqdm import tqdm
 from lorapipe.stage import StageError, log
 
 CHUNK = 1 << 20
+
+
+class CorruptDownload(StageError):
+    """The fetched bytes are wrong (checksum, damaged zip): a partial download of them must not be resumed."""
+
+
 _DRIVE_ID = re.compile(r"drive\.google\.com/(?:file/d/|open\?id=|uc\?(?:.*&)?id=)([\w-]+)")
 
 
@@ -116,20 +123,25 @@ def verify(path: Path, expected: str, label: str, key: str) -> str:
     """Return the file's sha256; on mismatch with the pinned `expected` (param `key`), fail naming both."""
     actual = sha256_of(path)
     if expected and actual != expected.lower():
-        raise StageError(f"{label}: sha256 mismatch ({key}): expected {expected}, got {actual}")
+        raise CorruptDownload(f"{label}: sha256 mismatch ({key}): expected {expected}, got {actual}")
     return actual
 
 
 def copy_payload(source: Path, member: str, dest: Path) -> str:
     """Copy `source` to `dest`, or its `member` when `source` is a zip; returns what was taken."""
-    if not zipfile.is_zipfile(source):
+    with open(source, "rb") as f:
+        is_zip = f.read(4) == b"PK\x03\x04"  # by content: a truncated zip has lost the directory that is_zipfile reads
+    if not is_zip:
         shutil.copyfile(source, dest)
         return source.name
-    with zipfile.ZipFile(source) as zf:
-        names = zf.namelist()
-        if member not in names:
-            shown = ", ".join(n for n in names if not n.endswith("/"))[:300]
-            raise StageError(f"{source.name}: the zip has no member '{member}' (data.member); it holds: {shown}")
-        with zf.open(member) as src, open(dest, "wb") as out:
-            shutil.copyfileobj(src, out, CHUNK)
+    try:
+        with zipfile.ZipFile(source) as zf:
+            names = zf.namelist()
+            if member not in names:
+                shown = ", ".join(n for n in names if not n.endswith("/"))[:300]
+                raise StageError(f"{source.name}: the zip has no member '{member}' (data.member); it holds: {shown}")
+            with zf.open(member) as src, open(dest, "wb") as out:
+                shutil.copyfileobj(src, out, CHUNK)  # checks the member's CRC-32 at its end
+    except (zipfile.BadZipFile, EOFError, zlib.error) as err:
+        raise CorruptDownload(f"{source}: damaged or truncated zip ({err})") from None
     return member

@@ -79,10 +79,22 @@ def add_lora(model: torch.nn.Module, lora: LoraParams, grad_checkpointing: bool,
         model.enable_input_require_grads()
     if grad_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    missing = [m for m in lora.target_modules if m not in present]
+    kinds: dict[str, set[str]] = {}  # leaf module name -> the classes that carry it
+    linear: set[str] = set()  # bitsandbytes' 4/8-bit layers are nn.Linear subclasses too
+    for name, module in model.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        kinds.setdefault(leaf, set()).add(type(module).__name__)
+        if isinstance(module, torch.nn.Linear):
+            linear.add(leaf)
+    missing = [m for m in lora.target_modules if m not in kinds]
     if missing:
         raise StageError(f"params.yaml: lora.target_modules {missing} are not modules of this model")
+    not_linear = [f"{m} ({'/'.join(sorted(kinds[m]))})" for m in lora.target_modules if m not in linear]
+    if not_linear:
+        raise StageError(
+            f"params.yaml: lora.target_modules must name linear layers (q_proj, ..., down_proj); "
+            f"{', '.join(not_linear)} are not"
+        )
     config = LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,

@@ -7,6 +7,7 @@ The defaults here equal `params.yaml`'s: the real run (full dataset, TinyLlama, 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -75,6 +76,8 @@ class SplitParams:
     seed: int = 42
 
     def __post_init__(self) -> None:
+        if self.test_size == 0:
+            raise StageError(f"{PARAMS_FILE}: split.test_size must be above 0: evaluate scores the test split")
         if self.test_size + self.val_size >= 1:
             raise StageError(f"{PARAMS_FILE}: split.test_size + split.val_size must be < 1, leaving rows to train on")
 
@@ -171,13 +174,33 @@ SECTIONS: dict[str, type] = {
 
 T = TypeVar("T")
 
+# What this process read of each params file: sections are compared again before outputs are written.
+_READ: dict[tuple[Path, str], Any] = {}
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML that refuses a repeated key, as DVC does: a second `train:` must not silently win."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}': keep one of them", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
 
 def read_params_file(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise StageError(f"{path}: not found; run from the repository root, where params.yaml lives")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
+    except yaml.constructor.ConstructorError as err:
+        raise StageError(f"{path}: line {err.problem_mark.line + 1}: {err.problem}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -190,7 +213,30 @@ def read_params_file(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
 def load_params(section: str, path: str | Path = PARAMS_FILE) -> Any:
     """Read one section of params.yaml into its dataclass, validating every key."""
     raw = read_params_file(path).get(section)
+    _READ.setdefault((Path(path).resolve(), section), copy.deepcopy(raw))
     return parse_section(section, {} if raw is None else raw, source=str(path))
+
+
+def check_params_unchanged() -> None:
+    """Fail if a section this process loaded has changed in its file since.
+
+    DVC records a stage's outputs with the params it finds *after* the stage ran: outputs computed
+    with other values (a second `dvc exp run` rewrote params.yaml meanwhile) would be misattributed.
+    """
+    for (path, section), before in _READ.items():
+        try:
+            now = read_params_file(path).get(section)
+        except StageError:
+            now = None
+        if now != before:
+            was, is_ = (v if isinstance(v, dict) else {} for v in (before, now))
+            changed = sorted(str(k) for k in was.keys() | is_.keys() if was.get(k) != is_.get(k))
+            keys = ", ".join(f"{section}.{k}" for k in changed) or section
+            raise StageError(
+                f"{path.name}: {keys} changed while this stage ran, so its outputs were not written (they would be "
+                "recorded with the new values); run experiments one at a time: `dvc exp run --queue -S ...`, "
+                "then `dvc queue start`"
+            )
 
 
 def parse_section(section: str, raw: Any, source: str = PARAMS_FILE) -> Any:

@@ -3,29 +3,32 @@
     DAGSHUB_USER=me DAGSHUB_REPO=lorapipe DAGSHUB_TOKEN=... python -m lorapipe.remote [--default]
 
 Writes the remote's URL and endpoint to .dvc/config (tracked) and the token only to
-.dvc/config.local (git-ignored). `--endpoint` points it at another S3-compatible server.
+.dvc/config.local (git-ignored, owner-only). `--endpoint` points it at another S3-compatible server.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
+from pathlib import Path
 
 REMOTE = "dagshub"
 
 
-def dvc(*args: str) -> None:
-    # The token is passed as an argument to a local dvc process only; nothing here prints it.
-    subprocess.run(["dvc", *args], check=True, capture_output=True, text=True)
-
-
 def configure(name: str, endpoint: str, key_id: str, secret: str, default: bool) -> None:
-    dvc("remote", "add", "--force", *(["--default"] if default else []), name, "s3://dvc")
-    dvc("remote", "modify", name, "endpointurl", endpoint)
-    dvc("remote", "modify", "--local", name, "access_key_id", key_id)
-    dvc("remote", "modify", "--local", name, "secret_access_key", secret)
+    """Through DVC's own config API, in this process: a `dvc remote modify` child would carry the
+    secret in its command line, readable by every local user in the process table."""
+    from dvc.repo import Repo
+
+    with Repo() as repo:
+        with repo.config.edit("repo") as conf:
+            conf["remote"][name] = {"url": "s3://dvc", "endpointurl": endpoint}
+            if default:
+                conf["core"]["remote"] = name
+        with repo.config.edit("local") as conf:
+            conf["remote"][name] = {"access_key_id": key_id, "secret_access_key": secret}
+        Path(repo.dvc_dir, "config.local").chmod(0o600)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,10 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     if not (token and key_id):
         print("error: set DAGSHUB_TOKEN (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)", file=sys.stderr)
         return 1
+    from dvc.exceptions import DvcException
+
     try:
         configure(args.name, endpoint, key_id, token, args.default)
-    except subprocess.CalledProcessError as err:
-        print(f"error: dvc remote setup failed: {err.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+    except DvcException as err:
+        reason = str(err).replace(token, "***").splitlines()[0]
+        print(f"error: dvc remote setup failed: {reason}", file=sys.stderr)
         return 1
     print(f"remote '{args.name}' -> {endpoint} (credentials in .dvc/config.local, not tracked)")
     return 0

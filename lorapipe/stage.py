@@ -21,6 +21,7 @@ def run_stage(main: Callable[[], None]) -> None:
     except StageError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:
-        print("error: interrupted; outputs written so far are complete, rerun to continue", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        why = str(err) or "interrupted; outputs written so far are complete, rerun to continue"
+        print(f"error: {why}", file=sys.stderr)
         sys.exit(130)

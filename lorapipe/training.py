@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import signal
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -18,6 +19,32 @@ from lorapipe.packing import IGNORE, collate
 from lorapipe.params import TrainParams
 from lorapipe.perplexity import mean_loss
 from lorapipe.stage import log
+
+
+class GracefulStop:
+    """SIGTERM or Ctrl-C asks the loop to stop after the current step and save a checkpoint there.
+
+    A stop that lands mid-step, mid-validation or mid-save loses nothing: the loop reaches the
+    end of the step first. A second signal aborts at once (checkpoints on disk stay valid).
+    """
+
+    def __init__(self) -> None:
+        self.requested = ""  # name of the signal that asked
+
+    def install(self) -> GracefulStop:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+        log.info(f"train: {self.requested}: stopping after this step and saving a checkpoint (again to abort now)")
+
+
+class Stopped(KeyboardInterrupt):
+    """Training stopped on request; its progress is in the checkpoint named here."""
 
 
 def total_steps(rows: int, params: TrainParams) -> int:
@@ -81,6 +108,7 @@ def train(
     fingerprint: str,
     on_step: Callable[[dict], None] | None = None,
     world: World = SINGLE,
+    stop: GracefulStop | None = None,
 ) -> TrainState:
     """Train `model` (a peft model) in place; resumes from `checkpoints` when it can.
 
@@ -124,7 +152,9 @@ def train(
             scaler.scale(out.loss).backward()
             losses.append(out.loss.detach())  # no .item() here: it would stall the GPU every micro-batch
         loss = torch.stack(losses).sum().reshape(1)
-        sum_across(world, [p.grad for p in trainable] + [loss])
+        # Every process stops at the same step: the stop request rides along in the same all-reduce.
+        stopping = torch.tensor([float(bool(stop and stop.requested))], device=loss.device)
+        sum_across(world, [p.grad for p in trainable] + [loss, stopping])
         loss_sum = float(loss)
         scaler.unscale_(optimizer)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, params.max_grad_norm or float("inf")))
@@ -140,17 +170,20 @@ def train(
         state.history.append(row)
         bar.update(1)
         bar.set_postfix(loss=f"{loss_sum:.3f}")
-        if not world.main:
-            continue  # the main process alone validates, reports and saves
-        if state.step % params.log_every == 0 or state.step == steps:
-            log.info(f"step {state.step}/{steps} | loss {loss_sum:.4f} | lr {lr:.2e} | {seconds * 1000:.0f} ms")
-        if val_rows and (state.step % params.eval_every == 0 or state.step == steps):
-            val = mean_loss(model, val_rows, params.micro_batch, pad_id, device, amp)
-            state.val_history.append({"step": state.step, "val_loss": round(val, 5)})
-            log.info(f"step {state.step}/{steps} | val_loss {val:.4f} | perplexity {math.exp(val):.2f}")
-        if on_step:
-            on_step(row)
-        if state.step % params.save_every == 0 or state.step == steps:
-            save_checkpoint(checkpoints, model, optimizer, scheduler, state, params.keep_checkpoints)
+        stop_now = bool(stopping.item())
+        if world.main:  # the main process alone validates, reports and saves
+            if state.step % params.log_every == 0 or state.step == steps:
+                log.info(f"step {state.step}/{steps} | loss {loss_sum:.4f} | lr {lr:.2e} | {seconds * 1000:.0f} ms")
+            if val_rows and (state.step % params.eval_every == 0 or state.step == steps):
+                val = mean_loss(model, val_rows, params.micro_batch, pad_id, device, amp)
+                state.val_history.append({"step": state.step, "val_loss": round(val, 5)})
+                log.info(f"step {state.step}/{steps} | val_loss {val:.4f} | perplexity {math.exp(val):.2f}")
+            if on_step:
+                on_step(row)
+            if state.step % params.save_every == 0 or state.step == steps or stop_now:
+                save_checkpoint(checkpoints, model, optimizer, scheduler, state, params.keep_checkpoints)
+        if stop_now:
+            bar.close()
+            raise Stopped(f"stopped on request at step {state.step} of {steps}; that step is saved, rerun to resume")
     bar.close()
     return state

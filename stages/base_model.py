@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lorapipe.fetch import verify
 from lorapipe.outputs import atomic_dir, write_json
-from lorapipe.params import ModelParams, load_params
+from lorapipe.params import ModelParams, check_params_unchanged, load_params
 from lorapipe.stage import StageError, log, run_stage
 
 # What a model folder needs; weights only as safetensors, never pickles.
@@ -38,8 +38,15 @@ def from_gguf(path: Path, out: Path) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     folder, name = path.parent, path.name
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    except Exception as err:  # the GGUF reader raises anything on a damaged file: name the file instead
+        reason = (str(err).splitlines() or [""])[0][:150]
+        raise StageError(
+            f"model.name: {path} is not a readable GGUF model (truncated or damaged? pin model.sha256): "
+            f"{type(err).__name__}: {reason}"
+        ) from None
     # A GGUF-loaded model refuses save_pretrained: rebuild a plain one from its config.
     config = gguf_model.config.to_dict()
     config.pop("quantization_config", None)
@@ -55,6 +62,15 @@ def copy_model_files(folder: Path, out: Path) -> None:
         raise StageError(f"model.name: {folder} has no *.safetensors weights (pickled .bin weights are refused)")
     for f in copied:
         shutil.copyfile(f, out / f.name)
+
+
+def local_path(name: str) -> Path | None:
+    """`model.name` as a local path, or None for a hub id (`owner/name`)."""
+    path = Path(name).expanduser()
+    if path.exists() or name.startswith(("/", "~", ".")) or name.endswith(".gguf") or name.count("/") > 1:
+        return path
+    # `models/my-llama` looks like a hub id; a local `models/` folder says it is a path.
+    return path if "/" in name and path.parent.is_dir() else None
 
 
 def from_hub(name: str, revision: str, out: Path) -> str:
@@ -82,20 +98,24 @@ def main() -> None:
     params: ModelParams = load_params("model")
 
     started = time.perf_counter()
-    source = Path(params.name)
+    source = local_path(params.name)
+    if source is not None and not source.exists():
+        hint = " (make smollm2 fetches the demo's)" if source.suffix == ".gguf" else ""
+        raise StageError(f"model.name: local path {source} not found{hint}; a hub id looks like owner/name")
     info = {"name": params.name}
     with atomic_dir(args.out) as tmp:
-        if source.suffix == ".gguf":
-            if not source.is_file():
-                raise StageError(f"model.name: GGUF file {source} not found (make smollm2 fetches the demo's)")
+        if source is not None and source.suffix == ".gguf":
             info.update(kind="gguf", sha256=verify(source, params.sha256, str(source), "model.sha256"))
             from_gguf(source, tmp)
-        elif source.is_dir():
+        elif source is not None and source.is_dir():
             info.update(kind="folder")
             copy_model_files(source, tmp)
+        elif source is not None:
+            raise StageError(f"model.name: {source} is neither a model folder nor a .gguf file")
         else:
             info.update(kind="hub", revision=from_hub(params.name, params.revision, tmp))
         size = sum(f.stat().st_size for f in tmp.iterdir())
+        check_params_unchanged()
     info.update(bytes=size, seconds=round(time.perf_counter() - started, 1))
     write_json(args.metrics, info)
     log.info(f"base_model: {params.name} ({info['kind']}, {size / 1e6:,.0f} MB) -> {args.out}")

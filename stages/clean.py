@@ -17,7 +17,7 @@ import orjson
 
 from lorapipe.cleaning import Reason, Rejected, parse_line
 from lorapipe.outputs import atomic_path, write_json
-from lorapipe.params import CleanParams, load_params
+from lorapipe.params import CleanParams, check_params_unchanged, load_params
 from lorapipe.stage import StageError, log, run_stage
 from lorapipe.tables import TextTableWriter, iter_gzip_lines
 
@@ -57,6 +57,7 @@ def main() -> None:
             )
         if writer.rows == 0:
             raise StageError(f"{args.raw}: no record left after cleaning ({dict(dropped)}); check clean.* limits")
+        check_params_unchanged()
 
     write_json(
         args.metrics,

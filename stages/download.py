@@ -13,9 +13,9 @@ import hashlib
 import time
 from pathlib import Path
 
-from lorapipe.fetch import copy_payload, download, redact, resolve_source, verify
+from lorapipe.fetch import CorruptDownload, copy_payload, download, redact, resolve_source, verify
 from lorapipe.outputs import atomic_path, write_json
-from lorapipe.params import DataParams, load_params
+from lorapipe.params import DataParams, check_params_unchanged, load_params
 from lorapipe.stage import StageError, log, run_stage
 
 CACHE = Path(".cache/download")
@@ -37,17 +37,18 @@ def main() -> None:
     else:
         part = CACHE / (hashlib.sha256(source.encode()).hexdigest()[:16] + ".part")
         fetched, label = download(source, part, timeout=params.timeout_s, retries=params.retries), redact(source)
+    check_params_unchanged()
     try:
         digest = verify(fetched, params.sha256, label, "data.sha256")
-    except StageError:
-        if fetched is not source:  # a corrupt download must not be resumed next time
-            fetched.unlink(missing_ok=True)
-        raise
+        with atomic_path(args.out) as tmp:
+            taken = copy_payload(fetched, params.member, tmp)
+    except CorruptDownload as err:
+        if fetched is source:
+            raise
+        fetched.unlink(missing_ok=True)  # resuming it would keep the bad bytes
+        raise StageError(f"{err}; the download was discarded, rerun to fetch it again") from None
     if not params.sha256:
         log.info(f"sha256 {digest}: pin it as data.sha256 in params.yaml")
-
-    with atomic_path(args.out) as tmp:
-        taken = copy_payload(fetched, params.member, tmp)
     write_json(
         args.metrics,
         {

@@ -28,7 +28,7 @@ from lorapipe.generation import generate_texts
 from lorapipe.modeling import load_model, load_tokenizer, load_tuned_model, pick_device, pick_dtype
 from lorapipe.outputs import write_json
 from lorapipe.packing import IGNORE, collate, example_labels
-from lorapipe.params import load_params
+from lorapipe.params import check_params_unchanged, load_params
 from lorapipe.prompt import build_prompt, encode_example, truncate_title
 from lorapipe.samples import RUN, SAMPLES, SCORES, write_sample_files
 from lorapipe.scoring import corpus_scores, sample_scores
@@ -119,6 +119,7 @@ def main() -> None:
         "samples": len(titles),
         "generation_tokens_per_s": round(new_tokens / max(seconds["tuned"], 1e-9), 1),
     }
+    check_params_unchanged()
     write_json(args.metrics / "eval.json", summary)
     write_sample_files(args.metrics, titles, references, outputs, per_sample, params.report_samples)
     run = {"experiment": os.environ.get("DVC_EXP_NAME") or None, "mlflow_run_id": tracker.run_id}

@@ -21,7 +21,7 @@ from transformers import GenerationConfig
 from lorapipe.generation import decoding_settings
 from lorapipe.modeling import load_tokenizer, load_tuned_model, pick_device, pick_dtype
 from lorapipe.outputs import atomic_dir, write_json
-from lorapipe.params import load_params
+from lorapipe.params import check_params_unchanged, load_params
 from lorapipe.stage import StageError, log, run_stage
 
 
@@ -50,6 +50,7 @@ def main() -> None:
         pad_token_id=tokenizer.pad_token_id,
     )
 
+    check_params_unchanged()
     with atomic_dir(args.out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

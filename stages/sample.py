@@ -12,7 +12,7 @@ import numpy as np
 
 from lorapipe.dataset import dedupe, sample_indices
 from lorapipe.outputs import atomic_path, write_json
-from lorapipe.params import SampleParams, load_params
+from lorapipe.params import SampleParams, check_params_unchanged, load_params
 from lorapipe.stage import log, run_stage
 from lorapipe.tables import read_text_table, write_table
 
@@ -35,6 +35,7 @@ def main() -> None:
     if sample.num_rows < params.size:
         log.info(f"sample: only {sample.num_rows:,} unique records, fewer than sample.size {params.size:,}; kept all")
 
+    check_params_unchanged()
     with atomic_path(args.out) as tmp:
         write_table(sample, tmp)
     write_json(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lorapipe.dataset import split_indices
 from lorapipe.outputs import atomic_dir, write_json
-from lorapipe.params import SplitParams, load_params
+from lorapipe.params import SplitParams, check_params_unchanged, load_params
 from lorapipe.stage import StageError, log, run_stage
 from lorapipe.tables import read_text_table, write_table
 
@@ -26,8 +26,12 @@ def main() -> None:
     table = read_text_table(args.sample)
     parts = split_indices(table["title"].to_pylist(), params.test_size, params.val_size, params.seed)
     if len(parts["train"]) == 0 or len(parts["test"]) == 0:
-        raise StageError(f"{args.sample}: {table.num_rows} rows are too few to split into train and test")
+        raise StageError(
+            f"{args.sample}: {table.num_rows} rows with split.test_size {params.test_size:g} leave no "
+            f"{'train' if len(parts['test']) else 'test'} row; raise sample.size or change split.test_size"
+        )
 
+    check_params_unchanged()
     with atomic_dir(args.out) as tmp:
         for name, rows in parts.items():
             write_table(table.take(rows), tmp / f"{name}.parquet")

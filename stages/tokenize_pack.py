@@ -18,7 +18,7 @@ from tqdm import tqdm
 from lorapipe.modeling import load_tokenizer
 from lorapipe.outputs import atomic_dir, write_json
 from lorapipe.packing import pack_examples
-from lorapipe.params import TokenizeParams, load_params
+from lorapipe.params import TokenizeParams, check_params_unchanged, load_params
 from lorapipe.prompt import encode_example
 from lorapipe.stage import StageError, log, run_stage
 from lorapipe.tables import read_text_table
@@ -74,6 +74,7 @@ def main() -> None:
                 f"tokenize {part}: {len(examples):,} examples, {tokens:,} tokens in {len(rows):,} rows "
                 f"of {params.seq_len} ({metrics[part]['packing_efficiency']:.1%} full)"
             )
+        check_params_unchanged()
     write_json(args.metrics, metrics)
 
 

@@ -1,9 +1,11 @@
 """QLoRA fine-tuning on the packed rows; resumes from the newest checkpoint after an interruption.
 
-    python stages/train.py data/tokenized models/base models/adapter models/checkpoints metrics
+    python stages/train.py data/tokenized models/base models/adapter metrics [--checkpoints models/checkpoints]
 
 Writes the adapter (+ tokenizer and resolved params) to models/adapter, and to metrics/:
 train.json, train_log.csv (per-step loss and LR), val_log.csv and loss_curve.png.
+Checkpoints are resume state, not an output: dvc.yaml does not track them, so DVC neither
+hashes them nor loses its run-cache over them.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import hashlib
 import json
 import math
 import os
-import signal
 import time
 from pathlib import Path
 
@@ -24,11 +25,11 @@ import transformers
 from lorapipe.distributed import close_world, init_world, relaunch_under_torchrun
 from lorapipe.modeling import add_lora, load_model, load_tokenizer, peak_memory_mb, pick_device, pick_dtype
 from lorapipe.outputs import atomic_dir, write_json
-from lorapipe.params import load_params
+from lorapipe.params import check_params_unchanged, load_params
 from lorapipe.plots import write_loss_plots
 from lorapipe.stage import StageError, log, run_stage
 from lorapipe.tracking import Tracker, flat_params
-from lorapipe.training import is_out_of_memory, out_of_memory_message, train
+from lorapipe.training import GracefulStop, is_out_of_memory, out_of_memory_message, train
 
 
 def fingerprint(*parts: object, files: list[Path]) -> str:
@@ -39,22 +40,18 @@ def fingerprint(*parts: object, files: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-def stop_on_sigterm(*_: object) -> None:
-    raise KeyboardInterrupt  # run_stage reports it; checkpoints already on disk stay valid
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("tokenized", type=Path)
     parser.add_argument("model", type=Path)
     parser.add_argument("adapter", type=Path)
-    parser.add_argument("checkpoints", type=Path)
     parser.add_argument("metrics", type=Path, help="folder for train.json, logs and the loss curve")
+    parser.add_argument("--checkpoints", type=Path, default=Path("models/checkpoints"), help="resume state")
     args = parser.parse_args()
     params, lora, quant = load_params("train"), load_params("lora"), load_params("quant")
     relaunch_under_torchrun(params.processes)
     world = init_world(params.grad_accum)
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    stop = GracefulStop().install()
 
     torch.manual_seed(params.seed)
     device = pick_device()
@@ -80,6 +77,7 @@ def main() -> None:
         if row["step"] % params.log_every == 0:
             tracker.log_history(pending)
             pending.clear()
+            check_params_unchanged()  # a run whose params were rewritten stops now, not hours later
 
     run_id = fingerprint(params, lora, quant, files=[args.tokenized / "train.parquet", args.model / "config.json"])
     started = time.perf_counter()
@@ -96,11 +94,15 @@ def main() -> None:
             fingerprint=run_id,
             on_step=track_step,
             world=world,
+            stop=stop,
         )
+    except KeyboardInterrupt:
+        tracker.finish("KILLED")
+        raise
     except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:
+        tracker.finish("FAILED")
         if not is_out_of_memory(err):
             raise
-        tracker.finish("FAILED")
         width = max(len(r["input_ids"]) for r in train_rows)
         raise StageError(out_of_memory_message(params, width, device)) from err
     close_world(world)
@@ -109,6 +111,7 @@ def main() -> None:
     resumed = [row for row in state.history if not live_from or row["step"] < live_from[0]]
     tracker.log_history(resumed + pending)
 
+    check_params_unchanged()
     with atomic_dir(args.adapter) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

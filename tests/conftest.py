@@ -147,7 +147,7 @@ def tuned_workspace(tmp_path_factory, tiny_model_dir) -> Path:
     ws = data_workspace(
         tmp_path_factory.mktemp("tuned"), tiny_model_dir, sample={"size": 200}, tokenize={"seq_len": 256}, train=train
     )
-    stage(ws, "train.py", "data/tokenized", "models/base", "models/adapter", "models/checkpoints", "metrics")
+    stage(ws, "train.py", "data/tokenized", "models/base", "models/adapter", "metrics")
     return ws
 
 

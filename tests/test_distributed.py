@@ -24,7 +24,8 @@ TRAIN = {
 
 
 def run(ws: Path, out: str) -> str:
-    result = stage(ws, "train.py", "data/tokenized", "models/base", f"{out}/adapter", f"{out}/checkpoints", out)
+    args = ("data/tokenized", "models/base", f"{out}/adapter", out, "--checkpoints", f"{out}/checkpoints")
+    result = stage(ws, "train.py", *args)
     return result.stderr
 
 

@@ -119,6 +119,28 @@ def test_zip_member_is_extracted(tmp_path):
     assert_one_line_error(bad, "no member 'trn.json.gz'", "LF-Amazon-1.3M/tst.json.gz")
 
 
+def stored_zip(payload: bytes) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.writestr("LF-Amazon-1.3M/trn.json.gz", payload)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("damage", ["bad CRC", "truncated"])
+def test_a_damaged_zip_is_one_line_and_not_kept_for_resuming(tmp_path, damage):
+    data = stored_zip(PAYLOAD)
+    if damage == "bad CRC":
+        at = data.index(PAYLOAD) + 10
+        data = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
+    else:
+        data = data[: len(data) // 2]
+    with serve({"/raw.zip": data}) as server:
+        result = run_download(tmp_path, f"{server.url}/raw.zip", member="LF-Amazon-1.3M/trn.json.gz")
+    assert_one_line_error(result, "damaged or truncated zip", "the download was discarded")
+    assert not (tmp_path / "out/trn.json.gz").exists()
+    assert not list((tmp_path / ".cache/download").glob("*.part"))
+
+
 def test_local_path_and_file_url(tmp_path):
     src = tmp_path / "local.json.gz"
     src.write_bytes(PAYLOAD)

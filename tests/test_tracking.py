@@ -24,7 +24,7 @@ TRAIN = {
     "grad_checkpointing": False,
 }
 EVAL = {"max_samples": 4, "batch_size": 4, "max_new_tokens": 4}
-TRAIN_ARGS = ("data/tokenized", "models/base", "models/adapter", "models/checkpoints", "metrics")
+TRAIN_ARGS = ("data/tokenized", "models/base", "models/adapter", "metrics")
 EVAL_ARGS = ("data/split/test.parquet", "models/base", "models/adapter", "metrics")
 SECRET = "s3cr3t-do-not-leak-0123456789"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,7 +30,7 @@ TRAIN = {
     "keep_checkpoints": 2,
     "grad_checkpointing": False,
 }
-TRAIN_ARGS = ("data/tokenized", "models/base", "models/adapter", "models/checkpoints", "metrics")
+TRAIN_ARGS = ("data/tokenized", "models/base", "models/adapter", "metrics")
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +106,7 @@ def test_same_seed_same_losses(workspace, tmp_path):
     if first is None:
         stage(workspace, "train.py", *TRAIN_ARGS)
         first = losses(workspace)
-    stage(workspace, "train.py", *TRAIN_ARGS[:3], str(tmp_path / "fresh-ckpts"), str(tmp_path / "metrics"))
+    stage(workspace, "train.py", *TRAIN_ARGS[:3], str(tmp_path / "metrics"), "--checkpoints", str(tmp_path / "fresh"))
     with open(tmp_path / "metrics/train_log.csv") as f:
         second = [float(row["loss"]) for row in csv.DictReader(f)]
     assert second == first
@@ -117,7 +118,7 @@ def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(workspace, tmp_pa
         stage(workspace, "train.py", *TRAIN_ARGS)
         reference = losses(workspace)
     ckpts, metrics = tmp_path / "ckpts", tmp_path / "metrics"
-    args = [sys.executable, str(ROOT / "stages/train.py"), *TRAIN_ARGS[:3], str(ckpts), str(metrics)]
+    args = [sys.executable, str(ROOT / "stages/train.py"), *TRAIN_ARGS[:3], str(metrics), "--checkpoints", str(ckpts)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(args, cwd=workspace, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
@@ -128,7 +129,7 @@ def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(workspace, tmp_pa
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (metrics / "train.json").exists()
-    resumed = stage(workspace, "train.py", *TRAIN_ARGS[:3], str(ckpts), str(metrics))
+    resumed = stage(workspace, "train.py", *TRAIN_ARGS[:3], str(metrics), "--checkpoints", str(ckpts))
     assert "resuming from" in resumed.stderr
     assert json.loads((metrics / "train.json").read_text())["steps"] == 30
     with open(metrics / "train_log.csv") as f:
@@ -138,9 +139,13 @@ def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(workspace, tmp_pa
     assert after == pytest.approx(reference, rel=1e-4)
 
 
-def test_sigterm_stops_with_one_line_and_keeps_checkpoints(workspace, tmp_path):
-    ckpts = tmp_path / "ckpts"
-    args = [sys.executable, str(ROOT / "stages/train.py"), *TRAIN_ARGS[:3], str(ckpts), str(tmp_path / "m")]
+def test_sigterm_saves_the_step_it_stopped_at_and_the_rerun_ends_like_an_uninterrupted_one(workspace, tmp_path):
+    reference = losses(workspace) if (workspace / "metrics/train_log.csv").exists() else None
+    if reference is None:
+        stage(workspace, "train.py", *TRAIN_ARGS)
+        reference = losses(workspace)
+    ckpts, metrics = tmp_path / "ckpts", tmp_path / "m"
+    args = [sys.executable, str(ROOT / "stages/train.py"), *TRAIN_ARGS[:3], str(metrics), "--checkpoints", str(ckpts)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(args, cwd=workspace, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
@@ -150,8 +155,44 @@ def test_sigterm_stops_with_one_line_and_keeps_checkpoints(workspace, tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err
-    assert "error: interrupted" in err
-    assert list_checkpoints(ckpts)
+    stopped_at = int(re.search(r"error: stopped on request at step (\d+) of 30", err).group(1))
+    # Saved where it stopped, not only at the last save_every multiple.
+    assert 10 < stopped_at < 30 and list_checkpoints(ckpts)[0].name == f"step-{stopped_at:06d}"
+    assert not (metrics / "train.json").exists()
+    resumed = stage(workspace, "train.py", *TRAIN_ARGS[:3], str(metrics), "--checkpoints", str(ckpts))
+    assert f"(step {stopped_at})" in resumed.stderr
+    with open(metrics / "train_log.csv") as f:
+        assert [float(row["loss"]) for row in csv.DictReader(f)] == pytest.approx(reference, rel=1e-3)
+
+
+def test_a_stop_requested_mid_step_saves_that_step(workspace, tiny_model_dir, tmp_path):
+    """A stop asked for during step 3's validation is taken at the end of the next step, which is saved."""
+    import pyarrow.parquet as pq
+    from transformers import AutoModelForCausalLM
+
+    from lorapipe.modeling import add_lora
+    from lorapipe.params import LoraParams, TrainParams
+    from lorapipe.training import GracefulStop, Stopped, train
+
+    rows = pq.read_table(workspace / "data/tokenized/train.parquet").to_pylist()
+    params = TrainParams(**{**TRAIN, "max_steps": 6, "eval_every": 3, "save_every": 100})
+    stop = GracefulStop()
+
+    def request_stop_at_step_3(row: dict) -> None:  # on_step runs right after step 3's validation
+        if row["step"] == 3:
+            stop.requested = "SIGTERM"
+
+    def fresh_model():
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        return add_lora(model, LoraParams(r=2), False, quantized=False)
+
+    cpu = torch.device("cpu")
+    common = {"pad_id": 0, "device": cpu, "dtype": torch.float32, "checkpoints": tmp_path, "fingerprint": "f"}
+    with pytest.raises(Stopped, match="step 4 of 6"):
+        train(fresh_model(), rows, rows[:2], params, **common, on_step=request_stop_at_step_3, stop=stop)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000004"]
+    state = train(fresh_model(), rows, rows[:2], params, **common)
+    assert state.step == 6 and [v["step"] for v in state.val_history] == [3, 6]
 
 
 def test_changed_params_do_not_resume_a_foreign_checkpoint(workspace):

@@ -91,9 +91,10 @@ def test_zero_records_left(ws):
     ("script", "args", "params", "fragment"),
     [
         ("clean.py", CLEAN_ARGS, {"clean": {"max_titel_chars": 9}}, "did you mean 'clean.max_title_chars'?"),
-        ("train.py", ("t", "m", "a", "c", "metrics"), {"lora": {"r": 0}}, "'lora.r' must be >= 1, got 0"),
-        ("train.py", ("t", "m", "a", "c", "metrics"), {"train": {"lr": -1e-4}}, "'train.lr' must be >= 0"),
+        ("train.py", ("t", "m", "a", "metrics"), {"lora": {"r": 0}}, "'lora.r' must be >= 1, got 0"),
+        ("train.py", ("t", "m", "a", "metrics"), {"train": {"lr": -1e-4}}, "'train.lr' must be >= 0"),
         ("split.py", ("s", "o", "m.json"), {"split": {"test_size": 1.5}}, "'split.test_size' must be <= 0.9"),
+        ("split.py", ("s", "o", "m.json"), {"split": {"test_size": 0.0}}, "split.test_size must be above 0"),
         ("sample.py", ("c", "o", "m.json"), {"sample": {"size": "many"}}, "'sample.size' must be an integer"),
     ],
 )
@@ -120,3 +121,43 @@ def test_base_model_refuses_pickled_weights(ws):
     result = stage(ws, "base_model.py", "models/base", "metrics/base_model.json", check=False)
     assert_one_line_error(result, "no *.safetensors weights", "refused")
     assert not (ws / "models/base").exists()
+
+
+def test_a_repeated_section_is_refused_as_dvc_refuses_it(ws):
+    text = (ws / "params.yaml").read_text()
+    (ws / "params.yaml").write_text(text + "\nsample:\n  size: 5\n")
+    result = stage(ws, "sample.py", "c", "o", "m.json", check=False)
+    assert_one_line_error(result, "params.yaml: line", "duplicate key 'sample'")
+
+
+@pytest.mark.parametrize("name", ["/no/such/model", "~/no-such-model-dir", "models/my-llama", "llama.gguf"])
+def test_a_local_model_path_that_does_not_exist_is_named(ws, name):
+    (ws / "models").mkdir()  # so `models/my-llama` is a path here, not a hub id
+    write_params(ws, model={"name": name, "revision": "", "sha256": ""})
+    result = stage(ws, "base_model.py", "models/base", "metrics/base_model.json", check=False)
+    assert_one_line_error(result, "model.name: local path", "not found")
+    assert not (ws / "models/base").exists()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_damaged_gguf_is_named_when_no_checksum_is_pinned(ws, smollm2_gguf, damage):
+    gguf = ws / "model.gguf"
+    with open(smollm2_gguf, "rb") as f:
+        gguf.write_bytes(os.urandom(4096) if damage == "garbage" else f.read(2_000_000))
+    write_params(ws, model={"name": str(gguf), "revision": "", "sha256": ""})
+    result = stage(ws, "base_model.py", "models/base", "metrics/base_model.json", check=False)
+    assert_one_line_error(result, f"model.name: {gguf} is not a readable GGUF model")
+    assert not (ws / "models/base").exists()
+
+
+@pytest.mark.parametrize("module", ["mlp", "input_layernorm", "embed_tokens"])
+def test_lora_targets_that_are_not_linear_layers_are_named(tiny_model_dir, module):
+    from transformers import AutoModelForCausalLM
+
+    from lorapipe.modeling import add_lora
+    from lorapipe.params import LoraParams
+    from lorapipe.stage import StageError
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with pytest.raises(StageError, match=rf"lora.target_modules must name linear layers .*; {module} \("):
+        add_lora(model, LoraParams(target_modules=("q_proj", module)), False, quantized=False)

@@ -62,3 +62,21 @@ def test_sigkill_during_clean_leaves_the_previous_output_intact(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert out.read_bytes() == b"previous complete output"
+    # What the killed writer left is ignored by git and removed by the next run.
+    (leftover,) = (tmp_path / "data").glob(".clean.parquet.*.tmp")
+    ignored = subprocess.run(["git", "check-ignore", "-q", "--no-index", f"data/{leftover.name}"], cwd=ROOT)
+    assert ignored.returncode == 0
+    subprocess.run(args, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True, capture_output=True)
+    assert not list((tmp_path / "data").glob(".clean.parquet.*.tmp"))
+
+
+def test_a_dead_writers_temp_folder_is_swept_and_a_live_ones_kept(tmp_path):
+    dead = tmp_path / ".tokenized.4194305.x1.tmp"  # above Linux's largest pid: no such process
+    live = tmp_path / f".tokenized.{os.getpid()}.x2.tmp"
+    for folder in (dead, live):
+        (folder / "train.parquet").parent.mkdir()
+        (folder / "train.parquet").write_text("half")
+    with atomic_dir(tmp_path / "tokenized") as tmp:
+        (tmp / "train.parquet").write_text("whole")
+    assert not dead.exists() and live.exists()
+    assert (tmp_path / "tokenized/train.parquet").read_text() == "whole"

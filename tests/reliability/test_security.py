@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -65,8 +66,46 @@ def test_training_with_secrets_keeps_them_out_of_mlflow_and_outputs(tmp_path, ti
         tokenize={"seq_len": 256},
         train={"max_steps": 2, "micro_batch": 2, "grad_accum": 1, "grad_checkpointing": False},
     )
-    result = stage(ws, "train.py", "data/tokenized", "models/base", "models/adapter", "models/checkpoints", "metrics")
+    result = stage(ws, "train.py", "data/tokenized", "models/base", "models/adapter", "metrics")
     blobs = [result.stderr] + [p.read_bytes().decode("latin-1") for p in ws.rglob("*") if p.is_file()]
     assert (ws / "mlflow.db").is_file()
     for secret in SECRETS.values():
         assert not any(secret in blob for blob in blobs), secret
+
+
+# Runs the remote setup with an audit hook that records every child process it starts.
+RECORD_CHILDREN = """
+import json, runpy, sys
+seen = []
+def hook(event, args):
+    if event in ("subprocess.Popen", "os.exec", "os.posix_spawn", "os.spawn", "os.system"):
+        seen.append(repr(args))
+sys.addaudithook(hook)
+sys.argv = ["lorapipe.remote", *sys.argv[1:]]
+try:
+    runpy.run_module("lorapipe.remote", run_name="__main__")
+finally:
+    open("children.json", "w").write(json.dumps(seen))
+"""
+
+
+def test_remote_setup_never_puts_the_secret_on_a_command_line(tmp_path):
+    sh(tmp_path, "git", "init", "-q")
+    sh(tmp_path, "dvc", "init", "-q")
+    secret = SECRETS["DAGSHUB_TOKEN"]
+    env = {"DAGSHUB_USER": "me", "DAGSHUB_REPO": "lorapipe", "DAGSHUB_TOKEN": secret, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-c", RECORD_CHILDREN, "--default"],
+        cwd=tmp_path,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert secret not in result.stdout + result.stderr
+    assert secret not in (tmp_path / "children.json").read_text()  # the process table shows argv to all users
+    assert secret not in (tmp_path / ".dvc/config").read_text()
+    local = tmp_path / ".dvc/config.local"
+    assert secret in local.read_text() and local.stat().st_mode & 0o077 == 0
+    assert sh(tmp_path, "dvc", "remote", "default").stdout.strip() == "dagshub"
+    assert "https://dagshub.com/me/lorapipe.s3" in (tmp_path / ".dvc/config").read_text()

@@ -19,7 +19,7 @@ TRAIN = {
     "eval_every": 2,
     "grad_checkpointing": False,
 }
-TRAIN_ARGS = ("data/tokenized", "models/base", "models/adapter", "models/checkpoints", "metrics")
+TRAIN_ARGS = ("data/tokenized", "models/base", "models/adapter", "metrics")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,113 @@
+"""Reliability across runs: concurrent experiments, failed runs, leftovers of the last good one.
+
+Each test copies one prepared repo (data and base model already built by `dvc repro`, on a
+tiny random Llama so training takes seconds) and plays the scenario with real DVC and git.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import commit, copy_tree, ran, sh
+
+QUICK = {
+    "sample": {"size": 200},
+    "tokenize": {"seq_len": 256},
+    "train": {"max_steps": 4, "micro_batch": 2, "grad_accum": 1, "eval_every": 2, "save_every": 2, "log_every": 1},
+    "eval": {"max_samples": 4, "batch_size": 4, "max_new_tokens": 8},
+}
+
+
+def set_params(repo: Path, sections: dict) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for section, values in sections.items():
+        params[section].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, tiny_model_dir) -> Path:
+    """A committed repo on the tiny model whose stages up to tokenize have run."""
+    repo = copy_tree(tmp_path_factory.mktemp("runs"))
+    set_params(repo, {**QUICK, "model": {"name": str(tiny_model_dir), "revision": "", "sha256": ""}})
+    sh(repo, "dvc", "repro", "tokenize")
+    commit(repo, "tiny model, data built")
+    return repo
+
+
+@pytest.fixture
+def repo(prepared, tmp_path) -> Path:
+    return Path(shutil.copytree(prepared, tmp_path / "repo", symlinks=True))
+
+
+def lock_params(repo: Path, stage: str) -> dict | None:
+    entry = yaml.safe_load((repo / "dvc.lock").read_text())["stages"].get(stage)
+    return entry and entry["params"]["params.yaml"]
+
+
+def test_a_second_exp_run_cannot_attribute_the_first_runs_results_to_its_params(repo):
+    set_params(repo, {"train": {"max_steps": 2000, "save_every": 20}})
+    commit(repo, "a longer run")
+    first = subprocess.Popen(
+        ["dvc", "exp", "run", "-n", "first"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 300
+    while not (repo / "models/checkpoints/step-000020").is_dir():
+        assert first.poll() is None and time.monotonic() < deadline, "the first run ended before the second began"
+        time.sleep(0.1)
+    second = sh(repo, "dvc", "exp", "run", "-n", "second", "-S", "train.lr=0.01", check=False)
+    assert second.returncode != 0  # DVC's lock: but it has already rewritten params.yaml
+    assert yaml.safe_load((repo / "params.yaml").read_text())["train"]["lr"] == 0.01
+    out, _ = first.communicate(timeout=600)
+    assert first.returncode != 0
+    assert "error: params.yaml: train.lr changed while this stage ran" in out
+    assert "dvc exp run --queue" in out
+    # Nothing recorded the first run's weights under the second run's params.
+    assert lock_params(repo, "train") is None
+    assert not (repo / "models/adapter").exists()
+    assert "first" not in sh(repo, "dvc", "exp", "list", "--name-only").stdout.split()
+
+
+def test_failed_run_then_one_command_restores_the_last_good_experiment(repo):
+    sh(repo, "dvc", "exp", "run", "-n", "good")
+    good_metrics = (repo / "metrics/train.json").read_text()
+    good_log = (repo / "metrics/train_log.csv").read_text()
+    failed = sh(repo, "dvc", "exp", "run", "-S", "lora.target_modules=[nonexistent_proj]", check=False)
+    assert failed.returncode != 0 and "lora.target_modules" in failed.stderr + failed.stdout
+    assert not (repo / "metrics/train.json").exists()  # DVC removes a stage's outputs before it runs
+
+    sh(repo, "dvc", "exp", "apply", "good")  # the documented recovery (README, docs/reliability.md)
+    assert (repo / "metrics/train.json").read_text() == good_metrics
+    assert (repo / "metrics/train_log.csv").read_text() == good_log
+    assert (repo / "models/adapter/adapter_model.safetensors").is_file()
+    assert "up to date" in sh(repo, "dvc", "status", "dvc.yaml").stdout
+
+
+def test_failed_run_after_a_committed_one_is_restored_from_the_run_cache(repo):
+    sh(repo, "dvc", "repro")
+    commit(repo, "good run")
+    good_metrics = (repo / "metrics/train.json").read_text()
+    set_params(repo, {"lora": {"target_modules": ["nonexistent_proj"]}})
+    assert sh(repo, "dvc", "repro", check=False).returncode != 0
+    assert not (repo / "metrics/train.json").exists()
+
+    restored = sh(repo, "bash", "-c", "git checkout -- params.yaml && dvc repro")  # the documented recovery
+    assert ran(restored.stdout) == []  # nothing trains again: train comes back from DVC's run-cache
+    assert "Stage 'train' is cached - skipping run" in restored.stdout
+    assert (repo / "metrics/train.json").read_text() == good_metrics
+
+
+def test_checkpoints_are_not_part_of_the_record(repo):
+    sh(repo, "dvc", "repro")
+    lock = (repo / "dvc.lock").read_text()
+    assert "models/checkpoints" not in lock
+    (repo / "models/checkpoints/step-999999").mkdir(parents=True)  # another experiment's checkpoint
+    (repo / "models/checkpoints/step-999999/trainer_state.json").write_text(json.dumps({"step": 1}))
+    assert "up to date" in sh(repo, "dvc", "status", "dvc.yaml").stdout
