@@ -7,8 +7,8 @@ the tuned model is the adapter merged into the base as training saw it (quantize
 dequantized), so it decodes like the training-time model at plain-model speed.
 Writes metrics/eval.json (base, tuned, delta: corpus BLEU, mean ROUGE, perplexity), the
 per-sample scores of both models in metrics/eval_scores.jsonl (what the report's intervals
-resample), a few texts in metrics/eval_samples.jsonl, and metrics/eval_run.json (experiment,
-commit, MLflow run) for the PR report.
+resample), a few texts in metrics/eval_samples.jsonl, and metrics/eval_run.json (experiment
+name, MLflow run and its link) for the PR report.
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ def mlflow_run_url(run_id: str | None) -> str | None:
     uri = urlsplit(os.environ.get("MLFLOW_TRACKING_URI", ""))
     if not run_id or uri.scheme not in ("http", "https"):
         return None
-    return f"{uri.scheme}://{uri.hostname}{f':{uri.port}' if uri.port else ''}{uri.path.rstrip('/')}/#/runs/{run_id}"
+    server = uri._replace(netloc=uri.netloc.rpartition("@")[2], query="", fragment="").geturl()
+    return f"{server.rstrip('/')}/#/runs/{run_id}"
 
 
 def main() -> None:
