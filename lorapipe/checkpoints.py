@@ -1,14 +1,16 @@
 """Resumable training checkpoints: adapter, optimizer, scheduler, RNG and history, saved atomically.
 
-A checkpoint folder is complete only once renamed into place, and is resumed only when
-its fingerprint (params + data + base model) matches the run's, so `dvc exp run -S lora.r=8`
-never resumes an r=16 run. A newest checkpoint that fails to load falls back to the
-previous one.
+Each run keeps its checkpoints in a folder of its own, named by its fingerprint (what shapes the
+weights: training params, data, base model), so `dvc exp run -S lora.r=8` neither resumes nor
+deletes an r=16 run's checkpoints, and going back to r=16 resumes it. A checkpoint is complete
+only once renamed into place; a newest one that fails to load falls back to the previous one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,30 @@ from lorapipe.stage import log
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.pt"
 ADAPTER_FILE = "adapter_model.safetensors"
+
+
+def fingerprint(*parts: object, files: list[Path]) -> str:
+    """Identity of a run: the params that shape its weights and the bytes it trains on."""
+    digest = hashlib.sha256(json.dumps([repr(p) for p in parts]).encode())
+    for f in files:
+        digest.update(f.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def run_folder(root: Path, run: str, keep_runs: int) -> Path:
+    """`root/<run>`, after dropping the folders of all but the `keep_runs` most recent runs."""
+    folder = root / run
+    others = sorted(
+        (p for p in root.glob("*") if p.is_dir() and p.name != run and not p.name.startswith(".")),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for old in others[keep_runs - 1 :]:
+        log.info(f"train: dropping checkpoints of an older run ({old.name}; ops.keep_runs {keep_runs})")
+        shutil.rmtree(old, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    os.utime(folder)  # the most recent run
+    return folder
 
 
 @dataclass

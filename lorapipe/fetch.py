@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 import zipfile
@@ -14,6 +13,7 @@ import requests
 import urllib3
 from tqdm import tqdm
 
+from lorapipe.outputs import sha256_of
 from lorapipe.stage import StageError, log
 
 CHUNK = 1 << 20
@@ -46,14 +46,6 @@ def redact(url: str) -> str:
     if p.port:
         host += f":{p.port}"
     return urlunparse((p.scheme, host, p.path, "", "", ""))
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def download(url: str, part: Path, *, timeout: float, retries: int) -> Path:
@@ -110,7 +102,7 @@ def _download_once(url: str, part: Path, timeout: float) -> None:
 def _network_message(url: str, err: Exception, timeout: float) -> str:
     where = redact(url)
     if isinstance(err, requests.Timeout):
-        return f"download failed: no answer from {where} within {timeout:g} s (data.timeout_s)"
+        return f"download failed: no answer from {where} within {timeout:g} s (ops.download_timeout_s)"
     text = str(err)
     if "Connection refused" in text or "Errno 111" in text:
         return f"download failed: connection refused by {urlparse(url).netloc}"

@@ -6,6 +6,7 @@ of the same output removes what a killed writer left behind, and only that.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -85,3 +86,11 @@ def write_json(path: str | Path, data: Any) -> None:
     """Write JSON atomically, pretty-printed so `git diff` and `dvc metrics diff` read well."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -41,8 +41,6 @@ class DataParams:
     url: str = REAL_DATA_URL  # https URL, Google Drive share link, local path or file://
     member: str = "LF-Amazon-1.3M/trn.json.gz"  # file to take when the download is a zip
     sha256: str = ""  # pin it: the download stage prints the one it computed
-    timeout_s: float = param(60.0, min=1)
-    retries: int = param(3, min=0)
 
 
 @dataclass(frozen=True)
@@ -126,9 +124,6 @@ class TrainParams:
     grad_checkpointing: bool = True
     precision: str = param("auto", choices=("auto", "bf16", "fp16", "fp32"))
     eval_every: int = param(200, min=1)
-    save_every: int = param(200, min=1)
-    keep_checkpoints: int = param(2, min=1)
-    log_every: int = param(10, min=1)
     processes: int = param(1, min=1)  # data-parallel processes (GPUs); train.grad_accum must be a multiple
     seed: int = 42
 
@@ -137,6 +132,27 @@ class TrainParams:
             raise StageError(
                 f"{PARAMS_FILE}: train.grad_accum ({self.grad_accum}) must be a multiple of train.processes "
                 f"({self.processes}): each process takes an equal share of every step's micro-batches"
+            )
+
+
+@dataclass(frozen=True)
+class OpsParams:
+    """How runs are operated, not what they compute: dvc.yaml tracks none of these, so changing
+    one re-runs no stage and an interrupted training resumes the same run."""
+
+    log_every: int = param(10, min=1)
+    save_every: int = param(200, min=1)
+    keep_checkpoints: int = param(2, min=1)  # within one run
+    keep_runs: int = param(3, min=1)  # runs (sets of training params) whose checkpoints are kept
+    checkpoint_mirror: str = ""  # '' off, 'remote' (the DVC remote's S3 bucket), or s3://bucket/prefix
+    download_timeout_s: float = param(60.0, min=1)
+    download_retries: int = param(3, min=0)
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_mirror not in ("", "remote") and not self.checkpoint_mirror.startswith("s3://"):
+            raise StageError(
+                f"{PARAMS_FILE}: ops.checkpoint_mirror must be '', 'remote' or s3://bucket/prefix, "
+                f"got {self.checkpoint_mirror!r}"
             )
 
 
@@ -170,6 +186,13 @@ SECTIONS: dict[str, type] = {
     "train": TrainParams,
     "eval": EvalParams,
     "export": ExportParams,
+    "ops": OpsParams,
+}
+# Keys that moved to the untracked `ops` section: say where, since did-you-mean cannot.
+MOVED = {
+    "data.timeout_s": "ops.download_timeout_s",
+    "data.retries": "ops.download_retries",
+    **{f"train.{k}": f"ops.{k}" for k in ("log_every", "save_every", "keep_checkpoints")},
 }
 
 T = TypeVar("T")
@@ -247,6 +270,8 @@ def parse_section(section: str, raw: Any, source: str = PARAMS_FILE) -> Any:
     hints = typing.get_type_hints(cls)
     for key in raw:
         if key not in fields:
+            if f"{section}.{key}" in MOVED:
+                raise StageError(f"{source}: '{section}.{key}' is now '{MOVED[f'{section}.{key}']}' (re-runs nothing)")
             close = difflib.get_close_matches(str(key), fields, n=1)
             hint = f"; did you mean '{section}.{close[0]}'?" if close else f"; known keys: {', '.join(fields)}"
             raise StageError(f"{source}: unknown key '{section}.{key}'{hint}")

@@ -23,8 +23,8 @@ from lorapipe.stage import StageError, log, run_stage
 from lorapipe.tracking import git_commit
 
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-# The MLflow run id stays local and PEFT's generic README gives way to our card; the rest is the model.
-PRIVATE_FILES = {"tracking.json", "README.md"}
+# PEFT's generic README gives way to our card; the rest is the model.
+PRIVATE_FILES = {"README.md"}
 
 
 def read_yaml(path: Path, hint: str) -> dict:

@@ -8,6 +8,7 @@ in the repo (`mlflow.db`, git-ignored): `mlflow ui --backend-store-uri sqlite://
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import time
@@ -18,6 +19,8 @@ from typing import Any
 from lorapipe.stage import log
 
 LOCAL_STORE = "sqlite:///mlflow.db"
+RUN_FILE = "mlflow_run.json"  # in a training's checkpoint folder: the run it continues on resume
+ADAPTER_TAG = "lorapipe.adapter_sha256"  # how evaluate finds the training run of its adapter
 EXPERIMENT = "lorapipe"
 
 
@@ -40,26 +43,45 @@ def flat_params(sections: dict[str, Any]) -> dict[str, str]:
 
 
 class Tracker:
-    """One MLflow run; every call is a no-op after the first failure."""
+    """One MLflow run; every call is a no-op after the first failure.
 
-    def __init__(self, stage: str, run_id: str | None = None, enabled: bool = True) -> None:
+    `run_id` continues that run: a resumed training's (status back to RUNNING, steps already
+    logged are not logged twice) or, for evaluate, the training run found by `find_tag`.
+    """
+
+    def __init__(
+        self,
+        stage: str,
+        run_id: str | None = None,
+        enabled: bool = True,
+        find_tag: tuple[str, str] | None = None,
+    ) -> None:
         self.run_id: str | None = None
         self._client = None
+        self._logged: dict[str, int] = {}  # metric -> last step logged: no step is logged twice
+        self._continued = False
         # A tracking server that is down must not stall training for minutes of retries.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         if enabled:  # disabled: every call is a no-op (the non-main processes of a multi-process run)
-            self._try(self._start, stage, run_id)
+            self._try(self._start, stage, run_id, find_tag)
 
-    def _start(self, stage: str, run_id: str | None) -> None:
+    def _start(self, stage: str, run_id: str | None, find_tag: tuple[str, str] | None) -> None:
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(os.environ.get("MLFLOW_TRACKING_URI") or LOCAL_STORE)
-        if run_id:
-            client.get_run(run_id)  # the train stage's run: evaluate adds to it
+        experiment = client.get_experiment_by_name(EXPERIMENT)
+        experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
+        if find_tag and not run_id:
+            found = client.search_runs(
+                [experiment_id], f"tags.`{find_tag[0]}` = '{find_tag[1]}'", order_by=["attributes.start_time DESC"]
+            )
+            run_id = found[0].info.run_id if found else None
+        if run_id and _exists(client, run_id):
+            if stage == "train":  # a resumed training continues its own run
+                client.update_run(run_id, status="RUNNING")
+                self._continued = True
         else:
-            experiment = client.get_experiment_by_name(EXPERIMENT)
-            experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
             commit = git_commit()
             exp_name = os.environ.get("DVC_EXP_NAME", "")
             tags = {"git.commit": commit, "dvc.exp_name": exp_name, "stage": stage, "mlflow.source.git.commit": commit}
@@ -98,8 +120,27 @@ class Tracker:
             for k, v in row.items()
             if k != "step" and isinstance(v, (int, float))
         ]
+        self._call(lambda: self._log_new(metrics))
+
+    def _log_new(self, metrics: list) -> None:
+        for key in {m.key for m in metrics} - set(self._logged):  # a continued run has history already
+            history = self._client.get_metric_history(self.run_id, key) if self._continued else []
+            self._logged[key] = max((m.step for m in history), default=-1)
+        metrics = [m for m in metrics if m.step > self._logged[m.key]]  # one history, no step twice
+        for m in metrics:
+            self._logged[m.key] = max(self._logged[m.key], m.step)
         for i in range(0, len(metrics), 1000):  # the REST API takes at most 1000 per batch
-            self._call(lambda chunk=metrics[i : i + 1000]: self._client.log_batch(self.run_id, metrics=chunk))
+            self._client.log_batch(self.run_id, metrics=metrics[i : i + 1000])
+
+    def set_tag(self, key: str, value: str) -> None:
+        self._call(lambda: self._client.set_tag(self.run_id, key, value))
+
+    def close_if_running(self, run_ids: Iterable[str]) -> None:
+        """Mark runs that a killed process left RUNNING as KILLED."""
+        for run_id in run_ids:
+            self._call(
+                lambda r=run_id: _exists(self._client, r, status="RUNNING") and self._client.set_terminated(r, "KILLED")
+            )
 
     def log_artifacts(self, paths: Iterable[Path], folder: str | None = None) -> None:
         for path in paths:
@@ -112,6 +153,38 @@ class Tracker:
 
     def finish(self, status: str = "FINISHED") -> None:
         self._call(lambda: self._client.set_terminated(self.run_id, status))
+
+
+def _exists(client: Any, run_id: str, status: str | None = None) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        info = client.get_run(run_id).info
+    except MlflowException:
+        return False
+    return status is None or info.status == status
+
+
+def training_tracker(run_folder: Path, enabled: bool = True) -> Tracker:
+    """The MLflow run of the training whose checkpoints are in `run_folder`, continued on resume.
+
+    Runs of the workspace's other trainings that a SIGKILL left RUNNING are closed as KILLED.
+    """
+    record = run_folder / RUN_FILE
+    previous = _read_run_id(record)
+    tracker = Tracker("train", previous, enabled=enabled)
+    others = (_read_run_id(f) for f in run_folder.parent.glob(f"*/{RUN_FILE}") if f.parent != run_folder)
+    tracker.close_if_running(r for r in others if r)
+    if enabled and tracker.run_id and tracker.run_id != previous:
+        record.write_text(json.dumps({"run_id": tracker.run_id}))
+    return tracker
+
+
+def _read_run_id(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text()).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _to_params(params: dict[str, str]):

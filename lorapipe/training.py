@@ -16,7 +16,7 @@ from tqdm import tqdm
 from lorapipe.checkpoints import TrainState, resume_checkpoint, save_checkpoint
 from lorapipe.distributed import SINGLE, World, sum_across
 from lorapipe.packing import IGNORE, collate
-from lorapipe.params import TrainParams
+from lorapipe.params import OpsParams, TrainParams
 from lorapipe.perplexity import mean_loss
 from lorapipe.stage import log
 
@@ -100,6 +100,7 @@ def train(
     train_rows: Sequence[dict],
     val_rows: Sequence[dict],
     params: TrainParams,
+    ops: OpsParams,
     *,
     pad_id: int,
     device: torch.device,
@@ -107,10 +108,11 @@ def train(
     checkpoints: Path,
     fingerprint: str,
     on_step: Callable[[dict], None] | None = None,
+    on_save: Callable[[Path], None] | None = None,
     world: World = SINGLE,
     stop: GracefulStop | None = None,
 ) -> TrainState:
-    """Train `model` (a peft model) in place; resumes from `checkpoints` when it can.
+    """Train `model` (a peft model) in place; resumes from `checkpoints` (this run's folder) when it can.
 
     With several processes, each takes every `world.size`-th micro-batch of a step and the
     gradients are summed across them before the update: the same training, split up.
@@ -172,7 +174,7 @@ def train(
         bar.set_postfix(loss=f"{loss_sum:.3f}")
         stop_now = bool(stopping.item())
         if world.main:  # the main process alone validates, reports and saves
-            if state.step % params.log_every == 0 or state.step == steps:
+            if state.step % ops.log_every == 0 or state.step == steps:
                 log.info(f"step {state.step}/{steps} | loss {loss_sum:.4f} | lr {lr:.2e} | {seconds * 1000:.0f} ms")
             if val_rows and (state.step % params.eval_every == 0 or state.step == steps):
                 val = mean_loss(model, val_rows, params.micro_batch, pad_id, device, amp)
@@ -180,8 +182,10 @@ def train(
                 log.info(f"step {state.step}/{steps} | val_loss {val:.4f} | perplexity {math.exp(val):.2f}")
             if on_step:
                 on_step(row)
-            if state.step % params.save_every == 0 or state.step == steps or stop_now:
-                save_checkpoint(checkpoints, model, optimizer, scheduler, state, params.keep_checkpoints)
+            if state.step % ops.save_every == 0 or state.step == steps or stop_now:
+                saved = save_checkpoint(checkpoints, model, optimizer, scheduler, state, ops.keep_checkpoints)
+                if on_save:
+                    on_save(saved)
         if stop_now:
             bar.close()
             raise Stopped(f"stopped on request at step {state.step} of {steps}; that step is saved, rerun to resume")

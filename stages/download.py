@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lorapipe.fetch import CorruptDownload, copy_payload, download, redact, resolve_source, verify
 from lorapipe.outputs import atomic_path, write_json
-from lorapipe.params import DataParams, check_params_unchanged, load_params
+from lorapipe.params import DataParams, OpsParams, check_params_unchanged, load_params
 from lorapipe.stage import StageError, log, run_stage
 
 CACHE = Path(".cache/download")
@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("metrics", type=Path)
     args = parser.parse_args()
     params: DataParams = load_params("data")
+    ops: OpsParams = load_params("ops")
 
     started = time.perf_counter()
     source = resolve_source(params.url)
@@ -36,7 +37,8 @@ def main() -> None:
         fetched, label = source, str(source)
     else:
         part = CACHE / (hashlib.sha256(source.encode()).hexdigest()[:16] + ".part")
-        fetched, label = download(source, part, timeout=params.timeout_s, retries=params.retries), redact(source)
+        fetched = download(source, part, timeout=ops.download_timeout_s, retries=ops.download_retries)
+        label = redact(source)
     check_params_unchanged()
     try:
         digest = verify(fetched, params.sha256, label, "data.sha256")

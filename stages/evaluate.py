@@ -14,7 +14,6 @@ name, MLflow run and its link) for the PR report.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import time
@@ -26,7 +25,7 @@ import torch
 
 from lorapipe.generation import generate_texts
 from lorapipe.modeling import load_model, load_tokenizer, load_tuned_model, pick_device, pick_dtype
-from lorapipe.outputs import write_json
+from lorapipe.outputs import sha256_of, write_json
 from lorapipe.packing import IGNORE, collate, example_labels
 from lorapipe.params import check_params_unchanged, load_params
 from lorapipe.prompt import build_prompt, encode_example, truncate_title
@@ -34,7 +33,7 @@ from lorapipe.samples import RUN, SAMPLES, SCORES, write_sample_files
 from lorapipe.scoring import corpus_scores, sample_scores
 from lorapipe.stage import StageError, log, run_stage
 from lorapipe.tables import read_text_table
-from lorapipe.tracking import Tracker, flat_params
+from lorapipe.tracking import ADAPTER_TAG, Tracker, flat_params
 
 
 @torch.no_grad()
@@ -109,9 +108,8 @@ def main() -> None:
         results[name] = {k: round(v, 4) for k, v in scores.items()}
         log.info(f"evaluate {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in results[name].items()))
 
-    tracking = args.adapter / "tracking.json"
-    run_id = json.loads(tracking.read_text()).get("mlflow_run_id") if tracking.is_file() else None
-    tracker = Tracker("evaluate", run_id)
+    # The training run of this very adapter (found by its hash, so no run id sits in the adapter).
+    tracker = Tracker("evaluate", find_tag=(ADAPTER_TAG, sha256_of(args.adapter / "adapter_model.safetensors")))
     tracker.log_params(flat_params({"eval": params}))
     new_tokens = sum(len(tokenizer(o, add_special_tokens=False)["input_ids"]) for o in outputs["tuned"])
     summary = {

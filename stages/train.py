@@ -11,7 +11,6 @@ hashes them nor loses its run-cache over them.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -22,22 +21,16 @@ import pyarrow.parquet as pq
 import torch
 import transformers
 
+from lorapipe.checkpoints import fingerprint, list_checkpoints, run_folder
 from lorapipe.distributed import close_world, init_world, relaunch_under_torchrun
+from lorapipe.mirror import CheckpointMirror
 from lorapipe.modeling import add_lora, load_model, load_tokenizer, peak_memory_mb, pick_device, pick_dtype
-from lorapipe.outputs import atomic_dir, write_json
+from lorapipe.outputs import atomic_dir, sha256_of, write_json
 from lorapipe.params import check_params_unchanged, load_params
 from lorapipe.plots import write_loss_plots
 from lorapipe.stage import StageError, log, run_stage
-from lorapipe.tracking import Tracker, flat_params
+from lorapipe.tracking import ADAPTER_TAG, flat_params, training_tracker
 from lorapipe.training import GracefulStop, is_out_of_memory, out_of_memory_message, train
-
-
-def fingerprint(*parts: object, files: list[Path]) -> str:
-    """Identity of a run: the params it trains with and the bytes it trains on."""
-    digest = hashlib.sha256(json.dumps([repr(p) for p in parts]).encode())
-    for f in files:
-        digest.update(f.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def main() -> None:
@@ -48,7 +41,7 @@ def main() -> None:
     parser.add_argument("metrics", type=Path, help="folder for train.json, logs and the loss curve")
     parser.add_argument("--checkpoints", type=Path, default=Path("models/checkpoints"), help="resume state")
     args = parser.parse_args()
-    params, lora, quant = load_params("train"), load_params("lora"), load_params("quant")
+    params, lora, quant, ops = load_params("train"), load_params("lora"), load_params("quant"), load_params("ops")
     relaunch_under_torchrun(params.processes)
     world = init_world(params.grad_accum)
     stop = GracefulStop().install()
@@ -66,20 +59,22 @@ def main() -> None:
     if world.size > 1:
         log.info(f"train: process {world.rank + 1} of {world.size}")
 
-    tracker = Tracker("train", enabled=world.main)
+    run = fingerprint(params, lora, quant, files=[args.tokenized / "train.parquet", args.model / "config.json"])
+    checkpoints = run_folder(args.checkpoints, run, ops.keep_runs)
+    mirror = CheckpointMirror.from_setting(ops.checkpoint_mirror) if world.main else None
+    if mirror and not list_checkpoints(checkpoints):
+        mirror.restore(checkpoints)  # a new machine: go on from the last mirrored checkpoint
+    tracker = training_tracker(checkpoints, enabled=world.main)
     tracker.log_params(flat_params({"train": params, "lora": lora, "quant": quant}))
-    pending: list[dict] = []
-    live_from: list[int] = []  # first step trained by this process (earlier ones came from a checkpoint)
+    history: list[dict] = []
 
     def track_step(row: dict) -> None:
-        live_from[:] = live_from or [row["step"]]
-        pending.append(row)
-        if row["step"] % params.log_every == 0:
-            tracker.log_history(pending)
-            pending.clear()
+        history.append(row)
+        if row["step"] % ops.log_every == 0:
+            tracker.log_history(history)
+            history.clear()
             check_params_unchanged()  # a run whose params were rewritten stops now, not hours later
 
-    run_id = fingerprint(params, lora, quant, files=[args.tokenized / "train.parquet", args.model / "config.json"])
     started = time.perf_counter()
     try:
         state = train(
@@ -87,29 +82,29 @@ def main() -> None:
             train_rows,
             val_rows,
             params,
+            ops,
             pad_id=tokenizer.pad_token_id,
             device=device,
             dtype=dtype,
-            checkpoints=args.checkpoints,
-            fingerprint=run_id,
+            checkpoints=checkpoints,
+            fingerprint=run,
             on_step=track_step,
+            on_save=mirror.upload if mirror else None,
             world=world,
             stop=stop,
         )
-    except KeyboardInterrupt:
-        tracker.finish("KILLED")
+    except BaseException as err:
+        tracker.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        if mirror:
+            mirror.wait()  # the checkpoint a stop just saved is worth the wait
+        if isinstance(err, RuntimeError | MemoryError) and is_out_of_memory(err):
+            width = max(len(r["input_ids"]) for r in train_rows)
+            raise StageError(out_of_memory_message(params, width, device)) from err
         raise
-    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:
-        tracker.finish("FAILED")
-        if not is_out_of_memory(err):
-            raise
-        width = max(len(r["input_ids"]) for r in train_rows)
-        raise StageError(out_of_memory_message(params, width, device)) from err
     close_world(world)
     if not world.main:
         return  # the main process writes the adapter, metrics and plots
-    resumed = [row for row in state.history if not live_from or row["step"] < live_from[0]]
-    tracker.log_history(resumed + pending)
+    tracker.log_history(state.history)  # what came from a checkpoint too, unless the run has it
 
     check_params_unchanged()
     with atomic_dir(args.adapter) as tmp:
@@ -117,7 +112,6 @@ def main() -> None:
         tokenizer.save_pretrained(tmp)
         resolved = {"train": params.__dict__, "lora": lora.__dict__, "quant": quant.__dict__}
         (tmp / "train_params.json").write_text(json.dumps(resolved, indent=2, default=list))
-        (tmp / "tracking.json").write_text(json.dumps({"mlflow_run_id": tracker.run_id}))
     final_val = state.val_history[-1]["val_loss"] if state.val_history else float("nan")
     recent = [row["loss"] for row in state.history[-10:]]
     write_loss_plots(args.metrics, state.history, state.val_history)
@@ -144,7 +138,11 @@ def main() -> None:
     tracker.log_artifacts([args.metrics / name for name in outputs], "metrics")
     if os.environ.get("LORAPIPE_MLFLOW_LOG_ADAPTER") == "1":
         tracker.log_artifacts([args.adapter], "adapter")
+    tracker.set_tag(ADAPTER_TAG, sha256_of(args.adapter / "adapter_model.safetensors"))
     tracker.finish()
+    if mirror:
+        mirror.wait()
+        log.info(f"train: {mirror.uploads} checkpoints mirrored; training waited {mirror.waited_s:.1f} s for them")
     log.info(f"train: done, {state.step} steps, val_loss {final_val:.4f}, adapter -> {args.adapter}")
 
 

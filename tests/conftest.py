@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
 import subprocess
+import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +63,17 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer) 
     return folder
 
 
+def default_params() -> dict:
+    """The real run as the params dataclasses define it. Tests start from this, never from the
+    repo's params.yaml: an experiment (or the pull request it becomes) changes that file."""
+    from lorapipe.params import SECTIONS
+
+    return {
+        name: {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cls()).items()}
+        for name, cls in SECTIONS.items()
+    }
+
+
 def sh(repo: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=env, timeout=900)
@@ -76,7 +90,7 @@ def ran(output: str) -> list[str]:
 
 
 def copy_tree(repo: Path) -> Path:
-    """A clone-like copy of the working tree in `repo`, with the offline profile applied and committed."""
+    """A clone-like copy of the working tree in `repo`, with default params + the offline profile, committed."""
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
         cwd=ROOT,
@@ -91,6 +105,7 @@ def copy_tree(repo: Path) -> Path:
             shutil.copy2(ROOT / name, repo / name)
     (repo / ".cache").mkdir()
     (repo / ".cache/models").symlink_to(SMOLLM2_GGUF.parent)
+    (repo / "params.yaml").write_text(yaml.safe_dump(default_params(), sort_keys=False))
     sh(repo, "git", "init", "-q")
     sh(repo, "python", "-m", "lorapipe.profile", "offline")
     commit(repo, "offline profile")
@@ -149,6 +164,41 @@ def tuned_workspace(tmp_path_factory, tiny_model_dir) -> Path:
     )
     stage(ws, "train.py", "data/tokenized", "models/base", "models/adapter", "metrics")
     return ws
+
+
+# Built at run time, so no credential-shaped string sits in a tracked file.
+S3_KEY_ID, S3_SECRET = "AKIA" + "TESTONLY" * 2, "fake/secret+key0123456789" + "abcdefABCDEF01"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3-compatible server (moto) on 127.0.0.1 with an empty bucket `dvc`."""
+    from tests.workspace import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [shutil.which("moto_server") or "moto_server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("moto_server did not start")
+            time.sleep(0.3)
+    import boto3
+
+    boto3.client(
+        "s3", endpoint_url=url, aws_access_key_id=S3_KEY_ID, aws_secret_access_key=S3_SECRET, region_name="us-east-1"
+    ).create_bucket(Bucket="dvc")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
 
 
 # Debian's packages by default; GitHub's runners point these at their preinstalled Chrome.

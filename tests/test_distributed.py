@@ -19,8 +19,8 @@ TRAIN = {
     "lr": 0.003,
     "grad_checkpointing": False,
     "eval_every": 3,
-    "save_every": 3,
 }
+OPS = {"save_every": 3}
 
 
 def run(ws: Path, out: str) -> str:
@@ -44,6 +44,7 @@ def workspace(tmp_path_factory, tiny_model_dir) -> Path:
         tokenize={"seq_len": 256},
         lora={"dropout": 0.0},
         train=TRAIN,
+        ops=OPS,
     )
 
 
@@ -51,7 +52,7 @@ def test_two_processes_train_the_same_steps_as_one(workspace):
     from mlflow.tracking import MlflowClient
 
     run(workspace, "one")
-    write_params(workspace, lora={"dropout": 0.0}, train={**TRAIN, "processes": 2})
+    write_params(workspace, lora={"dropout": 0.0}, train={**TRAIN, "processes": 2}, ops=OPS)
     log = run(workspace, "two")
     assert "process 2 of 2" in log and "process 1 of 2" in log
 
@@ -75,7 +76,7 @@ def test_two_processes_train_the_same_steps_as_one(workspace):
 
 
 def test_grad_accum_must_split_evenly_across_processes(workspace, tmp_path):
-    write_params(workspace, train={**TRAIN, "processes": 2, "grad_accum": 3})
+    write_params(workspace, train={**TRAIN, "processes": 2, "grad_accum": 3}, ops=OPS)
     result = stage(
         workspace,
         "train.py",

@@ -25,8 +25,9 @@ SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
 def run_download(tmp_path: Path, url: str, sha256: str = "", member: str = "x", timeout: float = 5, retries: int = 0):
-    data = {"url": url, "sha256": sha256, "member": member, "timeout_s": timeout, "retries": retries}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": data}))
+    data = {"url": url, "sha256": sha256, "member": member}
+    ops = {"download_timeout_s": timeout, "download_retries": retries}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": data, "ops": ops}))
     return subprocess.run(
         [sys.executable, str(ROOT / "stages/download.py"), "out/trn.json.gz", "metrics/download.json"],
         cwd=tmp_path,
@@ -103,7 +104,7 @@ def test_timeout_is_one_line(tmp_path):
     with serve({"/trn.json.gz": PAYLOAD}) as server:
         server.stall_s = 3
         result = run_download(tmp_path, f"{server.url}/trn.json.gz", timeout=1)
-    assert_one_line_error(result, "no answer", "within 1 s (data.timeout_s)")
+    assert_one_line_error(result, "no answer", "within 1 s (ops.download_timeout_s)")
 
 
 def test_zip_member_is_extracted(tmp_path):

@@ -21,13 +21,15 @@ def committed_params() -> str:
     ).stdout
 
 
-def test_params_yaml_defaults_equal_dataclass_defaults():
-    """The committed params.yaml is the real run, and so are the dataclass defaults: no drift."""
+def test_params_yaml_lists_every_key_and_loads():
+    """The committed params.yaml spells out every key of every section, and loads.
+
+    Values are not compared with the dataclass defaults: an experiment's pull request changes them.
+    """
     raw = yaml.safe_load(committed_params())
     assert set(raw) == set(SECTIONS)
     for section, cls in SECTIONS.items():
-        from_file = parse_section(section, raw[section])
-        assert from_file == cls(), section
+        parse_section(section, raw[section])
         assert set(raw[section]) == {f.name for f in dataclasses.fields(cls)}, section
 
 
@@ -56,6 +58,8 @@ def write_params(tmp_path: Path, text: str) -> Path:
         ("train:\n  grad_checkpointing: 'yes'\n", "'train.grad_checkpointing' must be true or false"),
         ("lora: [1, 2]\n", "'lora' must be a mapping of keys"),
         ("lora: {r: 8\n", "is not valid YAML"),
+        ("train:\n  log_every: 5\n", "'train.log_every' is now 'ops.log_every' (re-runs nothing)"),
+        ("ops:\n  checkpoint_mirror: gs://x\n", "ops.checkpoint_mirror must be '', 'remote' or s3://"),
     ],
 )
 def test_bad_params_fail_with_one_line_naming_the_key(tmp_path, text, message):

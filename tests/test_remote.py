@@ -7,45 +7,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
-import pytest
-
+from tests.conftest import S3_KEY_ID as KEY_ID
+from tests.conftest import S3_SECRET as SECRET
 from tests.conftest import sh
-from tests.workspace import free_port
 
-KEY_ID, SECRET = "AKIA" + "TESTONLY" * 2, "fake/secret+key0123456789abcdefABCDEF01"
 OUTPUTS = ["data/raw/trn.json.gz", "data/clean.parquet", "data/sample.parquet", "data/split/train.parquet"]
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint(tmp_path_factory):
-    port = free_port()
-    proc = subprocess.Popen(
-        [shutil.which("moto_server") or "moto_server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("moto_server did not start")
-            time.sleep(0.3)
-    import boto3
-
-    boto3.client(
-        "s3", endpoint_url=url, aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET, region_name="us-east-1"
-    ).create_bucket(Bucket="dvc")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
 
 
 def digest(path: Path) -> str:

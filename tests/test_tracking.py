@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.workspace import data_workspace, free_port, stage
+from tests.conftest import ROOT
+from tests.workspace import data_workspace, free_port, stage, write_params
 
 TRAIN = {
     "max_steps": 4,
     "micro_batch": 2,
     "grad_accum": 1,
-    "save_every": 2,
     "eval_every": 2,
-    "log_every": 1,
     "grad_checkpointing": False,
 }
+OPS = {"save_every": 2, "log_every": 1}
 EVAL = {"max_samples": 4, "batch_size": 4, "max_new_tokens": 4}
 TRAIN_ARGS = ("data/tokenized", "models/base", "models/adapter", "metrics")
 EVAL_ARGS = ("data/split/test.parquet", "models/base", "models/adapter", "metrics")
@@ -74,6 +74,7 @@ def workspace(tmp_path_factory, tiny_model_dir) -> Path:
         sample={"size": 200},
         tokenize={"seq_len": 256},
         train=TRAIN,
+        ops=OPS,
         eval=EVAL,
     )
     subprocess.run(["git", "init", "-q"], cwd=ws, check=True)
@@ -147,3 +148,77 @@ def test_default_store_is_local_sqlite_in_the_repo(workspace):
         if env_uri is not None:
             os.environ["MLFLOW_TRACKING_URI"] = env_uri
     assert (workspace / "mlflow.db").is_file()
+
+
+def start_training(ws: Path, uri: str, checkpoints: Path, metrics: Path) -> subprocess.Popen:
+    args = [
+        sys.executable,
+        str(ROOT / "stages/train.py"),
+        *TRAIN_ARGS[:3],
+        str(metrics),
+        "--checkpoints",
+        str(checkpoints),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": uri}
+    return subprocess.Popen(args, cwd=ws, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def newest_step(checkpoints: Path, skip: set[str] = frozenset()) -> int:
+    steps = [int(c.name[5:]) for c in checkpoints.glob("*/step-*") if c.parent.name not in skip]
+    return max(steps, default=0)
+
+
+def wait_for_step_above(proc: subprocess.Popen, step: int, checkpoints: Path, skip: set[str] = frozenset()) -> None:
+    deadline = time.monotonic() + 300
+    while newest_step(checkpoints, skip) <= step:
+        assert proc.poll() is None and time.monotonic() < deadline, "training ended before the signal"
+        time.sleep(0.05)
+
+
+def test_no_run_is_left_running_and_a_resumed_training_continues_its_run(workspace, mlflow_server, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_server)
+    ckpts = tmp_path / "ckpts"
+    long = {**TRAIN, "max_steps": 40}
+    try:
+        write_params(workspace, train=long, lora={"r": 4}, ops=OPS)  # experiment B: SIGKILLed, never resumed
+        proc = start_training(workspace, mlflow_server, ckpts, tmp_path / "b")
+        wait_for_step_above(proc, 0, ckpts)
+        proc.kill()
+        proc.wait()
+        b_folder = {p.name for p in ckpts.iterdir()}
+        write_params(workspace, train=long, ops=OPS)  # experiment A: SIGTERM, SIGKILL, then resumed to the end
+        proc = start_training(workspace, mlflow_server, ckpts, tmp_path / "a")
+        wait_for_step_above(proc, 0, ckpts, b_folder)
+        proc.terminate()
+        assert proc.wait(timeout=120) == 130
+        proc = start_training(workspace, mlflow_server, ckpts, tmp_path / "a")
+        wait_for_step_above(proc, newest_step(ckpts, b_folder), ckpts, b_folder)
+        proc.kill()
+        proc.wait()
+        env_uri = os.environ.get("MLFLOW_TRACKING_URI")
+        os.environ["MLFLOW_TRACKING_URI"] = mlflow_server
+        try:
+            stage(workspace, "train.py", *TRAIN_ARGS[:3], str(tmp_path / "a"), "--checkpoints", str(ckpts))
+        finally:
+            os.environ.pop("MLFLOW_TRACKING_URI")
+            if env_uri is not None:
+                os.environ["MLFLOW_TRACKING_URI"] = env_uri
+    finally:
+        write_params(
+            workspace,
+            data={"url": "data/trn.json.gz"},
+            sample={"size": 200},
+            tokenize={"seq_len": 256},
+            train=TRAIN,
+            eval=EVAL,
+            ops=OPS,
+        )
+    experiment = client.get_experiment_by_name("lorapipe").experiment_id
+    runs = {r.data.params["lora.r"]: r for r in client.search_runs([experiment], "params.`train.max_steps` = '40'")}
+    assert set(runs) == {"4", "16"}
+    assert runs["4"].info.status == "KILLED"  # closed when the next training started
+    assert runs["16"].info.status == "FINISHED"  # one run for A across three processes
+    steps = [m.step for m in client.get_metric_history(runs["16"].info.run_id, "loss")]
+    assert steps == list(range(1, 41))  # one continuous history, no step twice

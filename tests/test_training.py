@@ -25,19 +25,30 @@ TRAIN = {
     "micro_batch": 2,
     "grad_accum": 2,
     "lr": 0.002,
-    "save_every": 10,
     "eval_every": 10,
-    "keep_checkpoints": 2,
     "grad_checkpointing": False,
 }
+OPS = {"save_every": 10, "keep_checkpoints": 2}
 TRAIN_ARGS = ("data/tokenized", "models/base", "models/adapter", "metrics")
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, tiny_model_dir) -> Path:
     return data_workspace(
-        tmp_path_factory.mktemp("train"), tiny_model_dir, sample={"size": 300}, tokenize={"seq_len": 256}, train=TRAIN
+        tmp_path_factory.mktemp("train"),
+        tiny_model_dir,
+        sample={"size": 300},
+        tokenize={"seq_len": 256},
+        train=TRAIN,
+        ops=OPS,
     )
+
+
+def saved(root: Path, step: int | None = None) -> list[Path]:
+    """Checkpoints under `root` (one folder per run), newest first; or only those of `step`."""
+    found = [c for run in root.glob("*") if run.is_dir() for c in list_checkpoints(run)]
+    found.sort(key=lambda c: c.name, reverse=True)
+    return [c for c in found if step is None or c.name == f"step-{step:06d}"]
 
 
 def losses(ws: Path) -> list[float]:
@@ -57,7 +68,7 @@ def test_train_stage_writes_adapter_metrics_and_plots(workspace):
     assert (adapter / "adapter_model.safetensors").is_file() and (adapter / "tokenizer.json").is_file()
     assert not list(adapter.glob("*.bin"))
     assert (workspace / "metrics/loss_curve.png").read_bytes()[:4] == b"\x89PNG"
-    assert [p.name for p in list_checkpoints(workspace / "models/checkpoints")] == ["step-000030", "step-000020"]
+    assert [p.name for p in saved(workspace / "models/checkpoints")] == ["step-000030", "step-000020"]
 
 
 def test_every_lora_weight_changed_and_adapter_reloads_and_generates(workspace, tiny_model_dir):
@@ -122,7 +133,7 @@ def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(workspace, tmp_pa
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(args, cwd=workspace, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
-    while not (ckpts / "step-000010").is_dir():
+    while not saved(ckpts, 10):
         assert proc.poll() is None, "training ended before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.05)
@@ -149,7 +160,7 @@ def test_sigterm_saves_the_step_it_stopped_at_and_the_rerun_ends_like_an_uninter
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(args, cwd=workspace, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
-    while not (ckpts / "step-000010").is_dir():
+    while not saved(ckpts, 10):
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
@@ -157,7 +168,7 @@ def test_sigterm_saves_the_step_it_stopped_at_and_the_rerun_ends_like_an_uninter
     assert proc.returncode == 130 and "Traceback" not in err
     stopped_at = int(re.search(r"error: stopped on request at step (\d+) of 30", err).group(1))
     # Saved where it stopped, not only at the last save_every multiple.
-    assert 10 < stopped_at < 30 and list_checkpoints(ckpts)[0].name == f"step-{stopped_at:06d}"
+    assert 10 < stopped_at < 30 and saved(ckpts)[0].name == f"step-{stopped_at:06d}"
     assert not (metrics / "train.json").exists()
     resumed = stage(workspace, "train.py", *TRAIN_ARGS[:3], str(metrics), "--checkpoints", str(ckpts))
     assert f"(step {stopped_at})" in resumed.stderr
@@ -171,11 +182,12 @@ def test_a_stop_requested_mid_step_saves_that_step(workspace, tiny_model_dir, tm
     from transformers import AutoModelForCausalLM
 
     from lorapipe.modeling import add_lora
-    from lorapipe.params import LoraParams, TrainParams
+    from lorapipe.params import LoraParams, OpsParams, TrainParams
     from lorapipe.training import GracefulStop, Stopped, train
 
     rows = pq.read_table(workspace / "data/tokenized/train.parquet").to_pylist()
-    params = TrainParams(**{**TRAIN, "max_steps": 6, "eval_every": 3, "save_every": 100})
+    params = TrainParams(**{**TRAIN, "max_steps": 6, "eval_every": 3})
+    ops = OpsParams(save_every=100)
     stop = GracefulStop()
 
     def request_stop_at_step_3(row: dict) -> None:  # on_step runs right after step 3's validation
@@ -189,30 +201,36 @@ def test_a_stop_requested_mid_step_saves_that_step(workspace, tiny_model_dir, tm
     cpu = torch.device("cpu")
     common = {"pad_id": 0, "device": cpu, "dtype": torch.float32, "checkpoints": tmp_path, "fingerprint": "f"}
     with pytest.raises(Stopped, match="step 4 of 6"):
-        train(fresh_model(), rows, rows[:2], params, **common, on_step=request_stop_at_step_3, stop=stop)
+        train(fresh_model(), rows, rows[:2], params, ops, **common, on_step=request_stop_at_step_3, stop=stop)
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000004"]
-    state = train(fresh_model(), rows, rows[:2], params, **common)
+    state = train(fresh_model(), rows, rows[:2], params, ops, **common)
     assert state.step == 6 and [v["step"] for v in state.val_history] == [3, 6]
 
 
 def test_changed_params_do_not_resume_a_foreign_checkpoint(workspace):
-    if not (workspace / "models/checkpoints/step-000030").is_dir():
+    if not saved(workspace / "models/checkpoints", 30):
         stage(workspace, "train.py", *TRAIN_ARGS)
     write_params(
         workspace,
         data={"url": "data/trn.json.gz"},
         sample={"size": 300},
         tokenize={"seq_len": 256},
-        train={**TRAIN, "max_steps": 2, "save_every": 1},
+        train={**TRAIN, "max_steps": 2},
+        ops={"save_every": 1},
         lora={"r": 4},
     )
     try:
         result = stage(workspace, "train.py", *TRAIN_ARGS)
     finally:
         write_params(
-            workspace, data={"url": "data/trn.json.gz"}, sample={"size": 300}, tokenize={"seq_len": 256}, train=TRAIN
+            workspace,
+            data={"url": "data/trn.json.gz"},
+            sample={"size": 300},
+            tokenize={"seq_len": 256},
+            train=TRAIN,
+            ops=OPS,
         )
-    assert "belongs to a run with other params" in result.stderr
+    assert "resuming from" not in result.stderr  # its own, empty folder: a fresh start
     assert json.loads((workspace / "metrics/train.json").read_text())["steps"] == 2
 
 
@@ -249,3 +267,57 @@ def test_total_steps_from_epochs_or_max_steps():
     assert total_steps(100, TrainParams(epochs=1, micro_batch=4, grad_accum=5)) == 5
     assert total_steps(100, TrainParams(epochs=2.5, micro_batch=4, grad_accum=5)) == 13
     assert total_steps(100, TrainParams(max_steps=7)) == 7
+
+
+def test_a_second_experiment_resumes_its_own_checkpoint_and_keeps_the_first_runs(workspace, tmp_path):
+    """Finished run A (r=16); run B (r=4) SIGKILLed after its first checkpoint, then rerun with
+    only an operational setting changed: B resumes its own checkpoint, ends like an uninterrupted
+    B, and A's checkpoints are untouched."""
+    ckpts = tmp_path / "ckpts"
+    quick = {**TRAIN, "max_steps": 12}
+
+    def params(lora_r: int, **ops: int) -> None:
+        write_params(workspace, train=quick, lora={"r": lora_r}, ops={**OPS, "save_every": 4, **ops})
+
+    def run(metrics: str, checkpoints: Path = ckpts, **kw) -> subprocess.CompletedProcess:
+        return stage(
+            workspace, "train.py", *TRAIN_ARGS[:3], str(tmp_path / metrics), "--checkpoints", str(checkpoints), **kw
+        )
+
+    try:
+        params(16)
+        run("a")
+        first_run = {c.parent.name: c.name for c in saved(ckpts)}
+        params(4)
+        run("b-reference", tmp_path / "reference-ckpts")
+        args = [sys.executable, str(ROOT / "stages/train.py"), *TRAIN_ARGS[:3], str(tmp_path / "b")]
+        proc = subprocess.Popen(
+            [*args, "--checkpoints", str(ckpts)],
+            cwd=workspace,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 300
+        while not [c for c in saved(ckpts, 4) if c.parent.name not in first_run]:  # B's first checkpoint
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        params(4, log_every=3)  # operational: not part of the run's identity
+        resumed = run("b")
+    finally:
+        write_params(
+            workspace,
+            data={"url": "data/trn.json.gz"},
+            sample={"size": 300},
+            tokenize={"seq_len": 256},
+            train=TRAIN,
+            ops=OPS,
+        )
+    assert "(step 4)" in resumed.stderr and "resuming from" in resumed.stderr
+    with open(tmp_path / "b-reference/train_log.csv") as ref, open(tmp_path / "b/train_log.csv") as got:
+        assert [float(r["loss"]) for r in csv.DictReader(got)] == pytest.approx(
+            [float(r["loss"]) for r in csv.DictReader(ref)], rel=1e-3
+        )
+    assert {c.parent.name: c.name for c in saved(ckpts) if c.parent.name in first_run} == first_run

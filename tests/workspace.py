@@ -12,12 +12,12 @@ from typing import Any
 
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, default_params
 
 
 def write_params(ws: Path, **sections: dict[str, Any]) -> None:
-    """params.yaml = the committed real run + the offline profile + `sections` overrides."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    """params.yaml = the real run's defaults + the offline profile + `sections` overrides."""
+    params = default_params()
     for overrides in (yaml.safe_load((ROOT / "profiles/offline.yaml").read_text()), sections):
         for section, values in overrides.items():
             params[section].update(values)

@@ -20,7 +20,8 @@ from tests.conftest import commit, copy_tree, ran, sh
 QUICK = {
     "sample": {"size": 200},
     "tokenize": {"seq_len": 256},
-    "train": {"max_steps": 4, "micro_batch": 2, "grad_accum": 1, "eval_every": 2, "save_every": 2, "log_every": 1},
+    "train": {"max_steps": 4, "micro_batch": 2, "grad_accum": 1, "eval_every": 2},
+    "ops": {"save_every": 2, "log_every": 1},
     "eval": {"max_samples": 4, "batch_size": 4, "max_new_tokens": 8},
 }
 
@@ -53,13 +54,13 @@ def lock_params(repo: Path, stage: str) -> dict | None:
 
 
 def test_a_second_exp_run_cannot_attribute_the_first_runs_results_to_its_params(repo):
-    set_params(repo, {"train": {"max_steps": 2000, "save_every": 20}})
+    set_params(repo, {"train": {"max_steps": 2000}, "ops": {"save_every": 20}})
     commit(repo, "a longer run")
     first = subprocess.Popen(
         ["dvc", "exp", "run", "-n", "first"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     deadline = time.monotonic() + 300
-    while not (repo / "models/checkpoints/step-000020").is_dir():
+    while not list(repo.glob("models/checkpoints/*/step-000020")):
         assert first.poll() is None and time.monotonic() < deadline, "the first run ended before the second began"
         time.sleep(0.1)
     second = sh(repo, "dvc", "exp", "run", "-n", "second", "-S", "train.lr=0.01", check=False)
@@ -104,10 +105,14 @@ def test_failed_run_after_a_committed_one_is_restored_from_the_run_cache(repo):
     assert (repo / "metrics/train.json").read_text() == good_metrics
 
 
-def test_checkpoints_are_not_part_of_the_record(repo):
+def test_checkpoints_and_operational_settings_are_not_part_of_the_record(repo):
     sh(repo, "dvc", "repro")
+    ops = {"log_every": 7, "save_every": 3, "keep_checkpoints": 5, "download_timeout_s": 5, "download_retries": 1}
+    set_params(repo, {"ops": ops})
+    assert "up to date" in sh(repo, "dvc", "status", "dvc.yaml").stdout
     lock = (repo / "dvc.lock").read_text()
     assert "models/checkpoints" not in lock
-    (repo / "models/checkpoints/step-999999").mkdir(parents=True)  # another experiment's checkpoint
-    (repo / "models/checkpoints/step-999999/trainer_state.json").write_text(json.dumps({"step": 1}))
+    other = repo / "models/checkpoints/0123456789abcdef/step-000001"  # another experiment's checkpoint
+    other.mkdir(parents=True)
+    (other / "trainer_state.json").write_text(json.dumps({"step": 1}))
     assert "up to date" in sh(repo, "dvc", "status", "dvc.yaml").stdout

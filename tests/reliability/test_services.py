@@ -15,7 +15,6 @@ TRAIN = {
     "max_steps": 2,
     "micro_batch": 2,
     "grad_accum": 1,
-    "save_every": 1,
     "eval_every": 2,
     "grad_checkpointing": False,
 }
@@ -30,6 +29,7 @@ def workspace(tmp_path_factory, tiny_model_dir):
         sample={"size": 100},
         tokenize={"seq_len": 256},
         train=TRAIN,
+        ops={"save_every": 1},
     )
 
 

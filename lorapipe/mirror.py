@@ -1,0 +1,137 @@
+"""Mirror each run's newest checkpoint to S3, so a training survives the machine it ran on.
+
+A Colab VM that disconnects (or a spot instance, or a rebuilt runner) takes models/checkpoints/
+with it. With `ops.checkpoint_mirror` set, every checkpoint is uploaded in the background while
+training goes on, to `<prefix>/checkpoints/<run>/step-N/`, and `<run>/LATEST` is written last,
+so it only ever names a complete upload. A machine with no local checkpoint of the run
+downloads the one LATEST names before training starts. `remote` means the DVC default
+remote's bucket, endpoint and credentials (DagsHub's S3 endpoint included); an `s3://` URL takes
+the usual AWS_* environment variables. Mirroring is best effort: a failure warns once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from lorapipe.outputs import atomic_dir
+from lorapipe.stage import StageError, log
+
+LATEST = "LATEST"
+
+
+def dvc_remote_s3() -> tuple[str, dict[str, Any]]:
+    """The default DVC remote as an s3:// URL and boto3 client arguments."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    try:
+        with Repo() as repo:
+            config = repo.config
+            name = config["core"].get("remote")
+            remote = dict(config["remote"].get(name, {})) if name else {}
+    except DvcException as err:
+        raise StageError(f"ops.checkpoint_mirror: 'remote' needs a DVC repo ({err})") from None
+    url = remote.get("url", "")
+    if not url.startswith("s3://"):
+        raise StageError(
+            "ops.checkpoint_mirror: 'remote' needs an S3 default DVC remote "
+            f"(python -m lorapipe.remote --default); found {url or 'none'}"
+        )
+    client = {
+        "endpoint_url": remote.get("endpointurl"),
+        "aws_access_key_id": remote.get("access_key_id"),
+        "aws_secret_access_key": remote.get("secret_access_key"),
+    }
+    return url.rstrip("/") + "/lorapipe", client
+
+
+class CheckpointMirror:
+    """Uploads checkpoints one at a time in a background thread; restores the newest."""
+
+    def __init__(self, url: str, **client: Any) -> None:
+        import boto3
+        from botocore.config import Config
+
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        self.url, self.bucket, self.prefix = url, bucket, prefix.strip("/")
+        # A mirror that is down must fail fast: the next save waits for the previous upload.
+        config = Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 2})
+        self._s3 = boto3.client("s3", config=config, **{k: v for k, v in client.items() if v})
+        self._upload: threading.Thread | None = None
+        self._warned = False
+        self.uploads, self.waited_s = 0, 0.0  # how long training stood still for the mirror
+
+    @classmethod
+    def from_setting(cls, setting: str) -> CheckpointMirror | None:
+        """`ops.checkpoint_mirror`: '' (none), 'remote' or an s3:// URL."""
+        if not setting:
+            return None
+        if setting == "remote":
+            url, client = dvc_remote_s3()
+            return cls(url, **client)
+        return cls(setting)
+
+    def _key(self, run: str, *parts: str) -> str:
+        return "/".join(filter(None, [self.prefix, "checkpoints", run, *parts]))
+
+    def upload(self, checkpoint: Path) -> None:
+        """Start uploading `checkpoint` (`<run>/step-N`), once the previous upload is done."""
+        started = time.perf_counter()
+        self.wait()
+        self.waited_s += time.perf_counter() - started
+        self.uploads += 1
+        self._upload = threading.Thread(target=self._upload_now, args=(checkpoint,), daemon=True)
+        self._upload.start()
+
+    def wait(self) -> None:
+        if self._upload is not None:
+            self._upload.join()
+            self._upload = None
+
+    def _upload_now(self, checkpoint: Path) -> None:
+        run = checkpoint.parent.name
+        try:
+            for f in sorted(checkpoint.iterdir()):
+                self._s3.upload_file(str(f), self.bucket, self._key(run, checkpoint.name, f.name))
+            self._s3.put_object(Bucket=self.bucket, Key=self._key(run, LATEST), Body=checkpoint.name.encode())
+            keep = (self._key(run, checkpoint.name) + "/", self._key(run, LATEST))
+            stale = [k for k in self._keys(self._key(run) + "/") if not k.startswith(keep)]
+            for i in range(0, len(stale), 1000):
+                objects = [{"Key": k} for k in stale[i : i + 1000]]
+                self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": objects})
+        except Exception as err:  # best effort: training must not die of a mirror
+            self._warn(f"upload of {checkpoint.name}", err)
+
+    def _keys(self, prefix: str) -> list[str]:
+        pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+
+    def restore(self, folder: Path) -> bool:
+        """Download the run's mirrored newest checkpoint into `folder` (`models/checkpoints/<run>`)."""
+        from botocore.exceptions import ClientError
+
+        run = folder.name
+        try:
+            latest = self._s3.get_object(Bucket=self.bucket, Key=self._key(run, LATEST))["Body"].read().decode()
+            with atomic_dir(folder / latest) as tmp:
+                for key in self._keys(self._key(run, latest) + "/"):
+                    self._s3.download_file(self.bucket, key, str(tmp / key.rsplit("/", 1)[-1]))
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return False  # nothing mirrored for this run yet
+            self._warn("restore", err)
+            return False
+        except Exception as err:
+            self._warn("restore", err)
+            return False
+        log.info(f"train: restored checkpoint {latest} of this run from {self.url}")
+        return True
+
+    def _warn(self, what: str, err: Exception) -> None:
+        if not self._warned:
+            reason = (str(err).splitlines() or [type(err).__name__])[0][:200]
+            log.warning(f"warning: checkpoint mirror {self.url}: {what} failed ({reason}); training goes on")
+            self._warned = True

@@ -1,0 +1,81 @@
+"""Checkpoints that outlive the machine: mirrored to a real S3-compatible server (moto) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+
+from tests.conftest import ROOT, S3_KEY_ID, S3_SECRET, sh
+from tests.workspace import data_workspace, free_port, stage, write_params
+
+SECTIONS = {
+    "sample": {"size": 300},
+    "tokenize": {"seq_len": 256},
+    "train": {"max_steps": 24, "micro_batch": 2, "grad_accum": 2, "lr": 0.002, "eval_every": 100},
+    "ops": {"save_every": 6, "checkpoint_mirror": "remote"},
+}
+TRAIN_ARGS = ("data/tokenized", "models/base", "models/adapter", "metrics")
+
+
+def machine(root: Path, model: Path, endpoint: str) -> Path:
+    """A fresh clone on a new machine: its own data and model folders, the same DVC remote."""
+    ws = data_workspace(root, model, **SECTIONS)
+    sh(ws, "git", "init", "-q")
+    sh(ws, "dvc", "init", "-q")
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": S3_KEY_ID, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "lorapipe.remote", "--endpoint", endpoint, "--default"]
+    subprocess.run(command, cwd=ws, env=env, check=True, capture_output=True)
+    return ws
+
+
+def losses(metrics: Path) -> list[float]:
+    with open(metrics / "train_log.csv") as f:
+        return [float(row["loss"]) for row in csv.DictReader(f)]
+
+
+def mirrored_step(endpoint: str) -> int:
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=S3_KEY_ID, aws_secret_access_key=S3_SECRET)
+    listed = s3.list_objects_v2(Bucket="dvc", Prefix="lorapipe/checkpoints/").get("Contents", [])
+    latest = [o["Key"] for o in listed if o["Key"].endswith("/LATEST")]
+    return int(s3.get_object(Bucket="dvc", Key=latest[0])["Body"].read()[5:]) if latest else 0
+
+
+@pytest.mark.slow
+def test_a_new_machine_resumes_from_the_mirrored_checkpoint(tmp_path, tiny_model_dir, s3_endpoint):
+    clone_a = machine(tmp_path / "a", tiny_model_dir, s3_endpoint)
+    args = [sys.executable, str(ROOT / "stages/train.py"), *TRAIN_ARGS]
+    proc = subprocess.Popen(args, cwd=clone_a, env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while mirrored_step(s3_endpoint) < 6:
+        assert proc.poll() is None and time.monotonic() < deadline, "training ended before the machine was lost"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)  # the VM disconnects: its disk is gone with it
+    proc.wait()
+    step = mirrored_step(s3_endpoint)
+    shutil.rmtree(clone_a)
+
+    clone_b = machine(tmp_path / "b", tiny_model_dir, s3_endpoint)
+    reference = tmp_path / "reference"
+    write_params(clone_b, data={"url": "data/trn.json.gz"}, **{**SECTIONS, "ops": {"save_every": 6}})
+    stage(clone_b, "train.py", *TRAIN_ARGS[:3], str(reference), "--checkpoints", str(tmp_path / "reference-ckpts"))
+    write_params(clone_b, data={"url": "data/trn.json.gz"}, **SECTIONS)
+    resumed = stage(clone_b, "train.py", *TRAIN_ARGS)
+    assert f"restored checkpoint step-{step:06d} of this run from s3://dvc/lorapipe" in resumed.stderr
+    assert f"(step {step})" in resumed.stderr
+    assert losses(clone_b / "metrics") == pytest.approx(losses(reference), rel=1e-3)
+    assert S3_SECRET not in resumed.stderr
+
+    # The mirror goes down: one warning, and training finishes all the same.
+    sh(clone_b, "dvc", "remote", "modify", "dagshub", "endpointurl", f"http://127.0.0.1:{free_port()}")
+    down = stage(clone_b, "train.py", *TRAIN_ARGS[:3], "metrics-down", "--checkpoints", "fresh-ckpts")
+    assert down.stderr.count("warning: checkpoint mirror") == 1
+    assert (clone_b / "metrics-down/train.json").is_file()
