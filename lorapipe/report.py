@@ -1,10 +1,19 @@
-"""Build the pull-request report: metric and param diffs against a base revision, loss curve, samples.
+"""Build the pull-request report: a verdict per headline metric with its 95% interval, then the evidence.
 
-    python -m lorapipe.report --base origin/main -o report.md
+    python -m lorapipe.report --base origin/main -o report.md --summary summary.md
     cml comment create --watermark-title="lorapipe report" report.md
 
-Model outputs are untrusted text: every sample is escaped so it cannot inject markdown, HTML
-or links into the comment.
+It opens with one line per headline metric (better / worse / no clear change) for the tuned
+model of this revision against the base revision's, resampled over the test samples both scored
+(lorapipe.compare). Then: tuned vs base model in both revisions, both revisions' loss curves on
+one chart and their score bars (PNG files beside the report, which `cml comment create` uploads),
+the samples whose score changed most, the params that changed, training metrics, and speed and
+memory on their own. A job summary cannot show the runner's files and a fork's read-only token
+cannot upload them: `--summary` writes the same report with each image replaced by a line that
+says so.
+
+Model outputs are untrusted text: every sample is escaped so that it cannot inject markdown,
+HTML or links, nor mention people or reference issues. Imports no torch: the report job is light.
 """
 
 from __future__ import annotations
@@ -15,20 +24,47 @@ import json
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-SAMPLES = Path("metrics/eval_samples.jsonl")
-LOSS_CURVE = Path("metrics/loss_curve.png")
-# Inside a table cell only these can start markup (links and images need `[`).
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]|~])")
+from lorapipe.charts import LOSS_LOGS, loss_spec, png, scores_spec
+from lorapipe.compare import HEADLINE, METRICS, Change, pair_up, run_vs_run, tuned_vs_base
+from lorapipe.samples import SAMPLES, read_run, read_samples, read_scores
+
+THIS = "this revision"
+PAIRS = (("base", "old"), ("tuned", "new"))  # a tuned-vs-base Change: base model is `old`, tuned `new`
+# Inside a table cell only these can start markup (links and images need `[`; `$` starts math).
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]|~$])")
+# What GitHub turns into actions in plain text: @mentions (and e-mail links), #1 and org/repo#2
+# references, scheme:// links and www. hosts. A zero-width space after the trigger keeps the
+# text readable and inert.
+_ACTIONS = re.compile(r"[@#]|(?<=\w)(?=://)|(?i:\bwww)(?=\.)")
+ZERO_WIDTH_SPACE = "\u200b"
+# train.json's quality figures; every other train.json key is speed, memory or size.
+TRAINING_QUALITY = {"train_loss", "val_loss", "val_perplexity"}
+IMAGE_MISSING = (
+    "*{alt}: not shown in a job summary, which cannot display files from the runner (and a fork's "
+    "read-only token cannot upload them); see the pull-request comment, or build the report "
+    "locally with `python -m lorapipe.report`.*"
+)
+
+
+def shorten(text: str, limit: int = 400) -> str:
+    """`text` cut to `limit` characters, with an ellipsis when cut (the report's and results page's cells)."""
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def escape_cell(text: str, limit: int = 400) -> str:
-    """Text safe inside a markdown table cell: no HTML, no markdown syntax, no row breaks."""
-    text = text if len(text) <= limit else text[:limit] + "…"
+    """Text safe inside a markdown table cell: no HTML, markdown, math, links, mentions or row breaks."""
+    text = _ACTIONS.sub(lambda m: m.group(0) + ZERO_WIDTH_SPACE, shorten(text, limit))  # before `&#x27;`
     text = html.escape(text, quote=True)
     text = _MARKDOWN.sub(r"\\\1", text)
     return " ".join(text.split())  # newlines would end the table row
+
+
+def code(text: str, limit: int = 60) -> str:
+    """`text` as an inline code span: shown verbatim, so nothing in it renders or notifies."""
+    return "`" + " ".join(shorten(text, limit).replace("`", "'").split()) + "`"
 
 
 def dvc_json(*args: str) -> dict:
@@ -36,6 +72,17 @@ def dvc_json(*args: str) -> dict:
     if out.returncode != 0:
         raise SystemExit(f"error: dvc {' '.join(args)} failed: {out.stderr.strip()[-300:]}")
     return json.loads(out.stdout or "{}")
+
+
+def rev_label(rev: str) -> str:
+    """A revision as a reader names it: a full commit sha shortened like git does."""
+    return rev[:7] if re.fullmatch(r"[0-9a-f]{40}", rev) else rev
+
+
+def git(*args: str) -> str:
+    """git's output, or "" when it fails (no commits yet, unknown revision)."""
+    out = subprocess.run(["git", *args], capture_output=True, text=True, check=False)
+    return out.stdout.strip() if out.returncode == 0 else ""
 
 
 def _fmt(value: object) -> str:
@@ -61,10 +108,94 @@ def diff_table(diff: dict, title: str, with_delta: bool) -> str:
     return f"### {title}\n\n{header}\n" + "\n".join(rows) + "\n"
 
 
-def samples_table(path: Path, count: int) -> str:
-    if not path.is_file():
+def split_metrics(diff: dict, old_scored: bool, new_scored: bool) -> tuple[dict, dict]:
+    """`dvc metrics diff` as (quality, speed and memory). eval.json's scores are left out where the
+    per-sample scores show them with intervals: both revisions have them, or only this one and the
+    base has no value to show."""
+    quality: dict[str, dict] = {}
+    speed: dict[str, dict] = {}
+    for path, entries in diff.items():
+        for key, change in entries.items():
+            name = key.split(".")[-1]
+            if path.endswith("eval.json") and name in METRICS:
+                shown = new_scored and (old_scored or change.get("old") is None)
+                target = None if shown else quality
+            else:
+                target = quality if name in TRAINING_QUALITY else speed
+            if target is not None:
+                target.setdefault(path, {})[key] = change
+    return quality, speed
+
+
+def verdict(old: list[dict] | None, new: list[dict] | None, label: str) -> str:
+    """The opening lines: one per headline metric, this revision's tuned model against the base revision's."""
+    if new is None:
+        return "No per-sample scores in this revision (`metrics/eval_scores.jsonl`): run the evaluate stage.\n"
+    if old is None:
+        intro = (
+            f"{code(label)} has no per-sample scores, so there is nothing to compare with: "
+            f"tuned against base model in this revision, over its {len(new)} test samples."
+        )
+        changes = [tuned_vs_base(new, name) for name in HEADLINE]
+    else:
+        changes = [run_vs_run(old, new, name) for name in HEADLINE]
+        intro = f"Tuned model, {THIS} against {code(label)}"
+        if changes[0].paired:
+            intro += f", paired over the {changes[0].samples} test samples both scored."
+        else:
+            intro = (
+                f"> **Warning: not paired.** The two revisions scored different test samples ({len(old)} and "
+                f"{len(new)}; another split, seed or sample set), so each is resampled on its own: the "
+                "intervals are wider, and part of any change is the change of samples.\n\n" + intro + ", unpaired."
+            )
+    return intro + "\n\n" + "\n".join(f"- {c.line()}" for c in changes) + "\n"
+
+
+def tuned_vs_base_table(runs: list[tuple[str, dict[str, Change]]]) -> str:
+    """One row per metric, one column per revision: base -> tuned model (delta, 95% CI)."""
+    if not runs:
         return ""
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()][:count]
+    lines = [
+        "### Tuned vs base model\n",
+        "| metric | " + " | ".join(escape_cell(name, 60) for name, _ in runs) + " |",
+        "|---|" + "---|" * len(runs),
+    ]
+    for name, metric in METRICS.items():
+        cells = []
+        for _, changes in runs:
+            c, d = changes[name], metric.decimals
+            cells.append(f"{c.old:.{d}f} -> {c.new:.{d}f} ({c.interval_text()})")
+        lines.append(f"| {metric.label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def changed_most(old: list[dict] | None, new: list[dict] | None, label: str, count: int) -> str:
+    """The samples whose tuned ROUGE-L changed most between the revisions, both directions."""
+    if not old or not new:
+        return ""
+    old_rows, new_rows, paired = pair_up(old, new)
+    if not paired:
+        return ""  # no sample was scored by both: the verdict's warning says so
+    changes = [(n["tuned"]["rougeL"] - o["tuned"]["rougeL"], o, n) for o, n in zip(old_rows, new_rows, strict=True)]
+    changes.sort(key=lambda change: change[0])
+    picked = [c for c in changes[::-1][:count] if c[0] > 0] + [c for c in changes[:count] if c[0] < 0]
+    if not picked:
+        return "### Samples that changed most\n\nNo sample's tuned ROUGE-L changed.\n"
+    lines = [
+        f"### Samples that changed most (tuned ROUGE-L, {code(label)} -> {THIS})\n",
+        f"| Δ ROUGE-L | title | reference | tuned, {escape_cell(label, 60)} | tuned, {THIS} |",
+        "|---:|---|---|---|---|",
+    ]
+    for delta, o, n in picked:
+        texts = (n["title"], n["reference"], o["tuned"]["text"], n["tuned"]["text"])
+        lines.append(f"| {delta:+.3f} | " + " | ".join(escape_cell(str(t)) for t in texts) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def samples_table(path: Path, count: int) -> str:
+    rows = read_samples(path)[:count]
+    if not rows:
+        return ""
     lines = ["### Samples (base vs tuned)\n", "| title | reference | base | tuned |", "|---|---|---|---|"]
     for r in rows:
         lines.append(
@@ -73,14 +204,72 @@ def samples_table(path: Path, count: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_report(base: str, samples: int) -> str:
-    parts = [f"## lorapipe report (vs `{escape_cell(base, 60)}`)\n"]
-    parts.append(diff_table(dvc_json("metrics", "diff", base), "Metrics", with_delta=True))
+@dataclass(frozen=True)
+class Image:
+    """A chart written beside the report; the summary names it instead of showing it."""
+
+    alt: str
+    path: str  # relative to the report
+
+
+def heading(base: str) -> str:
+    """What is compared with what: the experiment or commit, its MLflow run, the base revision."""
+    run = read_run()
+    subject = escape_cell(git("log", "-1", "--format=%s"), 80)
+    head = f"{code(git('rev-parse', '--short', 'HEAD') or 'no commit')} {subject}"
+    if run.get("experiment"):
+        head = f"experiment {code(str(run['experiment']))} on {head}"
+    sha = git("rev-parse", "--short", base) or "unknown"
+    label = code(rev_label(base)) + ("" if rev_label(base) == sha else f" ({sha})")
+    lines = [f"## lorapipe report: {head} vs {label}\n"]
+    url = str(run.get("mlflow_run_url") or "")
+    if re.fullmatch(r"https?://[\w.:/#%?=&+~-]+", url):  # a plain link: nothing in it can break out
+        lines.append(f"[MLflow run]({url})\n")
+    elif run.get("mlflow_run_id"):
+        lines.append(f"MLflow run {code(str(run['mlflow_run_id']), 40)} (in a local store)\n")
+    return "\n".join(lines)
+
+
+def bar_scores(changes: dict[str, Change]) -> dict[str, float]:
+    """{"base.rougeL": ..., "tuned.rougeL": ...} of tuned-vs-base changes, for the score bars."""
+    return {f"{model}.{name}": getattr(c, side) for name, c in changes.items() for model, side in PAIRS}
+
+
+def build_report(base: str, samples: int, images: Path) -> list[str | Image]:
+    """The report's parts in order; charts are written into `images` as PNG."""
+    old, new, label = read_scores(base), read_scores(), rev_label(base)
+    runs = [(name, {m: tuned_vs_base(rows, m) for m in METRICS}) for name, rows in ((label, old), (THIS, new)) if rows]
+    parts: list[str | Image] = [heading(base), verdict(old, new, label), tuned_vs_base_table(runs)]
+
+    images.mkdir(parents=True, exist_ok=True)
+    plots = dvc_json("plots", "diff", base, "--targets", *LOSS_LOGS).get("data", {})
+    loss = loss_spec(plots, {"workspace": THIS, base: label})
+    bars = scores_spec([(name, bar_scores(changes)) for name, changes in runs]) if runs else None
+    charts = [(loss, "loss.png", "loss curves, both revisions"), (bars, "scores.png", "base vs tuned, both revisions")]
+    if loss or bars:
+        parts.append("### Curves and scores\n")
+    for spec, name, alt in charts:
+        if spec:
+            (images / name).write_bytes(png(spec))
+            parts.append(Image(alt, f"{images.name}/{name}"))
+
+    parts.append(changed_most(old, new, label, count=3))
     parts.append(diff_table(dvc_json("params", "diff", base), "Params", with_delta=False))
-    if LOSS_CURVE.is_file():
-        parts.append(f"### Loss curve\n\n![loss curve](./{LOSS_CURVE})\n")
+    quality, speed = split_metrics(dvc_json("metrics", "diff", base), bool(old), bool(new))
+    parts.append(diff_table(quality, "Metrics", with_delta=True))
+    parts.append(diff_table(speed, "Speed and memory", with_delta=True))
     parts.append(samples_table(SAMPLES, samples))
-    return "\n".join(p for p in parts if p)
+    return [p for p in parts if p]
+
+
+def render(parts: list[str | Image], images: bool) -> str:
+    """Markdown of the parts; without `images`, each image is a line saying why it is missing."""
+    out = []
+    for part in parts:
+        if isinstance(part, Image):
+            part = f"![{part.alt}](./{part.path})\n" if images else IMAGE_MISSING.format(alt=part.alt) + "\n"
+        out.append(part)
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,9 +277,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", default="main", help="git revision to compare with")
     parser.add_argument("--samples", type=int, default=5)
     parser.add_argument("-o", "--output", type=Path, default=Path("report.md"))
+    parser.add_argument("--summary", type=Path, help="also write the report for a job summary (no images)")
     args = parser.parse_args(argv)
-    args.output.write_text(build_report(args.base, args.samples))
-    print(f"wrote {args.output}")
+    images = args.output.with_name(f"{args.output.stem}_images")
+    parts = build_report(args.base, args.samples, images)
+    args.output.write_text(render(parts, images=True))
+    if args.summary:
+        args.summary.write_text(render(parts, images=False))
+    print(f"wrote {args.output}" + (f" and {args.summary}" if args.summary else ""))
     return 0
 
 

@@ -4,6 +4,8 @@
 
 The page is one self-contained file: charts are inline SVG rendered here from the Vega-Lite
 specs `dvc plots` gives, with no scripts and nothing fetched, so it opens from disk offline.
+Each experiment's tuned-vs-base deltas carry their 95% bootstrap interval over its test samples
+(from its metrics/eval_scores.jsonl), so a sweep is ranked on differences that are not noise.
 """
 
 from __future__ import annotations
@@ -14,16 +16,19 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lorapipe.charts import scores_spec, svg
+from lorapipe.compare import tuned_vs_base
 from lorapipe.outputs import atomic_path
-from lorapipe.report import dvc_json
+from lorapipe.report import dvc_json, shorten
+from lorapipe.samples import read_samples, read_scores
 
-SAMPLES = Path("metrics/eval_samples.jsonl")
 # (metrics file, key, column title): the scores and training figures worth comparing at a glance.
+# A "delta." key shows its 95% interval when the experiment has per-sample scores.
 METRICS = [
     ("metrics/eval.json", "tuned.rougeL", "ROUGE-L"),
-    ("metrics/eval.json", "delta.rougeL", "Δ ROUGE-L"),
+    ("metrics/eval.json", "delta.rougeL", "Δ ROUGE-L (95% CI)"),
     ("metrics/eval.json", "tuned.bleu", "BLEU"),
-    ("metrics/eval.json", "delta.bleu", "Δ BLEU"),
+    ("metrics/eval.json", "delta.bleu", "Δ BLEU (95% CI)"),
     ("metrics/train.json", "val_loss", "val loss"),
     ("metrics/train.json", "tokens_per_s", "tokens/s"),
 ]
@@ -68,8 +73,15 @@ def experiment_rows(show: list[dict]) -> list[dict]:
         if entry.get("error") or not any(metrics.values()):
             continue  # a failed experiment, or a commit the pipeline never ran on
         params = data.get("params", {}).get("params.yaml", {}).get("data", {})
-        rows.append({"name": name, "rev": short_rev(entry["rev"]), "params": flatten(params), "metrics": metrics})
+        rows.append({"name": name, "rev": entry["rev"], "params": flatten(params), "metrics": metrics})
     return rows
+
+
+def add_intervals(rows: list[dict]) -> None:
+    """Each row's tuned-vs-base changes with 95% intervals, from its eval_scores.jsonl (if it has one)."""
+    for row in rows:
+        scores = read_scores(None if row["rev"] == "workspace" else row["rev"])
+        row["changes"] = {m: tuned_vs_base(scores, m) for m in ("rougeL", "bleu")} if scores else {}
 
 
 def varying_params(rows: list[dict]) -> list[str]:
@@ -83,7 +95,15 @@ def cell(value: Any) -> str:
         return f'<td class="num">{value:.4g}</td>'
     if isinstance(value, int) and not isinstance(value, bool):
         return f'<td class="num">{value}</td>'
-    return f"<td>{html.escape('—' if value is None else str(value))}</td>"
+    return f"<td>{html.escape(shorten('—' if value is None else str(value)))}</td>"
+
+
+def metric_cell(row: dict, path: str, key: str) -> str:
+    """A metric's cell; a tuned-vs-base delta with its 95% interval when the row has per-sample scores."""
+    change = row.get("changes", {}).get(key.removeprefix("delta.")) if key.startswith("delta.") else None
+    if change is None:
+        return cell(row["metrics"].get(path, {}).get(key))
+    return f'<td class="num">{change.delta_text()} ({change.bounds()})</td>'
 
 
 def experiments_table(rows: list[dict]) -> str:
@@ -91,40 +111,15 @@ def experiments_table(rows: list[dict]) -> str:
     head = ["experiment", "rev", *params, *(title for _, _, title in METRICS)]
     lines = ["<table>", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
     for row in rows:
-        values = [row["name"], row["rev"], *(row["params"].get(k) for k in params)]
-        values += [row["metrics"].get(path, {}).get(key) for path, key, _ in METRICS]
-        lines.append("<tr>" + "".join(cell(v) for v in values) + "</tr>")
+        values = [row["name"], short_rev(row["rev"]), *(row["params"].get(k) for k in params)]
+        cells = [*map(cell, values), *(metric_cell(row, path, key) for path, key, _ in METRICS)]
+        lines.append("<tr>" + "".join(cells) + "</tr>")
     return "\n".join([*lines, "</table>"])
 
 
-def scores_spec(rows: list[dict]) -> dict:
-    """Vega-Lite: base vs tuned ROUGE-L and BLEU, grouped by experiment."""
-    values = [
-        {"experiment": row["name"], "model": model, "metric": metric, "value": scores[f"{model}.{metric}"]}
-        for row in rows
-        if (scores := row["metrics"].get("metrics/eval.json"))
-        for metric in ("rougeL", "bleu")
-        for model in ("base", "tuned")
-        if f"{model}.{metric}" in scores
-    ]
-    return {
-        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
-        "title": "base vs tuned",
-        "data": {"values": values},
-        "facet": {"column": {"field": "metric", "type": "nominal", "title": None}},
-        "resolve": {"scale": {"y": "independent"}},
-        "spec": {
-            "width": 220,
-            "height": 220,
-            "mark": "bar",
-            "encoding": {
-                "x": {"field": "experiment", "type": "nominal", "title": None},
-                "xOffset": {"field": "model"},
-                "y": {"field": "value", "type": "quantitative", "title": None},
-                "color": {"field": "model", "type": "nominal"},
-            },
-        },
-    }
+def run_scores(rows: list[dict]) -> list[tuple[str, dict]]:
+    """(experiment, its flat eval.json scores) for the score bars."""
+    return [(row["name"], row["metrics"]["metrics/eval.json"]) for row in rows if "metrics/eval.json" in row["metrics"]]
 
 
 def plot_specs(rows: list[dict]) -> list[dict]:
@@ -134,26 +129,18 @@ def plot_specs(rows: list[dict]) -> list[dict]:
     return [entry["content"] for entries in plots.values() for entry in entries if entry["type"] == "vega"]
 
 
-def svg(spec: dict) -> str:
-    import vl_convert
-
-    return vl_convert.vegalite_to_svg(spec)
-
-
 def samples_table(samples: list[dict]) -> str:
-    """Model outputs are untrusted text: every cell is escaped."""
+    """Model outputs are untrusted text: every cell is escaped, and cut like the report's cells."""
     head = "<tr><th>title</th><th>reference</th><th>base</th><th>tuned</th></tr>"
     body = [
-        "<tr>"
-        + "".join(f"<td>{html.escape(str(s.get(k, '')))}</td>" for k in ("title", "reference", "base", "tuned"))
-        + "</tr>"
+        "<tr>" + "".join(cell(str(s.get(k, ""))) for k in ("title", "reference", "base", "tuned")) + "</tr>"
         for s in samples
     ]
     return "\n".join(["<table>", head, *body, "</table>"])
 
 
 def render_page(rows: list[dict], specs: list[dict], samples: list[dict]) -> str:
-    charts = "\n".join(f"<figure>{svg(spec)}</figure>" for spec in [*specs, scores_spec(rows)])
+    charts = "\n".join(f"<figure>{svg(spec)}</figure>" for spec in [*specs, scores_spec(run_scores(rows))])
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>lorapipe experiments</title>
 <style>{STYLE}</style></head>
@@ -179,8 +166,8 @@ def main() -> None:
     rows = experiment_rows(dvc_json("exp", "show"))
     if not rows:
         raise SystemExit("error: no experiment has metrics yet; run the pipeline first (dvc exp run)")
-    samples = [json.loads(line) for line in SAMPLES.read_text().splitlines()] if SAMPLES.is_file() else []
-    page = render_page(rows, plot_specs(rows), samples[: args.samples])
+    add_intervals(rows)
+    page = render_page(rows, plot_specs(rows), read_samples()[: args.samples])
     with atomic_path(args.out) as tmp:
         tmp.write_text(page)
     print(f"{args.out}: {len(rows)} runs; open it in a browser (file://{args.out.resolve()})")

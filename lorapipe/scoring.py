@@ -1,11 +1,19 @@
-"""BLEU (sacrebleu, 0-100) and ROUGE-1/2/L F1 (rouge-score, 0-1) of predictions against references."""
+"""BLEU (sacrebleu, 0-100) and ROUGE-1/2/L F1 (rouge-score, 0-1) of predictions against references.
+
+Corpus BLEU, the headline, pools the n-gram counts of every sample before taking precisions;
+it is not the mean of sentence BLEU. So each sample keeps its counts (`bleu_stats`), from
+which corpus BLEU over any subset of samples is recomputed exactly (the bootstrap does this).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import sacrebleu
 from rouge_score import rouge_scorer
+from sacrebleu.metrics.bleu import BLEU
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
@@ -17,14 +25,27 @@ def bleu_score(predictions: Sequence[str], references: Sequence[str]) -> float:
 
 def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
     """Mean F1 of ROUGE-1, ROUGE-2 and ROUGE-L over the pairs (Porter stemming on)."""
+    samples = sample_scores(predictions, references)
+    return {name: float(np.mean([s[name] for s in samples])) if samples else 0.0 for name in ROUGE_TYPES}
+
+
+def sample_scores(predictions: Sequence[str], references: Sequence[str]) -> list[dict[str, Any]]:
+    """Per pair: ROUGE-1/2/L F1, smoothed sentence BLEU, and `bleu_stats`: the counts corpus BLEU sums
+    (hypothesis length, reference length, matching then total 1- to 4-grams)."""
     scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
-    totals = dict.fromkeys(ROUGE_TYPES, 0.0)
+    sentence_bleu = BLEU(effective_order=True)  # sacrebleu's setting for single sentences
+    scores = []
     for prediction, reference in zip(predictions, references, strict=True):
-        for name, score in scorer.score(reference, prediction).items():
-            totals[name] += score.fmeasure
-    n = max(len(references), 1)
-    return {name: total / n for name, total in totals.items()}
+        rouge = {name: score.fmeasure for name, score in scorer.score(reference, prediction).items()}
+        bleu = sentence_bleu.sentence_score(prediction, [reference])
+        stats = [bleu.sys_len, bleu.ref_len, *bleu.counts, *bleu.totals]
+        scores.append({**rouge, "bleu": bleu.score, "bleu_stats": stats})
+    return scores
 
 
-def text_scores(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    return {"bleu": bleu_score(predictions, references), **rouge_scores(predictions, references)}
+def corpus_scores(samples: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Corpus BLEU (exactly `bleu_score` of the same pairs) and mean ROUGE of `sample_scores` rows."""
+    stats = np.sum([s["bleu_stats"] for s in samples], axis=0, dtype=np.int64).tolist()
+    bleu = BLEU.compute_bleu(stats[2:6], stats[6:10], stats[0], stats[1], smooth_method="exp").score
+    rouge = {name: float(np.mean([s[name] for s in samples])) for name in ROUGE_TYPES}
+    return {"bleu": bleu, **rouge}

@@ -5,44 +5,66 @@
 Both models decode the same prompts with the same settings. The base is the original model;
 the tuned model is the adapter merged into the base as training saw it (quantized, then
 dequantized), so it decodes like the training-time model at plain-model speed.
-Writes metrics/eval.json (base, tuned, delta) and metrics/eval_samples.jsonl (title,
-reference, base, tuned) for the PR report.
+Writes metrics/eval.json (base, tuned, delta: corpus BLEU, mean ROUGE, perplexity), the
+per-sample scores of both models in metrics/eval_scores.jsonl (what the report's intervals
+resample), a few texts in metrics/eval_samples.jsonl, and metrics/eval_run.json (experiment
+name, MLflow run and its link) for the PR report.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
-from contextlib import nullcontext
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
-import orjson
 import torch
 
 from lorapipe.generation import generate_texts
 from lorapipe.modeling import load_model, load_tokenizer, load_tuned_model, pick_device, pick_dtype
-from lorapipe.outputs import atomic_path, sha256_of, write_json
-from lorapipe.packing import pack_examples
+from lorapipe.outputs import sha256_of, write_json
+from lorapipe.packing import IGNORE, collate, example_labels
 from lorapipe.params import check_params_unchanged, load_params
-from lorapipe.perplexity import mean_loss
 from lorapipe.prompt import build_prompt, encode_example, truncate_title
-from lorapipe.scoring import text_scores
+from lorapipe.samples import RUN, SAMPLES, SCORES, write_sample_files
+from lorapipe.scoring import corpus_scores, sample_scores
 from lorapipe.stage import StageError, log, run_stage
 from lorapipe.tables import read_text_table
 from lorapipe.tracking import ADAPTER_TAG, Tracker, flat_params
 
 
-def reference_perplexity(model, tokenizer, titles, contents, tok_params, batch, device) -> float:
-    """exp(mean loss of the reference descriptions given their prompts)."""
-    examples = [
-        encode_example(tokenizer, t, c, tok_params.prompt_tokens, tok_params.response_tokens)
-        for t, c in zip(titles, contents, strict=True)
-    ]
-    longest = max(len(ex.input_ids) for ex in examples)
-    rows = [r.__dict__ for r in pack_examples(examples, longest, completion_only=True)]
-    return math.exp(mean_loss(model, rows, batch, tokenizer.pad_token_id, device, nullcontext))
+@torch.no_grad()
+def reference_losses(model, tokenizer, titles, contents, tok_params, batch, device) -> list[tuple[float, int]]:
+    """Per sample: the mean loss of the reference description's tokens given its prompt, and their count."""
+    model.eval()
+    rows = []
+    for title, content in zip(titles, contents, strict=True):
+        ex = encode_example(tokenizer, title, content, tok_params.prompt_tokens, tok_params.response_tokens)
+        labels = example_labels(ex, completion_only=True)
+        rows.append({"input_ids": ex.input_ids, "labels": labels, "position_ids": range(len(ex.input_ids))})
+    losses = []
+    for i in range(0, len(rows), batch):
+        b = collate(rows[i : i + batch], tokenizer.pad_token_id)
+        logits = model(input_ids=b["input_ids"].to(device), position_ids=b["position_ids"].to(device)).logits
+        labels = b["labels"][:, 1:].to(device)
+        token_loss = torch.nn.functional.cross_entropy(
+            logits[:, :-1].float().transpose(1, 2), labels, ignore_index=IGNORE, reduction="none"
+        )
+        counts = (labels != IGNORE).sum(dim=1)
+        losses += [(float(s) / max(int(n), 1), int(n)) for s, n in zip(token_loss.sum(dim=1), counts, strict=True)]
+    return losses
+
+
+def mlflow_run_url(run_id: str | None) -> str | None:
+    """A link to the run on an http(s) tracking server (credentials stripped); None for a local store."""
+    uri = urlsplit(os.environ.get("MLFLOW_TRACKING_URI", ""))
+    if not run_id or uri.scheme not in ("http", "https"):
+        return None
+    server = uri._replace(netloc=uri.netloc.rpartition("@")[2], query="", fragment="").geturl()
+    return f"{server.rstrip('/')}/#/runs/{run_id}"
 
 
 def main() -> None:
@@ -50,7 +72,7 @@ def main() -> None:
     parser.add_argument("test", type=Path)
     parser.add_argument("model", type=Path)
     parser.add_argument("adapter", type=Path)
-    parser.add_argument("metrics", type=Path, help="folder for eval.json and eval_samples.jsonl")
+    parser.add_argument("metrics", type=Path, help="folder for eval.json and the eval_* files")
     args = parser.parse_args()
     params, tok_params = load_params("eval"), load_params("tokenize")
     if not (args.adapter / "adapter_config.json").is_file():
@@ -69,7 +91,7 @@ def main() -> None:
     prompts = [build_prompt(tokenizer, truncate_title(tokenizer, t, tok_params.prompt_tokens)[0]) for t in titles]
     model = load_model(args.model, dtype, device)
 
-    results, outputs, seconds = {}, {}, {}
+    results, outputs, per_sample, seconds = {}, {}, {}, {}
     for name in ("base", "tuned"):
         if name == "tuned":
             del model
@@ -77,10 +99,12 @@ def main() -> None:
         started = time.perf_counter()
         outputs[name] = generate_texts(model, tokenizer, prompts, params, desc=f"generate {name}")
         seconds[name] = time.perf_counter() - started
-        scores = text_scores(outputs[name], references)
-        scores["perplexity"] = reference_perplexity(
-            model, tokenizer, titles, references, tok_params, params.batch_size, device
-        )
+        per_sample[name] = sample_scores(outputs[name], references)
+        losses = reference_losses(model, tokenizer, titles, references, tok_params, params.batch_size, device)
+        for sample, (loss, tokens) in zip(per_sample[name], losses, strict=True):
+            sample.update(loss=loss, tokens=tokens)
+        scores = corpus_scores(per_sample[name])
+        scores["perplexity"] = math.exp(sum(loss * n for loss, n in losses) / max(sum(n for _, n in losses), 1))
         results[name] = {k: round(v, 4) for k, v in scores.items()}
         log.info(f"evaluate {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in results[name].items()))
 
@@ -96,13 +120,12 @@ def main() -> None:
     }
     check_params_unchanged()
     write_json(args.metrics / "eval.json", summary)
-    with atomic_path(args.metrics / "eval_samples.jsonl") as tmp, open(tmp, "wb") as f:
-        for i in range(min(params.report_samples, len(titles))):
-            sample = {"title": titles[i], "reference": references[i], "base": outputs["base"][i]}
-            f.write(orjson.dumps({**sample, "tuned": outputs["tuned"][i]}) + b"\n")
+    write_sample_files(args.metrics, titles, references, outputs, per_sample, params.report_samples)
+    run = {"experiment": os.environ.get("DVC_EXP_NAME") or None, "mlflow_run_id": tracker.run_id}
+    write_json(args.metrics / RUN.name, {**run, "mlflow_run_url": mlflow_run_url(tracker.run_id)})
     flat = {f"{model}.{k}": v for model in ("base", "tuned", "delta") for k, v in summary[model].items()}
     tracker.log_metrics({**flat, "eval.samples": len(titles)})
-    tracker.log_artifacts([args.metrics / "eval.json", args.metrics / "eval_samples.jsonl"], "metrics")
+    tracker.log_artifacts([args.metrics / name for name in ("eval.json", SAMPLES.name, SCORES.name)], "metrics")
     tracker.finish()
 
 

@@ -69,3 +69,9 @@ def test_command_paths_are_declared(name):
     for arg in stage["cmd"].split()[2:]:
         if arg.startswith(("data/", "models/")):
             assert arg in declared, f"{name}: {arg} is not a dep or out"
+
+
+def test_only_what_a_reviewer_compares_is_a_metric():
+    """Bookkeeping (checksums, byte and drop counts, timings) stays out of `dvc exp show`."""
+    metrics = {path for stage in STAGES.values() for entry in stage.get("metrics", []) for path in entry}
+    assert metrics == {"metrics/train.json", "metrics/eval.json"}

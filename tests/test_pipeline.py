@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import time
 
+import numpy as np
 import pytest
 
+from lorapipe.compare import METRICS, columns, corpus_bleu, perplexity
+from lorapipe.samples import SCORES, read_scores, sample_id
 from tests.conftest import ran, sh
 
 DATA_STAGES = ["download", "clean", "sample", "split"]
@@ -28,12 +31,15 @@ def test_data_stages_run_then_noop_repro_is_instant(repo):
     assert "up to date" in sh(repo, "dvc", "status", "split").stdout
 
 
-def test_metrics_show_reads_the_data_metrics(repo):
+def test_data_bookkeeping_is_written_but_is_not_a_dvc_metric(repo):
+    """Checksums, byte and drop counts stay out of `dvc metrics diff` and `dvc exp show`, as plain outputs."""
     sh(repo, "dvc", "repro", "split")
-    shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout)
-    files = next(iter(shown.values()))["data"]
-    assert files["metrics/clean.json"]["data"]["kept"] > 0
-    assert files["metrics/sample.json"]["data"]["sampled"] > 0
+    shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout or "{}")
+    listed = {path for rev in shown.values() for path in rev.get("data", {})}
+    assert listed == {"metrics/train.json", "metrics/eval.json"}  # declared, not yet made
+    assert json.loads((repo / "metrics/clean.json").read_text())["kept"] > 0
+    assert json.loads((repo / "metrics/sample.json").read_text())["sampled"] > 0
+    assert "up to date" in sh(repo, "dvc", "status", "split").stdout
 
 
 def test_changing_sample_size_reruns_only_sample_and_split(repo):
@@ -63,7 +69,16 @@ def test_whole_dag_on_smollm2_then_lora_r8_reruns_only_train_and_evaluate(experi
     for name in ("base", "tuned"):
         assert set(result[name]) == {"bleu", "rouge1", "rouge2", "rougeL", "perplexity"}
     samples = [json.loads(line) for line in (repo / "metrics/eval_samples.jsonl").read_text().splitlines()]
-    assert samples and set(samples[0]) == {"title", "reference", "base", "tuned"}
+    assert samples and set(samples[0]) == {"id", "title", "reference", "base", "tuned"}
+    # Per-sample scores of every test sample, from which the headline numbers are recomputed exactly.
+    scores = read_scores(path=repo / SCORES)
+    assert len(scores) == 4 and [s["id"] for s in scores] == [sample_id(s["title"], s["reference"]) for s in scores]
+    assert [s["tuned"]["text"] for s in scores[: len(samples)]] == [s["tuned"] for s in samples]
+    for name in ("base", "tuned"):
+        assert corpus_bleu(columns(scores, name, METRICS["bleu"])) == pytest.approx(result[name]["bleu"], abs=1e-4)
+        assert np.mean([s[name]["rougeL"] for s in scores]) == pytest.approx(result[name]["rougeL"], abs=1e-4)
+        ppl = perplexity(columns(scores, name, METRICS["perplexity"]))
+        assert ppl == pytest.approx(result[name]["perplexity"], rel=1e-3)
     assert json.loads((repo / "metrics/base_model.json").read_text())["sha256"].startswith("b179c952")
 
     assert ran(experiments.second) == ["train", "evaluate"]

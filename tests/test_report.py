@@ -3,36 +3,172 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
 import yaml
 
-from lorapipe.report import escape_cell, samples_table
-from tests.conftest import ROOT, sh
+from lorapipe.charts import LOSS_LOGS, loss_spec
+from lorapipe.report import THIS, escape_cell, samples_table
+from tests.conftest import ROOT, save_screenshot, sh
+from tests.workspace import assert_one_line_error
 
 WORKFLOWS = sorted((ROOT / ".github/workflows").glob("*.yml"))
+# `- ROUGE-L 0.312 -> 0.331 (+0.019, 95% CI +0.007..+0.031): better`
+VERDICT = re.compile(r"^- (ROUGE-L|BLEU|perplexity) [\d.]+ -> [\d.]+ \(([+-][\d.]+), 95% CI (\S+)\): (.+)$", re.M)
+HOSTILE = "@octocat see #1 and org/repo#2 at http://evil.example/x or www.evil.example, mail a@b.example, $x^2$ <b>"
 
 
 def commit_metrics(repo: Path, rouge_l: float, r: int, message: str) -> None:
+    """A commit with eval.json and params, and no per-sample scores (as before they existed)."""
     scores = {"bleu": 1.0, "rouge1": 0.3, "rouge2": 0.1, "rougeL": rouge_l, "perplexity": 9.0}
     result = {"base": {**scores, "rougeL": 0.2}, "tuned": scores, "samples": 4}
     (repo / "metrics").mkdir(exist_ok=True)
+    (repo / "metrics/eval_scores.jsonl").unlink(missing_ok=True)
     (repo / "metrics/eval.json").write_text(json.dumps(result))
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["lora"]["r"] = r
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh(repo, "git", "add", "-A")
-    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
+    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "--allow-empty", "-qm", message)
+
+
+def score_rows(ids: range, shift: float, tuned_text: str = "a fine mug") -> list[dict]:
+    """eval_scores.jsonl rows: the tuned model `shift` above the base in ROUGE-L, with noise."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in ids:
+        base = {"text": "hmm", "rouge1": 0.3, "rouge2": 0.1, "rougeL": float(rng.uniform(0.1, 0.5)), "bleu": 5.0}
+        base |= {"bleu_stats": [20, 25, 10, 5, 2, 1, 20, 19, 18, 17], "loss": 2.0, "tokens": 30}
+        tuned = {**base, "text": tuned_text, "rougeL": base["rougeL"] + shift + float(rng.normal(0, 0.05))}
+        rows.append({"id": f"s{i:04d}", "title": f"Mug {i}", "reference": "A mug.", "base": base, "tuned": tuned})
+    return rows
+
+
+def commit_scores(repo: Path, rows: list[dict], message: str) -> None:
+    (repo / "metrics").mkdir(exist_ok=True)
+    (repo / "metrics/eval_scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "--allow-empty", "-qm", message)
+
+
+def build_report(repo: Path, out: Path, base: str = "HEAD~1") -> str:
+    sh(repo, sys.executable, "-m", "lorapipe.report", "--base", base, "-o", str(out / "report.md"))
+    return (out / "report.md").read_text()
+
+
+def change_rougel(rows: list[dict], by: float, text: str) -> list[dict]:
+    return [{**r, "tuned": {**r["tuned"], "rougeL": r["tuned"]["rougeL"] + by, "text": text}} for r in rows]
+
+
+VERDICTS = {"better": (0.05, "better"), "worse": (-0.05, "worse"), "identical": (0.0, "no clear change")}
+
+
+@pytest.mark.parametrize(("shift", "expected"), VERDICTS.values(), ids=VERDICTS.keys())
+def test_report_opens_with_a_verdict_per_headline_metric(repo, tmp_path, shift, expected):
+    old = score_rows(range(200), shift=0.1)
+    commit_scores(repo, old, "base branch")
+    commit_scores(repo, change_rougel(old, shift, HOSTILE if shift else "a fine mug"), "pull request")
+    report = build_report(repo, tmp_path)
+    verdicts = VERDICT.findall(report)
+    assert [v[0] for v in verdicts] == ["ROUGE-L", "BLEU", "perplexity"]
+    assert verdicts[0][1] == f"{shift:+.3f}" and verdicts[0][3] == expected
+    assert [v[3] for v in verdicts[1:]] == ["no clear change"] * 2  # BLEU and loss did not move
+    assert report.index("- ROUGE-L") < report.index("###")  # the verdict comes first
+    assert "paired over the 200 test samples both scored" in report and "not paired" not in report
+    changed = report.split("### Samples that changed most")[1].split("###")[0]
+    if shift:
+        rows = [line for line in changed.splitlines() if line.startswith(("| +", "| -"))]
+        assert len(rows) == 3 and all(line.startswith(f"| {shift:+.3f} |") for line in rows)
+        # Model text reaches the comment inert: no mention, reference, link, math or HTML.
+        for pattern in (r"@\w", r"#\d", r"\w://", r"www\.", r"(?<!\\)\$", "<b>"):
+            assert not re.search(pattern, changed), pattern
+    else:
+        assert "No sample's tuned ROUGE-L changed." in changed
+
+
+def test_runs_of_different_samples_get_an_unpaired_comparison_with_a_warning(repo, tmp_path):
+    commit_scores(repo, score_rows(range(200), shift=0.1), "base branch")
+    commit_scores(repo, score_rows(range(1000, 1150), shift=0.1), "another split")
+    report = build_report(repo, tmp_path)
+    assert "**Warning: not paired.**" in report and "(200 and 150;" in report
+    assert len(VERDICT.findall(report)) == 3 and ", unpaired." in report
+    assert "### Samples that changed most" not in report
+
+
+def test_base_without_scores_gets_tuned_vs_base_of_this_revision(repo, tmp_path):
+    commit_scores(repo, score_rows(range(100), shift=0.2), "first scores")
+    root = sh(repo, "git", "rev-list", "--max-parents=0", "HEAD").stdout.strip()
+    report = build_report(repo, tmp_path, base=root)
+    assert f"`{root[:7]}` has no per-sample scores" in report
+    assert VERDICT.findall(report)[0][3] == "better"  # the tuned model, 0.2 above the base model
+    assert "eval.json" not in report.split("### Speed")[0].split("### Params")[1]  # shown with intervals
+
+
+def experiment_rev(repo: Path, name: str) -> str:
+    shown = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
+    return next(run["rev"] for exp in shown[1]["experiments"] for run in exp["revs"] if run["name"] == name)
+
+
+@pytest.mark.slow
+def test_report_of_two_real_experiments_overlays_their_curves_and_imports_no_torch(experiments, tmp_path):
+    """The workspace holds the lora.r=8 run; the base is the lora.r=16 experiment's commit."""
+    repo, base = experiments.repo, experiment_rev(experiments.repo, "smollm2-r16")
+    out = ("-o", str(tmp_path / "report.md"), "--summary", str(tmp_path / "summary.md"))
+    result = sh(repo, sys.executable, "-X", "importtime", "-m", "lorapipe.report", "--base", base, *out)
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "lorapipe.compare" in imported and "torch" not in imported  # the report job needs no torch
+
+    report = (tmp_path / "report.md").read_text()
+    assert report.startswith("## lorapipe report: experiment `smollm2-r8` on ")
+    assert f"vs `{base[:7]}`" in report.splitlines()[0]
+    assert [v[0] for v in VERDICT.findall(report)] == ["ROUGE-L", "BLEU", "perplexity"]
+    assert "paired over the 4 test samples both scored" in report
+    assert "![loss curves, both revisions](./report_images/loss.png)" in report
+    for image in ("loss.png", "scores.png"):
+        assert (tmp_path / "report_images" / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The loss chart draws train and validation loss of both revisions, from `dvc plots diff`.
+    plots = json.loads(sh(repo, "dvc", "plots", "diff", base, "--targets", *LOSS_LOGS, "--json").stdout)["data"]
+    values = loss_spec(plots, {"workspace": THIS, base: base[:7]})["data"]["values"]
+    curves = {(v["run"], v["curve"]) for v in values}
+    assert curves == {(run, curve) for run in (THIS, base[:7]) for curve in ("train", "validation")}
+
+    sections = {part.split("\n")[0]: part for part in report.split("### ")[1:]}
+    assert "| params.yaml: lora.r | 16 | 8 |" in sections["Params"]
+    assert "trainable\\_params" in sections["Speed and memory"] and "val\\_loss" in sections["Metrics"]
+    assert "trainable" not in sections["Metrics"] and "eval.json" not in sections["Metrics"]
+    summary = (tmp_path / "summary.md").read_text()
+    assert "](./" not in summary and summary.count("not shown in a job summary") == 2
+
+
+@pytest.mark.slow
+def test_report_renders_with_its_charts_in_a_browser(experiments, browser, tmp_path):
+    """The comment as GitHub would show it (markdown-it's CommonMark with tables): the README's screenshot."""
+    from markdown_it import MarkdownIt
+
+    base = experiment_rev(experiments.repo, "smollm2-r16")
+    build_report(experiments.repo, tmp_path, base)
+    body = MarkdownIt("commonmark").enable("table").render((tmp_path / "report.md").read_text())
+    style = "body{font:14px system-ui;max-width:980px;margin:1rem} td,th{border:1px solid #d0d7de;padding:3px 6px}"
+    page = tmp_path / "report.html"
+    page.write_text(f"<!doctype html><meta charset=utf-8><style>{style} img{{max-width:100%}}</style>{body}")
+    browser.get(page.as_uri())
+    images = browser.execute_script("return [...document.images].map(i => i.naturalWidth)")
+    assert len(images) == 2 and all(width > 500 for width in images)
+    browser.set_window_size(1024, min(browser.execute_script("return document.body.scrollHeight") + 40, 3000))
+    assert save_screenshot(browser, tmp_path / "report.png").stat().st_size > 20_000
 
 
 def test_report_shows_old_new_and_delta(repo):
     commit_metrics(repo, 0.30, 16, "first")
     commit_metrics(repo, 0.45, 8, "second")
-    (repo / "metrics/eval_samples.jsonl").write_text(
-        json.dumps({"title": "Mug", "reference": "A mug.", "base": "Hmm", "tuned": "A fine mug."}) + "\n"
+    (repo / "metrics/eval_samples.jsonl").write_text(  # blank lines are skipped
+        "\n" + json.dumps({"title": "Mug", "reference": "A mug.", "base": "Hmm", "tuned": "A fine mug."}) + "\n\n"
     )
     sh(repo, sys.executable, "-m", "lorapipe.report", "--base", "HEAD~1", "-o", "report.md")
     report = (repo / "report.md").read_text()
@@ -51,6 +187,42 @@ def test_report_without_changes_says_so(repo):
     assert "No changes." in (repo / "same.md").read_text()
 
 
+SCORES = {"rouge1": 0.1, "rouge2": 0.1, "rougeL": 0.1, "bleu": 1.0, "loss": 2.0, "tokens": 3, "bleu_stats": [1] * 10}
+BAD_LINES = {
+    "not-json": ("eval_samples.jsonl", '{"title": "ok"}\n\n{"title": \n', "eval_samples.jsonl line 3: not valid JSON"),
+    "not-an-object": ("eval_scores.jsonl", "\n[1, 2]\n", "eval_scores.jsonl line 2: expected a JSON object, got list"),
+    "no-scores": (
+        "eval_scores.jsonl",
+        json.dumps({"id": "a", "base": SCORES, "tuned": {**SCORES, "rougeL": "high"}}),
+        "eval_scores.jsonl line 1: missing or not numbers: tuned.rougeL",
+    ),
+}
+
+
+# What each tool reads, and its output option; the summary reads only the scores.
+TOOLS = {
+    "lorapipe.report": (("eval_samples.jsonl", "eval_scores.jsonl"), ["--base", "HEAD", "-o"]),
+    "lorapipe.results_page": (("eval_samples.jsonl", "eval_scores.jsonl"), ["-o"]),
+    "lorapipe.summary": (("eval_scores.jsonl",), []),
+}
+CASES = [(tool, case) for tool, (reads, _) in TOOLS.items() for case, (name, *_) in BAD_LINES.items() if name in reads]
+
+
+@pytest.mark.parametrize(("tool", "case"), CASES, ids=[f"{t.split('.')[1]}-{c}" for t, c in CASES])
+def test_malformed_sample_lines_are_one_error_line(repo, tmp_path, tool, case):
+    name, text, message = BAD_LINES[case]
+    commit_metrics(repo, 0.3, 16, "metrics to show")
+    path = repo / "metrics" / name
+    before = path.read_bytes() if path.exists() else None
+    path.write_text(text)
+    args = TOOLS[tool][1] + ([str(tmp_path / "out")] if TOOLS[tool][1] else [])
+    try:
+        result = subprocess.run([sys.executable, "-m", tool, *args], cwd=repo, capture_output=True, text=True)
+    finally:
+        path.write_bytes(before) if before is not None else path.unlink()
+    assert_one_line_error(result, f"metrics/{message}")
+
+
 def test_model_output_cannot_inject_markdown_or_html(tmp_path):
     evil = "<img src=x onerror=alert(1)> [click](http://evil.example) ![x](http://t.example/p.png) | col\n## Heading"
     path = tmp_path / "s.jsonl"
@@ -61,6 +233,15 @@ def test_model_output_cannot_inject_markdown_or_html(tmp_path):
     assert "](" not in body.replace("\\](", "").replace("\\(", "")  # no live link syntax left
     assert body.count(" | ") == 3  # the pipe in the text did not add a column
     assert "\n" not in escape_cell("a\nb") and escape_cell("`x`") == "\\`x\\`"
+
+
+def test_model_output_cannot_mention_reference_link_or_typeset(tmp_path):
+    """What GitHub turns into actions in plain text: notifications, cross-references, autolinks, math."""
+    cell = escape_cell(HOSTILE + " WWW.Evil.example https://x.example/#frag")
+    for pattern in (r"@\w", r"#\w", r"\w://", r"(?i)www\.", r"(?<!\\)\$", "<b>"):
+        assert not re.search(pattern, cell), (pattern, cell)
+    assert cell.replace("\u200b", "").replace("\\$", "$").startswith("@octocat see #1 and org/repo#2 at http://")
+    assert escape_cell("x" * 500).endswith("x…") and len(escape_cell("x" * 500)) == 401
 
 
 def test_workflows_pass_actionlint():

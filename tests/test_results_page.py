@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -31,6 +32,9 @@ def test_page_lists_every_experiment_with_curves_and_opens_offline_in_a_browser(
         rev = exp["revs"][0]
         rouge = rev["data"]["metrics"]["metrics/eval.json"]["data"]["tuned"]["rougeL"]
         assert f"{rouge:.4g}" in by_name[rev["name"]]
+        # Deltas carry their 95% interval over the experiment's own test samples.
+        row = " ".join(by_name[rev["name"]])
+        assert re.search(r"[+-]\d\.\d{3} \([+-]\d\.\d{3}\.\.[+-]\d\.\d{3}\)", row), row
 
     charts = browser.find_elements(By.CSS_SELECTOR, "figure svg")
     titles = " ".join(c.text for c in charts)
@@ -43,6 +47,7 @@ def test_page_lists_every_experiment_with_curves_and_opens_offline_in_a_browser(
     assert shot.stat().st_size > 10_000
 
 
-def test_samples_are_escaped():
+def test_samples_are_escaped_and_cut_like_the_reports():
     table = samples_table([{"title": "<script>alert(1)</script>", "reference": "a & b", "base": "<b>", "tuned": "x"}])
     assert "<script>" not in table and "&lt;script&gt;" in table and "a &amp; b" in table and "&lt;b&gt;" in table
+    assert f"<td>{'y' * 400}…</td>" in samples_table([{"title": "y" * 5000}])

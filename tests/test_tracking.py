@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -117,6 +118,14 @@ def test_train_and_evaluate_log_one_run_to_a_real_server(workspace, mlflow_serve
         assert key in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "metrics")}
     assert {"metrics/loss_curve.png", "metrics/train_log.csv", "metrics/eval.json"} <= artifacts
+    assert "metrics/eval_scores.jsonl" in artifacts
+    # The PR report links the run: the experiment and the run's page on the tracking server.
+    linked = json.loads((workspace / "metrics/eval_run.json").read_text())
+    assert linked == {
+        "experiment": "brave-lora",
+        "mlflow_run_id": run.info.run_id,
+        "mlflow_run_url": f"{mlflow_server}/#/runs/{run.info.run_id}",
+    }
     # Credentials stay in the environment: not in logs, params or tags.
     for text in (train.stderr, evaluate.stderr, str(run.data.params), str(run.data.tags)):
         assert SECRET not in text

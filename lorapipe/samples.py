@@ -1,0 +1,121 @@
+"""The per-sample files evaluate writes and the report and results page read.
+
+metrics/eval_samples.jsonl: the first `eval.report_samples` texts (title, reference, base, tuned).
+metrics/eval_scores.jsonl: every scored sample, one line each: a stable `id`, title, reference,
+and per model its text and sentence-level scores (scoring.sample_scores, plus the reference's
+mean token `loss` and its `tokens`), so any two runs can be compared sample by sample.
+
+Reading never raises a traceback: a malformed line is one `error:` naming the file and line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from lorapipe.outputs import atomic_path
+
+SAMPLES = Path("metrics/eval_samples.jsonl")
+SCORES = Path("metrics/eval_scores.jsonl")
+RUN = Path("metrics/eval_run.json")
+MODELS = ("base", "tuned")
+# Numbers each model of an eval_scores.jsonl line must have; bleu_stats is a list of 10 counts.
+SCORE_FIELDS = ("rouge1", "rouge2", "rougeL", "bleu", "loss", "tokens")
+
+
+def sample_id(title: str, reference: str) -> str:
+    """12 hex digits of the sample's content: the same sample gets the same id in any run or split."""
+    return hashlib.sha256(f"{title}\x1f{reference}".encode()).hexdigest()[:12]
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        for row in rows:
+            f.write(orjson.dumps(row) + b"\n")
+
+
+def write_sample_files(
+    folder: Path,
+    titles: Sequence[str],
+    references: Sequence[str],
+    outputs: dict[str, list[str]],
+    scores: dict[str, list[dict]],
+    keep_texts: int,
+) -> None:
+    """eval_scores.jsonl (every sample, both models' texts and scores) and eval_samples.jsonl (the
+    first `keep_texts` samples' texts) in `folder`. Scores are rounded to what a report shows."""
+    rows = []
+    for i, (title, reference) in enumerate(zip(titles, references, strict=True)):
+        models = {m: {"text": outputs[m][i], **{k: _round(v) for k, v in scores[m][i].items()}} for m in MODELS}
+        rows.append({"id": sample_id(title, reference), "title": title, "reference": reference, **models})
+    write_jsonl(folder / SCORES.name, rows)
+    write_jsonl(folder / SAMPLES.name, ({**row, **{m: row[m]["text"] for m in MODELS}} for row in rows[:keep_texts]))
+
+
+def _round(value: Any) -> Any:
+    return round(value, 4) if isinstance(value, float) else value  # counts stay exact
+
+
+def parse_jsonl(data: bytes, where: str, problems: Callable[[dict], list[str]] = lambda row: []) -> list[dict]:
+    """The JSON objects of `data`, one per line; blank lines are skipped, anything else is one error
+    naming `where` and the line (so are the `problems` found in an object)."""
+    rows = []
+    for number, line in enumerate(data.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as err:  # bad JSON or bad UTF-8
+            raise SystemExit(f"error: {where} line {number}: not valid JSON ({err})") from None
+        if not isinstance(row, dict):
+            raise SystemExit(f"error: {where} line {number}: expected a JSON object, got {type(row).__name__}")
+        if found := problems(row):
+            raise SystemExit(f"error: {where} line {number}: missing or not numbers: {', '.join(found)}")
+        rows.append(row)
+    return rows
+
+
+def score_problems(row: dict) -> list[str]:
+    """What an eval_scores.jsonl object lacks: its id, or a model's numbers."""
+    found = [] if isinstance(row.get("id"), str) else ["id"]
+    for model in MODELS:
+        scores = row.get(model) if isinstance(row.get(model), dict) else {}
+        found += [f"{model}.{k}" for k in SCORE_FIELDS if not isinstance(scores.get(k), (int, float))]
+        stats = scores.get("bleu_stats")
+        if not (isinstance(stats, list) and len(stats) == 10 and all(isinstance(v, int) for v in stats)):
+            found.append(f"{model}.bleu_stats")
+    return found
+
+
+def read_samples(path: Path = SAMPLES) -> list[dict]:
+    """The rows of an eval_samples.jsonl in the workspace; none when the file is absent."""
+    return parse_jsonl(path.read_bytes(), str(path)) if path.is_file() else []
+
+
+def read_run(path: Path = RUN) -> dict:
+    """eval_run.json (experiment name, MLflow run) in the workspace; empty when absent."""
+    if not path.is_file():
+        return {}
+    try:
+        run = json.loads(path.read_bytes())
+    except ValueError as err:
+        raise SystemExit(f"error: {path}: not valid JSON ({err})") from None
+    if not isinstance(run, dict):
+        raise SystemExit(f"error: {path}: expected a JSON object, got {type(run).__name__}")
+    return run
+
+
+def read_scores(rev: str | None = None, path: Path = SCORES) -> list[dict] | None:
+    """The rows of eval_scores.jsonl in the workspace (rev None) or at a git revision; None if absent."""
+    if rev is None:
+        return parse_jsonl(path.read_bytes(), str(path), score_problems) if path.is_file() else None
+    shown = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, check=False)
+    if shown.returncode != 0:
+        return None  # the revision predates per-sample scores, or never ran evaluate
+    return parse_jsonl(shown.stdout, f"{path} at {rev}", score_problems)
