@@ -31,6 +31,7 @@ def configure(name: str, endpoint: str, key_id: str, secret: str, default: bool)
         conf["remote"][name] = {"access_key_id": key_id, "secret_access_key": secret}
     Path(config.dvc_dir, "config.local").chmod(0o600)
 
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", default=REMOTE)
