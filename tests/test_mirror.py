@@ -73,6 +73,8 @@ def test_a_new_machine_resumes_from_the_mirrored_checkpoint(tmp_path, tiny_model
     assert f"(step {step})" in resumed.stderr
     assert losses(clone_b / "metrics") == pytest.approx(losses(reference), rel=1e-3)
     assert S3_SECRET not in resumed.stderr
+    # What the mirror cost training: reported by every run (`-s` shows it here).
+    print(next(line for line in resumed.stderr.splitlines() if "checkpoints mirrored; training waited" in line))
 
     # The mirror goes down: one warning, and training finishes all the same.
     sh(clone_b, "dvc", "remote", "modify", "dagshub", "endpointurl", f"http://127.0.0.1:{free_port()}")
