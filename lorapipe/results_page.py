@@ -16,6 +16,7 @@ from typing import Any
 
 from lorapipe.outputs import atomic_path
 from lorapipe.report import dvc_json
+from lorapipe.study_sections import study_sections
 
 SAMPLES = Path("metrics/eval_samples.jsonl")
 # (metrics file, key, column title): the scores and training figures worth comparing at a glance.
@@ -165,6 +166,7 @@ def render_page(rows: list[dict], specs: list[dict], samples: list[dict]) -> str
 <div class="charts">
 {charts}
 </div>
+{study_sections(rows, svg, cell)}
 <h2>Samples (workspace)</h2>
 {samples_table(samples) if samples else "<p>No samples: run the evaluate stage.</p>"}
 </body></html>
