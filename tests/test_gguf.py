@@ -133,7 +133,7 @@ def llama_sentencepiece_model(vocab: Path) -> bytes:
 
 
 @pytest.fixture(scope="session")
-def tinyllama_like_dir(tmp_path_factory, llama_cpp_converter) -> Path:
+def tinyllama_like_dir(tmp_path_factory, tiny_model_dir, llama_cpp_converter) -> Path:
     """A 2-layer random Llama with TinyLlama's tokenizer (LLaMA SentencePiece, no chat template), saved as the
     base_model stage saves a hub model: safetensors, tokenizer.json and the tokenizer.model."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -144,19 +144,11 @@ def tinyllama_like_dir(tmp_path_factory, llama_cpp_converter) -> Path:
     (folder / "tokenizer_config.json").write_text(json.dumps({**config, "add_bos_token": True, "legacy": True}))
     tokenizer = AutoTokenizer.from_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    # The tiny Llama's shape, with LLaMA's vocabulary and special tokens.
+    config = LlamaConfig.from_pretrained(tiny_model_dir)
+    config.update({"vocab_size": len(tokenizer), "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": None})
     torch.manual_seed(0)
-    model = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            bos_token_id=1,
-            eos_token_id=2,
-        )
-    )
+    model = LlamaForCausalLM(config)
     model.save_pretrained(folder, safe_serialization=True)
     return folder
 
@@ -308,3 +300,11 @@ def test_export_pipeline_writes_smollm2_as_llama_cpp_does(experiments, smollm2_g
     assert first_tokens_agree(q8_texts, expected, tokenizer) >= len(prompts) - 1
     metrics = json.loads((repo / "metrics/export.json").read_text())
     assert metrics["gguf"]["q8_0"]["size_mb"] < metrics["gguf"]["f16"]["size_mb"] < 300
+
+
+def test_unknown_gguf_type_is_refused_with_its_key():
+    from lorapipe.params import parse_section
+    from lorapipe.stage import StageError
+
+    with pytest.raises(StageError, match=r"export.gguf_types \['q4_k_m'\]: must be among f32, f16, bf16, q8_0"):
+        parse_section("export", {"gguf_types": ["f16", "q4_k_m"]})
