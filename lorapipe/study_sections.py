@@ -61,17 +61,19 @@ def quant_table(rows: list[dict], cell: Cell) -> str:
 
 def quant_spec(rows: list[dict]) -> dict:
     """Vega-Lite: one bar per run in each of speed, memory, val loss and ROUGE-L, coloured by bits."""
+    charted = [title for _, _, title, in_chart in QUANT_COLUMNS if in_chart]
+    bits = list(dict.fromkeys(str(bits_of(row)) for row in rows))  # legend in the rows' order: 4, 8, 16
     values = [
         {"experiment": row["name"], "bits": str(bits_of(row)), "measure": title, "value": value}
         for row in rows
-        for path, key, title, charted in QUANT_COLUMNS
-        if charted and isinstance(value := row["metrics"][path].get(key), (int, float))
+        for path, key, title, in_chart in QUANT_COLUMNS
+        if in_chart and isinstance(value := row["metrics"][path].get(key), (int, float))
     ]
     return {
         "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
         "title": "quant.bits: speed, memory, quality",
         "data": {"values": values},
-        "facet": {"column": {"field": "measure", "type": "nominal", "title": None, "sort": None}},
+        "facet": {"column": {"field": "measure", "type": "nominal", "title": None, "sort": charted}},
         "resolve": {"scale": {"y": "independent"}},
         "spec": {
             "width": 170,
@@ -80,7 +82,7 @@ def quant_spec(rows: list[dict]) -> dict:
             "encoding": {
                 "x": {"field": "experiment", "type": "nominal", "title": None, "sort": None},
                 "y": {"field": "value", "type": "quantitative", "title": None},
-                "color": {"field": "bits", "type": "nominal", "title": "quant.bits"},
+                "color": {"field": "bits", "type": "nominal", "title": "quant.bits", "sort": bits},
             },
         },
     }
@@ -100,7 +102,7 @@ def study_sections(rows: list[dict], svg: Callable[[dict], str], cell: Cell) -> 
     runs = quant_rows(rows)
     parts = ["<h2>Quantization study (4/8/16-bit)</h2>"]
     if runs:
-        shown = sorted({str(bits_of(row)) for row in runs})
+        shown = list(dict.fromkeys(str(bits_of(row)) for row in runs))  # quant_rows orders them by bits
         missing = "" if len(shown) >= 3 else f" Run all three: <code>{html.escape(STUDY_COMMAND)}</code>."
         parts += [
             f"<p>quant.bits {', '.join(shown)}. Peak memory is the GPU allocator's peak on a GPU and the whole "

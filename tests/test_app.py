@@ -98,15 +98,17 @@ def test_app_says_which_experiment_it_serves_and_asks_for_a_share_link(experimen
 
 
 def read_until(process: subprocess.Popen, text: str, timeout: float) -> str:
-    """The process's output so far, read until `text` shows up or `timeout` passes."""
-    seen, deadline = "", time.monotonic() + timeout
+    """The process's output so far, read until `text` shows up or `timeout` passes.
+
+    Reads the pipe's file descriptor itself: a buffered reader would hold lines that select cannot see.
+    """
+    fd, seen, deadline = process.stdout.fileno(), "", time.monotonic() + timeout
     while text not in seen and time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stdout], [], [], 1)
-        if ready:
-            line = process.stdout.readline()
-            if not line:
+        if select.select([fd], [], [], 1)[0]:
+            chunk = os.read(fd, 65536)
+            if not chunk:
                 break
-            seen += line
+            seen += chunk.decode(errors="replace")
     return seen
 
 
