@@ -38,6 +38,11 @@ def bits_of(row: dict) -> Any:
     return row["metrics"].get(TRAIN, {}).get("quant_bits", row["params"].get("quant.bits"))
 
 
+def bit_widths(rows: list[dict]) -> list[str]:
+    """The distinct quant.bits of the rows, in their order (quant_rows orders them 4, 8, 16)."""
+    return list(dict.fromkeys(str(bits_of(row)) for row in rows))
+
+
 def quant_rows(rows: list[dict]) -> list[dict]:
     """Runs that trained and were evaluated, ordered by bits (then as listed)."""
     done = [row for row in rows if row["metrics"].get(TRAIN) and row["metrics"].get(EVAL)]
@@ -62,7 +67,7 @@ def quant_table(rows: list[dict], cell: Cell) -> str:
 def quant_spec(rows: list[dict]) -> dict:
     """Vega-Lite: one bar per run in each of speed, memory, val loss and ROUGE-L, coloured by bits."""
     charted = [title for _, _, title, in_chart in QUANT_COLUMNS if in_chart]
-    bits = list(dict.fromkeys(str(bits_of(row)) for row in rows))  # legend in the rows' order: 4, 8, 16
+    bits = bit_widths(rows)  # the legend in the rows' order: 4, 8, 16
     values = [
         {"experiment": row["name"], "bits": str(bits_of(row)), "measure": title, "value": value}
         for row in rows
@@ -102,7 +107,7 @@ def study_sections(rows: list[dict], svg: Callable[[dict], str], cell: Cell) -> 
     runs = quant_rows(rows)
     parts = ["<h2>Quantization study (4/8/16-bit)</h2>"]
     if runs:
-        shown = list(dict.fromkeys(str(bits_of(row)) for row in runs))  # quant_rows orders them by bits
+        shown = bit_widths(runs)
         missing = "" if len(shown) >= 3 else f" Run all three: <code>{html.escape(STUDY_COMMAND)}</code>."
         parts += [
             f"<p>quant.bits {', '.join(shown)}. Peak memory is the GPU allocator's peak on a GPU and the whole "
