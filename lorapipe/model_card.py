@@ -1,23 +1,53 @@
-"""The Hugging Face model card (README.md) of a published adapter or merged model."""
+"""The Hugging Face model card (README.md) of a published adapter or merged model, with its GGUF files."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
+from lorapipe.params import EvalParams, QuantParams
 from lorapipe.prompt import INSTRUCTION, PLAIN_TEMPLATE
 
 SYNTHETIC_MARK = "data/synthetic/"
+EXAMPLE_TITLE = "Stainless Steel Travel Mug, 16 oz"
+DATASET_TERMS = (
+    "AmazonTitles-1.3MM is the raw-text dump of LF-Amazon-1.3M from the Extreme Classification Repository "
+    "(Bhatia et al., 2016, http://manikvarma.org/downloads/XC/XMLRepository.html), processed from Amazon "
+    "product data (McAuley et al.). No open licence is stated for it: it is distributed for research, and "
+    "its users are asked to cite the repository and the original source. The titles and descriptions are "
+    "Amazon's and its sellers' text. Check those terms before any use beyond research; this model's licence "
+    "covers its weights, not the training data."
+)
 
 
-def _outs(lock: dict, stage: str) -> list[dict]:
-    return lock.get("stages", {}).get(stage, {}).get("outs", [])
+@dataclass(frozen=True)
+class BaseModel:
+    """The base the adapter loads: a Hub id and the commit it was trained on (empty: not pinned)."""
+
+    hub_id: str
+    revision: str = ""
 
 
-def data_versions(lock: dict) -> list[tuple[str, str]]:
-    """(path, DVC md5) of the raw download and the train/test split, from dvc.lock."""
-    return [(out["path"], out.get("md5", "?")) for stage in ("download", "split") for out in _outs(lock, stage)]
+@dataclass(frozen=True)
+class CardFacts:
+    """Everything the card states, read from the run's own files by `lorapipe.publish`."""
+
+    repo_id: str
+    merged: bool
+    base: BaseModel | None  # None: a local base nobody else can load (merged uploads only)
+    base_source: str  # what model.name was (a hub id or a local file)
+    params: dict[str, Any]
+    quant: QuantParams  # as training used it (the adapter's train_params.json)
+    decoding: EvalParams
+    chat_template: bool  # the tokenizer has one; else PLAIN_TEMPLATE
+    prompt_example: str  # the exact prompt of EXAMPLE_TITLE
+    download: dict  # metrics/download.json: the raw file's sha256
+    scores: dict  # metrics/eval.json
+    commit: str
+    license: str
+    gguf_files: list[str] = field(default_factory=list)  # smallest first: the one the examples use
 
 
 def scores_table(scores: dict) -> str:
@@ -32,94 +62,177 @@ def _section(params: dict, name: str) -> str:
     return yaml.safe_dump({name: params.get(name, {})}, sort_keys=False).strip()
 
 
-def model_card(
-    *,
-    repo_id: str,
-    merged: bool,
-    params: dict[str, Any],
-    lock: dict,
-    scores: dict,
-    base_model: dict,
-    commit: str,
-    license: str,
-) -> str:
-    """Markdown with Hub metadata: what was trained, on which data version, how well, how to use it."""
-    base_name = str(params.get("model", {}).get("name", "unknown"))
-    data_url = str(params.get("data", {}).get("url", ""))
-    synthetic = SYNTHETIC_MARK in data_url
-    hub_base = base_name if base_model.get("kind") == "hub" else None  # else a local file: no Hub link
-    meta = {
-        "license": license,
-        "library_name": "transformers" if merged else "peft",
-        "pipeline_tag": "text-generation",
-        "tags": ["lorapipe", "qlora", "lora", "product-descriptions", "e-commerce"],
-        **({"base_model": hub_base} if hub_base else {}),
-    }
-    base_version = ", ".join(f"{k} `{base_model[k]}`" for k in ("revision", "sha256") if base_model.get(k)) or "local"
-    what = "model (LoRA adapter merged into the base)" if merged else "LoRA adapter"
-    versions = "\n".join(f"- `{path}`: DVC md5 `{md5}`" for path, md5 in data_versions(lock)) or "- (no dvc.lock)"
-    if merged:
-        usage = (
-            "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
-            f'model = AutoModelForCausalLM.from_pretrained("{repo_id}")\n'
-            f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")'
+def _quantization(quant: QuantParams) -> str:
+    if quant.bits == 8:
+        return "BitsAndBytesConfig(load_in_8bit=True)"
+    return (
+        f'BitsAndBytesConfig(\n        load_in_4bit=True, bnb_4bit_quant_type="{quant.quant_type}", '
+        f"bnb_4bit_use_double_quant={quant.double_quant},\n        bnb_4bit_compute_dtype=torch.float32,\n    )"
+    )
+
+
+def _describe_function(facts: CardFacts) -> str:
+    """`describe(title)`: the prompt and greedy decoding of the evaluate stage."""
+    if facts.chat_template:
+        prompt = (
+            f'    messages = [\n        {{"role": "system", "content": "{INSTRUCTION}"}},\n'
+            '        {"role": "user", "content": title},\n    ]\n'
+            "    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)\n"
         )
     else:
-        usage = (
-            "from peft import AutoPeftModelForCausalLM\nfrom transformers import AutoTokenizer\n\n"
-            f'model = AutoPeftModelForCausalLM.from_pretrained("{repo_id}")\n'
-            f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")'
+        template = PLAIN_TEMPLATE.format(instruction=INSTRUCTION, title="{title}")
+        prompt = f"    prompt = tokenizer.bos_token + {template!r}.format(title=title)\n"
+    d = facts.decoding
+    sampling = f"do_sample=True, temperature={d.temperature}, top_p={d.top_p}" if d.do_sample else "do_sample=False"
+    return (
+        "def describe(title: str) -> str:\n"
+        f"{prompt}"
+        '    ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")\n'
+        f"    out = model.generate(\n        **ids, max_new_tokens={d.max_new_tokens}, {sampling}, "
+        f"repetition_penalty={d.repetition_penalty},\n"
+        "        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id,\n    )\n"
+        '    return tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()\n'
+    )
+
+
+def usage(facts: CardFacts) -> str:
+    """Python that reproduces the evaluate stage's outputs (on the CPU, in fp32, as evaluate runs there)."""
+    repo = facts.repo_id
+    if facts.merged:
+        load = (
+            "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+            f'model = AutoModelForCausalLM.from_pretrained("{repo}", dtype=torch.float32).eval()\n'
         )
+    else:
+        base = facts.base
+        revision = f', revision="{base.revision}"' if base.revision else ""
+        if facts.quant.bits == 16:
+            load_base = f'AutoModelForCausalLM.from_pretrained("{base.hub_id}"{revision}, dtype=torch.float32)'
+        else:
+            load_base = (
+                f'AutoModelForCausalLM.from_pretrained(\n    "{base.hub_id}"{revision}, dtype=torch.float32,\n'
+                f"    quantization_config={_quantization(facts.quant)},\n).dequantize()"
+            )
+        load = (
+            "from peft import PeftModel\n"
+            "from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig\n\n"
+            f"# The adapter learned on the {facts.quant.bits}-bit base: load the base as training did"
+            + (", dequantize it" if facts.quant.bits < 16 else "")
+            + ",\n# then merge. (Into the plain base instead, every output shifts: lorapipe's demo lost a\n"
+            "# quarter of its ROUGE-L that way.)\n"
+            f"base = {load_base}\n"
+            f'model = PeftModel.from_pretrained(base, "{repo}").merge_and_unload().eval()\n'
+        )
+    return (
+        f"import torch\n{load}"
+        f'tokenizer = AutoTokenizer.from_pretrained("{repo}")\n\n\n'
+        f"{_describe_function(facts)}\n\n"
+        f'print(describe("{EXAMPLE_TITLE}"))'
+    )
+
+
+def gguf_section(facts: CardFacts) -> str:
+    if not facts.gguf_files:
+        return ""
+    files, compact = ", ".join(f"`{name}`" for name in facts.gguf_files), facts.gguf_files[0]
+    return f"""
+## Run it with llama.cpp or Ollama (GGUF)
+
+{files}: the merged model converted by llama.cpp's `convert_hf_to_gguf.py`, with the tokenizer and
+its chat template. The `Modelfile` sets Ollama's template to the exact training prompt and greedy decoding:
+
+```bash
+hf download {facts.repo_id} {compact} Modelfile --local-dir product-descriptions
+cd product-descriptions && ollama create product-descriptions -f Modelfile
+ollama run product-descriptions "{EXAMPLE_TITLE}"
+```
+
+With llama.cpp, save the whole prompt (below, with your title) as `prompt.txt` and decode greedily:
+
+```bash
+llama-completion -m {compact} -f prompt.txt -n {facts.decoding.max_new_tokens} --temp 0 \\
+    --repeat-penalty {facts.decoding.repetition_penalty}
+```
+"""
+
+
+def model_card(facts: CardFacts) -> str:
+    """Markdown with Hub metadata: what was trained, on which data version, how well, how to use it."""
+    base_name = facts.base.hub_id if facts.base else facts.base_source
+    synthetic = SYNTHETIC_MARK in str(facts.params.get("data", {}).get("url", ""))
+    tags = ["lorapipe", "qlora", "lora", "product-descriptions", "e-commerce", *(["gguf"] if facts.gguf_files else [])]
+    meta = {
+        "license": facts.license,
+        "library_name": "transformers" if facts.merged else "peft",
+        "pipeline_tag": "text-generation",
+        "tags": tags,
+        **({"base_model": facts.base.hub_id} if facts.base else {}),
+    }
+    what = "model (LoRA adapter merged into the base)" if facts.merged else "LoRA adapter"
+    pinned = f" at revision `{facts.base.revision}`" if facts.base and facts.base.revision else ""
+    local = f" It was trained on a local copy (`{facts.base_source}`)." if facts.base_source != base_name else ""
+    raw = facts.download
+    data_name = "The SYNTHETIC stand-in" if synthetic else "AmazonTitles-1.3MM product titles and descriptions"
     synthetic_note = (
         "\n> **Demo model.** It was trained on the small SYNTHETIC sample shipped with lorapipe, not on "
         "real Amazon data: it shows the pipeline works, it is not useful for real descriptions.\n"
         if synthetic
         else ""
     )
+    prompt_format = (
+        f'the tokenizer\'s chat template with the system message "{INSTRUCTION}" and the title as the user message'
+        if facts.chat_template
+        else "a plain template (the base has no chat template)"
+    )
     return f"""---
 {yaml.safe_dump(meta, sort_keys=False).strip()}
 ---
 
-# {repo_id.split("/")[-1]}
+# {facts.repo_id.split("/")[-1]}
 
 A {what} for `{base_name}` that writes an e-commerce product description from a product title.
-Trained with lorapipe (a DVC pipeline for QLoRA fine-tuning) at commit `{commit}`.
+Trained with lorapipe (a DVC pipeline for QLoRA fine-tuning) at commit `{facts.commit}`.
 {synthetic_note}
 ## Results
 
-Greedy decoding on {scores.get("samples", "?")} held-out test titles, base model vs this model
+Greedy decoding on {facts.scores.get("samples", "?")} held-out test titles, base model vs this model
 (BLEU 0-100, ROUGE F1 0-1, perplexity of the reference descriptions: lower is better).
 
-{scores_table(scores)}
+{scores_table(facts.scores)}
 
 ## Training data
 
-AmazonTitles-1.3MM product titles and descriptions (`{data_url}`), cleaned, deduplicated and
-sampled by the pipeline. Data version:
+{data_name} (`{raw.get("source", "?")}`, member `{raw.get("file", "?")}`), cleaned,
+deduplicated and sampled by the pipeline. Data version: the raw file's sha256
+`{raw.get("sha256", "?")}` ({raw.get("bytes", 0):,} bytes).
 
-{versions}
+Terms: {"the synthetic sample is generated by lorapipe; the real dataset's terms: " if synthetic else ""}{DATASET_TERMS}
 
 ## Training
 
-Base model `{base_name}` ({base_version}).
+Base model `{base_name}`{pinned} from the Hugging Face Hub.{local}
 
 ```yaml
-{_section(params, "quant")}
-{_section(params, "lora")}
-{_section(params, "train")}
+{_section(facts.params, "quant")}
+{_section(facts.params, "lora")}
+{_section(facts.params, "train")}
 ```
 
 ## How to use
 
+`pip install torch transformers peft bitsandbytes`. This reproduces the outputs scored above
+(the evaluate stage's prompt and decoding, in fp32 as on a CPU; on a GPU evaluate uses bf16):
+
 ```python
-{usage}
+{usage(facts)}
 ```
+{gguf_section(facts)}
+## Prompt format
 
-The model was trained on this prompt: the tokenizer's chat template with the system message
-"{INSTRUCTION}" and the title as the user message, or, for a base without a chat template:
+The model was trained on {prompt_format}; for "{EXAMPLE_TITLE}" the whole prompt is:
 
 ```
-{PLAIN_TEMPLATE.format(instruction=INSTRUCTION, title="<product title>")}
+{facts.prompt_example}
 ```
 
 ## Intended use and limits
@@ -130,5 +243,6 @@ the biases of Amazon listings; it is not a source of facts about a product. Engl
 
 ## License
 
-`{license}`, as the base model `{base_name}`; its terms apply to this {what.split(" (")[0]}.
+`{facts.license}`, as the base model `{base_name}`; its terms apply to this {what.split(" (")[0]}.
+The training data has its own terms (above).
 """

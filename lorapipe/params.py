@@ -169,9 +169,18 @@ class EvalParams:
     seed: int = 42
 
 
+GGUF_TYPES = ("f32", "f16", "bf16", "q8_0")  # what llama.cpp's Python converter writes
+
+
 @dataclass(frozen=True)
 class ExportParams:
     dtype: str = param("bf16", choices=("bf16", "fp16", "fp32"))  # of the merged safetensors
+    gguf_types: tuple[str, ...] = param(("f16", "q8_0"))  # the GGUF files in models/gguf
+
+    def __post_init__(self) -> None:
+        unknown = [t for t in self.gguf_types if t not in GGUF_TYPES]
+        if unknown:
+            raise StageError(f"{PARAMS_FILE}: export.gguf_types {unknown}: must be among {', '.join(GGUF_TYPES)}")
 
 
 SECTIONS: dict[str, type] = {

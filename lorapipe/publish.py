@@ -1,30 +1,40 @@
-"""Upload the adapter (or the merged model) to a Hugging Face Hub repo, with a generated model card.
+"""Upload the adapter (or the merged model, and its GGUF files) to a Hugging Face Hub repo, with a model card.
 
     python -m lorapipe.publish you/tinyllama-product-descriptions --dry-run
-    HF_TOKEN=hf_... python -m lorapipe.publish you/tinyllama-product-descriptions [--merged] [--private]
+    HF_TOKEN=hf_... python -m lorapipe.publish you/tinyllama-product-descriptions [--merged] [--gguf] [--private]
 
-The token comes from HF_TOKEN only. `--dry-run` writes the card and lists the files without
-touching the network. The card is built from params.yaml, dvc.lock (the data's DVC version),
-metrics/eval.json and metrics/base_model.json, so it describes exactly what was trained.
+Everything to upload is first put together in one folder (`--out`, default models/publish): the
+weights and tokenizer, the adapter's `adapter_config.json` pointing at the base's Hub id and
+revision (not the local models/base), the GGUF files and Modelfile with `--gguf`, and the card
+as README.md. `--dry-run` stops there and prints the card; that folder is what the Hub repo will
+hold, so `from_pretrained("<out>")` tries it as a user would. The card is built from params.yaml,
+metrics/ and the adapter's own train_params.json, so it describes exactly what was trained.
+The token comes from HF_TOKEN only.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import yaml
 
-from lorapipe.model_card import model_card
-from lorapipe.outputs import atomic_path
+from lorapipe.model_card import EXAMPLE_TITLE, BaseModel, CardFacts, model_card
+from lorapipe.modeling import load_tokenizer
+from lorapipe.outputs import atomic_dir
+from lorapipe.params import QuantParams, parse_section
+from lorapipe.prompt import build_prompt
 from lorapipe.stage import StageError, log, run_stage
 from lorapipe.tracking import git_commit
 
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 # PEFT's generic README gives way to our card; the rest is the model.
 PRIVATE_FILES = {"README.md"}
+EXPORT_HINT = "run the export stage first (dvc repro export/dvc.yaml)"
 
 
 def read_yaml(path: Path, hint: str) -> dict:
@@ -40,15 +50,54 @@ def model_files(folder: Path, hint: str) -> list[Path]:
     return files
 
 
-def upload(repo_id: str, files: list[Path], card: str, private: bool, token: str) -> str:
-    """One commit holding the model files and the card; returns the commit's URL."""
-    from huggingface_hub import CommitOperationAdd, HfApi
+def gguf_files(folder: Path) -> list[Path]:
+    """The GGUF files, smallest first, then the Modelfile."""
+    found = sorted(folder.glob("*.gguf"), key=lambda f: f.stat().st_size)
+    if not found or not (folder / "Modelfile").is_file():
+        raise StageError(f"{folder}: no GGUF files and Modelfile; {EXPORT_HINT}")
+    return [*found, folder / "Modelfile"]
+
+
+def base_reference(option: str | None, params: dict, base_model: dict) -> BaseModel | None:
+    """The base on the Hub: `--base-model id[@revision]`, else the hub model the pipeline downloaded."""
+    if option:
+        hub_id, _, revision = option.partition("@")
+        if not REPO_ID.match(hub_id):
+            raise StageError(f"--base-model {option!r}: expected owner/name or owner/name@revision")
+        return BaseModel(hub_id, revision)
+    if base_model.get("kind") == "hub":
+        return BaseModel(str(params["model"]["name"]), str(base_model.get("revision", "")))
+    return None
+
+
+def place(source: Path, target: Path) -> None:
+    """A hard link where the filesystem allows (GGUF and merged weights are gigabytes), else a copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def stage_upload(out: Path, files: list[Path], card: str, base: BaseModel | None) -> None:
+    """Write the repo's files into `out`: the adapter config names the base on the Hub."""
+    with atomic_dir(out) as tmp:
+        for f in files:
+            if f.name == "adapter_config.json" and base:
+                config = json.loads(f.read_text())
+                config.update(base_model_name_or_path=base.hub_id, revision=base.revision or None)
+                (tmp / f.name).write_text(json.dumps(config, indent=2) + "\n")
+            else:
+                place(f, tmp / f.name)
+        (tmp / "README.md").write_text(card)
+
+
+def upload(repo_id: str, folder: Path, private: bool, token: str) -> str:
+    """One commit holding the folder; returns the commit's URL."""
+    from huggingface_hub import HfApi
 
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
-    operations = [CommitOperationAdd(path_in_repo=f.name, path_or_fileobj=str(f)) for f in files]
-    operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode()))
-    info = api.create_commit(repo_id, operations=operations, commit_message="Upload from lorapipe")
+    info = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message="Upload from lorapipe")
     return info.commit_url
 
 
@@ -56,36 +105,58 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("repo_id", help="Hub repo to create or update, as owner/name")
     parser.add_argument("--merged", action="store_true", help="upload models/merged (dvc repro export/dvc.yaml)")
+    parser.add_argument("--gguf", action="store_true", help="also upload models/gguf (GGUF files, Modelfile)")
+    parser.add_argument("--base-model", help="Hub id[@revision] of the base when models/base came from a local file")
     parser.add_argument("--private", action="store_true", help="create the repo private")
-    parser.add_argument("--dry-run", action="store_true", help="write the card, list the files; no network")
+    parser.add_argument("--dry-run", action="store_true", help="put the files together, print the card; no network")
     parser.add_argument("--license", default="apache-2.0", help="license id of the base model (default: %(default)s)")
-    parser.add_argument("--card", type=Path, default=Path("models/model_card.md"), help="where to write the card")
+    parser.add_argument("--out", type=Path, default=Path("models/publish"), help="folder of the repo's files")
     args = parser.parse_args()
     if not REPO_ID.match(args.repo_id):
         raise StageError(f"repo id {args.repo_id!r}: expected owner/name, e.g. you/tinyllama-product-descriptions")
 
-    if args.merged:
-        folder, hint = Path("models/merged"), "run the export stage first (dvc repro export/dvc.yaml)"
-    else:
-        folder, hint = Path("models/adapter"), "run the pipeline first (dvc repro)"
-    files = model_files(folder, hint)
+    folder = Path("models/merged" if args.merged else "models/adapter")
+    files = model_files(folder, EXPORT_HINT if args.merged else "run the pipeline first (dvc repro)")
+    if args.gguf:
+        files += gguf_files(Path("models/gguf"))
+    params = read_yaml(Path("params.yaml"), "run from the repository root")
+    base_model = read_yaml(Path("metrics/base_model.json"), "run the pipeline first (dvc repro)")
+    base = base_reference(args.base_model, params, base_model)
+    if base is None and not args.merged:
+        raise StageError(
+            f"models/base came from a local file ({params['model']['name']}), which no one else can load: pass "
+            "--base-model owner/name[@revision] naming the Hub copy of exactly those weights, or publish "
+            "--merged (self-contained)"
+        )
+    trained = read_yaml(Path("models/adapter/train_params.json"), "run the pipeline first (dvc repro)")
+    tokenizer = load_tokenizer(folder)
+    name = str(params["model"]["name"])
+    source = name if base_model.get("kind") == "hub" else f"{Path(name).name}, sha256 {base_model.get('sha256', '?')}"
     card = model_card(
-        repo_id=args.repo_id,
-        merged=args.merged,
-        params=read_yaml(Path("params.yaml"), "run from the repository root"),
-        lock=read_yaml(Path("dvc.lock"), "run the pipeline first (dvc repro)"),
-        scores=read_yaml(Path("metrics/eval.json"), "run the evaluate stage first (dvc repro)"),
-        base_model=read_yaml(Path("metrics/base_model.json"), "run the pipeline first (dvc repro)"),
-        commit=git_commit() or "unknown",
-        license=args.license,
+        CardFacts(
+            repo_id=args.repo_id,
+            merged=args.merged,
+            base=base,
+            base_source=source,
+            params=params,
+            quant=QuantParams(**trained["quant"]),
+            decoding=parse_section("eval", params.get("eval", {})),
+            chat_template=bool(tokenizer.chat_template),
+            prompt_example=build_prompt(tokenizer, EXAMPLE_TITLE),
+            download=read_yaml(Path("metrics/download.json"), "run the pipeline first (dvc repro)"),
+            scores=read_yaml(Path("metrics/eval.json"), "run the evaluate stage first (dvc repro)"),
+            commit=git_commit() or "unknown",
+            license=args.license,
+            gguf_files=[f.name for f in files if f.suffix == ".gguf"],
+        )
     )
-    with atomic_path(args.card) as tmp:
-        tmp.write_text(card)
-    total = sum(f.stat().st_size for f in files)
-    listing = "\n".join(f"  {f.stat().st_size / 2**20:9.1f} MiB  {f}" for f in files)
-    print(f"{args.repo_id}: {len(files) + 1} files, {total / 2**20:.1f} MiB\n  README.md <- {args.card}\n{listing}")
+    stage_upload(args.out, files, card, base)
+    listing = "\n".join(f"  {f.stat().st_size / 2**20:9.1f} MiB  {f.name}" for f in sorted(args.out.iterdir()))
+    total = sum(f.stat().st_size for f in args.out.iterdir())
+    print(card)
+    print(f"{args.repo_id}: {len(files) + 1} files, {total / 2**20:.1f} MiB, in {args.out}\n{listing}")
     if args.dry_run:
-        log.info("dry run: nothing uploaded")
+        log.info(f"dry run: nothing uploaded; the repo's files are in {args.out}")
         return
 
     token = os.environ.get("HF_TOKEN", "")
@@ -94,7 +165,7 @@ def main() -> None:
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         raise StageError("HF_HUB_OFFLINE is set (make sets it for the offline demo): unset it to publish")
     try:
-        url = upload(args.repo_id, files, card, args.private, token)
+        url = upload(args.repo_id, args.out, args.private, token)
     except Exception as err:  # the hub client raises many kinds; all end in one clean line
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise StageError(f"upload to {args.repo_id} failed: {reason.replace(token, '***')}") from None

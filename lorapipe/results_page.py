@@ -21,6 +21,7 @@ from lorapipe.compare import tuned_vs_base
 from lorapipe.outputs import atomic_path
 from lorapipe.report import dvc_json, shorten
 from lorapipe.samples import read_samples, read_scores
+from lorapipe.study_sections import study_sections
 
 # (metrics file, key, column title): the scores and training figures worth comparing at a glance.
 # A "delta." key shows its 95% interval when the experiment has per-sample scores.
@@ -152,6 +153,7 @@ def render_page(rows: list[dict], specs: list[dict], samples: list[dict]) -> str
 <div class="charts">
 {charts}
 </div>
+{study_sections(rows, svg, cell)}
 <h2>Samples (workspace)</h2>
 {samples_table(samples) if samples else "<p>No samples: run the evaluate stage.</p>"}
 </body></html>

@@ -1,17 +1,20 @@
-"""Merge the adapter into the base: a plain model that loads without peft.
+"""Merge the adapter into the base: a plain model that loads without peft, and GGUF files for llama.cpp/Ollama.
 
-    python stages/export.py models/base models/adapter models/merged metrics/export.json
+    python stages/export.py models/base models/adapter models/merged models/gguf metrics/export.json
 
 The adapter is merged into the base as training saw it (quantized, then dequantized; see
 `load_tuned_model`) in fp32, then cast to `export.dtype` and saved as safetensors with the
 tokenizer and a generation config holding evaluate's decoding settings, so
 `AutoModelForCausalLM.from_pretrained("models/merged")` decodes as the evaluate stage did.
+llama.cpp's converter then writes the merged model as GGUF (`export.gguf_types`, f16 and q8_0 by
+default) into models/gguf, with an Ollama Modelfile in the project's prompt format.
 Not part of the default `dvc repro`: run it with `dvc repro export/dvc.yaml`.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from pathlib import Path
 
@@ -19,6 +22,7 @@ import torch
 from transformers import GenerationConfig
 
 from lorapipe.generation import decoding_settings
+from lorapipe.gguf_export import converter, write_gguf
 from lorapipe.modeling import load_tokenizer, load_tuned_model, pick_device, pick_dtype
 from lorapipe.outputs import atomic_dir, write_json
 from lorapipe.params import check_params_unchanged, load_params
@@ -30,11 +34,13 @@ def main() -> None:
     parser.add_argument("model", type=Path, help="the base model folder (base_model stage)")
     parser.add_argument("adapter", type=Path, help="the LoRA adapter folder (train stage)")
     parser.add_argument("out", type=Path, help="folder for the merged model")
+    parser.add_argument("gguf", type=Path, help="folder for the GGUF files and the Ollama Modelfile")
     parser.add_argument("metrics", type=Path)
     args = parser.parse_args()
     params, decoding = load_params("export"), load_params("eval")
     if not (args.adapter / "adapter_config.json").is_file():
         raise StageError(f"{args.adapter}: no adapter_config.json; run the train stage first (dvc repro train)")
+    converter()  # missing: say so now, not after the merge
 
     started = time.perf_counter()
     device = pick_device()
@@ -54,18 +60,21 @@ def main() -> None:
     with atomic_dir(args.out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        # transformers writes tokenizer.json only; a SentencePiece base (TinyLlama) keeps its own model,
+        # whose merge scores llama.cpp's converter needs (without them GGUF tokenizes differently).
+        for sentencepiece in args.model.glob("tokenizer.model"):
+            shutil.copyfile(sentencepiece, tmp / sentencepiece.name)
     size = sum(f.stat().st_size for f in args.out.glob("*.safetensors"))
     seconds = time.perf_counter() - started
     log.info(f"export: {args.out} ({params.dtype}, {size / 2**20:.0f} MiB) in {seconds:.0f} s")
-    write_json(
-        args.metrics,
-        {
-            "dtype": params.dtype,
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "size_mb": round(size / 2**20, 1),
-            "seconds": round(seconds, 1),
-        },
-    )
+    metrics = {
+        "dtype": params.dtype,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "size_mb": round(size / 2**20, 1),
+        "seconds": round(seconds, 1),
+    }
+    metrics["gguf"] = write_gguf(args.out, args.gguf, params.gguf_types, tokenizer, decoding)
+    write_json(args.metrics, metrics)
 
 
 if __name__ == "__main__":

@@ -125,6 +125,10 @@ def main() -> None:
         "train_seconds": round(state.train_seconds, 1),
         "wall_seconds": round(time.perf_counter() - started, 1),
         "peak_memory_mb": peak_memory_mb(device),
+        # what peak_memory_mb measured: the allocator's peak on a GPU, the whole process's peak RSS on the CPU
+        "peak_memory_kind": "cuda_max_allocated" if device.type == "cuda" else "cpu_peak_rss",
+        "adapter_mb": round(sum(f.stat().st_size for f in args.adapter.glob("*.safetensors")) / 2**20, 3),
+        "quant_bits": quant.bits,
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "dtype": str(dtype).removeprefix("torch."),
         "trainable_params": trainable,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -15,11 +16,11 @@ from tests.conftest import ROOT, save_screenshot
 from tests.workspace import assert_one_line_error, free_port
 
 
-def start_app(repo, port: int) -> subprocess.Popen:
+def start_app(repo, port: int, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "app.py"), "--port", str(port)],
+        [sys.executable, str(ROOT / "app.py"), "--port", str(port), *args],
         cwd=repo,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -75,6 +76,40 @@ def test_type_a_title_and_read_base_and_tuned_side_by_side(experiments, app_url,
     assert (base, tuned) == (sample["base"], sample["tuned"])
     shot = save_screenshot(browser, tmp_path / "app.png")
     assert shot.read_bytes()[:4] == b"\x89PNG" and shot.stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_app_says_which_experiment_it_serves_and_asks_for_a_share_link(experiments):
+    """The workspace holds the last run (lora.r 8): the page names its experiment; --share reaches Gradio."""
+    port = free_port()
+    process = start_app(experiments.repo, port, "--share")
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_until_up(process, url)
+        with urllib.request.urlopen(url + "config", timeout=30) as response:
+            page = json.dumps(json.loads(response.read()))
+        output = read_until(process, "share link", timeout=120)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert "experiment `smollm2-r8`" in page and "lora.r 8" in page and "quant.bits 4" in page
+    assert "serving models/adapter" in output
+    assert "Could not create share link" in output  # Gradio tried for a public link; this machine is offline
+
+
+def read_until(process: subprocess.Popen, text: str, timeout: float) -> str:
+    """The process's output so far, read until `text` shows up or `timeout` passes.
+
+    Reads the pipe's file descriptor itself: a buffered reader would hold lines that select cannot see.
+    """
+    fd, seen, deadline = process.stdout.fileno(), "", time.monotonic() + timeout
+    while text not in seen and time.monotonic() < deadline:
+        if select.select([fd], [], [], 1)[0]:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            seen += chunk.decode(errors="replace")
+    return seen
 
 
 def test_missing_models_is_a_one_line_error(tmp_path):

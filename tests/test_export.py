@@ -16,7 +16,7 @@ from lorapipe.prompt import build_prompt
 from tests.workspace import assert_one_line_error, stage, write_params
 
 TITLES = ["Acme Stainless Steel Travel Mug 16oz", "USB-C Charging Cable 2m", "Kids Rain Boots Size 10", "Oak Desk"]
-EXPORT_ARGS = ("models/base", "models/adapter", "models/merged", "metrics/export.json")
+EXPORT_ARGS = ("models/base", "models/adapter", "models/merged", "models/gguf", "metrics/export.json")
 
 
 def test_merged_model_decodes_like_the_adapter_model(tuned_workspace):
@@ -47,7 +47,8 @@ def test_default_export_is_bf16_with_decoding_settings_and_loads_without_peft(tu
     ws = tuned_workspace
     write_params(ws, eval={"max_new_tokens": 40, "repetition_penalty": 1.1})
     out = tmp_path / "merged"
-    stage(ws, "export.py", "models/base", "models/adapter", str(out), str(tmp_path / "export.json"))
+    gguf, metrics = str(tmp_path / "gguf"), str(tmp_path / "export.json")
+    stage(ws, "export.py", "models/base", "models/adapter", str(out), gguf, metrics)
     with safe_open(out / "model.safetensors", "pt") as f:
         assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}  # noqa: SIM118 (not a dict)
     generation = json.loads((out / "generation_config.json").read_text())
@@ -69,8 +70,7 @@ def test_default_export_is_bf16_with_decoding_settings_and_loads_without_peft(tu
 
 
 def test_export_without_adapter_is_one_line_error(tuned_workspace, tmp_path):
-    result = stage(
-        tuned_workspace, "export.py", "models/base", str(tmp_path / "none"), str(tmp_path / "m"), "x.json", check=False
-    )
+    none, out = str(tmp_path / "none"), str(tmp_path / "m")
+    result = stage(tuned_workspace, "export.py", "models/base", none, out, str(tmp_path / "g"), "x.json", check=False)
     assert_one_line_error(result, "no adapter_config.json", "dvc repro train")
     assert not (tmp_path / "m").exists()

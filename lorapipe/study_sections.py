@@ -1,0 +1,128 @@
+"""Results-page sections of the studies: the 4/8/16-bit comparison and the token length analysis.
+
+`study_sections(rows, svg, cell)` takes the page's experiment rows (`results_page.experiment_rows`),
+its Vega-Lite-to-SVG renderer and its table-cell renderer, and returns HTML: a table and a chart
+of every run side by side by `quant.bits` (speed, memory, adapter size, val loss, scores), and the
+length percentiles and budget cuts (the histograms are `dvc plots`, drawn with the page's charts).
+
+    dvc exp run --queue -S quant.bits=4,8,16 && dvc exp run --run-all   # the study (STUDY_COMMAND)
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from typing import Any
+
+STUDY_COMMAND = "dvc exp run --queue -S quant.bits=4,8,16 && dvc exp run --run-all"
+TRAIN, EVAL, LENGTHS = "metrics/train.json", "metrics/eval.json", "metrics/lengths.json"
+# (metrics file, key, column title, chart it also appears in)
+QUANT_COLUMNS = [
+    (TRAIN, "tokens_per_s", "train tokens/s", True),
+    (TRAIN, "peak_memory_mb", "peak memory MiB", True),
+    (TRAIN, "peak_memory_kind", "memory measured as", False),
+    (TRAIN, "adapter_mb", "adapter MiB", False),
+    (TRAIN, "val_loss", "val loss", True),
+    (EVAL, "tuned.rougeL", "ROUGE-L", True),
+    (EVAL, "tuned.bleu", "BLEU", False),
+    (EVAL, "generation_tokens_per_s", "generate tokens/s", False),
+    (TRAIN, "device", "device", False),
+]
+LENGTH_ROWS = [("prompt.title", "prompt (title tokens)"), ("description", "description")]
+Cell = Callable[[Any], str]
+LENGTH_COLUMNS = ["budget", "cut_share", "budget_for_95pct", "budget_for_99pct", "p50", "p90", "p95", "p99", "max"]
+
+
+def bits_of(row: dict) -> Any:
+    """The run's quant.bits: as train.json recorded it, else from its params."""
+    return row["metrics"].get(TRAIN, {}).get("quant_bits", row["params"].get("quant.bits"))
+
+
+def bit_widths(rows: list[dict]) -> list[str]:
+    """The distinct quant.bits of the rows, in their order (quant_rows orders them 4, 8, 16)."""
+    return list(dict.fromkeys(str(bits_of(row)) for row in rows))
+
+
+def quant_rows(rows: list[dict]) -> list[dict]:
+    """Runs that trained and were evaluated, ordered by bits (then as listed)."""
+    done = [row for row in rows if row["metrics"].get(TRAIN) and row["metrics"].get(EVAL)]
+    return sorted(done, key=lambda row: bits_of(row) if isinstance(bits_of(row), int) else 99)
+
+
+def _table(head: list[str], body: list[list[Any]], cell: Cell) -> str:
+    lines = ["<table>", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
+    lines += ["<tr>" + "".join(cell(v) for v in values) + "</tr>" for values in body]
+    return "\n".join([*lines, "</table>"])
+
+
+def quant_table(rows: list[dict], cell: Cell) -> str:
+    head = ["experiment", "quant.bits", *(title for _, _, title, _ in QUANT_COLUMNS)]
+    body = [
+        [row["name"], bits_of(row), *(row["metrics"][path].get(key) for path, key, _, _ in QUANT_COLUMNS)]
+        for row in rows
+    ]
+    return _table(head, body, cell)
+
+
+def quant_spec(rows: list[dict]) -> dict:
+    """Vega-Lite: one bar per run in each of speed, memory, val loss and ROUGE-L, coloured by bits."""
+    charted = [title for _, _, title, in_chart in QUANT_COLUMNS if in_chart]
+    bits = bit_widths(rows)  # the legend in the rows' order: 4, 8, 16
+    values = [
+        {"experiment": row["name"], "bits": str(bits_of(row)), "measure": title, "value": value}
+        for row in rows
+        for path, key, title, in_chart in QUANT_COLUMNS
+        if in_chart and isinstance(value := row["metrics"][path].get(key), (int, float))
+    ]
+    return {
+        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+        "title": "quant.bits: speed, memory, quality",
+        "data": {"values": values},
+        "facet": {"column": {"field": "measure", "type": "nominal", "title": None, "sort": charted}},
+        "resolve": {"scale": {"y": "independent"}},
+        "spec": {
+            "width": 170,
+            "height": 200,
+            "mark": "bar",
+            "encoding": {
+                "x": {"field": "experiment", "type": "nominal", "title": None, "sort": None},
+                "y": {"field": "value", "type": "quantitative", "title": None},
+                "color": {"field": "bits", "type": "nominal", "title": "quant.bits", "sort": bits},
+            },
+        },
+    }
+
+
+def lengths_table(lengths: dict, cell: Cell) -> str:
+    head = ["field", *LENGTH_COLUMNS]
+    body = [[title, *(lengths.get(f"{prefix}.{c}") for c in LENGTH_COLUMNS)] for prefix, title in LENGTH_ROWS]
+    return _table(head, body, cell)
+
+
+def study_sections(rows: list[dict], svg: Callable[[dict], str], cell: Cell) -> str:
+    """HTML of the quantization study and the length analysis, for the results page.
+
+    `svg` renders a Vega-Lite spec and `cell` one escaped table cell, as the page's own tables do.
+    """
+    runs = quant_rows(rows)
+    parts = ["<h2>Quantization study (4/8/16-bit)</h2>"]
+    if runs:
+        shown = bit_widths(runs)
+        missing = "" if len(shown) >= 3 else f" Run all three: <code>{html.escape(STUDY_COMMAND)}</code>."
+        parts += [
+            f"<p>quant.bits {', '.join(shown)}. Peak memory is the GPU allocator's peak on a GPU and the whole "
+            f"process's peak RSS on the CPU (column <em>memory measured as</em>).{missing}</p>",
+            quant_table(runs, cell),
+            f'<div class="charts"><figure>{svg(quant_spec(runs))}</figure></div>',
+        ]
+    else:
+        parts.append("<p>No run has both train and evaluate metrics yet.</p>")
+    lengths = next((row["metrics"][LENGTHS] for row in rows if row["metrics"].get(LENGTHS)), None)
+    if lengths:
+        parts += [
+            f"<h2>Token lengths ({lengths.get('examples', '?')} train examples)</h2>",
+            "<p>What <code>tokenize.prompt_tokens</code> and <code>tokenize.response_tokens</code> cut, and the "
+            "budgets that would keep 95% and 99% of the examples whole; the histograms are with the charts.</p>",
+            lengths_table(lengths, cell),
+        ]
+    return "\n".join(parts)

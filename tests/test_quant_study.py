@@ -1,0 +1,116 @@
+"""The 4/8/16-bit study: 8-bit and 16-bit LoRA train and evaluate end to end, train.json records what the
+study compares, the documented command queues the three runs, and the results page lays them side by side."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lorapipe.study_sections import quant_spec, study_sections
+from tests.conftest import sh
+from tests.workspace import data_workspace, stage, write_params
+
+TRAIN = {"max_steps": 6, "micro_batch": 2, "grad_accum": 1, "lr": 0.003, "grad_checkpointing": False, "eval_every": 3}
+EVAL = {"max_samples": 4, "batch_size": 4, "max_new_tokens": 8}
+TOKENIZE = {"seq_len": 256}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, tiny_model_dir) -> Path:
+    return data_workspace(tmp_path_factory.mktemp("quant"), tiny_model_dir, sample={"size": 200}, tokenize=TOKENIZE)
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_bits_train_and_evaluate_end_to_end(workspace, bits):
+    from peft import PeftModel
+
+    from lorapipe.modeling import load_model, load_tuned_model
+    from lorapipe.params import QuantParams
+
+    ws = workspace
+    sections = {"data": {"url": "data/trn.json.gz"}, "sample": {"size": 200}, "tokenize": TOKENIZE}
+    write_params(ws, **sections, train=TRAIN, eval=EVAL, quant={"bits": bits})
+    adapter, metrics = f"models/adapter-{bits}", f"metrics-{bits}"
+    stage(ws, "train.py", "data/tokenized", "models/base", adapter, metrics, "--checkpoints", f"ckpt-{bits}")
+    stage(ws, "evaluate.py", "data/split/test.parquet", "models/base", adapter, metrics)
+
+    train = json.loads((ws / metrics / "train.json").read_text())
+    assert train["quant_bits"] == bits and train["steps"] == 6 and train["tokens_per_s"] > 0
+    assert train["peak_memory_kind"] == "cpu_peak_rss" and train["peak_memory_mb"] > 100  # torch alone is more
+    size = (ws / adapter / "adapter_model.safetensors").stat().st_size
+    assert train["adapter_mb"] == pytest.approx(size / 2**20, abs=1e-3)
+    assert json.loads((ws / adapter / "train_params.json").read_text())["quant"]["bits"] == bits
+    scores = json.loads((ws / metrics / "eval.json").read_text())
+    assert scores["samples"] == 4 and set(scores["tuned"]) >= {"bleu", "rougeL", "perplexity"}
+
+    # Evaluate's merged model computes what the training-time model (8-bit or plain base + adapter) did.
+    cpu, base = torch.device("cpu"), ws / "models/base"
+    quant = QuantParams(bits=bits)
+    trained = PeftModel.from_pretrained(load_model(base, torch.float32, cpu, quant), ws / adapter).eval()
+    if bits == 8:
+        assert type(trained.base_model.model.model.layers[0].mlp.up_proj.base_layer).__name__ == "Linear8bitLt"
+    merged = load_tuned_model(base, ws / adapter, torch.float32, cpu)
+    ids = torch.tensor([[1, 500, 600, 700, 800, 900, 2]])
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids).logits, trained(ids).logits, atol=5e-3, rtol=0)
+
+
+def test_documented_command_queues_the_three_bit_widths(repo):
+    sh(repo, "dvc", "exp", "run", "--queue", "-S", "quant.bits=4,8,16")
+    try:
+        shown = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
+        queued = [rev for commit in shown for exp in commit.get("experiments") or [] for rev in exp["revs"]]
+        assert sorted(rev["data"]["params"]["params.yaml"]["data"]["quant"]["bits"] for rev in queued) == [4, 8, 16]
+    finally:
+        sh(repo, "dvc", "queue", "remove", "--all")
+
+
+def run_row(name: str, bits: int, tokens_per_s: float, memory: float, val_loss: float, rouge: float) -> dict:
+    """A row as results_page.experiment_rows builds it from `dvc exp show`."""
+    train = {
+        "tokens_per_s": tokens_per_s,
+        "peak_memory_mb": memory,
+        "peak_memory_kind": "cpu_peak_rss",
+        "adapter_mb": 1.5,
+        "val_loss": val_loss,
+        "quant_bits": bits,
+        "device": "cpu",
+    }
+    scores = {"tuned.rougeL": rouge, "tuned.bleu": 10.0, "generation_tokens_per_s": 50.0}
+    metrics = {"metrics/train.json": train, "metrics/eval.json": scores}
+    return {"name": name, "rev": name[:7], "params": {"quant.bits": bits}, "metrics": metrics}
+
+
+def test_results_page_section_lays_the_runs_side_by_side_ordered_by_bits():
+    import vl_convert
+
+    from lorapipe.results_page import cell
+
+    rows = [run_row("b16", 16, 90.0, 900.0, 2.1, 0.5), run_row("<b4>", 4, 60.0, 700.0, 2.3, 0.45)]
+    rows.append(run_row("b8", 8, 40.0, 800.0, 2.2, 0.47))
+    rows.append({"name": "untrained", "rev": "x", "params": {}, "metrics": {"metrics/split.json": {"train": 1}}})
+    html = study_sections(rows, vl_convert.vegalite_to_svg, cell)
+    table = html.split("<table>")[1]
+    lines = [line for line in table.splitlines() if line.startswith("<tr><td>")]
+    assert [line.split("</td>")[1].rsplit(">", 1)[1] for line in lines] == ["4", "8", "16"]  # the bits column
+    assert "&lt;b4&gt;" in table and "<b4>" not in table and "untrained" not in table
+    assert "cpu_peak_rss" in table and "Run all three" not in html
+    spec = quant_spec([rows[1], rows[2], rows[0]])
+    measures = {v["measure"] for v in spec["data"]["values"]}
+    assert measures == {"train tokens/s", "peak memory MiB", "val loss", "ROUGE-L"}
+    assert len(spec["data"]["values"]) == 4 * 3
+    assert html.count("<svg") == 1
+
+
+def test_results_page_section_asks_for_the_missing_runs_and_shows_lengths():
+    from lorapipe.results_page import cell
+
+    lengths = {"examples": 1170, "prompt.title.budget": 75, "prompt.title.cut_share": 0.0, "description.budget": 450}
+    row = run_row("only4", 4, 60.0, 700.0, 2.3, 0.45)
+    row["metrics"]["metrics/lengths.json"] = lengths
+    html = study_sections([row], lambda spec: "<svg></svg>", cell)
+    assert "dvc exp run --queue -S quant.bits=4,8,16 &amp;&amp; dvc exp run --run-all" in html
+    assert "Token lengths (1170 train examples)" in html and '<td class="num">450</td>' in html
