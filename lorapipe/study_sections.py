@@ -11,7 +11,9 @@ length percentiles and budget cuts (the histograms are `dvc plots`, drawn with t
 from __future__ import annotations
 
 import html
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 STUDY_COMMAND = "dvc exp run --queue -S quant.bits=4,8,16 && dvc exp run --run-all"
@@ -117,7 +119,10 @@ def study_sections(rows: list[dict], svg: Callable[[dict], str], cell: Cell) -> 
         ]
     else:
         parts.append("<p>No run has both train and evaluate metrics yet.</p>")
+    # lengths.json is a plain output, not a DVC metric: read from the workspace unless a row has it.
     lengths = next((row["metrics"][LENGTHS] for row in rows if row["metrics"].get(LENGTHS)), None)
+    if lengths is None and Path(LENGTHS).is_file():
+        lengths = json.loads(Path(LENGTHS).read_text())
     if lengths:
         parts += [
             f"<h2>Token lengths ({lengths.get('examples', '?')} train examples)</h2>",
