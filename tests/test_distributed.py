@@ -82,9 +82,10 @@ def test_grad_accum_must_split_evenly_across_processes(workspace, tmp_path):
         "train.py",
         "data/tokenized",
         "models/base",
-        str(tmp_path / "a"),
-        str(tmp_path / "c"),
+        str(tmp_path / "adapter"),
         str(tmp_path),
+        "--checkpoints",
+        str(tmp_path / "checkpoints"),
         check=False,
     )
     assert_one_line_error(result, "train.grad_accum (3) must be a multiple of train.processes (2)")
