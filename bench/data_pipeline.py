@@ -44,13 +44,16 @@ def generate(path: Path, records: int, seed: int = 0) -> None:
             if rng.random() < 0.46:
                 content = ""
             else:
-                n = min(int(rng.lognormvariate(4.4, 0.9)), 2000)  # words; median ~80
+                n = min(int(rng.lognormvariate(3.9, 0.9)), 2000)  # words; median ~50
                 content = " ".join(rng.choices(words, k=max(n, 1)))
                 if rng.random() < 0.3:
                     content += " It" + rng.choice(entities) + "s great."
             if rng.random() < 0.03 and i:  # repeated titles
                 title = title.split()[0] + " Duplicate"
-            f.write(orjson.dumps({"uid": f"{i:010d}", "title": title, "content": content}) + b"\n")
+            labels = rng.sample(range(1_305_265), rng.randint(1, 6))  # the dump's label columns, parsed and unused
+            record = {"uid": f"{i:010d}", "title": title, "content": content}
+            record |= {"target_ind": labels, "target_rel": [1.0] * len(labels)}
+            f.write(orjson.dumps(record) + b"\n")
 
 
 def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
