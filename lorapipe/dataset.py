@@ -1,12 +1,16 @@
-"""Pure functions of the sample and split stages: dedup, seeded sample, grouped split."""
+"""Functions of the sample and split stages: dedup, seeded sample, grouped split."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 _WORD = re.compile(r"\w+")
 
@@ -44,6 +48,54 @@ def dedupe(titles: Iterable[str], contents: Iterable[str]) -> Dedup:
         seen_pairs.add(pair)
         seen_titles.add(key)
     return Dedup(keep, exact, same_title)
+
+
+def title_keys(titles: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """title_key of every title. For ASCII titles (casefold is lower, \\w is [a-z0-9_]) Arrow's
+    kernels give the same key in C++; the others go through title_key."""
+    titles = titles.combine_chunks() if isinstance(titles, pa.ChunkedArray) else titles
+    keys = pc.utf8_trim(pc.replace_substring_regex(pc.ascii_lower(titles), "[^a-z0-9_]+", " "), " ")
+    other = pc.invert(pc.string_is_ascii(titles))
+    rows = np.flatnonzero(other.to_numpy(zero_copy_only=False))
+    if len(rows) == 0:
+        return keys
+    return pc.replace_with_mask(keys, other, pa.array([title_key(t) for t in titles.take(rows).to_pylist()]))
+
+
+def dedupe_table(table: pq.ParquetFile) -> Dedup:
+    """`dedupe` of a Parquet (title, content) table, holding only titles and keys in memory.
+
+    Only rows whose key repeats can be duplicates of either kind, so descriptions are read
+    (a batch at a time, as hashes) for those rows alone.
+    """
+    titles = table.read(columns=["title"]).column("title").combine_chunks()
+    keys = title_keys(titles)
+    rows = pa.array(np.arange(len(keys)))
+    groups = pa.table({"key": keys, "row": rows}).group_by("key", use_threads=False)
+    firsts = groups.aggregate([("row", "min"), ("row", "count")])
+    keep = np.sort(firsts["row_min"].to_numpy())
+    repeated = firsts.filter(pc.greater(firsts["row_count"], 1))["key"]
+    candidates = np.flatnonzero(pc.is_in(keys, value_set=repeated).to_numpy(zero_copy_only=False))
+    pairs = set()
+    offset = 0
+    for batch in table.iter_batches(batch_size=65536, columns=["content"]):
+        inside = candidates[(candidates >= offset) & (candidates < offset + batch.num_rows)]
+        contents = batch.column(0).take(pa.array(inside - offset)).to_pylist()
+        for row, content in zip(inside, contents, strict=True):
+            pairs.add((titles[int(row)].as_py(), hashlib.blake2b(content.encode(), digest_size=16).digest()))
+        offset += batch.num_rows
+    exact = len(candidates) - len(pairs)
+    return Dedup(keep.tolist(), exact, len(keys) - len(keep) - exact)
+
+
+def take_rows(table: pq.ParquetFile, rows: np.ndarray) -> pa.Table:
+    """Rows `rows` (ascending) of a Parquet table, read a batch at a time."""
+    parts, offset = [], 0
+    for batch in table.iter_batches(batch_size=65536):
+        inside = rows[(rows >= offset) & (rows < offset + batch.num_rows)]
+        parts.append(pa.Table.from_batches([batch]).take(pa.array(inside - offset)))
+        offset += batch.num_rows
+    return pa.concat_tables(parts) if parts else table.schema_arrow.empty_table()
 
 
 def sample_indices(n: int, size: int, seed: int) -> np.ndarray:

@@ -14,12 +14,13 @@ from collections import Counter
 from pathlib import Path
 
 import orjson
+import pyarrow.parquet as pq
 
-from lorapipe.cleaning import Reason, Rejected, parse_line
+from lorapipe.cleaning import Reason, clean_chunk
 from lorapipe.outputs import atomic_path, write_json
 from lorapipe.params import CleanParams, check_params_unchanged, load_params
 from lorapipe.stage import StageError, log, run_stage
-from lorapipe.tables import TextTableWriter, iter_gzip_lines
+from lorapipe.tables import TEXT_SCHEMA, iter_gzip_chunks
 
 
 def main() -> None:
@@ -34,18 +35,19 @@ def main() -> None:
     started = time.perf_counter()
     dropped: Counter[str] = Counter()
     examples: list[dict] = []
-    read = 0
+    read = kept = 0
     with atomic_path(args.out) as tmp:
-        writer = TextTableWriter(tmp)
-        for read, line in enumerate(iter_gzip_lines(args.raw, desc="clean"), start=1):
-            result = parse_line(line, params)
-            if isinstance(result, Rejected):
-                dropped[result.reason] += 1
-                if dropped[result.reason] <= params.rejects_per_reason:
-                    text = line[:300].decode("utf-8", "replace").rstrip("\n")
-                    examples.append({"line": read, "reason": result.reason, "text": text})
-                continue
-            writer.append(*result)
+        writer = pq.ParquetWriter(tmp, TEXT_SCHEMA, compression="zstd")
+        for lines in iter_gzip_chunks(args.raw, desc="clean"):
+            chunk = clean_chunk(lines, params)
+            writer.write_table(chunk.kept)
+            kept += chunk.kept.num_rows
+            for i, reason in chunk.rejected:
+                dropped[reason] += 1
+                if dropped[reason] <= params.rejects_per_reason:
+                    text = lines[i][:300].decode("utf-8", "replace")
+                    examples.append({"line": read + i + 1, "reason": reason, "text": text})
+            read += len(lines)
         writer.close()
         _write_rejects(args.rejects, examples)  # first, so a failing run still shows examples
         malformed = sum(dropped[r] for r in Reason.MALFORMED)
@@ -55,7 +57,7 @@ def main() -> None:
                 f"{params.max_bad_fraction:g}; is this really gzip JSON lines with '{params.title_field}' "
                 f"and '{params.content_field}'? Examples: {args.rejects}"
             )
-        if writer.rows == 0:
+        if kept == 0:
             raise StageError(f"{args.raw}: no record left after cleaning ({dict(dropped)}); check clean.* limits")
         check_params_unchanged()
 
@@ -63,13 +65,13 @@ def main() -> None:
         args.metrics,
         {
             "records_read": read,
-            "kept": writer.rows,
+            "kept": kept,
             "dropped": dict(sorted(dropped.items())),
             "malformed": malformed,
             "seconds": round(time.perf_counter() - started, 2),
         },
     )
-    log.info(f"clean: read {read:,} lines, kept {writer.rows:,}, dropped {sum(dropped.values()):,}")
+    log.info(f"clean: read {read:,} lines, kept {kept:,}, dropped {sum(dropped.values()):,}")
 
 
 def _write_rejects(path: Path, examples: list[dict]) -> None:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lorapipe.dataset import dedupe, sample_indices
+from lorapipe.dataset import dedupe_table, sample_indices, take_rows
 from lorapipe.outputs import atomic_path, write_json
 from lorapipe.params import SampleParams, check_params_unchanged, load_params
 from lorapipe.stage import log, run_stage
-from lorapipe.tables import read_text_table, write_table
+from lorapipe.tables import open_text_table, write_table
 
 
 def main() -> None:
@@ -25,15 +25,15 @@ def main() -> None:
     args = parser.parse_args()
     params: SampleParams = load_params("sample")
 
-    table = read_text_table(args.clean)
-    # Descriptions stream through chunk by chunk: 1.3M of them as Python strings would take GBs.
-    contents = (text for chunk in table["content"].chunks for text in chunk.to_pylist())
-    dedup = dedupe(table["title"].to_pylist(), contents)
+    # Descriptions are never all in memory: dedup reads titles, and descriptions a batch at a time.
+    table = open_text_table(args.clean)
+    dedup = dedupe_table(table)
     unique = len(dedup.keep)
     rows = sample_indices(unique, params.size, params.seed)
-    sample = table.take(np.asarray(dedup.keep)[rows])  # one take: no copy of all unique rows
+    sample = take_rows(table, np.asarray(dedup.keep, dtype=np.int64)[rows])
     if sample.num_rows < params.size:
         log.info(f"sample: only {sample.num_rows:,} unique records, fewer than sample.size {params.size:,}; kept all")
+    records_in = table.metadata.num_rows
 
     check_params_unchanged()
     with atomic_path(args.out) as tmp:
@@ -41,7 +41,7 @@ def main() -> None:
     write_json(
         args.metrics,
         {
-            "records_in": table.num_rows,
+            "records_in": records_in,
             "exact_duplicates": dedup.exact_duplicates,
             "title_duplicates": dedup.title_duplicates,
             "unique": unique,
@@ -51,7 +51,7 @@ def main() -> None:
         },
     )
     log.info(
-        f"sample: {table.num_rows:,} in, {dedup.exact_duplicates + dedup.title_duplicates:,} duplicates, "
+        f"sample: {records_in:,} in, {dedup.exact_duplicates + dedup.title_duplicates:,} duplicates, "
         f"{sample.num_rows:,} sampled"
     )
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lorapipe.cleaning import Reason, Rejected, clean_text, parse_line
+from lorapipe.cleaning import Reason, Rejected, clean_chunk, clean_text, parse_line
 from lorapipe.params import CleanParams
 
 PARAMS = CleanParams(min_title_chars=3, max_title_chars=40, min_content_chars=10, max_content_chars=80)
@@ -99,3 +99,24 @@ def test_parse_line_never_raises_on_random_records(record):
         title, content = result
         assert PARAMS.min_title_chars <= len(title) <= PARAMS.max_title_chars
         assert title == clean_text(title) and content == clean_text(content)  # cleaning is idempotent
+
+
+# Text that takes every branch of the batched path: ASCII with control characters and
+# whitespace runs, entities, non-ASCII spaces and compatibility forms.
+PIECES = list("ab Z9_;#\t\n\r\x00\x07\x0b\x1c\x1f\x7f\x85\xa0\u200b\u2003\uff41é") + ["&", "&amp;", "&#8217;"]
+TEXT = st.lists(st.sampled_from(PIECES), max_size=30).map("".join)
+RECORD_LINES = st.one_of(
+    st.builds(lambda t, c: json.dumps({"title": t, "content": c}, ensure_ascii=False).encode(), TEXT, TEXT),
+    st.builds(lambda t, c: json.dumps({"title": t, "content": c}).encode(), TEXT, TEXT),
+    st.binary(max_size=40),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(RECORD_LINES, max_size=20))
+def test_clean_chunk_gives_what_parse_line_gives_line_by_line(lines):
+    params = CleanParams(min_title_chars=2, max_title_chars=30, min_content_chars=3, max_content_chars=40)
+    chunk = clean_chunk(lines, params)
+    results = [parse_line(raw, params) for raw in lines]
+    assert chunk.kept.to_pylist() == [{"title": r[0], "content": r[1]} for r in results if not isinstance(r, Rejected)]
+    assert chunk.rejected == [(i, r.reason) for i, r in enumerate(results) if isinstance(r, Rejected)]

@@ -1,8 +1,14 @@
 from __future__ import annotations
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from lorapipe.dataset import dedupe, sample_indices, split_indices, title_key
+from lorapipe.dataset import dedupe, dedupe_table, sample_indices, split_indices, take_rows, title_key, title_keys
+from lorapipe.tables import TEXT_SCHEMA
 
 
 def test_title_key_ignores_case_punctuation_and_spacing():
@@ -42,3 +48,23 @@ def test_no_title_in_two_splits(seed):
     parts = split_indices(titles, test_size=0.3, val_size=0.1, seed=seed)
     keys = {name: {title_key(titles[i]) for i in rows} for name, rows in parts.items()}
     assert not keys["train"] & keys["test"] and not keys["train"] & keys["val"] and not keys["val"] & keys["test"]
+
+
+WORDS = st.sampled_from(["Mug", "mug", "MUG!", "Blue", "blue-", "_x", "9", "Straße", "STRASSE", "ｍｕｇ", "é", " ", ""])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.lists(WORDS, max_size=4).map(" ".join), st.sampled_from(["a", "b", "c"])), max_size=40),
+    st.integers(1, 7),
+)
+def test_dedupe_table_equals_dedupe_row_by_row(tmp_path_factory, rows, row_group):
+    titles, contents = [t for t, _ in rows], [c for _, c in rows]
+    path = tmp_path_factory.mktemp("dedupe") / "t.parquet"
+    pq.write_table(pa.table({"title": titles, "content": contents}, TEXT_SCHEMA), path, row_group_size=row_group)
+    assert title_keys(pa.array(titles, pa.string())).to_pylist() == [title_key(t) for t in titles]
+    assert dedupe_table(pq.ParquetFile(path)) == dedupe(titles, contents)
+    kept = dedupe(titles, contents).keep
+    assert take_rows(pq.ParquetFile(path), np.array(kept, dtype=np.int64)).to_pylist() == [
+        {"title": titles[i], "content": contents[i]} for i in kept
+    ]
