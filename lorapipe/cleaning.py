@@ -5,7 +5,8 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ _INVISIBLE = re.compile(
 )
 # Its ASCII part, for Arrow's RE2 (after it, the only ASCII whitespace left is \t \n \r and space).
 _ASCII_INVISIBLE = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+_ASCII_SPACE_RUN = r"[\t\n\r ]{2,}|[\t\n\r]"  # what `" ".join(text.split())` changes, bar the ends
 
 
 class Reason:
@@ -42,6 +44,9 @@ class Reason:
     CONTENT_TOO_LONG = "content_too_long"
 
     MALFORMED = (NOT_UTF8, BAD_JSON, NOT_OBJECT, MISSING_FIELD, WRONG_TYPE)
+
+
+REASONS = tuple(v for k, v in vars(Reason).items() if k.isupper() and isinstance(v, str))
 
 
 @dataclass(frozen=True)
@@ -107,47 +112,96 @@ def parse_line(line: bytes, params: CleanParams) -> tuple[str, str] | Rejected:
 
 @dataclass(frozen=True)
 class CleanedChunk:
+    lines: Sequence[bytes]  # the raw lines, for examples of what was dropped
     kept: pa.Table  # (title, content) rows kept, in line order
-    rejected: list[tuple[int, str]]  # (index of the line in the chunk, reason), in line order
+    rejected_at: np.ndarray  # indices into `lines` of the dropped lines, ascending
+    rejected_why: np.ndarray  # their reasons, as indices into REASONS
+
+    def rejected(self) -> list[tuple[int, str]]:
+        return [(int(i), REASONS[w]) for i, w in zip(self.rejected_at, self.rejected_why, strict=True)]
+
+
+def clean_chunks(chunks: Iterable[Sequence[bytes]], params: CleanParams) -> Iterator[CleanedChunk]:
+    """`clean_chunk` over a stream of chunks: a thread runs the Arrow half of one chunk while
+    this one parses the next (Arrow's kernels release the GIL)."""
+    with ThreadPoolExecutor(1) as pool:
+        pending = None
+        for lines in chunks:
+            parsed = _parse_chunk(lines, params)
+            if pending is not None:
+                yield pending.result()
+            pending = pool.submit(_finish_chunk, parsed, params)
+        if pending is not None:
+            yield pending.result()
 
 
 def clean_chunk(lines: Sequence[bytes], params: CleanParams) -> CleanedChunk:
     """`parse_line` over many lines at once, with the same result.
 
-    Parsing stays a Python loop (orjson), but most records are plain ASCII without entities:
-    for those, clean_text's rules reduce to removing control characters and collapsing
-    whitespace, which Arrow's kernels do in C++ for the whole chunk. Other records go through
-    clean_text first; the Arrow pass then leaves them as they are.
+    Parsing stays a Python loop (orjson), but most texts are plain ASCII without entities: for
+    those, clean_text's rules reduce to removing control characters and collapsing whitespace,
+    which Arrow's kernels do in C++ for the whole chunk. Other texts go through clean_text
+    first; the Arrow pass then leaves them as they are.
     """
+    return _finish_chunk(_parse_chunk(lines, params), params)
+
+
+@dataclass(frozen=True)
+class _ParsedChunk:
+    lines: Sequence[bytes]
+    titles: list[str]
+    contents: list[str]
+    at: list[int]  # the line of each (title, content)
+    malformed: list[tuple[int, int]]  # (line, reason index)
+
+
+def _parse_chunk(lines: Sequence[bytes], params: CleanParams) -> _ParsedChunk:
     titles: list[str] = []
     contents: list[str] = []
     at: list[int] = []
-    rejected: list[tuple[int, str]] = []
+    malformed: list[tuple[int, int]] = []
+    title_field, content_field, loads = params.title_field, params.content_field, orjson.loads
     for i, line in enumerate(lines):
-        fields = read_fields(line, params)
-        if type(fields) is Rejected:
-            rejected.append((i, fields.reason))
+        # Inlined for speed: the common case of read_fields; anything else asks read_fields why.
+        try:
+            record = loads(line)
+            title = record.get(title_field)
+            content = record.get(content_field)
+        except (orjson.JSONDecodeError, AttributeError):
+            title = content = None
+        if type(title) is not str or type(content) is not str:
+            malformed.append((i, REASONS.index(read_fields(line, params).reason)))
             continue
-        title, content = fields
-        if not (title.isascii() and content.isascii()) or "&" in title or "&" in content:
-            title, content = clean_text(title), clean_text(content)
+        if not title.isascii() or "&" in title:
+            title = clean_text(title)
+        if not content.isascii() or "&" in content:
+            content = clean_text(content)
         titles.append(title)
         contents.append(content)
         at.append(i)
-    title_array, content_array = _clean_ascii(titles), _clean_ascii(contents)
-    checks = _length_checks(pc.utf8_length(title_array).to_numpy(), pc.utf8_length(content_array).to_numpy(), params)
-    failed = np.select([bad for _, bad in checks], range(len(checks)), default=-1)
-    rows = np.asarray(at, dtype=np.int64)
-    dropped = np.flatnonzero(failed >= 0)
-    rejected += [(int(rows[j]), checks[failed[j]][0]) for j in dropped]
-    rejected.sort()
-    kept = pa.table([title_array, content_array], schema=TEXT_SCHEMA).filter(pa.array(failed < 0))
-    return CleanedChunk(kept, rejected)
+    return _ParsedChunk(lines, titles, contents, at, malformed)
+
+
+def _finish_chunk(parsed: _ParsedChunk, params: CleanParams) -> CleanedChunk:
+    titles, contents = _clean_ascii(parsed.titles), _clean_ascii(parsed.contents)
+    checks = _length_checks(pc.utf8_length(titles).to_numpy(), pc.utf8_length(contents).to_numpy(), params)
+    failed = np.select([bad for _, bad in checks], [REASONS.index(reason) for reason, _ in checks], default=-1)
+    at = np.asarray(parsed.at, dtype=np.int64)
+    rejected_at = np.concatenate([np.array([i for i, _ in parsed.malformed], dtype=np.int64), at[failed >= 0]])
+    rejected_why = np.concatenate([np.array([w for _, w in parsed.malformed], dtype=np.int64), failed[failed >= 0]])
+    order = np.argsort(rejected_at, kind="stable")
+    kept = pa.table([titles, contents], schema=TEXT_SCHEMA).filter(pa.array(failed < 0))
+    return CleanedChunk(parsed.lines, kept, rejected_at[order], rejected_why[order])
 
 
 def _clean_ascii(texts: list[str]) -> pa.Array:
     """clean_text for ASCII text without entities (a no-op on text clean_text already cleaned)."""
     array = pa.array(texts, pa.string())
-    array = pc.replace_substring_regex(array, _ASCII_INVISIBLE, "")
-    array = pc.replace_substring_regex(array, r"[\t\n\r ]+", " ")
+    # Matching is cheaper than replacing, and most texts need neither rule: one pass finds those that might.
+    hit = pc.match_substring_regex(array, f"{_ASCII_INVISIBLE}|{_ASCII_SPACE_RUN}")
+    if pc.any(hit).as_py():
+        fixed = array.filter(hit)
+        for pattern, replacement in ((_ASCII_INVISIBLE, ""), (_ASCII_SPACE_RUN, " ")):
+            fixed = pc.replace_substring_regex(fixed, pattern, replacement)
+        array = pc.replace_with_mask(array, hit, fixed)
     return pc.utf8_trim(array, " ")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,7 +54,10 @@ def title_keys(titles: pa.Array | pa.ChunkedArray) -> pa.Array:
     """title_key of every title. For ASCII titles (casefold is lower, \\w is [a-z0-9_]) Arrow's
     kernels give the same key in C++; the others go through title_key."""
     titles = titles.combine_chunks() if isinstance(titles, pa.ChunkedArray) else titles
-    keys = pc.utf8_trim(pc.replace_substring_regex(pc.ascii_lower(titles), "[^a-z0-9_]+", " "), " ")
+    # Separators to spaces, then runs of spaces to one: a third faster than one regex that
+    # also rewrites every single space.
+    keys = pc.replace_substring_regex(pc.ascii_lower(titles), "[^a-z0-9_ ]+", " ")
+    keys = pc.utf8_trim(pc.replace_substring_regex(keys, " {2,}", " "), " ")
     other = pc.invert(pc.string_is_ascii(titles))
     rows = np.flatnonzero(other.to_numpy(zero_copy_only=False))
     if len(rows) == 0:
@@ -63,39 +66,42 @@ def title_keys(titles: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 
 def dedupe_table(table: pq.ParquetFile) -> Dedup:
-    """`dedupe` of a Parquet (title, content) table, holding only titles and keys in memory.
+    """`dedupe` of a Parquet (title, content) table, holding only the title keys in memory.
 
-    Only rows whose key repeats can be duplicates of either kind, so descriptions are read
-    (a batch at a time, as hashes) for those rows alone.
+    Only rows whose key repeats can be duplicates of either kind, so those rows alone are read
+    again (a row group at a time, descriptions as hashes) to tell exact from title duplicates.
     """
-    titles = table.read(columns=["title"]).column("title").combine_chunks()
-    keys = title_keys(titles)
+    keys = title_keys(table.read(columns=["title"]).column("title"))
     rows = pa.array(np.arange(len(keys)))
-    groups = pa.table({"key": keys, "row": rows}).group_by("key", use_threads=False)
-    firsts = groups.aggregate([("row", "min"), ("row", "count")])
+    firsts = pa.table({"key": keys, "row": rows}).group_by("key", use_threads=False)
+    firsts = firsts.aggregate([("row", "min"), ("row", "count")])
     keep = np.sort(firsts["row_min"].to_numpy())
     repeated = firsts.filter(pc.greater(firsts["row_count"], 1))["key"]
     candidates = np.flatnonzero(pc.is_in(keys, value_set=repeated).to_numpy(zero_copy_only=False))
-    pairs = set()
-    offset = 0
-    for batch in table.iter_batches(batch_size=65536, columns=["content"]):
-        inside = candidates[(candidates >= offset) & (candidates < offset + batch.num_rows)]
-        contents = batch.column(0).take(pa.array(inside - offset)).to_pylist()
-        for row, content in zip(inside, contents, strict=True):
-            pairs.add((titles[int(row)].as_py(), hashlib.blake2b(content.encode(), digest_size=16).digest()))
-        offset += batch.num_rows
+    del keys, rows, firsts
+    pairs = {
+        (title, hashlib.blake2b(content.encode(), digest_size=16).digest())
+        for part in _row_groups(table, candidates)
+        for title, content in zip(part["title"].to_pylist(), part["content"].to_pylist(), strict=True)
+    }
     exact = len(candidates) - len(pairs)
-    return Dedup(keep.tolist(), exact, len(keys) - len(keep) - exact)
+    return Dedup(keep.tolist(), exact, table.metadata.num_rows - len(keep) - exact)
 
 
 def take_rows(table: pq.ParquetFile, rows: np.ndarray) -> pa.Table:
-    """Rows `rows` (ascending) of a Parquet table, read a batch at a time."""
-    parts, offset = [], 0
-    for batch in table.iter_batches(batch_size=65536):
-        inside = rows[(rows >= offset) & (rows < offset + batch.num_rows)]
-        parts.append(pa.Table.from_batches([batch]).take(pa.array(inside - offset)))
-        offset += batch.num_rows
-    return pa.concat_tables(parts) if parts else table.schema_arrow.empty_table()
+    """Rows `rows` (ascending) of a Parquet table, read a row group at a time."""
+    return pa.concat_tables([table.schema_arrow.empty_table(), *_row_groups(table, rows)])
+
+
+def _row_groups(table: pq.ParquetFile, rows: np.ndarray) -> Iterator[pa.Table]:
+    # read_row_group frees each group once taken from; iter_batches keeps hundreds of MB.
+    offset = 0
+    for group in range(table.num_row_groups):
+        size = table.metadata.row_group(group).num_rows
+        inside = rows[(rows >= offset) & (rows < offset + size)]
+        if len(inside):
+            yield table.read_row_group(group).take(pa.array(inside - offset))
+        offset += size
 
 
 def sample_indices(n: int, size: int, seed: int) -> np.ndarray:

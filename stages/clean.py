@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pyarrow.parquet as pq
 
-from lorapipe.cleaning import Reason, clean_chunk
+from lorapipe.cleaning import REASONS, CleanedChunk, Reason, clean_chunks
 from lorapipe.outputs import atomic_path, write_json
 from lorapipe.params import CleanParams, check_params_unchanged, load_params
 from lorapipe.stage import StageError, log, run_stage
@@ -33,24 +33,21 @@ def main() -> None:
     params: CleanParams = load_params("clean")
 
     started = time.perf_counter()
-    dropped: Counter[str] = Counter()
+    counts = np.zeros(len(REASONS), dtype=np.int64)
     examples: list[dict] = []
     read = kept = 0
     with atomic_path(args.out) as tmp:
         writer = pq.ParquetWriter(tmp, TEXT_SCHEMA, compression="zstd")
-        for lines in iter_gzip_chunks(args.raw, desc="clean"):
-            chunk = clean_chunk(lines, params)
+        for chunk in clean_chunks(iter_gzip_chunks(args.raw, desc="clean"), params):
             writer.write_table(chunk.kept)
             kept += chunk.kept.num_rows
-            for i, reason in chunk.rejected:
-                dropped[reason] += 1
-                if dropped[reason] <= params.rejects_per_reason:
-                    text = lines[i][:300].decode("utf-8", "replace")
-                    examples.append({"line": read + i + 1, "reason": reason, "text": text})
-            read += len(lines)
+            examples += _examples(chunk, read, counts, params.rejects_per_reason)
+            counts += np.bincount(chunk.rejected_why, minlength=len(REASONS))
+            read += len(chunk.lines)
         writer.close()
+        dropped = {reason: int(n) for reason, n in zip(REASONS, counts, strict=True) if n}
         _write_rejects(args.rejects, examples)  # first, so a failing run still shows examples
-        malformed = sum(dropped[r] for r in Reason.MALFORMED)
+        malformed = sum(dropped.get(r, 0) for r in Reason.MALFORMED)
         if read and malformed / read > params.max_bad_fraction:
             raise StageError(
                 f"{args.raw}: {malformed:,} of {read:,} lines are malformed, over clean.max_bad_fraction "
@@ -72,6 +69,19 @@ def main() -> None:
         },
     )
     log.info(f"clean: read {read:,} lines, kept {kept:,}, dropped {sum(dropped.values()):,}")
+
+
+def _examples(chunk: CleanedChunk, first_line: int, counts: np.ndarray, per_reason: int) -> list[dict]:
+    """The chunk's dropped lines that are among the first `per_reason` of their kind, in line order."""
+    picked: list[tuple[int, int]] = []
+    for why in np.unique(chunk.rejected_why).tolist():
+        wanted = per_reason - int(counts[why])
+        if wanted > 0:
+            picked += [(i, why) for i in chunk.rejected_at[chunk.rejected_why == why][:wanted].tolist()]
+    return [
+        {"line": first_line + i + 1, "reason": REASONS[why], "text": chunk.lines[i][:300].decode("utf-8", "replace")}
+        for i, why in sorted(picked)
+    ]
 
 
 def _write_rejects(path: Path, examples: list[dict]) -> None:

@@ -119,4 +119,4 @@ def test_clean_chunk_gives_what_parse_line_gives_line_by_line(lines):
     chunk = clean_chunk(lines, params)
     results = [parse_line(raw, params) for raw in lines]
     assert chunk.kept.to_pylist() == [{"title": r[0], "content": r[1]} for r in results if not isinstance(r, Rejected)]
-    assert chunk.rejected == [(i, r.reason) for i, r in enumerate(results) if isinstance(r, Rejected)]
+    assert chunk.rejected() == [(i, r.reason) for i, r in enumerate(results) if isinstance(r, Rejected)]
