@@ -28,7 +28,7 @@ from lorapipe.modeling import load_model, load_tokenizer, load_tuned_model, pick
 from lorapipe.outputs import sha256_of, write_json
 from lorapipe.packing import IGNORE, collate, example_labels
 from lorapipe.params import check_params_unchanged, load_params
-from lorapipe.prompt import build_prompt, encode_example, truncate_title
+from lorapipe.prompt import build_prompts, encode_examples, truncate_titles
 from lorapipe.samples import RUN, SAMPLES, SCORES, write_sample_files
 from lorapipe.scoring import corpus_scores, sample_scores
 from lorapipe.stage import StageError, log, run_stage
@@ -40,11 +40,11 @@ from lorapipe.tracking import ADAPTER_TAG, Tracker, flat_params
 def reference_losses(model, tokenizer, titles, contents, tok_params, batch, device) -> list[tuple[float, int]]:
     """Per sample: the mean loss of the reference description's tokens given its prompt, and their count."""
     model.eval()
-    rows = []
-    for title, content in zip(titles, contents, strict=True):
-        ex = encode_example(tokenizer, title, content, tok_params.prompt_tokens, tok_params.response_tokens)
-        labels = example_labels(ex, completion_only=True)
-        rows.append({"input_ids": ex.input_ids, "labels": labels, "position_ids": range(len(ex.input_ids))})
+    examples = encode_examples(tokenizer, titles, contents, tok_params.prompt_tokens, tok_params.response_tokens)
+    rows = [
+        {"input_ids": ex.input_ids, "labels": example_labels(ex, True), "position_ids": range(len(ex.input_ids))}
+        for ex in examples
+    ]
     losses = []
     for i in range(0, len(rows), batch):
         b = collate(rows[i : i + batch], tokenizer.pad_token_id)
@@ -88,7 +88,7 @@ def main() -> None:
     device = pick_device()
     dtype = pick_dtype("auto", device)
     tokenizer = load_tokenizer(args.model)
-    prompts = [build_prompt(tokenizer, truncate_title(tokenizer, t, tok_params.prompt_tokens)[0]) for t in titles]
+    prompts = build_prompts(tokenizer, [t for t, _ in truncate_titles(tokenizer, titles, tok_params.prompt_tokens)])
     model = load_model(args.model, dtype, device)
 
     results, outputs, per_sample, seconds = {}, {}, {}, {}

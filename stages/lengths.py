@@ -25,7 +25,7 @@ from lorapipe.modeling import load_tokenizer
 from lorapipe.outputs import write_json
 from lorapipe.params import TokenizeParams, check_params_unchanged, load_params
 from lorapipe.plots import write_csv
-from lorapipe.prompt import build_prompt
+from lorapipe.prompt import build_prompts
 from lorapipe.stage import StageError, log, run_stage
 from lorapipe.tables import read_text_table
 
@@ -51,7 +51,7 @@ def main() -> None:
 
     started, cpu_started = time.perf_counter(), time.process_time()
     title_tokens = token_lengths(tokenizer, titles)
-    prompt_tokens = token_lengths(tokenizer, [build_prompt(tokenizer, t) for t in titles])
+    prompt_tokens = token_lengths(tokenizer, build_prompts(tokenizer, titles))
     description_tokens = token_lengths(tokenizer, contents)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
 

@@ -18,10 +18,11 @@ from lorapipe.modeling import load_tokenizer
 from lorapipe.outputs import atomic_dir, write_json
 from lorapipe.packing import pack_examples
 from lorapipe.params import TokenizeParams, check_params_unchanged, load_params
-from lorapipe.prompt import encode_example
+from lorapipe.prompt import encode_examples
 from lorapipe.stage import StageError, log, progress, run_stage
 from lorapipe.tables import read_text_table
 
+BATCH = 4096  # examples per call to the tokenizer
 ROW_SCHEMA = pa.schema(
     [("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32())), ("position_ids", pa.list_(pa.int32()))]
 )
@@ -41,14 +42,13 @@ def main() -> None:
     with atomic_dir(args.out) as tmp:
         for part in ("train", "val"):
             table = read_text_table(args.split / f"{part}.parquet")
-            examples = [
-                encode_example(tokenizer, title, content, params.prompt_tokens, params.response_tokens)
-                for title, content in progress(
-                    zip(table["title"].to_pylist(), table["content"].to_pylist(), strict=True),
-                    total=table.num_rows,
-                    desc=f"tokenize {part}",
+            titles, contents = table["title"].to_pylist(), table["content"].to_pylist()
+            examples = []
+            for start in progress(range(0, len(titles), BATCH), desc=f"tokenize {part}", unit="batch"):
+                batch = slice(start, start + BATCH)
+                examples += encode_examples(
+                    tokenizer, titles[batch], contents[batch], params.prompt_tokens, params.response_tokens
                 )
-            ]
             too_long = sum(len(ex.input_ids) > params.seq_len for ex in examples)
             if too_long:
                 raise StageError(

@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+import gzip
 import itertools
 import random
 
 import pytest
 import torch
 
+from lorapipe.cleaning import read_fields
 from lorapipe.packing import IGNORE, collate, example_labels, pack_examples
-from lorapipe.prompt import Example, build_prompt, encode_example
+from lorapipe.params import CleanParams
+from lorapipe.prompt import Example, build_prompt, build_prompts, encode_example, encode_examples
+from tests.conftest import ROOT
 
 
 def make_examples(n: int, seed: int = 0) -> list[Example]:
@@ -112,3 +116,34 @@ def test_token_budgets_truncate_and_count(smollm2_tokenizer):
     ex = encode_example(smollm2_tokenizer, title, content, prompt_tokens=10, response_tokens=50)
     assert ex.prompt_truncated and ex.response_truncated
     assert len(ex.input_ids) - ex.prompt_len == 51  # 50 response tokens + EOS
+
+
+def reference_example(tokenizer, title: str, content: str, prompt_tokens: int, response_tokens: int) -> Example:
+    """What encode_example did before batching: three tokenizer calls and one template render per example."""
+    ids = tokenizer(title, add_special_tokens=False)["input_ids"]
+    cut = len(ids) > prompt_tokens
+    title = tokenizer.decode(ids[:prompt_tokens]).strip() if cut else title
+    prompt_ids = tokenizer(build_prompt(tokenizer, title), add_special_tokens=False)["input_ids"]
+    response_ids = tokenizer(content, add_special_tokens=False)["input_ids"]
+    response = [*response_ids[:response_tokens], tokenizer.eos_token_id]
+    return Example(prompt_ids + response, len(prompt_ids), cut, len(response_ids) > response_tokens)
+
+
+@pytest.mark.parametrize("template", ["chat", "plain", "trims"])
+def test_batched_encoding_equals_one_example_at_a_time(smollm2_tokenizer, template):
+    import copy
+
+    tokenizer = copy.deepcopy(smollm2_tokenizer)
+    if template == "plain":
+        tokenizer.chat_template = None
+    if template == "trims":  # a template that changes the title: rendered per title, never split
+        tokenizer.chat_template = "<|im_start|>user\n{{ messages[1]['content'] | trim | upper }}<|im_end|>\n"
+    # The synthetic sample's raw records: entities, odd characters and long texts included.
+    with gzip.open(ROOT / "data/synthetic/trn.json.gz") as f:
+        rows = [r for line in f if isinstance(r := read_fields(line, CleanParams()), tuple)][:400]
+    rows += [(" ".join(["Long"] * 90), "word " * 500), ("  padded {title}  ", "&amp; odd\u200b text")]
+    titles, contents = [t for t, _ in rows], [c for _, c in rows]
+    expected = [reference_example(tokenizer, t, c, 20, 60) for t, c in rows]
+    assert encode_examples(tokenizer, titles, contents, 20, 60) == expected
+    assert any(ex.prompt_truncated for ex in expected) and any(ex.response_truncated for ex in expected)
+    assert build_prompts(tokenizer, titles) == [build_prompt(tokenizer, t) for t in titles]
