@@ -15,9 +15,9 @@ COVERAGES = (95, 99)  # the budgets that keep this share of examples whole
 HISTOGRAM_BINS = 60
 
 
-def token_lengths(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> np.ndarray:
+def token_lengths(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], batch: int = 4096) -> np.ndarray:
     """Token count of each text (no special tokens)."""
-    return np.array([len(ids) for ids in encode_texts(tokenizer, texts)], dtype=np.int64)
+    return np.array([len(ids) for ids in encode_texts(tokenizer, texts, batch)], dtype=np.int64)
 
 
 def coverage_budget(lengths: np.ndarray, share: float) -> int:
