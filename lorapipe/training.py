@@ -16,7 +16,7 @@ from lorapipe.checkpoints import TrainState, resume_checkpoint, save_checkpoint
 from lorapipe.distributed import SINGLE, World, sum_across
 from lorapipe.packing import IGNORE, collate
 from lorapipe.params import OpsParams, TrainParams
-from lorapipe.perplexity import mean_loss
+from lorapipe.perplexity import completion_loss, mean_loss
 from lorapipe.stage import log, progress
 
 
@@ -149,9 +149,9 @@ def train(
         for b in batches[world.rank :: world.size]:
             b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
             with amp():
-                out = model(**b, use_cache=False, num_items_in_batch=window_tokens)
-            scaler.scale(out.loss).backward()
-            losses.append(out.loss.detach())  # no .item() here: it would stall the GPU every micro-batch
+                micro_loss = completion_loss(model, b, window_tokens)
+            scaler.scale(micro_loss).backward()
+            losses.append(micro_loss.detach())  # no .item() here: it would stall the GPU every micro-batch
         loss = torch.stack(losses).sum().reshape(1)
         # Every process stops at the same step: the stop request rides along in the same all-reduce.
         stopping = torch.tensor([float(bool(stop and stop.requested))], device=loss.device)

@@ -103,7 +103,7 @@ def test_parse_line_never_raises_on_random_records(record):
 
 # Text that takes every branch of the batched path: ASCII with control characters and
 # whitespace runs, entities, non-ASCII spaces and compatibility forms.
-PIECES = list("ab Z9_;#\t\n\r\x00\x07\x0b\x1c\x1f\x7f\x85\xa0\u200b\u2003\uff41é") + ["&", "&amp;", "&#8217;"]
+PIECES = [*"ab Z9_;#\t\n\r\x00\x07\x0b\x1c\x1f\x7f\x85\xa0\u200b\u2003\uff41é", "&", "&amp;", "&#8217;"]
 TEXT = st.lists(st.sampled_from(PIECES), max_size=30).map("".join)
 RECORD_LINES = st.one_of(
     st.builds(lambda t, c: json.dumps({"title": t, "content": c}, ensure_ascii=False).encode(), TEXT, TEXT),

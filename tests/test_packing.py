@@ -147,3 +147,23 @@ def test_batched_encoding_equals_one_example_at_a_time(smollm2_tokenizer, templa
     assert encode_examples(tokenizer, titles, contents, 20, 60) == expected
     assert any(ex.prompt_truncated for ex in expected) and any(ex.response_truncated for ex in expected)
     assert build_prompts(tokenizer, titles) == [build_prompt(tokenizer, t) for t in titles]
+
+
+def test_completion_loss_equals_the_full_logits_loss_and_its_gradients(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    from lorapipe.perplexity import completion_loss
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    rows = pack_examples(make_examples(12, seed=3), 128, completion_only=True)
+    batch = collate([r.__dict__ for r in rows[:3]], pad_id=0)  # right-padded rows of unequal length
+    items = int((batch["labels"][:, 1:] != IGNORE).sum())
+    full = model(**batch, use_cache=False, num_items_in_batch=items).loss
+    full.backward()
+    expected = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    ours = completion_loss(model, batch, items)
+    ours.backward()
+    assert float(ours) == pytest.approx(float(full), rel=1e-6)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, expected[name], rtol=1e-4, atol=1e-6)

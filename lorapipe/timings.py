@@ -1,0 +1,70 @@
+"""Where a run's time goes: each stage appends its wall time and peak memory to a log, on request.
+
+Set LORAPIPE_TIMINGS=<file> (as `make demo` does) and every stage script adds a line to it;
+`python -m lorapipe.timings <file>` prints them as a table. The log sits outside DVC's outs
+on purpose: it describes a run of the pipeline, not the pipeline's results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ENV = "LORAPIPE_TIMINGS"
+
+
+def record_stage(name: str, started: float) -> None:
+    """Append this process's wall time since `started` and its peak RSS to the log, if one is set."""
+    log = os.environ.get(ENV)
+    if not log:
+        return
+    # Children too: torchrun's workers, the GGUF converter.
+    peak_kib = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    entry = {"step": name, "seconds": round(time.perf_counter() - started, 1), "peak_mib": round(peak_kib / 1024)}
+    with open(log, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+def timing_table(entries: list[dict]) -> str:
+    """One row per step, with its share of the total."""
+    total = sum(e["seconds"] for e in entries) or 1.0
+    lines = [f"{'step':<22}{'seconds':>9}{'share':>8}{'peak MiB':>10}"]
+    for e in entries:
+        peak = f"{e['peak_mib']:,}" if e.get("peak_mib") else ""
+        lines.append(f"{e['step']:<22}{e['seconds']:>9.1f}{e['seconds'] / total:>8.0%}{peak:>10}")
+    lines.append(f"{'total':<22}{total:>9.1f}")
+    return "\n".join(lines)
+
+
+def run_timed(command: list[str], log: Path) -> int:
+    """Run `command` (e.g. `dvc exp run`) with the log set; add DVC's own share and print the table."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.unlink(missing_ok=True)
+    started = time.perf_counter()
+    code = subprocess.run(command, env={**os.environ, ENV: str(log)}, check=False).returncode
+    entries = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    rest = time.perf_counter() - started - sum(e["seconds"] for e in entries)
+    entries.append({"step": "dvc (hash, cache, git)", "seconds": round(max(rest, 0.0), 1)})
+    print(timing_table(entries))
+    return code
+
+
+def main() -> int:
+    """python -m lorapipe.timings LOG [-- COMMAND...]: print LOG, or run COMMAND timed into LOG first."""
+    path = Path(sys.argv[1])
+    if "--" in sys.argv:
+        return run_timed(sys.argv[sys.argv.index("--") + 1 :], path)
+    if not path.is_file():
+        print(f"error: {path} not found; set {ENV}={path} while the stages run", file=sys.stderr)
+        return 1
+    print(timing_table([json.loads(line) for line in path.read_text().splitlines() if line.strip()]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
