@@ -14,48 +14,20 @@ name, MLflow run and its link) for the PR report.
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import numpy as np
 import torch
 
-from lorapipe.generation import generate_texts
+from lorapipe.evaluation import decode_and_measure, eval_prompts, select_samples
 from lorapipe.modeling import load_model, load_tokenizer, load_tuned_model, pick_device, pick_dtype
 from lorapipe.outputs import sha256_of, write_json
-from lorapipe.packing import IGNORE, collate, example_labels
 from lorapipe.params import check_params_unchanged, load_params
-from lorapipe.prompt import build_prompt, encode_example, truncate_title
 from lorapipe.samples import RUN, SAMPLES, SCORES, write_sample_files
-from lorapipe.scoring import corpus_scores, sample_scores
+from lorapipe.scoring import score_outputs
 from lorapipe.stage import StageError, log, run_stage
-from lorapipe.tables import read_text_table
 from lorapipe.tracking import ADAPTER_TAG, Tracker, flat_params
-
-
-@torch.no_grad()
-def reference_losses(model, tokenizer, titles, contents, tok_params, batch, device) -> list[tuple[float, int]]:
-    """Per sample: the mean loss of the reference description's tokens given its prompt, and their count."""
-    model.eval()
-    rows = []
-    for title, content in zip(titles, contents, strict=True):
-        ex = encode_example(tokenizer, title, content, tok_params.prompt_tokens, tok_params.response_tokens)
-        labels = example_labels(ex, completion_only=True)
-        rows.append({"input_ids": ex.input_ids, "labels": labels, "position_ids": range(len(ex.input_ids))})
-    losses = []
-    for i in range(0, len(rows), batch):
-        b = collate(rows[i : i + batch], tokenizer.pad_token_id)
-        logits = model(input_ids=b["input_ids"].to(device), position_ids=b["position_ids"].to(device)).logits
-        labels = b["labels"][:, 1:].to(device)
-        token_loss = torch.nn.functional.cross_entropy(
-            logits[:, :-1].float().transpose(1, 2), labels, ignore_index=IGNORE, reduction="none"
-        )
-        counts = (labels != IGNORE).sum(dim=1)
-        losses += [(float(s) / max(int(n), 1), int(n)) for s, n in zip(token_loss.sum(dim=1), counts, strict=True)]
-    return losses
 
 
 def mlflow_run_url(run_id: str | None) -> str | None:
@@ -78,34 +50,25 @@ def main() -> None:
     if not (args.adapter / "adapter_config.json").is_file():
         raise StageError(f"{args.adapter}: no adapter_config.json; run the train stage first (dvc repro train)")
 
-    table = read_text_table(args.test)
-    rng = np.random.default_rng(params.seed)
-    rows = np.sort(rng.permutation(table.num_rows)[: params.max_samples])
-    titles = [table["title"][int(i)].as_py() for i in rows]
-    references = [table["content"][int(i)].as_py() for i in rows]
-
+    titles, references = select_samples(args.test, params.max_samples, params.seed)
     torch.manual_seed(params.seed)
     device = pick_device()
     dtype = pick_dtype("auto", device)
     tokenizer = load_tokenizer(args.model)
-    prompts = [build_prompt(tokenizer, truncate_title(tokenizer, t, tok_params.prompt_tokens)[0]) for t in titles]
+    prompts = eval_prompts(tokenizer, titles, tok_params.prompt_tokens)
     model = load_model(args.model, dtype, device)
 
-    results, outputs, per_sample, seconds = {}, {}, {}, {}
+    outputs, losses, seconds = {}, {}, {}
     for name in ("base", "tuned"):
         if name == "tuned":
             del model
             model = load_tuned_model(args.model, args.adapter, dtype, device)
-        started = time.perf_counter()
-        outputs[name] = generate_texts(model, tokenizer, prompts, params, desc=f"generate {name}")
-        seconds[name] = time.perf_counter() - started
-        per_sample[name] = sample_scores(outputs[name], references)
-        losses = reference_losses(model, tokenizer, titles, references, tok_params, params.batch_size, device)
-        for sample, (loss, tokens) in zip(per_sample[name], losses, strict=True):
-            sample.update(loss=loss, tokens=tokens)
-        scores = corpus_scores(per_sample[name])
-        scores["perplexity"] = math.exp(sum(loss * n for loss, n in losses) / max(sum(n for _, n in losses), 1))
-        results[name] = {k: round(v, 4) for k, v in scores.items()}
+        outputs[name], losses[name], seconds[name] = decode_and_measure(
+            model, tokenizer, prompts, titles, references, params, tok_params, desc=f"generate {name}"
+        )
+    results, per_sample = {}, {}
+    for name in ("base", "tuned"):
+        per_sample[name], results[name] = score_outputs(outputs[name], references, losses[name])
         log.info(f"evaluate {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in results[name].items()))
 
     # The training run of this very adapter (found by its hash, so no run id sits in the adapter).
