@@ -1,10 +1,12 @@
 """Score the base and the tuned model on the test split: BLEU, ROUGE-1/2/L, reference perplexity.
 
-    python stages/evaluate.py data/split/test.parquet models/base models/adapter metrics
+    python stages/evaluate.py data/split/test.parquet models/base data/base_outputs.json models/adapter metrics
 
-Both models decode the same prompts with the same settings. The base is the original model;
-the tuned model is the adapter merged into the base as training saw it (quantized, then
-dequantized), so it decodes like the training-time model at plain-model speed.
+Both models decode the same prompts with the same settings. The base is the original model,
+decoded once by the generate_base stage: its outputs file is checked against the samples,
+prompts, params and base weights scored here, and refused if it was made for others. The tuned
+model is the adapter merged into the base as training saw it (quantized, then dequantized), so
+it decodes like the training-time model at plain-model speed.
 Writes metrics/eval.json (base, tuned, delta: corpus BLEU, mean ROUGE, perplexity), the
 per-sample scores of both models in metrics/eval_scores.jsonl (what the report's intervals
 resample), a few texts in metrics/eval_samples.jsonl, and metrics/eval_run.json (experiment
@@ -20,8 +22,15 @@ from urllib.parse import urlsplit
 
 import torch
 
-from lorapipe.evaluation import decode_and_measure, eval_prompts, select_samples
-from lorapipe.modeling import load_model, load_tokenizer, load_tuned_model, pick_device, pick_dtype
+from lorapipe.evaluation import (
+    base_settings,
+    decode_and_measure,
+    eval_prompts,
+    read_base_outputs,
+    select_samples,
+    weights_sha256,
+)
+from lorapipe.modeling import load_tokenizer, load_tuned_model, pick_device, pick_dtype
 from lorapipe.outputs import sha256_of, write_json
 from lorapipe.params import check_params_unchanged, load_params
 from lorapipe.samples import RUN, SAMPLES, SCORES, write_sample_files
@@ -43,6 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("test", type=Path)
     parser.add_argument("model", type=Path)
+    parser.add_argument("base_outputs", type=Path, help="the base model's outputs (generate_base stage)")
     parser.add_argument("adapter", type=Path)
     parser.add_argument("metrics", type=Path, help="folder for eval.json and the eval_* files")
     args = parser.parse_args()
@@ -56,16 +66,18 @@ def main() -> None:
     dtype = pick_dtype("auto", device)
     tokenizer = load_tokenizer(args.model)
     prompts = eval_prompts(tokenizer, titles, tok_params.prompt_tokens)
-    model = load_model(args.model, dtype, device)
+    samples = {"title": titles, "reference": references, "prompt": prompts}
+    settings, weights = base_settings(params, tok_params), weights_sha256(args.model)
+    base_texts, base_losses, base_dtype = read_base_outputs(args.base_outputs, settings, weights, samples)
+    if base_dtype != str(dtype):  # another device decoded the base (a run-cache or a remote's copy)
+        log.warning(f"warning: {args.base_outputs} was decoded in {base_dtype}, the tuned model decodes in {dtype}")
 
-    outputs, losses, seconds = {}, {}, {}
-    for name in ("base", "tuned"):
-        if name == "tuned":
-            del model
-            model = load_tuned_model(args.model, args.adapter, dtype, device)
-        outputs[name], losses[name], seconds[name] = decode_and_measure(
-            model, tokenizer, prompts, titles, references, params, tok_params, desc=f"generate {name}"
-        )
+    model = load_tuned_model(args.model, args.adapter, dtype, device)
+    tuned_texts, tuned_losses, seconds = decode_and_measure(
+        model, tokenizer, prompts, titles, references, params, tok_params, desc="generate tuned"
+    )
+    outputs = {"base": base_texts, "tuned": tuned_texts}
+    losses = {"base": base_losses, "tuned": tuned_losses}
     results, per_sample = {}, {}
     for name in ("base", "tuned"):
         per_sample[name], results[name] = score_outputs(outputs[name], references, losses[name])
@@ -79,7 +91,7 @@ def main() -> None:
         **results,
         "delta": {k: round(results["tuned"][k] - results["base"][k], 4) for k in results["base"]},
         "samples": len(titles),
-        "generation_tokens_per_s": round(new_tokens / max(seconds["tuned"], 1e-9), 1),
+        "generation_tokens_per_s": round(new_tokens / max(seconds, 1e-9), 1),
     }
     check_params_unchanged()
     write_json(args.metrics / "eval.json", summary)
