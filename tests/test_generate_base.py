@@ -103,3 +103,15 @@ def test_evaluate_refuses_a_missing_or_mismatched_base_outputs_file(workspace, t
     result = stage(workspace, "evaluate.py", *args, check=False)
     assert_one_line_error(result, str(path), fragment, "dvc repro generate_base")
     assert not (tmp_path / "metrics").exists()
+
+
+def test_base_outputs_of_another_dtype_are_scored_with_one_warning(workspace, tmp_path):
+    """Base outputs another device decoded (a GPU's bf16 copy from the remote) are scored, with a warning."""
+    path = tampered(workspace, tmp_path / "base_outputs.json", lambda m: m.update(dtype="torch.float64"))
+    args = list(eval_args("models/adapter", str(tmp_path / "metrics")))
+    args[2] = path
+    result = stage(workspace, "evaluate.py", *args)
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and f"{path} was decoded in torch.float64, the tuned model decodes in" in warnings[0]
+    scores = (tmp_path / "metrics/eval_scores.jsonl").read_text()
+    assert scores == (workspace / "metrics/eval_scores.jsonl").read_text()
