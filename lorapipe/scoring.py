@@ -7,6 +7,7 @@ which corpus BLEU over any subset of samples is recomputed exactly (the bootstra
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,3 +50,16 @@ def corpus_scores(samples: Sequence[dict[str, Any]]) -> dict[str, float]:
     bleu = BLEU.compute_bleu(stats[2:6], stats[6:10], stats[0], stats[1], smooth_method="exp").score
     rouge = {name: float(np.mean([s[name] for s in samples])) for name in ROUGE_TYPES}
     return {"bleu": bleu, **rouge}
+
+
+def score_outputs(
+    predictions: Sequence[str], references: Sequence[str], losses: Sequence[tuple[float, int]]
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """One model's per-sample scores (`sample_scores` plus the reference's mean token `loss` and its
+    `tokens`) and its headline: corpus BLEU, mean ROUGE and the references' perplexity, rounded."""
+    samples = sample_scores(predictions, references)
+    for sample, (loss, tokens) in zip(samples, losses, strict=True):
+        sample.update(loss=loss, tokens=tokens)
+    scores = corpus_scores(samples)
+    scores["perplexity"] = math.exp(sum(loss * n for loss, n in losses) / max(sum(n for _, n in losses), 1))
+    return samples, {k: round(v, 4) for k, v in scores.items()}

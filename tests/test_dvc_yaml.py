@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import re
 from pathlib import Path
 
@@ -69,6 +70,26 @@ def test_command_paths_are_declared(name):
     for arg in stage["cmd"].split()[2:]:
         if arg.startswith(("data/", "models/")):
             assert arg in declared, f"{name}: {arg} is not a dep or out"
+
+
+def test_listed_keys_are_real_params():
+    """A stage listing single keys (`eval.seed`) names keys that exist: a typo would track nothing."""
+    from lorapipe.params import SECTIONS
+
+    for name, stage in STAGES.items():
+        for param in stage.get("params", []):
+            section, _, key = param.partition(".")
+            assert section in SECTIONS, f"{name}: {param}"
+            assert not key or key in {f.name for f in dataclasses.fields(SECTIONS[section])}, f"{name}: {param}"
+
+
+def test_generate_base_tracks_exactly_the_settings_its_outputs_record():
+    """The base outputs hang on BASE_SETTINGS (recorded in the file, checked by evaluate): DVC must
+    re-run generate_base when one changes, and only then (not for eval.report_samples, lora.*, ...)."""
+    from lorapipe.evaluation import BASE_SETTINGS
+
+    assert STAGES["generate_base"]["params"] == list(BASE_SETTINGS)
+    assert "data/base_outputs.json" in STAGES["evaluate"]["deps"]
 
 
 def test_only_what_a_reviewer_compares_is_a_metric():

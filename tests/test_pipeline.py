@@ -81,10 +81,16 @@ def test_whole_dag_on_smollm2_then_lora_r8_reruns_only_train_and_evaluate(experi
         assert ppl == pytest.approx(result[name]["perplexity"], rel=1e-3)
     assert json.loads((repo / "metrics/base_model.json").read_text())["sha256"].startswith("b179c952")
 
+    # lora.r=8: the base model's outputs (generate_base) stay cached, only the tuned model decodes.
+    assert "generate_base" in ran(experiments.first)
     assert ran(experiments.second) == ["train", "evaluate"]
     table = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
-    names = {exp.get("name") for rev in table for exp in (rev.get("experiments") or []) for exp in exp.get("revs", [])}
-    assert {"smollm2-r16", "smollm2-r8"} <= names
+    runs = {
+        r.get("name"): r["data"] for rev in table for exp in rev.get("experiments") or [] for r in exp.get("revs", [])
+    }
+    assert {"smollm2-r16", "smollm2-r8"} <= set(runs)
+    base = [runs[name]["metrics"]["metrics/eval.json"]["data"]["base"] for name in ("smollm2-r16", "smollm2-r8")]
+    assert base[0] == base[1] == result["base"]
 
     # The optional export pipeline ran on its own command; then everything is up to date.
     assert ran(experiments.export) == ["export"]

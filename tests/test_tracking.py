@@ -12,7 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.workspace import data_workspace, free_port, stage, start_training, wait_until, write_params
+from tests.workspace import (
+    BASE_ARGS,
+    data_workspace,
+    eval_args,
+    free_port,
+    stage,
+    start_training,
+    wait_until,
+    write_params,
+)
 
 TRAIN = {
     "max_steps": 4,
@@ -24,7 +33,6 @@ TRAIN = {
 OPS = {"save_every": 2, "log_every": 1}
 EVAL = {"max_samples": 4, "batch_size": 4, "max_new_tokens": 4}
 TRAIN_ARGS = ("data/tokenized", "models/base", "models/adapter", "metrics")
-EVAL_ARGS = ("data/split/test.parquet", "models/base", "models/adapter", "metrics")
 SECRET = "s3cr3t-do-not-leak-0123456789"
 
 
@@ -103,7 +111,8 @@ def test_train_and_evaluate_log_one_run_to_a_real_server(workspace, mlflow_serve
     from mlflow.tracking import MlflowClient
 
     train = run_with(workspace, mlflow_server, "train.py", *TRAIN_ARGS)
-    evaluate = run_with(workspace, mlflow_server, "evaluate.py", *EVAL_ARGS)
+    stage(workspace, "generate_base.py", *BASE_ARGS)  # no MLflow: evaluate logs both models' scores
+    evaluate = run_with(workspace, mlflow_server, "evaluate.py", *eval_args())
     client = MlflowClient(mlflow_server)
     runs = client.search_runs([client.get_experiment_by_name("lorapipe").experiment_id])
     assert len(runs) == 1  # evaluate adds to the train stage's run

@@ -55,6 +55,16 @@ def data_workspace(ws: Path, model_dir: Path, **sections: dict[str, Any]) -> Pat
     return ws
 
 
+# The generate_base stage's command line, as in dvc.yaml; evaluate reads its output.
+BASE_OUTPUTS = "data/base_outputs.json"
+BASE_ARGS = ("data/split/test.parquet", "models/base", BASE_OUTPUTS)
+
+
+def eval_args(adapter: str = "models/adapter", metrics: str = "metrics") -> tuple[str, ...]:
+    """evaluate's command line, as in dvc.yaml (another adapter and metrics folder for side runs)."""
+    return ("data/split/test.parquet", "models/base", BASE_OUTPUTS, adapter, metrics)
+
+
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
     """Exit 1, no traceback, exactly one `error:` line holding every fragment."""
     assert result.returncode == 1, result.stderr

@@ -1,0 +1,150 @@
+"""What the generate_base and evaluate stages share: the test samples they score, the prompts,
+one model's decoding and reference losses, and the base outputs file that passes between them.
+
+The base model's outputs depend only on the base model, the test split and the params in
+BASE_SETTINGS, so generate_base decodes them once and stays cached while experiments change
+lora/train/quant; evaluate reads them back and refuses a file made for other samples, prompts,
+settings or base weights, rather than score a stale base.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from lorapipe.generation import generate_texts
+from lorapipe.outputs import sha256_of, write_json
+from lorapipe.packing import IGNORE, collate, example_labels
+from lorapipe.params import EvalParams, TokenizeParams
+from lorapipe.prompt import build_prompts, encode_examples, truncate_titles
+from lorapipe.stage import StageError
+from lorapipe.tables import read_text_table
+
+# The params the base model's outputs depend on: generate_base's params in dvc.yaml, exactly.
+# Not eval.report_samples (evaluate's file layout) nor tokenize.seq_len/completion_only (training).
+BASE_SETTINGS = (
+    "eval.max_samples",
+    "eval.seed",
+    "eval.batch_size",  # batched decoding pads, and padding moves the last bits of the logits
+    "eval.max_new_tokens",
+    "eval.do_sample",
+    "eval.temperature",
+    "eval.top_p",
+    "eval.repetition_penalty",
+    "tokenize.prompt_tokens",
+    "tokenize.response_tokens",  # the reference losses cut the description there, as training does
+)
+RERUN = "run the generate_base stage (dvc repro generate_base)"
+
+
+def base_settings(params: EvalParams, tok_params: TokenizeParams) -> dict[str, Any]:
+    """BASE_SETTINGS with their values, as the base outputs file records them."""
+    sections = {"eval": params, "tokenize": tok_params}
+    return {key: getattr(sections[key.split(".")[0]], key.split(".")[1]) for key in BASE_SETTINGS}
+
+
+def select_samples(path: Path, max_samples: int, seed: int) -> tuple[list[str], list[str]]:
+    """Titles and reference descriptions of the scored test rows: `max_samples` drawn with `seed`,
+    kept in the file's order (a larger max_samples only adds rows)."""
+    table = read_text_table(path)
+    rows = np.sort(np.random.default_rng(seed).permutation(table.num_rows)[:max_samples])
+    titles = [table["title"][int(i)].as_py() for i in rows]
+    references = [table["content"][int(i)].as_py() for i in rows]
+    return titles, references
+
+
+def eval_prompts(tokenizer: PreTrainedTokenizerBase, titles: Sequence[str], prompt_tokens: int) -> list[str]:
+    """The training prompt of each title, cut to `prompt_tokens` as training cut it."""
+    return build_prompts(tokenizer, [title for title, _ in truncate_titles(tokenizer, titles, prompt_tokens)])
+
+
+@torch.no_grad()
+def reference_losses(model, tokenizer, titles, contents, tok_params, batch, device) -> list[tuple[float, int]]:
+    """Per sample: the mean loss of the reference description's tokens given its prompt, and their count."""
+    model.eval()
+    examples = encode_examples(tokenizer, titles, contents, tok_params.prompt_tokens, tok_params.response_tokens)
+    rows = [
+        {"input_ids": ex.input_ids, "labels": example_labels(ex, True), "position_ids": range(len(ex.input_ids))}
+        for ex in examples
+    ]
+    losses = []
+    for i in range(0, len(rows), batch):
+        b = collate(rows[i : i + batch], tokenizer.pad_token_id)
+        logits = model(input_ids=b["input_ids"].to(device), position_ids=b["position_ids"].to(device)).logits
+        labels = b["labels"][:, 1:].to(device)
+        token_loss = torch.nn.functional.cross_entropy(
+            logits[:, :-1].float().transpose(1, 2), labels, ignore_index=IGNORE, reduction="none"
+        )
+        counts = (labels != IGNORE).sum(dim=1)
+        losses += [(float(s) / max(int(n), 1), int(n)) for s, n in zip(token_loss.sum(dim=1), counts, strict=True)]
+    return losses
+
+
+def decode_and_measure(
+    model, tokenizer, prompts, titles, references, params: EvalParams, tok_params: TokenizeParams, desc: str
+) -> tuple[list[str], list[tuple[float, int]], float]:
+    """One model's texts for `prompts`, its reference losses, and the seconds decoding took."""
+    started = time.perf_counter()
+    texts = generate_texts(model, tokenizer, prompts, params, desc=desc)
+    seconds = time.perf_counter() - started
+    device = next(model.parameters()).device
+    losses = reference_losses(model, tokenizer, titles, references, tok_params, params.batch_size, device)
+    return texts, losses, seconds
+
+
+def weights_sha256(model_dir: Path) -> dict[str, str]:
+    """sha256 of each safetensors file of a model folder: which base decoded the outputs."""
+    return {f.name: sha256_of(f) for f in sorted(Path(model_dir).glob("*.safetensors"))}
+
+
+def write_base_outputs(
+    path: Path,
+    settings: dict[str, Any],
+    weights: dict[str, str],
+    dtype: str,
+    samples: dict[str, Sequence[str]],
+    texts: Sequence[str],
+    losses: Sequence[tuple[float, int]],
+) -> None:
+    """The base outputs file: what it was made with (settings, weights, dtype), then per sample, in
+    select_samples' order, the `samples` fields (title, reference, prompt), text, loss and tokens."""
+    rows = [
+        {**dict(zip(samples, values, strict=True)), "text": text, "loss": loss, "tokens": tokens}
+        for values, text, (loss, tokens) in zip(zip(*samples.values(), strict=True), texts, losses, strict=True)
+    ]
+    write_json(path, {"settings": settings, "weights_sha256": weights, "dtype": dtype, "samples": rows})
+
+
+def read_base_outputs(
+    path: Path,
+    settings: dict[str, Any],
+    weights: dict[str, str],
+    samples: dict[str, Sequence[str]],
+) -> tuple[list[str], list[tuple[float, int]], str]:
+    """The base's texts, reference losses and dtype from the base outputs file, checked against what
+    evaluate is about to score: the same `settings`, base `weights` and `samples` (title, reference
+    and prompt lists). A missing, unreadable or mismatched file is one StageError naming it."""
+    if not path.is_file():
+        raise StageError(f"{path}: not found; run the generate_base stage first (dvc repro generate_base)")
+    try:
+        made = json.loads(path.read_bytes())
+        rows, made_settings = made["samples"], dict(made["settings"])
+        stored = {field: [row[field] for row in rows] for field in (*samples, "text", "loss", "tokens")}
+    except (ValueError, KeyError, TypeError) as err:
+        raise StageError(f"{path}: not a base outputs file ({type(err).__name__}: {err}); {RERUN}") from None
+    changed = [f"{k} {made_settings.get(k)!r} (now {v!r})" for k, v in settings.items() if made_settings.get(k) != v]
+    if changed:
+        raise StageError(f"{path}: made with {', '.join(changed)}; {RERUN}")
+    if made.get("weights_sha256") != weights:
+        raise StageError(f"{path}: decoded by another base model (its safetensors differ); {RERUN}")
+    for field in samples:  # title and reference: the rows; prompt: the tokenizer and prompt format
+        if stored[field] != list(samples[field]):
+            raise StageError(f"{path}: its samples' {field}s are not those evaluate scores now; {RERUN}")
+    return stored["text"], list(zip(stored["loss"], stored["tokens"], strict=True)), str(made.get("dtype"))

@@ -1,0 +1,117 @@
+"""The base model decoded once (generate_base) and scored by evaluate from that file, on the tiny Llama."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.workspace import BASE_ARGS, BASE_OUTPUTS, assert_one_line_error, eval_args, stage
+
+EVAL = {"max_samples": 6, "batch_size": 4, "max_new_tokens": 8, "report_samples": 2}
+
+
+@pytest.fixture(scope="module")
+def workspace(tuned_workspace, tmp_path_factory) -> Path:
+    """A copy of the trained tiny-Llama workspace after generate_base and evaluate."""
+    ws = Path(shutil.copytree(tuned_workspace, tmp_path_factory.mktemp("base") / "ws"))
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    params["eval"].update(EVAL)
+    (ws / "params.yaml").write_text(yaml.safe_dump(params))
+    stage(ws, "generate_base.py", *BASE_ARGS)
+    stage(ws, "evaluate.py", *eval_args())
+    return ws
+
+
+def test_evaluate_reports_the_base_scores_of_a_direct_decoding(workspace):
+    """What evaluate did itself before generate_base existed: same rows, prompts and decoding."""
+    import torch
+
+    from lorapipe.evaluation import reference_losses
+    from lorapipe.generation import generate_texts
+    from lorapipe.modeling import load_model, load_tokenizer, pick_device, pick_dtype
+    from lorapipe.params import EvalParams, TokenizeParams
+    from lorapipe.prompt import build_prompt, truncate_title
+    from lorapipe.scoring import corpus_scores, sample_scores
+    from lorapipe.tables import read_text_table
+
+    ws, params = workspace, EvalParams(**EVAL)
+    tok_params = TokenizeParams(**yaml.safe_load((ws / "params.yaml").read_text())["tokenize"])
+    table = read_text_table(ws / "data/split/test.parquet")
+    rows = np.sort(np.random.default_rng(params.seed).permutation(table.num_rows)[: params.max_samples])
+    titles = [table["title"][int(i)].as_py() for i in rows]
+    references = [table["content"][int(i)].as_py() for i in rows]
+    device = pick_device()
+    tokenizer = load_tokenizer(ws / "models/base")
+    model = load_model(ws / "models/base", pick_dtype("auto", device), device)
+    prompts = [build_prompt(tokenizer, truncate_title(tokenizer, t, tok_params.prompt_tokens)[0]) for t in titles]
+    torch.manual_seed(params.seed)
+    texts = generate_texts(model, tokenizer, prompts, params)
+    losses = reference_losses(model, tokenizer, titles, references, tok_params, params.batch_size, device)
+    direct = corpus_scores(sample_scores(texts, references))
+    direct["perplexity"] = math.exp(sum(loss * n for loss, n in losses) / sum(n for _, n in losses))
+
+    result = json.loads((ws / "metrics/eval.json").read_text())
+    assert result["base"] == {k: round(v, 4) for k, v in direct.items()}
+    assert result["samples"] == 6 and set(result) == {"base", "tuned", "delta", "samples", "generation_tokens_per_s"}
+    scores = [json.loads(line) for line in (ws / "metrics/eval_scores.jsonl").read_text().splitlines()]
+    assert [s["base"]["text"] for s in scores] == texts and [s["title"] for s in scores] == titles
+    assert [s["base"]["loss"] for s in scores] == [round(loss, 4) for loss, _ in losses]
+    assert [s["tuned"]["text"] for s in scores] != texts  # the tuned model did decode on its own
+    samples = (ws / "metrics/eval_samples.jsonl").read_text().splitlines()
+    assert len(samples) == 2 and set(json.loads(samples[0])) == {"id", "title", "reference", "base", "tuned"}
+    made = json.loads((ws / BASE_OUTPUTS).read_text())
+    assert [s["prompt"] for s in made["samples"]] == prompts and made["settings"]["eval.max_new_tokens"] == 8
+
+
+def tampered(ws: Path, to: Path, change) -> str:
+    """A copy of the base outputs file with `change` applied to its JSON; its path."""
+    made = json.loads((ws / BASE_OUTPUTS).read_text())
+    change(made)
+    to.write_text(json.dumps(made))
+    return str(to)
+
+
+MISMATCHES = {
+    "settings": (lambda m: m["settings"].update({"eval.max_new_tokens": 99}), "with eval.max_new_tokens 99 (now 8)"),
+    "weights": (lambda m: m["weights_sha256"].update({"model.safetensors": "0" * 64}), "another base model"),
+    "rows": (lambda m: m["samples"].pop(), "titles are not those evaluate scores"),
+    "references": (lambda m: m["samples"][0].update(reference="other"), "references are not those"),
+    "prompts": (lambda m: m["samples"][1].update(prompt="### Title:\n"), "prompts are not those"),
+}
+
+
+@pytest.mark.parametrize("case", [*MISMATCHES, "missing", "not-json"])
+def test_evaluate_refuses_a_missing_or_mismatched_base_outputs_file(workspace, tmp_path, case):
+    """One line naming the file and the stage to run, before any model is loaded."""
+    path = tmp_path / "base_outputs.json"
+    if case in MISMATCHES:
+        change, fragment = MISMATCHES[case]
+        tampered(workspace, path, change)
+    elif case == "not-json":
+        path.write_text('{"settings": ')
+        fragment = "not a base outputs file"
+    else:
+        fragment = "not found"
+    args = list(eval_args("models/adapter", str(tmp_path / "metrics")))
+    args[2] = str(path)
+    result = stage(workspace, "evaluate.py", *args, check=False)
+    assert_one_line_error(result, str(path), fragment, "dvc repro generate_base")
+    assert not (tmp_path / "metrics").exists()
+
+
+def test_base_outputs_of_another_dtype_are_scored_with_one_warning(workspace, tmp_path):
+    """Base outputs another device decoded (a GPU's bf16 copy from the remote) are scored, with a warning."""
+    path = tampered(workspace, tmp_path / "base_outputs.json", lambda m: m.update(dtype="torch.float64"))
+    args = list(eval_args("models/adapter", str(tmp_path / "metrics")))
+    args[2] = path
+    result = stage(workspace, "evaluate.py", *args)
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and f"{path} was decoded in torch.float64, the tuned model decodes in" in warnings[0]
+    scores = (tmp_path / "metrics/eval_scores.jsonl").read_text()
+    assert scores == (workspace / "metrics/eval_scores.jsonl").read_text()
