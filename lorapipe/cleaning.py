@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +47,7 @@ class Reason:
 
 
 REASONS = tuple(v for k, v in vars(Reason).items() if k.isupper() and isinstance(v, str))
+_EMPTY_CONTENT = REASONS.index(Reason.EMPTY_CONTENT)
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,15 @@ class Rejected:
 
 def clean_text(text: str) -> str:
     """Unescape HTML entities, NFKC-normalise, drop invisible characters, collapse whitespace."""
-    if "&" in text:
-        # Twice: the dump holds double-escaped entities such as `&amp;#8217;`.
-        text = html.unescape(html.unescape(text))
+    return _normalize(_unescape(text)) if "&" in text else _normalize(text)
+
+
+def _unescape(text: str) -> str:
+    # Twice: the dump holds double-escaped entities such as `&amp;#8217;`.
+    return html.unescape(html.unescape(text))
+
+
+def _normalize(text: str) -> str:
     if not text.isascii():
         text = unicodedata.normalize("NFKC", text)
     text = _INVISIBLE.sub("", text)
@@ -121,16 +128,27 @@ class CleanedChunk:
         return [(int(i), REASONS[w]) for i, w in zip(self.rejected_at, self.rejected_why, strict=True)]
 
 
-def clean_chunks(chunks: Iterable[Sequence[bytes]], params: CleanParams) -> Iterator[CleanedChunk]:
-    """`clean_chunk` over a stream of chunks: a thread runs the Arrow half of one chunk while
-    this one parses the next (Arrow's kernels release the GIL)."""
+def clean_chunks(
+    chunks: Iterable[Sequence[bytes]], params: CleanParams, write: Callable[[pa.Table], None]
+) -> Iterator[CleanedChunk]:
+    """`clean_chunk` over a stream of chunks, each chunk's kept rows passed to `write` in order.
+
+    A thread runs the Arrow half of one chunk and writes it while this one parses the next:
+    Arrow's kernels and the Parquet writer release the GIL.
+    """
+
+    def finish(parsed: _ParsedChunk) -> CleanedChunk:
+        chunk = _finish_chunk(parsed, params)
+        write(chunk.kept)
+        return chunk
+
     with ThreadPoolExecutor(1) as pool:
         pending = None
         for lines in chunks:
             parsed = _parse_chunk(lines, params)
             if pending is not None:
                 yield pending.result()
-            pending = pool.submit(_finish_chunk, parsed, params)
+            pending = pool.submit(finish, parsed)
         if pending is not None:
             yield pending.result()
 
@@ -152,14 +170,14 @@ class _ParsedChunk:
     titles: list[str]
     contents: list[str]
     at: list[int]  # the line of each (title, content)
-    malformed: list[tuple[int, int]]  # (line, reason index)
+    dropped: list[tuple[int, int]]  # (line, reason index) of lines dropped while parsing
 
 
 def _parse_chunk(lines: Sequence[bytes], params: CleanParams) -> _ParsedChunk:
     titles: list[str] = []
     contents: list[str] = []
     at: list[int] = []
-    malformed: list[tuple[int, int]] = []
+    dropped: list[tuple[int, int]] = []
     title_field, content_field, loads = params.title_field, params.content_field, orjson.loads
     for i, line in enumerate(lines):
         # Inlined for speed: the common case of read_fields; anything else asks read_fields why.
@@ -170,16 +188,24 @@ def _parse_chunk(lines: Sequence[bytes], params: CleanParams) -> _ParsedChunk:
         except (orjson.JSONDecodeError, AttributeError):
             title = content = None
         if type(title) is not str or type(content) is not str:
-            malformed.append((i, REASONS.index(read_fields(line, params).reason)))
+            dropped.append((i, REASONS.index(read_fields(line, params).reason)))
             continue
-        if not title.isascii() or "&" in title:
-            title = clean_text(title)
-        if not content.isascii() or "&" in content:
-            content = clean_text(content)
+        if not content and title[:1].isascii() and title[:1].isalnum():
+            dropped.append((i, _EMPTY_CONTENT))  # half the dump; its title surely survives cleaning
+            continue
+        # What is ASCII once unescaped is left to the Arrow pass; the rest gets every rule here.
+        if "&" in title:
+            title = _unescape(title)
+        if not title.isascii():
+            title = _normalize(title)
+        if "&" in content:
+            content = _unescape(content)
+        if not content.isascii():
+            content = _normalize(content)
         titles.append(title)
         contents.append(content)
         at.append(i)
-    return _ParsedChunk(lines, titles, contents, at, malformed)
+    return _ParsedChunk(lines, titles, contents, at, dropped)
 
 
 def _finish_chunk(parsed: _ParsedChunk, params: CleanParams) -> CleanedChunk:
@@ -187,8 +213,8 @@ def _finish_chunk(parsed: _ParsedChunk, params: CleanParams) -> CleanedChunk:
     checks = _length_checks(pc.utf8_length(titles).to_numpy(), pc.utf8_length(contents).to_numpy(), params)
     failed = np.select([bad for _, bad in checks], [REASONS.index(reason) for reason, _ in checks], default=-1)
     at = np.asarray(parsed.at, dtype=np.int64)
-    rejected_at = np.concatenate([np.array([i for i, _ in parsed.malformed], dtype=np.int64), at[failed >= 0]])
-    rejected_why = np.concatenate([np.array([w for _, w in parsed.malformed], dtype=np.int64), failed[failed >= 0]])
+    rejected_at = np.concatenate([np.array([i for i, _ in parsed.dropped], dtype=np.int64), at[failed >= 0]])
+    rejected_why = np.concatenate([np.array([w for _, w in parsed.dropped], dtype=np.int64), failed[failed >= 0]])
     order = np.argsort(rejected_at, kind="stable")
     kept = pa.table([titles, contents], schema=TEXT_SCHEMA).filter(pa.array(failed < 0))
     return CleanedChunk(parsed.lines, kept, rejected_at[order], rejected_why[order])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -69,7 +68,7 @@ def dedupe_table(table: pq.ParquetFile) -> Dedup:
     """`dedupe` of a Parquet (title, content) table, holding only the title keys in memory.
 
     Only rows whose key repeats can be duplicates of either kind, so those rows alone are read
-    again (a row group at a time, descriptions as hashes) to tell exact from title duplicates.
+    again (a row group at a time) to tell exact from title duplicates.
     """
     keys = title_keys(table.read(columns=["title"]).column("title"))
     rows = pa.array(np.arange(len(keys)))
@@ -79,12 +78,8 @@ def dedupe_table(table: pq.ParquetFile) -> Dedup:
     repeated = firsts.filter(pc.greater(firsts["row_count"], 1))["key"]
     candidates = np.flatnonzero(pc.is_in(keys, value_set=repeated).to_numpy(zero_copy_only=False))
     del keys, rows, firsts
-    pairs = {
-        (title, hashlib.blake2b(content.encode(), digest_size=16).digest())
-        for part in _row_groups(table, candidates)
-        for title, content in zip(part["title"].to_pylist(), part["content"].to_pylist(), strict=True)
-    }
-    exact = len(candidates) - len(pairs)
+    pairs = take_rows(table, candidates).group_by(["title", "content"], use_threads=False).aggregate([])
+    exact = len(candidates) - pairs.num_rows
     return Dedup(keep.tolist(), exact, table.metadata.num_rows - len(keep) - exact)
 
 

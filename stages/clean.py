@@ -38,8 +38,7 @@ def main() -> None:
     read = kept = 0
     with atomic_path(args.out) as tmp:
         writer = pq.ParquetWriter(tmp, TEXT_SCHEMA, compression="zstd")
-        for chunk in clean_chunks(iter_gzip_chunks(args.raw, desc="clean"), params):
-            writer.write_table(chunk.kept)
+        for chunk in clean_chunks(iter_gzip_chunks(args.raw, desc="clean"), params, writer.write_table):
             kept += chunk.kept.num_rows
             examples += _examples(chunk, read, counts, params.rejects_per_reason)
             counts += np.bincount(chunk.rejected_why, minlength=len(REASONS))
