@@ -19,6 +19,7 @@ TRAIN = {
     "lr": 0.003,
     "grad_checkpointing": False,
     "eval_every": 3,
+    "precision": "fp32",  # the arithmetic is compared number for number; bf16 would blur it
 }
 OPS = {"save_every": 3}
 
