@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,10 +30,9 @@ class StageError(Exception):
 def run_stage(main: Callable[[], None]) -> None:
     """Run a stage's main(): StageError and Ctrl-C end it with one line and a non-zero exit."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    started = time.perf_counter()
     try:
         main()
-        record_stage(Path(sys.argv[0]).stem, started)
+        record_stage(Path(sys.argv[0]).stem)
     except StageError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)

@@ -15,17 +15,20 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 ENV = "LORAPIPE_TIMINGS"
 
 
-def record_stage(name: str, started: float) -> None:
-    """Append this process's wall time since `started` and its peak RSS to the log, if one is set."""
+def record_stage(name: str) -> None:
+    """Append this process's wall time (imports included) and its peak RSS to the log, if one is set."""
     log = os.environ.get(ENV)
     if not log:
         return
+    seconds = time.time() - psutil.Process().create_time()
     # Children too: torchrun's workers, the GGUF converter.
     peak_kib = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-    entry = {"step": name, "seconds": round(time.perf_counter() - started, 1), "peak_mib": round(peak_kib / 1024)}
+    entry = {"step": name, "seconds": round(seconds, 1), "peak_mib": round(peak_kib / 1024)}
     with open(log, "a") as f:
         f.write(json.dumps(entry) + "\n")
 

@@ -122,3 +122,22 @@ if __name__ == "__main__":  # print fresh digests (only when the rules change on
         for name in PINNED:
             path = ws / name
             print(f'    "{name}": "{table_digest(path) if name.endswith(".parquet") else file_digest(path)}",')
+
+
+def test_stages_log_their_time_and_memory_when_asked(prepared, tmp_path, monkeypatch, capsys):
+    from lorapipe.timings import run_timed
+
+    monkeypatch.chdir(prepared)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    log = tmp_path / "timings.jsonl"
+    outs = [str(tmp_path / "split"), str(tmp_path / "split.json")]
+    command = [sys.executable, str(ROOT / "stages/split.py"), "sample.parquet", *outs]
+    assert run_timed(command, log) == 0
+    (entry,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert entry["step"] == "split" and 0 < entry["seconds"] < 60 and entry["peak_mib"] > 50
+    table = capsys.readouterr().out.splitlines()
+    assert table[1].startswith("split") and table[2].startswith("dvc") and table[3].startswith("total")
+    # Without the variable, stages write no log at all.
+    monkeypatch.delenv("LORAPIPE_TIMINGS", raising=False)
+    subprocess.run(command, check=True, capture_output=True)
+    assert len(log.read_text().splitlines()) == 1
