@@ -62,9 +62,11 @@ gguf-converter: $(GGUF_CONVERTER)
 $(GGUF_CONVERTER): | $(VENV)/.installed
 	$(BIN)/python -m lorapipe.gguf_export fetch
 
-# After `make demo`: the 4/8/16-bit study, three experiments run one after another, then the results page.
+# After `make demo`: the 4/8/16-bit study, three experiments run one after another in the workspace
+# (a queued experiment runs in a temp copy without .cache/, so it would not find the demo's model),
+# then the results page.
 quant-study: $(VENV)/.installed $(SMOLLM2)
-	source $(BIN)/activate && dvc exp run --queue -S quant.bits=4,8,16 && dvc exp run --run-all
+	source $(BIN)/activate && for bits in 4 8 16; do dvc exp run -S quant.bits=$$bits || exit 1; done
 	$(BIN)/python -m lorapipe.results_page
 
 lock: $(VENV)/.installed

@@ -68,7 +68,8 @@ def code(text: str, limit: int = 60) -> str:
 
 
 def dvc_json(*args: str) -> dict:
-    out = subprocess.run(["dvc", *args, "--json"], capture_output=True, text=True, check=False)
+    # The dvc of this very environment, whether or not its bin/ is on PATH (make runs .venv/bin/python).
+    out = subprocess.run([sys.executable, "-m", "dvc", *args, "--json"], capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"error: dvc {' '.join(args)} failed: {out.stderr.strip()[-300:]}")
     return json.loads(out.stdout or "{}")
