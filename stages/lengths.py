@@ -25,7 +25,7 @@ from lorapipe.modeling import load_tokenizer
 from lorapipe.outputs import write_json
 from lorapipe.params import TokenizeParams, check_params_unchanged, load_params
 from lorapipe.plots import write_csv
-from lorapipe.prompt import build_prompts
+from lorapipe.prompt import build_prompts, use_tokenizer_threads
 from lorapipe.stage import StageError, log, run_stage
 from lorapipe.tables import read_text_table
 
@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("prompt_plot", type=Path, help="histogram CSV of prompt lengths")
     parser.add_argument("description_plot", type=Path, help="histogram CSV of description lengths")
     args = parser.parse_args()
+    use_tokenizer_threads()
     params: TokenizeParams = load_params("tokenize")
 
     table = read_text_table(args.train)

@@ -18,7 +18,7 @@ from lorapipe.modeling import load_tokenizer
 from lorapipe.outputs import atomic_dir, write_json
 from lorapipe.packing import pack_examples
 from lorapipe.params import TokenizeParams, check_params_unchanged, load_params
-from lorapipe.prompt import encode_examples
+from lorapipe.prompt import encode_examples, use_tokenizer_threads
 from lorapipe.stage import StageError, log, progress, run_stage
 from lorapipe.tables import read_text_table
 
@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("metrics", type=Path)
     args = parser.parse_args()
+    use_tokenizer_threads()
     params: TokenizeParams = load_params("tokenize")
 
     tokenizer = load_tokenizer(args.model)
