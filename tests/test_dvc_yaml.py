@@ -18,8 +18,8 @@ STAGES = {
     for dvc_yaml in ("dvc.yaml", "export/dvc.yaml")
     for name, stage in yaml.safe_load((ROOT / dvc_yaml).read_text())["stages"].items()
 }
-# Imported by every stage for errors, atomic writes and params: editing them must not re-run the DAG.
-INFRASTRUCTURE = {"lorapipe/stage.py", "lorapipe/outputs.py", "lorapipe/params.py"}
+# Imported by every stage for errors, timing logs, atomic writes and params: editing them must not re-run the DAG.
+INFRASTRUCTURE = {"lorapipe/stage.py", "lorapipe/timings.py", "lorapipe/outputs.py", "lorapipe/params.py"}
 
 
 def lorapipe_imports(path: Path, seen: set[str] | None = None) -> set[str]:
