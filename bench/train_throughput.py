@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--no-checkpointing", action="store_true", help="ours without gradient checkpointing")
     args = parser.parse_args()
     device = pick_device()
-    dtype = pick_dtype("auto", device)
+    dtype = pick_dtype("auto", device, training=True)
     tokenizer = load_tokenizer(args.model)
     rows = pq.read_table(args.tokenized / "train.parquet").to_pylist()
     val = pq.read_table(args.tokenized / "val.parquet").to_pylist()

@@ -21,15 +21,17 @@ def pick_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
-def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """`auto`: bf16 where the hardware computes it natively (recent GPUs; CPUs with AVX512-BF16 or
-    AMX, where oneDNN runs bf16 matmuls about 1.6x faster than fp32), fp16 on older GPUs (a T4
-    has no bf16), fp32 on other CPUs (emulated bf16 would be slower)."""
+def pick_dtype(precision: str, device: torch.device, training: bool = False) -> torch.dtype:
+    """`auto`: bf16 where the GPU has it, fp16 on older GPUs (a T4 has no bf16). On the CPU, fp32,
+    except for training on a CPU that computes bf16 natively (AVX512-BF16 or AMX: oneDNN's bf16
+    matmuls take 6-8 s a demo step instead of ~12 s). Decoding stays fp32 on the CPU: bf16
+    rounding makes a title decoded alone (the app, the published card) differ from the same
+    title in evaluate's padded batch, and those must read alike."""
     if precision != "auto":
         return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    return torch.bfloat16 if training and cpu_has_native_bf16() else torch.float32
 
 
 def cpu_has_native_bf16() -> bool:

@@ -48,7 +48,7 @@ def main() -> None:
 
     torch.manual_seed(params.seed)
     device = pick_device()
-    dtype = pick_dtype(params.precision, device)
+    dtype = pick_dtype(params.precision, device, training=True)
     train_rows = pq.read_table(args.tokenized / "train.parquet").to_pylist()
     val_rows = pq.read_table(args.tokenized / "val.parquet").to_pylist()
     tokenizer = load_tokenizer(args.model)
