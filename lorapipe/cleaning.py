@@ -156,10 +156,10 @@ def clean_chunks(
 def clean_chunk(lines: Sequence[bytes], params: CleanParams) -> CleanedChunk:
     """`parse_line` over many lines at once, with the same result.
 
-    Parsing stays a Python loop (orjson), but most texts are plain ASCII without entities: for
-    those, clean_text's rules reduce to removing control characters and collapsing whitespace,
-    which Arrow's kernels do in C++ for the whole chunk. Other texts go through clean_text
-    first; the Arrow pass then leaves them as they are.
+    Parsing stays a Python loop (orjson), but most texts are ASCII once their entities are
+    unescaped: for those, clean_text's other rules reduce to removing control characters and
+    collapsing whitespace, which Arrow's kernels do in C++ for the whole chunk. Non-ASCII texts
+    get every rule in Python; the Arrow pass then leaves them as they are.
     """
     return _finish_chunk(_parse_chunk(lines, params), params)
 
@@ -221,7 +221,7 @@ def _finish_chunk(parsed: _ParsedChunk, params: CleanParams) -> CleanedChunk:
 
 
 def _clean_ascii(texts: list[str]) -> pa.Array:
-    """clean_text for ASCII text without entities (a no-op on text clean_text already cleaned)."""
+    """clean_text for ASCII text whose entities are unescaped (a no-op on text already cleaned)."""
     array = pa.array(texts, pa.string())
     # Matching is cheaper than replacing, and most texts need neither rule: one pass finds those that might.
     hit = pc.match_substring_regex(array, f"{_ASCII_INVISIBLE}|{_ASCII_SPACE_RUN}")

@@ -29,7 +29,7 @@ class Dedup:
 def dedupe(titles: Iterable[str], contents: Iterable[str]) -> Dedup:
     """Keep the first record of each normalised title; count exact and title-only repeats.
 
-    Only hashes of the pairs are kept, so `contents` can stream past without being held.
+    The rule, row by row (the sample stage runs `dedupe_table`, which gives the same result).
     """
     seen_pairs: set[int] = set()
     seen_titles: set[str] = set()

@@ -34,7 +34,7 @@ def build_prompts(tokenizer: PreTrainedTokenizerBase, titles: Sequence[str]) -> 
 
 
 def use_tokenizer_threads() -> None:
-    """Let the Rust tokenizer encode batches on every core (3.2x one thread's speed on 2 cores with
+    """Let the Rust tokenizer encode batches on every core (1.9x one thread's speed on 2 cores with
     the batched calls above). For stages that fork nothing after tokenizing: `make` and the
     tests export TOKENIZERS_PARALLELISM=false, which keeps the tokenizers' fork warning out of
     the other stages' logs."""

@@ -64,14 +64,11 @@ def open_text_table(path: Path) -> pq.ParquetFile:
 
 def read_text_table(path: Path) -> pa.Table:
     """Read a (title, content) Parquet table, failing with one line if it is not one."""
+    table = open_text_table(path)
     try:
-        table = pq.read_table(path)
+        return table.read()
     except (OSError, pa.ArrowInvalid) as err:
         raise StageError(f"{path}: cannot read Parquet table ({err})") from None
-    missing = {"title", "content"} - set(table.column_names)
-    if missing:
-        raise StageError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-    return table
 
 
 def write_table(table: pa.Table, path: Path) -> None:

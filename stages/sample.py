@@ -25,7 +25,7 @@ def main() -> None:
     args = parser.parse_args()
     params: SampleParams = load_params("sample")
 
-    # Descriptions are never all in memory: dedup reads titles, and descriptions a batch at a time.
+    # Descriptions are never all in memory: dedup reads titles, and descriptions a row group at a time.
     table = open_text_table(args.clean)
     dedup = dedupe_table(table)
     unique = len(dedup.keep)
