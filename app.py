@@ -14,26 +14,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import subprocess
 from pathlib import Path
 
 import gradio as gr
 import torch
 import yaml
 
+from lorapipe.cli import UserError, log, run_cli
 from lorapipe.generation import generate_texts
 from lorapipe.modeling import load_model, load_tokenizer, load_tuned_model, pick_device, pick_dtype
-from lorapipe.params import EvalParams, load_params
+from lorapipe.params import EvalParams, TokenizeParams, load_params
 from lorapipe.prompt import build_prompt, truncate_title
-from lorapipe.stage import StageError, log, run_stage
+from lorapipe.vcs import git
 
 # System fonts only: the default theme fetches Google Fonts, which an offline machine cannot reach.
 THEME = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
-
-
-def git(*args: str) -> str:
-    result = subprocess.run(["git", *args], capture_output=True, text=True, timeout=30, check=False)
-    return result.stdout if result.returncode == 0 else ""
 
 
 def adapter_md5(lock_text: str) -> str:
@@ -78,7 +73,7 @@ class Describer:
         base, adapter = models / "base", models / "adapter"
         for folder, stage in ((base, "base_model"), (adapter, "train")):
             if not folder.is_dir():
-                raise StageError(f"{folder}: not found; run `make demo` (or `dvc repro {stage}`) first")
+                raise UserError(f"{folder}: not found; run `make demo` (or `dvc repro {stage}`) first")
         device = pick_device()
         dtype = pick_dtype("auto", device)
         self.tokenizer = load_tokenizer(base)
@@ -148,7 +143,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action="store_true", help="a public gradio.live link too (Colab)")
     args = parser.parse_args()
-    defaults, prompt_tokens = load_params("eval"), load_params("tokenize").prompt_tokens
+    defaults, prompt_tokens = load_params(EvalParams), load_params(TokenizeParams).prompt_tokens
     describer = Describer(args.models, prompt_tokens)
     serving = serving_label(args.models)
     log.info(f"app: serving {serving.replace('`', '')}")
@@ -157,4 +152,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_cli(main)

@@ -22,9 +22,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import torch
 
+from lorapipe.losses import mean_loss
 from lorapipe.modeling import add_lora, load_model, load_tokenizer, peak_memory_mb, pick_device, pick_dtype
 from lorapipe.params import LoraParams, QuantParams, TrainParams
-from lorapipe.perplexity import mean_loss
 from lorapipe.training import train
 
 BLOCK = 128  # the seed's constant-length packing

@@ -20,8 +20,8 @@ import torch
 from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
 
+from lorapipe.cli import log
 from lorapipe.outputs import atomic_dir
-from lorapipe.stage import log
 
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.pt"

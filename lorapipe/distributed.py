@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from lorapipe.stage import StageError
+from lorapipe.cli import UserError
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def init_world(grad_accum: int) -> World:
     if size == 1:
         return SINGLE
     if grad_accum % size:
-        raise StageError(f"params.yaml: train.grad_accum ({grad_accum}) must be a multiple of the {size} processes")
+        raise UserError(f"params.yaml: train.grad_accum ({grad_accum}) must be a multiple of the {size} processes")
     world = World(int(os.environ["RANK"]), size, int(os.environ["LOCAL_RANK"]))
     if torch.cuda.is_available():
         torch.cuda.set_device(world.local_rank)

@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from lorapipe.cli import UserError
 from lorapipe.generation import generate_texts
 from lorapipe.outputs import sha256_of, write_json
 from lorapipe.packing import IGNORE, collate, example_labels
 from lorapipe.params import EvalParams, TokenizeParams
 from lorapipe.prompt import build_prompts, encode_examples, truncate_titles
-from lorapipe.stage import StageError
 from lorapipe.tables import read_text_table
 
 # The params the base model's outputs depend on: generate_base's params in dvc.yaml, exactly.
@@ -130,21 +130,21 @@ def read_base_outputs(
 ) -> tuple[list[str], list[tuple[float, int]], str]:
     """The base's texts, reference losses and dtype from the base outputs file, checked against what
     evaluate is about to score: the same `settings`, base `weights` and `samples` (title, reference
-    and prompt lists). A missing, unreadable or mismatched file is one StageError naming it."""
+    and prompt lists). A missing, unreadable or mismatched file is one UserError naming it."""
     if not path.is_file():
-        raise StageError(f"{path}: not found; run the generate_base stage first (dvc repro generate_base)")
+        raise UserError(f"{path}: not found; run the generate_base stage first (dvc repro generate_base)")
     try:
         made = json.loads(path.read_bytes())
         rows, made_settings = made["samples"], dict(made["settings"])
         stored = {field: [row[field] for row in rows] for field in (*samples, "text", "loss", "tokens")}
     except (ValueError, KeyError, TypeError) as err:
-        raise StageError(f"{path}: not a base outputs file ({type(err).__name__}: {err}); {RERUN}") from None
+        raise UserError(f"{path}: not a base outputs file ({type(err).__name__}: {err}); {RERUN}") from None
     changed = [f"{k} {made_settings.get(k)!r} (now {v!r})" for k, v in settings.items() if made_settings.get(k) != v]
     if changed:
-        raise StageError(f"{path}: made with {', '.join(changed)}; {RERUN}")
+        raise UserError(f"{path}: made with {', '.join(changed)}; {RERUN}")
     if made.get("weights_sha256") != weights:
-        raise StageError(f"{path}: decoded by another base model (its safetensors differ); {RERUN}")
+        raise UserError(f"{path}: decoded by another base model (its safetensors differ); {RERUN}")
     for field in samples:  # title and reference: the rows; prompt: the tokenizer and prompt format
         if stored[field] != list(samples[field]):
-            raise StageError(f"{path}: its samples' {field}s are not those evaluate scores now; {RERUN}")
+            raise UserError(f"{path}: its samples' {field}s are not those evaluate scores now; {RERUN}")
     return stored["text"], list(zip(stored["loss"], stored["tokens"], strict=True)), str(made.get("dtype"))

@@ -12,13 +12,13 @@ from urllib.parse import urlparse, urlunparse
 import requests
 import urllib3
 
+from lorapipe.cli import UserError, log, progress
 from lorapipe.outputs import sha256_of
-from lorapipe.stage import StageError, log, progress
 
 CHUNK = 1 << 20
 
 
-class CorruptDownload(StageError):
+class CorruptDownload(UserError):
     """The fetched bytes are wrong (checksum, damaged zip): a partial download of them must not be resumed."""
 
 
@@ -31,7 +31,7 @@ def resolve_source(url: str) -> str | Path:
     if parsed.scheme in ("", "file"):
         return Path(parsed.path if parsed.scheme else url)
     if parsed.scheme not in ("http", "https"):
-        raise StageError(f"data.url: expected an https URL, a local path or file://, got scheme '{parsed.scheme}'")
+        raise UserError(f"data.url: expected an https URL, a local path or file://, got scheme '{parsed.scheme}'")
     drive = _DRIVE_ID.search(url)
     if drive:  # `confirm=t` skips Drive's "can't scan this large file for viruses" page
         return f"https://drive.usercontent.google.com/download?id={drive.group(1)}&export=download&confirm=t"
@@ -56,7 +56,7 @@ def download(url: str, part: Path, *, timeout: float, retries: int) -> Path:
             return part
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as err:
             if attempt == retries:
-                raise StageError(_network_message(url, err, timeout)) from None
+                raise UserError(_network_message(url, err, timeout)) from None
             log.info(f"download interrupted ({type(err).__name__}); resuming, try {attempt + 2} of {retries + 1}")
     return part  # pragma: no cover - the loop returns or raises
 
@@ -69,9 +69,9 @@ def _download_once(url: str, part: Path, timeout: float) -> None:
         if resp.status_code == 416 and have:  # the partial file already holds everything
             return
         if resp.status_code >= 400:
-            raise StageError(f"download failed: HTTP {resp.status_code} {resp.reason} for {redact(url)}")
+            raise UserError(f"download failed: HTTP {resp.status_code} {resp.reason} for {redact(url)}")
         if "text/html" in resp.headers.get("Content-Type", ""):
-            raise StageError(
+            raise UserError(
                 f"download failed: {redact(url)} returned an HTML page, not the file (private link or "
                 "quota exceeded?); download it by hand and set data.url to the local path"
             )
@@ -130,7 +130,7 @@ def copy_payload(source: Path, member: str, dest: Path) -> str:
             names = zf.namelist()
             if member not in names:
                 shown = ", ".join(n for n in names if not n.endswith("/"))[:300]
-                raise StageError(f"{source.name}: the zip has no member '{member}' (data.member); it holds: {shown}")
+                raise UserError(f"{source.name}: the zip has no member '{member}' (data.member); it holds: {shown}")
             with zf.open(member) as src, open(dest, "wb") as out:
                 shutil.copyfileobj(src, out, CHUNK)  # checks the member's CRC-32 at its end
     except (zipfile.BadZipFile, EOFError, zlib.error) as err:

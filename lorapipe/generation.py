@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from lorapipe.cli import progress
 from lorapipe.params import EvalParams
-from lorapipe.stage import progress
 
 
 def decoding_settings(params: EvalParams) -> dict:

@@ -24,10 +24,10 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
+from lorapipe.cli import UserError, log, run_cli
 from lorapipe.outputs import atomic_dir
 from lorapipe.params import GGUF_TYPES, EvalParams, ExportParams
 from lorapipe.prompt import build_prompt
-from lorapipe.stage import StageError, log, run_stage
 
 SOURCE_PACKAGE = "llama-cpp-python==0.3.36"  # its sdist vendors llama.cpp; nothing of it is built
 CONVERTER_DIR = Path(os.environ.get("LORAPIPE_LLAMA_CPP", Path(__file__).resolve().parents[1] / ".cache/llama.cpp"))
@@ -42,7 +42,7 @@ TITLE_SLOT = "\x00TITLE\x00"
 def converter() -> Path:
     script = CONVERTER_DIR / "convert_hf_to_gguf.py"
     if not script.is_file():
-        raise StageError(f"{script}: llama.cpp's GGUF converter is missing; {FETCH_HINT}")
+        raise UserError(f"{script}: llama.cpp's GGUF converter is missing; {FETCH_HINT}")
     return script
 
 
@@ -54,7 +54,7 @@ def gguf_name(outtype: str) -> str:
 def convert(model_dir: Path, out: Path, outtype: str) -> None:
     """Write `model_dir` (a transformers folder: safetensors + tokenizer) as one GGUF file of `outtype`."""
     if outtype not in GGUF_TYPES:  # k-quants need llama.cpp's compiled llama-quantize
-        raise StageError(f"GGUF type '{outtype}': the converter writes {', '.join(GGUF_TYPES)}")
+        raise UserError(f"GGUF type '{outtype}': the converter writes {', '.join(GGUF_TYPES)}")
     command = [sys.executable, str(converter()), str(model_dir), "--outtype", outtype, "--outfile", str(out)]
     # The converter puts its own gguf-py first on sys.path unless NO_LOCAL_GGUF is set.
     env = {k: v for k, v in os.environ.items() if k != "NO_LOCAL_GGUF"}
@@ -63,7 +63,7 @@ def convert(model_dir: Path, out: Path, outtype: str) -> None:
         lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
         errors = [line for line in lines if line.startswith("ERROR:")] or lines[-1:] or ["no output"]
         reason = errors[-1].split(":", 2)[-1].strip() if errors[-1].startswith("ERROR:") else errors[-1]
-        raise StageError(f"{model_dir}: GGUF conversion to {outtype} failed: {reason[:300]}")
+        raise UserError(f"{model_dir}: GGUF conversion to {outtype} failed: {reason[:300]}")
 
 
 def modelfile(gguf_file: str, tokenizer: PreTrainedTokenizerBase, decoding: EvalParams) -> str:
@@ -119,7 +119,7 @@ def fetch(dest: Path = CONVERTER_DIR) -> None:
         sdists = list(Path(downloads).glob("*.tar.gz"))
         if result.returncode != 0 or not sdists:
             reason = (result.stderr.strip().splitlines() or ["no sdist"])[-1]
-            raise StageError(f"pip download {SOURCE_PACKAGE} failed: {reason}")
+            raise UserError(f"pip download {SOURCE_PACKAGE} failed: {reason}")
         unpack(sdists[0], dest)
 
 
@@ -132,7 +132,7 @@ def unpack(sdist: Path, dest: Path) -> None:
             member.name = member.name[len(root) :]
             archive.extract(member, tmp, filter="data")
         if not (tmp / "convert_hf_to_gguf.py").is_file():
-            raise StageError(f"{sdist}: no vendor/llama.cpp/convert_hf_to_gguf.py inside")
+            raise UserError(f"{sdist}: no vendor/llama.cpp/convert_hf_to_gguf.py inside")
     log.info(f"gguf: llama.cpp's converter ({len(kept)} files) from {sdist.name} -> {dest}")
 
 
@@ -149,11 +149,11 @@ def main() -> None:
         fetch()
         return
     if not (args.model / "config.json").is_file():
-        raise StageError(f"{args.model}: no config.json; expected a transformers model folder (models/merged)")
+        raise UserError(f"{args.model}: no config.json; expected a transformers model folder (models/merged)")
     from lorapipe.modeling import load_tokenizer
 
     write_gguf(args.model, args.out, tuple(args.types), load_tokenizer(args.model), EvalParams())
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_cli(main)

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lorapipe.cli import UserError, log
 from lorapipe.outputs import atomic_dir
-from lorapipe.stage import StageError, log
 
 LATEST = "LATEST"
 
@@ -33,12 +33,12 @@ def dvc_remote_s3() -> tuple[str, dict[str, Any]]:
             name = config["core"].get("remote")
             remote = dict(config["remote"].get(name, {})) if name else {}
     except DvcException as err:
-        raise StageError(f"ops.checkpoint_mirror: 'remote' needs a DVC repo ({err})") from None
+        raise UserError(f"ops.checkpoint_mirror: 'remote' needs a DVC repo ({err})") from None
     url = remote.get("url", "")
     if not url.startswith("s3://"):
-        raise StageError(
+        raise UserError(
             "ops.checkpoint_mirror: 'remote' needs an S3 default DVC remote "
-            f"(python -m lorapipe.remote --default); found {url or 'none'}"
+            f"(python scripts/remote.py --default); found {url or 'none'}"
         )
     client = {
         "endpoint_url": remote.get("endpointurl"),

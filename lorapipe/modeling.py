@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedTokenizerBase
 
+from lorapipe.cli import UserError
 from lorapipe.params import LoraParams, QuantParams
-from lorapipe.stage import StageError
 
 # bitsandbytes looks for an optional CPU kernel package on the hub; without it, it uses its own.
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
@@ -65,7 +65,7 @@ def load_model(
 ) -> torch.nn.Module:
     """Load the base model from safetensors only, quantized when `quant` asks for it."""
     if not any(Path(path).glob("*.safetensors")):
-        raise StageError(f"{path}: no *.safetensors weights; run the base_model stage (dvc repro base_model)")
+        raise UserError(f"{path}: no *.safetensors weights; run the base_model stage (dvc repro base_model)")
     qconfig = quantization_config(quant, dtype) if quant else None
     kwargs = {"device_map": {"": device.index or 0}} if device.type == "cuda" else {}
     model = AutoModelForCausalLM.from_pretrained(
@@ -98,10 +98,10 @@ def add_lora(model: torch.nn.Module, lora: LoraParams, grad_checkpointing: bool,
             linear.add(leaf)
     missing = [m for m in lora.target_modules if m not in kinds]
     if missing:
-        raise StageError(f"params.yaml: lora.target_modules {missing} are not modules of this model")
+        raise UserError(f"params.yaml: lora.target_modules {missing} are not modules of this model")
     not_linear = [f"{m} ({'/'.join(sorted(kinds[m]))})" for m in lora.target_modules if m not in linear]
     if not_linear:
-        raise StageError(
+        raise UserError(
             f"params.yaml: lora.target_modules must name linear layers (q_proj, ..., down_proj); "
             f"{', '.join(not_linear)} are not"
         )

@@ -1,8 +1,10 @@
 """Typed params: one frozen dataclass per `params.yaml` section, validated once on load.
 
-A stage calls `load_params("clean")` and gets a `CleanParams`; an unknown key, a wrong type
-or an out-of-range value stops it with one line naming the key and what was expected.
-The defaults here equal `params.yaml`'s: the real run (full dataset, TinyLlama, QLoRA nf4).
+A stage calls `load_params(CleanParams)` and gets a `CleanParams`; unknown keys, wrong types and
+out-of-range values stop it with one line naming every such key of the section and what was
+expected. The defaults here equal `params.yaml`'s: the real run (full dataset, TinyLlama, QLoRA
+nf4). What each key means is written once, as params.yaml's comments; the fields here carry the
+type, the default and the bounds the loader checks.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from typing import Any, TypeVar
 
 import yaml
 
-from lorapipe.stage import StageError
+from lorapipe.cli import UserError
 
 PARAMS_FILE = "params.yaml"
 
-# The real AmazonTitles-1.3MM dump: a zip on Google Drive (see ../shared/notes/dataset.md).
+# The real AmazonTitles-1.3MM dump (LF-Amazon-1.3M.raw.zip of the Extreme Classification
+# Repository), a zip on Google Drive; its trn.json.gz is the member the pipeline reads.
 REAL_DATA_URL = "https://drive.google.com/file/d/12zH4mL2RX8iSvH0VCNnd3QxO4DzuHWnK/view?usp=sharing"
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -38,9 +41,9 @@ def param(default: Any, *, min: float | None = None, max: float | None = None, c
 
 @dataclass(frozen=True)
 class DataParams:
-    url: str = REAL_DATA_URL  # https URL, Google Drive share link, local path or file://
-    member: str = "LF-Amazon-1.3M/trn.json.gz"  # file to take when the download is a zip
-    sha256: str = ""  # pin it: the download stage prints the one it computed
+    url: str = REAL_DATA_URL
+    member: str = "LF-Amazon-1.3M/trn.json.gz"
+    sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -51,14 +54,14 @@ class CleanParams:
     max_title_chars: int = param(300, min=1)
     min_content_chars: int = param(20, min=1)
     max_content_chars: int = param(4000, min=1)
-    max_bad_fraction: float = param(0.5, min=0, max=1)  # malformed lines allowed before failing
-    rejects_per_reason: int = param(5, min=0)  # examples kept in the rejects file
+    max_bad_fraction: float = param(0.5, min=0, max=1)
+    rejects_per_reason: int = param(5, min=0)
 
     def __post_init__(self) -> None:
         for what in ("title", "content"):
             lo, hi = getattr(self, f"min_{what}_chars"), getattr(self, f"max_{what}_chars")
             if lo > hi:
-                raise StageError(f"{PARAMS_FILE}: clean.min_{what}_chars ({lo}) is above clean.max_{what}_chars ({hi})")
+                raise UserError(f"{PARAMS_FILE}: clean.min_{what}_chars ({lo}) is above clean.max_{what}_chars ({hi})")
 
 
 @dataclass(frozen=True)
@@ -70,29 +73,29 @@ class SampleParams:
 @dataclass(frozen=True)
 class SplitParams:
     test_size: float = param(0.2, min=0, max=0.9)
-    val_size: float = param(0.02, min=0, max=0.5)  # small slice for eval loss while training
+    val_size: float = param(0.02, min=0, max=0.5)
     seed: int = 42
 
     def __post_init__(self) -> None:
         if self.test_size == 0:
-            raise StageError(f"{PARAMS_FILE}: split.test_size must be above 0: evaluate scores the test split")
+            raise UserError(f"{PARAMS_FILE}: split.test_size must be above 0: evaluate scores the test split")
         if self.test_size + self.val_size >= 1:
-            raise StageError(f"{PARAMS_FILE}: split.test_size + split.val_size must be < 1, leaving rows to train on")
+            raise UserError(f"{PARAMS_FILE}: split.test_size + split.val_size must be < 1, leaving rows to train on")
 
 
 @dataclass(frozen=True)
 class ModelParams:
-    name: str = "TinyLlama/TinyLlama_v1.1"  # hub id, local HF folder or local .gguf file
-    revision: str = "main"  # pin a commit sha: base_model records the one it resolved
-    sha256: str = ""  # for a local .gguf: pin its checksum
+    name: str = "TinyLlama/TinyLlama_v1.1"
+    revision: str = "main"
+    sha256: str = ""
 
 
 @dataclass(frozen=True)
 class TokenizeParams:
     prompt_tokens: int = param(75, min=8)
     response_tokens: int = param(450, min=8)
-    seq_len: int = param(2048, min=32)  # packed row length
-    completion_only: bool = True  # loss on the description only
+    seq_len: int = param(2048, min=32)
+    completion_only: bool = True
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,7 @@ class LoraParams:
 @dataclass(frozen=True)
 class TrainParams:
     epochs: float = param(1.0, min=0)
-    max_steps: int = param(0, min=0)  # 0: run `epochs` epochs
+    max_steps: int = param(0, min=0)
     micro_batch: int = param(4, min=1)
     grad_accum: int = param(4, min=1)
     lr: float = param(2e-4, min=0)
@@ -124,12 +127,12 @@ class TrainParams:
     grad_checkpointing: bool = True
     precision: str = param("auto", choices=("auto", "bf16", "fp16", "fp32"))
     eval_every: int = param(200, min=1)
-    processes: int = param(1, min=1)  # data-parallel processes (GPUs); train.grad_accum must be a multiple
+    processes: int = param(1, min=1)
     seed: int = 42
 
     def __post_init__(self) -> None:
         if self.grad_accum % self.processes:
-            raise StageError(
+            raise UserError(
                 f"{PARAMS_FILE}: train.grad_accum ({self.grad_accum}) must be a multiple of train.processes "
                 f"({self.processes}): each process takes an equal share of every step's micro-batches"
             )
@@ -142,15 +145,15 @@ class OpsParams:
 
     log_every: int = param(10, min=1)
     save_every: int = param(200, min=1)
-    keep_checkpoints: int = param(2, min=1)  # within one run
-    keep_runs: int = param(3, min=1)  # runs (sets of training params) whose checkpoints are kept
-    checkpoint_mirror: str = ""  # '' off, 'remote' (the DVC remote's S3 bucket), or s3://bucket/prefix
+    keep_checkpoints: int = param(2, min=1)
+    keep_runs: int = param(3, min=1)
+    checkpoint_mirror: str = ""
     download_timeout_s: float = param(60.0, min=1)
     download_retries: int = param(3, min=0)
 
     def __post_init__(self) -> None:
         if self.checkpoint_mirror not in ("", "remote") and not self.checkpoint_mirror.startswith("s3://"):
-            raise StageError(
+            raise UserError(
                 f"{PARAMS_FILE}: ops.checkpoint_mirror must be '', 'remote' or s3://bucket/prefix, "
                 f"got {self.checkpoint_mirror!r}"
             )
@@ -174,13 +177,13 @@ GGUF_TYPES = ("f32", "f16", "bf16", "q8_0")  # what llama.cpp's Python converter
 
 @dataclass(frozen=True)
 class ExportParams:
-    dtype: str = param("bf16", choices=("bf16", "fp16", "fp32"))  # of the merged safetensors
-    gguf_types: tuple[str, ...] = param(("f16", "q8_0"))  # the GGUF files in models/gguf
+    dtype: str = param("bf16", choices=("bf16", "fp16", "fp32"))
+    gguf_types: tuple[str, ...] = param(("f16", "q8_0"))
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.gguf_types if t not in GGUF_TYPES]
         if unknown:
-            raise StageError(f"{PARAMS_FILE}: export.gguf_types {unknown}: must be among {', '.join(GGUF_TYPES)}")
+            raise UserError(f"{PARAMS_FILE}: export.gguf_types {unknown}: must be among {', '.join(GGUF_TYPES)}")
 
 
 SECTIONS: dict[str, type] = {
@@ -205,6 +208,7 @@ MOVED = {
 }
 
 T = TypeVar("T")
+SECTION_OF = {cls: name for name, cls in SECTIONS.items()}
 
 # What this process read of each params file: sections are compared again before outputs are written.
 _READ: dict[tuple[Path, str], Any] = {}
@@ -228,25 +232,26 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def read_params_file(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise StageError(f"{path}: not found; run from the repository root, where params.yaml lives")
+        raise UserError(f"{path}: not found; run from the repository root, where params.yaml lives")
     try:
         data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
     except yaml.constructor.ConstructorError as err:
-        raise StageError(f"{path}: line {err.problem_mark.line + 1}: {err.problem}") from None
+        raise UserError(f"{path}: line {err.problem_mark.line + 1}: {err.problem}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise StageError(f"{path}:{where} is not valid YAML") from None
+        raise UserError(f"{path}:{where} is not valid YAML") from None
     if not isinstance(data, dict):
-        raise StageError(f"{path}: expected a mapping of sections (data, clean, ...), got {type(data).__name__}")
+        raise UserError(f"{path}: expected a mapping of sections (data, clean, ...), got {type(data).__name__}")
     return data
 
 
-def load_params(section: str, path: str | Path = PARAMS_FILE) -> Any:
-    """Read one section of params.yaml into its dataclass, validating every key."""
+def load_params(cls: type[T], path: str | Path = PARAMS_FILE) -> T:
+    """Read `cls`'s section of params.yaml (e.g. `load_params(LoraParams)`), validating every key."""
+    section = SECTION_OF[cls]
     raw = read_params_file(path).get(section)
     _READ.setdefault((Path(path).resolve(), section), copy.deepcopy(raw))
-    return parse_section(section, {} if raw is None else raw, source=str(path))
+    return parse_section(cls, {} if raw is None else raw, source=str(path))
 
 
 def check_params_unchanged() -> None:
@@ -258,72 +263,85 @@ def check_params_unchanged() -> None:
     for (path, section), before in _READ.items():
         try:
             now = read_params_file(path).get(section)
-        except StageError:
+        except UserError:
             now = None
         if now != before:
             was, is_ = (v if isinstance(v, dict) else {} for v in (before, now))
             changed = sorted(str(k) for k in was.keys() | is_.keys() if was.get(k) != is_.get(k))
             keys = ", ".join(f"{section}.{k}" for k in changed) or section
-            raise StageError(
+            raise UserError(
                 f"{path.name}: {keys} changed while this stage ran, so its outputs were not written (they would be "
                 "recorded with the new values); run experiments one at a time: `dvc exp run --queue -S ...`, "
                 "then `dvc queue start`"
             )
 
 
-def parse_section(section: str, raw: Any, source: str = PARAMS_FILE) -> Any:
-    cls = SECTIONS[section]
+def parse_section(cls: type[T], raw: Any, source: str = PARAMS_FILE) -> T:
+    """`raw` (one section's mapping) as a `cls`; every problem of the section is in the one error."""
+    section = SECTION_OF[cls]
     if not isinstance(raw, dict):
-        raise StageError(f"{source}: '{section}' must be a mapping of keys, got {_describe(raw)}")
+        raise UserError(f"{source}: '{section}' must be a mapping of keys, got {_describe(raw)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
-    for key in raw:
+    problems, values = [], {}
+    for key, value in raw.items():
+        name = f"{section}.{key}"
         if key not in fields:
-            if f"{section}.{key}" in MOVED:
-                raise StageError(f"{source}: '{section}.{key}' is now '{MOVED[f'{section}.{key}']}' (re-runs nothing)")
             close = difflib.get_close_matches(str(key), fields, n=1)
-            hint = f"; did you mean '{section}.{close[0]}'?" if close else f"; known keys: {', '.join(fields)}"
-            raise StageError(f"{source}: unknown key '{section}.{key}'{hint}")
-    values = {}
-    for name, value in raw.items():
-        key = f"{section}.{name}"
-        values[name] = _check(key, value, hints[name], fields[name].metadata, source)
-    return cls(**values)
+            hint = f"did you mean '{section}.{close[0]}'?" if close else f"known keys: {', '.join(fields)}"
+            problems.append(
+                f"'{name}' is now '{MOVED[name]}' (re-runs nothing)"
+                if name in MOVED
+                else f"unknown key '{name}'; {hint}"
+            )
+            continue
+        try:
+            values[key] = _check(name, value, hints[key], fields[key].metadata)
+        except ValueError as err:
+            problems.append(str(err))
+    if not problems:
+        try:
+            return cls(**values)
+        except UserError as err:  # a rule across keys (__post_init__), checked once each key is valid
+            problems.append(str(err).removeprefix(f"{PARAMS_FILE}: "))
+    head = f"{source}: " if len(problems) == 1 else f"{source}: {len(problems)} problems in '{section}': "
+    raise UserError(head + "; ".join(problems))
 
 
-def _check(key: str, value: Any, hint: Any, meta: Any, source: str) -> Any:
-    where = f"{source}: '{key}'"
+def _check(key: str, value: Any, hint: Any, meta: Any) -> Any:
+    """`value` as the field's type, or ValueError saying what was expected."""
+    where = f"'{key}'"
     if typing.get_origin(hint) is tuple:
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
-            raise StageError(f"{where} must be a list of names, got {_describe(value)}")
+            raise ValueError(f"{where} must be a list of names, got {_describe(value)}")
         if not value:
-            raise StageError(f"{where} must name at least one entry")
+            raise ValueError(f"{where} must name at least one entry")
         return tuple(value)
     if hint is bool:
         if not isinstance(value, bool):
-            raise StageError(f"{where} must be true or false, got {_describe(value)}")
+            raise ValueError(f"{where} must be true or false, got {_describe(value)}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise StageError(f"{where} must be an integer, got {_describe(value)}")
+            raise ValueError(f"{where} must be an integer, got {_describe(value)}")
     elif hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise StageError(f"{where} must be a number, got {_describe(value)}")
+            raise ValueError(f"{where} must be a number, got {_describe(value)}")
         value = float(value)
     elif hint is str:
         if value is None:
             value = ""
         if not isinstance(value, str):
-            raise StageError(f"{where} must be a string, got {_describe(value)}")
+            raise ValueError(f"{where} must be a string, got {_describe(value)}")
     elif isinstance(hint, types.UnionType):  # pragma: no cover - no such fields yet
         raise TypeError(f"unsupported type for {key}: {hint}")
     lo, hi, choices = meta.get("min"), meta.get("max"), meta.get("choices")
     if choices and value not in choices:
-        raise StageError(f"{where} must be one of {', '.join(map(str, choices))}; got {value!r}")
+        raise ValueError(f"{where} must be one of {', '.join(map(str, choices))}; got {value!r}")
     if lo is not None and value < lo:
-        raise StageError(f"{where} must be >= {lo}, got {value!r}")
+        raise ValueError(f"{where} must be >= {lo}, got {value!r}")
     if hi is not None and value > hi:
-        raise StageError(f"{where} must be <= {hi}, got {value!r}")
+        raise ValueError(f"{where} must be <= {hi}, got {value!r}")
     return value
 
 

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from lorapipe.cli import UserError
 from lorapipe.outputs import atomic_path
+from lorapipe.vcs import file_at
 
 SAMPLES = Path("metrics/eval_samples.jsonl")
 SCORES = Path("metrics/eval_scores.jsonl")
@@ -72,11 +73,11 @@ def parse_jsonl(data: bytes, where: str, problems: Callable[[dict], list[str]] =
         try:
             row = json.loads(line)
         except ValueError as err:  # bad JSON or bad UTF-8
-            raise SystemExit(f"error: {where} line {number}: not valid JSON ({err})") from None
+            raise UserError(f"{where} line {number}: not valid JSON ({err})") from None
         if not isinstance(row, dict):
-            raise SystemExit(f"error: {where} line {number}: expected a JSON object, got {type(row).__name__}")
+            raise UserError(f"{where} line {number}: expected a JSON object, got {type(row).__name__}")
         if found := problems(row):
-            raise SystemExit(f"error: {where} line {number}: missing or not numbers: {', '.join(found)}")
+            raise UserError(f"{where} line {number}: missing or not numbers: {', '.join(found)}")
         rows.append(row)
     return rows
 
@@ -105,9 +106,9 @@ def read_run(path: Path = RUN) -> dict:
     try:
         run = json.loads(path.read_bytes())
     except ValueError as err:
-        raise SystemExit(f"error: {path}: not valid JSON ({err})") from None
+        raise UserError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(run, dict):
-        raise SystemExit(f"error: {path}: expected a JSON object, got {type(run).__name__}")
+        raise UserError(f"{path}: expected a JSON object, got {type(run).__name__}")
     return run
 
 
@@ -115,7 +116,7 @@ def read_scores(rev: str | None = None, path: Path = SCORES) -> list[dict] | Non
     """The rows of eval_scores.jsonl in the workspace (rev None) or at a git revision; None if absent."""
     if rev is None:
         return parse_jsonl(path.read_bytes(), str(path), score_problems) if path.is_file() else None
-    shown = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, check=False)
-    if shown.returncode != 0:
+    shown = file_at(rev, str(path))
+    if shown is None:
         return None  # the revision predates per-sample scores, or never ran evaluate
-    return parse_jsonl(shown.stdout, f"{path} at {rev}", score_problems)
+    return parse_jsonl(shown, f"{path} at {rev}", score_problems)

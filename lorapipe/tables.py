@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from isal import igzip_threaded
 
-from lorapipe.stage import StageError, progress
+from lorapipe.cli import UserError, progress
 
 TEXT_SCHEMA = pa.schema([("title", pa.string()), ("content", pa.string())])
 
@@ -24,10 +24,10 @@ def iter_gzip_chunks(path: Path, desc: str = "read", block_bytes: int = 8 << 20)
     """
     size = path.stat().st_size
     if size == 0:
-        raise StageError(f"{path}: empty file, expected gzip JSON lines")
+        raise UserError(f"{path}: empty file, expected gzip JSON lines")
     with open(path, "rb") as raw:
         if raw.read(2) != b"\x1f\x8b":
-            raise StageError(f"{path}: not a gzip file (expected gzip JSON lines such as trn.json.gz)")
+            raise UserError(f"{path}: not a gzip file (expected gzip JSON lines such as trn.json.gz)")
         raw.seek(0)
         # One background thread decompresses while this one parses: about 2x on 2 cores.
         stream = igzip_threaded.open(raw, "rb", threads=1)
@@ -45,7 +45,7 @@ def iter_gzip_chunks(path: Path, desc: str = "read", block_bytes: int = 8 << 20)
                     yield [tail]
                 bar.update(size - bar.n)
         except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as err:
-            raise StageError(f"{path}: corrupt or truncated gzip after {lines:,} lines ({err})") from None
+            raise UserError(f"{path}: corrupt or truncated gzip after {lines:,} lines ({err})") from None
         finally:
             stream.close()
 
@@ -55,10 +55,10 @@ def open_text_table(path: Path) -> pq.ParquetFile:
     try:
         table = pq.ParquetFile(path)
     except (OSError, pa.ArrowInvalid) as err:
-        raise StageError(f"{path}: cannot read Parquet table ({err})") from None
+        raise UserError(f"{path}: cannot read Parquet table ({err})") from None
     missing = {"title", "content"} - set(table.schema_arrow.names)
     if missing:
-        raise StageError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+        raise UserError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
     return table
 
 
@@ -68,7 +68,7 @@ def read_text_table(path: Path) -> pa.Table:
     try:
         return table.read()
     except (OSError, pa.ArrowInvalid) as err:
-        raise StageError(f"{path}: cannot read Parquet table ({err})") from None
+        raise UserError(f"{path}: cannot read Parquet table ({err})") from None
 
 
 def write_table(table: pa.Table, path: Path) -> None:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import psutil
 
+from lorapipe.cli import UserError, run_cli
+
 ENV = "LORAPIPE_TIMINGS"
 
 
@@ -57,17 +59,16 @@ def run_timed(command: list[str], log: Path) -> int:
     return code
 
 
-def main() -> int:
+def main() -> int:  # the timed command's exit status
     """python -m lorapipe.timings LOG [-- COMMAND...]: print LOG, or run COMMAND timed into LOG first."""
     path = Path(sys.argv[1])
     if "--" in sys.argv:
         return run_timed(sys.argv[sys.argv.index("--") + 1 :], path)
     if not path.is_file():
-        print(f"error: {path} not found; set {ENV}={path} while the stages run", file=sys.stderr)
-        return 1
+        raise UserError(f"{path} not found; set {ENV}={path} while the stages run")
     print(timing_table([json.loads(line) for line in path.read_text().splitlines() if line.strip()]))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

@@ -10,27 +10,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from lorapipe.stage import log
+from lorapipe.cli import log
+from lorapipe.vcs import git_commit
 
 LOCAL_STORE = "sqlite:///mlflow.db"
 RUN_FILE = "mlflow_run.json"  # in a training's checkpoint folder: the run it continues on resume
 ADAPTER_TAG = "lorapipe.adapter_sha256"  # how evaluate finds the training run of its adapter
 EXPERIMENT = "lorapipe"
-
-
-def git_commit() -> str:
-    """HEAD's sha, or "" outside a git checkout."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return out.stdout.strip()
 
 
 def flat_params(sections: dict[str, Any]) -> dict[str, str]:

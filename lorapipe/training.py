@@ -13,11 +13,11 @@ import numpy as np
 import torch
 
 from lorapipe.checkpoints import TrainState, resume_checkpoint, save_checkpoint
+from lorapipe.cli import log, progress
 from lorapipe.distributed import SINGLE, World, sum_across
+from lorapipe.losses import completion_loss, mean_loss
 from lorapipe.packing import IGNORE, collate
 from lorapipe.params import OpsParams, TrainParams
-from lorapipe.perplexity import completion_loss, mean_loss
-from lorapipe.stage import log, progress
 
 
 class GracefulStop:

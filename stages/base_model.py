@@ -13,10 +13,10 @@ import shutil
 import time
 from pathlib import Path
 
+from lorapipe.cli import UserError, log, run_cli
 from lorapipe.fetch import verify
 from lorapipe.outputs import atomic_dir, write_json
 from lorapipe.params import ModelParams, check_params_unchanged, load_params
-from lorapipe.stage import StageError, log, run_stage
 
 # What a model folder needs; weights only as safetensors, never pickles.
 MODEL_FILES = [
@@ -43,7 +43,7 @@ def from_gguf(path: Path, out: Path) -> None:
         gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     except Exception as err:  # the GGUF reader raises anything on a damaged file: name the file instead
         reason = (str(err).splitlines() or [""])[0][:150]
-        raise StageError(
+        raise UserError(
             f"model.name: {path} is not a readable GGUF model (truncated or damaged? pin model.sha256): "
             f"{type(err).__name__}: {reason}"
         ) from None
@@ -59,7 +59,7 @@ def from_gguf(path: Path, out: Path) -> None:
 def copy_model_files(folder: Path, out: Path) -> None:
     copied = [f for pattern in MODEL_FILES for f in folder.glob(pattern)]
     if not any(f.suffix == ".safetensors" for f in copied):
-        raise StageError(f"model.name: {folder} has no *.safetensors weights (pickled .bin weights are refused)")
+        raise UserError(f"model.name: {folder} has no *.safetensors weights (pickled .bin weights are refused)")
     for f in copied:
         shutil.copyfile(f, out / f.name)
 
@@ -82,7 +82,7 @@ def from_hub(name: str, revision: str, out: Path) -> str:
         folder = Path(snapshot_download(name, revision=revision or None, allow_patterns=MODEL_FILES))
     except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, OSError) as err:
         reason = str(err).splitlines()[0][:200]
-        raise StageError(
+        raise UserError(
             f"model.name: cannot fetch '{name}' from the Hugging Face Hub ({reason}); offline, use a local "
             "folder or .gguf file (profiles/offline.yaml)"
         ) from None
@@ -95,13 +95,13 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("metrics", type=Path)
     args = parser.parse_args()
-    params: ModelParams = load_params("model")
+    params = load_params(ModelParams)
 
     started = time.perf_counter()
     source = local_path(params.name)
     if source is not None and not source.exists():
         hint = " (make smollm2 fetches the demo's)" if source.suffix == ".gguf" else ""
-        raise StageError(f"model.name: local path {source} not found{hint}; a hub id looks like owner/name")
+        raise UserError(f"model.name: local path {source} not found{hint}; a hub id looks like owner/name")
     info = {"name": params.name}
     with atomic_dir(args.out) as tmp:
         if source is not None and source.suffix == ".gguf":
@@ -111,7 +111,7 @@ def main() -> None:
             info.update(kind="folder")
             copy_model_files(source, tmp)
         elif source is not None:
-            raise StageError(f"model.name: {source} is neither a model folder nor a .gguf file")
+            raise UserError(f"model.name: {source} is neither a model folder nor a .gguf file")
         else:
             info.update(kind="hub", revision=from_hub(params.name, params.revision, tmp))
         size = sum(f.stat().st_size for f in tmp.iterdir())
@@ -122,4 +122,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_cli(main)

@@ -17,9 +17,9 @@ import orjson
 import pyarrow.parquet as pq
 
 from lorapipe.cleaning import REASONS, CleanedChunk, Reason, clean_chunks
+from lorapipe.cli import UserError, log, run_cli
 from lorapipe.outputs import atomic_path, write_json
 from lorapipe.params import CleanParams, check_params_unchanged, load_params
-from lorapipe.stage import StageError, log, run_stage
 from lorapipe.tables import TEXT_SCHEMA, iter_gzip_chunks
 
 
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("rejects", type=Path)
     parser.add_argument("metrics", type=Path)
     args = parser.parse_args()
-    params: CleanParams = load_params("clean")
+    params = load_params(CleanParams)
 
     started = time.perf_counter()
     counts = np.zeros(len(REASONS), dtype=np.int64)
@@ -48,13 +48,13 @@ def main() -> None:
         _write_rejects(args.rejects, examples)  # first, so a failing run still shows examples
         malformed = sum(dropped.get(r, 0) for r in Reason.MALFORMED)
         if read and malformed / read > params.max_bad_fraction:
-            raise StageError(
+            raise UserError(
                 f"{args.raw}: {malformed:,} of {read:,} lines are malformed, over clean.max_bad_fraction "
                 f"{params.max_bad_fraction:g}; is this really gzip JSON lines with '{params.title_field}' "
                 f"and '{params.content_field}'? Examples: {args.rejects}"
             )
         if kept == 0:
-            raise StageError(f"{args.raw}: no record left after cleaning ({dict(dropped)}); check clean.* limits")
+            raise UserError(f"{args.raw}: no record left after cleaning ({dict(dropped)}); check clean.* limits")
         check_params_unchanged()
 
     write_json(
@@ -90,4 +90,4 @@ def _write_rejects(path: Path, examples: list[dict]) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_cli(main)

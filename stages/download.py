@@ -13,10 +13,10 @@ import hashlib
 import time
 from pathlib import Path
 
+from lorapipe.cli import UserError, log, run_cli
 from lorapipe.fetch import CorruptDownload, copy_payload, download, redact, resolve_source, verify
 from lorapipe.outputs import atomic_path, write_json
 from lorapipe.params import DataParams, OpsParams, check_params_unchanged, load_params
-from lorapipe.stage import StageError, log, run_stage
 
 CACHE = Path(".cache/download")
 
@@ -26,14 +26,14 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="where the dataset file goes")
     parser.add_argument("metrics", type=Path)
     args = parser.parse_args()
-    params: DataParams = load_params("data")
-    ops: OpsParams = load_params("ops")
+    params = load_params(DataParams)
+    ops = load_params(OpsParams)
 
     started = time.perf_counter()
     source = resolve_source(params.url)
     if isinstance(source, Path):
         if not source.is_file():
-            raise StageError(f"data.url: local file {source} not found")
+            raise UserError(f"data.url: local file {source} not found")
         fetched, label = source, str(source)
     else:
         part = CACHE / (hashlib.sha256(source.encode()).hexdigest()[:16] + ".part")
@@ -48,7 +48,7 @@ def main() -> None:
         if fetched is source:
             raise
         fetched.unlink(missing_ok=True)  # resuming it would keep the bad bytes
-        raise StageError(f"{err}; the download was discarded, rerun to fetch it again") from None
+        raise UserError(f"{err}; the download was discarded, rerun to fetch it again") from None
     if not params.sha256:
         log.info(f"sha256 {digest}: pin it as data.sha256 in params.yaml")
     write_json(
@@ -65,4 +65,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_cli(main)

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import torch
 
+from lorapipe.cli import UserError, log, run_cli
 from lorapipe.evaluation import (
     base_settings,
     decode_and_measure,
@@ -32,10 +33,9 @@ from lorapipe.evaluation import (
 )
 from lorapipe.modeling import load_tokenizer, load_tuned_model, pick_device, pick_dtype
 from lorapipe.outputs import sha256_of, write_json
-from lorapipe.params import check_params_unchanged, load_params
+from lorapipe.params import EvalParams, TokenizeParams, check_params_unchanged, load_params
 from lorapipe.samples import RUN, SAMPLES, SCORES, write_sample_files
 from lorapipe.scoring import score_outputs
-from lorapipe.stage import StageError, log, run_stage
 from lorapipe.tracking import ADAPTER_TAG, Tracker, flat_params
 
 
@@ -56,9 +56,9 @@ def main() -> None:
     parser.add_argument("adapter", type=Path)
     parser.add_argument("metrics", type=Path, help="folder for eval.json and the eval_* files")
     args = parser.parse_args()
-    params, tok_params = load_params("eval"), load_params("tokenize")
+    params, tok_params = load_params(EvalParams), load_params(TokenizeParams)
     if not (args.adapter / "adapter_config.json").is_file():
-        raise StageError(f"{args.adapter}: no adapter_config.json; run the train stage first (dvc repro train)")
+        raise UserError(f"{args.adapter}: no adapter_config.json; run the train stage first (dvc repro train)")
 
     titles, references = select_samples(args.test, params.max_samples, params.seed)
     torch.manual_seed(params.seed)
@@ -105,4 +105,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_cli(main)

@@ -21,12 +21,12 @@ from pathlib import Path
 import torch
 from transformers import GenerationConfig
 
+from lorapipe.cli import UserError, log, run_cli
 from lorapipe.generation import decoding_settings
 from lorapipe.gguf_export import converter, write_gguf
 from lorapipe.modeling import load_tokenizer, load_tuned_model, pick_device, pick_dtype
 from lorapipe.outputs import atomic_dir, write_json
-from lorapipe.params import check_params_unchanged, load_params
-from lorapipe.stage import StageError, log, run_stage
+from lorapipe.params import EvalParams, ExportParams, check_params_unchanged, load_params
 
 
 def main() -> None:
@@ -37,9 +37,9 @@ def main() -> None:
     parser.add_argument("gguf", type=Path, help="folder for the GGUF files and the Ollama Modelfile")
     parser.add_argument("metrics", type=Path)
     args = parser.parse_args()
-    params, decoding = load_params("export"), load_params("eval")
+    params, decoding = load_params(ExportParams), load_params(EvalParams)
     if not (args.adapter / "adapter_config.json").is_file():
-        raise StageError(f"{args.adapter}: no adapter_config.json; run the train stage first (dvc repro train)")
+        raise UserError(f"{args.adapter}: no adapter_config.json; run the train stage first (dvc repro train)")
     converter()  # missing: say so now, not after the merge
 
     started = time.perf_counter()
@@ -78,4 +78,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_cli(main)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from lorapipe.cli import log, run_cli
 from lorapipe.evaluation import (
     base_settings,
     decode_and_measure,
@@ -25,8 +26,7 @@ from lorapipe.evaluation import (
     write_base_outputs,
 )
 from lorapipe.modeling import load_model, load_tokenizer, pick_device, pick_dtype
-from lorapipe.params import check_params_unchanged, load_params
-from lorapipe.stage import log, run_stage
+from lorapipe.params import EvalParams, TokenizeParams, check_params_unchanged, load_params
 
 
 def main() -> None:
@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("model", type=Path)
     parser.add_argument("out", type=Path, help="the base outputs file evaluate reads")
     args = parser.parse_args()
-    params, tok_params = load_params("eval"), load_params("tokenize")
+    params, tok_params = load_params(EvalParams), load_params(TokenizeParams)
     settings = base_settings(params, tok_params)
     log.info("generate_base: " + ", ".join(f"{k} {v}" for k, v in settings.items()))
 
@@ -57,4 +57,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_cli(main)

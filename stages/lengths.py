@@ -20,13 +20,13 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from lorapipe.cli import UserError, log, run_cli
 from lorapipe.lengths import histogram_rows, length_summary, packed_examples, packing_summary, token_lengths
 from lorapipe.modeling import load_tokenizer
 from lorapipe.outputs import write_json
 from lorapipe.params import TokenizeParams, check_params_unchanged, load_params
 from lorapipe.plots import write_csv
 from lorapipe.prompt import build_prompts, use_tokenizer_threads
-from lorapipe.stage import StageError, log, run_stage
 from lorapipe.tables import read_text_table
 
 
@@ -40,13 +40,13 @@ def main() -> None:
     parser.add_argument("description_plot", type=Path, help="histogram CSV of description lengths")
     args = parser.parse_args()
     use_tokenizer_threads()
-    params: TokenizeParams = load_params("tokenize")
+    params = load_params(TokenizeParams)
 
     table = read_text_table(args.train)
     if table.num_rows == 0:
-        raise StageError(f"{args.train}: no rows to measure; raise sample.size")
+        raise UserError(f"{args.train}: no rows to measure; raise sample.size")
     if not args.packed.is_file():
-        raise StageError(f"{args.packed}: not found; run the tokenize stage first (dvc repro tokenize)")
+        raise UserError(f"{args.packed}: not found; run the tokenize stage first (dvc repro tokenize)")
     tokenizer = load_tokenizer(args.model)
     titles, contents = table["title"].to_pylist(), table["content"].to_pylist()
 
@@ -90,4 +90,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_cli(main)

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lorapipe.dataset import dedupe_table, sample_indices, take_rows
+from lorapipe.cli import log, run_cli
 from lorapipe.outputs import atomic_path, write_json
 from lorapipe.params import SampleParams, check_params_unchanged, load_params
-from lorapipe.stage import log, run_stage
+from lorapipe.sampling import dedupe_table, sample_indices, take_rows
 from lorapipe.tables import open_text_table, write_table
 
 
@@ -23,7 +23,7 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("metrics", type=Path)
     args = parser.parse_args()
-    params: SampleParams = load_params("sample")
+    params = load_params(SampleParams)
 
     # Descriptions are never all in memory: dedup reads titles, and descriptions a row group at a time.
     table = open_text_table(args.clean)
@@ -57,4 +57,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_cli(main)

@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lorapipe.dataset import split_indices
+from lorapipe.cli import UserError, log, run_cli
 from lorapipe.outputs import atomic_dir, write_json
 from lorapipe.params import SplitParams, check_params_unchanged, load_params
-from lorapipe.stage import StageError, log, run_stage
+from lorapipe.sampling import split_indices
 from lorapipe.tables import read_text_table, write_table
 
 
@@ -21,12 +21,12 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="folder for train/val/test.parquet")
     parser.add_argument("metrics", type=Path)
     args = parser.parse_args()
-    params: SplitParams = load_params("split")
+    params = load_params(SplitParams)
 
     table = read_text_table(args.sample)
     parts = split_indices(table["title"].to_pylist(), params.test_size, params.val_size, params.seed)
     if len(parts["train"]) == 0 or len(parts["test"]) == 0:
-        raise StageError(
+        raise UserError(
             f"{args.sample}: {table.num_rows} rows with split.test_size {params.test_size:g} leave no "
             f"{'train' if len(parts['test']) else 'test'} row; raise sample.size or change split.test_size"
         )
@@ -41,4 +41,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_cli(main)

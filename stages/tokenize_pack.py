@@ -14,12 +14,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lorapipe.cli import UserError, log, progress, run_cli
 from lorapipe.modeling import load_tokenizer
 from lorapipe.outputs import atomic_dir, write_json
 from lorapipe.packing import pack_examples
 from lorapipe.params import TokenizeParams, check_params_unchanged, load_params
 from lorapipe.prompt import encode_examples, use_tokenizer_threads
-from lorapipe.stage import StageError, log, progress, run_stage
 from lorapipe.tables import read_text_table
 
 BATCH = 4096  # examples per call to the tokenizer
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("metrics", type=Path)
     args = parser.parse_args()
     use_tokenizer_threads()
-    params: TokenizeParams = load_params("tokenize")
+    params = load_params(TokenizeParams)
 
     tokenizer = load_tokenizer(args.model)
     metrics = {}
@@ -52,7 +52,7 @@ def main() -> None:
                 )
             too_long = sum(len(ex.input_ids) > params.seq_len for ex in examples)
             if too_long:
-                raise StageError(
+                raise UserError(
                     f"params.yaml: {too_long} {part} examples exceed tokenize.seq_len {params.seq_len}; "
                     "raise it above prompt_tokens + response_tokens + the template's tokens"
                 )
@@ -78,4 +78,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_cli(main)

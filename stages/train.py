@@ -22,13 +22,13 @@ import torch
 import transformers
 
 from lorapipe.checkpoints import fingerprint, list_checkpoints, run_folder
+from lorapipe.cli import UserError, log, run_cli
 from lorapipe.distributed import close_world, init_world, relaunch_under_torchrun
 from lorapipe.mirror import CheckpointMirror
 from lorapipe.modeling import add_lora, load_model, load_tokenizer, peak_memory_mb, pick_device, pick_dtype
 from lorapipe.outputs import atomic_dir, sha256_of, write_json
-from lorapipe.params import check_params_unchanged, load_params
+from lorapipe.params import LoraParams, OpsParams, QuantParams, TrainParams, check_params_unchanged, load_params
 from lorapipe.plots import write_loss_plots
-from lorapipe.stage import StageError, log, run_stage
 from lorapipe.tracking import ADAPTER_TAG, flat_params, training_tracker
 from lorapipe.training import GracefulStop, is_out_of_memory, out_of_memory_message, train
 
@@ -41,7 +41,12 @@ def main() -> None:
     parser.add_argument("metrics", type=Path, help="folder for train.json, logs and the loss curve")
     parser.add_argument("--checkpoints", type=Path, default=Path("models/checkpoints"), help="resume state")
     args = parser.parse_args()
-    params, lora, quant, ops = load_params("train"), load_params("lora"), load_params("quant"), load_params("ops")
+    params, lora, quant, ops = (
+        load_params(TrainParams),
+        load_params(LoraParams),
+        load_params(QuantParams),
+        load_params(OpsParams),
+    )
     relaunch_under_torchrun(params.processes)
     world = init_world(params.grad_accum)
     stop = GracefulStop().install()
@@ -99,7 +104,7 @@ def main() -> None:
             mirror.wait()  # the checkpoint a stop just saved is worth the wait
         if isinstance(err, RuntimeError | MemoryError) and is_out_of_memory(err):
             width = max(len(r["input_ids"]) for r in train_rows)
-            raise StageError(out_of_memory_message(params, width, device)) from err
+            raise UserError(out_of_memory_message(params, width, device)) from err
         raise
     close_world(world)
     if not world.main:
@@ -151,4 +156,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_cli(main)

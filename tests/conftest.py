@@ -107,7 +107,7 @@ def copy_tree(repo: Path) -> Path:
     (repo / ".cache/models").symlink_to(SMOLLM2_GGUF.parent)
     (repo / "params.yaml").write_text(yaml.safe_dump(default_params(), sort_keys=False))
     sh(repo, "git", "init", "-q")
-    sh(repo, "python", "-m", "lorapipe.profile", "offline")
+    sh(repo, "python", "-m", "lorapipe.profiles", "offline")
     commit(repo, "offline profile")
     return repo
 

@@ -7,7 +7,7 @@ import pytest
 import sacrebleu
 from scipy import stats
 
-from lorapipe.compare import METRICS, columns, corpus_bleu, pair_up, run_vs_run, tuned_vs_base
+from lorapipe.reporting.compare import METRICS, columns, corpus_bleu, pair_up, run_vs_run, tuned_vs_base
 from lorapipe.scoring import sample_scores
 
 WORDS = ["the", "a", "blue", "red", "steel", "mug", "lamp", "bottle", "lid", "for", "desk", "travel", "warm", "light"]

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lorapipe.cli import UserError
 from lorapipe.fetch import download, resolve_source
-from lorapipe.stage import StageError
 from tests.conftest import ROOT
 from tests.http_server import serve
 from tests.workspace import assert_one_line_error, free_port
@@ -168,12 +168,12 @@ def test_google_drive_share_links_become_direct_downloads(link):
 
 
 def test_other_schemes_are_refused():
-    with pytest.raises(StageError, match="scheme 'ftp'"):
+    with pytest.raises(UserError, match="scheme 'ftp'"):
         resolve_source("ftp://example.org/trn.json.gz")
 
 
 def test_html_page_instead_of_file_is_refused(tmp_path):
     with serve({"/page": b"<html>quota exceeded</html>"}) as server:
         server.content_type = "text/html; charset=utf-8"  # what Drive answers for a private file
-        with pytest.raises(StageError, match="returned an HTML page"):
+        with pytest.raises(UserError, match="returned an HTML page"):
             download(f"{server.url}/page", tmp_path / "x.part", timeout=5, retries=0)

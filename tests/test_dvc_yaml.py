@@ -18,8 +18,15 @@ STAGES = {
     for dvc_yaml in ("dvc.yaml", "export/dvc.yaml")
     for name, stage in yaml.safe_load((ROOT / dvc_yaml).read_text())["stages"].items()
 }
-# Imported by every stage for errors, timing logs, atomic writes and params: editing them must not re-run the DAG.
-INFRASTRUCTURE = {"lorapipe/stage.py", "lorapipe/timings.py", "lorapipe/outputs.py", "lorapipe/params.py"}
+# Imported by stages for errors, timing logs, atomic writes, params and naming commits (vcs, for run
+# tracking): nothing a stage computes depends on them, so editing them must not re-run the DAG.
+INFRASTRUCTURE = {
+    "lorapipe/cli.py",
+    "lorapipe/timings.py",
+    "lorapipe/outputs.py",
+    "lorapipe/params.py",
+    "lorapipe/vcs.py",
+}
 
 
 def lorapipe_imports(path: Path, seen: set[str] | None = None) -> set[str]:
@@ -40,7 +47,10 @@ def script_of(stage: dict) -> str:
 
 def sections_read(script: str) -> set[str]:
     """Sections the script loads, less `ops`: operational settings are untracked on purpose."""
-    return set(re.findall(r'load_params\("(\w+)"\)', (ROOT / script).read_text())) - {"ops"}
+    from lorapipe.params import SECTIONS
+
+    classes = set(re.findall(r"load_params\((\w+)\)", (ROOT / script).read_text()))
+    return {name for name, cls in SECTIONS.items() if cls.__name__ in classes} - {"ops"}
 
 
 @pytest.mark.parametrize("name", list(STAGES))

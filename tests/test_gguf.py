@@ -19,7 +19,7 @@ import torch
 from lorapipe.generation import generate_texts
 from lorapipe.gguf_export import CONVERTER_DIR, modelfile, unpack
 from lorapipe.modeling import load_tokenizer
-from lorapipe.params import EvalParams
+from lorapipe.params import EvalParams, ExportParams
 from lorapipe.prompt import build_prompt
 from lorapipe.tables import read_text_table
 from tests.conftest import ROOT
@@ -303,8 +303,8 @@ def test_export_pipeline_writes_smollm2_as_llama_cpp_does(experiments, smollm2_g
 
 
 def test_unknown_gguf_type_is_refused_with_its_key():
+    from lorapipe.cli import UserError
     from lorapipe.params import parse_section
-    from lorapipe.stage import StageError
 
-    with pytest.raises(StageError, match=r"export.gguf_types \['q4_k_m'\]: must be among f32, f16, bf16, q8_0"):
-        parse_section("export", {"gguf_types": ["f16", "q4_k_m"]})
+    with pytest.raises(UserError, match=r"export.gguf_types \['q4_k_m'\]: must be among f32, f16, bf16, q8_0"):
+        parse_section(ExportParams, {"gguf_types": ["f16", "q4_k_m"]})

@@ -32,7 +32,7 @@ def machine(root: Path, model: Path, endpoint: str) -> Path:
     sh(ws, "git", "init", "-q")
     sh(ws, "dvc", "init", "-q")
     env = {**os.environ, "AWS_ACCESS_KEY_ID": S3_KEY_ID, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "lorapipe.remote", "--endpoint", endpoint, "--default"]
+    command = [sys.executable, str(ROOT / "scripts/remote.py"), "--endpoint", endpoint, "--default"]
     subprocess.run(command, cwd=ws, env=env, check=True, capture_output=True)
     return ws
 

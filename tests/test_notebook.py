@@ -28,7 +28,7 @@ def test_notebook_is_valid_nbformat_4():
 def test_notebook_commands_match_the_readme():
     readme = ROOT.joinpath("README.md").read_text()
     commands = shell_commands()
-    assert {"python -m lorapipe.remote --default", "python -m lorapipe.profile colab"} <= set(commands)
+    assert {"python scripts/remote.py --default", "python -m lorapipe.profiles colab"} <= set(commands)
     templated = shell_commands(skip_templated=False)
     assert (
         "bash scripts/repro_and_push.sh {BRANCH}" in templated and "bash scripts/push_results.sh {BRANCH}" in templated

@@ -152,7 +152,7 @@ def test_batched_encoding_equals_one_example_at_a_time(smollm2_tokenizer, templa
 def test_completion_loss_equals_the_full_logits_loss_and_its_gradients(tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
-    from lorapipe.perplexity import completion_loss
+    from lorapipe.losses import completion_loss
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     rows = pack_examples(make_examples(12, seed=3), 128, completion_only=True)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lorapipe.params import SECTIONS, load_params, parse_section
-from lorapipe.profile import apply_profile
-from lorapipe.stage import StageError
+from lorapipe.cli import UserError
+from lorapipe.params import SECTIONS, LoraParams, ModelParams, OpsParams, TrainParams, load_params, parse_section
+from lorapipe.profiles import apply_profile
 from tests.conftest import ROOT
 
 
@@ -29,7 +29,7 @@ def test_params_yaml_lists_every_key_and_loads():
     raw = yaml.safe_load(committed_params())
     assert set(raw) == set(SECTIONS)
     for section, cls in SECTIONS.items():
-        parse_section(section, raw[section])
+        parse_section(cls, raw[section])
         assert set(raw[section]) == {f.name for f in dataclasses.fields(cls)}, section
 
 
@@ -65,20 +65,36 @@ def write_params(tmp_path: Path, text: str) -> Path:
 def test_bad_params_fail_with_one_line_naming_the_key(tmp_path, text, message):
     path = write_params(tmp_path, text)
     section = text.split(":")[0]
-    with pytest.raises(StageError) as err:
-        load_params(section, path)
+    with pytest.raises(UserError) as err:
+        load_params(SECTIONS[section], path)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
 
 
+def test_every_problem_of_a_section_is_in_the_one_error(tmp_path):
+    path = write_params(tmp_path, "train:\n  lr: -1\n  micro_batch: 0\n  lrr: 3\n  log_every: 5\n")
+    with pytest.raises(UserError) as err:
+        load_params(TrainParams, path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: 4 problems in 'train': ")
+    for part in (
+        "'train.lr' must be >= 0",
+        "'train.micro_batch' must be >= 1",
+        "unknown key 'train.lrr'",
+        "ops.log_every",
+    ):
+        assert part in message
+    assert "\n" not in message
+
+
 def test_missing_params_file(tmp_path):
-    with pytest.raises(StageError, match=re.escape("params.yaml: not found")):
-        load_params("lora", tmp_path / "params.yaml")
+    with pytest.raises(UserError, match=re.escape("params.yaml: not found")):
+        load_params(LoraParams, tmp_path / "params.yaml")
 
 
 def test_missing_keys_take_defaults_and_ints_widen_to_floats(tmp_path):
     path = write_params(tmp_path, "lora:\n  alpha: 16\n")
-    lora = load_params("lora", path)
+    lora = load_params(LoraParams, path)
     assert lora.alpha == 16.0 and isinstance(lora.alpha, float)
     assert lora.r == 16
 
@@ -91,8 +107,8 @@ def test_offline_profile_applies_keeps_comments_and_validates(tmp_path):
     assert "model.name" in changed and "data.url" in changed
     text = params.read_text()
     assert "# lorapipe parameters" in text  # comments survive
-    assert load_params("model", params).name.endswith(".gguf")
-    assert load_params("lora", params).r == yaml.safe_load(committed_params())["lora"]["r"]  # untouched keys stay
+    assert load_params(ModelParams, params).name.endswith(".gguf")
+    assert load_params(LoraParams, params).r == yaml.safe_load(committed_params())["lora"]["r"]  # untouched keys stay
     assert apply_profile(overrides, params) == []  # idempotent
 
 
@@ -100,19 +116,19 @@ def test_profile_with_bad_value_leaves_params_untouched(tmp_path):
     params = tmp_path / "params.yaml"
     original = committed_params()
     params.write_text(original)
-    with pytest.raises(StageError, match=re.escape("'lora.r' must be >= 1")):
+    with pytest.raises(UserError, match=re.escape("'lora.r' must be >= 1")):
         apply_profile({"lora": {"r": 0}}, params)
     assert params.read_text() == original
 
 
-def test_profile_command_takes_single_keys_too(tmp_path, monkeypatch, capsys):
-    from lorapipe.profile import main
+def test_profile_command_takes_single_keys_too(tmp_path, monkeypatch):
+    from lorapipe.profiles import main
 
     params = tmp_path / "params.yaml"
     params.write_text(committed_params())
     monkeypatch.chdir(ROOT)  # profiles/ is found from the repository root
-    assert main(["colab", "--set", "lora.r=8", "--set", "train.lr=0.0001", "--params", str(params)]) == 0
-    assert load_params("lora", params).r == 8 and load_params("train", params).lr == 0.0001
-    assert load_params("ops", params).checkpoint_mirror == "remote"
-    assert main(["colab", "--set", "lora.r", "--params", str(params)]) == 1
-    assert "expected SECTION.KEY=VALUE" in capsys.readouterr().err
+    main(["colab", "--set", "lora.r=8", "--set", "train.lr=0.0001", "--params", str(params)])
+    assert load_params(LoraParams, params).r == 8 and load_params(TrainParams, params).lr == 0.0001
+    assert load_params(OpsParams, params).checkpoint_mirror == "remote"
+    with pytest.raises(UserError, match=re.escape("expected SECTION.KEY=VALUE")):
+        main(["colab", "--set", "lora.r", "--params", str(params)])

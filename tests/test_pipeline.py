@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from lorapipe.compare import METRICS, columns, corpus_bleu, perplexity
+from lorapipe.reporting.compare import METRICS, columns, corpus_bleu, perplexity
 from lorapipe.samples import SCORES, read_scores, sample_id
 from tests.conftest import ran, sh
 

@@ -21,7 +21,7 @@ FAKE_TOKEN = "hf_" + "FAKEnotReal" * 3
 
 def publish(repo, *args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "lorapipe.publish", *args],
+        [sys.executable, "-m", "lorapipe.reporting.publish", *args],
         cwd=repo,
         capture_output=True,
         text=True,

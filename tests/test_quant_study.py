@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lorapipe.study_sections import quant_spec, study_sections
+from lorapipe.reporting.study_sections import quant_spec, study_sections
 from tests.conftest import sh
 from tests.workspace import BASE_ARGS, BASE_OUTPUTS, data_workspace, eval_args, stage, write_params
 
@@ -89,7 +89,7 @@ def run_row(name: str, bits: int, tokens_per_s: float, memory: float, val_loss: 
 def test_results_page_section_lays_the_runs_side_by_side_ordered_by_bits():
     import vl_convert
 
-    from lorapipe.results_page import cell
+    from lorapipe.reporting.results_page import cell
 
     rows = [run_row("b16", 16, 90.0, 900.0, 2.1, 0.5), run_row("<b4>", 4, 60.0, 700.0, 2.3, 0.45)]
     rows.append(run_row("b8", 8, 40.0, 800.0, 2.2, 0.47))
@@ -108,7 +108,7 @@ def test_results_page_section_lays_the_runs_side_by_side_ordered_by_bits():
 
 
 def test_results_page_section_asks_for_the_missing_runs_and_shows_lengths():
-    from lorapipe.results_page import cell
+    from lorapipe.reporting.results_page import cell
 
     lengths = {"examples": 1170, "prompt.title.budget": 75, "prompt.title.cut_share": 0.0, "description.budget": 450}
     row = run_row("only4", 4, 60.0, 700.0, 2.3, 0.45)

@@ -9,9 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.conftest import ROOT, sh
 from tests.conftest import S3_KEY_ID as KEY_ID
 from tests.conftest import S3_SECRET as SECRET
-from tests.conftest import sh
 
 OUTPUTS = ["data/raw/trn.json.gz", "data/clean.parquet", "data/sample.parquet", "data/split/train.parquet"]
 
@@ -24,7 +24,7 @@ def test_push_delete_pull_roundtrip(repo, s3_endpoint):
     sh(repo, "dvc", "repro", "split")
     env = {**os.environ, "DAGSHUB_TOKEN": "", "AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET}
     setup = subprocess.run(
-        [sys.executable, "-m", "lorapipe.remote", "--endpoint", s3_endpoint, "--default"],
+        [sys.executable, str(ROOT / "scripts/remote.py"), "--endpoint", s3_endpoint, "--default"],
         cwd=repo,
         env=env,
         capture_output=True,

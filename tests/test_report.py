@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
-from lorapipe.charts import LOSS_LOGS, loss_spec
-from lorapipe.report import THIS, escape_cell, samples_table
+from lorapipe.reporting.charts import LOSS_LOGS, loss_spec
+from lorapipe.reporting.report import THIS, escape_cell, samples_table
 from tests.conftest import ROOT, save_screenshot, sh
 from tests.workspace import assert_one_line_error
 
@@ -58,7 +58,7 @@ def commit_scores(repo: Path, rows: list[dict], message: str) -> None:
 
 
 def build_report(repo: Path, out: Path, base: str = "HEAD~1") -> str:
-    sh(repo, sys.executable, "-m", "lorapipe.report", "--base", base, "-o", str(out / "report.md"))
+    sh(repo, sys.executable, "-m", "lorapipe.reporting.report", "--base", base, "-o", str(out / "report.md"))
     return (out / "report.md").read_text()
 
 
@@ -120,9 +120,9 @@ def test_report_of_two_real_experiments_overlays_their_curves_and_imports_no_tor
     """The workspace holds the lora.r=8 run; the base is the lora.r=16 experiment's commit."""
     repo, base = experiments.repo, experiment_rev(experiments.repo, "smollm2-r16")
     out = ("-o", str(tmp_path / "report.md"), "--summary", str(tmp_path / "summary.md"))
-    result = sh(repo, sys.executable, "-X", "importtime", "-m", "lorapipe.report", "--base", base, *out)
+    result = sh(repo, sys.executable, "-X", "importtime", "-m", "lorapipe.reporting.report", "--base", base, *out)
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
-    assert "lorapipe.compare" in imported and "torch" not in imported  # the report job needs no torch
+    assert "lorapipe.reporting.compare" in imported and "torch" not in imported  # the report job needs no torch
 
     report = (tmp_path / "report.md").read_text()
     assert report.startswith("## lorapipe report: experiment `smollm2-r8` on ")
@@ -170,7 +170,7 @@ def test_report_shows_old_new_and_delta(repo):
     (repo / "metrics/eval_samples.jsonl").write_text(  # blank lines are skipped
         "\n" + json.dumps({"title": "Mug", "reference": "A mug.", "base": "Hmm", "tuned": "A fine mug."}) + "\n\n"
     )
-    sh(repo, sys.executable, "-m", "lorapipe.report", "--base", "HEAD~1", "-o", "report.md")
+    sh(repo, sys.executable, "-m", "lorapipe.reporting.report", "--base", "HEAD~1", "-o", "report.md")
     report = (repo / "report.md").read_text()
     row = next(line for line in report.splitlines() if "tuned.rougeL" in line)
     assert [c.strip() for c in row.strip("|").split("|")][1:] == ["0.3", "0.45", "+0.15"]
@@ -181,7 +181,9 @@ def test_report_shows_old_new_and_delta(repo):
 
 def test_report_without_changes_says_so(repo):
     out = subprocess.run(
-        [sys.executable, "-m", "lorapipe.report", "--base", "HEAD", "-o", "same.md"], cwd=repo, capture_output=True
+        [sys.executable, "-m", "lorapipe.reporting.report", "--base", "HEAD", "-o", "same.md"],
+        cwd=repo,
+        capture_output=True,
     )
     assert out.returncode == 0
     assert "No changes." in (repo / "same.md").read_text()
@@ -201,9 +203,9 @@ BAD_LINES = {
 
 # What each tool reads, and its output option; the summary reads only the scores.
 TOOLS = {
-    "lorapipe.report": (("eval_samples.jsonl", "eval_scores.jsonl"), ["--base", "HEAD", "-o"]),
-    "lorapipe.results_page": (("eval_samples.jsonl", "eval_scores.jsonl"), ["-o"]),
-    "lorapipe.summary": (("eval_scores.jsonl",), []),
+    "lorapipe.reporting.report": (("eval_samples.jsonl", "eval_scores.jsonl"), ["--base", "HEAD", "-o"]),
+    "lorapipe.reporting.results_page": (("eval_samples.jsonl", "eval_scores.jsonl"), ["-o"]),
+    "lorapipe.reporting.summary": (("eval_scores.jsonl",), []),
 }
 CASES = [(tool, case) for tool, (reads, _) in TOOLS.items() for case, (name, *_) in BAD_LINES.items() if name in reads]
 

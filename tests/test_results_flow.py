@@ -27,7 +27,7 @@ QUICK = {
 
 def use_remote(repo: Path, endpoint: str) -> None:
     env = {**os.environ, "AWS_ACCESS_KEY_ID": S3_KEY_ID, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "lorapipe.remote", "--endpoint", endpoint, "--default"]
+    command = [sys.executable, str(ROOT / "scripts/remote.py"), "--endpoint", endpoint, "--default"]
     subprocess.run(command, cwd=repo, env=env, check=True, capture_output=True)
 
 
@@ -59,7 +59,7 @@ def test_each_stage_reaches_origin_and_a_new_machine_runs_none_again(tmp_path, t
     sh(clone, "dvc", "pull", "-q")
     assert (clone / "models/adapter/adapter_model.safetensors").is_file()
     assert "up to date" in sh(clone, "dvc", "status", "dvc.yaml").stdout
-    report = sh(clone, sys.executable, "-m", "lorapipe.report", "--base", "main", "-o", "report.md")
+    report = sh(clone, sys.executable, "-m", "lorapipe.reporting.report", "--base", "main", "-o", "report.md")
     assert report.returncode == 0
     assert f"{tuned:.4g}"[:5] in (clone / "report.md").read_text()
 

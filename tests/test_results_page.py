@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from lorapipe.results_page import samples_table
+from lorapipe.reporting.results_page import samples_table
 from tests.conftest import save_screenshot, sh
 
 
@@ -17,7 +17,7 @@ def test_page_lists_every_experiment_with_curves_and_opens_offline_in_a_browser(
 
     repo = experiments.repo
     out = tmp_path / "site/index.html"
-    sh(repo, "python", "-m", "lorapipe.results_page", "-o", str(out))
+    sh(repo, "python", "-m", "lorapipe.reporting.results_page", "-o", str(out))
     page = out.read_text()
     # Self-contained: nothing to run, nothing to fetch.
     assert "<script" not in page and 'src="http' not in page and 'href="http' not in page

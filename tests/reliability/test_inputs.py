@@ -154,10 +154,10 @@ def test_a_damaged_gguf_is_named_when_no_checksum_is_pinned(ws, smollm2_gguf, da
 def test_lora_targets_that_are_not_linear_layers_are_named(tiny_model_dir, module):
     from transformers import AutoModelForCausalLM
 
+    from lorapipe.cli import UserError
     from lorapipe.modeling import add_lora
     from lorapipe.params import LoraParams
-    from lorapipe.stage import StageError
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    with pytest.raises(StageError, match=rf"lora.target_modules must name linear layers .*; {module} \("):
+    with pytest.raises(UserError, match=rf"lora.target_modules must name linear layers .*; {module} \("):
         add_lora(model, LoraParams(target_modules=("q_proj", module)), False, quantized=False)

@@ -46,7 +46,7 @@ def test_fake_secrets_in_the_environment_never_reach_outputs_or_logs(repo, monke
     for key, value in SECRETS.items():
         monkeypatch.setenv(key, value)
     runs = [sh(repo, "dvc", "repro", "-f", "split")]
-    runs.append(sh(repo, sys.executable, "-m", "lorapipe.report", "--base", "HEAD", "-o", "report.md"))
+    runs.append(sh(repo, sys.executable, "-m", "lorapipe.reporting.report", "--base", "HEAD", "-o", "report.md"))
     outputs = [p for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts and p.stat().st_size < 50_000_000]
     texts = [r.stdout + r.stderr for r in runs] + [p.read_bytes().decode("utf-8", "ignore") for p in outputs]
     for secret in SECRETS.values():
@@ -81,9 +81,9 @@ def hook(event, args):
     if event in ("subprocess.Popen", "os.exec", "os.posix_spawn", "os.spawn", "os.system"):
         seen.append(repr(args))
 sys.addaudithook(hook)
-sys.argv = ["lorapipe.remote", *sys.argv[1:]]
+sys.argv = [sys.argv[1], *sys.argv[2:]]
 try:
-    runpy.run_module("lorapipe.remote", run_name="__main__")
+    runpy.run_path(sys.argv[0], run_name="__main__")
 finally:
     open("children.json", "w").write(json.dumps(seen))
 """
@@ -97,7 +97,7 @@ def test_remote_setup_never_puts_the_secret_on_a_command_line(tmp_path):
     secret = SECRETS["DAGSHUB_TOKEN"]
     env = {"DAGSHUB_USER": "me", "DAGSHUB_REPO": "lorapipe", "DAGSHUB_TOKEN": secret, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, "-c", RECORD_CHILDREN, "--default"],
+        [sys.executable, "-c", RECORD_CHILDREN, str(ROOT / "scripts/remote.py"), "--default"],
         cwd=tmp_path,
         env={**os.environ, **env},
         capture_output=True,

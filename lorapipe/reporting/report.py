@@ -1,11 +1,11 @@
 """Build the pull-request report: a verdict per headline metric with its 95% interval, then the evidence.
 
-    python -m lorapipe.report --base origin/main -o report.md --summary summary.md
+    python -m lorapipe.reporting.report --base origin/main -o report.md --summary summary.md
     cml comment create --watermark-title="lorapipe report" report.md
 
 It opens with one line per headline metric (better / worse / no clear change) for the tuned
 model of this revision against the base revision's, resampled over the test samples both scored
-(lorapipe.compare). Then: tuned vs base model in both revisions, both revisions' loss curves on
+(lorapipe.reporting.compare). Then: tuned vs base model in both revisions, both revisions' loss curves on
 one chart and their score bars (PNG files beside the report, which `cml comment create` uploads),
 the samples whose score changed most, the params that changed, training metrics, and speed and
 memory on their own. A job summary cannot show the runner's files and a fork's read-only token
@@ -20,16 +20,15 @@ from __future__ import annotations
 
 import argparse
 import html
-import json
 import re
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from lorapipe.charts import LOSS_LOGS, loss_spec, png, scores_spec
-from lorapipe.compare import HEADLINE, METRICS, Change, pair_up, run_vs_run, tuned_vs_base
+from lorapipe.cli import run_cli
+from lorapipe.reporting.charts import LOSS_LOGS, loss_spec, png, scores_spec
+from lorapipe.reporting.compare import HEADLINE, METRICS, Change, pair_up, run_vs_run, tuned_vs_base
 from lorapipe.samples import SAMPLES, read_run, read_samples, read_scores
+from lorapipe.vcs import dvc_json, git
 
 THIS = "this revision"
 PAIRS = (("base", "old"), ("tuned", "new"))  # a tuned-vs-base Change: base model is `old`, tuned `new`
@@ -45,7 +44,7 @@ TRAINING_QUALITY = {"train_loss", "val_loss", "val_perplexity"}
 IMAGE_MISSING = (
     "*{alt}: not shown in a job summary, which cannot display files from the runner (and a fork's "
     "read-only token cannot upload them); see the pull-request comment, or build the report "
-    "locally with `python -m lorapipe.report`.*"
+    "locally with `python -m lorapipe.reporting.report`.*"
 )
 
 
@@ -67,23 +66,9 @@ def code(text: str, limit: int = 60) -> str:
     return "`" + " ".join(shorten(text, limit).replace("`", "'").split()) + "`"
 
 
-def dvc_json(*args: str) -> dict:
-    # The dvc of this very environment, whether or not its bin/ is on PATH (make runs .venv/bin/python).
-    out = subprocess.run([sys.executable, "-m", "dvc", *args, "--json"], capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise SystemExit(f"error: dvc {' '.join(args)} failed: {out.stderr.strip()[-300:]}")
-    return json.loads(out.stdout or "{}")
-
-
 def rev_label(rev: str) -> str:
     """A revision as a reader names it: a full commit sha shortened like git does."""
     return rev[:7] if re.fullmatch(r"[0-9a-f]{40}", rev) else rev
-
-
-def git(*args: str) -> str:
-    """git's output, or "" when it fails (no commits yet, unknown revision)."""
-    out = subprocess.run(["git", *args], capture_output=True, text=True, check=False)
-    return out.stdout.strip() if out.returncode == 0 else ""
 
 
 def _fmt(value: object) -> str:
@@ -273,7 +258,7 @@ def render(parts: list[str | Image], images: bool) -> str:
     return "\n".join(out)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="main", help="git revision to compare with")
     parser.add_argument("--samples", type=int, default=5)
@@ -286,8 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.summary:
         args.summary.write_text(render(parts, images=False))
     print(f"wrote {args.output}" + (f" and {args.summary}" if args.summary else ""))
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lorapipe.dataset import dedupe, dedupe_table, sample_indices, split_indices, take_rows, title_key, title_keys
+from lorapipe.sampling import dedupe, dedupe_table, sample_indices, split_indices, take_rows, title_key, title_keys
 from lorapipe.tables import TEXT_SCHEMA
 
 

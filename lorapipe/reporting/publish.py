@@ -1,7 +1,8 @@
 """Upload the adapter (or the merged model, and its GGUF files) to a Hugging Face Hub repo, with a model card.
 
-    python -m lorapipe.publish you/tinyllama-product-descriptions --dry-run
-    HF_TOKEN=hf_... python -m lorapipe.publish you/tinyllama-product-descriptions [--merged] [--gguf] [--private]
+    python -m lorapipe.reporting.publish you/tinyllama-product-descriptions --dry-run
+    HF_TOKEN=hf_... python -m lorapipe.reporting.publish you/tinyllama-product-descriptions \
+        [--merged] [--gguf] [--private]
 
 Everything to upload is first put together in one folder (`--out`, default models/publish): the
 weights and tokenizer, the adapter's `adapter_config.json` pointing at the base's Hub id and
@@ -23,13 +24,13 @@ from pathlib import Path
 
 import yaml
 
-from lorapipe.model_card import EXAMPLE_TITLE, BaseModel, CardFacts, model_card
+from lorapipe.cli import UserError, log, run_cli
 from lorapipe.modeling import load_tokenizer
 from lorapipe.outputs import atomic_dir
-from lorapipe.params import QuantParams, parse_section
+from lorapipe.params import EvalParams, QuantParams, parse_section
 from lorapipe.prompt import build_prompt
-from lorapipe.stage import StageError, log, run_stage
-from lorapipe.tracking import git_commit
+from lorapipe.reporting.model_card import EXAMPLE_TITLE, BaseModel, CardFacts, model_card
+from lorapipe.vcs import git_commit
 
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 # PEFT's generic README gives way to our card; the rest is the model.
@@ -39,14 +40,14 @@ EXPORT_HINT = "run the export stage first (dvc repro export/dvc.yaml)"
 
 def read_yaml(path: Path, hint: str) -> dict:
     if not path.is_file():
-        raise StageError(f"{path}: not found; {hint}")
+        raise UserError(f"{path}: not found; {hint}")
     return yaml.safe_load(path.read_text()) or {}
 
 
 def model_files(folder: Path, hint: str) -> list[Path]:
     files = sorted(p for p in folder.glob("*") if p.is_file() and p.name not in PRIVATE_FILES)
     if not any(p.suffix == ".safetensors" for p in files):
-        raise StageError(f"{folder}: no *.safetensors weights; {hint}")
+        raise UserError(f"{folder}: no *.safetensors weights; {hint}")
     return files
 
 
@@ -54,7 +55,7 @@ def gguf_files(folder: Path) -> list[Path]:
     """The GGUF files, smallest first, then the Modelfile."""
     found = sorted(folder.glob("*.gguf"), key=lambda f: f.stat().st_size)
     if not found or not (folder / "Modelfile").is_file():
-        raise StageError(f"{folder}: no GGUF files and Modelfile; {EXPORT_HINT}")
+        raise UserError(f"{folder}: no GGUF files and Modelfile; {EXPORT_HINT}")
     return [*found, folder / "Modelfile"]
 
 
@@ -63,7 +64,7 @@ def base_reference(option: str | None, params: dict, base_model: dict) -> BaseMo
     if option:
         hub_id, _, revision = option.partition("@")
         if not REPO_ID.match(hub_id):
-            raise StageError(f"--base-model {option!r}: expected owner/name or owner/name@revision")
+            raise UserError(f"--base-model {option!r}: expected owner/name or owner/name@revision")
         return BaseModel(hub_id, revision)
     if base_model.get("kind") == "hub":
         return BaseModel(str(params["model"]["name"]), str(base_model.get("revision", "")))
@@ -113,7 +114,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("models/publish"), help="folder of the repo's files")
     args = parser.parse_args()
     if not REPO_ID.match(args.repo_id):
-        raise StageError(f"repo id {args.repo_id!r}: expected owner/name, e.g. you/tinyllama-product-descriptions")
+        raise UserError(f"repo id {args.repo_id!r}: expected owner/name, e.g. you/tinyllama-product-descriptions")
 
     folder = Path("models/merged" if args.merged else "models/adapter")
     files = model_files(folder, EXPORT_HINT if args.merged else "run the pipeline first (dvc repro)")
@@ -123,7 +124,7 @@ def main() -> None:
     base_model = read_yaml(Path("metrics/base_model.json"), "run the pipeline first (dvc repro)")
     base = base_reference(args.base_model, params, base_model)
     if base is None and not args.merged:
-        raise StageError(
+        raise UserError(
             f"models/base came from a local file ({params['model']['name']}), which no one else can load: pass "
             "--base-model owner/name[@revision] naming the Hub copy of exactly those weights, or publish "
             "--merged (self-contained)"
@@ -140,7 +141,7 @@ def main() -> None:
             base_source=source,
             params=params,
             quant=QuantParams(**trained["quant"]),
-            decoding=parse_section("eval", params.get("eval", {})),
+            decoding=parse_section(EvalParams, params.get("eval", {})),
             chat_template=bool(tokenizer.chat_template),
             prompt_example=build_prompt(tokenizer, EXAMPLE_TITLE),
             download=read_yaml(Path("metrics/download.json"), "run the pipeline first (dvc repro)"),
@@ -161,16 +162,16 @@ def main() -> None:
 
     token = os.environ.get("HF_TOKEN", "")
     if not token:
-        raise StageError("HF_TOKEN is not set: create a write token at https://huggingface.co/settings/tokens")
+        raise UserError("HF_TOKEN is not set: create a write token at https://huggingface.co/settings/tokens")
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        raise StageError("HF_HUB_OFFLINE is set (make sets it for the offline demo): unset it to publish")
+        raise UserError("HF_HUB_OFFLINE is set (make sets it for the offline demo): unset it to publish")
     try:
         url = upload(args.repo_id, args.out, args.private, token)
     except Exception as err:  # the hub client raises many kinds; all end in one clean line
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise StageError(f"upload to {args.repo_id} failed: {reason.replace(token, '***')}") from None
+        raise UserError(f"upload to {args.repo_id} failed: {reason.replace(token, '***')}") from None
     print(f"uploaded: {url}")
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_cli(main)

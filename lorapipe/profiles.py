@@ -1,7 +1,7 @@
 """Apply a params profile (an overrides file in profiles/) to params.yaml, keeping its comments.
 
-    python -m lorapipe.profile offline                 # profiles/offline.yaml -> params.yaml
-    python -m lorapipe.profile colab --set lora.r=8    # and single keys, as `dvc exp run -S` takes them
+    python -m lorapipe.profiles offline                 # profiles/offline.yaml -> params.yaml
+    python -m lorapipe.profiles colab --set lora.r=8    # and single keys, as `dvc exp run -S` takes them
 
 Afterwards `dvc repro` and `dvc exp run -S key=value` start from the merged values;
 `git checkout params.yaml` returns to the real run.
@@ -10,7 +10,6 @@ Afterwards `dvc repro` and `dvc exp run -S key=value` start from the merged valu
 from __future__ import annotations
 
 import argparse
-import sys
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,9 @@ from typing import Any
 import yaml
 from ruamel.yaml import YAML
 
+from lorapipe.cli import UserError, run_cli
 from lorapipe.outputs import atomic_path
 from lorapipe.params import PARAMS_FILE, SECTIONS, parse_section
-from lorapipe.stage import StageError
 
 PROFILES = Path("profiles")
 
@@ -34,7 +33,7 @@ def apply_profile(overrides: dict[str, Any], params_path: Path) -> list[str]:
     changed = []
     for section, values in overrides.items():
         if section not in SECTIONS or not isinstance(values, dict):
-            raise StageError(f"profile: unknown section '{section}'; known: {', '.join(SECTIONS)}")
+            raise UserError(f"profile: unknown section '{section}'; known: {', '.join(SECTIONS)}")
         target = doc.setdefault(section, {})
         for key, value in values.items():
             if target.get(key) != value:
@@ -44,37 +43,32 @@ def apply_profile(overrides: dict[str, Any], params_path: Path) -> list[str]:
     rt.dump(doc, buf)
     merged = yaml.safe_load(buf.getvalue())
     for section in SECTIONS:  # the whole result must load before it replaces params.yaml
-        parse_section(section, merged.get(section) or {}, source=f"{params_path} + profile")
+        parse_section(SECTIONS[section], merged.get(section) or {}, source=f"{params_path} + profile")
     with atomic_path(params_path) as tmp:
         tmp.write_text(buf.getvalue())
     return changed
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("profile", help="name of a file in profiles/, without .yaml")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="(repeatable)")
     parser.add_argument("--params", type=Path, default=Path(PARAMS_FILE))
     args = parser.parse_args(argv)
     source = PROFILES / f"{args.profile}.yaml"
-    try:
-        if not source.is_file():
-            known = ", ".join(sorted(p.stem for p in PROFILES.glob("*.yaml"))) or "none"
-            raise StageError(f"{source}: no such profile; known: {known}")
-        overrides = yaml.safe_load(source.read_text()) or {}
-        for assignment in args.set:
-            key, _, value = assignment.partition("=")
-            section, _, name = key.partition(".")
-            if not (name and value):
-                raise StageError(f"--set {assignment}: expected SECTION.KEY=VALUE, e.g. lora.r=8")
-            overrides.setdefault(section, {})[name] = yaml.safe_load(value)
-        changed = apply_profile(overrides, args.params)
-    except StageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    if not source.is_file():
+        known = ", ".join(sorted(p.stem for p in PROFILES.glob("*.yaml"))) or "none"
+        raise UserError(f"{source}: no such profile; known: {known}")
+    overrides = yaml.safe_load(source.read_text()) or {}
+    for assignment in args.set:
+        key, _, value = assignment.partition("=")
+        section, _, name = key.partition(".")
+        if not (name and value):
+            raise UserError(f"--set {assignment}: expected SECTION.KEY=VALUE, e.g. lora.r=8")
+        overrides.setdefault(section, {})[name] = yaml.safe_load(value)
+    changed = apply_profile(overrides, args.params)
     print(f"applied {source} to {args.params}: {len(changed)} value(s) changed")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

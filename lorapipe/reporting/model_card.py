@@ -32,7 +32,7 @@ class BaseModel:
 
 @dataclass(frozen=True)
 class CardFacts:
-    """Everything the card states, read from the run's own files by `lorapipe.publish`."""
+    """Everything the card states, read from the run's own files by `lorapipe.reporting.publish`."""
 
     repo_id: str
     merged: bool

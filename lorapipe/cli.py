@@ -1,4 +1,5 @@
-"""What every stage script shares: one error type, one-line failures, plain logging, progress."""
+"""What every entry point shares (stages, `python -m lorapipe...` tools, scripts/, app.py): one
+error type for mistakes a user can fix, one-line failures, plain logging and progress bars."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
-
-from lorapipe.timings import record_stage
 
 log = logging.getLogger("lorapipe")
 
@@ -23,20 +22,25 @@ def progress(iterable: Any = None, **kwargs: Any) -> tqdm:
     return tqdm(iterable, **kwargs)
 
 
-class StageError(Exception):
-    """A failure the user can fix; printed as one line, never as a traceback."""
+class UserError(Exception):
+    """A failure the user can fix (bad params, a missing input, a refused service); printed as one
+    line, never as a traceback."""
 
 
-def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's main(): StageError and Ctrl-C end it with one line and a non-zero exit."""
+def run_cli(main: Callable[[], int | None]) -> None:
+    """Run an entry point's main() and exit with its status (None: 0). UserError and Ctrl-C end it
+    with one `error: ...` line and exit 1 or 130; anything else is a bug and keeps its traceback."""
+    from lorapipe.timings import record_stage  # timings runs through run_cli too
+
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        main()
+        status = main()
         record_stage(Path(sys.argv[0]).stem)
-    except StageError as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt as err:
         why = str(err) or "interrupted; outputs written so far are complete, rerun to continue"
         print(f"error: {why}", file=sys.stderr)
         sys.exit(130)
+    sys.exit(status or 0)

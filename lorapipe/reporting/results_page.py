@@ -1,6 +1,6 @@
 """Render one static HTML page of all experiments: the `dvc exp show` table, `dvc plots` curves, samples.
 
-    python -m lorapipe.results_page [-o results/index.html]
+    python -m lorapipe.reporting.results_page [-o results/index.html]
 
 The page is one self-contained file: charts are inline SVG rendered here from the Vega-Lite
 specs `dvc plots` gives, with no scripts and nothing fetched, so it opens from disk offline.
@@ -16,12 +16,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lorapipe.charts import scores_spec, svg
-from lorapipe.compare import tuned_vs_base
+from lorapipe.cli import UserError, run_cli
 from lorapipe.outputs import atomic_path
-from lorapipe.report import dvc_json, shorten
+from lorapipe.reporting.charts import scores_spec, svg
+from lorapipe.reporting.compare import tuned_vs_base
+from lorapipe.reporting.report import shorten
+from lorapipe.reporting.study_sections import study_sections
 from lorapipe.samples import read_samples, read_scores
-from lorapipe.study_sections import study_sections
+from lorapipe.vcs import dvc_json
 
 # (metrics file, key, column title): the scores and training figures worth comparing at a glance.
 # A "delta." key shows its 95% interval when the experiment has per-sample scores.
@@ -167,7 +169,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = experiment_rows(dvc_json("exp", "show"))
     if not rows:
-        raise SystemExit("error: no experiment has metrics yet; run the pipeline first (dvc exp run)")
+        raise UserError("no experiment has metrics yet; run the pipeline first (dvc exp run)")
     add_intervals(rows)
     page = render_page(rows, plot_specs(rows), read_samples()[: args.samples])
     with atomic_path(args.out) as tmp:
@@ -176,4 +178,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -1,6 +1,6 @@
 """Print base vs tuned scores from metrics/eval.json as a small table (the end of `make demo`).
 
-python -m lorapipe.summary [metrics/eval.json]
+python -m lorapipe.reporting.summary [metrics/eval.json]
 
 With the per-sample scores beside it (eval_scores.jsonl), each delta gets its 95% bootstrap
 interval over the test samples: a delta whose interval spans zero is not a clear change.
@@ -12,7 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from lorapipe.compare import METRICS, Change, tuned_vs_base
+from lorapipe.cli import UserError, run_cli
+from lorapipe.reporting.compare import METRICS, Change, tuned_vs_base
 from lorapipe.samples import SCORES, read_scores
 
 
@@ -28,16 +29,14 @@ def summary_table(result: dict, changes: dict[str, Change] | None = None) -> str
     return "\n".join(lines)
 
 
-def main() -> int:
+def main() -> None:
     path = Path(sys.argv[1] if len(sys.argv) > 1 else "metrics/eval.json")
     if not path.is_file():
-        print(f"error: {path} not found; run the pipeline first (dvc repro)", file=sys.stderr)
-        return 1
+        raise UserError(f"{path} not found; run the pipeline first (dvc repro)")
     scores = read_scores(path=path.with_name(SCORES.name))
     changes = {name: tuned_vs_base(scores, name) for name in METRICS} if scores else {}
     print(summary_table(json.loads(path.read_text()), changes))
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

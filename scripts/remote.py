@@ -1,6 +1,6 @@
 """Configure the DagsHub DVC remote (S3 API) from environment variables, credentials kept local.
 
-    DAGSHUB_USER=me DAGSHUB_REPO=lorapipe DAGSHUB_TOKEN=... python -m lorapipe.remote [--default]
+    DAGSHUB_USER=me DAGSHUB_REPO=lorapipe DAGSHUB_TOKEN=... python scripts/remote.py [--default]
 
 Writes the remote's URL and endpoint to .dvc/config (tracked) and the token only to
 .dvc/config.local (git-ignored, owner-only). `--endpoint` points it at another S3-compatible server.
@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
+
+from lorapipe.cli import UserError, run_cli
 
 REMOTE = "dagshub"
 
@@ -32,7 +33,7 @@ def configure(name: str, endpoint: str, key_id: str, secret: str, default: bool)
     Path(config.dvc_dir, "config.local").chmod(0o600)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", default=REMOTE)
     parser.add_argument("--endpoint", help="S3 endpoint; default https://dagshub.com/$DAGSHUB_USER/$DAGSHUB_REPO.s3")
@@ -44,23 +45,19 @@ def main(argv: list[str] | None = None) -> int:
     endpoint = args.endpoint
     if not endpoint:
         if not (env.get("DAGSHUB_USER") and env.get("DAGSHUB_REPO")):
-            print("error: set DAGSHUB_USER and DAGSHUB_REPO (or pass --endpoint)", file=sys.stderr)
-            return 1
+            raise UserError("set DAGSHUB_USER and DAGSHUB_REPO (or pass --endpoint)")
         endpoint = f"https://dagshub.com/{env['DAGSHUB_USER']}/{env['DAGSHUB_REPO']}.s3"
     if not (token and key_id):
-        print("error: set DAGSHUB_TOKEN (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)", file=sys.stderr)
-        return 1
+        raise UserError("set DAGSHUB_TOKEN (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)")
     from dvc.exceptions import DvcException
 
     try:
         configure(args.name, endpoint, key_id, token, args.default)
     except DvcException as err:
         reason = str(err).replace(token, "***").splitlines()[0]
-        print(f"error: dvc remote setup failed: {reason}", file=sys.stderr)
-        return 1
+        raise UserError(f"dvc remote setup failed: {reason}") from None
     print(f"remote '{args.name}' -> {endpoint} (credentials in .dvc/config.local, not tracked)")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)
