@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 
 import gradio as gr
@@ -25,6 +24,7 @@ from lorapipe.generation import generate_texts
 from lorapipe.modeling import load_model, load_tokenizer, load_tuned_model, pick_device, pick_dtype
 from lorapipe.params import EvalParams, TokenizeParams, load_params
 from lorapipe.prompt import build_prompt, truncate_title
+from lorapipe.runs import load_run
 from lorapipe.vcs import git
 
 # System fonts only: the default theme fetches Google Fonts, which an offline machine cannot reach.
@@ -51,11 +51,13 @@ def serving_label(models: Path) -> str:
     """Which adapter the app serves: its training params, and (for the workspace's) its DVC version and experiment."""
     adapter = models / "adapter"
     label = f"`{adapter}`"
-    trained = adapter / "train_params.json"
-    if trained.is_file():
-        t = json.loads(trained.read_text())
-        length = f"{t['train']['max_steps']} steps" if t["train"]["max_steps"] else f"{t['train']['epochs']:g} epochs"
-        label += f": quant.bits {t['quant']['bits']}, lora.r {t['lora']['r']}, {length}"
+    try:
+        run = load_run(adapter)
+    except UserError:
+        run = None  # the app refuses to start on it anyway; a label must not fail
+    if run:
+        length = f"{run.train.max_steps} steps" if run.train.max_steps else f"{run.train.epochs:g} epochs"
+        label += f": quant.bits {run.quant.bits}, lora.r {run.lora.r}, {length}"
     lock = Path("dvc.lock")  # describes models/adapter of this workspace only
     is_workspace = lock.is_file() and adapter.resolve() == Path("models/adapter").resolve()
     md5 = adapter_md5(lock.read_text()) if is_workspace else ""
@@ -71,9 +73,9 @@ class Describer:
 
     def __init__(self, models: Path, prompt_tokens: int) -> None:
         base, adapter = models / "base", models / "adapter"
-        for folder, stage in ((base, "base_model"), (adapter, "train")):
-            if not folder.is_dir():
-                raise UserError(f"{folder}: not found; run `make demo` (or `dvc repro {stage}`) first")
+        if not base.is_dir():
+            raise UserError(f"{base}: not found; run `make demo` (or `dvc repro base_model`) first")
+        run = load_run(adapter)
         device = pick_device()
         dtype = pick_dtype("auto", device)
         self.tokenizer = load_tokenizer(base)
@@ -81,7 +83,7 @@ class Describer:
         log.info(f"app: loading {base} and {adapter} on {device.type}")
         self.models = {
             "base": load_model(base, dtype, device),
-            "tuned": load_tuned_model(base, adapter, dtype, device),
+            "tuned": load_tuned_model(base, adapter, run.quant, dtype, device),
         }
 
     def describe(self, title: str, params: EvalParams) -> tuple[str, str]:

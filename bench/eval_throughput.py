@@ -19,6 +19,7 @@ from lorapipe.generation import generate_texts
 from lorapipe.modeling import load_model, load_tokenizer, load_tuned_model, pick_device, pick_dtype
 from lorapipe.params import EvalParams, QuantParams
 from lorapipe.prompt import build_prompt
+from lorapipe.runs import load_run
 from lorapipe.tables import read_text_table
 
 
@@ -58,7 +59,7 @@ def main() -> None:
     del naive_model
     torch.cuda.empty_cache() if device.type == "cuda" else None
 
-    merged = load_tuned_model(args.model, args.adapter, dtype, device)
+    merged = load_tuned_model(args.model, args.adapter, load_run(args.adapter).quant, dtype, device)
     ours_params = EvalParams(batch_size=args.batch, max_new_tokens=args.max_new_tokens)
     ours_out, ours_s, ours_tokens = timed_generate(merged, tokenizer, prompts, ours_params, sort=True)
 

@@ -19,11 +19,11 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import torch
 
 from lorapipe.losses import mean_loss
 from lorapipe.modeling import add_lora, load_model, load_tokenizer, peak_memory_mb, pick_device, pick_dtype
+from lorapipe.packing import PackedRow, read_rows
 from lorapipe.params import LoraParams, QuantParams, TrainParams
 from lorapipe.training import train
 
@@ -36,10 +36,10 @@ def fresh_model(model_dir: Path, device, dtype, checkpointing: bool):
     return add_lora(model, LoraParams(r=16, alpha=16), checkpointing, quantized=True)
 
 
-def run_baseline(model_dir: Path, rows: list[dict], budget: int, device, dtype) -> dict:
+def run_baseline(model_dir: Path, rows: list[PackedRow], budget: int, device, dtype) -> dict:
     from transformers import Trainer, TrainingArguments
 
-    stream = [t for r in rows for t in r["input_ids"]]  # what the seed's packing sees
+    stream = [t for r in rows for t in r.input_ids]  # what the seed's packing sees
     steps = max(1, budget // (8 * BLOCK))
     blocks = [stream[i : i + BLOCK] for i in range(0, steps * 8 * BLOCK, BLOCK)]
     data = [{"input_ids": b, "labels": b} for b in blocks if len(b) == BLOCK]
@@ -66,8 +66,10 @@ def run_baseline(model_dir: Path, rows: list[dict], budget: int, device, dtype) 
     return {"model": model, "tokens": steps * 8 * BLOCK, "seconds": seconds}
 
 
-def run_ours(model_dir: Path, rows: list[dict], budget: int, micro: int, checkpointing: bool, device, dtype) -> dict:
-    per_step = micro * sum(len(r["input_ids"]) for r in rows) / len(rows)
+def run_ours(
+    model_dir: Path, rows: list[PackedRow], budget: int, micro: int, checkpointing: bool, device, dtype
+) -> dict:
+    per_step = micro * sum(len(r.input_ids) for r in rows) / len(rows)
     params = TrainParams(
         max_steps=max(1, round(budget / per_step)),
         micro_batch=micro,
@@ -99,8 +101,7 @@ def main() -> None:
     device = pick_device()
     dtype = pick_dtype("auto", device, training=True)
     tokenizer = load_tokenizer(args.model)
-    rows = pq.read_table(args.tokenized / "train.parquet").to_pylist()
-    val = pq.read_table(args.tokenized / "val.parquet").to_pylist()
+    rows, val = read_rows(args.tokenized / "train.parquet"), read_rows(args.tokenized / "val.parquet")
     amp = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype != torch.float32 else nullcontext
 
     results = {}

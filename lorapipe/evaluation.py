@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from transformers import PreTrainedTokenizerBase
 
 from lorapipe.cli import UserError
 from lorapipe.generation import generate_texts
+from lorapipe.losses import reference_losses
 from lorapipe.outputs import sha256_of, write_json
-from lorapipe.packing import IGNORE, collate, example_labels
 from lorapipe.params import EvalParams, TokenizeParams
 from lorapipe.prompt import build_prompts, encode_examples, truncate_titles
 from lorapipe.tables import read_text_table
@@ -65,28 +64,6 @@ def eval_prompts(tokenizer: PreTrainedTokenizerBase, titles: Sequence[str], prom
     return build_prompts(tokenizer, [title for title, _ in truncate_titles(tokenizer, titles, prompt_tokens)])
 
 
-@torch.no_grad()
-def reference_losses(model, tokenizer, titles, contents, tok_params, batch, device) -> list[tuple[float, int]]:
-    """Per sample: the mean loss of the reference description's tokens given its prompt, and their count."""
-    model.eval()
-    examples = encode_examples(tokenizer, titles, contents, tok_params.prompt_tokens, tok_params.response_tokens)
-    rows = [
-        {"input_ids": ex.input_ids, "labels": example_labels(ex, True), "position_ids": range(len(ex.input_ids))}
-        for ex in examples
-    ]
-    losses = []
-    for i in range(0, len(rows), batch):
-        b = collate(rows[i : i + batch], tokenizer.pad_token_id)
-        logits = model(input_ids=b["input_ids"].to(device), position_ids=b["position_ids"].to(device)).logits
-        labels = b["labels"][:, 1:].to(device)
-        token_loss = torch.nn.functional.cross_entropy(
-            logits[:, :-1].float().transpose(1, 2), labels, ignore_index=IGNORE, reduction="none"
-        )
-        counts = (labels != IGNORE).sum(dim=1)
-        losses += [(float(s) / max(int(n), 1), int(n)) for s, n in zip(token_loss.sum(dim=1), counts, strict=True)]
-    return losses
-
-
 def decode_and_measure(
     model, tokenizer, prompts, titles, references, params: EvalParams, tok_params: TokenizeParams, desc: str
 ) -> tuple[list[str], list[tuple[float, int]], float]:
@@ -95,7 +72,8 @@ def decode_and_measure(
     texts = generate_texts(model, tokenizer, prompts, params, desc=desc)
     seconds = time.perf_counter() - started
     device = next(model.parameters()).device
-    losses = reference_losses(model, tokenizer, titles, references, tok_params, params.batch_size, device)
+    examples = encode_examples(tokenizer, titles, references, tok_params.prompt_tokens, tok_params.response_tokens)
+    losses = reference_losses(model, examples, tokenizer.pad_token_id, params.batch_size, device)
     return texts, losses, seconds
 
 

@@ -1,4 +1,4 @@
-"""Mean per-token loss of packed rows: validation loss while training, reference perplexity in evaluation."""
+"""The losses: of a training batch, the mean over validation rows, and each reference description's in evaluation."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from contextlib import AbstractContextManager
 
 import torch
 
-from lorapipe.packing import IGNORE, collate
+from lorapipe.packing import IGNORE, PackedRow, collate, example_row
+from lorapipe.prompt import Example
 
 
 def completion_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], num_items: int) -> torch.Tensor:
@@ -27,7 +28,7 @@ def completion_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], num_
 @torch.no_grad()
 def mean_loss(
     model: torch.nn.Module,
-    rows: Sequence[dict],
+    rows: Sequence[PackedRow],
     batch: int,
     pad_id: int,
     device: torch.device,
@@ -44,3 +45,24 @@ def mean_loss(
         count += n
     model.train()
     return total / max(count, 1)
+
+
+@torch.no_grad()
+def reference_losses(
+    model: torch.nn.Module, examples: Sequence[Example], pad_id: int, batch: int, device: torch.device
+) -> list[tuple[float, int]]:
+    """Per example: the mean loss of its response tokens given its prompt, and their count
+    (evaluation's perplexity of the reference descriptions)."""
+    model.eval()
+    rows = [example_row(ex, completion_only=True) for ex in examples]
+    losses = []
+    for i in range(0, len(rows), batch):
+        b = collate(rows[i : i + batch], pad_id)
+        logits = model(input_ids=b["input_ids"].to(device), position_ids=b["position_ids"].to(device)).logits
+        labels = b["labels"][:, 1:].to(device)
+        token_loss = torch.nn.functional.cross_entropy(
+            logits[:, :-1].float().transpose(1, 2), labels, ignore_index=IGNORE, reduction="none"
+        )
+        counts = (labels != IGNORE).sum(dim=1)
+        losses += [(float(s) / max(int(n), 1), int(n)) for s, n in zip(token_loss.sum(dim=1), counts, strict=True)]
+    return losses

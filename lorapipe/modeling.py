@@ -115,20 +115,19 @@ def add_lora(model: torch.nn.Module, lora: LoraParams, grad_checkpointing: bool,
     return get_peft_model(model, config)
 
 
-def load_tuned_model(model_dir: Path, adapter: Path, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:
+def load_tuned_model(
+    model_dir: Path, adapter: Path, quant: QuantParams, dtype: torch.dtype, device: torch.device
+) -> torch.nn.Module:
     """The base with the adapter merged in, on the weights the adapter was trained against.
 
     A QLoRA adapter learned to correct the *quantized* base: merging it into the original
     weights shifts every output. So the base is quantized as in training, dequantized
     (exactly those values, in `dtype`), and the adapter merged into that: inference is as
-    fast as a plain model and decodes like the training-time model.
+    fast as a plain model and decodes like the training-time model. `quant` is the one training
+    used: `lorapipe.runs.load_run(adapter).quant`.
     """
-    import json
-
     from peft import PeftModel
 
-    trained = json.loads((adapter / "train_params.json").read_text())
-    quant = QuantParams(**trained["quant"])
     if quant.bits == 16:
         base = load_model(model_dir, dtype, device)
     else:

@@ -1,4 +1,5 @@
-"""Pack tokenized examples into rows of at most seq_len tokens, with no cross-example attention.
+"""Packed rows: how examples are packed into rows of at most seq_len tokens (no cross-example
+attention), how rows are stored (data/tokenized/*.parquet, ROW_SCHEMA) and batched (`collate`).
 
 Each example keeps its own position ids (restarting at 0). Given position ids, no attention
 mask and no cache, transformers' SDPA/eager/flash attention treat every restart as a new
@@ -10,11 +11,16 @@ example is trained to predict the start of the next one.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
+from lorapipe.cli import UserError
 from lorapipe.prompt import Example
 
 IGNORE = -100  # label value the loss skips
@@ -22,9 +28,35 @@ IGNORE = -100  # label value the loss skips
 
 @dataclass(frozen=True)
 class PackedRow:
-    input_ids: list[int]
-    labels: list[int]
-    position_ids: list[int]
+    input_ids: Sequence[int]
+    labels: Sequence[int]
+    position_ids: Sequence[int]
+
+
+ROW_SCHEMA = pa.schema([(f.name, pa.list_(pa.int32())) for f in dataclasses.fields(PackedRow)])
+
+
+def write_rows(rows: Sequence[PackedRow], path: Path) -> None:
+    columns = {name: [getattr(r, name) for r in rows] for name in ROW_SCHEMA.names}
+    pq.write_table(pa.table(columns, schema=ROW_SCHEMA), path, compression="zstd")
+
+
+def read_rows(path: Path) -> list[PackedRow]:
+    """The packed rows of a tokenize output; one clear error for a file of another shape."""
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as err:
+        raise UserError(f"{path}: not a readable Parquet file ({err}); run the tokenize stage (dvc repro)") from None
+    if not table.schema.equals(ROW_SCHEMA):
+        found, expected = ", ".join(table.schema.names), ", ".join(ROW_SCHEMA.names)
+        raise UserError(f"{path}: columns {found}, expected {expected}; rerun tokenize")
+    columns = [table[name].to_pylist() for name in ROW_SCHEMA.names]
+    return [PackedRow(*values) for values in zip(*columns, strict=True)]
+
+
+def example_row(example: Example, completion_only: bool) -> PackedRow:
+    """One example alone in a row (evaluation scores each reference on its own)."""
+    return PackedRow(example.input_ids, example_labels(example, completion_only), range(len(example.input_ids)))
 
 
 def example_labels(example: Example, completion_only: bool) -> list[int]:
@@ -68,13 +100,13 @@ def pack_examples(examples: Sequence[Example], seq_len: int, completion_only: bo
     return packed
 
 
-def collate(rows: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
+def collate(rows: Sequence[PackedRow], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad a batch of packed rows to its longest row; the padding is its own sequence."""
-    width = max(len(r["input_ids"]) for r in rows)
-    batch = {"input_ids": [], "labels": [], "position_ids": []}
+    width = max(len(r.input_ids) for r in rows)
+    batch: dict[str, list[list[int]]] = {"input_ids": [], "labels": [], "position_ids": []}
     for r in rows:
-        pad = width - len(r["input_ids"])
-        batch["input_ids"].append(list(r["input_ids"]) + [pad_id] * pad)
-        batch["labels"].append(list(r["labels"]) + [IGNORE] * pad)
-        batch["position_ids"].append(list(r["position_ids"]) + list(range(pad)))
+        pad = width - len(r.input_ids)
+        batch["input_ids"].append([*r.input_ids, *[pad_id] * pad])
+        batch["labels"].append([*r.labels, *[IGNORE] * pad])
+        batch["position_ids"].append([*r.position_ids, *range(pad)])
     return {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}

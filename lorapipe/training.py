@@ -16,7 +16,7 @@ from lorapipe.checkpoints import TrainState, resume_checkpoint, save_checkpoint
 from lorapipe.cli import log, progress
 from lorapipe.distributed import SINGLE, World, sum_across
 from lorapipe.losses import completion_loss, mean_loss
-from lorapipe.packing import IGNORE, collate
+from lorapipe.packing import IGNORE, PackedRow, collate
 from lorapipe.params import OpsParams, TrainParams
 
 
@@ -96,8 +96,8 @@ def micro_batch_rows(step: int, accum: int, micro: int, n_rows: int, seed: int) 
 
 def train(
     model: torch.nn.Module,
-    train_rows: Sequence[dict],
-    val_rows: Sequence[dict],
+    train_rows: Sequence[PackedRow],
+    val_rows: Sequence[PackedRow],
     params: TrainParams,
     ops: OpsParams,
     *,

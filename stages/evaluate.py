@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import torch
 
-from lorapipe.cli import UserError, log, run_cli
+from lorapipe.cli import log, run_cli
 from lorapipe.evaluation import (
     base_settings,
     decode_and_measure,
@@ -34,6 +34,7 @@ from lorapipe.evaluation import (
 from lorapipe.modeling import load_tokenizer, load_tuned_model, pick_device, pick_dtype
 from lorapipe.outputs import sha256_of, write_json
 from lorapipe.params import EvalParams, TokenizeParams, check_params_unchanged, load_params
+from lorapipe.runs import load_run
 from lorapipe.samples import RUN, SAMPLES, SCORES, write_sample_files
 from lorapipe.scoring import score_outputs
 from lorapipe.tracking import ADAPTER_TAG, Tracker, flat_params
@@ -57,8 +58,7 @@ def main() -> None:
     parser.add_argument("metrics", type=Path, help="folder for eval.json and the eval_* files")
     args = parser.parse_args()
     params, tok_params = load_params(EvalParams), load_params(TokenizeParams)
-    if not (args.adapter / "adapter_config.json").is_file():
-        raise UserError(f"{args.adapter}: no adapter_config.json; run the train stage first (dvc repro train)")
+    run = load_run(args.adapter)
 
     titles, references = select_samples(args.test, params.max_samples, params.seed)
     torch.manual_seed(params.seed)
@@ -72,7 +72,7 @@ def main() -> None:
     if base_dtype != str(dtype):  # another device decoded the base (a run-cache or a remote's copy)
         log.warning(f"warning: {args.base_outputs} was decoded in {base_dtype}, the tuned model decodes in {dtype}")
 
-    model = load_tuned_model(args.model, args.adapter, dtype, device)
+    model = load_tuned_model(args.model, args.adapter, run.quant, dtype, device)
     tuned_texts, tuned_losses, seconds = decode_and_measure(
         model, tokenizer, prompts, titles, references, params, tok_params, desc="generate tuned"
     )

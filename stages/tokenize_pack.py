@@ -11,21 +11,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from lorapipe.cli import UserError, log, progress, run_cli
 from lorapipe.modeling import load_tokenizer
 from lorapipe.outputs import atomic_dir, write_json
-from lorapipe.packing import pack_examples
+from lorapipe.packing import IGNORE, pack_examples, write_rows
 from lorapipe.params import TokenizeParams, check_params_unchanged, load_params
 from lorapipe.prompt import encode_examples, use_tokenizer_threads
 from lorapipe.tables import read_text_table
 
 BATCH = 4096  # examples per call to the tokenizer
-ROW_SCHEMA = pa.schema(
-    [("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32())), ("position_ids", pa.list_(pa.int32()))]
-)
 
 
 def main() -> None:
@@ -57,13 +51,12 @@ def main() -> None:
                     "raise it above prompt_tokens + response_tokens + the template's tokens"
                 )
             rows = pack_examples(examples, params.seq_len, params.completion_only)
-            columns = {name: [getattr(r, name) for r in rows] for name in ROW_SCHEMA.names}
-            pq.write_table(pa.table(columns, schema=ROW_SCHEMA), tmp / f"{part}.parquet", compression="zstd")
+            write_rows(rows, tmp / f"{part}.parquet")
             tokens = sum(len(ex.input_ids) for ex in examples)
             metrics[part] = {
                 "examples": len(examples),
                 "tokens": tokens,
-                "trained_tokens": sum(sum(label != -100 for label in r.labels) for r in rows),
+                "trained_tokens": sum(sum(label != IGNORE for label in r.labels) for r in rows),
                 "prompt_truncated": sum(ex.prompt_truncated for ex in examples),
                 "response_truncated": sum(ex.response_truncated for ex in examples),
                 "rows": len(rows),

@@ -11,13 +11,11 @@ hashes them nor loses its run-cache over them.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import torch
 import transformers
 
@@ -27,8 +25,10 @@ from lorapipe.distributed import close_world, init_world, relaunch_under_torchru
 from lorapipe.mirror import CheckpointMirror
 from lorapipe.modeling import add_lora, load_model, load_tokenizer, peak_memory_mb, pick_device, pick_dtype
 from lorapipe.outputs import atomic_dir, sha256_of, write_json
+from lorapipe.packing import read_rows
 from lorapipe.params import LoraParams, OpsParams, QuantParams, TrainParams, check_params_unchanged, load_params
 from lorapipe.plots import write_loss_plots
+from lorapipe.runs import TrainedRun, save_run
 from lorapipe.tracking import ADAPTER_TAG, flat_params, training_tracker
 from lorapipe.training import GracefulStop, is_out_of_memory, out_of_memory_message, train
 
@@ -54,8 +54,7 @@ def main() -> None:
     torch.manual_seed(params.seed)
     device = pick_device()
     dtype = pick_dtype(params.precision, device, training=True)
-    train_rows = pq.read_table(args.tokenized / "train.parquet").to_pylist()
-    val_rows = pq.read_table(args.tokenized / "val.parquet").to_pylist()
+    train_rows, val_rows = read_rows(args.tokenized / "train.parquet"), read_rows(args.tokenized / "val.parquet")
     tokenizer = load_tokenizer(args.model)
     model = load_model(args.model, dtype, device, quant)
     model = add_lora(model, lora, params.grad_checkpointing, quantized=quant.bits < 16)
@@ -103,7 +102,7 @@ def main() -> None:
         if mirror:
             mirror.wait()  # the checkpoint a stop just saved is worth the wait
         if isinstance(err, RuntimeError | MemoryError) and is_out_of_memory(err):
-            width = max(len(r["input_ids"]) for r in train_rows)
+            width = max(len(r.input_ids) for r in train_rows)
             raise UserError(out_of_memory_message(params, width, device)) from err
         raise
     close_world(world)
@@ -115,8 +114,7 @@ def main() -> None:
     with atomic_dir(args.adapter) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        resolved = {"train": params.__dict__, "lora": lora.__dict__, "quant": quant.__dict__}
-        (tmp / "train_params.json").write_text(json.dumps(resolved, indent=2, default=list))
+        save_run(tmp, TrainedRun(params, lora, quant))
     final_val = state.val_history[-1]["val_loss"] if state.val_history else float("nan")
     recent = [row["loss"] for row in state.history[-10:]]
     write_loss_plots(args.metrics, state.history, state.val_history)

@@ -19,8 +19,9 @@ import torch
 from lorapipe.generation import generate_texts
 from lorapipe.gguf_export import CONVERTER_DIR, modelfile, unpack
 from lorapipe.modeling import load_tokenizer
-from lorapipe.params import EvalParams, ExportParams
+from lorapipe.params import EvalParams, ExportParams, LoraParams, QuantParams, TrainParams
 from lorapipe.prompt import build_prompt
+from lorapipe.runs import TrainedRun, save_run
 from lorapipe.tables import read_text_table
 from tests.conftest import ROOT
 from tests.test_export import TITLES
@@ -166,8 +167,7 @@ def test_tinyllama_sentencepiece_tokenizer_survives_the_export(tinyllama_like_di
     base = AutoModelForCausalLM.from_pretrained(ws / "models/base")
     lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)
     get_peft_model(base, lora).save_pretrained(ws / "models/adapter")
-    quant = {"bits": 16, "quant_type": "nf4", "double_quant": True}
-    (ws / "models/adapter/train_params.json").write_text(json.dumps({"quant": quant}))
+    save_run(ws / "models/adapter", TrainedRun(TrainParams(), LoraParams(r=4), QuantParams(bits=16)))
     write_params(ws, export={"dtype": "fp32", "gguf_types": ["f16"]}, eval={"max_new_tokens": 16})
     stage(ws, "export.py", "models/base", "models/adapter", "models/merged", "models/gguf", "metrics/export.json")
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lorapipe.cleaning import read_fields
-from lorapipe.packing import IGNORE, collate, example_labels, pack_examples
+from lorapipe.packing import IGNORE, PackedRow, collate, example_labels, pack_examples, read_rows, write_rows
 from lorapipe.params import CleanParams
 from lorapipe.prompt import Example, build_prompt, build_prompts, encode_example, encode_examples
 from tests.conftest import ROOT
@@ -46,14 +46,32 @@ def test_completion_only_labels_mask_exactly_the_prompt():
 
 
 def test_collate_pads_as_a_separate_sequence():
-    rows = [
-        {"input_ids": [5, 6, 7], "labels": [IGNORE, 6, 7], "position_ids": [0, 1, 2]},
-        {"input_ids": [8], "labels": [IGNORE], "position_ids": [0]},
-    ]
+    rows = [PackedRow([5, 6, 7], [IGNORE, 6, 7], [0, 1, 2]), PackedRow([8], [IGNORE], [0])]
     batch = collate(rows, pad_id=0)
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert batch["labels"].tolist() == [[IGNORE, 6, 7], [IGNORE, IGNORE, IGNORE]]
     assert batch["position_ids"].tolist() == [[0, 1, 2], [0, 0, 1]]
+
+
+def test_rows_round_trip_through_parquet_and_other_files_are_refused(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lorapipe.cli import UserError
+
+    rows = pack_examples(make_examples(8, seed=4), 64, completion_only=True)
+    write_rows(rows, tmp_path / "train.parquet")
+
+    def as_lists(rows: list[PackedRow]) -> list[tuple[list[int], ...]]:
+        return [(list(r.input_ids), list(r.labels), list(r.position_ids)) for r in rows]
+
+    assert as_lists(read_rows(tmp_path / "train.parquet")) == as_lists(rows)
+    pq.write_table(pa.table({"title": ["x"], "content": ["y"]}), tmp_path / "split.parquet")
+    with pytest.raises(UserError, match="expected input_ids, labels, position_ids; rerun tokenize"):
+        read_rows(tmp_path / "split.parquet")
+    (tmp_path / "broken.parquet").write_bytes(b"not parquet")
+    with pytest.raises(UserError, match="not a readable Parquet file"):
+        read_rows(tmp_path / "broken.parquet")
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
@@ -65,7 +83,7 @@ def test_packed_examples_do_not_attend_to_each_other(tiny_model_dir, attn):
     examples = make_examples(6, seed=1)
     row = pack_examples(examples, seq_len=512, completion_only=True)
     assert len(row) == 1
-    batch = collate([row[0].__dict__], pad_id=0)
+    batch = collate([row[0]], pad_id=0)
     with torch.no_grad():
         packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits[0]
         offset = 0
@@ -80,7 +98,7 @@ def test_packed_loss_equals_mean_of_unpacked_losses(tiny_model_dir):
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     examples = make_examples(4, seed=2)
-    batch = collate([pack_examples(examples, 512, completion_only=True)[0].__dict__], pad_id=0)
+    batch = collate(pack_examples(examples, 512, completion_only=True)[:1], pad_id=0)
     total = count = 0.0
     with torch.no_grad():
         packed = float(model(**batch, use_cache=False).loss)
@@ -156,7 +174,7 @@ def test_completion_loss_equals_the_full_logits_loss_and_its_gradients(tiny_mode
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     rows = pack_examples(make_examples(12, seed=3), 128, completion_only=True)
-    batch = collate([r.__dict__ for r in rows[:3]], pad_id=0)  # right-padded rows of unequal length
+    batch = collate(rows[:3], pad_id=0)  # right-padded rows of unequal length
     items = int((batch["labels"][:, 1:] != IGNORE).sum())
     full = model(**batch, use_cache=False, num_items_in_batch=items).loss
     full.backward()

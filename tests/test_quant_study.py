@@ -29,6 +29,7 @@ def test_bits_train_and_evaluate_end_to_end(workspace, bits):
 
     from lorapipe.modeling import load_model, load_tuned_model
     from lorapipe.params import QuantParams
+    from lorapipe.runs import load_run
 
     ws = workspace
     sections = {"data": {"url": "data/trn.json.gz"}, "sample": {"size": 200}, "tokenize": TOKENIZE}
@@ -44,7 +45,7 @@ def test_bits_train_and_evaluate_end_to_end(workspace, bits):
     assert train["peak_memory_kind"] == "cpu_peak_rss" and train["peak_memory_mb"] > 100  # torch alone is more
     size = (ws / adapter / "adapter_model.safetensors").stat().st_size
     assert train["adapter_mb"] == pytest.approx(size / 2**20, abs=1e-3)
-    assert json.loads((ws / adapter / "train_params.json").read_text())["quant"]["bits"] == bits
+    assert load_run(ws / adapter).quant.bits == bits
     scores = json.loads((ws / metrics / "eval.json").read_text())
     assert scores["samples"] == 4 and set(scores["tuned"]) >= {"bleu", "rougeL", "perplexity"}
 
@@ -54,7 +55,7 @@ def test_bits_train_and_evaluate_end_to_end(workspace, bits):
     trained = PeftModel.from_pretrained(load_model(base, torch.float32, cpu, quant), ws / adapter).eval()
     if bits == 8:
         assert type(trained.base_model.model.model.layers[0].mlp.up_proj.base_layer).__name__ == "Linear8bitLt"
-    merged = load_tuned_model(base, ws / adapter, torch.float32, cpu)
+    merged = load_tuned_model(base, ws / adapter, load_run(ws / adapter).quant, torch.float32, cpu)
     ids = torch.tensor([[1, 500, 600, 700, 800, 900, 2]])
     with torch.no_grad():
         torch.testing.assert_close(merged(ids).logits, trained(ids).logits, atol=5e-3, rtol=0)

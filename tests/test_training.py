@@ -100,7 +100,7 @@ def test_merged_tuned_model_matches_the_training_time_model(workspace):
     trained = PeftModel.from_pretrained(
         load_model(base, torch.float32, cpu, QuantParams()), workspace / "models/adapter"
     )
-    merged = load_tuned_model(base, workspace / "models/adapter", torch.float32, cpu)
+    merged = load_tuned_model(base, workspace / "models/adapter", QuantParams(), torch.float32, cpu)
     unquantized = PeftModel.from_pretrained(load_model(base, torch.float32, cpu), workspace / "models/adapter")
     ids = torch.tensor([[1, 500, 600, 700, 800, 900, 2]])
     with torch.no_grad():
@@ -152,14 +152,14 @@ def test_sigterm_saves_the_step_it_stopped_at_and_the_rerun_ends_like_an_uninter
 
 def test_a_stop_requested_mid_step_saves_that_step(workspace, tiny_model_dir, tmp_path):
     """A stop asked for during step 3's validation is taken at the end of the next step, which is saved."""
-    import pyarrow.parquet as pq
     from transformers import AutoModelForCausalLM
 
     from lorapipe.modeling import add_lora
+    from lorapipe.packing import read_rows
     from lorapipe.params import LoraParams, OpsParams, TrainParams
     from lorapipe.training import GracefulStop, Stopped, train
 
-    rows = pq.read_table(workspace / "data/tokenized/train.parquet").to_pylist()
+    rows = read_rows(workspace / "data/tokenized/train.parquet")
     params = TrainParams(**{**TRAIN, "max_steps": 6, "eval_every": 3})
     ops = OpsParams(save_every=100)
     stop = GracefulStop()

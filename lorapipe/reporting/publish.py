@@ -27,9 +27,10 @@ import yaml
 from lorapipe.cli import UserError, log, run_cli
 from lorapipe.modeling import load_tokenizer
 from lorapipe.outputs import atomic_dir
-from lorapipe.params import EvalParams, QuantParams, parse_section
+from lorapipe.params import EvalParams, parse_section
 from lorapipe.prompt import build_prompt
 from lorapipe.reporting.model_card import EXAMPLE_TITLE, BaseModel, CardFacts, model_card
+from lorapipe.runs import load_run
 from lorapipe.vcs import git_commit
 
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -129,7 +130,7 @@ def main() -> None:
             "--base-model owner/name[@revision] naming the Hub copy of exactly those weights, or publish "
             "--merged (self-contained)"
         )
-    trained = read_yaml(Path("models/adapter/train_params.json"), "run the pipeline first (dvc repro)")
+    run = load_run(Path("models/adapter"))
     tokenizer = load_tokenizer(folder)
     name = str(params["model"]["name"])
     source = name if base_model.get("kind") == "hub" else f"{Path(name).name}, sha256 {base_model.get('sha256', '?')}"
@@ -140,7 +141,7 @@ def main() -> None:
             base=base,
             base_source=source,
             params=params,
-            quant=QuantParams(**trained["quant"]),
+            run=run,
             decoding=parse_section(EvalParams, params.get("eval", {})),
             chat_template=bool(tokenizer.chat_template),
             prompt_example=build_prompt(tokenizer, EXAMPLE_TITLE),

@@ -1,0 +1,50 @@
+"""The record of what was trained, saved beside the adapter (train_params.json) and read back
+validated like params.yaml: evaluate, export, the app and the model card describe the adapter they
+load, not whatever params.yaml says now."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from lorapipe.cli import UserError
+from lorapipe.outputs import write_json
+from lorapipe.params import LoraParams, QuantParams, TrainParams, parse_section
+
+RUN_FILE = "train_params.json"
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")  # what peft's save_pretrained writes
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    train: TrainParams
+    lora: LoraParams
+    quant: QuantParams
+
+
+CLASSES = {"train": TrainParams, "lora": LoraParams, "quant": QuantParams}
+
+
+def save_run(adapter: Path, run: TrainedRun) -> None:
+    """Write the record into an adapter folder (the train stage's temp folder, before it is renamed)."""
+    write_json(adapter / RUN_FILE, {name: dataclasses.asdict(getattr(run, name)) for name in CLASSES})
+
+
+def load_run(adapter: Path) -> TrainedRun:
+    """The adapter's record; one clear error when the folder holds no trained adapter or a bad record."""
+    missing = [name for name in (*ADAPTER_FILES, RUN_FILE) if not (adapter / name).is_file()]
+    if missing:
+        raise UserError(
+            f"{adapter}: no trained adapter ({', '.join(missing)} missing); run the train stage (dvc repro)"
+        )
+    path = adapter / RUN_FILE
+    try:
+        raw = json.loads(path.read_text())
+    except ValueError as err:
+        raise UserError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(raw, dict) or set(raw) != set(CLASSES):
+        found = ", ".join(map(str, raw)) if isinstance(raw, dict) else type(raw).__name__
+        raise UserError(f"{path}: expected the sections {', '.join(CLASSES)}; found {found or 'none'}")
+    return TrainedRun(**{name: parse_section(cls, raw[name], source=str(path)) for name, cls in CLASSES.items()})
