@@ -72,5 +72,5 @@ def test_default_export_is_bf16_with_decoding_settings_and_loads_without_peft(tu
 def test_export_without_adapter_is_one_line_error(tuned_workspace, tmp_path):
     none, out = str(tmp_path / "none"), str(tmp_path / "m")
     result = stage(tuned_workspace, "export.py", "models/base", none, out, str(tmp_path / "g"), "x.json", check=False)
-    assert_one_line_error(result, "no adapter_config.json", "dvc repro train")
+    assert_one_line_error(result, "no trained adapter (adapter_config.json", "dvc repro train")
     assert not (tmp_path / "m").exists()

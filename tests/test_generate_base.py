@@ -32,11 +32,11 @@ def test_evaluate_reports_the_base_scores_of_a_direct_decoding(workspace):
     """What evaluate did itself before generate_base existed: same rows, prompts and decoding."""
     import torch
 
-    from lorapipe.evaluation import reference_losses
     from lorapipe.generation import generate_texts
+    from lorapipe.losses import reference_losses
     from lorapipe.modeling import load_model, load_tokenizer, pick_device, pick_dtype
     from lorapipe.params import EvalParams, TokenizeParams
-    from lorapipe.prompt import build_prompt, truncate_title
+    from lorapipe.prompt import build_prompt, encode_examples, truncate_title
     from lorapipe.scoring import corpus_scores, sample_scores
     from lorapipe.tables import read_text_table
 
@@ -52,7 +52,8 @@ def test_evaluate_reports_the_base_scores_of_a_direct_decoding(workspace):
     prompts = [build_prompt(tokenizer, truncate_title(tokenizer, t, tok_params.prompt_tokens)[0]) for t in titles]
     torch.manual_seed(params.seed)
     texts = generate_texts(model, tokenizer, prompts, params)
-    losses = reference_losses(model, tokenizer, titles, references, tok_params, params.batch_size, device)
+    examples = encode_examples(tokenizer, titles, references, tok_params.prompt_tokens, tok_params.response_tokens)
+    losses = reference_losses(model, examples, tokenizer.pad_token_id, params.batch_size, device)
     direct = corpus_scores(sample_scores(texts, references))
     direct["perplexity"] = math.exp(sum(loss * n for loss, n in losses) / sum(n for _, n in losses))
 

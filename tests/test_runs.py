@@ -1,0 +1,57 @@
+"""The adapter's record of what was trained: written by train, read back validated."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from lorapipe.cli import UserError
+from lorapipe.params import LoraParams, QuantParams, TrainParams
+from lorapipe.runs import ADAPTER_FILES, RUN_FILE, TrainedRun, load_run, save_run
+
+
+@pytest.fixture
+def adapter(tmp_path):
+    for name in ADAPTER_FILES:  # load_run checks they exist; their content is peft's business
+        (tmp_path / name).write_bytes(b"{}")
+    return tmp_path
+
+
+def test_a_saved_run_loads_back_equal(adapter):
+    run = TrainedRun(
+        TrainParams(max_steps=12, lr=0.002), LoraParams(r=8, target_modules=("q_proj",)), QuantParams(bits=8)
+    )
+    save_run(adapter, run)
+    assert load_run(adapter) == run
+
+
+def test_a_folder_without_a_trained_adapter_is_one_clear_error(tmp_path):
+    with pytest.raises(
+        UserError, match=re.escape("no trained adapter (adapter_config.json, adapter_model.safetensors")
+    ):
+        load_run(tmp_path / "models/adapter")
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ('{"quant": {"bits": 4}}', "expected the sections train, lora, quant; found quant"),
+        ('{"train": {}, "lora": {"r": 0}, "quant": {}}', "'lora.r' must be >= 1, got 0"),
+        ('{"train": {"lrr": 1}, "lora": {}, "quant": {}}', "unknown key 'train.lrr'; did you mean 'train.lr'?"),
+    ],
+)
+def test_a_bad_record_names_the_file_and_the_problem(adapter, record, message):
+    (adapter / RUN_FILE).write_text(record)
+    with pytest.raises(UserError) as err:
+        load_run(adapter)
+    assert str(adapter / RUN_FILE) in str(err.value) and message in str(err.value)
+
+
+def test_the_record_is_plain_json_a_reader_can_diff(adapter):
+    save_run(adapter, TrainedRun(TrainParams(), LoraParams(), QuantParams()))
+    record = json.loads((adapter / RUN_FILE).read_text())
+    assert record["lora"]["target_modules"] == list(LoraParams().target_modules)
+    assert set(record) == {"train", "lora", "quant"}
