@@ -37,7 +37,7 @@ def load_run(adapter: Path) -> TrainedRun:
     missing = [name for name in (*ADAPTER_FILES, RUN_FILE) if not (adapter / name).is_file()]
     if missing:
         raise UserError(
-            f"{adapter}: no trained adapter ({', '.join(missing)} missing); run the train stage (dvc repro)"
+            f"{adapter}: no trained adapter ({', '.join(missing)} missing); run the train stage (dvc repro train)"
         )
     path = adapter / RUN_FILE
     try:
