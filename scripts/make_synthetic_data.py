@@ -18,6 +18,8 @@ import json
 import random
 from pathlib import Path
 
+from lorapipe.cli import run_cli
+
 BRANDS = ["Acme", "Northwind", "Bluepeak", "Solara", "Kestrel", "Everline", "Tidewater", "Ironbark", "Lumo", "Vantage"]
 COLORS = ["Black", "White", "Navy Blue", "Forest Green", "Red", "Charcoal Gray", "Sky Blue", "Sand", "Purple", "Orange"]
 MATERIALS = ["Stainless Steel", "Bamboo", "Recycled Plastic", "Aluminum", "Cotton", "Leather", "Ceramic", "Glass"]
@@ -178,4 +180,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)
