@@ -36,7 +36,7 @@ from lorapipe.outputs import sha256_of, write_json
 from lorapipe.params import EvalParams, TokenizeParams, check_params_unchanged, load_params
 from lorapipe.samples import RUN, SAMPLES, SCORES, write_sample_files
 from lorapipe.scoring import score_outputs
-from lorapipe.tracking import ADAPTER_TAG, Tracker, flat_params
+from lorapipe.tracking import ADAPTER_TAG, Tracker
 
 
 def mlflow_run_url(run_id: str | None) -> str | None:
@@ -85,7 +85,7 @@ def main() -> None:
 
     # The training run of this very adapter (found by its hash, so no run id sits in the adapter).
     tracker = Tracker("evaluate", find_tag=(ADAPTER_TAG, sha256_of(args.adapter / "adapter_model.safetensors")))
-    tracker.log_params(flat_params({"eval": params}))
+    tracker.log_params({"eval": params})
     new_tokens = sum(len(tokenizer(o, add_special_tokens=False)["input_ids"]) for o in outputs["tuned"])
     summary = {
         **results,
@@ -98,8 +98,8 @@ def main() -> None:
     write_sample_files(args.metrics, titles, references, outputs, per_sample, params.report_samples)
     run = {"experiment": os.environ.get("DVC_EXP_NAME") or None, "mlflow_run_id": tracker.run_id}
     write_json(args.metrics / RUN.name, {**run, "mlflow_run_url": mlflow_run_url(tracker.run_id)})
-    flat = {f"{model}.{k}": v for model in ("base", "tuned", "delta") for k, v in summary[model].items()}
-    tracker.log_metrics({**flat, "eval.samples": len(titles)})
+    by_model = {model: summary[model] for model in ("base", "tuned", "delta")}  # logged as base.bleu, ...
+    tracker.log_metrics({**by_model, "eval.samples": len(titles)})
     tracker.log_artifacts([args.metrics / name for name in ("eval.json", SAMPLES.name, SCORES.name)], "metrics")
     tracker.finish()
 

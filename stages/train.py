@@ -29,7 +29,7 @@ from lorapipe.modeling import add_lora, load_model, load_tokenizer, peak_memory_
 from lorapipe.outputs import atomic_dir, sha256_of, write_json
 from lorapipe.params import LoraParams, OpsParams, QuantParams, TrainParams, check_params_unchanged, load_params
 from lorapipe.plots import write_loss_plots
-from lorapipe.tracking import ADAPTER_TAG, flat_params, training_tracker
+from lorapipe.tracking import ADAPTER_TAG, training_tracker
 from lorapipe.training import GracefulStop, is_out_of_memory, out_of_memory_message, train
 
 
@@ -70,7 +70,7 @@ def main() -> None:
     if mirror and not list_checkpoints(checkpoints):
         mirror.restore(checkpoints)  # a new machine: go on from the last mirrored checkpoint
     tracker = training_tracker(checkpoints, enabled=world.main)
-    tracker.log_params(flat_params({"train": params, "lora": lora, "quant": quant}))
+    tracker.log_params({"train": params, "lora": lora, "quant": quant})
     history: list[dict] = []
 
     def track_step(row: dict) -> None:

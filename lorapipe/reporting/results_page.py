@@ -18,6 +18,7 @@ from typing import Any
 
 from lorapipe.cli import UserError, run_cli
 from lorapipe.outputs import atomic_path
+from lorapipe.params import flatten
 from lorapipe.reporting.charts import scores_spec, svg
 from lorapipe.reporting.compare import tuned_vs_base
 from lorapipe.reporting.report import shorten
@@ -44,18 +45,6 @@ th { background: #f6f8fa; }
 .charts { display: flex; flex-wrap: wrap; gap: 1.5rem; }
 code { background: #f6f8fa; padding: 1px 4px; }
 """
-
-
-def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    """{"lora": {"r": 8}} -> {"lora.r": 8}; a list becomes one comma-separated string."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = ", ".join(map(str, value)) if isinstance(value, list) else value
-    return flat
 
 
 def short_rev(rev: str) -> str:
