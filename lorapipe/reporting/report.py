@@ -24,10 +24,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from lorapipe.artifacts import EVAL_SAMPLES
 from lorapipe.cli import run_cli
 from lorapipe.reporting.charts import LOSS_LOGS, loss_spec, png, scores_spec
 from lorapipe.reporting.compare import HEADLINE, METRICS, Change, pair_up, run_vs_run, tuned_vs_base
-from lorapipe.samples import SAMPLES, read_run, read_samples, read_scores
+from lorapipe.samples import read_run, read_samples, read_scores
 from lorapipe.vcs import dvc_json, git
 
 THIS = "this revision"
@@ -244,7 +245,7 @@ def build_report(base: str, samples: int, images: Path) -> list[str | Image]:
     quality, speed = split_metrics(dvc_json("metrics", "diff", base), bool(old), bool(new))
     parts.append(diff_table(quality, "Metrics", with_delta=True))
     parts.append(diff_table(speed, "Speed and memory", with_delta=True))
-    parts.append(samples_table(SAMPLES, samples))
+    parts.append(samples_table(EVAL_SAMPLES, samples))
     return [p for p in parts if p]
 
 

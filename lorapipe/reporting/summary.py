@@ -12,9 +12,10 @@ import json
 import sys
 from pathlib import Path
 
+from lorapipe.artifacts import EVAL_JSON, EVAL_SCORES
 from lorapipe.cli import UserError, run_cli
 from lorapipe.reporting.compare import METRICS, Change, tuned_vs_base
-from lorapipe.samples import SCORES, read_scores
+from lorapipe.samples import read_scores
 
 
 def summary_table(result: dict, changes: dict[str, Change] | None = None) -> str:
@@ -30,10 +31,10 @@ def summary_table(result: dict, changes: dict[str, Change] | None = None) -> str
 
 
 def main() -> None:
-    path = Path(sys.argv[1] if len(sys.argv) > 1 else "metrics/eval.json")
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else EVAL_JSON
     if not path.is_file():
         raise UserError(f"{path} not found; run the pipeline first (dvc repro)")
-    scores = read_scores(path=path.with_name(SCORES.name))
+    scores = read_scores(path=path.with_name(EVAL_SCORES.name))
     changes = {name: tuned_vs_base(scores, name) for name in METRICS} if scores else {}
     print(summary_table(json.loads(path.read_text()), changes))
 
