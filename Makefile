@@ -18,7 +18,7 @@ demo: $(VENV)/.installed $(SMOLLM2) $(GGUF_CONVERTER)
 	@# Each stage logs its wall time and peak memory: the table at the end shows where the time went.
 	source $(BIN)/activate && python -m lorapipe.timings .cache/demo-timings.jsonl -- dvc exp run
 	@echo "install (venv + pip, first make only): $$(cat .cache/install-seconds 2>/dev/null || echo '?') s"
-	$(BIN)/python -m lorapipe.reporting.summary metrics/eval.json
+	$(BIN)/python -m lorapipe.reporting.summary
 	@echo "Try it: source $(BIN)/activate && python app.py   (results page: python -m lorapipe.reporting.results_page)"
 
 test: $(VENV)/.installed $(SMOLLM2) $(GGUF_CONVERTER)

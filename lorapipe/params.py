@@ -15,6 +15,7 @@ import difflib
 import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -347,3 +348,18 @@ def _check(key: str, value: Any, hint: Any, meta: Any) -> Any:
 
 def _describe(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})" if value is not None else "nothing (null)"
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"lora": LoraParams(r=8, ...)} or {"lora": {"r": 8}} -> {"lora.r": 8, ...}: DVC's dotted keys, for
+    MLflow and the results page alike. A list becomes one comma-separated string."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = dataclasses.asdict(value)
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+    return flat

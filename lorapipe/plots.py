@@ -17,15 +17,15 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
             writer.writerows(rows)
 
 
-def write_loss_plots(folder: Path, history: list[dict], val_history: list[dict]) -> None:
-    """train_log.csv, val_log.csv and loss_curve.png in `folder`."""
+def write_loss_plots(history: list[dict], val_history: list[dict], train_log: Path, val_log: Path, curve: Path) -> None:
+    """The per-step rows as CSV (`train_log`, `val_log`) and both losses drawn as a PNG (`curve`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    write_csv(folder / "train_log.csv", history)
-    write_csv(folder / "val_log.csv", val_history)
+    write_csv(train_log, history)
+    write_csv(val_log, val_history)
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     ax.plot([r["step"] for r in history], [r["loss"] for r in history], label="train loss", lw=1)
     if val_history:
@@ -35,6 +35,6 @@ def write_loss_plots(folder: Path, history: list[dict], val_history: list[dict])
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    with atomic_path(folder / "loss_curve.png") as tmp:
+    with atomic_path(curve) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)

@@ -18,13 +18,11 @@ from typing import Any
 
 import orjson
 
+from lorapipe.artifacts import EVAL_RUN, EVAL_SAMPLES, EVAL_SCORES
 from lorapipe.cli import UserError
 from lorapipe.outputs import atomic_path
 from lorapipe.vcs import file_at
 
-SAMPLES = Path("metrics/eval_samples.jsonl")
-SCORES = Path("metrics/eval_scores.jsonl")
-RUN = Path("metrics/eval_run.json")
 MODELS = ("base", "tuned")
 # Numbers each model of an eval_scores.jsonl line must have; bleu_stats is a list of 10 counts.
 SCORE_FIELDS = ("rouge1", "rouge2", "rougeL", "bleu", "loss", "tokens")
@@ -42,21 +40,22 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 
 
 def write_sample_files(
-    folder: Path,
+    samples_path: Path,
+    scores_path: Path,
     titles: Sequence[str],
     references: Sequence[str],
     outputs: dict[str, list[str]],
     scores: dict[str, list[dict]],
     keep_texts: int,
 ) -> None:
-    """eval_scores.jsonl (every sample, both models' texts and scores) and eval_samples.jsonl (the
-    first `keep_texts` samples' texts) in `folder`. Scores are rounded to what a report shows."""
+    """`samples_path` (eval_samples.jsonl: the first `keep_texts` samples' texts) and `scores_path`
+    (eval_scores.jsonl: every sample, both models' texts and scores). Scores are rounded to what a report shows."""
     rows = []
     for i, (title, reference) in enumerate(zip(titles, references, strict=True)):
         models = {m: {"text": outputs[m][i], **{k: _round(v) for k, v in scores[m][i].items()}} for m in MODELS}
         rows.append({"id": sample_id(title, reference), "title": title, "reference": reference, **models})
-    write_jsonl(folder / SCORES.name, rows)
-    write_jsonl(folder / SAMPLES.name, ({**row, **{m: row[m]["text"] for m in MODELS}} for row in rows[:keep_texts]))
+    write_jsonl(scores_path, rows)
+    write_jsonl(samples_path, ({**row, **{m: row[m]["text"] for m in MODELS}} for row in rows[:keep_texts]))
 
 
 def _round(value: Any) -> Any:
@@ -94,12 +93,12 @@ def score_problems(row: dict) -> list[str]:
     return found
 
 
-def read_samples(path: Path = SAMPLES) -> list[dict]:
+def read_samples(path: Path = EVAL_SAMPLES) -> list[dict]:
     """The rows of an eval_samples.jsonl in the workspace; none when the file is absent."""
     return parse_jsonl(path.read_bytes(), str(path)) if path.is_file() else []
 
 
-def read_run(path: Path = RUN) -> dict:
+def read_run(path: Path = EVAL_RUN) -> dict:
     """eval_run.json (experiment name, MLflow run) in the workspace; empty when absent."""
     if not path.is_file():
         return {}
@@ -112,7 +111,7 @@ def read_run(path: Path = RUN) -> dict:
     return run
 
 
-def read_scores(rev: str | None = None, path: Path = SCORES) -> list[dict] | None:
+def read_scores(rev: str | None = None, path: Path = EVAL_SCORES) -> list[dict] | None:
     """The rows of eval_scores.jsonl in the workspace (rev None) or at a git revision; None if absent."""
     if rev is None:
         return parse_jsonl(path.read_bytes(), str(path), score_problems) if path.is_file() else None

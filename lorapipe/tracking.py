@@ -7,7 +7,6 @@ in the repo (`mlflow.db`, git-ignored): `mlflow ui --backend-store-uri sqlite://
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -16,21 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from lorapipe.cli import log
+from lorapipe.params import flatten
 from lorapipe.vcs import git_commit
 
 LOCAL_STORE = "sqlite:///mlflow.db"
 RUN_FILE = "mlflow_run.json"  # in a training's checkpoint folder: the run it continues on resume
 ADAPTER_TAG = "lorapipe.adapter_sha256"  # how evaluate finds the training run of its adapter
 EXPERIMENT = "lorapipe"
-
-
-def flat_params(sections: dict[str, Any]) -> dict[str, str]:
-    """{"lora": LoraParams(r=8, ...)} -> {"lora.r": "8", ...}; only params, never the environment."""
-    flat = {}
-    for section, params in sections.items():
-        for key, value in dataclasses.asdict(params).items():
-            flat[f"{section}.{key}"] = ",".join(value) if isinstance(value, (list, tuple)) else str(value)
-    return flat
 
 
 class Tracker:
@@ -94,11 +85,14 @@ class Tracker:
             log.warning(f"warning: mlflow tracking is off for this stage ({reason}); results are still written")
             self._client = None
 
-    def log_params(self, params: dict[str, str]) -> None:
-        self._call(lambda: self._client.log_batch(self.run_id, params=_to_params(params)))
+    def log_params(self, sections: dict[str, Any]) -> None:
+        """Params sections ({"lora": LoraParams(...)}) as dotted keys (lora.r), each value as its string;
+        only params, never the environment."""
+        self._call(lambda: self._client.log_batch(self.run_id, params=_to_params(flatten(sections))))
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self._call(lambda: self._client.log_batch(self.run_id, metrics=_to_metrics(metrics, step)))
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        """The numbers of `metrics`, nested dicts as dotted keys ({"tuned": {"bleu": ...}} -> tuned.bleu)."""
+        self._call(lambda: self._client.log_batch(self.run_id, metrics=_to_metrics(flatten(metrics), step)))
 
     def log_history(self, rows: Iterable[dict[str, Any]], prefix: str = "") -> None:
         """Per-step rows ({"step": 3, "loss": ...}) as metric histories, in batches."""
@@ -178,10 +172,10 @@ def _read_run_id(path: Path) -> str | None:
         return None
 
 
-def _to_params(params: dict[str, str]):
+def _to_params(params: dict[str, Any]):
     from mlflow.entities import Param
 
-    return [Param(k, v[:6000]) for k, v in params.items()]
+    return [Param(k, str(v)[:6000]) for k, v in params.items()]
 
 
 def _to_metrics(metrics: dict[str, float], step: int | None):

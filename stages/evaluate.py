@@ -1,16 +1,16 @@
 """Score the base and the tuned model on the test split: BLEU, ROUGE-1/2/L, reference perplexity.
 
-    python stages/evaluate.py data/split/test.parquet models/base data/base_outputs.json models/adapter metrics
+    python stages/evaluate.py data/split/test.parquet models/base data/base_outputs.json models/adapter
+        metrics/eval.json metrics/eval_samples.jsonl metrics/eval_scores.jsonl metrics/eval_run.json
 
 Both models decode the same prompts with the same settings. The base is the original model,
 decoded once by the generate_base stage: its outputs file is checked against the samples,
 prompts, params and base weights scored here, and refused if it was made for others. The tuned
 model is the adapter merged into the base as training saw it (quantized, then dequantized), so
 it decodes like the training-time model at plain-model speed.
-Writes metrics/eval.json (base, tuned, delta: corpus BLEU, mean ROUGE, perplexity), the
-per-sample scores of both models in metrics/eval_scores.jsonl (what the report's intervals
-resample), a few texts in metrics/eval_samples.jsonl, and metrics/eval_run.json (experiment
-name, MLflow run and its link) for the PR report.
+Writes eval.json (base, tuned, delta: corpus BLEU, mean ROUGE, perplexity), a few texts in
+eval_samples.jsonl, the per-sample scores of both models in eval_scores.jsonl (what the report's
+intervals resample), and eval_run.json (experiment name, MLflow run and its link) for the PR report.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from lorapipe.modeling import load_tokenizer, load_tuned_model, pick_device, pic
 from lorapipe.outputs import sha256_of, write_json
 from lorapipe.params import EvalParams, TokenizeParams, check_params_unchanged, load_params
 from lorapipe.runs import load_run
-from lorapipe.samples import RUN, SAMPLES, SCORES, write_sample_files
+from lorapipe.samples import write_sample_files
 from lorapipe.scoring import score_outputs
-from lorapipe.tracking import ADAPTER_TAG, Tracker, flat_params
+from lorapipe.tracking import ADAPTER_TAG, Tracker
 
 
 def mlflow_run_url(run_id: str | None) -> str | None:
@@ -55,7 +55,10 @@ def main() -> None:
     parser.add_argument("model", type=Path)
     parser.add_argument("base_outputs", type=Path, help="the base model's outputs (generate_base stage)")
     parser.add_argument("adapter", type=Path)
-    parser.add_argument("metrics", type=Path, help="folder for eval.json and the eval_* files")
+    parser.add_argument("summary", type=Path, help="eval.json: base, tuned and delta scores")
+    parser.add_argument("samples", type=Path, help="eval_samples.jsonl: the first eval.report_samples texts")
+    parser.add_argument("scores", type=Path, help="eval_scores.jsonl: every sample's texts and scores")
+    parser.add_argument("run", type=Path, help="eval_run.json: experiment name and MLflow run")
     args = parser.parse_args()
     params, tok_params = load_params(EvalParams), load_params(TokenizeParams)
     run = load_run(args.adapter)
@@ -85,7 +88,7 @@ def main() -> None:
 
     # The training run of this very adapter (found by its hash, so no run id sits in the adapter).
     tracker = Tracker("evaluate", find_tag=(ADAPTER_TAG, sha256_of(args.adapter / "adapter_model.safetensors")))
-    tracker.log_params(flat_params({"eval": params}))
+    tracker.log_params({"eval": params})
     new_tokens = sum(len(tokenizer(o, add_special_tokens=False)["input_ids"]) for o in outputs["tuned"])
     summary = {
         **results,
@@ -94,13 +97,13 @@ def main() -> None:
         "generation_tokens_per_s": round(new_tokens / max(seconds, 1e-9), 1),
     }
     check_params_unchanged()
-    write_json(args.metrics / "eval.json", summary)
-    write_sample_files(args.metrics, titles, references, outputs, per_sample, params.report_samples)
+    write_json(args.summary, summary)
+    write_sample_files(args.samples, args.scores, titles, references, outputs, per_sample, params.report_samples)
     run = {"experiment": os.environ.get("DVC_EXP_NAME") or None, "mlflow_run_id": tracker.run_id}
-    write_json(args.metrics / RUN.name, {**run, "mlflow_run_url": mlflow_run_url(tracker.run_id)})
-    flat = {f"{model}.{k}": v for model in ("base", "tuned", "delta") for k, v in summary[model].items()}
-    tracker.log_metrics({**flat, "eval.samples": len(titles)})
-    tracker.log_artifacts([args.metrics / name for name in ("eval.json", SAMPLES.name, SCORES.name)], "metrics")
+    write_json(args.run, {**run, "mlflow_run_url": mlflow_run_url(tracker.run_id)})
+    by_model = {model: summary[model] for model in ("base", "tuned", "delta")}  # logged as base.bleu, ...
+    tracker.log_metrics({**by_model, "eval.samples": len(titles)})
+    tracker.log_artifacts([args.summary, args.samples, args.scores], "metrics")
     tracker.finish()
 
 

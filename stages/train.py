@@ -1,9 +1,11 @@
 """QLoRA fine-tuning on the packed rows; resumes from the newest checkpoint after an interruption.
 
-    python stages/train.py data/tokenized models/base models/adapter metrics [--checkpoints models/checkpoints]
+    python stages/train.py data/tokenized models/base models/adapter
+        metrics/train.json metrics/train_log.csv metrics/val_log.csv metrics/loss_curve.png
+        [--checkpoints models/checkpoints]
 
-Writes the adapter (+ tokenizer and resolved params) to models/adapter, and to metrics/:
-train.json, train_log.csv (per-step loss and LR), val_log.csv and loss_curve.png.
+Writes the adapter (+ tokenizer and resolved params), the run's summary (train.json), the per-step
+loss and LR (train_log.csv), the validation loss (val_log.csv) and both drawn (loss_curve.png).
 Checkpoints are resume state, not an output: dvc.yaml does not track them, so DVC neither
 hashes them nor loses its run-cache over them.
 """
@@ -29,7 +31,7 @@ from lorapipe.packing import read_rows
 from lorapipe.params import LoraParams, OpsParams, QuantParams, TrainParams, check_params_unchanged, load_params
 from lorapipe.plots import write_loss_plots
 from lorapipe.runs import TrainedRun, save_run
-from lorapipe.tracking import ADAPTER_TAG, flat_params, training_tracker
+from lorapipe.tracking import ADAPTER_TAG, training_tracker
 from lorapipe.training import GracefulStop, is_out_of_memory, out_of_memory_message, train
 
 
@@ -38,7 +40,10 @@ def main() -> None:
     parser.add_argument("tokenized", type=Path)
     parser.add_argument("model", type=Path)
     parser.add_argument("adapter", type=Path)
-    parser.add_argument("metrics", type=Path, help="folder for train.json, logs and the loss curve")
+    parser.add_argument("summary", type=Path, help="train.json: loss, perplexity, speed, memory")
+    parser.add_argument("train_log", type=Path, help="CSV of the per-step loss and learning rate")
+    parser.add_argument("val_log", type=Path, help="CSV of the validation loss")
+    parser.add_argument("curve", type=Path, help="PNG of both losses")
     parser.add_argument("--checkpoints", type=Path, default=Path("models/checkpoints"), help="resume state")
     args = parser.parse_args()
     params, lora, quant, ops = (
@@ -69,7 +74,7 @@ def main() -> None:
     if mirror and not list_checkpoints(checkpoints):
         mirror.restore(checkpoints)  # a new machine: go on from the last mirrored checkpoint
     tracker = training_tracker(checkpoints, enabled=world.main)
-    tracker.log_params(flat_params({"train": params, "lora": lora, "quant": quant}))
+    tracker.log_params({"train": params, "lora": lora, "quant": quant})
     history: list[dict] = []
 
     def track_step(row: dict) -> None:
@@ -117,7 +122,7 @@ def main() -> None:
         save_run(tmp, TrainedRun(params, lora, quant))
     final_val = state.val_history[-1]["val_loss"] if state.val_history else float("nan")
     recent = [row["loss"] for row in state.history[-10:]]
-    write_loss_plots(args.metrics, state.history, state.val_history)
+    write_loss_plots(state.history, state.val_history, args.train_log, args.val_log, args.curve)
     summary = {
         "steps": state.step,
         "train_loss": round(sum(recent) / len(recent), 4),
@@ -137,12 +142,11 @@ def main() -> None:
         "trainable_params": trainable,
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
     }
-    write_json(args.metrics / "train.json", summary)
+    write_json(args.summary, summary)
     tracker.log_history(state.val_history)
     # val_loss is already a per-step history; logging it again would add a duplicate point.
     tracker.log_metrics({k: v for k, v in summary.items() if k not in ("steps", "val_loss")}, step=state.step)
-    outputs = ["train.json", "train_log.csv", "val_log.csv", "loss_curve.png"]
-    tracker.log_artifacts([args.metrics / name for name in outputs], "metrics")
+    tracker.log_artifacts([args.summary, args.train_log, args.val_log, args.curve], "metrics")
     if os.environ.get("LORAPIPE_MLFLOW_LOG_ADAPTER") == "1":
         tracker.log_artifacts([args.adapter], "adapter")
     tracker.set_tag(ADAPTER_TAG, sha256_of(args.adapter / "adapter_model.safetensors"))

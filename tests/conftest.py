@@ -156,13 +156,13 @@ def experiments(tmp_path_factory, smollm2_gguf) -> Experiments:
 @pytest.fixture(scope="session")
 def tuned_workspace(tmp_path_factory, tiny_model_dir) -> Path:
     """A workspace where the real stages built data, then trained an nf4 LoRA adapter on the tiny Llama."""
-    from tests.workspace import data_workspace, stage
+    from tests.workspace import data_workspace, stage, train_args
 
     train = {"max_steps": 10, "micro_batch": 2, "grad_accum": 1, "lr": 0.003, "grad_checkpointing": False}
     ws = data_workspace(
         tmp_path_factory.mktemp("tuned"), tiny_model_dir, sample={"size": 200}, tokenize={"seq_len": 256}, train=train
     )
-    stage(ws, "train.py", "data/tokenized", "models/base", "models/adapter", "metrics")
+    stage(ws, "train.py", *train_args())
     return ws
 
 

@@ -132,3 +132,16 @@ def test_profile_command_takes_single_keys_too(tmp_path, monkeypatch):
     assert load_params(OpsParams, params).checkpoint_mirror == "remote"
     with pytest.raises(UserError, match=re.escape("expected SECTION.KEY=VALUE")):
         main(["colab", "--set", "lora.r", "--params", str(params)])
+
+
+def test_one_flattener_serves_loaded_params_and_dvc_json_alike():
+    """MLflow logs loaded params and the results page reads `dvc exp show`'s nested YAML: the same dotted keys."""
+    from lorapipe.params import flatten
+
+    raw = yaml.safe_load(committed_params())
+    loaded = {section: parse_section(cls, raw[section]) for section, cls in SECTIONS.items()}
+    assert flatten(loaded) == flatten(raw)
+    assert flatten({"lora": {"r": 8, "target_modules": ["q_proj", "v_proj"]}}) == {
+        "lora.r": 8,
+        "lora.target_modules": "q_proj,v_proj",
+    }

@@ -8,8 +8,9 @@ import time
 import numpy as np
 import pytest
 
+from lorapipe.artifacts import EVAL_SCORES
 from lorapipe.reporting.compare import METRICS, columns, corpus_bleu, perplexity
-from lorapipe.samples import SCORES, read_scores, sample_id
+from lorapipe.samples import read_scores, sample_id
 from tests.conftest import ran, sh
 
 DATA_STAGES = ["download", "clean", "sample", "split"]
@@ -71,7 +72,7 @@ def test_whole_dag_on_smollm2_then_lora_r8_reruns_only_train_and_evaluate(experi
     samples = [json.loads(line) for line in (repo / "metrics/eval_samples.jsonl").read_text().splitlines()]
     assert samples and set(samples[0]) == {"id", "title", "reference", "base", "tuned"}
     # Per-sample scores of every test sample, from which the headline numbers are recomputed exactly.
-    scores = read_scores(path=repo / SCORES)
+    scores = read_scores(path=repo / EVAL_SCORES)
     assert len(scores) == 4 and [s["id"] for s in scores] == [sample_id(s["title"], s["reference"]) for s in scores]
     assert [s["tuned"]["text"] for s in scores[: len(samples)]] == [s["tuned"] for s in samples]
     for name in ("base", "tuned"):

@@ -11,7 +11,7 @@ import torch
 
 from lorapipe.reporting.study_sections import quant_spec, study_sections
 from tests.conftest import sh
-from tests.workspace import BASE_ARGS, BASE_OUTPUTS, data_workspace, eval_args, stage, write_params
+from tests.workspace import BASE_ARGS, BASE_OUTPUTS, data_workspace, eval_args, stage, train_args, write_params
 
 TRAIN = {"max_steps": 6, "micro_batch": 2, "grad_accum": 1, "lr": 0.003, "grad_checkpointing": False, "eval_every": 3}
 EVAL = {"max_samples": 4, "batch_size": 4, "max_new_tokens": 8}
@@ -35,7 +35,7 @@ def test_bits_train_and_evaluate_end_to_end(workspace, bits):
     sections = {"data": {"url": "data/trn.json.gz"}, "sample": {"size": 200}, "tokenize": TOKENIZE}
     write_params(ws, **sections, train=TRAIN, eval=EVAL, quant={"bits": bits})
     adapter, metrics = f"models/adapter-{bits}", f"metrics-{bits}"
-    stage(ws, "train.py", "data/tokenized", "models/base", adapter, metrics, "--checkpoints", f"ckpt-{bits}")
+    stage(ws, "train.py", *train_args(metrics, adapter), "--checkpoints", f"ckpt-{bits}")
     if not (ws / BASE_OUTPUTS).is_file():  # decoded once for both bit widths, as `dvc exp run` would
         stage(ws, "generate_base.py", *BASE_ARGS)
     stage(ws, "evaluate.py", *eval_args(adapter, metrics))

@@ -66,6 +66,12 @@ def change_rougel(rows: list[dict], by: float, text: str) -> list[dict]:
     return [{**r, "tuned": {**r["tuned"], "rougeL": r["tuned"]["rougeL"] + by, "text": text}} for r in rows]
 
 
+def table_rows(text: str) -> list[list[str]]:
+    """The body rows of the first markdown table in `text`, each as its stripped cells."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+
+
 VERDICTS = {"better": (0.05, "better"), "worse": (-0.05, "worse"), "identical": (0.0, "no clear change")}
 
 
@@ -90,6 +96,11 @@ def test_report_opens_with_a_verdict_per_headline_metric(repo, tmp_path, shift, 
             assert not re.search(pattern, changed), pattern
     else:
         assert "No sample's tuned ROUGE-L changed." in changed
+    # Both revisions' tuned vs base table: the same base model, the tuned ROUGE-L `shift` apart.
+    old_rouge, new_rouge = table_rows(report.split("### Tuned vs base model")[1])[:2]
+    assert old_rouge[1] == new_rouge[1] == "ROUGE-L" and new_rouge[0] == THIS and old_rouge[2] == new_rouge[2]
+    assert float(new_rouge[3]) - float(old_rouge[3]) == pytest.approx(shift, abs=0.0011)
+    assert new_rouge[5].endswith("(better)")  # the tuned model is 0.1 above the base in both
 
 
 def test_runs_of_different_samples_get_an_unpaired_comparison_with_a_warning(repo, tmp_path):
@@ -264,3 +275,49 @@ def test_workflows_are_least_privilege_and_fork_safe():
     report = yaml.safe_load((ROOT / ".github/workflows/report.yml").read_text())
     comment = report["jobs"]["report"]["steps"][-1]
     assert "head.repo.full_name == github.repository" in comment["if"]
+
+
+EVAL_RESULT = {
+    "base": {"bleu": 5.0, "rouge1": 0.3, "rouge2": 0.1, "rougeL": 0.2, "perplexity": 7.389},
+    "tuned": {"bleu": 5.0, "rouge1": 0.3, "rouge2": 0.1, "rougeL": 0.31234, "perplexity": 7.389},
+    "samples": 200,
+}
+
+
+@pytest.mark.parametrize("per_sample", [True, False], ids=["with-per-sample-scores", "eval-json-only"])
+def test_summary_and_model_card_print_one_scores_table(tmp_path, per_sample):
+    from lorapipe.params import EvalParams, QuantParams
+    from lorapipe.reporting.model_card import CardFacts, model_card
+
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics/eval.json").write_text(json.dumps(EVAL_RESULT))
+    if per_sample:
+        rows = score_rows(range(200), shift=0.1)
+        (tmp_path / "metrics/eval_scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    printed = sh(tmp_path, sys.executable, "-m", "lorapipe.reporting.summary").stdout  # metrics/eval.json
+    table = {cells[0]: cells[1:] for cells in table_rows(printed)}
+    assert list(table) == ["ROUGE-L", "BLEU", "perplexity", "ROUGE-1", "ROUGE-2"]  # headline metrics first
+    assert table["ROUGE-L"][:3] == ["0.200", "0.312", "+0.112"]  # eval.json's scores, to ROUGE-L's decimals
+    assert table["BLEU"][:3] == ["5.00", "5.00", "+0.00"]
+    assert printed.rstrip().endswith("(200 test samples; BLEU 0-100, ROUGE F1 0-1, lower perplexity is better)")
+    if per_sample:
+        assert table["ROUGE-L"][3].endswith("(better)") and table["BLEU"][3] == "+0.00..+0.00 (no clear change)"
+        return
+    assert len(table["ROUGE-L"]) == 3  # no interval column without per-sample scores
+    card = dict(repo_id="you/x", merged=True, base=None, base_source="base.gguf", params={}, quant=QuantParams())
+    card |= dict(decoding=EvalParams(), chat_template=False, prompt_example="", download={}, commit="c", license="mit")
+    facts = CardFacts(**card, scores=EVAL_RESULT)
+    card_table = model_card(facts).split("## Results")[1].split("##")[0]
+    assert printed.split("\n(")[0] in card_table  # the card shows the very table the summary prints
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [(None, "metrics/eval.json not found"), ("{", "not valid JSON"), ('{"base": 1}', "no base and tuned scores")],
+)
+def test_summary_of_a_missing_or_broken_eval_json_is_one_error_line(tmp_path, text, message):
+    if text is not None:
+        (tmp_path / "metrics").mkdir()
+        (tmp_path / "metrics/eval.json").write_text(text)
+    result = sh(tmp_path, sys.executable, "-m", "lorapipe.reporting.summary", check=False)
+    assert_one_line_error(result, message)

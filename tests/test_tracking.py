@@ -19,6 +19,7 @@ from tests.workspace import (
     free_port,
     stage,
     start_training,
+    train_args,
     wait_until,
     write_params,
 )
@@ -32,7 +33,7 @@ TRAIN = {
 }
 OPS = {"save_every": 2, "log_every": 1}
 EVAL = {"max_samples": 4, "batch_size": 4, "max_new_tokens": 4}
-TRAIN_ARGS = ("data/tokenized", "models/base", "models/adapter", "metrics")
+TRAIN_ARGS = train_args()
 SECRET = "s3cr3t-do-not-leak-0123456789"
 
 
@@ -189,7 +190,7 @@ def test_no_run_is_left_running_and_a_resumed_training_continues_its_run(workspa
         env_uri = os.environ.get("MLFLOW_TRACKING_URI")
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_server
         try:
-            stage(workspace, "train.py", *TRAIN_ARGS[:3], str(tmp_path / "a"), "--checkpoints", str(ckpts))
+            stage(workspace, "train.py", *train_args(tmp_path / "a"), "--checkpoints", str(ckpts))
         finally:
             os.environ.pop("MLFLOW_TRACKING_URI")
             if env_uri is not None:

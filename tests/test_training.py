@@ -13,7 +13,15 @@ import torch
 
 from lorapipe.checkpoints import TrainState, list_checkpoints, resume_checkpoint, save_checkpoint
 from lorapipe.training import lr_factor, micro_batch_rows, total_steps
-from tests.workspace import data_workspace, stage, start_training, train_losses, wait_until, write_params
+from tests.workspace import (
+    data_workspace,
+    stage,
+    start_training,
+    train_args,
+    train_losses,
+    wait_until,
+    write_params,
+)
 
 TRAIN = {
     "max_steps": 30,
@@ -32,7 +40,7 @@ PARAMS = {
     "train": TRAIN,
     "ops": OPS,
 }
-TRAIN_ARGS = ("data/tokenized", "models/base", "models/adapter", "metrics")
+TRAIN_ARGS = train_args()
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +120,7 @@ def test_merged_tuned_model_matches_the_training_time_model(workspace):
 
 def test_same_seed_same_losses(workspace, tmp_path):
     first = reference_losses(workspace)
-    stage(workspace, "train.py", *TRAIN_ARGS[:3], str(tmp_path / "metrics"), "--checkpoints", str(tmp_path / "fresh"))
+    stage(workspace, "train.py", *train_args(tmp_path / "metrics"), "--checkpoints", str(tmp_path / "fresh"))
     assert train_losses(tmp_path / "metrics") == first
 
 
@@ -124,7 +132,7 @@ def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(workspace, tmp_pa
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (metrics / "train.json").exists()
-    resumed = stage(workspace, "train.py", *TRAIN_ARGS[:3], str(metrics), "--checkpoints", str(ckpts))
+    resumed = stage(workspace, "train.py", *train_args(metrics), "--checkpoints", str(ckpts))
     assert "resuming from" in resumed.stderr
     assert json.loads((metrics / "train.json").read_text())["steps"] == 30
     after = train_losses(metrics)
@@ -145,7 +153,7 @@ def test_sigterm_saves_the_step_it_stopped_at_and_the_rerun_ends_like_an_uninter
     # Saved where it stopped, not only at the last save_every multiple.
     assert 10 < stopped_at < 30 and saved(ckpts)[0].name == f"step-{stopped_at:06d}"
     assert not (metrics / "train.json").exists()
-    resumed = stage(workspace, "train.py", *TRAIN_ARGS[:3], str(metrics), "--checkpoints", str(ckpts))
+    resumed = stage(workspace, "train.py", *train_args(metrics), "--checkpoints", str(ckpts))
     assert f"(step {stopped_at})" in resumed.stderr
     assert train_losses(metrics) == pytest.approx(reference, rel=1e-3)
 
@@ -246,7 +254,7 @@ def test_a_second_experiment_resumes_its_own_checkpoint_and_keeps_the_first_runs
         write_params(workspace, train={**TRAIN, "max_steps": 12}, lora={"r": lora_r}, ops={"save_every": 4, **ops})
 
     def run(metrics: str, checkpoints: Path = ckpts) -> subprocess.CompletedProcess:
-        return stage(workspace, "train.py", *TRAIN_ARGS[:3], str(tmp_path / metrics), "--checkpoints", str(checkpoints))
+        return stage(workspace, "train.py", *train_args(tmp_path / metrics), "--checkpoints", str(checkpoints))
 
     try:
         use(lora_r=16)

@@ -60,9 +60,16 @@ BASE_OUTPUTS = "data/base_outputs.json"
 BASE_ARGS = ("data/split/test.parquet", "models/base", BASE_OUTPUTS)
 
 
-def eval_args(adapter: str = "models/adapter", metrics: str = "metrics") -> tuple[str, ...]:
+def train_args(metrics: str | Path = "metrics", adapter: str | Path = "models/adapter") -> tuple[str, ...]:
+    """train's command line, as in dvc.yaml (another adapter and metrics folder for side runs)."""
+    outputs = ("train.json", "train_log.csv", "val_log.csv", "loss_curve.png")
+    return ("data/tokenized", "models/base", str(adapter), *(f"{metrics}/{name}" for name in outputs))
+
+
+def eval_args(adapter: str = "models/adapter", metrics: str | Path = "metrics") -> tuple[str, ...]:
     """evaluate's command line, as in dvc.yaml (another adapter and metrics folder for side runs)."""
-    return ("data/split/test.parquet", "models/base", BASE_OUTPUTS, adapter, metrics)
+    outputs = ("eval.json", "eval_samples.jsonl", "eval_scores.jsonl", "eval_run.json")
+    return ("data/split/test.parquet", "models/base", BASE_OUTPUTS, adapter, *(f"{metrics}/{name}" for name in outputs))
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -84,9 +91,8 @@ def free_port() -> int:
 
 def start_training(ws: Path, metrics: Path, checkpoints: Path, **env: str) -> subprocess.Popen:
     """The train stage in the background (to be signalled), on the workspace's data and base model."""
-    script = [sys.executable, str(ROOT / "stages/train.py"), "data/tokenized", "models/base", "models/adapter"]
     return subprocess.Popen(
-        [*script, str(metrics), "--checkpoints", str(checkpoints)],
+        [sys.executable, str(ROOT / "stages/train.py"), *train_args(metrics), "--checkpoints", str(checkpoints)],
         cwd=ws,
         env={**os.environ, "PYTHONPATH": str(ROOT), **env},
         stdout=subprocess.DEVNULL,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from lorapipe.artifacts import TRAIN_LOG, VAL_LOG
+
 SCHEMA = "https://vega.github.io/schema/vega-lite/v5.json"
 SCORES = (("rougeL", "ROUGE-L"), ("bleu", "BLEU"))  # the bars: the two headline text scores
 # The train stage's loss logs (dvc.yaml plots): (file, y field, curve name).
-LOSS_CURVES = (("metrics/train_log.csv", "loss", "train"), ("metrics/val_log.csv", "val_loss", "validation"))
+LOSS_CURVES = ((str(TRAIN_LOG), "loss", "train"), (str(VAL_LOG), "val_loss", "validation"))
 LOSS_LOGS = tuple(path for path, _, _ in LOSS_CURVES)
 
 
@@ -42,7 +44,7 @@ def scores_spec(runs: list[tuple[str, dict[str, float]]]) -> dict:
 
 def loss_spec(plots: dict[str, list[dict]], names: dict[str, str]) -> dict | None:
     """Training and validation loss of every revision on one chart, from `dvc plots diff --json` data
-    (metrics/train_log.csv and metrics/val_log.csv); `names` relabels revisions. None without data."""
+    (LOSS_CURVES); `names` relabels revisions. None without data."""
     values = [
         {"step": float(point["step"]), "loss": float(point[y]), "curve": curve, "run": names.get(rev, rev)}
         for path, y, curve in LOSS_CURVES

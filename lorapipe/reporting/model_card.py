@@ -10,6 +10,7 @@ import yaml
 
 from lorapipe.params import EvalParams, QuantParams
 from lorapipe.prompt import INSTRUCTION, PLAIN_TEMPLATE
+from lorapipe.reporting.scores_table import markdown_table, score_rows
 from lorapipe.runs import TrainedRun
 
 SYNTHETIC_MARK = "data/synthetic/"
@@ -50,14 +51,6 @@ class CardFacts:
     commit: str
     license: str
     gguf_files: list[str] = field(default_factory=list)  # smallest first: the one the examples use
-
-
-def scores_table(scores: dict) -> str:
-    rows = ["| metric | base | tuned | delta |", "|---|---:|---:|---:|"]
-    for name, base in scores.get("base", {}).items():
-        tuned, delta = scores["tuned"][name], scores["delta"][name]
-        rows.append(f"| {name} | {base:.4f} | {tuned:.4f} | {delta:+.4f} |")
-    return "\n".join(rows)
 
 
 def _section(run: TrainedRun, name: str) -> str:
@@ -201,7 +194,7 @@ Trained with lorapipe (a DVC pipeline for QLoRA fine-tuning) at commit `{facts.c
 Greedy decoding on {facts.scores.get("samples", "?")} held-out test titles, base model vs this model
 (BLEU 0-100, ROUGE F1 0-1, perplexity of the reference descriptions: lower is better).
 
-{scores_table(facts.scores)}
+{markdown_table(score_rows(facts.scores))}
 
 ## Training data
 

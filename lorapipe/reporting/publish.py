@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from lorapipe.artifacts import BASE_MODEL_JSON, DOWNLOAD_JSON, EVAL_JSON
 from lorapipe.cli import UserError, log, run_cli
 from lorapipe.modeling import load_tokenizer
 from lorapipe.outputs import atomic_dir
@@ -122,7 +123,7 @@ def main() -> None:
     if args.gguf:
         files += gguf_files(Path("models/gguf"))
     params = read_yaml(Path("params.yaml"), "run from the repository root")
-    base_model = read_yaml(Path("metrics/base_model.json"), "run the pipeline first (dvc repro)")
+    base_model = read_yaml(BASE_MODEL_JSON, "run the pipeline first (dvc repro)")
     base = base_reference(args.base_model, params, base_model)
     if base is None and not args.merged:
         raise UserError(
@@ -145,8 +146,8 @@ def main() -> None:
             decoding=parse_section(EvalParams, params.get("eval", {})),
             chat_template=bool(tokenizer.chat_template),
             prompt_example=build_prompt(tokenizer, EXAMPLE_TITLE),
-            download=read_yaml(Path("metrics/download.json"), "run the pipeline first (dvc repro)"),
-            scores=read_yaml(Path("metrics/eval.json"), "run the evaluate stage first (dvc repro)"),
+            download=read_yaml(DOWNLOAD_JSON, "run the pipeline first (dvc repro)"),
+            scores=read_yaml(EVAL_JSON, "run the evaluate stage first (dvc repro)"),
             commit=git_commit() or "unknown",
             license=args.license,
             gguf_files=[f.name for f in files if f.suffix == ".gguf"],

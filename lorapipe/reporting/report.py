@@ -24,14 +24,15 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from lorapipe.artifacts import EVAL_JSON, EVAL_SAMPLES, EVAL_SCORES
 from lorapipe.cli import run_cli
 from lorapipe.reporting.charts import LOSS_LOGS, loss_spec, png, scores_spec
-from lorapipe.reporting.compare import HEADLINE, METRICS, Change, pair_up, run_vs_run, tuned_vs_base
-from lorapipe.samples import SAMPLES, read_run, read_samples, read_scores
+from lorapipe.reporting.compare import HEADLINE, METRICS, pair_up, run_vs_run, tuned_vs_base
+from lorapipe.reporting.scores_table import ScoreRow, markdown_table, score_rows
+from lorapipe.samples import read_run, read_samples, read_scores
 from lorapipe.vcs import dvc_json, git
 
 THIS = "this revision"
-PAIRS = (("base", "old"), ("tuned", "new"))  # a tuned-vs-base Change: base model is `old`, tuned `new`
 # Inside a table cell only these can start markup (links and images need `[`; `$` starts math).
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]|~$])")
 # What GitHub turns into actions in plain text: @mentions (and e-mail links), #1 and org/repo#2
@@ -103,7 +104,7 @@ def split_metrics(diff: dict, old_scored: bool, new_scored: bool) -> tuple[dict,
     for path, entries in diff.items():
         for key, change in entries.items():
             name = key.split(".")[-1]
-            if path.endswith("eval.json") and name in METRICS:
+            if path == str(EVAL_JSON) and name in METRICS:
                 shown = new_scored and (old_scored or change.get("old") is None)
                 target = None if shown else quality
             else:
@@ -116,7 +117,7 @@ def split_metrics(diff: dict, old_scored: bool, new_scored: bool) -> tuple[dict,
 def verdict(old: list[dict] | None, new: list[dict] | None, label: str) -> str:
     """The opening lines: one per headline metric, this revision's tuned model against the base revision's."""
     if new is None:
-        return "No per-sample scores in this revision (`metrics/eval_scores.jsonl`): run the evaluate stage.\n"
+        return f"No per-sample scores in this revision (`{EVAL_SCORES}`): run the evaluate stage.\n"
     if old is None:
         intro = (
             f"{code(label)} has no per-sample scores, so there is nothing to compare with: "
@@ -137,22 +138,10 @@ def verdict(old: list[dict] | None, new: list[dict] | None, label: str) -> str:
     return intro + "\n\n" + "\n".join(f"- {c.line()}" for c in changes) + "\n"
 
 
-def tuned_vs_base_table(runs: list[tuple[str, dict[str, Change]]]) -> str:
-    """One row per metric, one column per revision: base -> tuned model (delta, 95% CI)."""
-    if not runs:
-        return ""
-    lines = [
-        "### Tuned vs base model\n",
-        "| metric | " + " | ".join(escape_cell(name, 60) for name, _ in runs) + " |",
-        "|---|" + "---|" * len(runs),
-    ]
-    for name, metric in METRICS.items():
-        cells = []
-        for _, changes in runs:
-            c, d = changes[name], metric.decimals
-            cells.append(f"{c.old:.{d}f} -> {c.new:.{d}f} ({c.interval_text()})")
-        lines.append(f"| {metric.label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+def tuned_vs_base_table(runs: list[tuple[str, list[ScoreRow]]]) -> str:
+    """Both revisions' base vs tuned model, metric by metric, each delta with its 95% interval."""
+    rows = sorted((row for _, rows in runs for row in rows), key=lambda row: list(METRICS).index(row.metric))
+    return f"### Tuned vs base model\n\n{markdown_table(rows)}\n" if rows else ""
 
 
 def changed_most(old: list[dict] | None, new: list[dict] | None, label: str, count: int) -> str:
@@ -216,21 +205,22 @@ def heading(base: str) -> str:
     return "\n".join(lines)
 
 
-def bar_scores(changes: dict[str, Change]) -> dict[str, float]:
-    """{"base.rougeL": ..., "tuned.rougeL": ...} of tuned-vs-base changes, for the score bars."""
-    return {f"{model}.{name}": getattr(c, side) for name, c in changes.items() for model, side in PAIRS}
+def bar_scores(rows: list[ScoreRow]) -> dict[str, float]:
+    """{"base.rougeL": ..., "tuned.rougeL": ...}, for the score bars."""
+    return {f"{model}.{row.metric}": getattr(row, model) for row in rows for model in ("base", "tuned")}
 
 
 def build_report(base: str, samples: int, images: Path) -> list[str | Image]:
     """The report's parts in order; charts are written into `images` as PNG."""
     old, new, label = read_scores(base), read_scores(), rev_label(base)
-    runs = [(name, {m: tuned_vs_base(rows, m) for m in METRICS}) for name, rows in ((label, old), (THIS, new)) if rows]
+    named = ((label, old), (THIS, new))
+    runs = [(name, score_rows(samples=rows, run=escape_cell(name, 60))) for name, rows in named if rows]
     parts: list[str | Image] = [heading(base), verdict(old, new, label), tuned_vs_base_table(runs)]
 
     images.mkdir(parents=True, exist_ok=True)
     plots = dvc_json("plots", "diff", base, "--targets", *LOSS_LOGS).get("data", {})
     loss = loss_spec(plots, {"workspace": THIS, base: label})
-    bars = scores_spec([(name, bar_scores(changes)) for name, changes in runs]) if runs else None
+    bars = scores_spec([(name, bar_scores(rows)) for name, rows in runs]) if runs else None
     charts = [(loss, "loss.png", "loss curves, both revisions"), (bars, "scores.png", "base vs tuned, both revisions")]
     if loss or bars:
         parts.append("### Curves and scores\n")
@@ -244,7 +234,7 @@ def build_report(base: str, samples: int, images: Path) -> list[str | Image]:
     quality, speed = split_metrics(dvc_json("metrics", "diff", base), bool(old), bool(new))
     parts.append(diff_table(quality, "Metrics", with_delta=True))
     parts.append(diff_table(speed, "Speed and memory", with_delta=True))
-    parts.append(samples_table(SAMPLES, samples))
+    parts.append(samples_table(EVAL_SAMPLES, samples))
     return [p for p in parts if p]
 
 

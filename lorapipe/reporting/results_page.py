@@ -16,25 +16,27 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lorapipe.artifacts import EVAL_JSON, TRAIN_JSON
 from lorapipe.cli import UserError, run_cli
 from lorapipe.outputs import atomic_path
+from lorapipe.params import flatten
 from lorapipe.reporting.charts import scores_spec, svg
-from lorapipe.reporting.compare import tuned_vs_base
-from lorapipe.reporting.report import shorten
+from lorapipe.reporting.report import bar_scores, shorten
+from lorapipe.reporting.scores_table import html_cell, score_rows
 from lorapipe.reporting.study_sections import study_sections
 from lorapipe.samples import read_samples, read_scores
 from lorapipe.vcs import dvc_json
 
-# (metrics file, key, column title): the scores and training figures worth comparing at a glance.
-# A "delta." key shows its 95% interval when the experiment has per-sample scores.
-METRICS = [
-    ("metrics/eval.json", "tuned.rougeL", "ROUGE-L"),
-    ("metrics/eval.json", "delta.rougeL", "Δ ROUGE-L (95% CI)"),
-    ("metrics/eval.json", "tuned.bleu", "BLEU"),
-    ("metrics/eval.json", "delta.bleu", "Δ BLEU (95% CI)"),
-    ("metrics/train.json", "val_loss", "val loss"),
-    ("metrics/train.json", "tokens_per_s", "tokens/s"),
+EVAL, TRAIN = str(EVAL_JSON), str(TRAIN_JSON)  # as `dvc exp show` names them
+# The scores and training figures worth comparing at a glance. Scores: (column of the scores table,
+# metric, title); a delta shows its 95% interval when the experiment has per-sample scores.
+SCORE_COLUMNS = [
+    ("tuned", "rougeL", "ROUGE-L"),
+    ("delta", "rougeL", "Δ ROUGE-L (95% CI)"),
+    ("tuned", "bleu", "BLEU"),
+    ("delta", "bleu", "Δ BLEU (95% CI)"),
 ]
+TRAIN_COLUMNS = [("val_loss", "val loss"), ("tokens_per_s", "tokens/s")]  # (train.json key, title)
 STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #1f2328; }
 table { border-collapse: collapse; margin: 1rem 0; font-size: 14px; }
@@ -44,18 +46,6 @@ th { background: #f6f8fa; }
 .charts { display: flex; flex-wrap: wrap; gap: 1.5rem; }
 code { background: #f6f8fa; padding: 1px 4px; }
 """
-
-
-def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    """{"lora": {"r": 8}} -> {"lora.r": 8}; a list becomes one comma-separated string."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = ", ".join(map(str, value)) if isinstance(value, list) else value
-    return flat
 
 
 def short_rev(rev: str) -> str:
@@ -72,19 +62,22 @@ def experiment_rows(show: list[dict]) -> list[dict]:
     rows = []
     for name, entry in entries:
         data = entry.get("data") or {}
-        metrics = {path: flatten(m.get("data") or {}) for path, m in (data.get("metrics") or {}).items()}
+        nested = {path: m.get("data") or {} for path, m in (data.get("metrics") or {}).items()}
+        metrics = {path: flatten(values) for path, values in nested.items()}
         if entry.get("error") or not any(metrics.values()):
             continue  # a failed experiment, or a commit the pipeline never ran on
         params = data.get("params", {}).get("params.yaml", {}).get("data", {})
-        rows.append({"name": name, "rev": entry["rev"], "params": flatten(params), "metrics": metrics})
+        row = {"name": name, "rev": entry["rev"], "params": flatten(params), "metrics": metrics}
+        rows.append({**row, "eval": nested.get(EVAL)})
     return rows
 
 
-def add_intervals(rows: list[dict]) -> None:
-    """Each row's tuned-vs-base changes with 95% intervals, from its eval_scores.jsonl (if it has one)."""
+def add_scores(rows: list[dict]) -> None:
+    """Each row's scores table by metric (base, tuned, delta), each delta with its 95% interval when the
+    revision has per-sample scores (eval_scores.jsonl)."""
     for row in rows:
-        scores = read_scores(None if row["rev"] == "workspace" else row["rev"])
-        row["changes"] = {m: tuned_vs_base(scores, m) for m in ("rougeL", "bleu")} if scores else {}
+        samples = read_scores(None if row["rev"] == "workspace" else row["rev"])
+        row["scores"] = {r.metric: r for r in score_rows(row["eval"], samples)}
 
 
 def varying_params(rows: list[dict]) -> list[str]:
@@ -101,28 +94,22 @@ def cell(value: Any) -> str:
     return f"<td>{html.escape(shorten('—' if value is None else str(value)))}</td>"
 
 
-def metric_cell(row: dict, path: str, key: str) -> str:
-    """A metric's cell; a tuned-vs-base delta with its 95% interval when the row has per-sample scores."""
-    change = row.get("changes", {}).get(key.removeprefix("delta.")) if key.startswith("delta.") else None
-    if change is None:
-        return cell(row["metrics"].get(path, {}).get(key))
-    return f'<td class="num">{change.delta_text()} ({change.bounds()})</td>'
-
-
 def experiments_table(rows: list[dict]) -> str:
     params = varying_params(rows)
-    head = ["experiment", "rev", *params, *(title for _, _, title in METRICS)]
+    titles = [*(title for _, _, title in SCORE_COLUMNS), *(title for _, title in TRAIN_COLUMNS)]
+    head = ["experiment", "rev", *params, *titles]
     lines = ["<table>", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
     for row in rows:
         values = [row["name"], short_rev(row["rev"]), *(row["params"].get(k) for k in params)]
-        cells = [*map(cell, values), *(metric_cell(row, path, key) for path, key, _ in METRICS)]
-        lines.append("<tr>" + "".join(cells) + "</tr>")
+        scores = [html_cell(row["scores"].get(metric), column) for column, metric, _ in SCORE_COLUMNS]
+        training = [row["metrics"].get(TRAIN, {}).get(key) for key, _ in TRAIN_COLUMNS]
+        lines.append("<tr>" + "".join([*map(cell, values), *scores, *map(cell, training)]) + "</tr>")
     return "\n".join([*lines, "</table>"])
 
 
 def run_scores(rows: list[dict]) -> list[tuple[str, dict]]:
-    """(experiment, its flat eval.json scores) for the score bars."""
-    return [(row["name"], row["metrics"]["metrics/eval.json"]) for row in rows if "metrics/eval.json" in row["metrics"]]
+    """(experiment, its base and tuned scores) for the score bars."""
+    return [(row["name"], bar_scores(list(row["scores"].values()))) for row in rows if row["scores"]]
 
 
 def plot_specs(rows: list[dict]) -> list[dict]:
@@ -170,7 +157,7 @@ def main() -> None:
     rows = experiment_rows(dvc_json("exp", "show"))
     if not rows:
         raise UserError("no experiment has metrics yet; run the pipeline first (dvc exp run)")
-    add_intervals(rows)
+    add_scores(rows)
     page = render_page(rows, plot_specs(rows), read_samples()[: args.samples])
     with atomic_path(args.out) as tmp:
         tmp.write_text(page)

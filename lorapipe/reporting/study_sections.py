@@ -13,11 +13,12 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from lorapipe.artifacts import EVAL_JSON, LENGTHS_JSON, TRAIN_JSON
+
 STUDY_COMMAND = "dvc exp run --queue -S quant.bits=4,8,16 && dvc exp run --run-all"
-TRAIN, EVAL, LENGTHS = "metrics/train.json", "metrics/eval.json", "metrics/lengths.json"
+TRAIN, EVAL, LENGTHS = str(TRAIN_JSON), str(EVAL_JSON), str(LENGTHS_JSON)  # as `dvc exp show` names them
 # (metrics file, key, column title, chart it also appears in)
 QUANT_COLUMNS = [
     (TRAIN, "tokens_per_s", "train tokens/s", True),
@@ -121,8 +122,8 @@ def study_sections(rows: list[dict], svg: Callable[[dict], str], cell: Cell) -> 
         parts.append("<p>No run has both train and evaluate metrics yet.</p>")
     # lengths.json is a plain output, not a DVC metric: read from the workspace unless a row has it.
     lengths = next((row["metrics"][LENGTHS] for row in rows if row["metrics"].get(LENGTHS)), None)
-    if lengths is None and Path(LENGTHS).is_file():
-        lengths = json.loads(Path(LENGTHS).read_text())
+    if lengths is None and LENGTHS_JSON.is_file():
+        lengths = json.loads(LENGTHS_JSON.read_text())
     if lengths:
         parts += [
             f"<h2>Token lengths ({lengths.get('examples', '?')} train examples)</h2>",

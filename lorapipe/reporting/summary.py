@@ -12,30 +12,31 @@ import json
 import sys
 from pathlib import Path
 
+from lorapipe.artifacts import EVAL_JSON, EVAL_SCORES
 from lorapipe.cli import UserError, run_cli
-from lorapipe.reporting.compare import METRICS, Change, tuned_vs_base
-from lorapipe.samples import SCORES, read_scores
+from lorapipe.reporting.scores_table import markdown_table, score_rows
+from lorapipe.samples import read_scores
 
 
-def summary_table(result: dict, changes: dict[str, Change] | None = None) -> str:
-    """base, tuned and delta per metric of an eval.json; the delta's 95% interval from `changes`."""
-    changes = changes or {}
-    lines = [f"{'metric':<12}{'base':>10}{'tuned':>10}{'delta':>10}  {'95% CI of delta' if changes else ''}".rstrip()]
-    for name in result["base"]:
-        base, tuned, delta = result["base"][name], result["tuned"][name], result["delta"][name]
-        interval = f"  {changes[name].bounds():<16}{changes[name].verdict}" if name in changes else ""
-        lines.append(f"{name:<12}{base:>10.4f}{tuned:>10.4f}{delta:>+10.4f}{interval}")
-    lines.append(f"({result['samples']} test samples; BLEU 0-100, ROUGE F1 0-1, lower perplexity is better)")
-    return "\n".join(lines)
+def read_result(path: Path) -> dict:
+    """An eval.json: its base and tuned scores, or one error line saying what is wrong with it."""
+    if not path.is_file():
+        raise UserError(f"{path} not found; run the pipeline first (dvc repro)")
+    try:
+        result = json.loads(path.read_bytes())
+    except ValueError as err:
+        raise UserError(f"{path}: not valid JSON ({err})") from None
+    if not (isinstance(result, dict) and all(isinstance(result.get(m), dict) for m in ("base", "tuned"))):
+        raise UserError(f"{path}: no base and tuned scores; run the evaluate stage (dvc repro evaluate)")
+    return result
 
 
 def main() -> None:
-    path = Path(sys.argv[1] if len(sys.argv) > 1 else "metrics/eval.json")
-    if not path.is_file():
-        raise UserError(f"{path} not found; run the pipeline first (dvc repro)")
-    scores = read_scores(path=path.with_name(SCORES.name))
-    changes = {name: tuned_vs_base(scores, name) for name in METRICS} if scores else {}
-    print(summary_table(json.loads(path.read_text()), changes))
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else EVAL_JSON
+    result = read_result(path)
+    samples = read_scores(path=path.with_name(EVAL_SCORES.name))
+    print(markdown_table(score_rows(result, samples)))
+    print(f"({result.get('samples', '?')} test samples; BLEU 0-100, ROUGE F1 0-1, lower perplexity is better)")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.workspace import assert_one_line_error, stage, write_params
+from tests.workspace import assert_one_line_error, stage, train_args, write_params
 
 CLEAN_ARGS = ("data/raw.json.gz", "data/clean.parquet", "data/rejects.jsonl", "metrics/clean.json")
 
@@ -91,8 +91,8 @@ def test_zero_records_left(ws):
     ("script", "args", "params", "fragment"),
     [
         ("clean.py", CLEAN_ARGS, {"clean": {"max_titel_chars": 9}}, "did you mean 'clean.max_title_chars'?"),
-        ("train.py", ("t", "m", "a", "metrics"), {"lora": {"r": 0}}, "'lora.r' must be >= 1, got 0"),
-        ("train.py", ("t", "m", "a", "metrics"), {"train": {"lr": -1e-4}}, "'train.lr' must be >= 0"),
+        ("train.py", train_args(), {"lora": {"r": 0}}, "'lora.r' must be >= 1, got 0"),
+        ("train.py", train_args(), {"train": {"lr": -1e-4}}, "'train.lr' must be >= 0"),
         ("split.py", ("s", "o", "m.json"), {"split": {"test_size": 1.5}}, "'split.test_size' must be <= 0.9"),
         ("split.py", ("s", "o", "m.json"), {"split": {"test_size": 0.0}}, "split.test_size must be above 0"),
         ("sample.py", ("c", "o", "m.json"), {"sample": {"size": "many"}}, "'sample.size' must be an integer"),

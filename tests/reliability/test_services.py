@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import sh
 from tests.http_server import serve_status
-from tests.workspace import data_workspace, free_port, stage
+from tests.workspace import data_workspace, free_port, stage, train_args
 
 TRAIN = {
     "max_steps": 2,
@@ -18,7 +18,7 @@ TRAIN = {
     "eval_every": 2,
     "grad_checkpointing": False,
 }
-TRAIN_ARGS = ("data/tokenized", "models/base", "models/adapter", "metrics")
+TRAIN_ARGS = train_args()
 
 
 @pytest.fixture(scope="module")
