@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.conftest import copy_workspace, kept_read_only
 from tests.workspace import assert_one_line_error, data_workspace, stage, write_params
 
 TRAIN = {
@@ -36,9 +38,10 @@ def logged(metrics: Path, column: str) -> list[float]:
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, tiny_model_dir) -> Path:
+def prepared(tmp_path_factory, tiny_model_dir) -> Iterator[Path]:
+    """Data and base model built; each test trains in its own copy (`workspace`)."""
     # No dropout: each process draws its own masks, so only then are the runs comparable number for number.
-    return data_workspace(
+    ws = data_workspace(
         tmp_path_factory.mktemp("ddp"),
         tiny_model_dir,
         sample={"size": 200},
@@ -47,6 +50,13 @@ def workspace(tmp_path_factory, tiny_model_dir) -> Path:
         train=TRAIN,
         ops=OPS,
     )
+    with kept_read_only(ws):
+        yield ws
+
+
+@pytest.fixture
+def workspace(prepared, tmp_path) -> Path:
+    return copy_workspace(prepared, tmp_path / "ws")
 
 
 def test_two_processes_train_the_same_steps_as_one(workspace):

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -95,13 +96,34 @@ def start_training(ws: Path, metrics: Path, checkpoints: Path, **env: str) -> su
     )
 
 
-def wait_until(proc: subprocess.Popen, done: Callable[[], bool], timeout: float = 300) -> None:
-    """Poll `done` while `proc` runs; fail if it ends (or time runs out) first."""
+def wait_for(
+    ready: str | Callable[[], object], timeout: float, proc: subprocess.Popen | None = None, every: float = 0.05
+) -> None:
+    """Return once `ready` holds: a predicate returns something true, or a URL answers 200. Fail if `proc`
+    (the process that brings it about) ends first, showing what it printed, or if `timeout` seconds pass
+    (then `proc` is killed: a test that failed leaves nothing running)."""
+    check = ready if callable(ready) else lambda: answers(ready)
     deadline = time.monotonic() + timeout
-    while not done():
-        assert proc.poll() is None, "the process ended before the awaited moment"
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+    while not check():
+        if proc is not None and proc.poll() is not None:
+            printed = [p.read() for p in (proc.stdout, proc.stderr) if p is not None]
+            text = "".join(x.decode(errors="replace") if isinstance(x, bytes) else x for x in printed)[-3000:]
+            raise AssertionError(f"{proc.args[:3]} ended ({proc.returncode}) before {ready} was ready:\n{text}")
+        if time.monotonic() > deadline:
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+            raise AssertionError(f"{ready} not ready after {timeout} s")
+        time.sleep(every)
+
+
+def answers(url: str) -> bool:
+    """Whether `url` answers 200 now."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:  # refused while the server starts, or an HTTP error
+        return False
 
 
 def train_losses(metrics: Path) -> list[float]:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 
-from tests.conftest import ROOT, sh
+from tests.conftest import ROOT, child_env, sh
 from tests.workspace import stage
 
 CREDENTIAL = re.compile(
@@ -95,11 +94,10 @@ def test_remote_setup_never_puts_the_secret_on_a_command_line(tmp_path):
     # Left by an earlier setup whose .dvc/config was since checked out again: must not stop this one.
     (tmp_path / ".dvc/config.local").write_text("['remote \"dagshub\"']\n    access_key_id = stale\n")
     secret = SECRETS["DAGSHUB_TOKEN"]
-    env = {"DAGSHUB_USER": "me", "DAGSHUB_REPO": "lorapipe", "DAGSHUB_TOKEN": secret, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
         [sys.executable, "-c", RECORD_CHILDREN, str(ROOT / "scripts/remote.py"), "--default"],
         cwd=tmp_path,
-        env={**os.environ, **env},
+        env=child_env(DAGSHUB_USER="me", DAGSHUB_REPO="lorapipe", DAGSHUB_TOKEN=secret),
         capture_output=True,
         text=True,
     )
