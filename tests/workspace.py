@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 import socket
 import subprocess
@@ -16,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from tests.conftest import ROOT, default_params
+from tests.conftest import ROOT, child_env, default_params
 
 
 def write_params(ws: Path, **sections: dict[str, Any]) -> None:
@@ -35,7 +34,7 @@ def stage(ws: Path, script: str, *args: str, check: bool = True, timeout: float 
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env=child_env(),
     )
     if check and result.returncode != 0:
         raise AssertionError(f"{script} failed:\n{result.stderr[-3000:]}")
@@ -89,7 +88,7 @@ def start_training(ws: Path, metrics: Path, checkpoints: Path, **env: str) -> su
     return subprocess.Popen(
         [*script, str(metrics), "--checkpoints", str(checkpoints)],
         cwd=ws,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        env=child_env(**env),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
