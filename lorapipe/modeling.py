@@ -41,7 +41,9 @@ def cpu_has_native_bf16() -> bool:
 
 
 def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    """The folder's tokenizer; one that needs the folder's own Python code is refused (transformers would
+    otherwise ask on the terminal whether to run it)."""
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -7,8 +7,8 @@ import os
 import re
 import shutil
 import subprocess
-import time
-import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,40 @@ SMOLLM2_GGUF = ROOT / ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a child process (a stage, a module, a script): this checkout's lorapipe on
+    PYTHONPATH, since the venv's editable install may point at another checkout; then `extra`."""
+    return {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(ROOT), **extra}
+
+
+def tree_state(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under `folder` (links not followed): relative path -> (size, mtime_ns)."""
+    state = {}
+    for parent, _, files in os.walk(folder):
+        for name in files:
+            stat = os.lstat(os.path.join(parent, name))
+            state[os.path.relpath(os.path.join(parent, name), folder)] = (stat.st_size, stat.st_mtime_ns)
+    return state
+
+
+@contextmanager
+def kept_read_only(folder: Path) -> Iterator[Path]:
+    """Yields `folder`; fails afterwards if anything in it was added, removed or rewritten. A shared fixture
+    that one test changes makes the next test's result depend on the order they ran in."""
+    before = tree_state(folder)
+    yield folder
+    after = tree_state(folder)
+    changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+    assert not changed, f"a test changed the shared, read-only {folder}: {changed[:20]} (copy it first)"
+
+
+def copy_workspace(source: Path, to: Path) -> Path:
+    """A private copy of a shared workspace or repo, to change params or write outputs in. Without MLflow's
+    local store: its experiment names the original's absolute artifact folder, so the copy's runs would
+    write there; the copy's stages start a store of their own."""
+    return Path(shutil.copytree(source, to, symlinks=True, ignore=shutil.ignore_patterns("mlflow.db", "mlruns")))
 
 
 @pytest.fixture(scope="session")
@@ -75,8 +109,7 @@ def default_params() -> dict:
 
 
 def sh(repo: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=env, timeout=900)
+    result = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=child_env(), timeout=900)
     if check and result.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
@@ -117,9 +150,17 @@ def commit(repo: Path, message: str) -> None:
     sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory, smollm2_gguf) -> Path:
-    return copy_tree(tmp_path_factory.mktemp("repo"))
+@pytest.fixture(scope="session")
+def pristine_repo(tmp_path_factory, smollm2_gguf) -> Iterator[Path]:
+    """copy_tree's repo, made once; tests get copies (`repo`)."""
+    with kept_read_only(copy_tree(tmp_path_factory.mktemp("pristine-repo"))) as repo:
+        yield repo
+
+
+@pytest.fixture
+def repo(pristine_repo, tmp_path) -> Path:
+    """A fresh copy of the pristine repo for each test: git, DVC and params as a clone has them."""
+    return copy_workspace(pristine_repo, tmp_path / "repo")
 
 
 # The offline profile, shortened further: a DAG run on SmolLM2 in about a minute.
@@ -153,17 +194,45 @@ def experiments(tmp_path_factory, smollm2_gguf) -> Experiments:
     return Experiments(repo, first, second, export)
 
 
-@pytest.fixture(scope="session")
-def tuned_workspace(tmp_path_factory, tiny_model_dir) -> Path:
-    """A workspace where the real stages built data, then trained an nf4 LoRA adapter on the tiny Llama."""
-    from tests.workspace import data_workspace, stage, train_args
+# The shared trained workspace's params: checkpoints at steps 10, 20 and 30 leave time to kill a rerun
+# between two of them (test_training).
+TUNED = {
+    "sample": {"size": 300},
+    "tokenize": {"seq_len": 256},
+    "train": {
+        "max_steps": 30,
+        "micro_batch": 2,
+        "grad_accum": 2,
+        "lr": 0.002,
+        "eval_every": 10,
+        "grad_checkpointing": False,
+    },
+    "ops": {"save_every": 10, "keep_checkpoints": 2},
+}
+TUNED_TRAIN_ARGS = (  # tests.workspace.train_args(), spelled out: that module imports this one
+    "data/tokenized",
+    "models/base",
+    "models/adapter",
+    *(f"metrics/{name}" for name in ("train.json", "train_log.csv", "val_log.csv", "loss_curve.png")),
+)
 
-    train = {"max_steps": 10, "micro_batch": 2, "grad_accum": 1, "lr": 0.003, "grad_checkpointing": False}
-    ws = data_workspace(
-        tmp_path_factory.mktemp("tuned"), tiny_model_dir, sample={"size": 200}, tokenize={"seq_len": 256}, train=train
-    )
-    stage(ws, "train.py", *train_args())
-    return ws
+
+@pytest.fixture(scope="session")
+def tuned_workspace(tmp_path_factory, tiny_model_dir) -> Iterator[Path]:
+    """A workspace where the real stages built data, then trained an nf4 LoRA adapter on the tiny Llama once
+    (models/adapter, models/checkpoints, metrics/). Shared by many tests, so read-only: `tuned_copy` to change it."""
+    from tests.workspace import data_workspace, stage
+
+    ws = data_workspace(tmp_path_factory.mktemp("tuned"), tiny_model_dir, **TUNED)
+    stage(ws, "train.py", *TUNED_TRAIN_ARGS)
+    with kept_read_only(ws):
+        yield ws
+
+
+@pytest.fixture
+def tuned_copy(tuned_workspace, tmp_path) -> Path:
+    """This test's own copy of tuned_workspace, to change params, train or export in."""
+    return copy_workspace(tuned_workspace, tmp_path / "tuned")
 
 
 # Built at run time, so no credential-shaped string sits in a tracked file.
@@ -173,7 +242,7 @@ S3_KEY_ID, S3_SECRET = "AKIA" + "TESTONLY" * 2, "fake/secret+key0123456789" + "a
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """A real S3-compatible server (moto) on 127.0.0.1 with an empty bucket `dvc`."""
-    from tests.workspace import free_port
+    from tests.workspace import free_port, wait_for
 
     port = free_port()
     proc = subprocess.Popen(
@@ -182,23 +251,22 @@ def s3_endpoint():
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("moto_server did not start")
-            time.sleep(0.3)
-    import boto3
+    try:
+        wait_for(url, timeout=60, proc=proc)
+        import boto3
 
-    boto3.client(
-        "s3", endpoint_url=url, aws_access_key_id=S3_KEY_ID, aws_secret_access_key=S3_SECRET, region_name="us-east-1"
-    ).create_bucket(Bucket="dvc")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=url,
+            aws_access_key_id=S3_KEY_ID,
+            aws_secret_access_key=S3_SECRET,
+            region_name="us-east-1",
+        )
+        s3.create_bucket(Bucket="dvc")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 # Debian's packages by default; GitHub's runners point these at their preinstalled Chrome.

@@ -12,33 +12,19 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import ROOT, save_screenshot
-from tests.workspace import assert_one_line_error, free_port
+from tests.conftest import ROOT, child_env, save_screenshot
+from tests.workspace import assert_one_line_error, free_port, wait_for, write_params
 
 
 def start_app(repo, port: int, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, str(ROOT / "app.py"), "--port", str(port), *args],
         cwd=repo,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
+        env=child_env(PYTHONUNBUFFERED="1"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-
-
-def wait_until_up(process: subprocess.Popen, url: str, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"app exited {process.returncode}:\n{process.stdout.read()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(1)
-    raise AssertionError(f"app not up at {url} after {timeout} s")
 
 
 @pytest.fixture
@@ -47,7 +33,7 @@ def app_url(experiments):
     process = start_app(experiments.repo, port)
     url = f"http://127.0.0.1:{port}/"
     try:
-        wait_until_up(process, url)
+        wait_for(url, timeout=180, proc=process, every=1)
         yield url
     finally:
         process.terminate()
@@ -85,7 +71,7 @@ def test_app_says_which_experiment_it_serves_and_asks_for_a_share_link(experimen
     process = start_app(experiments.repo, port, "--share")
     url = f"http://127.0.0.1:{port}/"
     try:
-        wait_until_up(process, url)
+        wait_for(url, timeout=180, proc=process, every=1)
         with urllib.request.urlopen(url + "config", timeout=30) as response:
             page = json.dumps(json.loads(response.read()))
         output = read_until(process, "share link", timeout=120)
@@ -113,13 +99,13 @@ def read_until(process: subprocess.Popen, text: str, timeout: float) -> str:
 
 
 def test_missing_models_is_a_one_line_error(tmp_path):
-    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    write_params(tmp_path)
     result = subprocess.run(
         [sys.executable, str(ROOT / "app.py"), "--models", "nothing-here"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env=child_env(),
     )
     assert_one_line_error(result, "nothing-here/base: not found", "make demo")

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from bench.data_pipeline import generate
-from tests.conftest import ROOT
+from tests.conftest import ROOT, child_env
 from tests.workspace import stage, write_params
 
 PINNED = {
@@ -128,7 +128,7 @@ def test_stages_log_their_time_and_memory_when_asked(prepared, tmp_path, monkeyp
     from lorapipe.timings import run_timed
 
     monkeypatch.chdir(prepared)
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.setenv("PYTHONPATH", child_env()["PYTHONPATH"])  # run_timed's child inherits os.environ
     log = tmp_path / "timings.jsonl"
     outs = [str(tmp_path / "split"), str(tmp_path / "split.json")]
     command = [sys.executable, str(ROOT / "stages/split.py"), "sample.parquet", *outs]

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.workspace import assert_one_line_error, data_workspace, stage, train_args, write_params
+from tests.conftest import copy_workspace, kept_read_only
+from tests.workspace import assert_one_line_error, data_workspace, stage, write_params
 
 TRAIN = {
     "max_steps": 6,
@@ -25,7 +27,7 @@ OPS = {"save_every": 3}
 
 
 def run(ws: Path, out: str) -> str:
-    args = (*train_args(out, f"{out}/adapter"), "--checkpoints", f"{out}/checkpoints")
+    args = ("data/tokenized", "models/base", f"{out}/adapter", out, "--checkpoints", f"{out}/checkpoints")
     result = stage(ws, "train.py", *args)
     return result.stderr
 
@@ -36,9 +38,10 @@ def logged(metrics: Path, column: str) -> list[float]:
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, tiny_model_dir) -> Path:
+def prepared(tmp_path_factory, tiny_model_dir) -> Iterator[Path]:
+    """Data and base model built; each test trains in its own copy (`workspace`)."""
     # No dropout: each process draws its own masks, so only then are the runs comparable number for number.
-    return data_workspace(
+    ws = data_workspace(
         tmp_path_factory.mktemp("ddp"),
         tiny_model_dir,
         sample={"size": 200},
@@ -47,6 +50,13 @@ def workspace(tmp_path_factory, tiny_model_dir) -> Path:
         train=TRAIN,
         ops=OPS,
     )
+    with kept_read_only(ws):
+        yield ws
+
+
+@pytest.fixture
+def workspace(prepared, tmp_path) -> Path:
+    return copy_workspace(prepared, tmp_path / "ws")
 
 
 def test_two_processes_train_the_same_steps_as_one(workspace):
@@ -81,7 +91,10 @@ def test_grad_accum_must_split_evenly_across_processes(workspace, tmp_path):
     result = stage(
         workspace,
         "train.py",
-        *train_args(tmp_path, tmp_path / "adapter"),
+        "data/tokenized",
+        "models/base",
+        str(tmp_path / "adapter"),
+        str(tmp_path),
         "--checkpoints",
         str(tmp_path / "checkpoints"),
         check=False,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import os
 import subprocess
 import sys
 import zipfile
@@ -16,7 +15,7 @@ import yaml
 
 from lorapipe.cli import UserError
 from lorapipe.fetch import download, resolve_source
-from tests.conftest import ROOT
+from tests.conftest import ROOT, child_env
 from tests.http_server import serve
 from tests.workspace import assert_one_line_error, free_port
 
@@ -33,7 +32,7 @@ def run_download(tmp_path: Path, url: str, sha256: str = "", member: str = "x", 
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env=child_env(),
         timeout=120,
     )
 

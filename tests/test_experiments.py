@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
 
 import yaml
 
 from tests.conftest import sh
+from tests.workspace import wait_for
 
 
 def queue_status(repo) -> dict[str, str]:
@@ -31,11 +31,13 @@ def test_queued_sweep_then_show_apply_and_branch(repo):
     for size in (600, 700):
         sh(repo, "dvc", "exp", "run", "split", "--queue", "-n", f"size-{size}", "-S", f"sample.size={size}")
     sh(repo, "dvc", "queue", "start", "-j", "1")
-    deadline = time.monotonic() + 600
-    while (status := queue_status(repo)) != {"size-600": "Success", "size-700": "Success"}:
+
+    def swept() -> bool:
+        status = queue_status(repo)
         assert "Failed" not in status.values(), sh(repo, "dvc", "queue", "logs", "size-600", check=False).stdout
-        assert time.monotonic() < deadline, status
-        time.sleep(2)
+        return status == {"size-600": "Success", "size-700": "Success"}
+
+    wait_for(swept, timeout=600, every=2)
     params = experiment_params(repo)
     assert params["size-600"]["sample"]["size"] == 600 and params["size-700"]["sample"]["size"] == 700
 
@@ -49,4 +51,3 @@ def test_queued_sweep_then_show_apply_and_branch(repo):
     sh(repo, "dvc", "exp", "branch", "size-600", "sample-600")
     shown = sh(repo, "git", "show", "sample-600:params.yaml").stdout
     assert yaml.safe_load(shown)["sample"]["size"] == 600
-    sh(repo, "git", "checkout", "params.yaml")

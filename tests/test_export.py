@@ -19,12 +19,12 @@ TITLES = ["Acme Stainless Steel Travel Mug 16oz", "USB-C Charging Cable 2m", "Ki
 EXPORT_ARGS = ("models/base", "models/adapter", "models/merged", "models/gguf", "metrics/export.json")
 
 
-def test_merged_model_decodes_like_the_adapter_model(tuned_workspace):
+def test_merged_model_decodes_like_the_adapter_model(tuned_copy):
     """Greedy output of the merged fp32 export equals nf4 base + unmerged adapter, as trained."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    ws = tuned_workspace
+    ws = tuned_copy
     write_params(ws, export={"dtype": "fp32"}, eval={"max_new_tokens": 16})
     stage(ws, "export.py", *EXPORT_ARGS)
     assert not list((ws / "models/merged").glob("*.bin"))
@@ -43,8 +43,8 @@ def test_merged_model_decodes_like_the_adapter_model(tuned_workspace):
     assert generate_texts(load_model(ws / "models/base", torch.float32, cpu), tokenizer, prompts, params) != expected
 
 
-def test_default_export_is_bf16_with_decoding_settings_and_loads_without_peft(tuned_workspace, tmp_path):
-    ws = tuned_workspace
+def test_default_export_is_bf16_with_decoding_settings_and_loads_without_peft(tuned_copy, tmp_path):
+    ws = tuned_copy
     write_params(ws, eval={"max_new_tokens": 40, "repetition_penalty": 1.1})
     out = tmp_path / "merged"
     gguf, metrics = str(tmp_path / "gguf"), str(tmp_path / "export.json")

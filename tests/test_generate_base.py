@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+from tests.conftest import copy_workspace
 from tests.workspace import BASE_ARGS, BASE_OUTPUTS, assert_one_line_error, eval_args, stage
 
 EVAL = {"max_samples": 6, "batch_size": 4, "max_new_tokens": 8, "report_samples": 2}
@@ -19,7 +19,7 @@ EVAL = {"max_samples": 6, "batch_size": 4, "max_new_tokens": 8, "report_samples"
 @pytest.fixture(scope="module")
 def workspace(tuned_workspace, tmp_path_factory) -> Path:
     """A copy of the trained tiny-Llama workspace after generate_base and evaluate."""
-    ws = Path(shutil.copytree(tuned_workspace, tmp_path_factory.mktemp("base") / "ws"))
+    ws = copy_workspace(tuned_workspace, tmp_path_factory.mktemp("base") / "ws")
     params = yaml.safe_load((ws / "params.yaml").read_text())
     params["eval"].update(EVAL)
     (ws / "params.yaml").write_text(yaml.safe_dump(params))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -23,7 +22,7 @@ from lorapipe.params import EvalParams, ExportParams, LoraParams, QuantParams, T
 from lorapipe.prompt import build_prompt
 from lorapipe.runs import TrainedRun, save_run
 from lorapipe.tables import read_text_table
-from tests.conftest import ROOT
+from tests.conftest import ROOT, child_env
 from tests.test_export import TITLES
 from tests.workspace import assert_one_line_error, stage, write_params
 
@@ -74,9 +73,9 @@ def first_tokens_agree(texts: list[str], expected: list[str], tokenizer, n: int 
     return sum(encode(a) == encode(b) for a, b in zip(texts, expected, strict=True))
 
 
-def test_gguf_round_trip_decodes_like_the_merged_model(tuned_workspace, tmp_path, llama_cpp_converter):
+def test_gguf_round_trip_decodes_like_the_merged_model(tuned_copy, tmp_path, llama_cpp_converter):
     """SmolLM2's BPE tokenizer on a Llama: f16 decodes exactly as the merged model, q8_0 nearly."""
-    ws = tuned_workspace
+    ws = tuned_copy
     write_params(ws, export={"dtype": "fp32", "gguf_types": ["f16", "q8_0"]}, eval={"max_new_tokens": 16})
     merged, out = tmp_path / "merged", tmp_path / "gguf"
     stage(ws, "export.py", "models/base", "models/adapter", str(merged), str(out), str(tmp_path / "export.json"))
@@ -216,7 +215,7 @@ def convert(*args: str, **env: str) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        env=child_env(**env),
     )
 
 
@@ -238,7 +237,7 @@ def test_unsupported_or_corrupt_model_is_one_line_error(tiny_model_dir, tmp_path
 
 
 def test_missing_converter_is_one_line_error_before_any_work(tuned_workspace, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "LORAPIPE_LLAMA_CPP": str(tmp_path / "no-llama.cpp")}
+    env = child_env(LORAPIPE_LLAMA_CPP=str(tmp_path / "no-llama.cpp"))
     args = ["models/base", "models/adapter", str(tmp_path / "merged"), str(tmp_path / "gguf"), str(tmp_path / "e.json")]
     result = subprocess.run(
         [sys.executable, str(ROOT / "stages/export.py"), *args],

@@ -6,12 +6,14 @@ import csv
 import json
 import shutil
 import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lorapipe.lengths import coverage_budget, histogram_rows, length_summary, packed_examples, token_lengths
-from tests.conftest import ROOT
+from tests.conftest import ROOT, kept_read_only
 from tests.workspace import assert_one_line_error, data_workspace, stage
 
 TOKENIZE = {"prompt_tokens": 8, "response_tokens": 24, "seq_len": 128}
@@ -26,10 +28,11 @@ LENGTHS_ARGS = (
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, tiny_model_dir):
+def workspace(tmp_path_factory, tiny_model_dir) -> Iterator[Path]:
     ws = data_workspace(tmp_path_factory.mktemp("lengths"), tiny_model_dir, sample={"size": 300}, tokenize=TOKENIZE)
     stage(ws, "lengths.py", *LENGTHS_ARGS)
-    return ws
+    with kept_read_only(ws):
+        yield ws
 
 
 def read_csv(path) -> list[dict]:

@@ -12,7 +12,7 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import child_env
 from tests.workspace import assert_one_line_error, free_port
 
 # Built at run time, so this file holds no credential-shaped string for the security scan to find.
@@ -26,7 +26,7 @@ def publish(repo, *args: str, **env: str) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "HF_TOKEN": FAKE_TOKEN, **env},
+        env=child_env(HF_TOKEN=FAKE_TOKEN, **env),
     )
 
 

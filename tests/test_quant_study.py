@@ -4,40 +4,45 @@ study compares, the documented command queues the three runs, and the results pa
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
 from lorapipe.reporting.study_sections import quant_spec, study_sections
-from tests.conftest import sh
-from tests.workspace import BASE_ARGS, BASE_OUTPUTS, data_workspace, eval_args, stage, train_args, write_params
+from tests.conftest import copy_workspace, kept_read_only, sh
+from tests.workspace import BASE_ARGS, data_workspace, eval_args, stage, train_args, write_params
 
 TRAIN = {"max_steps": 6, "micro_batch": 2, "grad_accum": 1, "lr": 0.003, "grad_checkpointing": False, "eval_every": 3}
 EVAL = {"max_samples": 4, "batch_size": 4, "max_new_tokens": 8}
 TOKENIZE = {"seq_len": 256}
 
 
+SECTIONS = {"sample": {"size": 200}, "tokenize": TOKENIZE, "train": TRAIN, "eval": EVAL}
+
+
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, tiny_model_dir) -> Path:
-    return data_workspace(tmp_path_factory.mktemp("quant"), tiny_model_dir, sample={"size": 200}, tokenize=TOKENIZE)
+def prepared(tmp_path_factory, tiny_model_dir) -> Iterator[Path]:
+    """Data built and the base model decoded once for every bit width, as `dvc exp run` would."""
+    ws = data_workspace(tmp_path_factory.mktemp("quant"), tiny_model_dir, **SECTIONS)
+    stage(ws, "generate_base.py", *BASE_ARGS)
+    with kept_read_only(ws):
+        yield ws
 
 
 @pytest.mark.parametrize("bits", [8, 16])
-def test_bits_train_and_evaluate_end_to_end(workspace, bits):
+def test_bits_train_and_evaluate_end_to_end(prepared, tmp_path, bits):
     from peft import PeftModel
 
     from lorapipe.modeling import load_model, load_tuned_model
     from lorapipe.params import QuantParams
     from lorapipe.runs import load_run
 
-    ws = workspace
-    sections = {"data": {"url": "data/trn.json.gz"}, "sample": {"size": 200}, "tokenize": TOKENIZE}
-    write_params(ws, **sections, train=TRAIN, eval=EVAL, quant={"bits": bits})
+    ws = copy_workspace(prepared, tmp_path / "ws")
+    write_params(ws, data={"url": "data/trn.json.gz"}, **SECTIONS, quant={"bits": bits})
     adapter, metrics = f"models/adapter-{bits}", f"metrics-{bits}"
     stage(ws, "train.py", *train_args(metrics, adapter), "--checkpoints", f"ckpt-{bits}")
-    if not (ws / BASE_OUTPUTS).is_file():  # decoded once for both bit widths, as `dvc exp run` would
-        stage(ws, "generate_base.py", *BASE_ARGS)
     stage(ws, "evaluate.py", *eval_args(adapter, metrics))
 
     train = json.loads((ws / metrics / "train.json").read_text())
@@ -45,7 +50,7 @@ def test_bits_train_and_evaluate_end_to_end(workspace, bits):
     assert train["peak_memory_kind"] == "cpu_peak_rss" and train["peak_memory_mb"] > 100  # torch alone is more
     size = (ws / adapter / "adapter_model.safetensors").stat().st_size
     assert train["adapter_mb"] == pytest.approx(size / 2**20, abs=1e-3)
-    assert load_run(ws / adapter).quant.bits == bits
+    assert json.loads((ws / adapter / "train_params.json").read_text())["quant"]["bits"] == bits
     scores = json.loads((ws / metrics / "eval.json").read_text())
     assert scores["samples"] == 4 and set(scores["tuned"]) >= {"bleu", "rougeL", "perplexity"}
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT, sh
+from tests.conftest import ROOT, child_env, sh
 from tests.conftest import S3_KEY_ID as KEY_ID
 from tests.conftest import S3_SECRET as SECRET
 
@@ -22,7 +21,7 @@ def digest(path: Path) -> str:
 
 def test_push_delete_pull_roundtrip(repo, s3_endpoint):
     sh(repo, "dvc", "repro", "split")
-    env = {**os.environ, "DAGSHUB_TOKEN": "", "AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET}
+    env = child_env(DAGSHUB_TOKEN="", AWS_ACCESS_KEY_ID=KEY_ID, AWS_SECRET_ACCESS_KEY=SECRET)
     setup = subprocess.run(
         [sys.executable, str(ROOT / "scripts/remote.py"), "--endpoint", s3_endpoint, "--default"],
         cwd=repo,

@@ -7,7 +7,6 @@ are the ones the notebook and the GPU workflow run.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT, S3_KEY_ID, S3_SECRET, commit, copy_tree, ran, sh
+from tests.conftest import ROOT, S3_KEY_ID, S3_SECRET, child_env, commit, copy_tree, ran, sh
 
 QUICK = {
     "sample": {"size": 200},
@@ -26,7 +25,7 @@ QUICK = {
 
 
 def use_remote(repo: Path, endpoint: str) -> None:
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": S3_KEY_ID, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "PYTHONPATH": str(ROOT)}
+    env = child_env(AWS_ACCESS_KEY_ID=S3_KEY_ID, AWS_SECRET_ACCESS_KEY=S3_SECRET)
     command = [sys.executable, str(ROOT / "scripts/remote.py"), "--endpoint", endpoint, "--default"]
     subprocess.run(command, cwd=repo, env=env, check=True, capture_output=True)
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import time
-import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import copy_workspace, kept_read_only
 from tests.workspace import (
     BASE_ARGS,
     data_workspace,
@@ -20,7 +19,7 @@ from tests.workspace import (
     stage,
     start_training,
     train_args,
-    wait_until,
+    wait_for,
     write_params,
 )
 
@@ -57,25 +56,21 @@ def mlflow_server(tmp_path_factory):
         "--workers",
         "1",
     ]
-    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # A log file, not a pipe: nobody reads the server's output while it runs.
+    with open(root / "server.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"mlflow server did not start: {proc.stderr.read()[-2000:]}")
-            time.sleep(0.5)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    try:
+        wait_for(f"{url}/health", timeout=120, proc=proc, every=0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, tiny_model_dir) -> Path:
+def prepared(tmp_path_factory, tiny_model_dir) -> Iterator[Path]:
+    """Data and base model built, nothing trained; tests train in their own copy (`workspace`)."""
     ws = data_workspace(
         tmp_path_factory.mktemp("track"),
         tiny_model_dir,
@@ -86,36 +81,35 @@ def workspace(tmp_path_factory, tiny_model_dir) -> Path:
         eval=EVAL,
     )
     subprocess.run(["git", "init", "-q"], cwd=ws, check=True)
-    return ws
+    with kept_read_only(ws):
+        yield ws
 
 
-def run_with(ws: Path, uri: str, script: str, *args: str) -> subprocess.CompletedProcess:
-    env = {
-        "MLFLOW_TRACKING_URI": uri,
-        "MLFLOW_TRACKING_USERNAME": "alice",
-        "MLFLOW_TRACKING_PASSWORD": SECRET,
-        "DVC_EXP_NAME": "brave-lora",
-    }
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+@pytest.fixture
+def workspace(prepared, tmp_path) -> Path:
+    return copy_workspace(prepared, tmp_path / "ws")
+
+
+def run_with(monkeypatch, ws: Path, uri: str, script: str, *args: str) -> subprocess.CompletedProcess:
+    """The stage with MLflow's settings and a DVC experiment's name in its environment."""
+    with monkeypatch.context() as env:
+        env.setenv("MLFLOW_TRACKING_URI", uri)
+        env.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+        env.setenv("MLFLOW_TRACKING_PASSWORD", SECRET)
+        env.setenv("DVC_EXP_NAME", "brave-lora")
         return stage(ws, script, *args)
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
-def test_train_and_evaluate_log_one_run_to_a_real_server(workspace, mlflow_server):
+def test_train_and_evaluate_log_one_run_to_a_real_server(workspace, mlflow_server, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    train = run_with(workspace, mlflow_server, "train.py", *TRAIN_ARGS)
+    train = run_with(monkeypatch, workspace, mlflow_server, "train.py", *TRAIN_ARGS)
     stage(workspace, "generate_base.py", *BASE_ARGS)  # no MLflow: evaluate logs both models' scores
-    evaluate = run_with(workspace, mlflow_server, "evaluate.py", *eval_args())
+    evaluate = run_with(monkeypatch, workspace, mlflow_server, "evaluate.py", *eval_args())
     client = MlflowClient(mlflow_server)
-    runs = client.search_runs([client.get_experiment_by_name("lorapipe").experiment_id])
+    # The server is the module's: other tests' runs are there too, under other (or no) experiment names.
+    experiment = client.get_experiment_by_name("lorapipe").experiment_id
+    runs = client.search_runs([experiment], "tags.`dvc.exp_name` = 'brave-lora'")
     assert len(runs) == 1  # evaluate adds to the train stage's run
     run = runs[0]
     assert run.info.status == "FINISHED"
@@ -141,21 +135,17 @@ def test_train_and_evaluate_log_one_run_to_a_real_server(workspace, mlflow_serve
         assert SECRET not in text
 
 
-def test_server_down_warns_once_and_the_stage_finishes(workspace):
+def test_server_down_warns_once_and_the_stage_finishes(workspace, monkeypatch):
     dead = f"http://127.0.0.1:{free_port()}"
-    result = run_with(workspace, dead, "train.py", *TRAIN_ARGS)
+    result = run_with(monkeypatch, workspace, dead, "train.py", *TRAIN_ARGS)
     assert result.stderr.count("mlflow tracking is off") == 1
     assert (workspace / "metrics/train.json").is_file() and (workspace / "models/adapter").is_dir()
     assert "Traceback" not in result.stderr and SECRET not in result.stderr
 
 
-def test_default_store_is_local_sqlite_in_the_repo(workspace):
-    env_uri = os.environ.pop("MLFLOW_TRACKING_URI", None)
-    try:
-        stage(workspace, "train.py", *TRAIN_ARGS)
-    finally:
-        if env_uri is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = env_uri
+def test_default_store_is_local_sqlite_in_the_repo(workspace, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    stage(workspace, "train.py", *TRAIN_ARGS)
     assert (workspace / "mlflow.db").is_file()
 
 
@@ -164,47 +154,32 @@ def newest_step(checkpoints: Path, skip: set[str] = frozenset()) -> int:
     return max(steps, default=0)
 
 
-def test_no_run_is_left_running_and_a_resumed_training_continues_its_run(workspace, mlflow_server, tmp_path):
+def test_no_run_is_left_running_and_a_resumed_training_continues_its_run(
+    workspace, mlflow_server, tmp_path, monkeypatch
+):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(mlflow_server)
     ckpts = tmp_path / "ckpts"
     long = {**TRAIN, "max_steps": 40}
-    try:
-        write_params(workspace, train=long, lora={"r": 4}, ops=OPS)  # experiment B: SIGKILLed, never resumed
-        proc = start_training(workspace, tmp_path / "b", ckpts, MLFLOW_TRACKING_URI=mlflow_server)
-        wait_until(proc, lambda: newest_step(ckpts) > 0)
-        proc.kill()
-        proc.wait()
-        b_folder = {p.name for p in ckpts.iterdir()}
-        write_params(workspace, train=long, ops=OPS)  # experiment A: SIGTERM, SIGKILL, then resumed to the end
-        proc = start_training(workspace, tmp_path / "a", ckpts, MLFLOW_TRACKING_URI=mlflow_server)
-        wait_until(proc, lambda: newest_step(ckpts, b_folder) > 0)
-        proc.terminate()
-        assert proc.wait(timeout=120) == 130
-        stopped_at = newest_step(ckpts, b_folder)
-        proc = start_training(workspace, tmp_path / "a", ckpts, MLFLOW_TRACKING_URI=mlflow_server)
-        wait_until(proc, lambda: newest_step(ckpts, b_folder) > stopped_at)
-        proc.kill()
-        proc.wait()
-        env_uri = os.environ.get("MLFLOW_TRACKING_URI")
-        os.environ["MLFLOW_TRACKING_URI"] = mlflow_server
-        try:
-            stage(workspace, "train.py", *train_args(tmp_path / "a"), "--checkpoints", str(ckpts))
-        finally:
-            os.environ.pop("MLFLOW_TRACKING_URI")
-            if env_uri is not None:
-                os.environ["MLFLOW_TRACKING_URI"] = env_uri
-    finally:
-        write_params(
-            workspace,
-            data={"url": "data/trn.json.gz"},
-            sample={"size": 200},
-            tokenize={"seq_len": 256},
-            train=TRAIN,
-            eval=EVAL,
-            ops=OPS,
-        )
+    write_params(workspace, train=long, lora={"r": 4}, ops=OPS)  # experiment B: SIGKILLed, never resumed
+    proc = start_training(workspace, tmp_path / "b", ckpts, MLFLOW_TRACKING_URI=mlflow_server)
+    wait_for(lambda: newest_step(ckpts) > 0, timeout=300, proc=proc)
+    proc.kill()
+    proc.wait()
+    b_folder = {p.name for p in ckpts.iterdir()}
+    write_params(workspace, train=long, ops=OPS)  # experiment A: SIGTERM, SIGKILL, then resumed to the end
+    proc = start_training(workspace, tmp_path / "a", ckpts, MLFLOW_TRACKING_URI=mlflow_server)
+    wait_for(lambda: newest_step(ckpts, b_folder) > 0, timeout=300, proc=proc)
+    proc.terminate()
+    assert proc.wait(timeout=120) == 130
+    stopped_at = newest_step(ckpts, b_folder)
+    proc = start_training(workspace, tmp_path / "a", ckpts, MLFLOW_TRACKING_URI=mlflow_server)
+    wait_for(lambda: newest_step(ckpts, b_folder) > stopped_at, timeout=300, proc=proc)
+    proc.kill()
+    proc.wait()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    stage(workspace, "train.py", *train_args(str(tmp_path / "a")), "--checkpoints", str(ckpts))
     experiment = client.get_experiment_by_name("lorapipe").experiment_id
     runs = {r.data.params["lora.r"]: r for r in client.search_runs([experiment], "params.`train.max_steps` = '40'")}
     assert set(runs) == {"4", "16"}

@@ -1,4 +1,8 @@
-"""Training on the CPU with the real QLoRA path (bitsandbytes nf4) on a tiny random Llama."""
+"""Training on the CPU with the real QLoRA path (bitsandbytes nf4) on a tiny random Llama.
+
+`tuned_workspace` is the train stage's one uninterrupted run, read-only; a test that trains again does it
+in its own copy (`tuned_copy`) and compares with that run's log.
+"""
 
 from __future__ import annotations
 
@@ -12,40 +16,14 @@ import pytest
 import torch
 
 from lorapipe.checkpoints import TrainState, list_checkpoints, resume_checkpoint, save_checkpoint
+from lorapipe.packing import read_rows
 from lorapipe.training import lr_factor, micro_batch_rows, total_steps
-from tests.workspace import (
-    data_workspace,
-    stage,
-    start_training,
-    train_args,
-    train_losses,
-    wait_until,
-    write_params,
-)
+from tests.conftest import TUNED, TUNED_TRAIN_ARGS
+from tests.workspace import stage, start_training, train_args, train_losses, wait_for, write_params
 
-TRAIN = {
-    "max_steps": 30,
-    "micro_batch": 2,
-    "grad_accum": 2,
-    "lr": 0.002,
-    "eval_every": 10,
-    "grad_checkpointing": False,
-}
-OPS = {"save_every": 10, "keep_checkpoints": 2}
-# The module workspace's params; a test that changes them puts these back in `finally`.
-PARAMS = {
-    "data": {"url": "data/trn.json.gz"},
-    "sample": {"size": 300},
-    "tokenize": {"seq_len": 256},
-    "train": TRAIN,
-    "ops": OPS,
-}
-TRAIN_ARGS = train_args()
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory, tiny_model_dir) -> Path:
-    return data_workspace(tmp_path_factory.mktemp("train"), tiny_model_dir, **PARAMS)
+TRAIN = TUNED["train"]
+TRAIN_ARGS = TUNED_TRAIN_ARGS
+IDS = torch.tensor([[1, 500, 600, 700, 800, 900, 2]])  # a fixed input for comparing models' logits
 
 
 def saved(root: Path, step: int | None = None) -> list[Path]:
@@ -55,84 +33,95 @@ def saved(root: Path, step: int | None = None) -> list[Path]:
     return [c for c in found if step is None or c.name == f"step-{step:06d}"]
 
 
-def reference_losses(ws: Path) -> list[float]:
-    """Losses of an uninterrupted run with the module's params (trained once, in ws/metrics)."""
-    if not (ws / "metrics/train_log.csv").exists():
-        stage(ws, "train.py", *TRAIN_ARGS)
-    return train_losses(ws / "metrics")
-
-
-def test_train_stage_writes_adapter_metrics_and_plots(workspace):
-    stage(workspace, "train.py", *TRAIN_ARGS)
-    metrics = json.loads((workspace / "metrics/train.json").read_text())
+def test_train_stage_writes_adapter_metrics_and_plots(tuned_workspace):
+    ws = tuned_workspace
+    metrics = json.loads((ws / "metrics/train.json").read_text())
     assert metrics["steps"] == 30
     assert metrics["tokens"] > 0 and metrics["tokens_per_s"] > 0
     assert metrics["val_loss"] < 10.9  # below the ~ln(49152) of a random model
-    log = train_losses(workspace / "metrics")
+    log = train_losses(ws / "metrics")
     assert len(log) == 30 and log[-1] < log[0]
-    adapter = workspace / "models/adapter"
+    adapter = ws / "models/adapter"
     assert (adapter / "adapter_model.safetensors").is_file() and (adapter / "tokenizer.json").is_file()
     assert not list(adapter.glob("*.bin"))
-    assert (workspace / "metrics/loss_curve.png").read_bytes()[:4] == b"\x89PNG"
-    assert [p.name for p in saved(workspace / "models/checkpoints")] == ["step-000030", "step-000020"]
+    assert (ws / "metrics/loss_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert [p.name for p in saved(ws / "models/checkpoints")] == ["step-000030", "step-000020"]
 
 
-def test_every_lora_weight_changed_and_adapter_reloads_and_generates(workspace, tiny_model_dir):
+def test_every_lora_weight_changed_and_adapter_reloads_and_generates(tuned_workspace, tmp_path):
+    """The stage's adapter moved every lora_B off zero; an adapter saved as the stage saves it reloads onto
+    a fresh base into the very model that was trained (same logits, same greedy text), not the base."""
     from peft import PeftModel
     from safetensors.torch import load_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if not (workspace / "models/adapter").is_dir():
-        stage(workspace, "train.py", *TRAIN_ARGS)
-    weights = load_file(workspace / "models/adapter/adapter_model.safetensors")
+    from lorapipe.modeling import add_lora, load_model, load_tokenizer
+    from lorapipe.params import LoraParams, OpsParams, TrainParams
+    from lorapipe.training import train
+
+    ws = tuned_workspace
+    weights = load_file(ws / "models/adapter/adapter_model.safetensors")
     lora_b = {k: v for k, v in weights.items() if "lora_B" in k}
     assert lora_b and all(v.abs().sum() > 0 for v in lora_b.values())  # lora_B starts at zero
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    model = PeftModel.from_pretrained(base, workspace / "models/adapter").merge_and_unload()
-    tokenizer = AutoTokenizer.from_pretrained(workspace / "models/adapter")
-    ids = tokenizer("Acme Mug", return_tensors="pt")
-    out = model.generate(**ids, max_new_tokens=5, do_sample=False)
-    assert out.shape[1] > ids["input_ids"].shape[1]
+
+    # Train in process as train.py does, save as it saves, reload onto a fresh base. Unquantized: on the CPU
+    # bitsandbytes repacks nf4 weights on eval and on save, which moves logits by ~2e-3 with the model's
+    # history (test_merged_tuned_model_matches_the_training_time_model covers nf4, with a tolerance).
+    cpu, base = torch.device("cpu"), ws / "models/base"
+    rows = read_rows(ws / "data/tokenized/train.parquet")
+    torch.manual_seed(0)
+    trained = add_lora(load_model(base, torch.float32, cpu), LoraParams(), False, quantized=False)
+    params = TrainParams(**{**TRAIN, "max_steps": 4, "lr": 0.01, "eval_every": 100})
+    common = {"pad_id": 0, "device": cpu, "dtype": torch.float32, "checkpoints": tmp_path / "ckpts"}
+    train(trained, rows, rows[:2], params, OpsParams(save_every=100), **common, fingerprint="f")
+    tokenizer = load_tokenizer(base)
+    prompt = tokenizer(["Acme Stainless Steel Travel Mug"], return_tensors="pt")
+    greedy = {"max_new_tokens": 12, "do_sample": False, "pad_token_id": tokenizer.pad_token_id}
+    with torch.no_grad():
+        expected, generated = trained.eval()(IDS).logits, trained.generate(**prompt, **greedy)[0].tolist()
+    trained.save_pretrained(tmp_path / "adapter", safe_serialization=True)
+
+    reloaded = PeftModel.from_pretrained(load_model(base, torch.float32, cpu), tmp_path / "adapter").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(IDS).logits, expected, atol=1e-6, rtol=0)
+        untuned = load_model(base, torch.float32, cpu).eval()(IDS).logits
+        assert (untuned - expected).abs().max() > 0.05  # the comparison can tell them apart
+        again = [reloaded.generate(**prompt, **greedy)[0].tolist() for _ in range(2)]
+    assert again == [generated, generated] and len(generated) > prompt["input_ids"].shape[1]
 
 
-def test_merged_tuned_model_matches_the_training_time_model(workspace):
+def test_merged_tuned_model_matches_the_training_time_model(tuned_workspace):
     """Evaluation's merged model computes what the nf4 base + adapter computed in training."""
     from peft import PeftModel
 
     from lorapipe.modeling import load_model, load_tuned_model
     from lorapipe.params import QuantParams
 
-    if not (workspace / "models/adapter").is_dir():
-        stage(workspace, "train.py", *TRAIN_ARGS)
-    cpu, base = torch.device("cpu"), workspace / "models/base"
-    trained = PeftModel.from_pretrained(
-        load_model(base, torch.float32, cpu, QuantParams()), workspace / "models/adapter"
-    )
-    merged = load_tuned_model(base, workspace / "models/adapter", QuantParams(), torch.float32, cpu)
-    unquantized = PeftModel.from_pretrained(load_model(base, torch.float32, cpu), workspace / "models/adapter")
-    ids = torch.tensor([[1, 500, 600, 700, 800, 900, 2]])
+    cpu, base, adapter = torch.device("cpu"), tuned_workspace / "models/base", tuned_workspace / "models/adapter"
+    trained = PeftModel.from_pretrained(load_model(base, torch.float32, cpu, QuantParams()), adapter)
+    merged = load_tuned_model(base, adapter, QuantParams(), torch.float32, cpu)
+    unquantized = PeftModel.from_pretrained(load_model(base, torch.float32, cpu), adapter)
     with torch.no_grad():
-        expected = trained.eval()(ids).logits
-        torch.testing.assert_close(merged(ids).logits, expected, atol=5e-3, rtol=0)
+        expected = trained.eval()(IDS).logits
+        torch.testing.assert_close(merged(IDS).logits, expected, atol=5e-3, rtol=0)
         # Merging into the original (unquantized) weights instead would be far off.
-        assert (unquantized.merge_and_unload()(ids).logits - expected).abs().max() > 0.05
+        assert (unquantized.merge_and_unload()(IDS).logits - expected).abs().max() > 0.05
 
 
-def test_same_seed_same_losses(workspace, tmp_path):
-    first = reference_losses(workspace)
-    stage(workspace, "train.py", *train_args(tmp_path / "metrics"), "--checkpoints", str(tmp_path / "fresh"))
+def test_same_seed_same_losses(tuned_workspace, tuned_copy, tmp_path):
+    first = train_losses(tuned_workspace / "metrics")
+    stage(tuned_copy, "train.py", *train_args(str(tmp_path / "metrics")), "--checkpoints", str(tmp_path / "fresh"))
     assert train_losses(tmp_path / "metrics") == first
 
 
-def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(workspace, tmp_path):
-    reference = reference_losses(workspace)
+def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(tuned_workspace, tuned_copy, tmp_path):
+    reference, workspace = train_losses(tuned_workspace / "metrics"), tuned_copy
     ckpts, metrics = tmp_path / "ckpts", tmp_path / "metrics"
     proc = start_training(workspace, metrics, ckpts)
-    wait_until(proc, lambda: saved(ckpts, 10))
+    wait_for(lambda: saved(ckpts, 10), timeout=300, proc=proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (metrics / "train.json").exists()
-    resumed = stage(workspace, "train.py", *train_args(metrics), "--checkpoints", str(ckpts))
+    resumed = stage(workspace, "train.py", *train_args(str(metrics)), "--checkpoints", str(ckpts))
     assert "resuming from" in resumed.stderr
     assert json.loads((metrics / "train.json").read_text())["steps"] == 30
     after = train_losses(metrics)
@@ -141,11 +130,13 @@ def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(workspace, tmp_pa
     assert after == pytest.approx(reference, rel=1e-4)
 
 
-def test_sigterm_saves_the_step_it_stopped_at_and_the_rerun_ends_like_an_uninterrupted_one(workspace, tmp_path):
-    reference = reference_losses(workspace)
+def test_sigterm_saves_the_step_it_stopped_at_and_the_rerun_ends_like_an_uninterrupted_one(
+    tuned_workspace, tuned_copy, tmp_path
+):
+    reference, workspace = train_losses(tuned_workspace / "metrics"), tuned_copy
     ckpts, metrics = tmp_path / "ckpts", tmp_path / "m"
     proc = start_training(workspace, metrics, ckpts)
-    wait_until(proc, lambda: saved(ckpts, 10))
+    wait_for(lambda: saved(ckpts, 10), timeout=300, proc=proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err
@@ -153,21 +144,20 @@ def test_sigterm_saves_the_step_it_stopped_at_and_the_rerun_ends_like_an_uninter
     # Saved where it stopped, not only at the last save_every multiple.
     assert 10 < stopped_at < 30 and saved(ckpts)[0].name == f"step-{stopped_at:06d}"
     assert not (metrics / "train.json").exists()
-    resumed = stage(workspace, "train.py", *train_args(metrics), "--checkpoints", str(ckpts))
+    resumed = stage(workspace, "train.py", *train_args(str(metrics)), "--checkpoints", str(ckpts))
     assert f"(step {stopped_at})" in resumed.stderr
     assert train_losses(metrics) == pytest.approx(reference, rel=1e-3)
 
 
-def test_a_stop_requested_mid_step_saves_that_step(workspace, tiny_model_dir, tmp_path):
+def test_a_stop_requested_mid_step_saves_that_step(tuned_workspace, tiny_model_dir, tmp_path):
     """A stop asked for during step 3's validation is taken at the end of the next step, which is saved."""
     from transformers import AutoModelForCausalLM
 
     from lorapipe.modeling import add_lora
-    from lorapipe.packing import read_rows
     from lorapipe.params import LoraParams, OpsParams, TrainParams
     from lorapipe.training import GracefulStop, Stopped, train
 
-    rows = read_rows(workspace / "data/tokenized/train.parquet")
+    rows = read_rows(tuned_workspace / "data/tokenized/train.parquet")
     params = TrainParams(**{**TRAIN, "max_steps": 6, "eval_every": 3})
     ops = OpsParams(save_every=100)
     stop = GracefulStop()
@@ -189,22 +179,12 @@ def test_a_stop_requested_mid_step_saves_that_step(workspace, tiny_model_dir, tm
     assert state.step == 6 and [v["step"] for v in state.val_history] == [3, 6]
 
 
-def test_changed_params_do_not_resume_a_foreign_checkpoint(workspace):
-    if not saved(workspace / "models/checkpoints", 30):
-        stage(workspace, "train.py", *TRAIN_ARGS)
-    write_params(
-        workspace,
-        data={"url": "data/trn.json.gz"},
-        sample={"size": 300},
-        tokenize={"seq_len": 256},
-        train={**TRAIN, "max_steps": 2},
-        ops={"save_every": 1},
-        lora={"r": 4},
-    )
-    try:
-        result = stage(workspace, "train.py", *TRAIN_ARGS)
-    finally:
-        write_params(workspace, **PARAMS)
+def test_changed_params_do_not_resume_a_foreign_checkpoint(tuned_copy):
+    workspace = tuned_copy
+    assert saved(workspace / "models/checkpoints", 30)  # the finished run's, with other params
+    sections = {**TUNED, "train": {**TRAIN, "max_steps": 2}, "ops": {"save_every": 1}}
+    write_params(workspace, data={"url": "data/trn.json.gz"}, **sections, lora={"r": 4})
+    result = stage(workspace, "train.py", *TRAIN_ARGS)
     assert "resuming from" not in result.stderr  # its own, empty folder: a fresh start
     assert json.loads((workspace / "metrics/train.json").read_text())["steps"] == 2
 
@@ -244,32 +224,29 @@ def test_total_steps_from_epochs_or_max_steps():
     assert total_steps(100, TrainParams(max_steps=7)) == 7
 
 
-def test_a_second_experiment_resumes_its_own_checkpoint_and_keeps_the_first_runs(workspace, tmp_path):
+def test_a_second_experiment_resumes_its_own_checkpoint_and_keeps_the_first_runs(tuned_copy, tmp_path):
     """Finished run A (r=16); run B (r=4) SIGKILLed after its first checkpoint, then rerun with
     only an operational setting changed: B resumes its own checkpoint, ends like an uninterrupted
     B, and A's checkpoints are untouched."""
-    ckpts = tmp_path / "ckpts"
+    workspace, ckpts = tuned_copy, tmp_path / "ckpts"
 
     def use(lora_r: int, **ops: int) -> None:
         write_params(workspace, train={**TRAIN, "max_steps": 12}, lora={"r": lora_r}, ops={"save_every": 4, **ops})
 
     def run(metrics: str, checkpoints: Path = ckpts) -> subprocess.CompletedProcess:
-        return stage(workspace, "train.py", *train_args(tmp_path / metrics), "--checkpoints", str(checkpoints))
+        return stage(workspace, "train.py", *train_args(str(tmp_path / metrics)), "--checkpoints", str(checkpoints))
 
-    try:
-        use(lora_r=16)
-        run("a")
-        first_run = {c.parent.name: c.name for c in saved(ckpts)}
-        use(lora_r=4)
-        run("b-reference", tmp_path / "reference-ckpts")
-        proc = start_training(workspace, tmp_path / "b", ckpts)
-        wait_until(proc, lambda: [c for c in saved(ckpts, 4) if c.parent.name not in first_run])
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        use(lora_r=4, log_every=3)  # operational: not part of the run's identity
-        resumed = run("b")
-    finally:
-        write_params(workspace, **PARAMS)
+    use(lora_r=16)
+    run("a")
+    first_run = {c.parent.name: c.name for c in saved(ckpts)}
+    use(lora_r=4)
+    run("b-reference", tmp_path / "reference-ckpts")
+    proc = start_training(workspace, tmp_path / "b", ckpts)
+    wait_for(lambda: [c for c in saved(ckpts, 4) if c.parent.name not in first_run], timeout=300, proc=proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    use(lora_r=4, log_every=3)  # operational: not part of the run's identity
+    resumed = run("b")
     assert "(step 4)" in resumed.stderr and "resuming from" in resumed.stderr
     assert train_losses(tmp_path / "b") == pytest.approx(train_losses(tmp_path / "b-reference"), rel=1e-3)
     assert {c.parent.name: c.name for c in saved(ckpts) if c.parent.name in first_run} == first_run

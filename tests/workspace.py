@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.conftest import ROOT, default_params
+from tests.conftest import ROOT, child_env, default_params
 
 
 def write_params(ws: Path, **sections: dict[str, Any]) -> None:
@@ -34,7 +34,7 @@ def stage(ws: Path, script: str, *args: str, check: bool = True, timeout: float 
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env=child_env(),
     )
     if check and result.returncode != 0:
         raise AssertionError(f"{script} failed:\n{result.stderr[-3000:]}")
@@ -94,20 +94,41 @@ def start_training(ws: Path, metrics: Path, checkpoints: Path, **env: str) -> su
     return subprocess.Popen(
         [sys.executable, str(ROOT / "stages/train.py"), *train_args(metrics), "--checkpoints", str(checkpoints)],
         cwd=ws,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        env=child_env(**env),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
 
 
-def wait_until(proc: subprocess.Popen, done: Callable[[], bool], timeout: float = 300) -> None:
-    """Poll `done` while `proc` runs; fail if it ends (or time runs out) first."""
+def wait_for(
+    ready: str | Callable[[], object], timeout: float, proc: subprocess.Popen | None = None, every: float = 0.05
+) -> None:
+    """Return once `ready` holds: a predicate returns something true, or a URL answers 200. Fail if `proc`
+    (the process that brings it about) ends first, showing what it printed, or if `timeout` seconds pass
+    (then `proc` is killed: a test that failed leaves nothing running)."""
+    check = ready if callable(ready) else lambda: answers(ready)
     deadline = time.monotonic() + timeout
-    while not done():
-        assert proc.poll() is None, "the process ended before the awaited moment"
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+    while not check():
+        if proc is not None and proc.poll() is not None:
+            printed = [p.read() for p in (proc.stdout, proc.stderr) if p is not None]
+            text = "".join(x.decode(errors="replace") if isinstance(x, bytes) else x for x in printed)[-3000:]
+            raise AssertionError(f"{proc.args[:3]} ended ({proc.returncode}) before {ready} was ready:\n{text}")
+        if time.monotonic() > deadline:
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+            raise AssertionError(f"{ready} not ready after {timeout} s")
+        time.sleep(every)
+
+
+def answers(url: str) -> bool:
+    """Whether `url` answers 200 now."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:  # refused while the server starts, or an HTTP error
+        return False
 
 
 def train_losses(metrics: Path) -> list[float]:

@@ -13,8 +13,8 @@ import time
 import pytest
 
 from lorapipe.outputs import atomic_dir, atomic_path
-from tests.conftest import ROOT
-from tests.workspace import write_params
+from tests.conftest import ROOT, child_env
+from tests.workspace import wait_for, write_params
 
 
 def test_atomic_path_keeps_the_old_file_when_the_writer_fails(tmp_path):
@@ -53,12 +53,9 @@ def test_sigkill_during_clean_leaves_the_previous_output_intact(tmp_path):
         "data/r.jsonl",
         "m.json",
     ]
-    proc = subprocess.Popen(args, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while not list((tmp_path / "data").glob(".clean.parquet.*.tmp")):
-        assert proc.poll() is None and time.monotonic() < deadline, "clean ended before it could be killed"
-        time.sleep(0.01)
-    time.sleep(0.3)
+    proc = subprocess.Popen(args, cwd=tmp_path, env=child_env(), stderr=subprocess.DEVNULL)
+    wait_for(lambda: list((tmp_path / "data").glob(".clean.parquet.*.tmp")), timeout=60, proc=proc, every=0.01)
+    time.sleep(0.3)  # well into the write
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert out.read_bytes() == b"previous complete output"
@@ -66,7 +63,7 @@ def test_sigkill_during_clean_leaves_the_previous_output_intact(tmp_path):
     (leftover,) = (tmp_path / "data").glob(".clean.parquet.*.tmp")
     ignored = subprocess.run(["git", "check-ignore", "-q", "--no-index", f"data/{leftover.name}"], cwd=ROOT)
     assert ignored.returncode == 0
-    subprocess.run(args, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True, capture_output=True)
+    subprocess.run(args, cwd=tmp_path, env=child_env(), check=True, capture_output=True)
     assert not list((tmp_path / "data").glob(".clean.parquet.*.tmp"))
 
 

@@ -7,15 +7,14 @@ tiny random Llama so training takes seconds) and plays the scenario with real DV
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import commit, copy_tree, ran, sh
+from tests.conftest import commit, copy_tree, copy_workspace, ran, sh
+from tests.workspace import wait_for
 
 QUICK = {
     "sample": {"size": 200},
@@ -45,7 +44,7 @@ def prepared(tmp_path_factory, tiny_model_dir) -> Path:
 
 @pytest.fixture
 def repo(prepared, tmp_path) -> Path:
-    return Path(shutil.copytree(prepared, tmp_path / "repo", symlinks=True))
+    return copy_workspace(prepared, tmp_path / "repo")
 
 
 def lock_params(repo: Path, stage: str) -> dict | None:
@@ -59,10 +58,7 @@ def test_a_second_exp_run_cannot_attribute_the_first_runs_results_to_its_params(
     first = subprocess.Popen(
         ["dvc", "exp", "run", "-n", "first"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    deadline = time.monotonic() + 300
-    while not list(repo.glob("models/checkpoints/*/step-000020")):
-        assert first.poll() is None and time.monotonic() < deadline, "the first run ended before the second began"
-        time.sleep(0.1)
+    wait_for(lambda: list(repo.glob("models/checkpoints/*/step-000020")), timeout=300, proc=first, every=0.1)
     second = sh(repo, "dvc", "exp", "run", "-n", "second", "-S", "train.lr=0.01", check=False)
     assert second.returncode != 0  # DVC's lock: but it has already rewritten params.yaml
     assert yaml.safe_load((repo / "params.yaml").read_text())["train"]["lr"] == 0.01

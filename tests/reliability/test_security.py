@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import os
+import io
+import json
+import pickle
 import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
-from tests.conftest import ROOT, sh
+import pytest
+
+from tests.conftest import ROOT, child_env, sh
 from tests.workspace import stage, train_args
 
 CREDENTIAL = re.compile(
@@ -34,12 +40,98 @@ def test_no_credentials_in_tracked_files():
     assert ignored.returncode == 0
 
 
-def test_remote_code_and_pickles_are_never_allowed():
-    code = "\n".join(p.read_text() for p in [*ROOT.glob("lorapipe/*.py"), *ROOT.glob("stages/*.py")])
-    assert "trust_remote_code=True" not in code
-    assert "trust_remote_code=False" in code
-    loads = re.findall(r"torch\.load\([^)]*\)", code)
-    assert loads and all("weights_only=True" in call for call in loads)
+def marker_code(marker: Path) -> str:
+    """Python that leaves `marker` behind when it runs."""
+    return f"open({str(marker)!r}, 'w').write('ran')\n"
+
+
+class Unpickled:
+    """Unpickling this object runs code: it leaves `marker` behind."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (marker_code(self.marker),)
+
+
+def model_with_custom_code(tiny_model_dir: Path, folder: Path, marker: Path) -> Path:
+    """The tiny Llama as a model whose config, model and tokenizer classes live in its own .py files."""
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    auto_map = {"AutoConfig": "configuration_x.XConfig", "AutoModelForCausalLM": "modeling_x.XForCausalLM"}
+    config.update(model_type="x-llama", architectures=["XForCausalLM"], auto_map=auto_map)
+    (folder / "config.json").write_text(json.dumps(config))
+    tokenizer = json.loads((folder / "tokenizer_config.json").read_text())
+    tokenizer.update(tokenizer_class="XTokenizer", auto_map={"AutoTokenizer": [None, "tokenization_x.XTokenizer"]})
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer))
+    code = marker_code(marker) + "from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast\n"
+    (folder / "configuration_x.py").write_text(code + "class XConfig(LlamaConfig):\n    model_type = 'x-llama'\n")
+    (folder / "modeling_x.py").write_text(
+        code
+        + "from .configuration_x import XConfig\nclass XForCausalLM(LlamaForCausalLM):\n    config_class = XConfig\n"
+    )
+    (folder / "tokenization_x.py").write_text(code + "class XTokenizer(PreTrainedTokenizerFast):\n    pass\n")
+    return folder
+
+
+def test_code_that_comes_with_a_model_never_runs(tiny_model_dir, tmp_path, monkeypatch):
+    """A model folder that needs its own code is refused by every loader, even where transformers would ask
+    on the terminal and the user would answer yes."""
+    import torch
+
+    from lorapipe.modeling import load_model, load_tokenizer
+
+    marker = tmp_path / "code-ran"
+    folder = model_with_custom_code(tiny_model_dir, tmp_path / "custom", marker)
+    monkeypatch.setattr("sys.stdin", io.StringIO("y\n" * 10))
+    with pytest.raises(ValueError, match="contains custom code"):
+        load_model(folder, torch.float32, torch.device("cpu"))
+    with pytest.raises(ValueError, match="contains custom code"):
+        load_tokenizer(folder)
+    assert not marker.exists()
+
+
+def test_pickled_weights_are_never_unpickled(tiny_model_dir, tmp_path):
+    """Weights, adapters and checkpoints whose pickle would run code: refused, and the code never ran."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from lorapipe.checkpoints import OPTIMIZER_FILE, TrainState, resume_checkpoint, save_checkpoint
+    from lorapipe.cli import UserError
+    from lorapipe.modeling import load_model, load_tuned_model
+    from lorapipe.params import QuantParams
+    from tests.workspace import assert_one_line_error, write_params
+
+    marker = tmp_path / "unpickled"
+    payload = {"model.embed_tokens.weight": Unpickled(marker)}
+    legacy = tmp_path / "legacy"
+    shutil.copytree(tiny_model_dir, legacy, ignore=shutil.ignore_patterns("*.safetensors"))
+    torch.save(payload, legacy / "pytorch_model.bin")
+    with pytest.raises(UserError, match=r"no \*\.safetensors weights"):
+        load_model(legacy, torch.float32, torch.device("cpu"))
+    write_params(tmp_path, model={"name": str(legacy), "revision": "", "sha256": ""})
+    result = stage(tmp_path, "base_model.py", "models/base", "metrics/base_model.json", check=False)
+    assert_one_line_error(result, "no *.safetensors weights (pickled .bin weights are refused)")
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraConfig(r=2))
+    model.save_pretrained(tmp_path / "adapter")
+    (tmp_path / "adapter/adapter_model.safetensors").unlink()
+    torch.save(payload, tmp_path / "adapter/adapter_model.bin")
+    (tmp_path / "adapter/train_params.json").write_text(json.dumps({"quant": {"bits": 16}}))
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        load_tuned_model(tiny_model_dir, tmp_path / "adapter", QuantParams(bits=16), torch.float32, torch.device("cpu"))
+
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    ckpt = save_checkpoint(tmp_path / "ckpts", model, optimizer, scheduler, TrainState(step=1, fingerprint="f"), keep=1)
+    torch.save(payload, ckpt / OPTIMIZER_FILE)
+    assert resume_checkpoint(tmp_path / "ckpts", model, optimizer, scheduler, fingerprint="f") is None  # unreadable
+
+    assert not marker.exists()
+    torch.load(ckpt / OPTIMIZER_FILE, weights_only=False)  # what a loader that trusted the pickle would do
+    assert marker.exists()
 
 
 def test_fake_secrets_in_the_environment_never_reach_outputs_or_logs(repo, monkeypatch):
@@ -95,11 +187,10 @@ def test_remote_setup_never_puts_the_secret_on_a_command_line(tmp_path):
     # Left by an earlier setup whose .dvc/config was since checked out again: must not stop this one.
     (tmp_path / ".dvc/config.local").write_text("['remote \"dagshub\"']\n    access_key_id = stale\n")
     secret = SECRETS["DAGSHUB_TOKEN"]
-    env = {"DAGSHUB_USER": "me", "DAGSHUB_REPO": "lorapipe", "DAGSHUB_TOKEN": secret, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
         [sys.executable, "-c", RECORD_CHILDREN, str(ROOT / "scripts/remote.py"), "--default"],
         cwd=tmp_path,
-        env={**os.environ, **env},
+        env=child_env(DAGSHUB_USER="me", DAGSHUB_REPO="lorapipe", DAGSHUB_TOKEN=secret),
         capture_output=True,
         text=True,
     )

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import sh
+from tests.conftest import copy_workspace, kept_read_only, sh
 from tests.http_server import serve_status
 from tests.workspace import data_workspace, free_port, stage, train_args
 
@@ -22,8 +23,9 @@ TRAIN_ARGS = train_args()
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, tiny_model_dir):
-    return data_workspace(
+def prepared(tmp_path_factory, tiny_model_dir) -> Iterator[Path]:
+    """Data and base model built; each test trains in its own copy (`workspace`)."""
+    ws = data_workspace(
         tmp_path_factory.mktemp("services"),
         tiny_model_dir,
         sample={"size": 100},
@@ -31,6 +33,13 @@ def workspace(tmp_path_factory, tiny_model_dir):
         train=TRAIN,
         ops={"save_every": 1},
     )
+    with kept_read_only(ws):
+        yield ws
+
+
+@pytest.fixture
+def workspace(prepared, tmp_path) -> Path:
+    return copy_workspace(prepared, tmp_path / "ws")
 
 
 @pytest.mark.parametrize("status", [401, 403, 500])
@@ -46,20 +55,16 @@ def test_mlflow_refusing_requests_warns_once_and_training_finishes(workspace, st
     assert (workspace / "models/adapter/adapter_model.safetensors").is_file()
 
 
-def test_unreachable_s3_remote_fails_clearly_and_keeps_local_data(repo):
+def test_unreachable_s3_remote_fails_clearly_and_keeps_local_data(repo, monkeypatch):
     sh(repo, "dvc", "repro", "split")
     port = free_port()
     sh(repo, "dvc", "remote", "add", "-f", "down", "s3://dvc")
     sh(repo, "dvc", "remote", "modify", "down", "endpointurl", f"http://127.0.0.1:{port}")
-    env_keys = {"AWS_ACCESS_KEY_ID": "AKIA" + "FAKE" * 4, "AWS_SECRET_ACCESS_KEY": "fake-secret-key-for-tests-0000"}
-    os.environ.update(env_keys)
-    try:
-        before = hashlib.sha256((repo / "data/sample.parquet").read_bytes()).hexdigest()
-        push = sh(repo, "dvc", "push", "-r", "down", "--with-deps", "split", check=False)
-        pull = sh(repo, "dvc", "pull", "-r", "down", "--with-deps", "split", check=False)
-    finally:
-        for key in env_keys:
-            os.environ.pop(key)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIA" + "FAKE" * 4)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "fake-secret-key-for-tests-0000")
+    before = hashlib.sha256((repo / "data/sample.parquet").read_bytes()).hexdigest()
+    push = sh(repo, "dvc", "push", "-r", "down", "--with-deps", "split", check=False)
+    pull = sh(repo, "dvc", "pull", "-r", "down", "--with-deps", "split", check=False)
     for result in (push, pull):
         assert result.returncode != 0
         assert "ERROR" in result.stderr + result.stdout
