@@ -26,7 +26,7 @@ def publish(repo, *args: str, **env: str) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         timeout=120,
-        env=child_env(HF_TOKEN=FAKE_TOKEN, **env),
+        env=child_env(**{"HF_TOKEN": FAKE_TOKEN, **env}),
     )
 
 
