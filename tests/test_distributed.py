@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import copy_workspace, kept_read_only
-from tests.workspace import assert_one_line_error, data_workspace, stage, write_params
+from tests.workspace import assert_one_line_error, data_workspace, stage, train_args, write_params
 
 TRAIN = {
     "max_steps": 6,
@@ -27,7 +27,7 @@ OPS = {"save_every": 3}
 
 
 def run(ws: Path, out: str) -> str:
-    args = ("data/tokenized", "models/base", f"{out}/adapter", out, "--checkpoints", f"{out}/checkpoints")
+    args = (*train_args(out, f"{out}/adapter"), "--checkpoints", f"{out}/checkpoints")
     result = stage(ws, "train.py", *args)
     return result.stderr
 
@@ -91,10 +91,7 @@ def test_grad_accum_must_split_evenly_across_processes(workspace, tmp_path):
     result = stage(
         workspace,
         "train.py",
-        "data/tokenized",
-        "models/base",
-        str(tmp_path / "adapter"),
-        str(tmp_path),
+        *train_args(tmp_path, tmp_path / "adapter"),
         "--checkpoints",
         str(tmp_path / "checkpoints"),
         check=False,

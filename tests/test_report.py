@@ -286,8 +286,9 @@ EVAL_RESULT = {
 
 @pytest.mark.parametrize("per_sample", [True, False], ids=["with-per-sample-scores", "eval-json-only"])
 def test_summary_and_model_card_print_one_scores_table(tmp_path, per_sample):
-    from lorapipe.params import EvalParams, QuantParams
+    from lorapipe.params import EvalParams, LoraParams, QuantParams, TrainParams
     from lorapipe.reporting.model_card import CardFacts, model_card
+    from lorapipe.runs import TrainedRun
 
     (tmp_path / "metrics").mkdir()
     (tmp_path / "metrics/eval.json").write_text(json.dumps(EVAL_RESULT))
@@ -304,7 +305,8 @@ def test_summary_and_model_card_print_one_scores_table(tmp_path, per_sample):
         assert table["ROUGE-L"][3].endswith("(better)") and table["BLEU"][3] == "+0.00..+0.00 (no clear change)"
         return
     assert len(table["ROUGE-L"]) == 3  # no interval column without per-sample scores
-    card = dict(repo_id="you/x", merged=True, base=None, base_source="base.gguf", params={}, quant=QuantParams())
+    card = dict(repo_id="you/x", merged=True, base=None, base_source="base.gguf", params={})
+    card |= dict(run=TrainedRun(TrainParams(), LoraParams(), QuantParams()))
     card |= dict(decoding=EvalParams(), chat_template=False, prompt_example="", download={}, commit="c", license="mit")
     facts = CardFacts(**card, scores=EVAL_RESULT)
     card_table = model_card(facts).split("## Results")[1].split("##")[0]
