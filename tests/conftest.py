@@ -1,4 +1,5 @@
-"""Shared fixtures: the repo root, SmolLM2's GGUF, and a tiny random Llama with SmolLM2's tokenizer."""
+"""Shared fixtures and helpers: the repo root, SmolLM2's GGUF, a tiny random Llama with SmolLM2's tokenizer, the
+shared (read-only) trained workspace and repo, the environment for child processes."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,25 +30,33 @@ def child_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(ROOT), **extra}
 
 
-def tree_state(folder: Path) -> dict[str, tuple[int, int]]:
-    """Every file under `folder` (links not followed): relative path -> (size, mtime_ns)."""
-    state = {}
-    for parent, _, files in os.walk(folder):
-        for name in files:
-            stat = os.lstat(os.path.join(parent, name))
-            state[os.path.relpath(os.path.join(parent, name), folder)] = (stat.st_size, stat.st_mtime_ns)
-    return state
+def tree_state(path: Path) -> dict[str, tuple[int, int]]:
+    """Every file at or under `path` (links not followed) -> (size, mtime_ns); {} where there is none."""
+    files = [path] if path.is_file() else [Path(top, name) for top, _, names in os.walk(path) for name in names]
+    return {os.path.relpath(f, path.parent): (s.st_size, s.st_mtime_ns) for f in files for s in [os.lstat(f)]}
 
 
 @contextmanager
-def kept_read_only(folder: Path) -> Iterator[Path]:
-    """Yields `folder`; fails afterwards if anything in it was added, removed or rewritten. A shared fixture
-    that one test changes makes the next test's result depend on the order they ran in."""
-    before = tree_state(folder)
-    yield folder
-    after = tree_state(folder)
+def kept_read_only(path: Path) -> Iterator[Path]:
+    """Yields `path`; fails afterwards if a file at or under it was added, removed or rewritten. A shared
+    fixture that one test changes makes the next test's result depend on the order they ran in."""
+    before = tree_state(path)
+    yield path
+    after = tree_state(path)
     changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
-    assert not changed, f"a test changed the shared, read-only {folder}: {changed[:20]} (copy it first)"
+    assert not changed, f"a test changed {path}, which tests share read-only: {changed[:20]} (change a copy)"
+
+
+# What the pipeline writes in a checkout. Tests work in temp workspaces, never in this one.
+CHECKOUT_OUTPUTS = ("params.yaml", "dvc.lock", "data", "models", "metrics")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def checkout_untouched() -> Iterator[None]:
+    with ExitStack() as stack:
+        for name in CHECKOUT_OUTPUTS:
+            stack.enter_context(kept_read_only(ROOT / name))
+        yield
 
 
 def copy_workspace(source: Path, to: Path) -> Path:
