@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lorapipe.cli import UserError
 from lorapipe.outputs import write_json
-from lorapipe.params import LoraParams, QuantParams, TrainParams, parse_section
+from lorapipe.params import SECTIONS, LoraParams, QuantParams, TrainParams, parse_section
 
 RUN_FILE = "train_params.json"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")  # what peft's save_pretrained writes
@@ -24,7 +24,7 @@ class TrainedRun:
     quant: QuantParams
 
 
-CLASSES = {"train": TrainParams, "lora": LoraParams, "quant": QuantParams}
+CLASSES = {field.name: SECTIONS[field.name] for field in dataclasses.fields(TrainedRun)}  # params.yaml's sections
 
 
 def save_run(adapter: Path, run: TrainedRun) -> None:

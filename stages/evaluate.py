@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="eval_run.json: experiment name and MLflow run")
     args = parser.parse_args()
     params, tok_params = load_params(EvalParams), load_params(TokenizeParams)
-    run = load_run(args.adapter)
+    trained = load_run(args.adapter)
 
     titles, references = select_samples(args.test, params.max_samples, params.seed)
     torch.manual_seed(params.seed)
@@ -75,7 +75,7 @@ def main() -> None:
     if base_dtype != str(dtype):  # another device decoded the base (a run-cache or a remote's copy)
         log.warning(f"warning: {args.base_outputs} was decoded in {base_dtype}, the tuned model decodes in {dtype}")
 
-    model = load_tuned_model(args.model, args.adapter, run.quant, dtype, device)
+    model = load_tuned_model(args.model, args.adapter, trained.quant, dtype, device)
     tuned_texts, tuned_losses, seconds = decode_and_measure(
         model, tokenizer, prompts, titles, references, params, tok_params, desc="generate tuned"
     )

@@ -218,22 +218,16 @@ TUNED = {
     },
     "ops": {"save_every": 10, "keep_checkpoints": 2},
 }
-TUNED_TRAIN_ARGS = (  # tests.workspace.train_args(), spelled out: that module imports this one
-    "data/tokenized",
-    "models/base",
-    "models/adapter",
-    *(f"metrics/{name}" for name in ("train.json", "train_log.csv", "val_log.csv", "loss_curve.png")),
-)
 
 
 @pytest.fixture(scope="session")
 def tuned_workspace(tmp_path_factory, tiny_model_dir) -> Iterator[Path]:
     """A workspace where the real stages built data, then trained an nf4 LoRA adapter on the tiny Llama once
     (models/adapter, models/checkpoints, metrics/). Shared by many tests, so read-only: `tuned_copy` to change it."""
-    from tests.workspace import data_workspace, stage
+    from tests.workspace import data_workspace, stage, train_args
 
     ws = data_workspace(tmp_path_factory.mktemp("tuned"), tiny_model_dir, **TUNED)
-    stage(ws, "train.py", *TUNED_TRAIN_ARGS)
+    stage(ws, "train.py", *train_args())
     with kept_read_only(ws):
         yield ws
 

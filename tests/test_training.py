@@ -18,11 +18,11 @@ import torch
 from lorapipe.checkpoints import TrainState, list_checkpoints, resume_checkpoint, save_checkpoint
 from lorapipe.packing import read_rows
 from lorapipe.training import lr_factor, micro_batch_rows, total_steps
-from tests.conftest import TUNED, TUNED_TRAIN_ARGS
+from tests.conftest import TUNED
 from tests.workspace import stage, start_training, train_args, train_losses, wait_for, write_params
 
 TRAIN = TUNED["train"]
-TRAIN_ARGS = TUNED_TRAIN_ARGS
+TRAIN_ARGS = train_args()  # as tuned_workspace trained
 IDS = torch.tensor([[1, 500, 600, 700, 800, 900, 2]])  # a fixed input for comparing models' logits
 
 
