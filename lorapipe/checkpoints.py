@@ -1,9 +1,13 @@
 """Resumable training checkpoints: adapter, optimizer, scheduler, RNG and history, saved atomically.
 
-Each run keeps its checkpoints in a folder of its own, named by its fingerprint (what shapes the
-weights: training params, data, base model), so `dvc exp run -S lora.r=8` neither resumes nor
-deletes an r=16 run's checkpoints, and going back to r=16 resumes it. A checkpoint is complete
-only once renamed into place; a newest one that fails to load falls back to the previous one.
+Each run keeps its checkpoints in a folder of its own, named by its fingerprint: everything that
+can change its weights (the stage's code, the base model's files, the packed data, the training
+params, the versions of the libraries that compute them). So `dvc exp run -S lora.r=8` neither
+resumes nor deletes an r=16 run's checkpoints, an edited loss or a new base weight file never
+resumes the old run, and going back to an interrupted r=16 run resumes it. Only an interrupted run
+is resumed: a run that reached its last step trains again from scratch when the stage is forced.
+A checkpoint is complete only once renamed into place; a newest one that fails to load, or that
+another run left in the folder, falls back to the previous one.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +34,40 @@ OPTIMIZER_FILE = "optimizer.pt"
 ADAPTER_FILE = "adapter_model.safetensors"
 
 
-def fingerprint(*parts: object, files: list[Path]) -> str:
-    """Identity of a run: the params that shape its weights and the bytes it trains on."""
+# Libraries whose version can change the trained weights (kernels, quantization, LoRA init).
+WEIGHT_LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes")
+
+
+def library_versions() -> dict[str, str]:
+    """The installed version of each of WEIGHT_LIBRARIES ('' where one is not installed)."""
+    versions = {}
+    for name in WEIGHT_LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = ""
+    return versions
+
+
+def files_of(folder: Path, label: str) -> dict[str, Path]:
+    """`label/<relative name>` -> path for every file under `folder`: a fingerprint's `files`, named
+    independently of where the folder lies (a new VM, a copied workspace)."""
+    names = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
+    # Hidden entries are no input: a killed writer's temp file, a tool's cache folder.
+    return {
+        f"{label}/{name}": p for name, p in names.items() if not any(part.startswith(".") for part in name.split("/"))
+    }
+
+
+def fingerprint(*parts: object, files: Mapping[str, Path]) -> str:
+    """Identity of a run: the params that shape its weights and every byte it is computed from, each
+    file under its name (a renamed or moved file counts, a file's absolute location does not)."""
     digest = hashlib.sha256(json.dumps([repr(p) for p in parts]).encode())
-    for f in files:
-        digest.update(f.read_bytes())
+    for name in sorted(files):
+        digest.update(b"\0" + name.encode() + b"\0")
+        with open(files[name], "rb") as f:
+            while chunk := f.read(1 << 24):
+                digest.update(chunk)
     return digest.hexdigest()[:16]
 
 
@@ -59,7 +94,11 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)  # one row per optimizer step
     val_history: list[dict[str, Any]] = field(default_factory=list)
     tokens: int = 0  # real tokens trained on
+    # Summed over the processes that trained this run's steps (the first and each resume), so a
+    # resumed run reports what its steps cost, not what its last session did.
     train_seconds: float = 0.0
+    peak_memory_mb: float = 0.0  # the highest of those processes' peaks
+    sessions: int = 0  # processes that trained steps: 1 + the resumes
 
 
 def save_checkpoint(
@@ -99,15 +138,41 @@ def resume_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     fingerprint: str,
+    total_steps: int,
 ) -> TrainState | None:
-    """Load the newest usable checkpoint of this run into model/optimizer; None to start fresh."""
+    """Load the newest usable checkpoint of this interrupted run into model/optimizer; None to start fresh.
+
+    Starting fresh empties the folder: what is left there is a finished run's (forced to train
+    again), another run's or damaged, and its step numbers must not outrank the new run's.
+    """
     for junk in folder.glob(".step-*"):  # left by a save that was killed midway
         shutil.rmtree(junk, ignore_errors=True)
+    state = _load_newest(folder, model, optimizer, scheduler, fingerprint, total_steps)
+    if state is None:
+        for ckpt in list_checkpoints(folder):
+            shutil.rmtree(ckpt, ignore_errors=True)
+    return state
+
+
+def _load_newest(
+    folder: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    fingerprint: str,
+    total_steps: int,
+) -> TrainState | None:
     for ckpt in list_checkpoints(folder):
         try:
             state = TrainState(**json.loads((ckpt / STATE_FILE).read_text()))
             if state.fingerprint != fingerprint:
-                log.info(f"train: {ckpt} belongs to a run with other params or data; starting fresh")
+                log.info(f"train: {ckpt} belongs to another run (other code, data, base or params); skipping it")
+                continue
+            if state.step >= total_steps:
+                log.info(
+                    f"train: {ckpt} is this run's last step: it finished with the same code, data, base and "
+                    "params, so it trains again from scratch (only an interrupted run resumes)"
+                )
                 return None
             saved = torch.load(ckpt / OPTIMIZER_FILE, weights_only=True, map_location="cpu")
             weights = load_file(ckpt / ADAPTER_FILE)

@@ -44,6 +44,10 @@ def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
     """The folder's tokenizer; one that needs the folder's own Python code is refused (transformers would
     otherwise ask on the terminal whether to run it)."""
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    # How this process loaded it (HF_HUB_OFFLINE, say), not what it is: saved with a model, these
+    # would give the same tokenizer other bytes on another run.
+    for loading_option in ("local_files_only", "is_local"):
+        tokenizer.init_kwargs.pop(loading_option, None)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -87,6 +91,7 @@ def add_lora(model: torch.nn.Module, lora: LoraParams, grad_checkpointing: bool,
 
     if quantized:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=grad_checkpointing)
+        keep_cpu_4bit_layout(model)
     elif grad_checkpointing:
         model.enable_input_require_grads()
     if grad_checkpointing:
@@ -114,7 +119,24 @@ def add_lora(model: torch.nn.Module, lora: LoraParams, grad_checkpointing: bool,
         target_modules=list(lora.target_modules),
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+    model = get_peft_model(model, config)
+    # PEFT keeps the names as a set, saved in hash order (PYTHONHASHSEED): sorted, the adapter's
+    # config has the same bytes every run, and DVC sees the same adapter.
+    model.peft_config["default"].target_modules = sorted(lora.target_modules)
+    return model
+
+
+def keep_cpu_4bit_layout(model: torch.nn.Module) -> None:
+    """Keep bitsandbytes from repacking 4-bit weights for its AVX512-BF16 CPU kernel.
+
+    It repacks a layer at its first no-grad eval-mode forward (validation) and unpacks it at the
+    next state_dict (a checkpoint save), rounding the scales to bf16 on the way: an uninterrupted
+    run would train on other weights after its first validation than a run resumed from that
+    step's checkpoint. Training and validation both take the plain dequantizing path instead.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def load_tuned_model(

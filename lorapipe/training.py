@@ -16,6 +16,7 @@ from lorapipe.checkpoints import TrainState, resume_checkpoint, save_checkpoint
 from lorapipe.cli import log, progress
 from lorapipe.distributed import SINGLE, World, sum_across
 from lorapipe.losses import completion_loss, mean_loss
+from lorapipe.modeling import peak_memory_mb
 from lorapipe.packing import IGNORE, PackedRow, collate
 from lorapipe.params import OpsParams, TrainParams
 
@@ -123,9 +124,10 @@ def train(
     steps = total_steps(len(train_rows), params)
     warmup = round(params.warmup_ratio * steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, warmup, params.lr_schedule))
-    state = resume_checkpoint(checkpoints, model, optimizer, scheduler, fingerprint) or TrainState(
+    state = resume_checkpoint(checkpoints, model, optimizer, scheduler, fingerprint, steps) or TrainState(
         fingerprint=fingerprint
     )
+    state.sessions += 1
     use_amp = dtype != torch.float32
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
@@ -182,6 +184,7 @@ def train(
             if on_step:
                 on_step(row)
             if state.step % ops.save_every == 0 or state.step == steps or stop_now:
+                state.peak_memory_mb = max(state.peak_memory_mb, peak_memory_mb(device))
                 saved = save_checkpoint(checkpoints, model, optimizer, scheduler, state, ops.keep_checkpoints)
                 if on_save:
                     on_save(saved)

@@ -18,21 +18,9 @@ import os
 import time
 from pathlib import Path
 
-import torch
-import transformers
-
-from lorapipe.checkpoints import fingerprint, list_checkpoints, run_folder
 from lorapipe.cli import UserError, log, run_cli
-from lorapipe.distributed import close_world, init_world, relaunch_under_torchrun
-from lorapipe.mirror import CheckpointMirror
-from lorapipe.modeling import add_lora, load_model, load_tokenizer, peak_memory_mb, pick_device, pick_dtype
 from lorapipe.outputs import atomic_dir, sha256_of, write_json
-from lorapipe.packing import read_rows
 from lorapipe.params import LoraParams, OpsParams, QuantParams, TrainParams, check_params_unchanged, load_params
-from lorapipe.plots import write_loss_plots
-from lorapipe.runs import TrainedRun, save_run
-from lorapipe.tracking import ADAPTER_TAG, training_tracker
-from lorapipe.training import GracefulStop, is_out_of_memory, out_of_memory_message, train
 
 
 def main() -> None:
@@ -52,6 +40,21 @@ def main() -> None:
         load_params(QuantParams),
         load_params(OpsParams),
     )
+    # Imported once the params are valid: torch, transformers and PEFT take seconds to a minute to
+    # load, and a mistake in `dvc exp run -S lora.r=0` is worth one line at once, not after that.
+    import torch
+
+    from lorapipe.checkpoints import files_of, fingerprint, library_versions, list_checkpoints, run_folder
+    from lorapipe.distributed import close_world, init_world, relaunch_under_torchrun
+    from lorapipe.mirror import CheckpointMirror
+    from lorapipe.modeling import add_lora, load_model, load_tokenizer, pick_device, pick_dtype
+    from lorapipe.packing import read_rows
+    from lorapipe.plots import write_loss_plots
+    from lorapipe.runs import TrainedRun, save_run
+    from lorapipe.stage_code import code_files
+    from lorapipe.tracking import ADAPTER_TAG, training_tracker
+    from lorapipe.training import GracefulStop, is_out_of_memory, out_of_memory_message, train
+
     relaunch_under_torchrun(params.processes)
     world = init_world(params.grad_accum)
     stop = GracefulStop().install()
@@ -68,7 +71,9 @@ def main() -> None:
     if world.size > 1:
         log.info(f"train: process {world.rank + 1} of {world.size}")
 
-    run = fingerprint(params, lora, quant, files=[args.tokenized / "train.parquet", args.model / "config.json"])
+    versions = library_versions()
+    inputs = {**code_files(Path(__file__)), **files_of(args.tokenized, "data"), **files_of(args.model, "base")}
+    run = fingerprint(params, lora, quant, versions, files=inputs)
     checkpoints = run_folder(args.checkpoints, run, ops.keep_runs)
     mirror = CheckpointMirror.from_setting(ops.checkpoint_mirror) if world.main else None
     if mirror and not list_checkpoints(checkpoints):
@@ -129,10 +134,13 @@ def main() -> None:
         "val_loss": final_val,
         "val_perplexity": round(math.exp(final_val), 3) if state.val_history else None,
         "tokens": state.tokens,
+        # Speed, time and memory depend on the machine and its load. They cover the processes that
+        # trained this run's steps (`sessions`: 1 + the resumes), not only this one.
         "tokens_per_s": round(state.tokens / max(state.train_seconds, 1e-9), 1),
         "train_seconds": round(state.train_seconds, 1),
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        "peak_memory_mb": peak_memory_mb(device),
+        "sessions": state.sessions,
+        "wall_seconds": round(time.perf_counter() - started, 1),  # this process's, resumed or not
+        "peak_memory_mb": state.peak_memory_mb,
         # what peak_memory_mb measured: the allocator's peak on a GPU, the whole process's peak RSS on the CPU
         "peak_memory_kind": "cuda_max_allocated" if device.type == "cuda" else "cpu_peak_rss",
         "adapter_mb": round(sum(f.stat().st_size for f in args.adapter.glob("*.safetensors")) / 2**20, 3),
@@ -140,7 +148,7 @@ def main() -> None:
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "dtype": str(dtype).removeprefix("torch."),
         "trainable_params": trainable,
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        "versions": versions,
     }
     write_json(args.summary, summary)
     tracker.log_history(state.val_history)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import re
-from pathlib import Path
 
 import pytest
 import yaml
 
+from lorapipe.stage_code import code_deps
 from tests.conftest import ROOT
 
 # The default pipeline and the optional one that exports the tuned model.
@@ -18,30 +17,6 @@ STAGES = {
     for dvc_yaml in ("dvc.yaml", "export/dvc.yaml")
     for name, stage in yaml.safe_load((ROOT / dvc_yaml).read_text())["stages"].items()
 }
-# Imported by stages for errors, timing logs, atomic writes, params and naming commits (vcs, for run
-# tracking): nothing a stage computes depends on them, so editing them must not re-run the DAG.
-# artifacts.py holds only the names readers default to; a stage writes where its command line says,
-# so renaming an output changes dvc.yaml's cmd, which re-runs the stage anyway.
-INFRASTRUCTURE = {
-    "lorapipe/artifacts.py",
-    "lorapipe/cli.py",
-    "lorapipe/timings.py",
-    "lorapipe/outputs.py",
-    "lorapipe/params.py",
-    "lorapipe/vcs.py",
-}
-
-
-def lorapipe_imports(path: Path, seen: set[str] | None = None) -> set[str]:
-    """lorapipe modules that `path` imports, transitively."""
-    seen = set() if seen is None else seen
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lorapipe."):
-            module = node.module.replace(".", "/") + ".py"
-            if module not in seen:
-                seen.add(module)
-                lorapipe_imports(ROOT / module, seen)
-    return seen
 
 
 def script_of(stage: dict) -> str:
@@ -60,9 +35,8 @@ def sections_read(script: str) -> set[str]:
 def test_code_deps_are_the_modules_the_script_imports(name):
     stage = STAGES[name]
     script = script_of(stage)
-    expected = {script} | (lorapipe_imports(ROOT / script) - INFRASTRUCTURE)
     declared = {d for d in stage["deps"] if d.startswith(("stages/", "lorapipe/"))}
-    assert declared == expected
+    assert declared == set(code_deps(script))
 
 
 @pytest.mark.parametrize("name", list(STAGES))

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ import torch
 from lorapipe.checkpoints import TrainState, list_checkpoints, resume_checkpoint, save_checkpoint
 from lorapipe.packing import read_rows
 from lorapipe.training import lr_factor, micro_batch_rows, total_steps
-from tests.conftest import TUNED
+from tests.conftest import ROOT, TUNED, child_env
 from tests.workspace import stage, start_training, train_args, train_losses, wait_for, write_params
 
 TRAIN = TUNED["train"]
@@ -123,7 +125,10 @@ def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(tuned_workspace, 
     assert not (metrics / "train.json").exists()
     resumed = stage(workspace, "train.py", *train_args(str(metrics)), "--checkpoints", str(ckpts))
     assert "resuming from" in resumed.stderr
-    assert json.loads((metrics / "train.json").read_text())["steps"] == 30
+    summary = json.loads((metrics / "train.json").read_text())
+    assert summary["steps"] == 30 and summary["sessions"] == 2  # its time and memory cover both processes
+    reference_summary = json.loads((tuned_workspace / "metrics/train.json").read_text())
+    assert summary["tokens"] == reference_summary["tokens"]
     after = train_losses(metrics)
     # Equal up to float reassociation in multithreaded CPU kernels; a lost step, a restarted
     # schedule or a replayed batch would differ by orders of magnitude more.
@@ -202,8 +207,143 @@ def test_corrupt_newest_checkpoint_falls_back_to_previous(tiny_model_dir, tmp_pa
         save_checkpoint(tmp_path, model, optimizer, scheduler, TrainState(step=step, fingerprint="f"), keep=2)
     newest = tmp_path / "step-000002/adapter_model.safetensors"
     newest.write_bytes(newest.read_bytes()[:100])  # torn write
-    state = resume_checkpoint(tmp_path, model, optimizer, scheduler, fingerprint="f")
+    state = resume_checkpoint(tmp_path, model, optimizer, scheduler, fingerprint="f", total_steps=3)
     assert state is not None and state.step == 1
+
+
+def test_a_foreign_newest_checkpoint_falls_back_to_the_runs_own(tiny_model_dir, tmp_path):
+    """Another run's checkpoint (a stray copy, a mirror's) newest in the folder: skipped, not a fresh start."""
+    from transformers import AutoModelForCausalLM
+
+    from lorapipe.modeling import add_lora
+    from lorapipe.params import LoraParams
+
+    model = add_lora(AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraParams(r=2), False, quantized=False)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    for step, run in ((1, "f"), (2, "another")):
+        save_checkpoint(tmp_path, model, optimizer, scheduler, TrainState(step=step, fingerprint=run), keep=2)
+    state = resume_checkpoint(tmp_path, model, optimizer, scheduler, fingerprint="f", total_steps=3)
+    assert state is not None and state.step == 1
+
+
+def test_resume_after_validation_on_the_save_step_trains_the_same_numbers(tuned_workspace, tmp_path):
+    """The demo's cadence (validation and a save at step 6 of 12) on nf4: a run stopped at step 6 and
+    resumed trains exactly the losses of an uninterrupted one. bitsandbytes' CPU kernel would repack the
+    4-bit weights at the first validation and round their scales at the save, so only the uninterrupted
+    run would go on with rounded weights."""
+    from lorapipe.modeling import add_lora, load_model
+    from lorapipe.params import LoraParams, OpsParams, QuantParams, TrainParams
+    from lorapipe.training import GracefulStop, Stopped, train
+
+    rows = read_rows(tuned_workspace / "data/tokenized/train.parquet")
+    params = TrainParams(**{**TRAIN, "max_steps": 12, "eval_every": 6})
+    ops, cpu = OpsParams(save_every=6), torch.device("cpu")
+
+    def fresh_model() -> torch.nn.Module:
+        torch.manual_seed(params.seed)
+        model = load_model(tuned_workspace / "models/base", torch.float32, cpu, QuantParams())
+        return add_lora(model, LoraParams(), False, quantized=True)
+
+    common = {"pad_id": 0, "device": cpu, "dtype": torch.float32, "fingerprint": "f"}
+    uninterrupted = train(fresh_model(), rows, rows[:4], params, ops, checkpoints=tmp_path / "a", **common)
+    stop = GracefulStop()
+
+    def stop_at_step_6(row: dict) -> None:  # asked during step 5, taken (validated and saved) at the end of step 6
+        if row["step"] == 5:
+            stop.requested = "SIGTERM"
+
+    with pytest.raises(Stopped, match="step 6 of 12"):
+        train(
+            fresh_model(),
+            rows,
+            rows[:4],
+            params,
+            ops,
+            checkpoints=tmp_path / "b",
+            on_step=stop_at_step_6,
+            stop=stop,
+            **common,
+        )
+    resumed = train(fresh_model(), rows, rows[:4], params, ops, checkpoints=tmp_path / "b", **common)
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in uninterrupted.history]
+    assert resumed.val_history == uninterrupted.val_history and resumed.sessions == 2
+
+
+def interrupted_after_step_20(workspace: Path) -> Path:
+    """tuned_workspace's run as if killed after its step-20 checkpoint: its last checkpoint removed."""
+    (last,) = saved(workspace / "models/checkpoints", 30)
+    shutil.rmtree(last)
+    assert saved(workspace / "models/checkpoints", 20)
+    return last.parent
+
+
+def test_edited_training_code_never_resumes_the_old_codes_checkpoint(tuned_workspace, tuned_copy, tmp_path):
+    """The stage's code is part of the run's identity: with the schedule edited to a zero learning rate,
+    the rerun trains from scratch (lora_B stays zero) instead of resuming at step 20 and returning
+    an adapter of the old code."""
+    from safetensors.torch import load_file
+
+    code = tmp_path / "code"
+    for package in ("stages", "lorapipe"):
+        shutil.copytree(ROOT / package, code / package, ignore=shutil.ignore_patterns("__pycache__"))
+    training = code / "lorapipe/training.py"
+    source = training.read_text()
+    edited = source.replace(
+        '    """Linear warmup, then cosine or linear decay to zero (or constant)."""\n',
+        '    """Zero."""\n    return 0.0\n',
+    )
+    assert edited != source
+    training.write_text(edited)
+    interrupted_after_step_20(tuned_copy)
+    result = subprocess.run(
+        [sys.executable, str(code / "stages/train.py"), *TRAIN_ARGS],
+        cwd=tuned_copy,
+        capture_output=True,
+        text=True,
+        env=child_env(PYTHONPATH=str(code)),
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming from" not in result.stderr
+    weights = load_file(tuned_copy / "models/adapter/adapter_model.safetensors")
+    assert all(not v.any() for k, v in weights.items() if "lora_B" in k)  # lr 0 from the first step
+    before = load_file(tuned_workspace / "models/adapter/adapter_model.safetensors")
+    assert any(v.any() for k, v in before.items() if "lora_B" in k)
+
+
+def test_a_new_base_weight_file_never_resumes_the_old_bases_checkpoint(tuned_workspace, tuned_copy):
+    """Other base weights under the same config.json (another revision, a re-converted GGUF): a fresh run,
+    whose adapter differs, not the step-20 checkpoint trained on the old weights."""
+    from safetensors.torch import load_file, save_file
+
+    (weights_file,) = (tuned_copy / "models/base").glob("*.safetensors")
+    config = (tuned_copy / "models/base/config.json").read_bytes()
+    weights = load_file(weights_file)
+    torch.manual_seed(1)
+    save_file({k: v + 0.01 * torch.randn_like(v) for k, v in weights.items()}, weights_file, metadata={"format": "pt"})
+    interrupted_after_step_20(tuned_copy)
+    result = stage(tuned_copy, "train.py", *TRAIN_ARGS)
+    assert "resuming from" not in result.stderr
+    assert (tuned_copy / "models/base/config.json").read_bytes() == config
+    assert train_losses(tuned_copy / "metrics") != train_losses(tuned_workspace / "metrics")
+    old, new = (load_file(ws / "models/adapter/adapter_model.safetensors") for ws in (tuned_workspace, tuned_copy))
+    assert any(not torch.equal(old[k], new[k]) for k in old)
+
+
+def test_a_finished_run_forced_again_trains_from_scratch_to_the_same_adapter(tuned_workspace, tuned_copy):
+    """`dvc repro -f train` with nothing changed: the finished run is not \"resumed\" at its last step (which
+    would report the resume's seconds as the run's); it trains all 30 steps again, to identical files."""
+    result = stage(tuned_copy, "train.py", *TRAIN_ARGS)
+    assert "trains again from scratch" in result.stderr and "resuming from" not in result.stderr
+    assert train_losses(tuned_copy / "metrics") == train_losses(tuned_workspace / "metrics")
+    summary = json.loads((tuned_copy / "metrics/train.json").read_text())
+    assert summary["steps"] == 30 and summary["sessions"] == 1
+    for name in sorted(p.name for p in (tuned_workspace / "models/adapter").iterdir()):
+        same = (tuned_copy / "models/adapter" / name).read_bytes() == (
+            tuned_workspace / "models/adapter" / name
+        ).read_bytes()
+        assert same, f"models/adapter/{name} differs between two runs of the same inputs"
 
 
 def test_schedule_and_batches_are_pure_functions_of_the_step():

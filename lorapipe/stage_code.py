@@ -1,0 +1,52 @@
+"""The code a stage runs, as dvc.yaml declares it: the script and the lorapipe modules it imports.
+
+One definition, two readers: tests/test_dvc_yaml.py checks each stage's code deps against it, and
+train identifies a run by these files' bytes, so a checkpoint of other code is never resumed.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+# The repository root: stages/ and lorapipe/ sit under it.
+CODE_ROOT = Path(__file__).resolve().parents[1]
+
+# Imported by stages for errors, timing logs, atomic writes, params, naming commits (vcs, for run
+# tracking) and this very listing: nothing a stage computes depends on them, so editing them must
+# not re-run the DAG. artifacts.py holds only the names readers default to; a stage writes where
+# its command line says, so renaming an output changes dvc.yaml's cmd, which re-runs the stage anyway.
+INFRASTRUCTURE = frozenset(
+    {
+        "lorapipe/artifacts.py",
+        "lorapipe/cli.py",
+        "lorapipe/timings.py",
+        "lorapipe/outputs.py",
+        "lorapipe/params.py",
+        "lorapipe/stage_code.py",
+        "lorapipe/vcs.py",
+    }
+)
+
+
+def lorapipe_imports(path: Path, seen: set[str] | None = None) -> set[str]:
+    """lorapipe modules (as `lorapipe/x.py`) that `path` imports, transitively, wherever the import stands."""
+    seen = set() if seen is None else seen
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lorapipe."):
+            module = node.module.replace(".", "/") + ".py"
+            if module not in seen:
+                seen.add(module)
+                lorapipe_imports(CODE_ROOT / module, seen)
+    return seen
+
+
+def code_deps(script: str) -> list[str]:
+    """A stage's code deps (`stages/train.py` and the modules it computes with), sorted, as dvc.yaml lists them."""
+    return sorted({script} | (lorapipe_imports(CODE_ROOT / script) - INFRASTRUCTURE))
+
+
+def code_files(script: Path) -> dict[str, Path]:
+    """The running stage's code deps by name (`lorapipe/losses.py`) -> path; `script` is its `__file__`."""
+    names = code_deps(Path(script).resolve().relative_to(CODE_ROOT).as_posix())
+    return {name: CODE_ROOT / name for name in names}
