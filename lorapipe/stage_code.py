@@ -47,6 +47,8 @@ def code_deps(script: str) -> list[str]:
 
 
 def code_files(script: Path) -> dict[str, Path]:
-    """The running stage's code deps by name (`lorapipe/losses.py`) -> path; `script` is its `__file__`."""
-    names = code_deps(Path(script).resolve().relative_to(CODE_ROOT).as_posix())
-    return {name: CODE_ROOT / name for name in names}
+    """The running stage's code by dvc.yaml's names -> the files that run: the script (its `__file__`)
+    and the lorapipe modules it computes with, where Python imports them from."""
+    script = Path(script).resolve()
+    modules = lorapipe_imports(script) - INFRASTRUCTURE
+    return {f"{script.parent.name}/{script.name}": script, **{name: CODE_ROOT / name for name in sorted(modules)}}

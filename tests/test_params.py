@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import yaml
 from lorapipe.cli import UserError
 from lorapipe.params import SECTIONS, LoraParams, ModelParams, OpsParams, TrainParams, load_params, parse_section
 from lorapipe.profiles import apply_profile
-from tests.conftest import ROOT
+from tests.conftest import ROOT, child_env
 
 
 def committed_params() -> str:
@@ -145,3 +146,25 @@ def test_one_flattener_serves_loaded_params_and_dvc_json_alike():
         "lora.r": 8,
         "lora.target_modules": "q_proj,v_proj",
     }
+
+
+def test_train_reports_a_params_mistake_before_loading_torch(tmp_path):
+    """`dvc exp run -S lora.r=0`: the one-line error comes before torch, transformers and PEFT are imported
+    (a minute on a loaded machine), not after."""
+    from tests.workspace import assert_one_line_error, train_args, write_params
+
+    write_params(tmp_path, lora={"r": 0})
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", str(ROOT / "stages/train.py"), *train_args()],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=120,
+    )
+    assert_one_line_error(result, "lora.r", ">= 1")
+    imported = {
+        line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")
+    }
+    assert "lorapipe.params" in imported
+    assert not imported & {"torch", "transformers", "peft"}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import commit, copy_tree, copy_workspace, ran, sh
+from tests.conftest import child_env, commit, copy_tree, copy_workspace, ran, sh
 from tests.workspace import wait_for
 
 QUICK = {
@@ -116,3 +116,40 @@ def test_checkpoints_and_operational_settings_are_not_part_of_the_record(repo):
     other.mkdir(parents=True)
     (other / "trainer_state.json").write_text(json.dumps({"step": 1}))
     assert "up to date" in sh(repo, "dvc", "status", "dvc.yaml").stdout
+
+
+def cached_outputs(repo: Path) -> dict[str, str]:
+    """dvc.lock's hash of every output DVC caches (cache: false files, like timings, are left out)."""
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    uncached = {
+        path
+        for stage in stages.values()
+        for kind in ("outs", "metrics", "plots")
+        for entry in stage.get(kind, [])
+        if isinstance(entry, dict)
+        for path, options in entry.items()
+        if options and options.get("cache") is False
+    }
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    return {
+        out["path"]: out["md5"]
+        for name, entry in lock.items()
+        for out in entry.get("outs", [])
+        if out["path"] not in uncached
+    }
+
+
+def test_two_runs_of_the_same_inputs_give_the_same_cached_outputs(repo):
+    """Same commit, same machine, another hash seed and another HF_HUB_OFFLINE: every output DVC caches
+    (the adapter too) has the same hash, so DVC sees nothing changed and re-runs nothing downstream."""
+
+    def repro(*args: str, **env: str) -> dict[str, str]:
+        environment = {k: v for k, v in child_env(**env).items() if k != "HF_HUB_OFFLINE" or "HF_HUB_OFFLINE" in env}
+        result = subprocess.run(["dvc", "repro", *args], cwd=repo, env=environment, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        return cached_outputs(repo)
+
+    first = repro(PYTHONHASHSEED="1", HF_HUB_OFFLINE="1")
+    assert "models/adapter" in first and "data/base_outputs.json" in first
+    second = repro("--force", PYTHONHASHSEED="2")
+    assert second == first
