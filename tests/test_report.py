@@ -287,7 +287,7 @@ EVAL_RESULT = {
 @pytest.mark.parametrize("per_sample", [True, False], ids=["with-per-sample-scores", "eval-json-only"])
 def test_summary_and_model_card_print_one_scores_table(tmp_path, per_sample):
     from lorapipe.params import EvalParams, LoraParams, QuantParams, TrainParams
-    from lorapipe.reporting.model_card import CardFacts, model_card
+    from lorapipe.reporting.model_card import BaseOrigin, CardFacts, model_card
     from lorapipe.runs import TrainedRun
 
     (tmp_path / "metrics").mkdir()
@@ -305,9 +305,10 @@ def test_summary_and_model_card_print_one_scores_table(tmp_path, per_sample):
         assert table["ROUGE-L"][3].endswith("(better)") and table["BLEU"][3] == "+0.00..+0.00 (no clear change)"
         return
     assert len(table["ROUGE-L"]) == 3  # no interval column without per-sample scores
-    card = dict(repo_id="you/x", merged=True, base=None, base_source="base.gguf", params={})
+    origin = BaseOrigin.from_record({"kind": "gguf", "name": "base.gguf"})
+    card = dict(repo_id="you/x", merged=True, base=None, origin=origin, params={}, trained_at="at commit `c`")
     card |= dict(run=TrainedRun(TrainParams(), LoraParams(), QuantParams()))
-    card |= dict(decoding=EvalParams(), chat_template=False, prompt_example="", download={}, commit="c", license="mit")
+    card |= dict(decoding=EvalParams(), chat_template=False, prompt_example="", download={}, license="mit")
     facts = CardFacts(**card, scores=EVAL_RESULT)
     card_table = model_card(facts).split("## Results")[1].split("##")[0]
     assert printed.split("\n(")[0] in card_table  # the card shows the very table the summary prints
