@@ -121,6 +121,22 @@ def test_base_without_scores_gets_tuned_vs_base_of_this_revision(repo, tmp_path)
     assert "eval.json" not in report.split("### Speed")[0].split("### Params")[1]  # shown with intervals
 
 
+def test_speed_is_labelled_as_the_machine_s_and_intervals_say_what_they_cover(repo, tmp_path):
+    from lorapipe.reporting.report import INTERVALS_NOTE, SPEED_NOTE
+
+    rows = score_rows(range(50), shift=0.1)
+    for tokens_per_s, message in ((13.7, "base branch on a loaded machine"), (71.7, "pull request, idle machine")):
+        (repo / "metrics").mkdir(exist_ok=True)
+        (repo / "metrics/train.json").write_text(json.dumps({"tokens_per_s": tokens_per_s, "val_loss": 2.0}))
+        commit_scores(repo, rows, message)
+    report = build_report(repo, tmp_path)
+    speed = report.split("### Speed and memory\n\n")[1].split("###")[0]
+    assert speed.startswith(SPEED_NOTE) and "| metrics/train.json: tokens\\_per\\_s | 13.7 | 71.7 |" in speed
+    assert "machine" in SPEED_NOTE and "load" in SPEED_NOTE
+    verdict = report.split("###")[0]
+    assert INTERVALS_NOTE in verdict and "not seed-to-seed variance" in INTERVALS_NOTE
+
+
 def experiment_rev(repo: Path, name: str) -> str:
     shown = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
     return next(run["rev"] for exp in shown[1]["experiments"] for run in exp["revs"] if run["name"] == name)
