@@ -258,14 +258,13 @@ def test_training_s_third_party_noise_is_silenced(tiny_model_dir):
     find (on CPUs with AVX512-BF16), peft's use of a deprecated transformers property, rouge_score's
     "Using default tokenizer." per scorer. The stages' own imports, logging and calls, in a fresh process."""
     script = f"""
-import logging, sys, warnings
+import logging, sys
 import torch
 from lorapipe.checkpoints import fingerprint  # imports peft, and through it bitsandbytes, as train does
 from lorapipe.modeling import add_lora, load_model
 from lorapipe.params import LoraParams, QuantParams
 from lorapipe.scoring import sample_scores
 logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)  # as run_cli sets it
-warnings.simplefilter("default")
 model = load_model({str(tiny_model_dir)!r}, torch.float32, torch.device("cpu"), QuantParams())
 add_lora(model, LoraParams(), grad_checkpointing=False, quantized=True)
 sample_scores(["a mug"], ["a fine mug"])
