@@ -184,6 +184,7 @@ def card_facts(origin: dict, merged: bool, base: tuple[str, str] | None = None, 
         download={},
         scores=scores,
         trained_at="at commit `c0ffee`",
+        license="apache-2.0",
     )
 
 
@@ -198,7 +199,8 @@ def test_card_of_a_local_gguf_base_says_so_and_invents_no_hub_id():
     meta = front_matter(card)
     assert "base_model" not in meta  # no Hub id to name
     assert "Base model: the local GGUF file `base.Q4_1.gguf` (sha256 `b179c9523d0e`), dequantized" in card
-    assert "Hub." not in card and ".cache/" not in card
+    assert "Hugging Face Hub" not in card.replace("not downloaded from the Hugging Face Hub", "")
+    assert ".cache/" not in card
     assert "`pip install torch transformers`. " in card and "bitsandbytes" not in card
     [index] = meta["model-index"]
     [result] = index["results"]
