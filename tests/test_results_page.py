@@ -70,3 +70,21 @@ def test_samples_are_escaped_and_cut_like_the_reports():
     table = samples_table([{"title": "<script>alert(1)</script>", "reference": "a & b", "base": "<b>", "tuned": "x"}])
     assert "<script>" not in table and "&lt;script&gt;" in table and "a &amp; b" in table and "&lt;b&gt;" in table
     assert f"<td>{'y' * 400}…</td>" in samples_table([{"title": "y" * 5000}])
+
+
+def test_the_workspace_row_is_left_out_only_while_it_repeats_a_listed_run(repo, tmp_path):
+    from tests.test_report import commit_metrics, commit_scores, score_rows
+
+    commit_metrics(repo, 0.3, 16, "a run")
+    commit_scores(repo, score_rows(range(20), shift=0.1), "its per-sample scores")
+    out = tmp_path / "index.html"
+    sh(repo, "python", "-m", "lorapipe.reporting.results_page", "-o", str(out))
+    page = out.read_text()
+    assert "<td>workspace</td>" not in page and re.search(r"The workspace holds the results of \w+\.", page)
+    # Scores of another run in the workspace, not committed: the workspace is a run of its own.
+    (repo / "metrics/eval_scores.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in score_rows(range(20), shift=0.2))
+    )
+    sh(repo, "python", "-m", "lorapipe.reporting.results_page", "-o", str(out))
+    page = out.read_text()
+    assert "<td>workspace</td>" in page and "The workspace holds" not in page

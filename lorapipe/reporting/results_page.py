@@ -56,11 +56,7 @@ def short_rev(rev: str) -> str:
 
 
 def experiment_rows(show: list[dict]) -> list[dict]:
-    """One row per workspace, commit and experiment of `dvc exp show --json`; failed runs are left out.
-
-    After `dvc exp run` the workspace holds that experiment's results: its row would repeat the
-    experiment's, so it is left out, and the experiment's row is marked `in_workspace`.
-    """
+    """One row per workspace, commit and experiment of `dvc exp show --json`; failed runs are left out."""
     entries = []
     for commit in show:
         entries.append((commit.get("name") or short_rev(commit["rev"]), commit))
@@ -77,17 +73,22 @@ def experiment_rows(show: list[dict]) -> list[dict]:
         row = {"name": name, "rev": entry["rev"], "params": params, "metrics": metrics, "in_workspace": False}
         row["time"] = data.get("timestamp") or "~"  # ISO 8601; the workspace (none) sorts after every commit
         rows.append({**row, "eval": nested.get(EVAL)})
+    return rows
+
+
+def drop_repeated_workspace(rows: list[dict]) -> None:
+    """After `dvc exp run` the workspace holds that experiment's results: when its params, metrics and
+    per-sample scores are a listed run's, its row would repeat that run's, so it is left out and that run
+    is marked `in_workspace`. (Same metrics is one run: train.json's timings differ from run to run.)"""
     workspace = next((row for row in rows if row["rev"] == "workspace"), None)
-    # Same params and same metrics is one run: train.json's timings differ from run to run.
     same = [row for row in rows if workspace and row is not workspace and row_data(row) == row_data(workspace)]
     if same:
         rows.remove(workspace)
         same[0]["in_workspace"] = True
-    return rows
 
 
-def row_data(row: dict) -> tuple[dict, dict]:
-    return row["params"], row["metrics"]
+def row_data(row: dict) -> tuple[dict, dict, list[dict] | None]:
+    return row["params"], row["metrics"], row["samples"]
 
 
 def add_scores(rows: list[dict]) -> None:
@@ -213,6 +214,7 @@ def main() -> None:
     if not rows:
         raise UserError("no experiment has metrics yet; run the pipeline first (dvc exp run)")
     add_scores(rows)
+    drop_repeated_workspace(rows)
     page = render_page(rows, plot_specs(rows), read_samples()[: args.samples])
     with atomic_path(args.out) as tmp:
         tmp.write_text(page)
