@@ -1,1 +1,18 @@
 """lorapipe: a DVC pipeline that fine-tunes a small LLM with QLoRA to describe products from titles."""
+
+import logging
+import warnings
+
+# Third-party lines that no user can act on, silenced here because every stage and tool imports lorapipe
+# before peft or rouge_score (and through peft, bitsandbytes) print them; each filter is as narrow as the line.
+# bitsandbytes, on a CPU with AVX512-BF16, tries at import to fetch an optional faster kernel from the Hub
+# (the `kernels` package, kernels-community/quantization-bitsandbytes) and warns without it, then uses its
+# own CPU kernel: nothing is wrong, and offline the Hub is out of reach anyway.
+logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(
+    lambda record: not record.getMessage().startswith("Failed to load CPU gemm_4bit_forward")
+)
+# rouge_score logs "Using default tokenizer." at INFO each time a scorer is made (base and tuned: twice).
+logging.getLogger("absl").setLevel(logging.WARNING)
+# peft's PeftModel reads transformers' `is_gradient_checkpointing`, deprecated in favour of
+# `is_activation_checkpointing`: peft's to change, not ours.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)

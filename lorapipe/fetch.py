@@ -55,9 +55,11 @@ def download(url: str, part: Path, *, timeout: float, retries: int) -> Path:
             _download_once(url, part, timeout)
             return part
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as err:
-            if attempt == retries:
+            # A host whose name does not resolve, or that refuses the connection, answers a retry the same.
+            if attempt == retries or _never_connected(err):
                 raise UserError(_network_message(url, err, timeout)) from None
-            log.info(f"download interrupted ({type(err).__name__}); resuming, try {attempt + 2} of {retries + 1}")
+            reason = "timed out" if isinstance(err, requests.Timeout) else "connection lost"
+            log.info(f"download interrupted ({reason}); resuming, try {attempt + 2} of {retries + 1}")
     return part  # pragma: no cover - the loop returns or raises
 
 
@@ -98,15 +100,29 @@ def _download_once(url: str, part: Path, timeout: float) -> None:
             raise requests.exceptions.ChunkedEncodingError("connection closed before the end of the file")
 
 
+def _connect_error(err: Exception) -> Exception | None:
+    """urllib3's reason a connection was never made (NameResolutionError, NewConnectionError), else None."""
+    reason = getattr(err.args[0], "reason", None) if err.args else None
+    return reason if isinstance(reason, urllib3.exceptions.NewConnectionError) else None
+
+
+def _never_connected(err: Exception) -> bool:
+    return isinstance(err, requests.ConnectionError) and _connect_error(err) is not None
+
+
 def _network_message(url: str, err: Exception, timeout: float) -> str:
-    where = redact(url)
+    where, host = redact(url), urlparse(url).hostname
     if isinstance(err, requests.Timeout):
         return f"download failed: no answer from {where} within {timeout:g} s (ops.download_timeout_s)"
-    text = str(err)
-    if "Connection refused" in text or "Errno 111" in text:
-        return f"download failed: connection refused by {urlparse(url).netloc}"
-    if "Name or service not known" in text or "NameResolutionError" in text:
-        return f"download failed: cannot resolve host {urlparse(url).hostname} (offline?)"
+    reason = _connect_error(err)
+    if isinstance(reason, urllib3.exceptions.NameResolutionError):
+        cause = reason.__cause__ or reason.__context__  # the resolver's own words: [Errno -2] Name or service ...
+        return f"download failed: name resolution failed for host {host} ({cause or 'unknown'}): offline, or a typo?"
+    if isinstance(reason, urllib3.exceptions.NewConnectionError):
+        cause = reason.__cause__ or reason.__context__
+        if isinstance(cause, ConnectionRefusedError):
+            return f"download failed: connection refused by {urlparse(url).netloc}"
+        return f"download failed: cannot connect to {urlparse(url).netloc} ({cause or reason})"
     return f"download failed: {where}: {type(err).__name__}"
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import resource
 from pathlib import Path
 
@@ -11,9 +10,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 from lorapipe.cli import UserError
 from lorapipe.params import LoraParams, QuantParams
-
-# bitsandbytes looks for an optional CPU kernel package on the hub; without it, it uses its own.
-logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
 def pick_device() -> torch.device:

@@ -48,3 +48,8 @@ def load_run(adapter: Path) -> TrainedRun:
         found = ", ".join(map(str, raw)) if isinstance(raw, dict) else type(raw).__name__
         raise UserError(f"{path}: expected the sections {', '.join(CLASSES)}; found {found or 'none'}")
     return TrainedRun(**{name: parse_section(cls, raw[name], source=str(path)) for name, cls in CLASSES.items()})
+
+
+def trained_with(params: dict) -> TrainedRun:
+    """The run a params.yaml's sections describe (params.yaml's defaults filled in), to compare with a record."""
+    return TrainedRun(**{name: parse_section(cls, params.get(name) or {}) for name, cls in CLASSES.items()})

@@ -16,7 +16,7 @@ from typing import Any
 
 from lorapipe.cli import log
 from lorapipe.params import flatten
-from lorapipe.vcs import git_commit
+from lorapipe.vcs import source_tags
 
 LOCAL_STORE = "sqlite:///mlflow.db"
 RUN_FILE = "mlflow_run.json"  # in a training's checkpoint folder: the run it continues on resume
@@ -64,10 +64,8 @@ class Tracker:
                 client.update_run(run_id, status="RUNNING")
                 self._continued = True
         else:
-            commit = git_commit()
-            exp_name = os.environ.get("DVC_EXP_NAME", "")
-            tags = {"git.commit": commit, "dvc.exp_name": exp_name, "stage": stage, "mlflow.source.git.commit": commit}
-            run_name = "-".join(filter(None, [exp_name or stage, commit[:7]]))
+            tags = {**source_tags(), "stage": stage}
+            run_name = "-".join(filter(None, [tags["dvc.exp_name"] or stage, tags["git.commit"][:7]]))
             run_id = client.create_run(experiment_id, tags=tags, run_name=run_name).info.run_id
         self._client, self.run_id = client, run_id
         log.info(f"mlflow: run {run_id} at {client.tracking_uri}")

@@ -7,10 +7,14 @@ edit here re-runs nothing: tests/test_dvc_yaml.py counts this module as infrastr
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 from lorapipe.cli import UserError
+
+# What `dvc exp run` puts in its stages' environment (dvc.env): the experiment and its baseline commit.
+DVC_EXP_NAME, DVC_EXP_BASELINE_REV = "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"
 
 
 def git(*args: str) -> str:
@@ -25,6 +29,25 @@ def git(*args: str) -> str:
 def git_commit() -> str:
     """HEAD's sha, or "" outside a git checkout."""
     return git("rev-parse", "HEAD")
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow tags naming the code and params a run used.
+
+    Under `dvc exp run`, HEAD is the experiment's baseline and the experiment's own commit is made only
+    after the pipeline ran, so no run can name it: the tags name HEAD, whether the workspace differs from
+    it (`-S lora.r=8` leaves params.yaml uncommitted) and which files, and the experiment, whose name
+    `dvc exp show` resolves to its commit afterwards.
+    """
+    commit = git_commit()
+    modified = git("diff", "--name-only", "HEAD").splitlines() if commit else []
+    tags = {"git.commit": commit, "mlflow.source.git.commit": commit, "git.dirty": str(bool(modified)).lower()}
+    if modified:
+        tags["git.modified"] = ",".join(modified)[:500]  # MLflow's tag values are bounded; the first files tell
+    tags["dvc.exp_name"] = os.environ.get(DVC_EXP_NAME, "")
+    if os.environ.get(DVC_EXP_BASELINE_REV):
+        tags["dvc.exp_baseline_rev"] = os.environ[DVC_EXP_BASELINE_REV]
+    return tags
 
 
 def file_at(rev: str, path: str) -> bytes | None:

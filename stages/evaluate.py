@@ -38,6 +38,7 @@ from lorapipe.runs import load_run
 from lorapipe.samples import write_sample_files
 from lorapipe.scoring import score_outputs
 from lorapipe.tracking import ADAPTER_TAG, Tracker
+from lorapipe.vcs import DVC_EXP_NAME
 
 
 def mlflow_run_url(run_id: str | None) -> str | None:
@@ -99,7 +100,7 @@ def main() -> None:
     check_params_unchanged()
     write_json(args.summary, summary)
     write_sample_files(args.samples, args.scores, titles, references, outputs, per_sample, params.report_samples)
-    run = {"experiment": os.environ.get("DVC_EXP_NAME") or None, "mlflow_run_id": tracker.run_id}
+    run = {"experiment": os.environ.get(DVC_EXP_NAME) or None, "mlflow_run_id": tracker.run_id}
     write_json(args.run, {**run, "mlflow_run_url": mlflow_run_url(tracker.run_id)})
     by_model = {model: summary[model] for model in ("base", "tuned", "delta")}  # logged as base.bleu, ...
     tracker.log_metrics({**by_model, "eval.samples": len(titles)})

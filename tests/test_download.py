@@ -99,6 +99,19 @@ def test_connection_refused_is_one_line(tmp_path):
     assert_one_line_error(result, "connection refused")
 
 
+def test_a_host_that_does_not_resolve_is_named_once_and_not_retried(tmp_path):
+    # .invalid never resolves (RFC 2606), online or off: retrying cannot help, and the error says why.
+    result = run_download(tmp_path, "http://lorapipe-test.invalid/trn.json.gz", retries=3)
+    assert_one_line_error(result, "name resolution failed for host lorapipe-test.invalid")
+    assert "resuming" not in result.stderr and "interrupted" not in result.stderr
+
+
+def test_refused_connection_is_not_retried(tmp_path):
+    result = run_download(tmp_path, f"http://127.0.0.1:{free_port()}/trn.json.gz", retries=3)
+    assert_one_line_error(result, "connection refused")
+    assert "resuming" not in result.stderr
+
+
 def test_timeout_is_one_line(tmp_path):
     with serve({"/trn.json.gz": PAYLOAD}) as server:
         server.stall_s = 3

@@ -123,3 +123,19 @@ def test_missing_packed_rows_is_one_line_error(workspace, tmp_path):
     args[3:] = [str(tmp_path / name) for name in ("l.json", "p.csv", "d.csv")]
     assert_one_line_error(stage(workspace, "lengths.py", *args, check=False), "nothing.parquet", "dvc repro tokenize")
     assert not (tmp_path / "l.json").exists()
+
+
+def test_results_page_shows_the_stage_s_lengths(workspace, monkeypatch):
+    """The page reads lengths.json as the stage writes it (nested), not a dash in every cell."""
+    from lorapipe.reporting.results_page import cell
+    from lorapipe.reporting.study_sections import study_sections
+
+    metrics = json.loads((workspace / "metrics/lengths.json").read_text())
+    monkeypatch.chdir(workspace)  # the page reads the workspace's lengths.json, a plain output
+    html = study_sections([], lambda spec: "<svg></svg>", cell)
+    table = html.split("Token lengths")[1]
+    title, description = metrics["prompt"]["title"], metrics["description"]
+    for field, figures in (("prompt (title tokens)", title), ("description", description)):
+        row = next(line for line in table.splitlines() if line.startswith(f"<tr><td>{field}</td>"))
+        shown = [cell(figures[key]) for key in ("budget", "cut_share", "p50", "p99", "max")]
+        assert all(c in row for c in shown) and "—" not in row, row

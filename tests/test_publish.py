@@ -127,7 +127,19 @@ def test_dry_run_of_the_merged_model_with_its_gguf(experiments, tmp_path):
     assert meta["library_name"] == "transformers" and "base_model" not in meta and "gguf" in meta["tags"]
     assert "AutoModelForCausalLM.from_pretrained" in card and "PeftModel" not in card
     assert "ollama create product-descriptions -f Modelfile" in card and "model-Q8_0.gguf Modelfile" in card
-    assert "SmolLM2-135M-Instruct.Q4_1.gguf, sha256 b179c952" in card and ".cache/" not in card
+    # Where the base came from is what base_model.json recorded: a local GGUF file, not the Hub.
+    assert "the local GGUF file `SmolLM2-135M-Instruct.Q4_1.gguf` (sha256 `b179c952" in card and ".cache/" not in card
+    assert "from the Hugging Face Hub" not in card.replace("not downloaded from the Hugging Face Hub", "")
+    assert "`pip install torch transformers`" in card  # a merged model needs neither peft nor bitsandbytes
+    scores = json.loads((experiments.repo / "metrics/eval.json").read_text())["tuned"]
+    [result] = meta["model-index"][0]["results"]
+    assert {m["name"]: m["value"] for m in result["metrics"]} == {
+        "ROUGE-L": scores["rougeL"],
+        "BLEU": scores["bleu"],
+        "perplexity": scores["perplexity"],
+    }
+    # The workspace's params are smollm2-r8's, never committed: the card says so instead of citing HEAD.
+    assert "in the DVC experiment `smollm2-r8`, on top of commit" in card and "r: 8" in card
 
 
 @pytest.mark.slow
@@ -149,3 +161,81 @@ def test_bad_repo_id_and_missing_run_are_one_line_errors(tmp_path):
     (tmp_path / "models/adapter").mkdir(parents=True)
     (tmp_path / "models/adapter/adapter_model.safetensors").write_bytes(b"")
     assert_one_line_error(publish(tmp_path, "you/x", "--gguf", "--dry-run"), "models/gguf", "dvc repro export/dvc.yaml")
+
+
+def card_facts(origin: dict, merged: bool, base: tuple[str, str] | None = None, bits: int = 4):
+    """The card's facts of a run, built as publish builds them from the run's files."""
+    from lorapipe.params import EvalParams, LoraParams, QuantParams, TrainParams
+    from lorapipe.reporting.model_card import BaseModel, BaseOrigin, CardFacts
+    from lorapipe.runs import TrainedRun
+
+    scores = {"base": {"bleu": 1.5, "rougeL": 0.1, "perplexity": 30.0}, "samples": 32}
+    scores["tuned"] = {"bleu": 4.25, "rougeL": 0.215, "perplexity": 12.5}
+    return CardFacts(
+        repo_id="you/product-descriptions",
+        merged=merged,
+        base=BaseModel(*base) if base else None,
+        origin=BaseOrigin.from_record(origin),
+        params={"data": {"url": "data/synthetic/trn.json.gz"}},
+        run=TrainedRun(TrainParams(), LoraParams(), QuantParams(bits=bits)),
+        decoding=EvalParams(),
+        chat_template=False,
+        prompt_example="",
+        download={},
+        scores=scores,
+        trained_at="at commit `c0ffee`",
+        license="apache-2.0",
+    )
+
+
+GGUF_BASE = {"name": ".cache/models/base.Q4_1.gguf", "kind": "gguf", "sha256": "b179c9523d0e", "bytes": 1}
+HUB_BASE = {"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "kind": "hub", "revision": "12fd25f7", "bytes": 1}
+
+
+def test_card_of_a_local_gguf_base_says_so_and_invents_no_hub_id():
+    from lorapipe.reporting.model_card import model_card
+
+    card = model_card(card_facts(GGUF_BASE, merged=True))
+    meta = front_matter(card)
+    assert "base_model" not in meta  # no Hub id to name
+    assert "Base model: the local GGUF file `base.Q4_1.gguf` (sha256 `b179c9523d0e`), dequantized" in card
+    assert "Hugging Face Hub" not in card.replace("not downloaded from the Hugging Face Hub", "")
+    assert ".cache/" not in card
+    assert "`pip install torch transformers`. " in card and "bitsandbytes" not in card
+    [index] = meta["model-index"]
+    [result] = index["results"]
+    assert index["name"] == "product-descriptions" and result["task"]["type"] == "text-generation"
+    assert result["dataset"]["split"] == "test"
+    metrics = {m["type"]: (m["name"], m["value"]) for m in result["metrics"]}
+    assert metrics == {"rouge": ("ROUGE-L", 0.215), "bleu": ("BLEU", 4.25), "perplexity": ("perplexity", 12.5)}
+
+
+@pytest.mark.parametrize(
+    ("bits", "packages"), [(4, "torch transformers peft bitsandbytes"), (16, "torch transformers peft")]
+)
+def test_card_of_a_hub_base_names_it_in_the_metadata_and_asks_only_for_what_loading_needs(bits, packages):
+    from lorapipe.reporting.model_card import model_card
+
+    card = model_card(card_facts(HUB_BASE, merged=False, base=(HUB_BASE["name"], "12fd25f7"), bits=bits))
+    assert front_matter(card)["base_model"] == HUB_BASE["name"]
+    assert "Base model: `HuggingFaceTB/SmolLM2-135M-Instruct` from the Hugging Face Hub at revision `12fd25f7`." in card
+    assert f"`pip install {packages}`. " in card
+    assert ("BitsAndBytesConfig" in python_block(card, "How to use")) == (bits < 16)
+
+
+def test_card_cites_the_commit_only_when_its_params_are_the_trained_ones(tmp_path, monkeypatch):
+    from lorapipe.reporting.publish import trained_at
+    from lorapipe.runs import trained_with
+    from tests.conftest import commit, default_params, sh
+
+    params = default_params()
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    sh(tmp_path, "git", "init", "-q")
+    commit(tmp_path, "params")
+    head = sh(tmp_path, "git", "rev-parse", "HEAD").stdout.strip()
+    monkeypatch.chdir(tmp_path)
+    assert trained_at(trained_with(params), "exp-1") == f"at commit `{head}`"
+    # `dvc exp run -S lora.r=8`: the run record says r=8, HEAD's params.yaml still r=16.
+    experiment = trained_with({**params, "lora": {**params["lora"], "r": 8}})
+    assert trained_at(experiment, "exp-1").startswith(f"in the DVC experiment `exp-1`, on top of commit `{head}` whose")
+    assert "not committed" in trained_at(experiment, None)

@@ -121,6 +121,22 @@ def test_base_without_scores_gets_tuned_vs_base_of_this_revision(repo, tmp_path)
     assert "eval.json" not in report.split("### Speed")[0].split("### Params")[1]  # shown with intervals
 
 
+def test_speed_is_labelled_as_the_machine_s_and_intervals_say_what_they_cover(repo, tmp_path):
+    from lorapipe.reporting.report import INTERVALS_NOTE, SPEED_NOTE
+
+    rows = score_rows(range(50), shift=0.1)
+    for tokens_per_s, message in ((13.7, "base branch on a loaded machine"), (71.7, "pull request, idle machine")):
+        (repo / "metrics").mkdir(exist_ok=True)
+        (repo / "metrics/train.json").write_text(json.dumps({"tokens_per_s": tokens_per_s, "val_loss": 2.0}))
+        commit_scores(repo, rows, message)
+    report = build_report(repo, tmp_path)
+    speed = report.split("### Speed and memory\n\n")[1].split("###")[0]
+    assert speed.startswith(SPEED_NOTE) and "| metrics/train.json: tokens\\_per\\_s | 13.7 | 71.7 |" in speed
+    assert "machine" in SPEED_NOTE and "load" in SPEED_NOTE
+    verdict = report.split("###")[0]
+    assert INTERVALS_NOTE in verdict and "not seed-to-seed variance" in INTERVALS_NOTE
+
+
 def experiment_rev(repo: Path, name: str) -> str:
     shown = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
     return next(run["rev"] for exp in shown[1]["experiments"] for run in exp["revs"] if run["name"] == name)
@@ -287,7 +303,7 @@ EVAL_RESULT = {
 @pytest.mark.parametrize("per_sample", [True, False], ids=["with-per-sample-scores", "eval-json-only"])
 def test_summary_and_model_card_print_one_scores_table(tmp_path, per_sample):
     from lorapipe.params import EvalParams, LoraParams, QuantParams, TrainParams
-    from lorapipe.reporting.model_card import CardFacts, model_card
+    from lorapipe.reporting.model_card import BaseOrigin, CardFacts, model_card
     from lorapipe.runs import TrainedRun
 
     (tmp_path / "metrics").mkdir()
@@ -305,9 +321,10 @@ def test_summary_and_model_card_print_one_scores_table(tmp_path, per_sample):
         assert table["ROUGE-L"][3].endswith("(better)") and table["BLEU"][3] == "+0.00..+0.00 (no clear change)"
         return
     assert len(table["ROUGE-L"]) == 3  # no interval column without per-sample scores
-    card = dict(repo_id="you/x", merged=True, base=None, base_source="base.gguf", params={})
+    origin = BaseOrigin.from_record({"kind": "gguf", "name": "base.gguf"})
+    card = dict(repo_id="you/x", merged=True, base=None, origin=origin, params={}, trained_at="at commit `c`")
     card |= dict(run=TrainedRun(TrainParams(), LoraParams(), QuantParams()))
-    card |= dict(decoding=EvalParams(), chat_template=False, prompt_example="", download={}, commit="c", license="mit")
+    card |= dict(decoding=EvalParams(), chat_template=False, prompt_example="", download={}, license="mit")
     facts = CardFacts(**card, scores=EVAL_RESULT)
     card_table = model_card(facts).split("## Results")[1].split("##")[0]
     assert printed.split("\n(")[0] in card_table  # the card shows the very table the summary prints

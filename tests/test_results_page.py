@@ -27,6 +27,8 @@ def test_page_lists_every_experiment_with_curves_and_opens_offline_in_a_browser(
     assert rows[0].split()[:3] == ["experiment", "rev", "lora.r"]  # lora.r is what the experiments changed
     by_name = {row.split()[0]: row.split() for row in rows[1:]}
     assert by_name["smollm2-r16"][2] == "16" and by_name["smollm2-r8"][2] == "8"
+    # The workspace holds smollm2-r8's results: one row for that run, not two.
+    assert "workspace" not in by_name and "The workspace holds the results of smollm2-r8." in page
     shown = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
     for exp in shown[1]["experiments"]:
         rev = exp["revs"][0]
@@ -35,6 +37,21 @@ def test_page_lists_every_experiment_with_curves_and_opens_offline_in_a_browser(
         # Deltas carry their 95% interval over the experiment's own test samples.
         row = " ".join(by_name[rev["name"]])
         assert re.search(r"[+-]\d\.\d{3} \([+-]\d\.\d{3}\.\.[+-]\d\.\d{3}\)", row), row
+
+    # Experiment vs experiment: r=8's tuned model against r=16's, paired over the 4 samples both scored.
+    pairs = [
+        r.text for r in browser.find_elements(By.XPATH, "//h2[.='Experiment vs experiment']/following::table[1]//tr")
+    ]
+    assert pairs[0].startswith("experiment vs Δ ROUGE-L (95% CI) Δ BLEU (95% CI)"), pairs
+    pair = next(p for p in pairs if p.startswith("smollm2-r8 smollm2-r16 "))
+    assert re.search(r"[+-]\d\.\d{3} \([+-]\d\.\d{3}\.\.[+-]\d\.\d{3}\) ", pair) and pair.endswith("4 paired"), pair
+
+    # The token lengths table shows lengths.json's numbers, as the lengths stage wrote them.
+    lengths = json.loads((repo / "metrics/lengths.json").read_text())
+    cells = browser.find_elements(By.XPATH, "//h2[starts-with(., 'Token lengths')]/following::table[1]//tr[2]/td")
+    title = lengths["prompt"]["title"]
+    assert [c.text for c in cells][:2] == ["prompt (title tokens)", str(title["budget"])]
+    assert [c.text for c in cells][5:] == [str(title[k]) for k in ("p50", "p90", "p95", "p99", "max")]
 
     charts = browser.find_elements(By.CSS_SELECTOR, "figure svg")
     titles = " ".join(c.text for c in charts)
@@ -53,3 +70,21 @@ def test_samples_are_escaped_and_cut_like_the_reports():
     table = samples_table([{"title": "<script>alert(1)</script>", "reference": "a & b", "base": "<b>", "tuned": "x"}])
     assert "<script>" not in table and "&lt;script&gt;" in table and "a &amp; b" in table and "&lt;b&gt;" in table
     assert f"<td>{'y' * 400}…</td>" in samples_table([{"title": "y" * 5000}])
+
+
+def test_the_workspace_row_is_left_out_only_while_it_repeats_a_listed_run(repo, tmp_path):
+    from tests.test_report import commit_metrics, commit_scores, score_rows
+
+    commit_metrics(repo, 0.3, 16, "a run")
+    commit_scores(repo, score_rows(range(20), shift=0.1), "its per-sample scores")
+    out = tmp_path / "index.html"
+    sh(repo, "python", "-m", "lorapipe.reporting.results_page", "-o", str(out))
+    page = out.read_text()
+    assert "<td>workspace</td>" not in page and re.search(r"The workspace holds the results of \w+\.", page)
+    # Scores of another run in the workspace, not committed: the workspace is a run of its own.
+    (repo / "metrics/eval_scores.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in score_rows(range(20), shift=0.2))
+    )
+    sh(repo, "python", "-m", "lorapipe.reporting.results_page", "-o", str(out))
+    page = out.read_text()
+    assert "<td>workspace</td>" in page and "The workspace holds" not in page

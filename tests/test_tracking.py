@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import copy_workspace, kept_read_only
+from tests.conftest import commit, copy_workspace, kept_read_only, sh
 from tests.workspace import (
     BASE_ARGS,
     data_workspace,
@@ -133,6 +133,27 @@ def test_train_and_evaluate_log_one_run_to_a_real_server(workspace, mlflow_serve
     # Credentials stay in the environment: not in logs, params or tags.
     for text in (train.stderr, evaluate.stderr, str(run.data.params), str(run.data.tags)):
         assert SECRET not in text
+
+
+def test_an_experiment_s_run_names_its_baseline_and_the_uncommitted_params(tmp_path, monkeypatch):
+    """`dvc exp run -S lora.r=8` trains on HEAD plus an uncommitted params.yaml: the tags say both."""
+    from mlflow.tracking import MlflowClient
+
+    from lorapipe.tracking import Tracker
+
+    (tmp_path / "params.yaml").write_text("lora:\n  r: 16\n")
+    sh(tmp_path, "git", "init", "-q")
+    commit(tmp_path, "baseline")
+    head = sh(tmp_path, "git", "rev-parse", "HEAD").stdout.strip()
+    (tmp_path / "params.yaml").write_text("lora:\n  r: 8\n")
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.setenv("DVC_EXP_NAME", "brave-lora")
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", head)  # as `dvc exp run` sets it
+    tags = MlflowClient(store).get_run(Tracker("train").run_id).data.tags
+    assert tags["git.commit"] == tags["dvc.exp_baseline_rev"] == head and tags["dvc.exp_name"] == "brave-lora"
+    assert tags["git.dirty"] == "true" and tags["git.modified"] == "params.yaml"
 
 
 def test_server_down_warns_once_and_the_stage_finishes(workspace, monkeypatch):

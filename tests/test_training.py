@@ -390,3 +390,29 @@ def test_a_second_experiment_resumes_its_own_checkpoint_and_keeps_the_first_runs
     assert "(step 4)" in resumed.stderr and "resuming from" in resumed.stderr
     assert train_losses(tmp_path / "b") == pytest.approx(train_losses(tmp_path / "b-reference"), rel=1e-3)
     assert {c.parent.name: c.name for c in saved(ckpts) if c.parent.name in first_run} == first_run
+
+
+def test_training_s_third_party_noise_is_silenced(tiny_model_dir):
+    """What a train and evaluate print and no user can act on: bitsandbytes' optional Hub kernel it did not
+    find (on CPUs with AVX512-BF16), peft's use of a deprecated transformers property, rouge_score's
+    "Using default tokenizer." per scorer. The stages' own imports, logging and calls, in a fresh process."""
+    script = f"""
+import logging, sys
+import torch
+from lorapipe.checkpoints import fingerprint  # imports peft, and through it bitsandbytes, as train does
+from lorapipe.modeling import add_lora, load_model
+from lorapipe.params import LoraParams, QuantParams
+from lorapipe.scoring import sample_scores
+logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)  # as run_cli sets it
+model = load_model({str(tiny_model_dir)!r}, torch.float32, torch.device("cpu"), QuantParams())
+add_lora(model, LoraParams(), grad_checkpointing=False, quantized=True)
+sample_scores(["a mug"], ["a fine mug"])
+sample_scores(["a cup"], ["a fine cup"])
+print("done")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=child_env(), timeout=300, check=False
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "done", result.stderr[-3000:]
+    for noise in ("gemm_4bit_forward", "kernels-community", "is_gradient_checkpointing", "Using default tokenizer"):
+        assert noise not in result.stderr, result.stderr[-3000:]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 import yaml
 
 from lorapipe.params import EvalParams, QuantParams
 from lorapipe.prompt import INSTRUCTION, PLAIN_TEMPLATE
+from lorapipe.reporting.compare import HEADLINE, METRICS
 from lorapipe.reporting.scores_table import markdown_table, score_rows
 from lorapipe.runs import TrainedRun
 
@@ -25,6 +27,10 @@ DATASET_TERMS = (
 )
 
 
+# eval.json's headline scores as the Hub's model-index metric types (https://hf.co/metrics).
+HUB_METRIC_TYPES = {"bleu": "bleu", "rougeL": "rouge", "perplexity": "perplexity"}
+
+
 @dataclass(frozen=True)
 class BaseModel:
     """The base the adapter loads: a Hub id and the commit it was trained on (empty: not pinned)."""
@@ -34,13 +40,46 @@ class BaseModel:
 
 
 @dataclass(frozen=True)
+class BaseOrigin:
+    """Where models/base came from, as the base_model stage resolved it (metrics/base_model.json): the
+    card's one source of the base's provenance, not today's params.yaml."""
+
+    kind: str  # hub, gguf or folder (stages/base_model.py)
+    name: str  # model.name: a Hub id, or a local path of which only the file name is shown
+    revision: str = ""  # the Hub commit (hub)
+    sha256: str = ""  # the file's checksum (gguf)
+
+    @classmethod
+    def from_record(cls, record: dict) -> BaseOrigin:
+        fields = ("kind", "name", "revision", "sha256")
+        return cls(**{key: str(record.get(key) or "") for key in fields})
+
+    @property
+    def label(self) -> str:
+        """The Hub id, or the local file or folder's name (no path of this machine)."""
+        return self.name if self.kind == "hub" else PurePath(self.name).name
+
+    def sentence(self) -> str:
+        """Markdown: where the weights came from."""
+        if self.kind == "hub":
+            pinned = f" at revision `{self.revision}`" if self.revision else ""
+            return f"`{self.name}` from the Hugging Face Hub{pinned}"
+        if self.kind == "gguf":
+            return (
+                f"the local GGUF file `{self.label}` (sha256 `{self.sha256 or '?'}`), dequantized to safetensors "
+                "by the pipeline; not downloaded from the Hugging Face Hub"
+            )
+        return f"the local model folder `{self.label}`; not downloaded from the Hugging Face Hub"
+
+
+@dataclass(frozen=True)
 class CardFacts:
     """Everything the card states, read from the run's own files by `lorapipe.reporting.publish`."""
 
     repo_id: str
     merged: bool
     base: BaseModel | None  # None: a local base nobody else can load (merged uploads only)
-    base_source: str  # what model.name was (a hub id or a local file)
+    origin: BaseOrigin  # where the trained-on base came from
     params: dict[str, Any]
     run: TrainedRun  # what was trained (the adapter's train_params.json), not today's params.yaml
     decoding: EvalParams
@@ -48,7 +87,7 @@ class CardFacts:
     prompt_example: str  # the exact prompt of EXAMPLE_TITLE
     download: dict  # metrics/download.json: the raw file's sha256
     scores: dict  # metrics/eval.json
-    commit: str
+    trained_at: str  # markdown: the commit, or the experiment whose params were not committed
     license: str
     gguf_files: list[str] = field(default_factory=list)  # smallest first: the one the examples use
 
@@ -109,9 +148,10 @@ def usage(facts: CardFacts) -> str:
                 f'AutoModelForCausalLM.from_pretrained(\n    "{base.hub_id}"{revision}, dtype=torch.float32,\n'
                 f"    quantization_config={_quantization(facts.run.quant)},\n).dequantize()"
             )
+        quantized = ", BitsAndBytesConfig" if facts.run.quant.bits < 16 else ""
         load = (
             "from peft import PeftModel\n"
-            "from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig\n\n"
+            f"from transformers import AutoModelForCausalLM, AutoTokenizer{quantized}\n\n"
             f"# The adapter learned on the {facts.run.quant.bits}-bit base: load the base as training did"
             + (", dequantize it" if facts.run.quant.bits < 16 else "")
             + ",\n# then merge. (Into the plain base instead, every output shifts: lorapipe's demo lost a\n"
@@ -152,23 +192,51 @@ llama-completion -m {compact} -f prompt.txt -n {facts.decoding.max_new_tokens} -
 """
 
 
+def requirements(facts: CardFacts) -> str:
+    """What the usage snippet imports: a merged model needs neither peft nor bitsandbytes."""
+    packages = ["torch", "transformers"]
+    if not facts.merged:
+        packages += ["peft", *(["bitsandbytes"] if facts.run.quant.bits < 16 else [])]
+    return " ".join(packages)
+
+
+def model_index(facts: CardFacts, data_name: str, synthetic: bool) -> list[dict]:
+    """The Hub's evaluation-results metadata: the tuned model's headline scores of eval.json."""
+    tuned = facts.scores.get("tuned") or {}
+    metrics = [
+        {"type": HUB_METRIC_TYPES[name], "name": METRICS[name].label, "value": tuned[name]}
+        for name in HEADLINE
+        if name in tuned
+    ]
+    dataset = {"type": "lorapipe-synthetic" if synthetic else "AmazonTitles-1.3MM", "name": data_name, "split": "test"}
+    task = {"type": "text-generation", "name": "Product description generation"}
+    return [{"name": facts.repo_id.split("/")[-1], "results": [{"task": task, "dataset": dataset, "metrics": metrics}]}]
+
+
 def model_card(facts: CardFacts) -> str:
     """Markdown with Hub metadata: what was trained, on which data version, how well, how to use it."""
-    base_name = facts.base.hub_id if facts.base else facts.base_source
+    base_name = facts.base.hub_id if facts.base else facts.origin.label
     synthetic = SYNTHETIC_MARK in str(facts.params.get("data", {}).get("url", ""))
+    data_name = "The SYNTHETIC stand-in" if synthetic else "AmazonTitles-1.3MM product titles and descriptions"
     tags = ["lorapipe", "qlora", "lora", "product-descriptions", "e-commerce", *(["gguf"] if facts.gguf_files else [])]
     meta = {
         "license": facts.license,
         "library_name": "transformers" if facts.merged else "peft",
         "pipeline_tag": "text-generation",
         "tags": tags,
+        # a Hub id only: a local base has none, and the card says where it came from instead
         **({"base_model": facts.base.hub_id} if facts.base else {}),
+        "model-index": model_index(facts, data_name, synthetic),
     }
     what = "model (LoRA adapter merged into the base)" if facts.merged else "LoRA adapter"
-    pinned = f" at revision `{facts.base.revision}`" if facts.base and facts.base.revision else ""
-    local = f" It was trained on a local copy (`{facts.base_source}`)." if facts.base_source != base_name else ""
+    published_against = ""
+    if facts.base and (facts.origin.kind != "hub" or facts.base.hub_id != facts.origin.name):
+        pinned = f" at revision `{facts.base.revision}`" if facts.base.revision else ""
+        published_against = (
+            f" The adapter loads `{facts.base.hub_id}`{pinned} from the Hub, which the publisher named as the "
+            "same weights (`--base-model`)."
+        )
     raw = facts.download
-    data_name = "The SYNTHETIC stand-in" if synthetic else "AmazonTitles-1.3MM product titles and descriptions"
     synthetic_note = (
         "\n> **Demo model.** It was trained on the small SYNTHETIC sample shipped with lorapipe, not on "
         "real Amazon data: it shows the pipeline works, it is not useful for real descriptions.\n"
@@ -187,7 +255,7 @@ def model_card(facts: CardFacts) -> str:
 # {facts.repo_id.split("/")[-1]}
 
 A {what} for `{base_name}` that writes an e-commerce product description from a product title.
-Trained with lorapipe (a DVC pipeline for QLoRA fine-tuning) at commit `{facts.commit}`.
+Trained with lorapipe (a DVC pipeline for QLoRA fine-tuning) {facts.trained_at}.
 {synthetic_note}
 ## Results
 
@@ -206,7 +274,8 @@ Terms: {"the synthetic sample is generated by lorapipe; the real dataset's terms
 
 ## Training
 
-Base model `{base_name}`{pinned} from the Hugging Face Hub.{local}
+Base model: {facts.origin.sentence()}.{published_against} The settings below are the run's own record
+(the adapter's `train_params.json`), not the repository's params.yaml of today:
 
 ```yaml
 {_section(facts.run, "quant")}
@@ -216,7 +285,7 @@ Base model `{base_name}`{pinned} from the Hugging Face Hub.{local}
 
 ## How to use
 
-`pip install torch transformers peft bitsandbytes`. This reproduces the outputs scored above
+`pip install {requirements(facts)}`. This reproduces the outputs scored above
 (the evaluate stage's prompt and decoding, in fp32 as on a CPU; on a GPU evaluate uses bf16):
 
 ```python

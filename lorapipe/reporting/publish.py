@@ -28,11 +28,12 @@ from lorapipe.artifacts import BASE_MODEL_JSON, DOWNLOAD_JSON, EVAL_JSON
 from lorapipe.cli import UserError, log, run_cli
 from lorapipe.modeling import load_tokenizer
 from lorapipe.outputs import atomic_dir
-from lorapipe.params import EvalParams, parse_section
+from lorapipe.params import PARAMS_FILE, EvalParams, parse_section
 from lorapipe.prompt import build_prompt
-from lorapipe.reporting.model_card import EXAMPLE_TITLE, BaseModel, CardFacts, model_card
-from lorapipe.runs import load_run
-from lorapipe.vcs import git_commit
+from lorapipe.reporting.model_card import EXAMPLE_TITLE, BaseModel, BaseOrigin, CardFacts, model_card
+from lorapipe.runs import TrainedRun, load_run, trained_with
+from lorapipe.samples import read_run
+from lorapipe.vcs import file_at, git_commit
 
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 # PEFT's generic README gives way to our card; the rest is the model.
@@ -61,16 +62,36 @@ def gguf_files(folder: Path) -> list[Path]:
     return [*found, folder / "Modelfile"]
 
 
-def base_reference(option: str | None, params: dict, base_model: dict) -> BaseModel | None:
+def base_reference(option: str | None, origin: BaseOrigin) -> BaseModel | None:
     """The base on the Hub: `--base-model id[@revision]`, else the hub model the pipeline downloaded."""
     if option:
         hub_id, _, revision = option.partition("@")
         if not REPO_ID.match(hub_id):
             raise UserError(f"--base-model {option!r}: expected owner/name or owner/name@revision")
         return BaseModel(hub_id, revision)
-    if base_model.get("kind") == "hub":
-        return BaseModel(str(params["model"]["name"]), str(base_model.get("revision", "")))
+    if origin.kind == "hub":
+        return BaseModel(origin.name, origin.revision)
     return None
+
+
+def trained_at(run: TrainedRun, experiment: str | None) -> str:
+    """Markdown naming where the adapter was trained: HEAD when HEAD's params.yaml holds the run's own
+    settings; else the experiment (or an uncommitted run) on top of HEAD, which a commit would mislead."""
+    commit = git_commit()
+    if not commit:
+        return "outside a git checkout"
+    committed = file_at(commit, PARAMS_FILE)
+    try:
+        same = committed is not None and trained_with(yaml.safe_load(committed) or {}) == run
+    except (UserError, yaml.YAMLError, AttributeError):
+        same = False  # HEAD's params.yaml is not a valid run: it is not what was trained
+    if same:
+        return f"at commit `{commit}`"
+    what = f"in the DVC experiment `{experiment}`" if experiment else "from uncommitted params"
+    return (
+        f"{what}, on top of commit `{commit}` whose {PARAMS_FILE} is not the one trained with (the params were "
+        "not committed)"
+    )
 
 
 def place(source: Path, target: Path) -> None:
@@ -122,25 +143,23 @@ def main() -> None:
     files = model_files(folder, EXPORT_HINT if args.merged else "run the pipeline first (dvc repro)")
     if args.gguf:
         files += gguf_files(Path("models/gguf"))
-    params = read_yaml(Path("params.yaml"), "run from the repository root")
-    base_model = read_yaml(BASE_MODEL_JSON, "run the pipeline first (dvc repro)")
-    base = base_reference(args.base_model, params, base_model)
+    params = read_yaml(Path(PARAMS_FILE), "run from the repository root")
+    origin = BaseOrigin.from_record(read_yaml(BASE_MODEL_JSON, "run the pipeline first (dvc repro)"))
+    base = base_reference(args.base_model, origin)
     if base is None and not args.merged:
         raise UserError(
-            f"models/base came from a local file ({params['model']['name']}), which no one else can load: pass "
+            f"models/base came from a local file ({origin.label}), which no one else can load: pass "
             "--base-model owner/name[@revision] naming the Hub copy of exactly those weights, or publish "
             "--merged (self-contained)"
         )
     run = load_run(Path("models/adapter"))
     tokenizer = load_tokenizer(folder)
-    name = str(params["model"]["name"])
-    source = name if base_model.get("kind") == "hub" else f"{Path(name).name}, sha256 {base_model.get('sha256', '?')}"
     card = model_card(
         CardFacts(
             repo_id=args.repo_id,
             merged=args.merged,
             base=base,
-            base_source=source,
+            origin=origin,
             params=params,
             run=run,
             decoding=parse_section(EvalParams, params.get("eval", {})),
@@ -148,7 +167,7 @@ def main() -> None:
             prompt_example=build_prompt(tokenizer, EXAMPLE_TITLE),
             download=read_yaml(DOWNLOAD_JSON, "run the pipeline first (dvc repro)"),
             scores=read_yaml(EVAL_JSON, "run the evaluate stage first (dvc repro)"),
-            commit=git_commit() or "unknown",
+            trained_at=trained_at(run, read_run().get("experiment")),
             license=args.license,
             gguf_files=[f.name for f in files if f.suffix == ".gguf"],
         )

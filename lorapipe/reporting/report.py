@@ -42,6 +42,16 @@ _ACTIONS = re.compile(r"[@#]|(?<=\w)(?=://)|(?i:\bwww)(?=\.)")
 ZERO_WIDTH_SPACE = "\u200b"
 # train.json's quality figures; every other train.json key is speed, memory or size.
 TRAINING_QUALITY = {"train_loss", "val_loss", "val_perplexity"}
+# Why a speed change is no verdict: the two revisions ran on whatever machine was free, at whatever load.
+SPEED_NOTE = (
+    "Speed and memory depend on the machine each run had and on its load at the time (other jobs, a shared "
+    "runner, CPU or GPU): a change here is not an effect of the params unless both ran on the same idle machine."
+)
+# What the 95% intervals measure, and what they leave out.
+INTERVALS_NOTE = (
+    "The intervals cover test-sample noise (which test samples were drawn), not seed-to-seed variance: "
+    "retraining with another seed can move the scores further."
+)
 IMAGE_MISSING = (
     "*{alt}: not shown in a job summary, which cannot display files from the runner (and a fork's "
     "read-only token cannot upload them); see the pull-request comment, or build the report "
@@ -78,8 +88,8 @@ def _fmt(value: object) -> str:
     return "—" if value is None else escape_cell(str(value), 80)
 
 
-def diff_table(diff: dict, title: str, with_delta: bool) -> str:
-    """Markdown table of a `dvc metrics/params diff --json` result: old, new (and delta)."""
+def diff_table(diff: dict, title: str, with_delta: bool, note: str = "") -> str:
+    """Markdown table of a `dvc metrics/params diff --json` result: old, new (and delta); `note` under the title."""
     rows = []
     for path, entries in sorted(diff.items()):
         for key, change in sorted(entries.items()):
@@ -89,10 +99,11 @@ def diff_table(diff: dict, title: str, with_delta: bool) -> str:
             if with_delta:
                 cells.append(f"{delta:+.4g}" if isinstance(delta, (int, float)) else "—")
             rows.append("| " + " | ".join(cells) + " |")
+    heading = f"### {title}\n\n" + (f"{note}\n\n" if note else "")
     if not rows:
-        return f"### {title}\n\nNo changes.\n"
+        return f"{heading}No changes.\n"
     header = "| | old | new | delta |\n|---|---:|---:|---:|" if with_delta else "| | old | new |\n|---|---|---|"
-    return f"### {title}\n\n{header}\n" + "\n".join(rows) + "\n"
+    return f"{heading}{header}\n" + "\n".join(rows) + "\n"
 
 
 def split_metrics(diff: dict, old_scored: bool, new_scored: bool) -> tuple[dict, dict]:
@@ -135,7 +146,7 @@ def verdict(old: list[dict] | None, new: list[dict] | None, label: str) -> str:
                 f"{len(new)}; another split, seed or sample set), so each is resampled on its own: the "
                 "intervals are wider, and part of any change is the change of samples.\n\n" + intro + ", unpaired."
             )
-    return intro + "\n\n" + "\n".join(f"- {c.line()}" for c in changes) + "\n"
+    return intro + "\n\n" + "\n".join(f"- {c.line()}" for c in changes) + f"\n\n{INTERVALS_NOTE}\n"
 
 
 def tuned_vs_base_table(runs: list[tuple[str, list[ScoreRow]]]) -> str:
@@ -233,7 +244,7 @@ def build_report(base: str, samples: int, images: Path) -> list[str | Image]:
     parts.append(diff_table(dvc_json("params", "diff", base), "Params", with_delta=False))
     quality, speed = split_metrics(dvc_json("metrics", "diff", base), bool(old), bool(new))
     parts.append(diff_table(quality, "Metrics", with_delta=True))
-    parts.append(diff_table(speed, "Speed and memory", with_delta=True))
+    parts.append(diff_table(speed, "Speed and memory", with_delta=True, note=SPEED_NOTE))
     parts.append(samples_table(EVAL_SAMPLES, samples))
     return [p for p in parts if p]
 

@@ -5,7 +5,9 @@
 The page is one self-contained file: charts are inline SVG rendered here from the Vega-Lite
 specs `dvc plots` gives, with no scripts and nothing fetched, so it opens from disk offline.
 Each experiment's tuned-vs-base deltas carry their 95% bootstrap interval over its test samples
-(from its metrics/eval_scores.jsonl), so a sweep is ranked on differences that are not noise.
+(from its metrics/eval_scores.jsonl), and every pair of experiments is compared tuned against tuned,
+paired over the samples both scored, so a sweep is ranked on differences that are not noise.
+The `workspace` row is left out when it only repeats the run it came from (after `dvc exp run`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from lorapipe.cli import UserError, run_cli
 from lorapipe.outputs import atomic_path
 from lorapipe.params import flatten
 from lorapipe.reporting.charts import scores_spec, svg
+from lorapipe.reporting.compare import METRICS, Change, run_vs_run
 from lorapipe.reporting.report import bar_scores, shorten
 from lorapipe.reporting.scores_table import html_cell, score_rows
 from lorapipe.reporting.study_sections import study_sections
@@ -66,18 +69,34 @@ def experiment_rows(show: list[dict]) -> list[dict]:
         metrics = {path: flatten(values) for path, values in nested.items()}
         if entry.get("error") or not any(metrics.values()):
             continue  # a failed experiment, or a commit the pipeline never ran on
-        params = data.get("params", {}).get("params.yaml", {}).get("data", {})
-        row = {"name": name, "rev": entry["rev"], "params": flatten(params), "metrics": metrics}
+        params = flatten(data.get("params", {}).get("params.yaml", {}).get("data", {}))
+        row = {"name": name, "rev": entry["rev"], "params": params, "metrics": metrics, "in_workspace": False}
+        row["time"] = data.get("timestamp") or "~"  # ISO 8601; the workspace (none) sorts after every commit
         rows.append({**row, "eval": nested.get(EVAL)})
     return rows
 
 
+def drop_repeated_workspace(rows: list[dict]) -> None:
+    """After `dvc exp run` the workspace holds that experiment's results: when its params, metrics and
+    per-sample scores are a listed run's, its row would repeat that run's, so it is left out and that run
+    is marked `in_workspace`. (Same metrics is one run: train.json's timings differ from run to run.)"""
+    workspace = next((row for row in rows if row["rev"] == "workspace"), None)
+    same = [row for row in rows if workspace and row is not workspace and row_data(row) == row_data(workspace)]
+    if same:
+        rows.remove(workspace)
+        same[0]["in_workspace"] = True
+
+
+def row_data(row: dict) -> tuple[dict, dict, list[dict] | None]:
+    return row["params"], row["metrics"], row["samples"]
+
+
 def add_scores(rows: list[dict]) -> None:
-    """Each row's scores table by metric (base, tuned, delta), each delta with its 95% interval when the
-    revision has per-sample scores (eval_scores.jsonl)."""
+    """Each row's per-sample scores (eval_scores.jsonl; None where the revision has none) and its scores
+    table by metric (base, tuned, delta), each delta with its 95% interval when it has per-sample scores."""
     for row in rows:
-        samples = read_scores(None if row["rev"] == "workspace" else row["rev"])
-        row["scores"] = {r.metric: r for r in score_rows(row["eval"], samples)}
+        row["samples"] = read_scores(None if row["rev"] == "workspace" else row["rev"])
+        row["scores"] = {r.metric: r for r in score_rows(row["eval"], row["samples"])}
 
 
 def varying_params(rows: list[dict]) -> list[str]:
@@ -107,6 +126,33 @@ def experiments_table(rows: list[dict]) -> str:
     return "\n".join([*lines, "</table>"])
 
 
+def pair_changes(rows: list[dict]) -> list[tuple[dict, dict, dict[str, Change]]]:
+    """(earlier run, later run, their tuned models' change per metric of the page) for every pair of runs
+    with per-sample scores: paired over the test samples both scored where they share them."""
+    scored = sorted((row for row in rows if row["samples"]), key=lambda row: row["time"])
+    metrics = list(dict.fromkeys(metric for column, metric, _ in SCORE_COLUMNS if column == "delta"))
+    return [
+        (old, new, {name: run_vs_run(old["samples"], new["samples"], name) for name in metrics})
+        for i, old in enumerate(scored)
+        for new in scored[i + 1 :]
+    ]
+
+
+def pairs_table(pairs: list[tuple[dict, dict, dict[str, Change]]]) -> str:
+    """One row per pair of runs: each metric's tuned-vs-tuned delta, its 95% interval and the verdict."""
+    if not pairs:
+        return "<p>Fewer than two runs have per-sample scores (metrics/eval_scores.jsonl).</p>"
+    names = [METRICS[name].label for name in pairs[0][2]]
+    head = ["experiment", "vs", *(f"Δ {name} (95% CI)" for name in names), "samples"]
+    lines = ["<table>", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
+    for old, new, changes in pairs:
+        first = next(iter(changes.values()))
+        compared = f"{first.samples} paired" if first.paired else f"{first.samples}, unpaired (different samples)"
+        deltas = [f"{c.delta_text()} ({c.bounds()}) {c.verdict}" for c in changes.values()]
+        lines.append("<tr>" + "".join(map(cell, [new["name"], old["name"], *deltas, compared])) + "</tr>")
+    return "\n".join([*lines, "</table>"])
+
+
 def run_scores(rows: list[dict]) -> list[tuple[str, dict]]:
     """(experiment, its base and tuned scores) for the score bars."""
     return [(row["name"], bar_scores(list(row["scores"].values()))) for row in rows if row["scores"]]
@@ -129,21 +175,31 @@ def samples_table(samples: list[dict]) -> str:
     return "\n".join(["<table>", head, *body, "</table>"])
 
 
+def workspace_label(rows: list[dict]) -> str:
+    """`workspace`, or `workspace: <experiment>` when the workspace holds a listed run's results."""
+    return next((f"workspace: {row['name']}" for row in rows if row["in_workspace"]), "workspace")
+
+
 def render_page(rows: list[dict], specs: list[dict], samples: list[dict]) -> str:
     charts = "\n".join(f"<figure>{svg(spec)}</figure>" for spec in [*specs, scores_spec(run_scores(rows))])
+    held = "".join(f" The workspace holds the results of {html.escape(r['name'])}." for r in rows if r["in_workspace"])
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>lorapipe experiments</title>
 <style>{STYLE}</style></head>
 <body>
 <h1>lorapipe experiments</h1>
-<p>{len(rows)} runs from <code>dvc exp show</code>; columns are the params that differ between them.</p>
+<p>{len(rows)} runs from <code>dvc exp show</code>; columns are the params that differ between them.{held}</p>
 {experiments_table(rows)}
+<h2>Experiment vs experiment</h2>
+<p>The tuned models of two runs against each other, resampled over the test samples both scored (the
+same draw for both): an interval that excludes zero is a difference beyond the luck of the samples.</p>
+{pairs_table(pair_changes(rows))}
 <h2>Training curves and scores</h2>
 <div class="charts">
 {charts}
 </div>
 {study_sections(rows, svg, cell)}
-<h2>Samples (workspace)</h2>
+<h2>Samples ({html.escape(workspace_label(rows))})</h2>
 {samples_table(samples) if samples else "<p>No samples: run the evaluate stage.</p>"}
 </body></html>
 """
@@ -158,6 +214,7 @@ def main() -> None:
     if not rows:
         raise UserError("no experiment has metrics yet; run the pipeline first (dvc exp run)")
     add_scores(rows)
+    drop_repeated_workspace(rows)
     page = render_page(rows, plot_specs(rows), read_samples()[: args.samples])
     with atomic_path(args.out) as tmp:
         tmp.write_text(page)

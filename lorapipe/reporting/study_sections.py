@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lorapipe.artifacts import EVAL_JSON, LENGTHS_JSON, TRAIN_JSON
+from lorapipe.params import flatten
 
 STUDY_COMMAND = "dvc exp run --queue -S quant.bits=4,8,16 && dvc exp run --run-all"
 TRAIN, EVAL, LENGTHS = str(TRAIN_JSON), str(EVAL_JSON), str(LENGTHS_JSON)  # as `dvc exp show` names them
@@ -96,6 +97,16 @@ def quant_spec(rows: list[dict]) -> dict:
     }
 
 
+def read_lengths(rows: list[dict]) -> dict | None:
+    """lengths.json's figures under dotted keys (`prompt.title.p50`), as LENGTH_ROWS and LENGTH_COLUMNS name
+    them. The stage writes nested JSON; a row's metrics are flattened already. lengths.json is a plain
+    output, not a DVC metric: read from the workspace unless a row has it."""
+    lengths = next((row["metrics"][LENGTHS] for row in rows if row["metrics"].get(LENGTHS)), None)
+    if lengths is None and LENGTHS_JSON.is_file():
+        lengths = json.loads(LENGTHS_JSON.read_text())
+    return flatten(lengths) if lengths else None
+
+
 def lengths_table(lengths: dict, cell: Cell) -> str:
     head = ["field", *LENGTH_COLUMNS]
     body = [[title, *(lengths.get(f"{prefix}.{c}") for c in LENGTH_COLUMNS)] for prefix, title in LENGTH_ROWS]
@@ -120,10 +131,7 @@ def study_sections(rows: list[dict], svg: Callable[[dict], str], cell: Cell) -> 
         ]
     else:
         parts.append("<p>No run has both train and evaluate metrics yet.</p>")
-    # lengths.json is a plain output, not a DVC metric: read from the workspace unless a row has it.
-    lengths = next((row["metrics"][LENGTHS] for row in rows if row["metrics"].get(LENGTHS)), None)
-    if lengths is None and LENGTHS_JSON.is_file():
-        lengths = json.loads(LENGTHS_JSON.read_text())
+    lengths = read_lengths(rows)
     if lengths:
         parts += [
             f"<h2>Token lengths ({lengths.get('examples', '?')} train examples)</h2>",
