@@ -40,8 +40,7 @@ def run_git(*args: str) -> None:
 
 def uncommitted() -> list[str]:
     """Tracked files that differ from HEAD, staged or not."""
-    lines = git("status", "--porcelain", "--untracked-files=no").splitlines()
-    return [line[3:].split(" -> ")[-1] for line in lines if line.strip()]
+    return git("diff", "--name-only", "HEAD").splitlines()
 
 
 def is_run_output(path: str) -> bool:

@@ -146,8 +146,9 @@ def ran(output: str) -> list[str]:
     return re.findall(r"Running stage '(?:[\w/.-]+:)?(\w+)'", output)  # 'export/dvc.yaml:export' too
 
 
-def copy_tree(repo: Path) -> Path:
-    """A clone-like copy of the working tree in `repo`, with default params + the offline profile, committed."""
+def copy_checkout(repo: Path) -> Path:
+    """The working tree's files as a clone has them (git-tracked or not ignored), SmolLM2 under .cache/,
+    params.yaml = the real run's defaults; not yet a git repository."""
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
         cwd=ROOT,
@@ -163,6 +164,12 @@ def copy_tree(repo: Path) -> Path:
     (repo / ".cache").mkdir()
     (repo / ".cache/models").symlink_to(SMOLLM2_GGUF.parent)
     (repo / "params.yaml").write_text(yaml.safe_dump(default_params(), sort_keys=False))
+    return repo
+
+
+def copy_tree(repo: Path) -> Path:
+    """A clone-like copy of the working tree in `repo`, with default params + the offline profile, committed."""
+    copy_checkout(repo)
     sh(repo, "git", "init", "-q")
     sh(repo, "python", "-m", "lorapipe.git_identity")  # as make demo and the notebook do: DVC commits experiments
     sh(repo, "python", "-m", "lorapipe.profiles", "offline")
