@@ -14,9 +14,12 @@ export TOKENIZERS_PARALLELISM := false
 .PHONY: demo test lint format venv smollm2 gguf-converter quant-study lock bench-data clean-outputs
 
 demo: $(VENV)/.installed $(SMOLLM2) $(GGUF_CONVERTER)
-	$(BIN)/python -m lorapipe.profiles offline
+	@# The run is a commit on the local branch `demo` (params, then dvc.lock + metrics/): the baseline
+	@# that experiments, the results page and the PR report compare with (lorapipe/demo.py).
+	$(BIN)/python -m lorapipe.demo start
 	@# Each stage logs its wall time and peak memory: the table at the end shows where the time went.
-	source $(BIN)/activate && python -m lorapipe.timings .cache/demo-timings.jsonl -- dvc exp run
+	source $(BIN)/activate && python -m lorapipe.timings .cache/demo-timings.jsonl -- dvc repro
+	$(BIN)/python -m lorapipe.demo record
 	@echo "install (venv + pip, first make only): $$(cat .cache/install-seconds 2>/dev/null || echo '?') s"
 	$(BIN)/python -m lorapipe.reporting.summary
 	@echo "Try it: source $(BIN)/activate && python app.py   (results page: python -m lorapipe.reporting.results_page)"
@@ -61,11 +64,10 @@ gguf-converter: $(GGUF_CONVERTER)
 $(GGUF_CONVERTER): | $(VENV)/.installed
 	$(BIN)/python -m lorapipe.gguf_export fetch
 
-# After `make demo`: the 4/8/16-bit study, three experiments run one after another in the workspace
-# (a queued experiment runs in a temp copy without .cache/, so it would not find the demo's model),
-# then the results page.
+# After `make demo`: the 4/8/16-bit study, queued and run one at a time, each in a temp copy that
+# restores the demo's committed outputs from DVC's cache (the command the results page shows), then the page.
 quant-study: $(VENV)/.installed $(SMOLLM2)
-	source $(BIN)/activate && for bits in 4 8 16; do dvc exp run -S quant.bits=$$bits || exit 1; done
+	source $(BIN)/activate && bash -c "$$(python -c 'from lorapipe.reporting.study_sections import STUDY_COMMAND; print(STUDY_COMMAND)')"
 	$(BIN)/python -m lorapipe.reporting.results_page
 
 lock: $(VENV)/.installed

@@ -17,8 +17,8 @@ dvc push --run-cache -q
 git checkout -q -B "$branch"
 git add dvc.lock params.yaml metrics
 if ! git diff --cached --quiet; then
-  git -c user.name="${GIT_AUTHOR_NAME:-lorapipe}" -c user.email="${GIT_AUTHOR_EMAIL:-lorapipe@users.noreply.github.com}" \
-    commit -q -m "Results: $(dvc stage list --name-only dvc.yaml | tr '\n' ' ')run on $(hostname)"
+  python -m lorapipe.git_identity  # a fresh VM has no identity: a repo-local one, unless there is one
+  git commit -q -m "Results: $(dvc stage list --name-only dvc.yaml | tr '\n' ' ')run on $(hostname)"
 fi
 git push -q origin "$branch"
 if [ -n "$(dvc exp list --name-only 2>/dev/null)" ]; then

@@ -30,6 +30,21 @@ def child_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(ROOT), **extra}
 
 
+# Where git (and DVC, through libgit2) would find an identity, besides a repository's own .git/config.
+GIT_IDENTITY_VARIABLES = ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL")
+
+
+def user_machine_env(home: Path, **extra: str) -> dict[str, str]:
+    """child_env as on a user's fresh machine (Colab, a container): an empty HOME, no global or system git
+    config, so no git identity unless a repository has its own. .ci/run runs the whole suite like this."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = child_env(**{"HOME": str(home), "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1", **extra})
+    for name in (*GIT_IDENTITY_VARIABLES, "XDG_CONFIG_HOME"):
+        if name not in extra:
+            env.pop(name, None)
+    return env
+
+
 def tree_state(path: Path) -> dict[str, tuple[int, int]]:
     """Every file at or under `path` (links not followed) -> (size, mtime_ns); {} where there is none."""
     files = [path] if path.is_file() else [Path(top, name) for top, _, names in os.walk(path) for name in names]
@@ -117,8 +132,8 @@ def default_params() -> dict:
     }
 
 
-def sh(repo: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=child_env(), timeout=900)
+def sh(repo: Path, *cmd: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=env or child_env(), timeout=900)
     if check and result.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
@@ -131,8 +146,9 @@ def ran(output: str) -> list[str]:
     return re.findall(r"Running stage '(?:[\w/.-]+:)?(\w+)'", output)  # 'export/dvc.yaml:export' too
 
 
-def copy_tree(repo: Path) -> Path:
-    """A clone-like copy of the working tree in `repo`, with default params + the offline profile, committed."""
+def copy_checkout(repo: Path) -> Path:
+    """The working tree's files as a clone has them (git-tracked or not ignored), SmolLM2 under .cache/,
+    params.yaml = the real run's defaults; not yet a git repository."""
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
         cwd=ROOT,
@@ -148,7 +164,14 @@ def copy_tree(repo: Path) -> Path:
     (repo / ".cache").mkdir()
     (repo / ".cache/models").symlink_to(SMOLLM2_GGUF.parent)
     (repo / "params.yaml").write_text(yaml.safe_dump(default_params(), sort_keys=False))
+    return repo
+
+
+def copy_tree(repo: Path) -> Path:
+    """A clone-like copy of the working tree in `repo`, with default params + the offline profile, committed."""
+    copy_checkout(repo)
     sh(repo, "git", "init", "-q")
+    sh(repo, "python", "-m", "lorapipe.git_identity")  # as make demo and the notebook do: DVC commits experiments
     sh(repo, "python", "-m", "lorapipe.profiles", "offline")
     commit(repo, "offline profile")
     return repo

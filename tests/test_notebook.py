@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, sh, user_machine_env
 
 NOTEBOOK = ROOT / "notebooks/colab.ipynb"
 
@@ -43,3 +43,20 @@ def test_notebook_reads_credentials_from_colab_secrets_only():
     assert "userdata.get" in text
     for name in ("DAGSHUB_TOKEN", "MLFLOW_TRACKING_PASSWORD", "GITHUB_TOKEN"):
         assert f'"{name}"] = "' not in text  # never a literal value
+
+
+def test_notebook_gives_a_fresh_vm_a_git_identity_before_dvc_commits(repo, tmp_path):
+    """Colab's VM has no git identity: the notebook's own command gives the repo one before its
+    `dvc exp run`, which can then commit the experiment, queued here (libgit2's path, which needs one)."""
+    commands = shell_commands()
+    identity, experiment = "python -m lorapipe.git_identity", "dvc exp run -S lora.r=8"
+    assert commands.index(identity) < commands.index(experiment)
+    assert commands.index(identity) < commands.index("python scripts/remote.py --default")  # before any commit
+    for key in ("user.name", "user.email"):  # copy_tree's own call set one under .ci/run
+        sh(repo, "git", "config", "--local", "--unset-all", key, check=False)
+    env = user_machine_env(tmp_path / "home")
+    sh(repo, *identity.split(), env=env)
+    sh(repo, "python", "-m", "lorapipe.profiles", "colab", env=env)  # the notebook's edit, committed later
+    sh(repo, *experiment.split(), "--queue", "-n", "colab", env=env)
+    assert "colab" in sh(repo, "dvc", "queue", "status", env=env).stdout
+    sh(repo, "dvc", "queue", "remove", "--all", env=env)

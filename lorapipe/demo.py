@@ -1,0 +1,112 @@
+"""`make demo`'s git side: the demo runs on a local branch whose commits hold its params and results.
+
+    python -m lorapipe.demo start    # git identity, the local branch `demo`, the offline profile committed
+    dvc repro                        # (make demo times it)
+    python -m lorapipe.demo record   # dvc.lock and metrics/ committed to `demo`
+
+So the demo's run is a commit: `dvc exp run -S lora.r=8` is an experiment based on it,
+`dvc exp show --only-changed` shows only what the experiment changed, the results page and
+`python -m lorapipe.reporting.report --base demo` compare against it, and a queued experiment's
+temp copy restores the demo's outputs from DVC's cache (it gets the committed dvc.lock).
+Run again, nothing is re-run or committed twice. Work in progress is never committed: with
+uncommitted changes to tracked files, `start` stops and says how to put them aside.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+
+from lorapipe import profiles
+from lorapipe.cli import UserError, run_cli
+from lorapipe.git_identity import ensure_identity
+from lorapipe.params import PARAMS_FILE
+from lorapipe.vcs import git
+
+BRANCH = "demo"
+PROFILE = "offline"
+# What the demo's run writes into tracked files: `record` commits them. An interrupted run leaves them
+# changed, and `start` goes on from there.
+RUN_OUTPUTS = ("dvc.lock", "metrics")
+
+
+def run_git(*args: str) -> None:
+    """A git command that must succeed (checkout, commit); its own message when it does not."""
+    done = subprocess.run(["git", *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        said = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+        raise UserError(f"git {' '.join(args)} failed: {said[0]}")
+
+
+def uncommitted() -> list[str]:
+    """Tracked files that differ from HEAD, staged or not."""
+    return git("diff", "--name-only", "HEAD").splitlines()
+
+
+def is_run_output(path: str) -> bool:
+    return any(path == name or path.startswith(f"{name}/") for name in RUN_OUTPUTS)
+
+
+def switch_to_branch() -> None:
+    """Onto BRANCH: made from HEAD the first time, kept after that."""
+    current = git("branch", "--show-current")
+    changed = uncommitted()
+    here = current or git("rev-parse", "--short", "HEAD")
+    if current == BRANCH:
+        if other := [path for path in changed if not is_run_output(path)]:
+            raise UserError(
+                f"{', '.join(other[:3])}: uncommitted changes; make demo commits its run to the branch '{BRANCH}', "
+                f"so commit them, stash them (git stash) or drop them (git checkout -- {' '.join(other[:3])}) first"
+            )
+        return
+    if changed:
+        raise UserError(
+            f"{', '.join(changed[:3])}: uncommitted changes on {here}; make demo commits its run to a local branch "
+            f"'{BRANCH}', so commit or stash them (git stash) first"
+        )
+    if git("rev-parse", "--verify", "--quiet", f"refs/heads/{BRANCH}"):
+        if subprocess.run(["git", "merge-base", "--is-ancestor", "HEAD", BRANCH], check=False).returncode != 0:
+            raise UserError(
+                f"the local branch '{BRANCH}' was made from another commit than {here}: `git checkout {BRANCH}` "
+                f"to go on with it, or `git branch -D {BRANCH}` and make demo again to start it from {here}"
+            )
+        run_git("checkout", "-q", BRANCH)
+        print(f"make demo: back on the local branch '{BRANCH}' (`git checkout {here}` returns)")
+    else:
+        run_git("checkout", "-q", "-b", BRANCH)
+        print(f"make demo: runs on a new local branch '{BRANCH}', made from {here} (`git checkout {here}` returns)")
+
+
+def commit(message: str, *paths: str) -> None:
+    """Commit `paths` as they are in the working tree, when they differ from HEAD."""
+    run_git("add", "--", *paths)
+    if subprocess.run(["git", "diff", "--cached", "--quiet"], check=False).returncode != 0:
+        run_git("commit", "-q", "-m", message)
+        print(f"make demo: committed {message!r} to '{BRANCH}' ({git('rev-parse', '--short', 'HEAD')})")
+
+
+def start() -> None:
+    """Identity, branch, profile: what `dvc repro` then runs is the commit on BRANCH."""
+    notice = ensure_identity()
+    if notice:
+        print(notice)
+    switch_to_branch()
+    profiles.main([PROFILE])
+    commit(f"demo: params.yaml with the {PROFILE} profile", PARAMS_FILE)
+
+
+def record() -> None:
+    """Commit the run's dvc.lock and metrics/ to BRANCH: the baseline experiments are compared with."""
+    if git("branch", "--show-current") != BRANCH:
+        raise UserError(f"not on the branch '{BRANCH}': run `python -m lorapipe.demo start` first (make demo does)")
+    commit(f"demo: results of the {PROFILE} run (dvc.lock, metrics/)", *RUN_OUTPUTS)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("step", choices=["start", "record"])
+    {"start": start, "record": record}[parser.parse_args(argv).step]()
+
+
+if __name__ == "__main__":
+    run_cli(main)
