@@ -28,7 +28,7 @@ from lorapipe.artifacts import BASE_MODEL_JSON, DOWNLOAD_JSON, EVAL_JSON
 from lorapipe.cli import UserError, log, run_cli
 from lorapipe.modeling import load_tokenizer
 from lorapipe.outputs import atomic_dir
-from lorapipe.params import EvalParams, parse_section
+from lorapipe.params import EvalParams, parse_section, read_params_file
 from lorapipe.prompt import build_prompt
 from lorapipe.reporting.model_card import EXAMPLE_TITLE, BaseModel, CardFacts, model_card
 from lorapipe.runs import load_run
@@ -122,7 +122,7 @@ def main() -> None:
     files = model_files(folder, EXPORT_HINT if args.merged else "run the pipeline first (dvc repro)")
     if args.gguf:
         files += gguf_files(Path("models/gguf"))
-    params = read_yaml(Path("params.yaml"), "run from the repository root")
+    params = read_params_file()
     base_model = read_yaml(BASE_MODEL_JSON, "run the pipeline first (dvc repro)")
     base = base_reference(args.base_model, params, base_model)
     if base is None and not args.merged:
