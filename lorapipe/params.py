@@ -25,6 +25,7 @@ from ruamel.yaml import YAML, YAMLError
 from ruamel.yaml.constructor import DuplicateKeyError
 
 from lorapipe.cli import UserError
+from lorapipe.credentials import HOW_TO_GIVE_CREDENTIALS, url_credentials
 
 PARAMS_FILE = "params.yaml"
 
@@ -47,6 +48,17 @@ class DataParams:
     url: str = REAL_DATA_URL
     member: str = "LF-Amazon-1.3M/trn.json.gz"
     sha256: str = ""
+
+    def __post_init__(self) -> None:
+        try:
+            secrets = url_credentials(self.url)
+        except ValueError as err:
+            raise UserError(f"{PARAMS_FILE}: data.url is not a valid URL ({err})") from None
+        if secrets:  # named, never echoed: this message is printed
+            raise UserError(
+                f"{PARAMS_FILE}: data.url holds credentials ({', '.join(secrets)}), which dvc.lock, `dvc params diff` "
+                f"and the reports would record; remove them from the URL and {HOW_TO_GIVE_CREDENTIALS}"
+            )
 
 
 @dataclass(frozen=True)
