@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import orjson
-import yaml
 from isal import igzip
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,8 +99,9 @@ def main() -> None:
         generate(raw, args.records)
         print(f"generated {raw} ({raw.stat().st_size / 2**20:,.0f} MiB) in {time.perf_counter() - started:.0f} s")
     # The real run's data params (a workspace may have the offline profile applied).
-    params = yaml.safe_load(subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=ROOT, capture_output=True).stdout)
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    # Copied as committed, not re-read and re-written: the stages read it as DVC does (lorapipe.params).
+    committed = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=ROOT, capture_output=True, check=True).stdout
+    (work / "params.yaml").write_bytes(committed)
 
     steps = {
         "clean": ["stages/clean.py", str(raw), "clean.parquet", "rejects.jsonl", "clean.json"],

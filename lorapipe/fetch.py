@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import zipfile
 import zlib
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
+from urllib.parse import urlparse
 
 import requests
 import urllib3
 
 from lorapipe.cli import UserError, log, progress
+from lorapipe.credentials import HOW_TO_GIVE_CREDENTIALS, PASSWORD_ENV, TOKEN_ENV, USER_ENV, redact
 from lorapipe.outputs import sha256_of
 
 CHUNK = 1 << 20
@@ -38,13 +40,28 @@ def resolve_source(url: str) -> str | Path:
     return url
 
 
-def redact(url: str) -> str:
-    """The URL without credentials or query string, safe to print."""
-    p = urlparse(url)
-    host = p.hostname or ""
-    if p.port:
-        host += f":{p.port}"
-    return urlunparse((p.scheme, host, p.path, "", "", ""))
+class _Bearer(requests.auth.AuthBase):
+    """`Authorization: Bearer <token>`; requests drops it on a redirect to another host."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self.token}"
+        return request
+
+
+def download_auth() -> requests.auth.AuthBase | tuple[str, str] | None:
+    """The download's credentials from the environment (never from data.url, which is recorded);
+    None leaves requests to read ~/.netrc."""
+    token, user = os.environ.get(TOKEN_ENV), os.environ.get(USER_ENV)
+    if token and user:
+        raise UserError(f"set {TOKEN_ENV} or {USER_ENV}/{PASSWORD_ENV} for the download, not both")
+    if token:
+        return _Bearer(token)
+    if user:
+        return (user, os.environ.get(PASSWORD_ENV, ""))
+    return None
 
 
 def download(url: str, part: Path, *, timeout: float, retries: int) -> Path:
@@ -67,9 +84,14 @@ def _download_once(url: str, part: Path, timeout: float) -> None:
     have = part.stat().st_size if part.exists() else 0
     # identity: byte ranges must address the file itself, not a compressed transfer of it.
     headers = {"Accept-Encoding": "identity", **({"Range": f"bytes={have}-"} if have else {})}
-    with requests.get(url, headers=headers, stream=True, timeout=timeout) as resp:
+    with requests.get(url, headers=headers, stream=True, timeout=timeout, auth=download_auth()) as resp:
         if resp.status_code == 416 and have:  # the partial file already holds everything
             return
+        if resp.status_code in (401, 403):
+            raise UserError(
+                f"download failed: HTTP {resp.status_code} {resp.reason} for {redact(url)}: the server wants "
+                f"credentials or refused the ones given; {HOW_TO_GIVE_CREDENTIALS}"
+            )
         if resp.status_code >= 400:
             raise UserError(f"download failed: HTTP {resp.status_code} {resp.reason} for {redact(url)}")
         if "text/html" in resp.headers.get("Content-Type", ""):
@@ -121,8 +143,8 @@ def _network_message(url: str, err: Exception, timeout: float) -> str:
     if isinstance(reason, urllib3.exceptions.NewConnectionError):
         cause = reason.__cause__ or reason.__context__
         if isinstance(cause, ConnectionRefusedError):
-            return f"download failed: connection refused by {urlparse(url).netloc}"
-        return f"download failed: cannot connect to {urlparse(url).netloc} ({cause or reason})"
+            return f"download failed: connection refused by {urlparse(where).netloc}"
+        return f"download failed: cannot connect to {urlparse(where).netloc} ({cause or reason})"
     return f"download failed: {where}: {type(err).__name__}"
 
 

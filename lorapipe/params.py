@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -20,9 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
+from ruamel.yaml import YAML, YAMLError
+from ruamel.yaml.constructor import DuplicateKeyError
 
 from lorapipe.cli import UserError
+from lorapipe.credentials import HOW_TO_GIVE_CREDENTIALS, url_credentials
 
 PARAMS_FILE = "params.yaml"
 
@@ -45,6 +48,17 @@ class DataParams:
     url: str = REAL_DATA_URL
     member: str = "LF-Amazon-1.3M/trn.json.gz"
     sha256: str = ""
+
+    def __post_init__(self) -> None:
+        try:
+            secrets = url_credentials(self.url)
+        except ValueError as err:
+            raise UserError(f"{PARAMS_FILE}: data.url is not a valid URL ({err})") from None
+        if secrets:  # named, never echoed: this message is printed
+            raise UserError(
+                f"{PARAMS_FILE}: data.url holds credentials ({', '.join(secrets)}), which dvc.lock, `dvc params diff` "
+                f"and the reports would record; remove them from the URL and {HOW_TO_GIVE_CREDENTIALS}"
+            )
 
 
 @dataclass(frozen=True)
@@ -215,19 +229,26 @@ SECTION_OF = {cls: name for name, cls in SECTIONS.items()}
 _READ: dict[tuple[Path, str], Any] = {}
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML that refuses a repeated key, as DVC does: a second `train:` must not silently win."""
+# DVC's own message names the repeated key; the values it also quotes are left out (data.url may be one).
+_DUPLICATE_KEY = re.compile(r'duplicate key "(.*?)" with value')
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: set = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key '{key}': keep one of them", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep)
+
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML read exactly as DVC reads params.yaml (`dvc.utils.serialize.parse_yaml`: ruamel.yaml,
+    `typ="safe"`, YAML 1.2), so a stage computes with the values dvc.lock and `dvc params diff` show:
+    `0100` is 100, not PyYAML's octal 64; `yes` and `on` are strings. A repeated key is refused, as DVC
+    refuses it. Every YAML file of the pipeline (params.yaml, profiles) is read here."""
+    try:
+        return YAML(typ="safe").load(text)
+    except DuplicateKeyError as err:
+        key = _DUPLICATE_KEY.search(err.problem or "")
+        what = f"duplicate key '{key.group(1)}'" if key else "duplicate key"
+        raise UserError(f"{source}: line {err.problem_mark.line + 1}: {what}: keep one of them") from None
+    except YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(err, "problem", None)
+        raise UserError(f"{source}:{where} is not valid YAML" + (f" ({problem})" if problem else "")) from None
 
 
 def read_params_file(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
@@ -235,13 +256,10 @@ def read_params_file(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{path}: not found; run from the repository root, where params.yaml lives")
     try:
-        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
-    except yaml.constructor.ConstructorError as err:
-        raise UserError(f"{path}: line {err.problem_mark.line + 1}: {err.problem}") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path}:{where} is not valid YAML") from None
+        text = path.read_text(encoding="utf-8")  # as DVC opens it
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+    data = parse_yaml(text, str(path)) or {}
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of sections (data, clean, ...), got {type(data).__name__}")
     return data

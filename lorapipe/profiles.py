@@ -14,19 +14,19 @@ from io import StringIO
 from pathlib import Path
 from typing import Any
 
-import yaml
 from ruamel.yaml import YAML
 
 from lorapipe.cli import UserError, run_cli
 from lorapipe.outputs import atomic_path
-from lorapipe.params import PARAMS_FILE, SECTIONS, parse_section
+from lorapipe.params import PARAMS_FILE, SECTIONS, parse_section, parse_yaml, read_params_file
 
 PROFILES = Path("profiles")
 
 
 def apply_profile(overrides: dict[str, Any], params_path: Path) -> list[str]:
     """Merge `overrides` (section -> key -> value) into params_path; returns the changed keys."""
-    rt = YAML()
+    read_params_file(params_path)  # a broken params.yaml stops here, with its one-line error
+    rt = YAML()  # round-trip: comments and layout survive the merge
     rt.preserve_quotes = True
     rt.width = 4096
     doc = rt.load(params_path.read_text())
@@ -41,7 +41,7 @@ def apply_profile(overrides: dict[str, Any], params_path: Path) -> list[str]:
             target[key] = value
     buf = StringIO()
     rt.dump(doc, buf)
-    merged = yaml.safe_load(buf.getvalue())
+    merged = parse_yaml(buf.getvalue(), f"{params_path} + profile") or {}
     for section in SECTIONS:  # the whole result must load before it replaces params.yaml
         parse_section(SECTIONS[section], merged.get(section) or {}, source=f"{params_path} + profile")
     with atomic_path(params_path) as tmp:
@@ -59,13 +59,13 @@ def main(argv: list[str] | None = None) -> None:
     if not source.is_file():
         known = ", ".join(sorted(p.stem for p in PROFILES.glob("*.yaml"))) or "none"
         raise UserError(f"{source}: no such profile; known: {known}")
-    overrides = yaml.safe_load(source.read_text()) or {}
+    overrides = parse_yaml(source.read_text(encoding="utf-8"), str(source)) or {}
     for assignment in args.set:
         key, _, value = assignment.partition("=")
         section, _, name = key.partition(".")
         if not (name and value):
             raise UserError(f"--set {assignment}: expected SECTION.KEY=VALUE, e.g. lora.r=8")
-        overrides.setdefault(section, {})[name] = yaml.safe_load(value)
+        overrides.setdefault(section, {})[name] = parse_yaml(value, f"--set {assignment}")
     changed = apply_profile(overrides, args.params)
     print(f"applied {source} to {args.params}: {len(changed)} value(s) changed")
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lorapipe.cli import log
+from lorapipe.credentials import redact, url_credentials
 from lorapipe.params import flatten
 from lorapipe.vcs import source_tags
 
@@ -49,9 +50,13 @@ class Tracker:
             self._try(self._start, stage, run_id, find_tag)
 
     def _start(self, stage: str, run_id: str | None, find_tag: tuple[str, str] | None) -> None:
+        from mlflow.environment_variables import MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT
         from mlflow.tracking import MlflowClient
 
-        client = MlflowClient(os.environ.get("MLFLOW_TRACKING_URI") or LOCAL_STORE)
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or LOCAL_STORE
+        if url_credentials(uri):  # MLflow's own "View run at <uri>" line would print them; ours is redacted
+            os.environ[MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.name] = "true"
+        client = MlflowClient(uri)
         experiment = client.get_experiment_by_name(EXPERIMENT)
         experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
         if find_tag and not run_id:
@@ -68,7 +73,7 @@ class Tracker:
             run_name = "-".join(filter(None, [tags["dvc.exp_name"] or stage, tags["git.commit"][:7]]))
             run_id = client.create_run(experiment_id, tags=tags, run_name=run_name).info.run_id
         self._client, self.run_id = client, run_id
-        log.info(f"mlflow: run {run_id} at {client.tracking_uri}")
+        log.info(f"mlflow: run {run_id} at {redact(client.tracking_uri)}")
 
     def _call(self, fn) -> None:
         """Run one logging call, unless an earlier failure turned tracking off."""
@@ -79,7 +84,9 @@ class Tracker:
         try:
             fn(*args)
         except Exception as err:  # tracking is best effort: training results must survive it
-            reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+            # Redacted before it is cut: a cut could leave a URL's user:pass without the @ that marks it.
+            text = redact(str(err))
+            reason = text.splitlines()[0][:200] if text.strip() else type(err).__name__
             log.warning(f"warning: mlflow tracking is off for this stage ({reason}); results are still written")
             self._client = None
 

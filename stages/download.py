@@ -3,7 +3,9 @@
     python stages/download.py data/raw/trn.json.gz metrics/download.json
 
 `data.url` may be an https URL, a Google Drive share link, a local path or file://. An
-interrupted download resumes from `.cache/download/` on the next run.
+interrupted download resumes from `.cache/download/` on the next run. A server that wants
+credentials gets them from the environment (a bearer token or basic auth: lorapipe/credentials.py)
+or ~/.netrc, never from data.url, which dvc.lock records.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import time
 from pathlib import Path
 
 from lorapipe.cli import UserError, log, run_cli
-from lorapipe.fetch import CorruptDownload, copy_payload, download, redact, resolve_source, verify
+from lorapipe.credentials import redact
+from lorapipe.fetch import CorruptDownload, copy_payload, download, resolve_source, verify
 from lorapipe.outputs import atomic_path, write_json
 from lorapipe.params import DataParams, OpsParams, check_params_unchanged, load_params
 

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import torch
 
 from lorapipe.cli import log, run_cli
+from lorapipe.credentials import redact
 from lorapipe.evaluation import (
     base_settings,
     decode_and_measure,
@@ -43,11 +44,10 @@ from lorapipe.vcs import DVC_EXP_NAME
 
 def mlflow_run_url(run_id: str | None) -> str | None:
     """A link to the run on an http(s) tracking server (credentials stripped); None for a local store."""
-    uri = urlsplit(os.environ.get("MLFLOW_TRACKING_URI", ""))
-    if not run_id or uri.scheme not in ("http", "https"):
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if not run_id or urlsplit(uri).scheme not in ("http", "https"):
         return None
-    server = uri._replace(netloc=uri.netloc.rpartition("@")[2], query="", fragment="").geturl()
-    return f"{server.rstrip('/')}/#/runs/{run_id}"
+    return f"{redact(uri).rstrip('/')}/#/runs/{run_id}"
 
 
 def main() -> None:

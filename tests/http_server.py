@@ -1,4 +1,4 @@
-"""A real HTTP server on 127.0.0.1 for download tests: Range requests, 404/500, drops, stalls."""
+"""A real HTTP server on 127.0.0.1 for download tests: Range requests, 404/500, drops, stalls, credentials."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ class FileServer(ThreadingHTTPServer):
         self.stall_s = 0.0  # wait before answering
         self.requests: list[dict] = []
         self.content_type = "application/octet-stream"  # "text/html" mimics Drive's error pages
+        self.authorization: str | None = None  # the Authorization header every request must carry, else 401
 
     @property
     def url(self) -> str:
@@ -35,6 +36,9 @@ class Handler(BaseHTTPRequestHandler):
         self.server.requests.append({"path": self.path, "range": self.headers.get("Range")})
         if self.server.stall_s:
             time.sleep(self.server.stall_s)
+        if self.server.authorization and self.headers.get("Authorization") != self.server.authorization:
+            self.send_error(401)
+            return
         if self.path.startswith("/status/"):
             self.send_error(int(self.path.rsplit("/", 1)[1]))
             return

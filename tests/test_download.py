@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import io
@@ -15,6 +16,7 @@ import yaml
 
 from lorapipe.cli import UserError
 from lorapipe.fetch import download, resolve_source
+from lorapipe.params import REAL_DATA_URL, DataParams, parse_section
 from tests.conftest import ROOT, child_env
 from tests.http_server import serve
 from tests.workspace import assert_one_line_error, free_port
@@ -23,7 +25,15 @@ PAYLOAD = gzip.compress(b"".join(b'{"uid": "%d", "title": "t", "content": "c"}\n
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
-def run_download(tmp_path: Path, url: str, sha256: str = "", member: str = "x", timeout: float = 5, retries: int = 0):
+def run_download(
+    tmp_path: Path,
+    url: str,
+    sha256: str = "",
+    member: str = "x",
+    timeout: float = 5,
+    retries: int = 0,
+    env: dict[str, str] | None = None,
+):
     data = {"url": url, "sha256": sha256, "member": member}
     ops = {"download_timeout_s": timeout, "download_retries": retries}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": data, "ops": ops}))
@@ -32,7 +42,7 @@ def run_download(tmp_path: Path, url: str, sha256: str = "", member: str = "x", 
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        env=child_env(),
+        env=child_env(**(env or {})),
         timeout=120,
     )
 
@@ -189,3 +199,59 @@ def test_html_page_instead_of_file_is_refused(tmp_path):
         server.content_type = "text/html; charset=utf-8"  # what Drive answers for a private file
         with pytest.raises(UserError, match="returned an HTML page"):
             download(f"{server.url}/page", tmp_path / "x.part", timeout=5, retries=0)
+
+
+# Built at run time, so no credential-shaped string sits in a tracked file.
+TOKEN, PASSWORD = "tok" + "EN" * 8 + "0123", "pass" + "WORD" * 4 + "4567"
+
+
+def written_and_printed(tmp_path: Path, result: subprocess.CompletedProcess) -> str:
+    """What the stage printed and every file it left (params.yaml, which the user wrote, aside)."""
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "params.yaml"]
+    return result.stdout + result.stderr + "".join(p.read_bytes().decode("latin-1") for p in files)
+
+
+@pytest.mark.parametrize(
+    ("url", "part"),
+    [
+        ("/trn.json.gz?token={secret}", "?token="),
+        ("/trn.json.gz?access_token={secret}&format=gz", "?access_token="),
+        ("/trn.json.gz?X-Amz-Credential={secret}&X-Amz-Signature={secret}", "?X-Amz-Signature="),
+        ("/trn.json.gz?sv=2024&sig={secret}", "?sig="),
+        ("/trn.json.gz#api_key={secret}", "#api_key="),
+    ],
+)
+def test_credentials_in_data_url_are_refused_before_anything_is_fetched(tmp_path, url, part):
+    with serve({"/trn.json.gz": PAYLOAD}) as server:
+        result = run_download(tmp_path, server.url + url.format(secret=TOKEN))
+        userinfo = run_download(tmp_path, server.url.replace("://", f"://alice:{PASSWORD}@") + "/trn.json.gz")
+    assert_one_line_error(result, "data.url holds credentials", part, "LORAPIPE_DATA_TOKEN", "~/.netrc")
+    assert_one_line_error(userinfo, "data.url holds credentials (user:password@)", "LORAPIPE_DATA_USER")
+    assert server.requests == []
+    assert TOKEN not in written_and_printed(tmp_path, result) and PASSWORD not in userinfo.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "metrics").exists()
+
+
+def test_the_real_runs_share_link_is_no_credential():
+    assert parse_section(DataParams, {"url": REAL_DATA_URL}).url == REAL_DATA_URL  # its ?usp=sharing is not one
+
+
+def test_credentials_from_the_environment_reach_the_server_and_nowhere_else(tmp_path):
+    bearer = {"LORAPIPE_DATA_TOKEN": TOKEN}
+    basic = {"LORAPIPE_DATA_USER": "alice", "LORAPIPE_DATA_PASSWORD": PASSWORD}
+    with serve({"/trn.json.gz": PAYLOAD}) as server:
+        url = f"{server.url}/trn.json.gz"
+        server.authorization = f"Bearer {TOKEN}"
+        refused = run_download(tmp_path, url)
+        assert_one_line_error(refused, "HTTP 401", "LORAPIPE_DATA_TOKEN", "~/.netrc")
+        with_token = run_download(tmp_path, url, sha256=SHA, env=bearer)
+        assert with_token.returncode == 0, with_token.stderr
+        assert TOKEN not in written_and_printed(tmp_path, with_token)
+        (tmp_path / "out/trn.json.gz").unlink()
+        server.authorization = "Basic " + base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
+        with_password = run_download(tmp_path, url, sha256=SHA, env=basic)
+        assert with_password.returncode == 0, with_password.stderr
+        both = run_download(tmp_path, url, env={**bearer, **basic})
+    assert (tmp_path / "out/trn.json.gz").read_bytes() == PAYLOAD
+    assert PASSWORD not in written_and_printed(tmp_path, with_password)
+    assert_one_line_error(both, "not both")

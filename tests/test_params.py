@@ -1,18 +1,31 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from lorapipe.cli import UserError
-from lorapipe.params import SECTIONS, LoraParams, ModelParams, OpsParams, TrainParams, load_params, parse_section
+from lorapipe.params import (
+    SECTIONS,
+    DataParams,
+    LoraParams,
+    ModelParams,
+    OpsParams,
+    SampleParams,
+    TrainParams,
+    load_params,
+    parse_section,
+    read_params_file,
+)
 from lorapipe.profiles import apply_profile
-from tests.conftest import ROOT, child_env
+from tests.conftest import ROOT, child_env, sh
 
 
 def committed_params() -> str:
@@ -168,3 +181,53 @@ def test_train_reports_a_params_mistake_before_loading_torch(tmp_path):
     }
     assert "lorapipe.params" in imported
     assert not imported & {"torch", "transformers", "peft"}
+
+
+# YAML 1.1 (PyYAML) and YAML 1.2 (DVC's ruamel.yaml) read these differently: octal 64 or decimal 100,
+# True or the string "yes", the string "2e-4" or a float.
+VERSION_SENSITIVE = "sample:\n  size: 0100\ndata:\n  member: yes\nmodel:\n  revision: on\ntrain:\n  lr: 2e-4\n"
+
+
+def test_params_are_read_as_dvc_reads_them(tmp_path):
+    from dvc.utils.serialize import load_yaml  # what `dvc repro` and `dvc params diff` read params.yaml with
+
+    path = write_params(tmp_path, VERSION_SENSITIVE)
+    assert read_params_file(path) == load_yaml(path)
+    assert load_params(SampleParams, path).size == 100
+    assert load_params(DataParams, path).member == "yes"
+    assert load_params(ModelParams, path).revision == "on"
+    assert load_params(TrainParams, path).lr == 2e-4
+
+
+def test_a_profile_is_read_as_dvc_reads_params(tmp_path, monkeypatch):
+    from dvc.utils.serialize import load_yaml
+
+    from lorapipe.profiles import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles/odd.yaml").write_text(VERSION_SENSITIVE)
+    params = write_params(tmp_path, committed_params())
+    main(["odd", "--set", "eval.max_samples=010", "--params", str(params)])
+    assert load_yaml(params)["sample"]["size"] == 100 and load_yaml(params)["eval"]["max_samples"] == 10
+    assert load_yaml(params)["data"]["member"] == "yes"
+
+
+def test_the_sample_stage_samples_the_size_that_dvc_records(repo):
+    """A real `dvc repro`: the rows sampled, dvc.lock and `dvc params diff` agree on one value."""
+    from dvc.utils.serialize import load_yaml
+
+    text = (repo / "params.yaml").read_text()
+    text, sizes = re.subn(r"(?m)^(sample:\n  size:) \d+$", r"\1 0100", text)
+    text, members = re.subn(r"(?m)^(  member:) .*$", r"\1 yes", text)  # a gzip, not a zip: the member is not read
+    assert sizes == members == 1, text
+    (repo / "params.yaml").write_text(text)
+    sh(repo, "dvc", "repro", "sample")
+    sample = json.loads((repo / "metrics/sample.json").read_text())
+    assert sample["requested"] == sample["sampled"] == 100
+    assert pq.read_metadata(repo / "data/sample.parquet").num_rows == 100
+    lock = load_yaml(repo / "dvc.lock")["stages"]
+    assert lock["sample"]["params"]["params.yaml"]["sample.size"] == 100
+    assert lock["download"]["params"]["params.yaml"]["data.member"] == "yes"
+    diff = json.loads(sh(repo, "dvc", "params", "diff", "--json").stdout)["params.yaml"]
+    assert diff["sample.size"]["new"] == 100 and diff["data.member"]["new"] == "yes"

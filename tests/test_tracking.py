@@ -164,6 +164,22 @@ def test_server_down_warns_once_and_the_stage_finishes(workspace, monkeypatch):
     assert "Traceback" not in result.stderr and SECRET not in result.stderr
 
 
+@pytest.mark.parametrize("server", ["up", "down"])
+def test_credentials_in_the_tracking_uri_are_printed_and_written_nowhere(workspace, mlflow_server, server, monkeypatch):
+    """A URI with user:pass@ (which MLflow sends as basic auth) shows in the `mlflow: run ... at` line
+    and in the warning of a server that is down only without them."""
+    host = mlflow_server.removeprefix("http://") if server == "up" else f"127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://alice:{SECRET}@{host}")
+    result = stage(workspace, "train.py", *TRAIN_ARGS)
+    if server == "up":
+        assert f"at http://{host}\n" in result.stderr
+    else:
+        assert result.stderr.count("mlflow tracking is off") == 1
+    files = [p for p in workspace.rglob("*") if p.is_file()]
+    for text in [result.stdout, result.stderr, *(p.read_bytes().decode("latin-1") for p in files)]:
+        assert SECRET not in text
+
+
 def test_default_store_is_local_sqlite_in_the_repo(workspace, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     stage(workspace, "train.py", *TRAIN_ARGS)

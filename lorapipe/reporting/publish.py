@@ -28,7 +28,7 @@ from lorapipe.artifacts import BASE_MODEL_JSON, DOWNLOAD_JSON, EVAL_JSON
 from lorapipe.cli import UserError, log, run_cli
 from lorapipe.modeling import load_tokenizer
 from lorapipe.outputs import atomic_dir
-from lorapipe.params import PARAMS_FILE, EvalParams, parse_section
+from lorapipe.params import PARAMS_FILE, EvalParams, parse_section, parse_yaml, read_params_file
 from lorapipe.prompt import build_prompt
 from lorapipe.reporting.model_card import EXAMPLE_TITLE, BaseModel, BaseOrigin, CardFacts, model_card
 from lorapipe.runs import TrainedRun, load_run, trained_with
@@ -82,8 +82,8 @@ def trained_at(run: TrainedRun, experiment: str | None) -> str:
         return "outside a git checkout"
     committed = file_at(commit, PARAMS_FILE)
     try:
-        same = committed is not None and trained_with(yaml.safe_load(committed) or {}) == run
-    except (UserError, yaml.YAMLError, AttributeError):
+        same = committed is not None and trained_with(parse_yaml(committed.decode(), PARAMS_FILE) or {}) == run
+    except (UserError, UnicodeDecodeError, AttributeError):
         same = False  # HEAD's params.yaml is not a valid run: it is not what was trained
     if same:
         return f"at commit `{commit}`"
@@ -143,7 +143,7 @@ def main() -> None:
     files = model_files(folder, EXPORT_HINT if args.merged else "run the pipeline first (dvc repro)")
     if args.gguf:
         files += gguf_files(Path("models/gguf"))
-    params = read_yaml(Path(PARAMS_FILE), "run from the repository root")
+    params = read_params_file()
     origin = BaseOrigin.from_record(read_yaml(BASE_MODEL_JSON, "run the pipeline first (dvc repro)"))
     base = base_reference(args.base_model, origin)
     if base is None and not args.merged:

@@ -204,3 +204,25 @@ def test_remote_setup_never_puts_the_secret_on_a_command_line(tmp_path):
     assert secret in local.read_text() and local.stat().st_mode & 0o077 == 0
     assert sh(tmp_path, "dvc", "remote", "default").stdout.strip() == "dagshub"
     assert "https://dagshub.com/me/lorapipe.s3" in (tmp_path / ".dvc/config").read_text()
+
+
+def test_credentials_in_data_url_stop_the_pipeline_before_anything_records_them(repo):
+    from tests.workspace import assert_one_line_error
+
+    password, token = SECRETS["MLFLOW_TRACKING_PASSWORD"], SECRETS["DAGSHUB_TOKEN"]
+    url = f"https://alice:{password}@data.example/trn.json.gz?token={token}"
+    before = (repo / "params.yaml").read_text()
+    profile = sh(repo, sys.executable, "-m", "lorapipe.profiles", "offline", "--set", f"data.url={url}", check=False)
+    assert_one_line_error(profile, "data.url holds credentials (user:password@, ?token=)", "LORAPIPE_DATA_TOKEN")
+    assert (repo / "params.yaml").read_text() == before
+
+    text, count = re.subn(r"(?m)^(  url:) .*$", rf"\1 {url}", before)  # as a user would edit it
+    assert count == 1
+    (repo / "params.yaml").write_text(text)
+    runs = [profile, sh(repo, "dvc", "repro", "split", check=False)]
+    assert runs[-1].returncode != 0 and "data.url holds credentials" in runs[-1].stdout + runs[-1].stderr
+    assert not (repo / "dvc.lock").exists()
+    files = [p for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts and p.name != "params.yaml"]
+    texts = [r.stdout + r.stderr for r in runs] + [p.read_bytes().decode("latin-1") for p in files]
+    for secret in (password, token):
+        assert not any(secret in text for text in texts), secret
