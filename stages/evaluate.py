@@ -20,25 +20,11 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import torch
-
 from lorapipe.cli import log, run_cli
 from lorapipe.credentials import redact
-from lorapipe.evaluation import (
-    base_settings,
-    decode_and_measure,
-    eval_prompts,
-    read_base_outputs,
-    select_samples,
-    weights_sha256,
-)
-from lorapipe.modeling import load_tokenizer, load_tuned_model, pick_device, pick_dtype
 from lorapipe.outputs import sha256_of, write_json
 from lorapipe.params import EvalParams, TokenizeParams, check_params_unchanged, load_params
 from lorapipe.runs import load_run
-from lorapipe.samples import write_sample_files
-from lorapipe.scoring import score_outputs
-from lorapipe.tracking import ADAPTER_TAG, Tracker
 from lorapipe.vcs import DVC_EXP_NAME
 
 
@@ -63,6 +49,22 @@ def main() -> None:
     args = parser.parse_args()
     params, tok_params = load_params(EvalParams), load_params(TokenizeParams)
     trained = load_run(args.adapter)
+    # Imported once the params and the run record are valid: a mistake is one line at once, not after
+    # the seconds to a minute that torch and transformers take to load.
+    import torch
+
+    from lorapipe.evaluation import (
+        base_settings,
+        decode_and_measure,
+        eval_prompts,
+        read_base_outputs,
+        select_samples,
+        weights_sha256,
+    )
+    from lorapipe.modeling import load_tokenizer, load_tuned_model, pick_device, pick_dtype
+    from lorapipe.samples import write_sample_files
+    from lorapipe.scoring import score_outputs
+    from lorapipe.tracking import ADAPTER_TAG, Tracker
 
     titles, references = select_samples(args.test, params.max_samples, params.seed)
     torch.manual_seed(params.seed)

@@ -161,21 +161,29 @@ def test_one_flattener_serves_loaded_params_and_dvc_json_alike():
     }
 
 
-def test_train_reports_a_params_mistake_before_loading_torch(tmp_path):
-    """`dvc exp run -S lora.r=0`: the one-line error comes before torch, transformers and PEFT are imported
-    (a minute on a loaded machine), not after."""
-    from tests.workspace import assert_one_line_error, train_args, write_params
+@pytest.mark.parametrize(
+    ("script", "sections", "key"),
+    [
+        ("train.py", {"lora": {"r": 0}}, "lora.r"),
+        ("evaluate.py", {"eval": {"max_new_tokens": 0}}, "eval.max_new_tokens"),
+    ],
+)
+def test_a_params_mistake_is_reported_before_loading_torch(tmp_path, script, sections, key):
+    """`dvc exp run -S lora.r=0`: the stages an experiment re-runs say so in one line before torch,
+    transformers and PEFT are imported (a minute on a loaded machine), not after."""
+    from tests.workspace import assert_one_line_error, eval_args, train_args, write_params
 
-    write_params(tmp_path, lora={"r": 0})
+    write_params(tmp_path, **sections)
+    args = train_args() if script == "train.py" else eval_args()
     result = subprocess.run(
-        [sys.executable, "-X", "importtime", str(ROOT / "stages/train.py"), *train_args()],
+        [sys.executable, "-X", "importtime", str(ROOT / "stages" / script), *args],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         env=child_env(),
         timeout=120,
     )
-    assert_one_line_error(result, "lora.r", ">= 1")
+    assert_one_line_error(result, key, ">= 1")
     imported = {
         line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")
     }
