@@ -145,3 +145,22 @@ def test_one_flattener_serves_loaded_params_and_dvc_json_alike():
         "lora.r": 8,
         "lora.target_modules": "q_proj,v_proj",
     }
+
+
+def test_seed_bounds_are_what_numpy_and_torch_take():
+    """A seed the params accept never fails in numpy's generator or torch.manual_seed; one beyond is refused."""
+    import numpy as np
+    import torch
+
+    for cls in SECTIONS.values():
+        for f in dataclasses.fields(cls):
+            if f.name != "seed":
+                continue
+            low, high = f.metadata["min"], f.metadata["max"]
+            np.random.default_rng(low)
+            with pytest.raises(ValueError):
+                np.random.default_rng(low - 1)
+            if high is not None:
+                torch.manual_seed(high)
+                with pytest.raises(ValueError):
+                    torch.manual_seed(high + 1)
