@@ -24,6 +24,19 @@ from lorapipe.params import PARAMS_FILE, SECTIONS, parse_section
 PROFILES = Path("profiles")
 
 
+def plain_yaml(text: str, where: str) -> Any:
+    """`text` as YAML data; a tag (`!!python/object...`) or broken YAML is one error naming `where`."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f"line {mark.line + 1}: " if mark and "\n" in text else ""  # a file, not one --set value
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise UserError(
+            f"{where}: {line}expected plain YAML (numbers, strings, lists, mappings; no tags): {problem}"
+        ) from None
+
+
 def apply_profile(overrides: dict[str, Any], params_path: Path) -> list[str]:
     """Merge `overrides` (section -> key -> value) into params_path; returns the changed keys."""
     rt = YAML()
@@ -59,13 +72,15 @@ def main(argv: list[str] | None = None) -> None:
     if not source.is_file():
         known = ", ".join(sorted(p.stem for p in PROFILES.glob("*.yaml"))) or "none"
         raise UserError(f"{source}: no such profile; known: {known}")
-    overrides = yaml.safe_load(source.read_text()) or {}
+    overrides = plain_yaml(source.read_text(), str(source)) or {}
+    if not isinstance(overrides, dict):
+        raise UserError(f"{source}: expected a mapping of sections (lora, train, ...), got {type(overrides).__name__}")
     for assignment in args.set:
         key, _, value = assignment.partition("=")
         section, _, name = key.partition(".")
         if not (name and value):
             raise UserError(f"--set {assignment}: expected SECTION.KEY=VALUE, e.g. lora.r=8")
-        overrides.setdefault(section, {})[name] = yaml.safe_load(value)
+        overrides.setdefault(section, {})[name] = plain_yaml(value, f"--set {key}")
     changed = apply_profile(overrides, args.params)
     print(f"applied {source} to {args.params}: {len(changed)} value(s) changed")
 

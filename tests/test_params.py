@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,8 @@ import yaml
 from lorapipe.cli import UserError
 from lorapipe.params import SECTIONS, LoraParams, ModelParams, OpsParams, TrainParams, load_params, parse_section
 from lorapipe.profiles import apply_profile
-from tests.conftest import ROOT
+from tests.conftest import ROOT, child_env
+from tests.workspace import assert_one_line_error
 
 
 def committed_params() -> str:
@@ -132,6 +134,29 @@ def test_profile_command_takes_single_keys_too(tmp_path, monkeypatch):
     assert load_params(OpsParams, params).checkpoint_mirror == "remote"
     with pytest.raises(UserError, match=re.escape("expected SECTION.KEY=VALUE")):
         main(["colab", "--set", "lora.r", "--params", str(params)])
+
+
+@pytest.mark.parametrize(
+    ("profile", "setting", "message"),
+    [
+        ("offline.yaml", "lora.r=!!python/object/apply:os.system ['touch pwned']", "--set lora.r: expected plain YAML"),
+        ("offline.yaml", "lora.r=[8", "--set lora.r: expected plain YAML"),
+        ("lora: {r: 8\n", "lora.r=8", "profiles/bad.yaml: line 2: expected plain YAML"),
+        ("lora: !!python/name:os.system\n", "lora.r=8", "profiles/bad.yaml: line 1: expected plain YAML"),
+    ],
+    ids=["tag-in-set", "broken-set", "broken-profile", "tag-in-profile"],
+)
+def test_a_tag_or_broken_yaml_in_a_profile_or_set_is_one_line(tmp_path, profile, setting, message):
+    (tmp_path / "profiles").mkdir()
+    source = ROOT / "profiles" / profile
+    (tmp_path / "profiles/bad.yaml").write_text(source.read_text() if source.is_file() else profile)
+    params = tmp_path / "params.yaml"
+    params.write_text(committed_params())
+    command = [sys.executable, "-m", "lorapipe.profiles", "bad", "--set", setting, "--params", str(params)]
+    result = subprocess.run(command, cwd=tmp_path, env=child_env(), capture_output=True, text=True)
+    assert_one_line_error(result, message)
+    assert params.read_text() == committed_params()
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_one_flattener_serves_loaded_params_and_dvc_json_alike():
