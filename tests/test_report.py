@@ -209,6 +209,27 @@ BAD_LINES = {
         json.dumps({"id": "a", "base": SCORES, "tuned": {**SCORES, "rougeL": "high"}}),
         "eval_scores.jsonl line 1: missing or not numbers: tuned.rougeL",
     ),
+    # Python's json reads NaN and Infinity; they, bools and ints beyond a float would become verdicts or overflow.
+    "nan": (
+        "eval_scores.jsonl",
+        json.dumps({"id": "a", "base": SCORES, "tuned": {**SCORES, "rougeL": float("nan")}}),
+        "eval_scores.jsonl line 1: not valid JSON (NaN is not a JSON number)",
+    ),
+    "infinity": (
+        "eval_scores.jsonl",
+        "\n" + json.dumps({"id": "a", "base": {**SCORES, "loss": -float("inf")}, "tuned": SCORES}),
+        "eval_scores.jsonl line 2: not valid JSON (-Infinity is not a JSON number)",
+    ),
+    "bool": (
+        "eval_scores.jsonl",
+        json.dumps({"id": "a", "base": SCORES, "tuned": {**SCORES, "rougeL": True, "bleu_stats": [True] * 10}}),
+        "eval_scores.jsonl line 1: missing or not numbers: tuned.rougeL, tuned.bleu_stats",
+    ),
+    "huge-int": (
+        "eval_scores.jsonl",
+        json.dumps({"id": "a", "base": {**SCORES, "tokens": 10**400, "bleu_stats": [10**400] * 10}, "tuned": SCORES}),
+        "eval_scores.jsonl line 1: missing or not numbers: base.tokens, base.bleu_stats",
+    ),
 }
 
 
