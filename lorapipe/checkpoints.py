@@ -87,6 +87,17 @@ def run_folder(root: Path, run: str, keep_runs: int) -> Path:
     return folder
 
 
+def checkpoint_name(step: int) -> str:
+    """The folder of the checkpoint after `step` optimizer steps: `step-000200`."""
+    return f"step-{step:06d}"
+
+
+def is_checkpoint_name(name: str) -> bool:
+    """Whether `name` is exactly what checkpoint_name writes (a mirror's LATEST is untrusted text)."""
+    digits = name.removeprefix("step-")
+    return digits.isascii() and digits.isdigit() and checkpoint_name(int(digits)) == name
+
+
 @dataclass
 class TrainState:
     step: int = 0  # optimizer steps done
@@ -110,7 +121,7 @@ def save_checkpoint(
     keep: int,
 ) -> Path:
     """Write `folder/step-NNNNNN` atomically and drop all but the newest `keep` checkpoints."""
-    target = folder / f"step-{state.step:06d}"
+    target = folder / checkpoint_name(state.step)
     with atomic_dir(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         rng = {"cpu": torch.get_rng_state()}

@@ -37,10 +37,11 @@ def run_cli(main: Callable[[], int | None]) -> None:
         status = main()
         record_stage(Path(sys.argv[0]).stem)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        # tqdm.write: a progress bar still open (the failure came mid-loop) must not prefix the line.
+        tqdm.write(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt as err:
         why = str(err) or "interrupted; outputs written so far are complete, rerun to continue"
-        print(f"error: {why}", file=sys.stderr)
+        tqdm.write(f"error: {why}", file=sys.stderr)
         sys.exit(130)
     sys.exit(status or 0)

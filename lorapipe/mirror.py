@@ -16,10 +16,25 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lorapipe.checkpoints import is_checkpoint_name
 from lorapipe.cli import UserError, log
 from lorapipe.outputs import atomic_dir
 
 LATEST = "LATEST"
+MAX_LATEST_BYTES = 64  # far more than a checkpoint name; a hostile LATEST is not read whole
+
+
+class RefusedObject(Exception):
+    """What the bucket holds could write outside the run's checkpoint folder."""
+
+
+def file_name(key: str, prefix: str) -> str:
+    """The name of the file `key` holds right under `prefix`; RefusedObject for any other key (one
+    outside the prefix, in a subfolder, or `..`), which could be written outside the target folder."""
+    name = key.removeprefix(prefix)
+    if not (key.startswith(prefix) and name not in ("", ".", "..") and Path(name).name == name):
+        raise RefusedObject(f"object {key[:120]!r} is not a file of {prefix}")
+    return name
 
 
 def dvc_remote_s3() -> tuple[str, dict[str, Any]]:
@@ -110,15 +125,26 @@ class CheckpointMirror:
         return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
 
     def restore(self, folder: Path) -> bool:
-        """Download the run's mirrored newest checkpoint into `folder` (`models/checkpoints/<run>`)."""
+        """Download the run's mirrored newest checkpoint into `folder` (`models/checkpoints/<run>`).
+
+        The bucket is untrusted: a LATEST that is not a checkpoint name, or an object that is not a
+        plain file of that checkpoint, is refused before anything is written, so nothing it names
+        can land outside `folder`."""
         from botocore.exceptions import ClientError
 
         run = folder.name
         try:
-            latest = self._s3.get_object(Bucket=self.bucket, Key=self._key(run, LATEST))["Body"].read().decode()
+            body = self._s3.get_object(Bucket=self.bucket, Key=self._key(run, LATEST))["Body"]
+            latest = body.read(MAX_LATEST_BYTES).decode()
+            if not is_checkpoint_name(latest):
+                raise RefusedObject(f"{LATEST} names {latest[:80]!r}, not a checkpoint of this run")
+            prefix = self._key(run, latest) + "/"
+            files = {key: file_name(key, prefix) for key in self._keys(prefix)}
+            if not files:
+                raise RefusedObject(f"{LATEST} names {latest}, which holds no files")
             with atomic_dir(folder / latest) as tmp:
-                for key in self._keys(self._key(run, latest) + "/"):
-                    self._s3.download_file(self.bucket, key, str(tmp / key.rsplit("/", 1)[-1]))
+                for key, name in files.items():
+                    self._s3.download_file(self.bucket, key, str(tmp / name))
         except ClientError as err:
             if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return False  # nothing mirrored for this run yet

@@ -6,6 +6,7 @@ of the same output removes what a killed writer left behind, and only that.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -15,6 +16,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from lorapipe.cli import UserError
+
+# Write failures the user fixes on the machine, not in the pipeline: what to say about each.
+STORAGE_ERRORS = {
+    errno.ENOSPC: "no space left on the device (the disk is full); free some and rerun",
+    errno.EDQUOT: "the disk quota is used up; free some and rerun",
+    errno.EFBIG: "a file outgrew the file-size limit of this process (`ulimit -f`); raise it and rerun",
+}
 
 
 def _pid_alive(pid: int) -> bool:
@@ -39,6 +49,33 @@ def sweep_leftovers(path: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
+def storage_error(err: BaseException) -> int | None:
+    """The errno of a full disk or a file-size limit behind `err` (raised by Python or pyarrow, or
+    a Rust writer such as safetensors', which says `(os error 28)`), else None."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in STORAGE_ERRORS:
+            return seen.errno
+        for code in STORAGE_ERRORS:
+            if f"(os error {code})" in str(seen):
+                return code
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+@contextmanager
+def _storage_errors_named(path: Path) -> Iterator[None]:
+    """A full disk or file-size limit while writing `path` becomes one line naming it; the earlier
+    output is kept, since nothing replaced it."""
+    try:
+        yield
+    except Exception as err:
+        code = storage_error(err)
+        if code is None:
+            raise
+        raise UserError(f"{path}: not written: {STORAGE_ERRORS[code]} (what was there before is kept)") from None
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -56,7 +93,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
     try:
-        yield tmp_path
+        with _storage_errors_named(path):
+            yield tmp_path
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -71,7 +109,8 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())
     try:
-        yield tmp
+        with _storage_errors_named(path):
+            yield tmp
         old = path.with_name(f".{path.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         if path.exists():

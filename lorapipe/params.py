@@ -79,17 +79,21 @@ class CleanParams:
                 raise UserError(f"{PARAMS_FILE}: clean.min_{what}_chars ({lo}) is above clean.max_{what}_chars ({hi})")
 
 
+# Seeds as numpy's generators take them (non-negative) and, where torch.manual_seed takes them too, at most its uint64.
+TORCH_SEED_MAX = 2**64 - 1
+
+
 @dataclass(frozen=True)
 class SampleParams:
     size: int = param(40000, min=1)
-    seed: int = 42
+    seed: int = param(42, min=0)
 
 
 @dataclass(frozen=True)
 class SplitParams:
     test_size: float = param(0.2, min=0, max=0.9)
     val_size: float = param(0.02, min=0, max=0.5)
-    seed: int = 42
+    seed: int = param(42, min=0)
 
     def __post_init__(self) -> None:
         if self.test_size == 0:
@@ -143,7 +147,7 @@ class TrainParams:
     precision: str = param("auto", choices=("auto", "bf16", "fp16", "fp32"))
     eval_every: int = param(200, min=1)
     processes: int = param(1, min=1)
-    seed: int = 42
+    seed: int = param(42, min=0, max=TORCH_SEED_MAX)
 
     def __post_init__(self) -> None:
         if self.grad_accum % self.processes:
@@ -184,7 +188,7 @@ class EvalParams:
     top_p: float = param(1.0, min=0.01, max=1)
     repetition_penalty: float = param(1.0, min=0.5)
     report_samples: int = param(10, min=0)
-    seed: int = 42
+    seed: int = param(42, min=0, max=TORCH_SEED_MAX)
 
 
 GGUF_TYPES = ("f32", "f16", "bf16", "q8_0")  # what llama.cpp's Python converter writes

@@ -60,12 +60,14 @@ def main(argv: list[str] | None = None) -> None:
         known = ", ".join(sorted(p.stem for p in PROFILES.glob("*.yaml"))) or "none"
         raise UserError(f"{source}: no such profile; known: {known}")
     overrides = parse_yaml(source.read_text(encoding="utf-8"), str(source)) or {}
+    if not isinstance(overrides, dict):
+        raise UserError(f"{source}: expected a mapping of sections (lora, train, ...), got {type(overrides).__name__}")
     for assignment in args.set:
         key, _, value = assignment.partition("=")
         section, _, name = key.partition(".")
         if not (name and value):
             raise UserError(f"--set {assignment}: expected SECTION.KEY=VALUE, e.g. lora.r=8")
-        overrides.setdefault(section, {})[name] = parse_yaml(value, f"--set {assignment}")
+        overrides.setdefault(section, {})[name] = parse_yaml(value, f"--set {key}")
     changed = apply_profile(overrides, args.params)
     print(f"applied {source} to {args.params}: {len(changed)} value(s) changed")
 

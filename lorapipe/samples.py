@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,7 @@ def parse_jsonl(data: bytes, where: str, problems: Callable[[dict], list[str]] =
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(line, parse_constant=_not_json)
         except ValueError as err:  # bad JSON or bad UTF-8
             raise UserError(f"{where} line {number}: not valid JSON ({err})") from None
         if not isinstance(row, dict):
@@ -81,14 +82,30 @@ def parse_jsonl(data: bytes, where: str, problems: Callable[[dict], list[str]] =
     return rows
 
 
+def _not_json(constant: str) -> None:
+    """Python's json reads NaN and Infinity, which JSON has not: a score that is one would become a verdict."""
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def is_number(value: Any) -> bool:
+    """A finite int or float (not a bool, nor an int too large for a float): what a score must be."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond a float's range
+        return False
+
+
 def score_problems(row: dict) -> list[str]:
     """What an eval_scores.jsonl object lacks: its id, or a model's numbers."""
     found = [] if isinstance(row.get("id"), str) else ["id"]
     for model in MODELS:
         scores = row.get(model) if isinstance(row.get(model), dict) else {}
-        found += [f"{model}.{k}" for k in SCORE_FIELDS if not isinstance(scores.get(k), (int, float))]
+        found += [f"{model}.{k}" for k in SCORE_FIELDS if not is_number(scores.get(k))]
         stats = scores.get("bleu_stats")
-        if not (isinstance(stats, list) and len(stats) == 10 and all(isinstance(v, int) for v in stats)):
+        counts = isinstance(stats, list) and all(is_number(v) and isinstance(v, int) and v >= 0 for v in stats)
+        if not (counts and len(stats) == 10):
             found.append(f"{model}.bleu_stats")
     return found
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.conftest import ROOT, S3_KEY_ID, S3_SECRET, child_env, sh
+from lorapipe.mirror import CheckpointMirror
+from tests.conftest import ROOT, S3_KEY_ID, S3_SECRET, child_env, sh, tree_state
 from tests.workspace import data_workspace, free_port, stage, train_args, wait_for, write_params
 
 SECTIONS = {
@@ -76,3 +77,56 @@ def test_a_new_machine_resumes_from_the_mirrored_checkpoint(tmp_path, tiny_model
     down = stage(clone_b, "train.py", *train_args("metrics-down"), "--checkpoints", "fresh-ckpts")
     assert down.stderr.count("warning: checkpoint mirror") == 1
     assert (clone_b / "metrics-down/train.json").is_file()
+
+
+def bucket_holding(endpoint: str, prefix: str, objects: dict[str, bytes]) -> CheckpointMirror:
+    """A mirror at s3://dvc/<prefix> whose bucket holds `objects` (keys under the prefix's checkpoints/)."""
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=S3_KEY_ID, aws_secret_access_key=S3_SECRET)
+    for key, body in objects.items():
+        s3.put_object(Bucket="dvc", Key=f"{prefix}/checkpoints/{key}", Body=body)
+    return CheckpointMirror(
+        f"s3://dvc/{prefix}", endpoint_url=endpoint, aws_access_key_id=S3_KEY_ID, aws_secret_access_key=S3_SECRET
+    )
+
+
+# What a hostile bucket's LATEST names, and the checkpoint files it holds, for run `run1` whose folder is
+# <tmp>/models/checkpoints/run1: each would replace <tmp>/outside, or read another run's objects.
+HOSTILE = {
+    "absolute-path": lambda outside: (str(outside), [f"{outside}/evil.txt"]),
+    "dot-dot": lambda outside: ("../../../outside", ["../../../outside/evil.txt"]),
+    "dot-dot-after-a-step": lambda outside: (
+        "step-000010/../../../../outside",
+        ["step-000010/../../../../outside/evil.txt"],
+    ),
+    "key-outside-the-prefix": lambda outside: (
+        "step-000010",
+        ["step-000010/adapter_model.safetensors", "step-000010/../../run2/step-000010/adapter_model.safetensors"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+def test_a_hostile_bucket_cannot_write_outside_the_run_folder(tmp_path, s3_endpoint, caplog, case):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("sentinel")
+    before = tree_state(outside)
+    latest, files = HOSTILE[case](outside)
+    objects = {"run1/LATEST": latest.encode(), **{f"run1/{name}": b"evil" for name in files}}
+    mirror = bucket_holding(s3_endpoint, tmp_path.name, objects)
+    folder = tmp_path / "models/checkpoints/run1"
+    folder.mkdir(parents=True)
+
+    assert mirror.restore(folder) is False
+    assert tree_state(outside) == before
+    assert list(folder.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models", "outside"]
+    refused = [r.message for r in caplog.records if "checkpoint mirror" in r.message]
+    assert len(refused) == 1 and "restore failed" in refused[0] and "training goes on" in refused[0], refused
+
+
+def test_a_mirrored_checkpoint_is_restored_into_the_run_folder(tmp_path, s3_endpoint):
+    objects = {"run1/LATEST": b"step-000010", "run1/step-000010/trainer_state.json": b"{}"}
+    folder = tmp_path / "run1"
+    assert bucket_holding(s3_endpoint, tmp_path.name, objects).restore(folder) is True
+    assert (folder / "step-000010/trainer_state.json").read_text() == "{}"

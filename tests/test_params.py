@@ -26,6 +26,7 @@ from lorapipe.params import (
 )
 from lorapipe.profiles import apply_profile
 from tests.conftest import ROOT, child_env, sh
+from tests.workspace import assert_one_line_error
 
 
 def committed_params() -> str:
@@ -148,6 +149,29 @@ def test_profile_command_takes_single_keys_too(tmp_path, monkeypatch):
         main(["colab", "--set", "lora.r", "--params", str(params)])
 
 
+@pytest.mark.parametrize(
+    ("profile", "setting", "message"),
+    [
+        ("offline.yaml", "lora.r=!!python/object/apply:os.system ['touch pwned']", "--set lora.r:"),
+        ("offline.yaml", "lora.r=[8", "--set lora.r:"),
+        ("lora: {r: 8\n", "lora.r=8", "profiles/bad.yaml: line 2"),
+        ("lora: !!python/name:os.system\n", "lora.r=8", "profiles/bad.yaml: line 1"),
+    ],
+    ids=["tag-in-set", "broken-set", "broken-profile", "tag-in-profile"],
+)
+def test_a_tag_or_broken_yaml_in_a_profile_or_set_is_one_line(tmp_path, profile, setting, message):
+    (tmp_path / "profiles").mkdir()
+    source = ROOT / "profiles" / profile
+    (tmp_path / "profiles/bad.yaml").write_text(source.read_text() if source.is_file() else profile)
+    params = tmp_path / "params.yaml"
+    params.write_text(committed_params())
+    command = [sys.executable, "-m", "lorapipe.profiles", "bad", "--set", setting, "--params", str(params)]
+    result = subprocess.run(command, cwd=tmp_path, env=child_env(), capture_output=True, text=True)
+    assert_one_line_error(result, message, "is not valid YAML")
+    assert params.read_text() == committed_params()
+    assert not (tmp_path / "pwned").exists()
+
+
 def test_one_flattener_serves_loaded_params_and_dvc_json_alike():
     """MLflow logs loaded params and the results page reads `dvc exp show`'s nested YAML: the same dotted keys."""
     from lorapipe.params import flatten
@@ -239,3 +263,22 @@ def test_the_sample_stage_samples_the_size_that_dvc_records(repo):
     assert lock["download"]["params"]["params.yaml"]["data.member"] == "yes"
     diff = json.loads(sh(repo, "dvc", "params", "diff", "--json").stdout)["params.yaml"]
     assert diff["sample.size"]["new"] == 100 and diff["data.member"]["new"] == "yes"
+
+
+def test_seed_bounds_are_what_numpy_and_torch_take():
+    """A seed the params accept never fails in numpy's generator or torch.manual_seed; one beyond is refused."""
+    import numpy as np
+    import torch
+
+    for cls in SECTIONS.values():
+        for f in dataclasses.fields(cls):
+            if f.name != "seed":
+                continue
+            low, high = f.metadata["min"], f.metadata["max"]
+            np.random.default_rng(low)
+            with pytest.raises(ValueError):
+                np.random.default_rng(low - 1)
+            if high is not None:
+                torch.manual_seed(high)
+                with pytest.raises(ValueError):
+                    torch.manual_seed(high + 1)

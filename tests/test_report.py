@@ -14,14 +14,19 @@ import pytest
 import yaml
 
 from lorapipe.reporting.charts import LOSS_LOGS, loss_spec
-from lorapipe.reporting.report import THIS, escape_cell, samples_table
+from lorapipe.reporting.report import THIS, code, escape_cell, samples_table
+from lorapipe.reporting.results_page import cell as results_cell
 from tests.conftest import ROOT, save_screenshot, sh
 from tests.workspace import assert_one_line_error
 
 WORKFLOWS = sorted((ROOT / ".github/workflows").glob("*.yml"))
 # `- ROUGE-L 0.312 -> 0.331 (+0.019, 95% CI +0.007..+0.031): better`
 VERDICT = re.compile(r"^- (ROUGE-L|BLEU|perplexity) [\d.]+ -> [\d.]+ \(([+-][\d.]+), 95% CI (\S+)\): (.+)$", re.M)
-HOSTILE = "@octocat see #1 and org/repo#2 at http://evil.example/x or www.evil.example, mail a@b.example, $x^2$ <b>"
+HOSTILE = (
+    "@octocat see #1 and org/repo#2 at http://evil.example/x or www.evil.example, mail a@b.example, $x^2$ <b>, "
+    "GH-123 gh-7, \u202ecod.exe\u2066 \u200f"
+)
+BIDI_CONTROL = "[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
 
 
 def commit_metrics(repo: Path, rouge_l: float, r: int, message: str) -> None:
@@ -92,7 +97,7 @@ def test_report_opens_with_a_verdict_per_headline_metric(repo, tmp_path, shift, 
         rows = [line for line in changed.splitlines() if line.startswith(("| +", "| -"))]
         assert len(rows) == 3 and all(line.startswith(f"| {shift:+.3f} |") for line in rows)
         # Model text reaches the comment inert: no mention, reference, link, math or HTML.
-        for pattern in (r"@\w", r"#\d", r"\w://", r"www\.", r"(?<!\\)\$", "<b>"):
+        for pattern in (r"@\w", r"#\d", r"\w://", r"www\.", r"(?<!\\)\$", "<b>", r"(?i)\bgh-\d", BIDI_CONTROL):
             assert not re.search(pattern, changed), pattern
     else:
         assert "No sample's tuned ROUGE-L changed." in changed
@@ -225,6 +230,27 @@ BAD_LINES = {
         json.dumps({"id": "a", "base": SCORES, "tuned": {**SCORES, "rougeL": "high"}}),
         "eval_scores.jsonl line 1: missing or not numbers: tuned.rougeL",
     ),
+    # Python's json reads NaN and Infinity; they, bools and ints beyond a float would become verdicts or overflow.
+    "nan": (
+        "eval_scores.jsonl",
+        json.dumps({"id": "a", "base": SCORES, "tuned": {**SCORES, "rougeL": float("nan")}}),
+        "eval_scores.jsonl line 1: not valid JSON (NaN is not a JSON number)",
+    ),
+    "infinity": (
+        "eval_scores.jsonl",
+        "\n" + json.dumps({"id": "a", "base": {**SCORES, "loss": -float("inf")}, "tuned": SCORES}),
+        "eval_scores.jsonl line 2: not valid JSON (-Infinity is not a JSON number)",
+    ),
+    "bool": (
+        "eval_scores.jsonl",
+        json.dumps({"id": "a", "base": SCORES, "tuned": {**SCORES, "rougeL": True, "bleu_stats": [True] * 10}}),
+        "eval_scores.jsonl line 1: missing or not numbers: tuned.rougeL, tuned.bleu_stats",
+    ),
+    "huge-int": (
+        "eval_scores.jsonl",
+        json.dumps({"id": "a", "base": {**SCORES, "tokens": 10**400, "bleu_stats": [10**400] * 10}, "tuned": SCORES}),
+        "eval_scores.jsonl line 1: missing or not numbers: base.tokens, base.bleu_stats",
+    ),
 }
 
 
@@ -267,8 +293,10 @@ def test_model_output_cannot_inject_markdown_or_html(tmp_path):
 def test_model_output_cannot_mention_reference_link_or_typeset(tmp_path):
     """What GitHub turns into actions in plain text: notifications, cross-references, autolinks, math."""
     cell = escape_cell(HOSTILE + " WWW.Evil.example https://x.example/#frag")
-    for pattern in (r"@\w", r"#\w", r"\w://", r"(?i)www\.", r"(?<!\\)\$", "<b>"):
+    for pattern in (r"@\w", r"#\w", r"\w://", r"(?i)www\.", r"(?<!\\)\$", "<b>", r"(?i)\bgh-\d", BIDI_CONTROL):
         assert not re.search(pattern, cell), (pattern, cell)
+    assert "GH\u200b-123" in cell and "\ufffdcod.exe\ufffd" in cell  # readable, and in the order stored
+    assert not re.search(BIDI_CONTROL, code("\u202eexe.txt") + results_cell("\u2067x"))
     assert cell.replace("\u200b", "").replace("\\$", "$").startswith("@octocat see #1 and org/repo#2 at http://")
     assert escape_cell("x" * 500).endswith("x…") and len(escape_cell("x" * 500)) == 401
 

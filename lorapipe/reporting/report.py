@@ -35,11 +35,14 @@ from lorapipe.vcs import dvc_json, git
 THIS = "this revision"
 # Inside a table cell only these can start markup (links and images need `[`; `$` starts math).
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]|~$])")
-# What GitHub turns into actions in plain text: @mentions (and e-mail links), #1 and org/repo#2
-# references, scheme:// links and www. hosts. A zero-width space after the trigger keeps the
+# What GitHub turns into actions in plain text: @mentions (and e-mail links), #1, org/repo#2 and
+# GH-1 references, scheme:// links and www. hosts. A zero-width space after the trigger keeps the
 # text readable and inert.
-_ACTIONS = re.compile(r"[@#]|(?<=\w)(?=://)|(?i:\bwww)(?=\.)")
+_ACTIONS = re.compile(r"[@#]|(?<=\w)(?=://)|(?i:\bwww)(?=\.)|(?i:\bgh)(?=-\d)")
 ZERO_WIDTH_SPACE = "\u200b"
+# Bidirectional controls (embeddings, overrides, isolates, marks) reorder what a reader sees
+# ("Trojan Source"): each is shown as the replacement character instead.
+_BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 # train.json's quality figures; every other train.json key is speed, memory or size.
 TRAINING_QUALITY = {"train_loss", "val_loss", "val_perplexity"}
 # Why a speed change is no verdict: the two revisions ran on whatever machine was free, at whatever load.
@@ -59,14 +62,20 @@ IMAGE_MISSING = (
 )
 
 
+def without_bidi(text: str) -> str:
+    """`text` with every bidirectional control replaced by U+FFFD, so it reads in the order it is stored."""
+    return _BIDI_CONTROLS.sub("\ufffd", text)
+
+
 def shorten(text: str, limit: int = 400) -> str:
     """`text` cut to `limit` characters, with an ellipsis when cut (the report's and results page's cells)."""
     return text if len(text) <= limit else text[:limit] + "…"
 
 
 def escape_cell(text: str, limit: int = 400) -> str:
-    """Text safe inside a markdown table cell: no HTML, markdown, math, links, mentions or row breaks."""
-    text = _ACTIONS.sub(lambda m: m.group(0) + ZERO_WIDTH_SPACE, shorten(text, limit))  # before `&#x27;`
+    """Text safe inside a markdown table cell: no HTML, markdown, math, links, mentions, references,
+    bidirectional controls or row breaks."""
+    text = _ACTIONS.sub(lambda m: m.group(0) + ZERO_WIDTH_SPACE, without_bidi(shorten(text, limit)))  # before `&#x27;`
     text = html.escape(text, quote=True)
     text = _MARKDOWN.sub(r"\\\1", text)
     return " ".join(text.split())  # newlines would end the table row
@@ -74,7 +83,7 @@ def escape_cell(text: str, limit: int = 400) -> str:
 
 def code(text: str, limit: int = 60) -> str:
     """`text` as an inline code span: shown verbatim, so nothing in it renders or notifies."""
-    return "`" + " ".join(shorten(text, limit).replace("`", "'").split()) + "`"
+    return "`" + " ".join(without_bidi(shorten(text, limit)).replace("`", "'").split()) + "`"
 
 
 def rev_label(rev: str) -> str:

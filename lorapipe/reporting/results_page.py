@@ -24,7 +24,7 @@ from lorapipe.outputs import atomic_path
 from lorapipe.params import flatten
 from lorapipe.reporting.charts import scores_spec, svg
 from lorapipe.reporting.compare import METRICS, Change, run_vs_run
-from lorapipe.reporting.report import bar_scores, shorten
+from lorapipe.reporting.report import bar_scores, shorten, without_bidi
 from lorapipe.reporting.scores_table import html_cell, score_rows
 from lorapipe.reporting.study_sections import study_sections
 from lorapipe.samples import read_samples, read_scores
@@ -110,7 +110,7 @@ def cell(value: Any) -> str:
         return f'<td class="num">{value:.4g}</td>'
     if isinstance(value, int) and not isinstance(value, bool):
         return f'<td class="num">{value}</td>'
-    return f"<td>{html.escape(shorten('—' if value is None else str(value)))}</td>"
+    return f"<td>{html.escape(without_bidi(shorten('—' if value is None else str(value))))}</td>"
 
 
 def experiments_table(rows: list[dict]) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.workspace import assert_one_line_error, stage, train_args, write_params
+from tests.workspace import BASE_ARGS, assert_one_line_error, stage, train_args, write_params
 
 CLEAN_ARGS = ("data/raw.json.gz", "data/clean.parquet", "data/rejects.jsonl", "metrics/clean.json")
 
@@ -96,6 +96,10 @@ def test_zero_records_left(ws):
         ("split.py", ("s", "o", "m.json"), {"split": {"test_size": 1.5}}, "'split.test_size' must be <= 0.9"),
         ("split.py", ("s", "o", "m.json"), {"split": {"test_size": 0.0}}, "split.test_size must be above 0"),
         ("sample.py", ("c", "o", "m.json"), {"sample": {"size": "many"}}, "'sample.size' must be an integer"),
+        ("sample.py", ("c", "o", "m.json"), {"sample": {"seed": -1}}, "'sample.seed' must be >= 0, got -1"),
+        ("split.py", ("s", "o", "m.json"), {"split": {"seed": -1}}, "'split.seed' must be >= 0, got -1"),
+        ("generate_base.py", BASE_ARGS, {"eval": {"seed": 2**64}}, f"'eval.seed' must be <= {2**64 - 1}"),
+        ("train.py", train_args(), {"train": {"seed": 2**64}}, f"'train.seed' must be <= {2**64 - 1}"),
     ],
 )
 def test_bad_params_stop_the_stage_before_any_work(ws, script, args, params, fragment):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import random
+import resource
 import signal
 import subprocess
 import sys
@@ -13,8 +15,8 @@ import time
 import pytest
 
 from lorapipe.outputs import atomic_dir, atomic_path
-from tests.conftest import ROOT, child_env
-from tests.workspace import wait_for, write_params
+from tests.conftest import ROOT, child_env, tree_state
+from tests.workspace import assert_one_line_error, train_args, wait_for, write_params
 
 
 def test_atomic_path_keeps_the_old_file_when_the_writer_fails(tmp_path):
@@ -77,3 +79,48 @@ def test_a_dead_writers_temp_folder_is_swept_and_a_live_ones_kept(tmp_path):
         (tmp / "train.parquet").write_text("whole")
     assert not dead.exists() and live.exists()
     assert (tmp_path / "tokenized/train.parquet").read_text() == "whole"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB tmpfs: a real device that fills up (ENOSPC). Mounting needs root (CAP_SYS_ADMIN)."""
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"a full disk needs a small tmpfs, and mount refused: {mounted.stderr.decode().strip()}")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_full_disk_is_one_line_naming_the_output_and_keeps_the_previous_one(tmp_path, small_disk):
+    (tmp_path / "data").mkdir()
+    write_params(tmp_path)
+    rng = random.Random(0)  # descriptions that do not compress: the output outgrows the disk
+    lines = (json.dumps({"title": f"Product {i}", "content": rng.randbytes(150).hex()}).encode() for i in range(5000))
+    (tmp_path / "data/raw.json.gz").write_bytes(gzip.compress(b"\n".join(lines), mtime=0))
+    out = small_disk / "clean.parquet"
+    out.write_bytes(b"previous complete output")
+    args = [sys.executable, str(ROOT / "stages/clean.py"), "data/raw.json.gz", str(out), "data/r.jsonl", "m.json"]
+    result = subprocess.run(args, cwd=tmp_path, env=child_env(), capture_output=True, text=True)
+    assert_one_line_error(result, f"{out}: not written: no space left on the device")
+    assert out.read_bytes() == b"previous complete output"
+    assert [p.name for p in small_disk.iterdir()] == ["clean.parquet"]  # the temp file is gone, space is back
+
+
+def test_a_file_size_limit_while_saving_the_adapter_is_one_line_and_keeps_the_previous_one(tuned_copy):
+    """RLIMIT_FSIZE (`ulimit -f`) below the adapter's size: Python ignores SIGXFSZ, so the write fails with EFBIG."""
+    adapter = tuned_copy / "models/adapter"
+    before = tree_state(adapter)
+    limit = min(f.stat().st_size for f in adapter.glob("*.safetensors")) // 2
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    # The run's last checkpoint is there: the stage resumes it and goes straight to saving the adapter.
+    args = [sys.executable, str(ROOT / "stages/train.py"), *train_args()]
+    result = subprocess.run(
+        args, cwd=tuned_copy, env=child_env(), capture_output=True, text=True, preexec_fn=limit_file_size, timeout=600
+    )
+    assert_one_line_error(result, "models/adapter: not written", "file-size limit")
+    assert tree_state(adapter) == before
