@@ -23,7 +23,7 @@ from lorapipe.cli import UserError, log, run_cli
 from lorapipe.generation import generate_texts
 from lorapipe.modeling import load_model, load_tokenizer, load_tuned_model, pick_device, pick_dtype
 from lorapipe.params import EvalParams, TokenizeParams, load_params
-from lorapipe.prompt import build_prompt, truncate_title
+from lorapipe.prompt import encode_prompts, truncate_title
 from lorapipe.runs import load_run
 from lorapipe.vcs import git
 
@@ -91,7 +91,7 @@ class Describer:
         if not title:
             raise gr.Error("Type a product title first.")
         title, _ = truncate_title(self.tokenizer, title, self.prompt_tokens)
-        prompt = build_prompt(self.tokenizer, title)
+        prompt = encode_prompts(self.tokenizer, [title])[0]  # what the title spells stays text, whatever it is
         texts = []
         for model in self.models.values():
             torch.manual_seed(params.seed)  # the same title and settings give the same text

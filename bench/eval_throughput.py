@@ -18,7 +18,7 @@ import torch
 from lorapipe.generation import generate_texts
 from lorapipe.modeling import load_model, load_tokenizer, load_tuned_model, pick_device, pick_dtype
 from lorapipe.params import EvalParams, QuantParams
-from lorapipe.prompt import build_prompt
+from lorapipe.prompt import encode_prompts
 from lorapipe.runs import load_run
 from lorapipe.tables import read_text_table
 
@@ -51,7 +51,7 @@ def main() -> None:
     dtype = pick_dtype("auto", device)
     tokenizer = load_tokenizer(args.model)
     titles = read_text_table(args.test)["title"].to_pylist()[: args.prompts]
-    prompts = [build_prompt(tokenizer, t) for t in titles]
+    prompts = encode_prompts(tokenizer, titles)
 
     naive_model = PeftModel.from_pretrained(load_model(args.model, dtype, device, QuantParams()), args.adapter)
     naive_params = EvalParams(batch_size=8, max_new_tokens=args.max_new_tokens)

@@ -18,13 +18,37 @@ import pyarrow.compute as pc
 from lorapipe.params import CleanParams
 from lorapipe.tables import TEXT_SCHEMA
 
-# C0/C1 controls, zero-width and bidi marks, BOM, and lone surrogates; whitespace controls
-# (\t \n \r) are folded into spaces by the whitespace rule instead.
-_INVISIBLE = re.compile(
-    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff\ud800-\udfff]"
+# The characters clean_text removes, as (first, last) code points. Whitespace controls (\t \n \r)
+# are not among them: the whitespace rule folds those into spaces.
+INVISIBLE_RANGES = (
+    (0x00, 0x08),  # C0 controls
+    (0x0B, 0x0C),
+    (0x0E, 0x1F),
+    (0x7F, 0x9F),  # DEL and the C1 controls
+    (0x061C, 0x061C),  # Arabic letter mark (bidi)
+    (0x200B, 0x200F),  # zero-width space, non-joiner, joiner; LRM, RLM (bidi)
+    (0x202A, 0x202E),  # bidi embeddings and overrides
+    (0x2060, 0x2064),  # word joiner, invisible operators
+    (0x2066, 0x2069),  # bidi isolates
+    (0xFEFF, 0xFEFF),  # BOM
+    (0xD800, 0xDFFF),  # lone surrogates
 )
-# Its ASCII part, for Arrow's RE2 (after it, the only ASCII whitespace left is \t \n \r and space).
-_ASCII_INVISIBLE = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+
+
+def _char_class(ranges: Iterable[tuple[int, int]]) -> str:
+    """A regex character class of code point ranges, for Python's re (and Arrow's RE2 where all are ASCII:
+    RE2 reads \\xNN but not \\uNNNN)."""
+
+    def escape(code: int) -> str:
+        return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}"
+
+    return "[" + "".join(escape(lo) if lo == hi else f"{escape(lo)}-{escape(hi)}" for lo, hi in ranges) + "]"
+
+
+_INVISIBLE = re.compile(_char_class(INVISIBLE_RANGES))
+# Its ASCII part, for Arrow's RE2 on texts that are ASCII (after it, the only ASCII whitespace left
+# is \t \n \r and space); non-ASCII texts get _INVISIBLE in Python.
+_ASCII_INVISIBLE = _char_class((lo, min(hi, 0x7F)) for lo, hi in INVISIBLE_RANGES if lo < 0x80)
 _ASCII_SPACE_RUN = r"[\t\n\r ]{2,}|[\t\n\r]"  # what `" ".join(text.split())` changes, bar the ends
 
 

@@ -23,7 +23,7 @@ from lorapipe.generation import generate_texts
 from lorapipe.losses import reference_losses
 from lorapipe.outputs import sha256_of, write_json
 from lorapipe.params import EvalParams, TokenizeParams
-from lorapipe.prompt import build_prompts, encode_examples, truncate_titles
+from lorapipe.prompt import build_prompts, encode_examples, encode_prompts, truncate_titles
 from lorapipe.tables import read_text_table
 
 # The params the base model's outputs depend on: generate_base's params in dvc.yaml, exactly.
@@ -59,17 +59,21 @@ def select_samples(path: Path, max_samples: int, seed: int) -> tuple[list[str], 
     return titles, references
 
 
-def eval_prompts(tokenizer: PreTrainedTokenizerBase, titles: Sequence[str], prompt_tokens: int) -> list[str]:
-    """The training prompt of each title, cut to `prompt_tokens` as training cut it."""
-    return build_prompts(tokenizer, [title for title, _ in truncate_titles(tokenizer, titles, prompt_tokens)])
+def eval_prompts(
+    tokenizer: PreTrainedTokenizerBase, titles: Sequence[str], prompt_tokens: int
+) -> tuple[list[str], list[list[int]]]:
+    """The training prompt of each title, cut to `prompt_tokens` as training cut it: as text (what the
+    base outputs file records) and as the token ids the models decode from."""
+    cut = [title for title, _ in truncate_titles(tokenizer, titles, prompt_tokens)]
+    return build_prompts(tokenizer, cut), encode_prompts(tokenizer, cut)
 
 
 def decode_and_measure(
-    model, tokenizer, prompts, titles, references, params: EvalParams, tok_params: TokenizeParams, desc: str
+    model, tokenizer, prompt_ids, titles, references, params: EvalParams, tok_params: TokenizeParams, desc: str
 ) -> tuple[list[str], list[tuple[float, int]], float]:
-    """One model's texts for `prompts`, its reference losses, and the seconds decoding took."""
+    """One model's texts for `prompt_ids`, its reference losses, and the seconds decoding took."""
     started = time.perf_counter()
-    texts = generate_texts(model, tokenizer, prompts, params, desc=desc)
+    texts = generate_texts(model, tokenizer, prompt_ids, params, desc=desc)
     seconds = time.perf_counter() - started
     device = next(model.parameters()).device
     examples = encode_examples(tokenizer, titles, references, tok_params.prompt_tokens, tok_params.response_tokens)

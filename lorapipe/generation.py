@@ -24,18 +24,19 @@ def decoding_settings(params: EvalParams) -> dict:
 def generate_texts(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
+    prompts: Sequence[Sequence[int]],
     params: EvalParams,
     desc: str = "generate",
 ) -> list[str]:
-    """Completions of `prompts`, in their order.
+    """Completions of `prompts` (token ids, from `lorapipe.prompt.encode_prompts`: a prompt's text alone
+    cannot say which of its special-token spellings are the template's), in their order.
 
     Prompts are sorted by length so each batch pads little; padding goes on the left, where
     a decoder-only model expects it.
     """
     model.eval()
     tokenizer.padding_side = "left"
-    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    encoded = [list(p) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
     device = next(model.parameters()).device
     outputs: list[str] = [""] * len(prompts)

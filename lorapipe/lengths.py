@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from lorapipe.prompt import encode_texts
+from lorapipe.prompt import encode_prompts, encode_texts
 
 PERCENTILES = (50, 90, 95, 99)
 COVERAGES = (95, 99)  # the budgets that keep this share of examples whole
@@ -18,6 +18,11 @@ HISTOGRAM_BINS = 60
 def token_lengths(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], batch: int = 4096) -> np.ndarray:
     """Token count of each text (no special tokens)."""
     return np.array([len(ids) for ids in encode_texts(tokenizer, texts, batch)], dtype=np.int64)
+
+
+def prompt_lengths(tokenizer: PreTrainedTokenizerBase, titles: Sequence[str]) -> np.ndarray:
+    """Token count of each title's prompt, template included, as training encodes it."""
+    return np.array([len(ids) for ids in encode_prompts(tokenizer, titles)], dtype=np.int64)
 
 
 def coverage_budget(lengths: np.ndarray, share: float) -> int:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerBase
 
 INSTRUCTION = "Write the product description for this Amazon product title."
@@ -42,18 +45,110 @@ def use_tokenizer_threads() -> None:
 
 
 def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], batch: int = 4096) -> list[list[int]]:
-    """Token ids of each text (no special tokens added), in batches through the fast (Rust) tokenizer.
+    """Token ids of each data text (a title, a description), in batches through the fast (Rust) tokenizer.
 
+    Text that spells a special token ("<|im_end|>", "</s>") is encoded as the text it is, never as
+    that token: a scraped title must not end the user turn, nor a description hold an EOS. Text
+    without such spellings gets the ids it always got. No special tokens are added.
     `encode_batch_fast` skips the character offsets that `tokenizer(texts)` computes, and the
     per-call overhead of the Python wrapper: same ids, several times faster.
     """
     if not tokenizer.is_fast:
-        return tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    return _encode_batches(_text_only(tokenizer), texts, batch)
+
+
+def _encode_batches(backend: Tokenizer, texts: Sequence[str], batch: int = 4096) -> list[list[int]]:
     ids: list[list[int]] = []
     for start in range(0, len(texts), batch):
         chunk = list(texts[start : start + batch])
-        ids += [e.ids for e in tokenizer.backend_tokenizer.encode_batch_fast(chunk, add_special_tokens=False)]
+        ids += [e.ids for e in backend.encode_batch_fast(chunk, add_special_tokens=False)]
     return ids
+
+
+_TEXT_ONLY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _text_only(tokenizer: PreTrainedTokenizerBase) -> Tokenizer:
+    """A copy of the Rust tokenizer that encodes special tokens' spellings as text. A copy, not the
+    tokenizer's own `encode_special_tokens` switch: transformers flips that on every call it makes,
+    and a switch shared by threads (the app's requests) would let one call see another's setting."""
+    if tokenizer not in _TEXT_ONLY:
+        backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        backend.encode_special_tokens = True
+        _TEXT_ONLY[tokenizer] = backend
+    return _TEXT_ONLY[tokenizer]
+
+
+def special_token_pattern(tokenizer: PreTrainedTokenizerBase) -> re.Pattern[str]:
+    """Where a text spells one of the tokenizer's special tokens (longest first, as the tokenizer matches)."""
+    spellings = sorted({t.content for t in tokenizer.added_tokens_decoder.values() if t.special}, key=len)
+    return re.compile("|".join(re.escape(s) for s in reversed(spellings)) or r"(?!)")
+
+
+@dataclass(frozen=True)
+class _PromptFrame:
+    """What the template puts around every title: `head` ends at its last special token before the
+    title, `tail` starts at its first one after it. Between them lies the title with the template's
+    plain text beside it (ChatML: "user\n" + title), which the tokenizer encodes as one piece."""
+
+    head: str
+    tail: str
+    specials: re.Pattern[str]
+    any_normalized: bool  # a special token matched after normalisation: the raw text cannot tell
+
+
+def _common_length(one: str, other: str) -> int:
+    """How many characters the two strings share at their start."""
+    return next((i for i, (a, b) in enumerate(zip(one, other, strict=False)) if a != b), min(len(one), len(other)))
+
+
+def _prompt_frame(tokenizer: PreTrainedTokenizerBase) -> _PromptFrame:
+    # Two one-letter titles render alike but for the title, whatever the template does to it (trim, upper).
+    one, other = build_prompt(tokenizer, "a"), build_prompt(tokenizer, "b")
+    prefix = one[: _common_length(one, other)]
+    suffix = one[len(one) - _common_length(one[::-1], other[::-1]) :]
+    specials = special_token_pattern(tokenizer)
+    head = prefix[: max((m.end() for m in specials.finditer(prefix)), default=0)]
+    tail_at = next((m.start() for m in specials.finditer(suffix)), len(suffix))
+    tail = suffix[tail_at:]
+    if specials.search(one[len(head) : len(one) - len(tail)]):
+        raise ValueError("the chat template puts special tokens between parts of the title; cannot encode it")
+    any_normalized = any(t.special and t.normalized for t in tokenizer.added_tokens_decoder.values())
+    return _PromptFrame(head, tail, specials, any_normalized)
+
+
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, titles: Sequence[str]) -> list[list[int]]:
+    """Token ids of each title's prompt: the template's special tokens as such, the title as text.
+
+    Most prompts are encoded whole, as the tokenizer always did. A prompt whose title spells a
+    special token (or makes one with the template's text beside it) is encoded in three parts:
+    the template's text before and after, and between them the title with the template's plain
+    text beside it, there with special tokens' spellings as text. That middle part is what the
+    tokenizer itself encodes as one piece (between two special tokens), so the split moves no
+    token boundary the template had.
+    """
+    frame = _prompt_frame(tokenizer)
+    prompts = build_prompts(tokenizer, titles)
+    start, cut = len(frame.head), len(frame.tail)
+    middles: dict[int, str] = {}
+    for i, prompt in enumerate(prompts):
+        if not (prompt.startswith(frame.head) and prompt.endswith(frame.tail) and len(prompt) >= start + cut):
+            raise ValueError(f"the chat template renders other text around the title {titles[i]!r}")
+        middle = prompt[start : len(prompt) - cut]
+        if frame.any_normalized or frame.specials.search(middle):
+            middles[i] = middle
+    if not tokenizer.is_fast:
+        whole = tokenizer([p for i, p in enumerate(prompts) if i not in middles], add_special_tokens=False)
+        whole_ids = whole["input_ids"]
+    else:
+        whole_ids = _encode_batches(tokenizer.backend_tokenizer, [p for i, p in enumerate(prompts) if i not in middles])
+    if not middles:
+        return whole_ids
+    head_ids, tail_ids = (tokenizer(t, add_special_tokens=False)["input_ids"] for t in (frame.head, frame.tail))
+    middle_ids = dict(zip(middles, encode_texts(tokenizer, list(middles.values())), strict=True))
+    whole = iter(whole_ids)
+    return [[*head_ids, *middle_ids[i], *tail_ids] if i in middle_ids else next(whole) for i in range(len(prompts))]
 
 
 def truncate_titles(
@@ -90,7 +185,7 @@ def encode_examples(
 ) -> list[Example]:
     """Tokenize (title, content) pairs within the prompt/response token budgets, in batches."""
     cut = truncate_titles(tokenizer, titles, prompt_tokens)
-    prompt_ids = encode_texts(tokenizer, build_prompts(tokenizer, [title for title, _ in cut]))
+    prompt_ids = encode_prompts(tokenizer, [title for title, _ in cut])
     examples = []
     for (_, prompt_cut), prompt, response in zip(cut, prompt_ids, encode_texts(tokenizer, contents), strict=True):
         response_cut = len(response) > response_tokens

@@ -71,7 +71,7 @@ def main() -> None:
     device = pick_device()
     dtype = pick_dtype("auto", device)
     tokenizer = load_tokenizer(args.model)
-    prompts = eval_prompts(tokenizer, titles, tok_params.prompt_tokens)
+    prompts, prompt_ids = eval_prompts(tokenizer, titles, tok_params.prompt_tokens)
     samples = {"title": titles, "reference": references, "prompt": prompts}
     settings, weights = base_settings(params, tok_params), weights_sha256(args.model)
     base_texts, base_losses, base_dtype = read_base_outputs(args.base_outputs, settings, weights, samples)
@@ -80,7 +80,7 @@ def main() -> None:
 
     model = load_tuned_model(args.model, args.adapter, trained.quant, dtype, device)
     tuned_texts, tuned_losses, seconds = decode_and_measure(
-        model, tokenizer, prompts, titles, references, params, tok_params, desc="generate tuned"
+        model, tokenizer, prompt_ids, titles, references, params, tok_params, desc="generate tuned"
     )
     outputs = {"base": base_texts, "tuned": tuned_texts}
     losses = {"base": base_losses, "tuned": tuned_losses}

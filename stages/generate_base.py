@@ -44,10 +44,10 @@ def main() -> None:
     device = pick_device()
     dtype = pick_dtype("auto", device)
     tokenizer = load_tokenizer(args.model)
-    prompts = eval_prompts(tokenizer, titles, tok_params.prompt_tokens)
+    prompts, prompt_ids = eval_prompts(tokenizer, titles, tok_params.prompt_tokens)
     model = load_model(args.model, dtype, device)
     texts, losses, seconds = decode_and_measure(
-        model, tokenizer, prompts, titles, references, params, tok_params, desc="generate base"
+        model, tokenizer, prompt_ids, titles, references, params, tok_params, desc="generate base"
     )
     log.info(f"generate_base: {len(texts):,} samples decoded in {seconds:.1f} s on {device.type} ({dtype})")
 

@@ -21,12 +21,19 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lorapipe.cli import UserError, log, run_cli
-from lorapipe.lengths import histogram_rows, length_summary, packed_examples, packing_summary, token_lengths
+from lorapipe.lengths import (
+    histogram_rows,
+    length_summary,
+    packed_examples,
+    packing_summary,
+    prompt_lengths,
+    token_lengths,
+)
 from lorapipe.modeling import load_tokenizer
 from lorapipe.outputs import write_json
 from lorapipe.params import TokenizeParams, check_params_unchanged, load_params
 from lorapipe.plots import write_csv
-from lorapipe.prompt import build_prompts, use_tokenizer_threads
+from lorapipe.prompt import use_tokenizer_threads
 from lorapipe.tables import read_text_table
 
 
@@ -52,7 +59,7 @@ def main() -> None:
 
     started, cpu_started = time.perf_counter(), time.process_time()
     title_tokens = token_lengths(tokenizer, titles)
-    prompt_tokens = token_lengths(tokenizer, build_prompts(tokenizer, titles))
+    prompt_tokens = prompt_lengths(tokenizer, titles)
     description_tokens = token_lengths(tokenizer, contents)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
 

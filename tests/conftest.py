@@ -1,9 +1,10 @@
-"""Shared fixtures and helpers: the repo root, SmolLM2's GGUF, a tiny random Llama with SmolLM2's tokenizer, the
-shared (read-only) trained workspace and repo, the environment for child processes."""
+"""Shared fixtures and helpers: the repo root, SmolLM2's GGUF, TinyLlama's (LLaMA's) tokenizer, a tiny random Llama
+with SmolLM2's tokenizer, the shared (read-only) trained workspace and repo, the environment for child processes."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOLLM2_GGUF = ROOT / ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+LLAMA_SPM_VOCAB = "models/ggml-vocab-llama-spm.gguf"  # in llama.cpp's tree: LLaMA's SentencePiece vocabulary
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -93,6 +95,58 @@ def smollm2_tokenizer(smollm2_gguf: Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_converter() -> Path:
+    from lorapipe.gguf_export import CONVERTER_DIR
+
+    if not (CONVERTER_DIR / "convert_hf_to_gguf.py").is_file():
+        pytest.fail(f"{CONVERTER_DIR} is missing: run `make gguf-converter` (make test does it)")
+    return CONVERTER_DIR
+
+
+def llama_sentencepiece_model(vocab: Path) -> bytes:
+    """LLaMA's SentencePiece model (TinyLlama's tokenizer.model) rebuilt from llama.cpp's vocab-only GGUF."""
+    from gguf import GGUFReader
+    from sentencepiece import sentencepiece_model_pb2 as sp
+
+    fields = GGUFReader(vocab).fields
+    model = sp.ModelProto()
+    model.trainer_spec.model_type = sp.TrainerSpec.BPE
+    model.trainer_spec.vocab_size = len(fields["tokenizer.ggml.tokens"].contents())
+    model.trainer_spec.byte_fallback = True
+    model.trainer_spec.unk_id, model.trainer_spec.bos_id, model.trainer_spec.eos_id = 0, 1, 2
+    model.trainer_spec.pad_id = -1
+    model.normalizer_spec.name = "identity"
+    model.normalizer_spec.add_dummy_prefix = True
+    model.normalizer_spec.remove_extra_whitespaces = False
+    for piece, score, kind in zip(
+        *(fields[f"tokenizer.ggml.{k}"].contents() for k in ("tokens", "scores", "token_type")), strict=True
+    ):
+        model.pieces.add(piece=piece, score=float(score), type=int(kind))  # GGUF and SentencePiece share the kinds
+    return model.SerializeToString()
+
+
+@pytest.fixture(scope="session")
+def llama_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory, llama_cpp_converter: Path) -> Path:
+    """TinyLlama's tokenizer (LLaMA SentencePiece, no chat template) as the base_model stage saves a hub
+    model's: tokenizer.json, its config and the tokenizer.model."""
+    from transformers import AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("llama-tokenizer")
+    (folder / "tokenizer.model").write_bytes(llama_sentencepiece_model(llama_cpp_converter / LLAMA_SPM_VOCAB))
+    config = {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "add_bos_token": True, "legacy": True}))
+    AutoTokenizer.from_pretrained(folder).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def llama_tokenizer(llama_tokenizer_dir: Path):
+    from lorapipe.modeling import load_tokenizer
+
+    return load_tokenizer(llama_tokenizer_dir)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lorapipe.cleaning import Reason, Rejected, clean_chunk, clean_text, parse_line
+from lorapipe.cleaning import INVISIBLE_RANGES, Reason, Rejected, clean_chunk, clean_text, parse_line
 from lorapipe.params import CleanParams
 
 PARAMS = CleanParams(min_title_chars=3, max_title_chars=40, min_content_chars=10, max_content_chars=80)
@@ -21,6 +21,8 @@ PARAMS = CleanParams(min_title_chars=3, max_title_chars=40, min_content_chars=10
         ("ＵＳＢ ｃａｂｌｅ", "USB cable"),  # NFKC folds full-width forms
         ("bell\x07 and nul\x00 chars", "bell and nul chars"),
         ("zero\u200bwidth and bom\ufeff", "zerowidth and bom"),
+        ("bidi \u2066iso\u2067la\u2068tes\u2069 and \u061cALM", "bidi isolates and ALM"),
+        ("\u202eoverride\u202c, \u200fRLM", "override, RLM"),
         ("  tabs\tand\nnew\r\nlines  ", "tabs and new lines"),
         ("non\u00a0breaking space", "non breaking space"),
         ("caf\u0065\u0301 composed", "café composed"),
@@ -103,7 +105,12 @@ def test_parse_line_never_raises_on_random_records(record):
 
 # Text that takes every branch of the batched path: ASCII with control characters and
 # whitespace runs, entities, non-ASCII spaces and compatibility forms.
-PIECES = [*"ab Z9_;#\t\n\r\x00\x07\x0b\x1c\x1f\x7f\x85\xa0\u200b\u2003\uff41é", "&", "&amp;", "&#8217;"]
+PIECES = [
+    *"ab Z9_;#\t\n\r\x00\x07\x0b\x1c\x1f\x7f\x85\xa0\u200b\u2003\u2066\u2069\u061c\uff41é",
+    "&",
+    "&amp;",
+    "&#8217;",
+]
 TEXT = st.lists(st.sampled_from(PIECES), max_size=30).map("".join)
 RECORD_LINES = st.one_of(
     st.builds(lambda t, c: json.dumps({"title": t, "content": c}, ensure_ascii=False).encode(), TEXT, TEXT),
@@ -120,3 +127,19 @@ def test_clean_chunk_gives_what_parse_line_gives_line_by_line(lines):
     results = [parse_line(raw, params) for raw in lines]
     assert chunk.kept.to_pylist() == [{"title": r[0], "content": r[1]} for r in results if not isinstance(r, Rejected)]
     assert chunk.rejected() == [(i, r.reason) for i, r in enumerate(results) if isinstance(r, Rejected)]
+
+
+@pytest.mark.parametrize(("first", "last"), INVISIBLE_RANGES)
+def test_every_invisible_character_is_removed_on_both_paths(first, last):
+    """Each removed range, its ends and middle, in an ASCII and a non-ASCII text, row by row and batched."""
+    params = CleanParams(min_title_chars=1, min_content_chars=1)
+    for code in {first, (first + last) // 2, last}:
+        char = chr(code)
+        for title in (f"Mug{char}Lid", f"Mug{char}Lid é"):
+            expected = title.replace(char, "")
+            assert clean_text(title) == expected
+            if 0xD800 <= code <= 0xDFFF:
+                continue  # a lone surrogate makes the line bad JSON to orjson, before any cleaning
+            raw = json.dumps({"title": title, "content": "ok"}).encode()
+            assert parse_line(raw, params) == (expected, "ok")
+            assert clean_chunk([raw], params).kept.to_pylist() == [{"title": expected, "content": "ok"}]

@@ -12,7 +12,7 @@ from safetensors import safe_open
 from lorapipe.generation import generate_texts
 from lorapipe.modeling import load_model, load_tokenizer
 from lorapipe.params import EvalParams, QuantParams
-from lorapipe.prompt import build_prompt
+from lorapipe.prompt import encode_prompts
 from tests.workspace import assert_one_line_error, stage, write_params
 
 TITLES = ["Acme Stainless Steel Travel Mug 16oz", "USB-C Charging Cable 2m", "Kids Rain Boots Size 10", "Oak Desk"]
@@ -32,7 +32,7 @@ def test_merged_model_decodes_like_the_adapter_model(tuned_copy):
 
     cpu, params = torch.device("cpu"), EvalParams(max_new_tokens=16, batch_size=4)
     tokenizer = load_tokenizer(ws / "models/base")
-    prompts = [build_prompt(tokenizer, t) for t in TITLES]
+    prompts = encode_prompts(tokenizer, TITLES)
     adapter_model = PeftModel.from_pretrained(
         load_model(ws / "models/base", torch.float32, cpu, QuantParams()), ws / "models/adapter"
     )

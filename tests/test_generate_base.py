@@ -51,7 +51,8 @@ def test_evaluate_reports_the_base_scores_of_a_direct_decoding(workspace):
     model = load_model(ws / "models/base", pick_dtype("auto", device), device)
     prompts = [build_prompt(tokenizer, truncate_title(tokenizer, t, tok_params.prompt_tokens)[0]) for t in titles]
     torch.manual_seed(params.seed)
-    texts = generate_texts(model, tokenizer, prompts, params)
+    prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]  # plain titles: plain text
+    texts = generate_texts(model, tokenizer, prompt_ids, params)
     examples = encode_examples(tokenizer, titles, references, tok_params.prompt_tokens, tok_params.response_tokens)
     losses = reference_losses(model, examples, tokenizer.pad_token_id, params.batch_size, device)
     direct = corpus_scores(sample_scores(texts, references))

@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from lorapipe.generation import generate_texts
-from lorapipe.gguf_export import CONVERTER_DIR, modelfile, unpack
+from lorapipe.gguf_export import modelfile, unpack
 from lorapipe.modeling import load_tokenizer
 from lorapipe.params import EvalParams, ExportParams, LoraParams, QuantParams, TrainParams
-from lorapipe.prompt import build_prompt
+from lorapipe.prompt import build_prompt, encode_prompts
 from lorapipe.runs import TrainedRun, save_run
 from lorapipe.tables import read_text_table
 from tests.conftest import ROOT, child_env
@@ -27,14 +27,6 @@ from tests.test_export import TITLES
 from tests.workspace import assert_one_line_error, stage, write_params
 
 DECODING = EvalParams(max_new_tokens=16, batch_size=4)
-LLAMA_SPM_VOCAB = CONVERTER_DIR / "models/ggml-vocab-llama-spm.gguf"
-
-
-@pytest.fixture(scope="session")
-def llama_cpp_converter() -> Path:
-    if not (CONVERTER_DIR / "convert_hf_to_gguf.py").is_file():
-        pytest.fail(f"{CONVERTER_DIR} is missing: run `make gguf-converter` (make test does it)")
-    return CONVERTER_DIR
 
 
 def gguf_fields(path: Path, *keys: str) -> dict:
@@ -55,7 +47,7 @@ def decode_gguf(folder: Path, name: str, prompts: list[str]) -> tuple[list[str],
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    return generate_texts(model, tokenizer, prompts, DECODING), ids
+    return generate_texts(model, tokenizer, ids, DECODING), ids
 
 
 def decode_merged(folder: Path, prompts: list[str]) -> tuple[list[str], list[list[int]]]:
@@ -64,7 +56,7 @@ def decode_merged(folder: Path, prompts: list[str]) -> tuple[list[str], list[lis
     tokenizer = load_tokenizer(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    return generate_texts(model, tokenizer, prompts, DECODING), ids
+    return generate_texts(model, tokenizer, ids, DECODING), ids
 
 
 def first_tokens_agree(texts: list[str], expected: list[str], tokenizer, n: int = 8) -> int:
@@ -110,40 +102,14 @@ def test_gguf_round_trip_decodes_like_the_merged_model(tuned_copy, tmp_path, lla
     assert template.replace("{{ .Prompt }}", TITLES[0]) == build_prompt(tokenizer, TITLES[0])
 
 
-def llama_sentencepiece_model(vocab: Path) -> bytes:
-    """LLaMA's SentencePiece model (TinyLlama's tokenizer.model) rebuilt from llama.cpp's vocab-only GGUF."""
-    from gguf import GGUFReader
-    from sentencepiece import sentencepiece_model_pb2 as sp
-
-    fields = GGUFReader(vocab).fields
-    model = sp.ModelProto()
-    model.trainer_spec.model_type = sp.TrainerSpec.BPE
-    model.trainer_spec.vocab_size = len(fields["tokenizer.ggml.tokens"].contents())
-    model.trainer_spec.byte_fallback = True
-    model.trainer_spec.unk_id, model.trainer_spec.bos_id, model.trainer_spec.eos_id = 0, 1, 2
-    model.trainer_spec.pad_id = -1
-    model.normalizer_spec.name = "identity"
-    model.normalizer_spec.add_dummy_prefix = True
-    model.normalizer_spec.remove_extra_whitespaces = False
-    for piece, score, kind in zip(
-        *(fields[f"tokenizer.ggml.{k}"].contents() for k in ("tokens", "scores", "token_type")), strict=True
-    ):
-        model.pieces.add(piece=piece, score=float(score), type=int(kind))  # GGUF and SentencePiece share the kinds
-    return model.SerializeToString()
-
-
 @pytest.fixture(scope="session")
-def tinyllama_like_dir(tmp_path_factory, tiny_model_dir, llama_cpp_converter) -> Path:
+def tinyllama_like_dir(tmp_path_factory, tiny_model_dir, llama_tokenizer_dir) -> Path:
     """A 2-layer random Llama with TinyLlama's tokenizer (LLaMA SentencePiece, no chat template), saved as the
     base_model stage saves a hub model: safetensors, tokenizer.json and the tokenizer.model."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    folder = tmp_path_factory.mktemp("tinyllama-like")
-    (folder / "tokenizer.model").write_bytes(llama_sentencepiece_model(LLAMA_SPM_VOCAB))
-    config = {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
-    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "add_bos_token": True, "legacy": True}))
+    folder = Path(shutil.copytree(llama_tokenizer_dir, tmp_path_factory.mktemp("tinyllama-like") / "model"))
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    tokenizer.save_pretrained(folder)
     # The tiny Llama's shape, with LLaMA's vocabulary and special tokens.
     config = LlamaConfig.from_pretrained(tiny_model_dir)
     config.update({"vocab_size": len(tokenizer), "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": None})
@@ -195,7 +161,7 @@ def test_tinyllama_sentencepiece_tokenizer_survives_the_export(tinyllama_like_di
     prompts = [build_prompt(tokenizer, t) for t in titles]
     expected, _ = decode_merged(merged, prompts)
     gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    assert generate_texts(gguf_model, tokenizer, prompts, DECODING) == expected
+    assert generate_texts(gguf_model, tokenizer, encode_prompts(tokenizer, titles), DECODING) == expected
 
     template = re.search(r'TEMPLATE """(.*?)"""', (ws / "models/gguf/Modelfile").read_text(), re.S).group(1)
     assert "<s>" + template.replace("{{ .Prompt }}", "Oak Desk") == build_prompt(tokenizer, "Oak Desk")
