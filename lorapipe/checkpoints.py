@@ -158,21 +158,6 @@ def resume_checkpoint(
     """
     for junk in folder.glob(".step-*"):  # left by a save that was killed midway
         shutil.rmtree(junk, ignore_errors=True)
-    state = _load_newest(folder, model, optimizer, scheduler, fingerprint, total_steps)
-    if state is None:
-        for ckpt in list_checkpoints(folder):
-            shutil.rmtree(ckpt, ignore_errors=True)
-    return state
-
-
-def _load_newest(
-    folder: Path,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    fingerprint: str,
-    total_steps: int,
-) -> TrainState | None:
     for ckpt in list_checkpoints(folder):
         try:
             state = TrainState(**json.loads((ckpt / STATE_FILE).read_text()))
@@ -184,7 +169,7 @@ def _load_newest(
                     f"train: {ckpt} is this run's last step: it finished with the same code, data, base and "
                     "params, so it trains again from scratch (only an interrupted run resumes)"
                 )
-                return None
+                break
             saved = torch.load(ckpt / OPTIMIZER_FILE, weights_only=True, map_location="cpu")
             weights = load_file(ckpt / ADAPTER_FILE)
         except Exception as err:  # any damage means: not this one, try the previous
@@ -198,4 +183,6 @@ def _load_newest(
             torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
         log.info(f"train: resuming from {ckpt} (step {state.step})")
         return state
+    for ckpt in list_checkpoints(folder):
+        shutil.rmtree(ckpt, ignore_errors=True)
     return None
