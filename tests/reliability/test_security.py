@@ -128,12 +128,13 @@ def test_pickled_weights_are_never_unpickled(tiny_model_dir, tmp_path):
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     ckpt = save_checkpoint(tmp_path / "ckpts", model, optimizer, scheduler, TrainState(step=1, fingerprint="f"), keep=1)
     torch.save(payload, ckpt / OPTIMIZER_FILE)
+    shutil.copy(ckpt / OPTIMIZER_FILE, tmp_path / "hostile-optimizer.pt")  # starting fresh removes the checkpoint
     assert (
         resume_checkpoint(tmp_path / "ckpts", model, optimizer, scheduler, fingerprint="f", total_steps=3) is None
     )  # unreadable
 
     assert not marker.exists()
-    torch.load(ckpt / OPTIMIZER_FILE, weights_only=False)  # what a loader that trusted the pickle would do
+    torch.load(tmp_path / "hostile-optimizer.pt", weights_only=False)  # what a loader that trusted the pickle would do
     assert marker.exists()
 
 
