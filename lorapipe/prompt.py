@@ -53,12 +53,17 @@ def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], batch
     `encode_batch_fast` skips the character offsets that `tokenizer(texts)` computes, and the
     per-call overhead of the Python wrapper: same ids, several times faster.
     """
+    return _encode(tokenizer, texts, batch, specials_as_text=True)
+
+
+def _encode(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], batch: int = 4096, *, specials_as_text: bool
+) -> list[list[int]]:
+    """encode_texts, or (specials_as_text=False) with special tokens' spellings read as those tokens, as a
+    template's own are."""
     if not tokenizer.is_fast:
-        return tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True)["input_ids"]
-    return _encode_batches(_text_only(tokenizer), texts, batch)
-
-
-def _encode_batches(backend: Tokenizer, texts: Sequence[str], batch: int = 4096) -> list[list[int]]:
+        return tokenizer(list(texts), add_special_tokens=False, split_special_tokens=specials_as_text)["input_ids"]
+    backend = _text_only(tokenizer) if specials_as_text else tokenizer.backend_tokenizer
     ids: list[list[int]] = []
     for start in range(0, len(texts), batch):
         chunk = list(texts[start : start + batch])
@@ -138,11 +143,7 @@ def encode_prompts(tokenizer: PreTrainedTokenizerBase, titles: Sequence[str]) ->
         middle = prompt[start : len(prompt) - cut]
         if frame.any_normalized or frame.specials.search(middle):
             middles[i] = middle
-    if not tokenizer.is_fast:
-        whole = tokenizer([p for i, p in enumerate(prompts) if i not in middles], add_special_tokens=False)
-        whole_ids = whole["input_ids"]
-    else:
-        whole_ids = _encode_batches(tokenizer.backend_tokenizer, [p for i, p in enumerate(prompts) if i not in middles])
+    whole_ids = _encode(tokenizer, [p for i, p in enumerate(prompts) if i not in middles], specials_as_text=False)
     if not middles:
         return whole_ids
     head_ids, tail_ids = (tokenizer(t, add_special_tokens=False)["input_ids"] for t in (frame.head, frame.tail))
