@@ -20,3 +20,13 @@ EVAL_JSON = Path("metrics/eval.json")  # base, tuned and delta scores
 EVAL_SAMPLES = Path("metrics/eval_samples.jsonl")  # a few texts of both models
 EVAL_SCORES = Path("metrics/eval_scores.jsonl")  # every sample's texts and scores
 EVAL_RUN = Path("metrics/eval_run.json")  # experiment name and MLflow run
+BASE_MODEL = Path("models/base")
+ADAPTER = Path("models/adapter")
+# The export's outputs, written after a run by EXPORT_COMMAND outside DVC (models/ is git-ignored): a DVC
+# stage that an experiment does not run would leave `dvc status` never clean, and a cached merged copy
+# of every experiment would cost 2 GB each (TinyLlama); the merge takes seconds to redo.
+EXPORT_COMMAND = "python stages/export.py"
+MERGED = Path("models/merged")  # plain transformers model, the adapter merged in
+GGUF = Path("models/gguf")  # llama.cpp files and the Ollama Modelfile
+EXPORT_JSON = Path("models/export.json")  # sizes and seconds of the last export
+EXPORT_OUTPUTS = (MERGED, GGUF, EXPORT_JSON)

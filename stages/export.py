@@ -1,6 +1,6 @@
 """Merge the adapter into the base: a plain model that loads without peft, and GGUF files for llama.cpp/Ollama.
 
-    python stages/export.py models/base models/adapter models/merged models/gguf metrics/export.json
+    python stages/export.py    # after a run: models/base + models/adapter -> models/merged, models/gguf
 
 The adapter is merged into the base as training saw it (quantized, then dequantized; see
 `load_tuned_model`) in fp32, then cast to `export.dtype` and saved as safetensors with the
@@ -8,7 +8,8 @@ tokenizer and a generation config holding evaluate's decoding settings, so
 `AutoModelForCausalLM.from_pretrained("models/merged")` decodes as the evaluate stage did.
 llama.cpp's converter then writes the merged model as GGUF (`export.gguf_types`, f16 and q8_0 by
 default) into models/gguf, with an Ollama Modelfile in the project's prompt format.
-Not part of the default `dvc repro`: run it with `dvc repro export/dvc.yaml`.
+Not a DVC stage (lorapipe/artifacts.py says why): it exports the adapter the workspace holds, anew each
+time it runs.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import torch
 from transformers import GenerationConfig
 
+from lorapipe.artifacts import ADAPTER, BASE_MODEL, EXPORT_JSON, GGUF, MERGED
 from lorapipe.cli import log, run_cli
 from lorapipe.generation import decoding_settings
 from lorapipe.gguf_export import converter, write_gguf
@@ -32,11 +34,11 @@ from lorapipe.runs import load_run
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", type=Path, help="the base model folder (base_model stage)")
-    parser.add_argument("adapter", type=Path, help="the LoRA adapter folder (train stage)")
-    parser.add_argument("out", type=Path, help="folder for the merged model")
-    parser.add_argument("gguf", type=Path, help="folder for the GGUF files and the Ollama Modelfile")
-    parser.add_argument("metrics", type=Path)
+    parser.add_argument("--model", type=Path, default=BASE_MODEL, help="the base model (default: %(default)s)")
+    parser.add_argument("--adapter", type=Path, default=ADAPTER, help="the LoRA adapter (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=MERGED, help="the merged model (default: %(default)s)")
+    parser.add_argument("--gguf", type=Path, default=GGUF, help="GGUF files and Modelfile (default: %(default)s)")
+    parser.add_argument("--metrics", type=Path, default=EXPORT_JSON, help="sizes, seconds (default: %(default)s)")
     args = parser.parse_args()
     params, decoding = load_params(ExportParams), load_params(EvalParams)
     run = load_run(args.adapter)

@@ -16,7 +16,6 @@ from lorapipe.prompt import encode_prompts
 from tests.workspace import assert_one_line_error, stage, write_params
 
 TITLES = ["Acme Stainless Steel Travel Mug 16oz", "USB-C Charging Cable 2m", "Kids Rain Boots Size 10", "Oak Desk"]
-EXPORT_ARGS = ("models/base", "models/adapter", "models/merged", "models/gguf", "metrics/export.json")
 
 
 def test_merged_model_decodes_like_the_adapter_model(tuned_copy):
@@ -26,7 +25,7 @@ def test_merged_model_decodes_like_the_adapter_model(tuned_copy):
 
     ws = tuned_copy
     write_params(ws, export={"dtype": "fp32"}, eval={"max_new_tokens": 16})
-    stage(ws, "export.py", *EXPORT_ARGS)
+    stage(ws, "export.py")  # the defaults: the workspace's models
     assert not list((ws / "models/merged").glob("*.bin"))
     assert "quantization_config" not in json.loads((ws / "models/merged/config.json").read_text())
 
@@ -48,7 +47,7 @@ def test_default_export_is_bf16_with_decoding_settings_and_loads_without_peft(tu
     write_params(ws, eval={"max_new_tokens": 40, "repetition_penalty": 1.1})
     out = tmp_path / "merged"
     gguf, metrics = str(tmp_path / "gguf"), str(tmp_path / "export.json")
-    stage(ws, "export.py", "models/base", "models/adapter", str(out), gguf, metrics)
+    stage(ws, "export.py", "--out", str(out), "--gguf", gguf, "--metrics", metrics)
     with safe_open(out / "model.safetensors", "pt") as f:
         assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}  # noqa: SIM118 (not a dict)
     generation = json.loads((out / "generation_config.json").read_text())
@@ -71,6 +70,7 @@ def test_default_export_is_bf16_with_decoding_settings_and_loads_without_peft(tu
 
 def test_export_without_adapter_is_one_line_error(tuned_workspace, tmp_path):
     none, out = str(tmp_path / "none"), str(tmp_path / "m")
-    result = stage(tuned_workspace, "export.py", "models/base", none, out, str(tmp_path / "g"), "x.json", check=False)
+    args = ("--adapter", none, "--out", out, "--gguf", str(tmp_path / "g"), "--metrics", str(tmp_path / "x.json"))
+    result = stage(tuned_workspace, "export.py", *args, check=False)
     assert_one_line_error(result, "no trained adapter (adapter_config.json", "dvc repro train")
     assert not (tmp_path / "m").exists()

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lorapipe.artifacts import EXPORT_JSON
 from lorapipe.generation import generate_texts
 from lorapipe.gguf_export import modelfile, unpack
 from lorapipe.modeling import load_tokenizer
@@ -70,7 +71,7 @@ def test_gguf_round_trip_decodes_like_the_merged_model(tuned_copy, tmp_path, lla
     ws = tuned_copy
     write_params(ws, export={"dtype": "fp32", "gguf_types": ["f16", "q8_0"]}, eval={"max_new_tokens": 16})
     merged, out = tmp_path / "merged", tmp_path / "gguf"
-    stage(ws, "export.py", "models/base", "models/adapter", str(merged), str(out), str(tmp_path / "export.json"))
+    stage(ws, "export.py", "--out", str(merged), "--gguf", str(out), "--metrics", str(tmp_path / "export.json"))
     assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "model-F16.gguf", "model-Q8_0.gguf"]
     metrics = json.loads((tmp_path / "export.json").read_text())["gguf"]
     assert set(metrics) == {"f16", "q8_0"} and metrics["q8_0"]["size_mb"] < metrics["f16"]["size_mb"]
@@ -134,7 +135,7 @@ def test_tinyllama_sentencepiece_tokenizer_survives_the_export(tinyllama_like_di
     get_peft_model(base, lora).save_pretrained(ws / "models/adapter")
     save_run(ws / "models/adapter", TrainedRun(TrainParams(), LoraParams(r=4), QuantParams(bits=16)))
     write_params(ws, export={"dtype": "fp32", "gguf_types": ["f16"]}, eval={"max_new_tokens": 16})
-    stage(ws, "export.py", "models/base", "models/adapter", "models/merged", "models/gguf", "metrics/export.json")
+    stage(ws, "export.py")
 
     merged, gguf = ws / "models/merged", ws / "models/gguf/model-F16.gguf"
     assert (merged / "tokenizer.model").read_bytes() == (ws / "models/base/tokenizer.model").read_bytes()
@@ -204,7 +205,7 @@ def test_unsupported_or_corrupt_model_is_one_line_error(tiny_model_dir, tmp_path
 
 def test_missing_converter_is_one_line_error_before_any_work(tuned_workspace, tmp_path):
     env = child_env(LORAPIPE_LLAMA_CPP=str(tmp_path / "no-llama.cpp"))
-    args = ["models/base", "models/adapter", str(tmp_path / "merged"), str(tmp_path / "gguf"), str(tmp_path / "e.json")]
+    args = ["--out", str(tmp_path / "merged"), "--gguf", str(tmp_path / "gguf"), "--metrics", str(tmp_path / "e.json")]
     result = subprocess.run(
         [sys.executable, str(ROOT / "stages/export.py"), *args],
         cwd=tuned_workspace,
@@ -242,7 +243,7 @@ def test_unpack_keeps_only_the_converter_files(tmp_path):
 
 @pytest.mark.slow
 def test_export_pipeline_writes_smollm2_as_llama_cpp_does(experiments, smollm2_gguf):
-    """The real architecture and tokenizer: `dvc repro export/dvc.yaml` on the demo's SmolLM2 writes the
+    """The real architecture and tokenizer: `python stages/export.py` on the demo's SmolLM2 writes the
     same tokenizer and hyperparameters as llama.cpp's own SmolLM2 GGUF, and decodes as the merged model."""
     repo = experiments.repo
     keys = [
@@ -263,7 +264,7 @@ def test_export_pipeline_writes_smollm2_as_llama_cpp_does(experiments, smollm2_g
     assert ids == expected_ids and texts == expected
     q8_texts, _ = decode_gguf(repo / "models/gguf", "model-Q8_0.gguf", prompts)
     assert first_tokens_agree(q8_texts, expected, tokenizer) >= len(prompts) - 1
-    metrics = json.loads((repo / "metrics/export.json").read_text())
+    metrics = json.loads((repo / EXPORT_JSON).read_text())
     assert metrics["gguf"]["q8_0"]["size_mb"] < metrics["gguf"]["f16"]["size_mb"] < 300
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lorapipe.artifacts import EXPORT_COMMAND, EXPORT_JSON
 from tests.conftest import QUICK_RUN, ROOT, commit, copy_checkout, sh, user_machine_env
 from tests.test_experiments import queue_status
 from tests.workspace import wait_for
@@ -33,7 +34,7 @@ def clean_clone(to: Path) -> Path:
 
 
 def assert_dvc_status_clean(repo: Path, env: dict[str, str], after: str) -> None:
-    status = sh(repo, "dvc", "status", "dvc.yaml", env=env).stdout
+    status = sh(repo, "dvc", "status", env=env).stdout
     assert "up to date" in status, f"dvc status after {after}:\n{status}"
 
 
@@ -86,3 +87,10 @@ def test_fresh_machine_runs_the_demo_then_the_readmes_experiments_and_reports(tm
     text = (repo / "report.md").read_text()
     assert "no per-sample scores" not in report.stderr + text and "ROUGE-L" in text
     assert_dvc_status_clean(repo, env, "the results page and the report")
+
+    # Taking the queued experiment into the workspace, then exporting it (outside DVC): still clean.
+    sh(repo, "dvc", "exp", "apply", "r4", env=env)
+    assert_dvc_status_clean(repo, env, "dvc exp apply r4")
+    sh(repo, "python", *EXPORT_COMMAND.split()[1:], env=env)
+    assert (repo / EXPORT_JSON).is_file()
+    assert_dvc_status_clean(repo, env, "the export")

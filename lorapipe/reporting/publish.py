@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from lorapipe.artifacts import BASE_MODEL_JSON, DOWNLOAD_JSON, EVAL_JSON
+from lorapipe.artifacts import ADAPTER, BASE_MODEL_JSON, DOWNLOAD_JSON, EVAL_JSON, EXPORT_COMMAND, GGUF, MERGED
 from lorapipe.cli import UserError, log, run_cli
 from lorapipe.modeling import load_tokenizer
 from lorapipe.outputs import atomic_dir
@@ -38,7 +38,7 @@ from lorapipe.vcs import file_at, git_commit
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 # PEFT's generic README gives way to our card; the rest is the model.
 PRIVATE_FILES = {"README.md"}
-EXPORT_HINT = "run the export stage first (dvc repro export/dvc.yaml)"
+EXPORT_HINT = f"run the export first ({EXPORT_COMMAND})"
 
 
 def read_yaml(path: Path, hint: str) -> dict:
@@ -128,8 +128,8 @@ def upload(repo_id: str, folder: Path, private: bool, token: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("repo_id", help="Hub repo to create or update, as owner/name")
-    parser.add_argument("--merged", action="store_true", help="upload models/merged (dvc repro export/dvc.yaml)")
-    parser.add_argument("--gguf", action="store_true", help="also upload models/gguf (GGUF files, Modelfile)")
+    parser.add_argument("--merged", action="store_true", help=f"upload {MERGED} ({EXPORT_COMMAND})")
+    parser.add_argument("--gguf", action="store_true", help=f"also upload {GGUF} (GGUF files, Modelfile)")
     parser.add_argument("--base-model", help="Hub id[@revision] of the base when models/base came from a local file")
     parser.add_argument("--private", action="store_true", help="create the repo private")
     parser.add_argument("--dry-run", action="store_true", help="put the files together, print the card; no network")
@@ -139,10 +139,10 @@ def main() -> None:
     if not REPO_ID.match(args.repo_id):
         raise UserError(f"repo id {args.repo_id!r}: expected owner/name, e.g. you/tinyllama-product-descriptions")
 
-    folder = Path("models/merged" if args.merged else "models/adapter")
+    folder = MERGED if args.merged else ADAPTER
     files = model_files(folder, EXPORT_HINT if args.merged else "run the pipeline first (dvc repro)")
     if args.gguf:
-        files += gguf_files(Path("models/gguf"))
+        files += gguf_files(GGUF)
     params = read_params_file()
     origin = BaseOrigin.from_record(read_yaml(BASE_MODEL_JSON, "run the pipeline first (dvc repro)"))
     base = base_reference(args.base_model, origin)
@@ -152,7 +152,7 @@ def main() -> None:
             "--base-model owner/name[@revision] naming the Hub copy of exactly those weights, or publish "
             "--merged (self-contained)"
         )
-    run = load_run(Path("models/adapter"))
+    run = load_run(ADAPTER)
     tokenizer = load_tokenizer(folder)
     card = model_card(
         CardFacts(
