@@ -10,10 +10,11 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -25,6 +26,27 @@ LLAMA_SPM_VOCAB = "models/ggml-vocab-llama-spm.gguf"  # in llama.cpp's tree: LLa
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if workers := os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    # make test runs a worker per core: each worker's torch (and its child stages') takes its share of the
+    # cores, since two processes each spinning on every core run many times slower than one after the other.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(workers))))
+
+
+def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Any]) -> tuple[Path, Any]:
+    """A session fixture's folder and build(folder)'s (JSON) result, made once per test run: under pytest-xdist
+    the first worker to need it builds it while the others wait on a file lock, then all share it read-only."""
+    from filelock import FileLock
+
+    root = factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        root = root.parent  # the run's folder, above the workers' own
+    folder, result = root / name, root / f"{name}.json"
+    with FileLock(root / f"{name}.lock"):
+        if not result.exists():  # not built yet, or the build failed: (re)build from scratch
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            result.write_text(json.dumps(build(folder)))
+    return folder, json.loads(result.read_text())
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -135,12 +157,13 @@ def llama_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory, llama_cpp_conv
     model's: tokenizer.json, its config and the tokenizer.model."""
     from transformers import AutoTokenizer
 
-    folder = tmp_path_factory.mktemp("llama-tokenizer")
-    (folder / "tokenizer.model").write_bytes(llama_sentencepiece_model(llama_cpp_converter / LLAMA_SPM_VOCAB))
-    config = {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
-    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "add_bos_token": True, "legacy": True}))
-    AutoTokenizer.from_pretrained(folder).save_pretrained(folder)
-    return folder
+    def build(folder: Path) -> None:
+        (folder / "tokenizer.model").write_bytes(llama_sentencepiece_model(llama_cpp_converter / LLAMA_SPM_VOCAB))
+        config = {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+        (folder / "tokenizer_config.json").write_text(json.dumps({**config, "add_bos_token": True, "legacy": True}))
+        AutoTokenizer.from_pretrained(folder).save_pretrained(folder)
+
+    return built_once(tmp_path_factory, "llama-tokenizer", build)[0]
 
 
 @pytest.fixture(scope="session")
@@ -170,10 +193,12 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer) 
         eos_token_id=smollm2_tokenizer.eos_token_id,
         pad_token_id=smollm2_tokenizer.pad_token_id,
     )
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
-    smollm2_tokenizer.save_pretrained(folder)
-    return folder
+
+    def build(folder: Path) -> None:
+        LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+        smollm2_tokenizer.save_pretrained(folder)
+
+    return built_once(tmp_path_factory, "tiny-llama", build)[0]
 
 
 def default_params() -> dict:
@@ -240,7 +265,8 @@ def commit(repo: Path, message: str) -> None:
 @pytest.fixture(scope="session")
 def pristine_repo(tmp_path_factory, smollm2_gguf) -> Iterator[Path]:
     """copy_tree's repo, made once; tests get copies (`repo`)."""
-    with kept_read_only(copy_tree(tmp_path_factory.mktemp("pristine-repo"))) as repo:
+    folder, _ = built_once(tmp_path_factory, "pristine-repo", lambda repo: copy_tree(repo) and None)
+    with kept_read_only(folder) as repo:
         yield repo
 
 
@@ -269,17 +295,21 @@ class Experiments:
 
 @pytest.fixture(scope="session")
 def experiments(tmp_path_factory, smollm2_gguf) -> Experiments:
-    repo = copy_tree(tmp_path_factory.mktemp("experiments"))
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    for section, values in QUICK_RUN.items():
-        params[section].update(values)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    commit(repo, "quick run")
-    first = sh(repo, "dvc", "exp", "run", "-n", "smollm2-r16").stdout
-    second = sh(repo, "dvc", "exp", "run", "-n", "smollm2-r8", "-S", "lora.r=8").stdout
     from lorapipe.artifacts import EXPORT_COMMAND
 
-    export = sh(repo, sys.executable, *EXPORT_COMMAND.split()[1:]).stderr  # its log
+    def build(repo: Path) -> list[str]:
+        copy_tree(repo)
+        params = yaml.safe_load((repo / "params.yaml").read_text())
+        for section, values in QUICK_RUN.items():
+            params[section].update(values)
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        commit(repo, "quick run")
+        first = sh(repo, "dvc", "exp", "run", "-n", "smollm2-r16").stdout
+        second = sh(repo, "dvc", "exp", "run", "-n", "smollm2-r8", "-S", "lora.r=8").stdout
+        export = sh(repo, sys.executable, *EXPORT_COMMAND.split()[1:]).stderr  # its log
+        return [first, second, export]
+
+    repo, (first, second, export) = built_once(tmp_path_factory, "experiments", build)
     return Experiments(repo, first, second, export)
 
 
@@ -306,9 +336,11 @@ def tuned_workspace(tmp_path_factory, tiny_model_dir) -> Iterator[Path]:
     (models/adapter, models/checkpoints, metrics/). Shared by many tests, so read-only: `tuned_copy` to change it."""
     from tests.workspace import data_workspace, stage, train_args
 
-    ws = data_workspace(tmp_path_factory.mktemp("tuned"), tiny_model_dir, **TUNED)
-    stage(ws, "train.py", *train_args())
-    with kept_read_only(ws):
+    def build(ws: Path) -> None:
+        data_workspace(ws, tiny_model_dir, **TUNED)
+        stage(ws, "train.py", *train_args())
+
+    with kept_read_only(built_once(tmp_path_factory, "tuned", build)[0]) as ws:
         yield ws
 
 
