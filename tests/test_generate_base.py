@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import yaml
 
+from lorapipe.artifacts import BASE_OUTPUTS
 from tests.conftest import copy_workspace
-from tests.workspace import BASE_ARGS, BASE_OUTPUTS, assert_one_line_error, eval_args, stage
+from tests.workspace import assert_one_line_error, stage, stage_args
 
 EVAL = {"max_samples": 6, "batch_size": 4, "max_new_tokens": 8, "report_samples": 2}
 
@@ -23,8 +24,8 @@ def workspace(tuned_workspace, tmp_path_factory) -> Path:
     params = yaml.safe_load((ws / "params.yaml").read_text())
     params["eval"].update(EVAL)
     (ws / "params.yaml").write_text(yaml.safe_dump(params))
-    stage(ws, "generate_base.py", *BASE_ARGS)
-    stage(ws, "evaluate.py", *eval_args())
+    stage(ws, "generate_base.py", *stage_args("generate_base"))
+    stage(ws, "evaluate.py", *stage_args("evaluate"))
     return ws
 
 
@@ -100,7 +101,7 @@ def test_evaluate_refuses_a_missing_or_mismatched_base_outputs_file(workspace, t
         fragment = "not a base outputs file"
     else:
         fragment = "not found"
-    args = list(eval_args("models/adapter", str(tmp_path / "metrics")))
+    args = list(stage_args("evaluate", str(tmp_path / "metrics")))
     args[2] = str(path)
     result = stage(workspace, "evaluate.py", *args, check=False)
     assert_one_line_error(result, str(path), fragment, "dvc repro generate_base")
@@ -110,7 +111,7 @@ def test_evaluate_refuses_a_missing_or_mismatched_base_outputs_file(workspace, t
 def test_base_outputs_of_another_dtype_are_scored_with_one_warning(workspace, tmp_path):
     """Base outputs another device decoded (a GPU's bf16 copy from the remote) are scored, with a warning."""
     path = tampered(workspace, tmp_path / "base_outputs.json", lambda m: m.update(dtype="torch.float64"))
-    args = list(eval_args("models/adapter", str(tmp_path / "metrics")))
+    args = list(stage_args("evaluate", str(tmp_path / "metrics")))
     args[2] = path
     result = stage(workspace, "evaluate.py", *args)
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.workspace import BASE_ARGS, assert_one_line_error, stage, train_args, write_params
+from tests.workspace import assert_one_line_error, stage, stage_args, write_params
 
 CLEAN_ARGS = ("data/raw.json.gz", "data/clean.parquet", "data/rejects.jsonl", "metrics/clean.json")
 
@@ -91,15 +91,20 @@ def test_zero_records_left(ws):
     ("script", "args", "params", "fragment"),
     [
         ("clean.py", CLEAN_ARGS, {"clean": {"max_titel_chars": 9}}, "did you mean 'clean.max_title_chars'?"),
-        ("train.py", train_args(), {"lora": {"r": 0}}, "'lora.r' must be >= 1, got 0"),
-        ("train.py", train_args(), {"train": {"lr": -1e-4}}, "'train.lr' must be >= 0"),
+        ("train.py", stage_args("train"), {"lora": {"r": 0}}, "'lora.r' must be >= 1, got 0"),
+        ("train.py", stage_args("train"), {"train": {"lr": -1e-4}}, "'train.lr' must be >= 0"),
         ("split.py", ("s", "o", "m.json"), {"split": {"test_size": 1.5}}, "'split.test_size' must be <= 0.9"),
         ("split.py", ("s", "o", "m.json"), {"split": {"test_size": 0.0}}, "split.test_size must be above 0"),
         ("sample.py", ("c", "o", "m.json"), {"sample": {"size": "many"}}, "'sample.size' must be an integer"),
         ("sample.py", ("c", "o", "m.json"), {"sample": {"seed": -1}}, "'sample.seed' must be >= 0, got -1"),
         ("split.py", ("s", "o", "m.json"), {"split": {"seed": -1}}, "'split.seed' must be >= 0, got -1"),
-        ("generate_base.py", BASE_ARGS, {"eval": {"seed": 2**64}}, f"'eval.seed' must be <= {2**64 - 1}"),
-        ("train.py", train_args(), {"train": {"seed": 2**64}}, f"'train.seed' must be <= {2**64 - 1}"),
+        (
+            "generate_base.py",
+            stage_args("generate_base"),
+            {"eval": {"seed": 2**64}},
+            f"'eval.seed' must be <= {2**64 - 1}",
+        ),
+        ("train.py", stage_args("train"), {"train": {"seed": 2**64}}, f"'train.seed' must be <= {2**64 - 1}"),
     ],
 )
 def test_bad_params_stop_the_stage_before_any_work(ws, script, args, params, fragment):
