@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from lorapipe.artifacts import BASE_MODEL_JSON, DOWNLOAD_JSON, EVAL_JSON
+from lorapipe.artifacts import ADAPTER, BASE_MODEL_JSON, DOWNLOAD_JSON, EVAL_JSON, GGUF, MERGED
 from lorapipe.cli import UserError, log, run_cli
 from lorapipe.modeling import load_tokenizer
 from lorapipe.outputs import atomic_dir
@@ -139,10 +139,10 @@ def main() -> None:
     if not REPO_ID.match(args.repo_id):
         raise UserError(f"repo id {args.repo_id!r}: expected owner/name, e.g. you/tinyllama-product-descriptions")
 
-    folder = Path("models/merged" if args.merged else "models/adapter")
+    folder = MERGED if args.merged else ADAPTER
     files = model_files(folder, EXPORT_HINT if args.merged else "run the pipeline first (dvc repro)")
     if args.gguf:
-        files += gguf_files(Path("models/gguf"))
+        files += gguf_files(GGUF)
     params = read_params_file()
     origin = BaseOrigin.from_record(read_yaml(BASE_MODEL_JSON, "run the pipeline first (dvc repro)"))
     base = base_reference(args.base_model, origin)
@@ -152,7 +152,7 @@ def main() -> None:
             "--base-model owner/name[@revision] naming the Hub copy of exactly those weights, or publish "
             "--merged (self-contained)"
         )
-    run = load_run(Path("models/adapter"))
+    run = load_run(ADAPTER)
     tokenizer = load_tokenizer(folder)
     card = model_card(
         CardFacts(
