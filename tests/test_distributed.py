@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from lorapipe.artifacts import TRAIN_LOG
 from tests.conftest import copy_workspace, kept_read_only
 from tests.workspace import assert_one_line_error, data_workspace, stage, stage_args, write_params
 
@@ -33,7 +34,7 @@ def run(ws: Path, out: str) -> str:
 
 
 def logged(metrics: Path, column: str) -> list[float]:
-    with open(metrics / "train_log.csv") as f:
+    with open(metrics / TRAIN_LOG.name) as f:
         return [float(row[column]) for row in csv.DictReader(f)]
 
 

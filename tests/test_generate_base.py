@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from lorapipe.artifacts import BASE_OUTPUTS
+from lorapipe.artifacts import BASE_OUTPUTS, EVAL_JSON, EVAL_SAMPLES, EVAL_SCORES
 from tests.conftest import copy_workspace
 from tests.workspace import assert_one_line_error, stage, stage_args
 
@@ -59,14 +59,14 @@ def test_evaluate_reports_the_base_scores_of_a_direct_decoding(workspace):
     direct = corpus_scores(sample_scores(texts, references))
     direct["perplexity"] = math.exp(sum(loss * n for loss, n in losses) / sum(n for _, n in losses))
 
-    result = json.loads((ws / "metrics/eval.json").read_text())
+    result = json.loads((ws / EVAL_JSON).read_text())
     assert result["base"] == {k: round(v, 4) for k, v in direct.items()}
     assert result["samples"] == 6 and set(result) == {"base", "tuned", "delta", "samples", "generation_tokens_per_s"}
-    scores = [json.loads(line) for line in (ws / "metrics/eval_scores.jsonl").read_text().splitlines()]
+    scores = [json.loads(line) for line in (ws / EVAL_SCORES).read_text().splitlines()]
     assert [s["base"]["text"] for s in scores] == texts and [s["title"] for s in scores] == titles
     assert [s["base"]["loss"] for s in scores] == [round(loss, 4) for loss, _ in losses]
     assert [s["tuned"]["text"] for s in scores] != texts  # the tuned model did decode on its own
-    samples = (ws / "metrics/eval_samples.jsonl").read_text().splitlines()
+    samples = (ws / EVAL_SAMPLES).read_text().splitlines()
     assert len(samples) == 2 and set(json.loads(samples[0])) == {"id", "title", "reference", "base", "tuned"}
     made = json.loads((ws / BASE_OUTPUTS).read_text())
     assert [s["prompt"] for s in made["samples"]] == prompts and made["settings"]["eval.max_new_tokens"] == 8
@@ -116,5 +116,5 @@ def test_base_outputs_of_another_dtype_are_scored_with_one_warning(workspace, tm
     result = stage(workspace, "evaluate.py", *args)
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
     assert len(warnings) == 1 and f"{path} was decoded in torch.float64, the tuned model decodes in" in warnings[0]
-    scores = (tmp_path / "metrics/eval_scores.jsonl").read_text()
-    assert scores == (workspace / "metrics/eval_scores.jsonl").read_text()
+    scores = (tmp_path / "metrics" / EVAL_SCORES.name).read_text()
+    assert scores == (workspace / EVAL_SCORES).read_text()

@@ -12,6 +12,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from lorapipe.artifacts import TRAIN_LOG
 from lorapipe.mirror import CheckpointMirror
 from tests.conftest import ROOT, S3_KEY_ID, S3_SECRET, child_env, sh, tree_state
 from tests.workspace import data_workspace, free_port, stage, stage_args, wait_for, write_params
@@ -37,7 +38,7 @@ def machine(root: Path, model: Path, endpoint: str) -> Path:
 
 
 def losses(metrics: Path) -> list[float]:
-    with open(metrics / "train_log.csv") as f:
+    with open(metrics / TRAIN_LOG.name) as f:
         return [float(row["loss"]) for row in csv.DictReader(f)]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from lorapipe.artifacts import EVAL_SCORES, PATHS
 from tests.conftest import commit, copy_workspace, kept_read_only, sh
 from tests.workspace import data_workspace, free_port, stage, stage_args, start_training, wait_for, write_params
 
@@ -111,8 +112,8 @@ def test_train_and_evaluate_log_one_run_to_a_real_server(workspace, mlflow_serve
     for key in ("base.rougeL", "tuned.rougeL", "delta.bleu", "tokens_per_s"):
         assert key in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "metrics")}
-    assert {"metrics/loss_curve.png", "metrics/train_log.csv", "metrics/eval.json"} <= artifacts
-    assert "metrics/eval_scores.jsonl" in artifacts
+    assert {f"metrics/{PATHS[name].name}" for name in ("loss_curve", "train_log", "eval_json")} <= artifacts
+    assert f"metrics/{EVAL_SCORES.name}" in artifacts
     # The PR report links the run: the experiment and the run's page on the tracking server.
     linked = json.loads((workspace / "metrics/eval_run.json").read_text())
     assert linked == {
