@@ -19,6 +19,7 @@ import gradio as gr
 import torch
 import yaml
 
+from lorapipe.artifacts import ADAPTER, BASE
 from lorapipe.cli import UserError, log, run_cli
 from lorapipe.generation import generate_texts
 from lorapipe.modeling import load_model, load_tokenizer, load_tuned_model, pick_device, pick_dtype
@@ -34,7 +35,7 @@ THEME = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monos
 def adapter_md5(lock_text: str) -> str:
     """models/adapter's hash in a dvc.lock, or ""."""
     outs = (yaml.safe_load(lock_text) or {}).get("stages", {}).get("train", {}).get("outs", [])
-    return next((out.get("md5", "") for out in outs if out.get("path") == "models/adapter"), "")
+    return next((out.get("md5", "") for out in outs if out.get("path") == ADAPTER.as_posix()), "")
 
 
 def experiments_of(md5: str) -> list[str]:
@@ -59,7 +60,7 @@ def serving_label(models: Path) -> str:
         length = f"{run.train.max_steps} steps" if run.train.max_steps else f"{run.train.epochs:g} epochs"
         label += f": quant.bits {run.quant.bits}, lora.r {run.lora.r}, {length}"
     lock = Path("dvc.lock")  # describes models/adapter of this workspace only
-    is_workspace = lock.is_file() and adapter.resolve() == Path("models/adapter").resolve()
+    is_workspace = lock.is_file() and adapter.resolve() == ADAPTER.resolve()
     md5 = adapter_md5(lock.read_text()) if is_workspace else ""
     if md5:
         experiments = ", ".join(experiments_of(md5)) or "none (workspace only)"
@@ -72,7 +73,7 @@ class Describer:
     """The base and the tuned model, loaded once; `describe` runs both on one title."""
 
     def __init__(self, models: Path, prompt_tokens: int) -> None:
-        base, adapter = models / "base", models / "adapter"
+        base, adapter = models / BASE.name, models / ADAPTER.name
         if not base.is_dir():
             raise UserError(f"{base}: not found; run `make demo` (or `dvc repro base_model`) first")
         run = load_run(adapter)
@@ -140,7 +141,7 @@ def build_app(describer: Describer, defaults: EvalParams, models: Path, serving:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", type=Path, default=Path("models"), help="folder holding base/ and adapter/")
+    parser.add_argument("--models", type=Path, default=ADAPTER.parent, help="folder holding base/ and adapter/")
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to reach it from other machines")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action="store_true", help="a public gradio.live link too (Colab)")

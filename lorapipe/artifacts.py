@@ -1,27 +1,41 @@
-"""The pipeline's metric, plot and sample files that something reads back: one name each.
+"""Where the pipeline's files live: dvc.yaml's `paths` block, read once, plus the few outside DVC.
 
-Stages write where their command line in dvc.yaml tells them; the report, results page, summary,
-model card and the samples readers take their default paths from here. tests/test_dvc_yaml.py
-checks that every name here is an out, metric or plot of dvc.yaml, so renaming an output there
-cannot silently leave a reader behind.
+dvc.yaml names every file and folder a stage reads or writes once, in its top-level `vars: paths`
+block, and its stages say `${paths.NAME}`; PATHS is that same block, so renaming an output there
+moves every reader with it. Stages write where their command line tells them; the report, results
+page, summary, model card, app and the samples readers take their default paths from here.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-DOWNLOAD_JSON = Path("metrics/download.json")  # the raw file's source and sha256 (the card's data version)
-BASE_MODEL_JSON = Path("metrics/base_model.json")  # where models/base came from
-LENGTHS_JSON = Path("metrics/lengths.json")  # token length percentiles and budget cuts
-TRAIN_JSON = Path("metrics/train.json")
-TRAIN_LOG = Path("metrics/train_log.csv")  # per-step loss and learning rate
-VAL_LOG = Path("metrics/val_log.csv")
-EVAL_JSON = Path("metrics/eval.json")  # base, tuned and delta scores
-EVAL_SAMPLES = Path("metrics/eval_samples.jsonl")  # a few texts of both models
-EVAL_SCORES = Path("metrics/eval_scores.jsonl")  # every sample's texts and scores
-EVAL_RUN = Path("metrics/eval_run.json")  # experiment name and MLflow run
-BASE_MODEL = Path("models/base")
-ADAPTER = Path("models/adapter")
+import yaml
+
+from lorapipe.stage_code import CODE_ROOT
+
+DVC_YAML = CODE_ROOT / "dvc.yaml"
+PATHS: dict[str, Path] = {
+    name: Path(path) for name, path in yaml.safe_load(DVC_YAML.read_text())["vars"][0]["paths"].items()
+}
+
+DOWNLOAD_JSON = PATHS["download_json"]  # the raw file's source and sha256 (the card's data version)
+BASE = PATHS["base"]  # the base model folder
+BASE_MODEL_JSON = PATHS["base_model_json"]  # where models/base came from
+LENGTHS_JSON = PATHS["lengths_json"]  # token length percentiles and budget cuts
+ADAPTER = PATHS["adapter"]  # the LoRA adapter, its tokenizer and resolved params
+TRAIN_JSON = PATHS["train_json"]
+TRAIN_LOG = PATHS["train_log"]  # per-step loss and learning rate
+VAL_LOG = PATHS["val_log"]
+BASE_OUTPUTS = PATHS["base_outputs"]  # the base model's texts, decoded once by generate_base
+EVAL_JSON = PATHS["eval_json"]  # base, tuned and delta scores
+EVAL_SAMPLES = PATHS["eval_samples"]  # a few texts of both models
+EVAL_SCORES = PATHS["eval_scores"]  # every sample's texts and scores
+EVAL_RUN = PATHS["eval_run"]  # experiment name and MLflow run
+
+# Not outputs of dvc.yaml. Resume state: an out would be hashed into dvc.lock and, being `persist`,
+# would switch off the run-cache that restores the train stage.
+CHECKPOINTS = Path("models/checkpoints")
 # The export's outputs, written after a run by EXPORT_COMMAND outside DVC (models/ is git-ignored): a DVC
 # stage that an experiment does not run would leave `dvc status` never clean, and a cached merged copy
 # of every experiment would cost 2 GB each (TinyLlama); the merge takes seconds to redo.

@@ -1,7 +1,7 @@
 """The per-sample files evaluate writes and the report and results page read.
 
-metrics/eval_samples.jsonl: the first `eval.report_samples` texts (title, reference, base, tuned).
-metrics/eval_scores.jsonl: every scored sample, one line each: a stable `id`, title, reference,
+EVAL_SAMPLES: the first `eval.report_samples` texts (title, reference, base, tuned).
+EVAL_SCORES: every scored sample, one line each: a stable `id`, title, reference,
 and per model its text and sentence-level scores (scoring.sample_scores, plus the reference's
 mean token `loss` and its `tokens`), so any two runs can be compared sample by sample.
 
@@ -25,7 +25,7 @@ from lorapipe.outputs import atomic_path
 from lorapipe.vcs import file_at
 
 MODELS = ("base", "tuned")
-# Numbers each model of an eval_scores.jsonl line must have; bleu_stats is a list of 10 counts.
+# Numbers each model of an EVAL_SCORES line must have; bleu_stats is a list of 10 counts.
 SCORE_FIELDS = ("rouge1", "rouge2", "rougeL", "bleu", "loss", "tokens")
 
 
@@ -49,8 +49,8 @@ def write_sample_files(
     scores: dict[str, list[dict]],
     keep_texts: int,
 ) -> None:
-    """`samples_path` (eval_samples.jsonl: the first `keep_texts` samples' texts) and `scores_path`
-    (eval_scores.jsonl: every sample, both models' texts and scores). Scores are rounded to what a report shows."""
+    """`samples_path` (EVAL_SAMPLES: the first `keep_texts` samples' texts) and `scores_path`
+    (EVAL_SCORES: every sample, both models' texts and scores). Scores are rounded to what a report shows."""
     rows = []
     for i, (title, reference) in enumerate(zip(titles, references, strict=True)):
         models = {m: {"text": outputs[m][i], **{k: _round(v) for k, v in scores[m][i].items()}} for m in MODELS}
@@ -98,7 +98,7 @@ def is_number(value: Any) -> bool:
 
 
 def score_problems(row: dict) -> list[str]:
-    """What an eval_scores.jsonl object lacks: its id, or a model's numbers."""
+    """What an EVAL_SCORES object lacks: its id, or a model's numbers."""
     found = [] if isinstance(row.get("id"), str) else ["id"]
     for model in MODELS:
         scores = row.get(model) if isinstance(row.get(model), dict) else {}
@@ -129,7 +129,7 @@ def read_run(path: Path = EVAL_RUN) -> dict:
 
 
 def read_scores(rev: str | None = None, path: Path = EVAL_SCORES) -> list[dict] | None:
-    """The rows of eval_scores.jsonl in the workspace (rev None) or at a git revision; None if absent."""
+    """The rows of `path` in the workspace (rev None) or at a git revision; None if absent."""
     if rev is None:
         return parse_jsonl(path.read_bytes(), str(path), score_problems) if path.is_file() else None
     shown = file_at(rev, str(path))

@@ -15,7 +15,7 @@ CODE_ROOT = Path(__file__).resolve().parents[1]
 # Imported by stages for errors, timing logs, atomic writes, params (credentials.py: the refusal of
 # credentials in a URL and the redaction of logged ones), naming commits (vcs, for run tracking)
 # and this very listing: nothing a stage computes depends on them, so editing them must not re-run
-# the DAG. artifacts.py holds only the names readers default to; a stage writes where
+# the DAG. artifacts.py holds the paths dvc.yaml names for readers; a stage writes where
 # its command line says, so renaming an output changes dvc.yaml's cmd, which re-runs the stage anyway.
 INFRASTRUCTURE = frozenset(
     {

@@ -1,6 +1,6 @@
 """Resolve `model.name` into a local, versioned model folder (safetensors + tokenizer).
 
-    python stages/base_model.py models/base metrics/base_model.json
+Paths: the command line of dvc.yaml's `base_model` stage (`--help` names each).
 
 `model.name` is a Hugging Face hub id (downloaded at `model.revision`, safetensors only), a
 local Hugging Face folder, or a local `.gguf` file (dequantized, then saved as safetensors).

@@ -1,6 +1,6 @@
 """Clean raw gzip JSON lines into a (title, content) Parquet table, in one streaming pass.
 
-    python stages/clean.py data/raw/trn.json.gz data/clean.parquet data/clean_rejects.jsonl metrics/clean.json
+Paths: the command line of dvc.yaml's `clean` stage (`--help` names each).
 
 Malformed lines never crash the stage: they are counted per reason, and the first few of
 each kind are written to the rejects file.

@@ -1,6 +1,6 @@
 """Fetch the raw AmazonTitles dump (or any file in its schema) and pin its checksum.
 
-    python stages/download.py data/raw/trn.json.gz metrics/download.json
+Paths: the command line of dvc.yaml's `download` stage (`--help` names each).
 
 `data.url` may be an https URL, a Google Drive share link, a local path or file://. An
 interrupted download resumes from `.cache/download/` on the next run. A server that wants

@@ -1,16 +1,15 @@
 """Score the base and the tuned model on the test split: BLEU, ROUGE-1/2/L, reference perplexity.
 
-    python stages/evaluate.py data/split/test.parquet models/base data/base_outputs.json models/adapter
-        metrics/eval.json metrics/eval_samples.jsonl metrics/eval_scores.jsonl metrics/eval_run.json
+Paths: the command line of dvc.yaml's `evaluate` stage (`--help` names each).
 
 Both models decode the same prompts with the same settings. The base is the original model,
 decoded once by the generate_base stage: its outputs file is checked against the samples,
 prompts, params and base weights scored here, and refused if it was made for others. The tuned
 model is the adapter merged into the base as training saw it (quantized, then dequantized), so
 it decodes like the training-time model at plain-model speed.
-Writes eval.json (base, tuned, delta: corpus BLEU, mean ROUGE, perplexity), a few texts in
-eval_samples.jsonl, the per-sample scores of both models in eval_scores.jsonl (what the report's
-intervals resample), and eval_run.json (experiment name, MLflow run and its link) for the PR report.
+Writes the scores (base, tuned, delta: corpus BLEU, mean ROUGE, perplexity), a few texts, the
+per-sample scores of both models (what the report's intervals resample), and the run record
+(experiment name, MLflow run and its link) for the PR report.
 """
 
 from __future__ import annotations
@@ -42,10 +41,10 @@ def main() -> None:
     parser.add_argument("model", type=Path)
     parser.add_argument("base_outputs", type=Path, help="the base model's outputs (generate_base stage)")
     parser.add_argument("adapter", type=Path)
-    parser.add_argument("summary", type=Path, help="eval.json: base, tuned and delta scores")
-    parser.add_argument("samples", type=Path, help="eval_samples.jsonl: the first eval.report_samples texts")
-    parser.add_argument("scores", type=Path, help="eval_scores.jsonl: every sample's texts and scores")
-    parser.add_argument("run", type=Path, help="eval_run.json: experiment name and MLflow run")
+    parser.add_argument("summary", type=Path, help="JSON: base, tuned and delta scores")
+    parser.add_argument("samples", type=Path, help="JSON lines: the first eval.report_samples texts")
+    parser.add_argument("scores", type=Path, help="JSON lines: every sample's texts and scores")
+    parser.add_argument("run", type=Path, help="JSON: experiment name and MLflow run")
     args = parser.parse_args()
     params, tok_params = load_params(EvalParams), load_params(TokenizeParams)
     trained = load_run(args.adapter)

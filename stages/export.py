@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from transformers import GenerationConfig
 
-from lorapipe.artifacts import ADAPTER, BASE_MODEL, EXPORT_JSON, GGUF, MERGED
+from lorapipe.artifacts import ADAPTER, BASE, EXPORT_JSON, GGUF, MERGED
 from lorapipe.cli import log, run_cli
 from lorapipe.generation import decoding_settings
 from lorapipe.gguf_export import converter, write_gguf
@@ -34,7 +34,7 @@ from lorapipe.runs import load_run
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=BASE_MODEL, help="the base model (default: %(default)s)")
+    parser.add_argument("--model", type=Path, default=BASE, help="the base model (default: %(default)s)")
     parser.add_argument("--adapter", type=Path, default=ADAPTER, help="the LoRA adapter (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=MERGED, help="the merged model (default: %(default)s)")
     parser.add_argument("--gguf", type=Path, default=GGUF, help="GGUF files and Modelfile (default: %(default)s)")

@@ -1,6 +1,6 @@
 """Decode the test prompts with the base model once, for every experiment's evaluate stage.
 
-    python stages/generate_base.py data/split/test.parquet models/base data/base_outputs.json
+Paths: the command line of dvc.yaml's `generate_base` stage (`--help` names each).
 
 The base model's texts and reference losses depend only on the base model, the test split and
 the decoding params (lorapipe.evaluation.BASE_SETTINGS), not on lora/train/quant: this stage

@@ -1,7 +1,6 @@
 """Measure prompt and description token lengths of the train split against the tokenize budgets.
 
-    python stages/lengths.py data/split/train.parquet models/base data/tokenized/train.parquet \
-        metrics/lengths.json metrics/lengths_prompt.csv metrics/lengths_description.csv
+Paths: the command line of dvc.yaml's `lengths` stage (`--help` names each).
 
 The evidence behind `tokenize.prompt_tokens` and `tokenize.response_tokens`: with the base model's
 tokenizer, the percentiles (50/90/95/99/max) of each field, the share of examples each budget cuts,

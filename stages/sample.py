@@ -1,6 +1,6 @@
 """Drop duplicate products and draw a seeded sample of `sample.size` records.
 
-python stages/sample.py data/clean.parquet data/sample.parquet metrics/sample.json
+Paths: the command line of dvc.yaml's `sample` stage (`--help` names each).
 """
 
 from __future__ import annotations

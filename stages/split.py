@@ -1,6 +1,6 @@
 """Split the sample into train, validation and test; no product title lands in two splits.
 
-python stages/split.py data/sample.parquet data/split metrics/split.json
+Paths: the command line of dvc.yaml's `split` stage (`--help` names each).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Tokenize train/val within the token budgets and pack them into seq_len rows.
 
-    python stages/tokenize_pack.py data/split models/base data/tokenized metrics/tokenize.json
+Paths: the command line of dvc.yaml's `tokenize` stage (`--help` names each).
 
 (The `tokenize` stage's script is not called tokenize.py: that name would shadow Python's
 own `tokenize` module for every script in stages/.)

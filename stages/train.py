@@ -1,13 +1,10 @@
 """QLoRA fine-tuning on the packed rows; resumes from the newest checkpoint after an interruption.
 
-    python stages/train.py data/tokenized models/base models/adapter
-        metrics/train.json metrics/train_log.csv metrics/val_log.csv metrics/loss_curve.png
-        [--checkpoints models/checkpoints]
+Paths: the command line of dvc.yaml's `train` stage (`--help` names each).
 
-Writes the adapter (+ tokenizer and resolved params), the run's summary (train.json), the per-step
-loss and LR (train_log.csv), the validation loss (val_log.csv) and both drawn (loss_curve.png).
-Checkpoints are resume state, not an output: dvc.yaml does not track them, so DVC neither
-hashes them nor loses its run-cache over them.
+Writes the adapter (+ tokenizer and resolved params), the run's summary, the per-step loss and LR,
+the validation loss and both drawn as a PNG. Checkpoints (`--checkpoints`) are resume state, not an
+output: dvc.yaml does not track them, so DVC neither hashes them nor loses its run-cache over them.
 """
 
 from __future__ import annotations
@@ -18,6 +15,7 @@ import os
 import time
 from pathlib import Path
 
+from lorapipe.artifacts import CHECKPOINTS
 from lorapipe.cli import UserError, log, run_cli
 from lorapipe.outputs import atomic_dir, sha256_of, write_json
 from lorapipe.params import LoraParams, OpsParams, QuantParams, TrainParams, check_params_unchanged, load_params
@@ -28,11 +26,11 @@ def main() -> None:
     parser.add_argument("tokenized", type=Path)
     parser.add_argument("model", type=Path)
     parser.add_argument("adapter", type=Path)
-    parser.add_argument("summary", type=Path, help="train.json: loss, perplexity, speed, memory")
+    parser.add_argument("summary", type=Path, help="JSON: loss, perplexity, speed, memory")
     parser.add_argument("train_log", type=Path, help="CSV of the per-step loss and learning rate")
     parser.add_argument("val_log", type=Path, help="CSV of the validation loss")
     parser.add_argument("curve", type=Path, help="PNG of both losses")
-    parser.add_argument("--checkpoints", type=Path, default=Path("models/checkpoints"), help="resume state")
+    parser.add_argument("--checkpoints", type=Path, default=CHECKPOINTS, help="resume state (default: %(default)s)")
     args = parser.parse_args()
     params, lora, quant, ops = (
         load_params(TrainParams),

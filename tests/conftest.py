@@ -334,11 +334,11 @@ TUNED = {
 def tuned_workspace(tmp_path_factory, tiny_model_dir) -> Iterator[Path]:
     """A workspace where the real stages built data, then trained an nf4 LoRA adapter on the tiny Llama once
     (models/adapter, models/checkpoints, metrics/). Shared by many tests, so read-only: `tuned_copy` to change it."""
-    from tests.workspace import data_workspace, stage, train_args
+    from tests.workspace import data_workspace, stage, stage_args
 
     def build(ws: Path) -> None:
         data_workspace(ws, tiny_model_dir, **TUNED)
-        stage(ws, "train.py", *train_args())
+        stage(ws, "train.py", *stage_args("train"))
 
     with kept_read_only(built_once(tmp_path_factory, "tuned", build)[0]) as ws:
         yield ws

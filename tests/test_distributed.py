@@ -11,8 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from lorapipe.artifacts import TRAIN_LOG
 from tests.conftest import copy_workspace, kept_read_only
-from tests.workspace import assert_one_line_error, data_workspace, stage, train_args, write_params
+from tests.workspace import assert_one_line_error, data_workspace, stage, stage_args, write_params
 
 TRAIN = {
     "max_steps": 6,
@@ -27,13 +28,13 @@ OPS = {"save_every": 3}
 
 
 def run(ws: Path, out: str) -> str:
-    args = (*train_args(out, f"{out}/adapter"), "--checkpoints", f"{out}/checkpoints")
+    args = (*stage_args("train", out, adapter=f"{out}/adapter"), "--checkpoints", f"{out}/checkpoints")
     result = stage(ws, "train.py", *args)
     return result.stderr
 
 
 def logged(metrics: Path, column: str) -> list[float]:
-    with open(metrics / "train_log.csv") as f:
+    with open(metrics / TRAIN_LOG.name) as f:
         return [float(row[column]) for row in csv.DictReader(f)]
 
 
@@ -91,7 +92,7 @@ def test_grad_accum_must_split_evenly_across_processes(workspace, tmp_path):
     result = stage(
         workspace,
         "train.py",
-        *train_args(tmp_path, tmp_path / "adapter"),
+        *stage_args("train", tmp_path, adapter=tmp_path / "adapter"),
         "--checkpoints",
         str(tmp_path / "checkpoints"),
         check=False,

@@ -10,10 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lorapipe.artifacts import PATHS
 from lorapipe.stage_code import code_deps
 from tests.conftest import ROOT
+from tests.workspace import dvc_stages
 
-STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+# The pipeline as DVC resolves it (${paths.NAME} filled in).
+STAGES = dvc_stages()
 
 
 def test_dvc_yaml_is_the_only_pipeline():
@@ -78,14 +81,32 @@ def test_every_output_is_on_the_command_line(name):
     assert outputs_of(stage) <= args, f"{name}: {sorted(outputs_of(stage) - args)} not on the command line"
 
 
-def test_every_name_readers_use_is_a_pipeline_output():
-    """The readers' one module of names: a renamed output in dvc.yaml cannot leave a reader behind."""
+def test_the_paths_block_names_each_pipeline_output_once():
+    """dvc.yaml's `vars: paths` (lorapipe.artifacts.PATHS, what readers and tests use) is exactly the outputs
+    of its stages, one name each: a renamed output cannot leave a reader behind."""
+    named = [path.as_posix() for path in PATHS.values()]
+    assert len(named) == len(set(named))
+    assert set(named) == set().union(*map(outputs_of, dvc_stages().values()))
+
+
+def test_no_stage_types_a_path():
+    """Every data/, models/ and metrics/ path in a stage is a ${paths.NAME}: typed out, it would be a second
+    spelling that a rename in the paths block misses."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    typed = re.findall(r"(?<![\w/}])(?:data|models|metrics)/[\w./-]+", yaml.safe_dump(stages))
+    assert not typed
+
+
+def test_paths_outside_dvc_are_not_outputs():
+    """Checkpoints and the export command's files stay out of dvc.yaml: an out would be hashed into dvc.lock
+    (and a persisted one switches off the run-cache that restores train)."""
     from lorapipe import artifacts
 
-    paths = {value for key, value in vars(artifacts).items() if isinstance(value, Path)}
-    names = {path.as_posix() for path in paths - set(artifacts.EXPORT_OUTPUTS)}  # those are no DVC outs
-    assert names and names <= ALL_OUTPUTS, sorted(names - ALL_OUTPUTS)
-    assert not {path.as_posix() for path in artifacts.EXPORT_OUTPUTS} & ALL_OUTPUTS
+    outside = {artifacts.CHECKPOINTS, *artifacts.EXPORT_OUTPUTS}
+    pipeline = set().union(*map(outputs_of, dvc_stages().values())) | {
+        d for s in dvc_stages().values() for d in s["deps"]
+    }
+    assert not {path.as_posix() for path in outside} & pipeline
 
 
 def test_listed_keys_are_real_params():

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import yaml
 
+from lorapipe.artifacts import BASE_OUTPUTS, EVAL_JSON, EVAL_SAMPLES, EVAL_SCORES
 from tests.conftest import copy_workspace
-from tests.workspace import BASE_ARGS, BASE_OUTPUTS, assert_one_line_error, eval_args, stage
+from tests.workspace import assert_one_line_error, stage, stage_args
 
 EVAL = {"max_samples": 6, "batch_size": 4, "max_new_tokens": 8, "report_samples": 2}
 
@@ -23,8 +24,8 @@ def workspace(tuned_workspace, tmp_path_factory) -> Path:
     params = yaml.safe_load((ws / "params.yaml").read_text())
     params["eval"].update(EVAL)
     (ws / "params.yaml").write_text(yaml.safe_dump(params))
-    stage(ws, "generate_base.py", *BASE_ARGS)
-    stage(ws, "evaluate.py", *eval_args())
+    stage(ws, "generate_base.py", *stage_args("generate_base"))
+    stage(ws, "evaluate.py", *stage_args("evaluate"))
     return ws
 
 
@@ -58,14 +59,14 @@ def test_evaluate_reports_the_base_scores_of_a_direct_decoding(workspace):
     direct = corpus_scores(sample_scores(texts, references))
     direct["perplexity"] = math.exp(sum(loss * n for loss, n in losses) / sum(n for _, n in losses))
 
-    result = json.loads((ws / "metrics/eval.json").read_text())
+    result = json.loads((ws / EVAL_JSON).read_text())
     assert result["base"] == {k: round(v, 4) for k, v in direct.items()}
     assert result["samples"] == 6 and set(result) == {"base", "tuned", "delta", "samples", "generation_tokens_per_s"}
-    scores = [json.loads(line) for line in (ws / "metrics/eval_scores.jsonl").read_text().splitlines()]
+    scores = [json.loads(line) for line in (ws / EVAL_SCORES).read_text().splitlines()]
     assert [s["base"]["text"] for s in scores] == texts and [s["title"] for s in scores] == titles
     assert [s["base"]["loss"] for s in scores] == [round(loss, 4) for loss, _ in losses]
     assert [s["tuned"]["text"] for s in scores] != texts  # the tuned model did decode on its own
-    samples = (ws / "metrics/eval_samples.jsonl").read_text().splitlines()
+    samples = (ws / EVAL_SAMPLES).read_text().splitlines()
     assert len(samples) == 2 and set(json.loads(samples[0])) == {"id", "title", "reference", "base", "tuned"}
     made = json.loads((ws / BASE_OUTPUTS).read_text())
     assert [s["prompt"] for s in made["samples"]] == prompts and made["settings"]["eval.max_new_tokens"] == 8
@@ -100,7 +101,7 @@ def test_evaluate_refuses_a_missing_or_mismatched_base_outputs_file(workspace, t
         fragment = "not a base outputs file"
     else:
         fragment = "not found"
-    args = list(eval_args("models/adapter", str(tmp_path / "metrics")))
+    args = list(stage_args("evaluate", str(tmp_path / "metrics")))
     args[2] = str(path)
     result = stage(workspace, "evaluate.py", *args, check=False)
     assert_one_line_error(result, str(path), fragment, "dvc repro generate_base")
@@ -110,10 +111,10 @@ def test_evaluate_refuses_a_missing_or_mismatched_base_outputs_file(workspace, t
 def test_base_outputs_of_another_dtype_are_scored_with_one_warning(workspace, tmp_path):
     """Base outputs another device decoded (a GPU's bf16 copy from the remote) are scored, with a warning."""
     path = tampered(workspace, tmp_path / "base_outputs.json", lambda m: m.update(dtype="torch.float64"))
-    args = list(eval_args("models/adapter", str(tmp_path / "metrics")))
+    args = list(stage_args("evaluate", str(tmp_path / "metrics")))
     args[2] = path
     result = stage(workspace, "evaluate.py", *args)
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
     assert len(warnings) == 1 and f"{path} was decoded in torch.float64, the tuned model decodes in" in warnings[0]
-    scores = (tmp_path / "metrics/eval_scores.jsonl").read_text()
-    assert scores == (workspace / "metrics/eval_scores.jsonl").read_text()
+    scores = (tmp_path / "metrics" / EVAL_SCORES.name).read_text()
+    assert scores == (workspace / EVAL_SCORES).read_text()

@@ -12,9 +12,10 @@ from pathlib import Path
 import boto3
 import pytest
 
+from lorapipe.artifacts import TRAIN_LOG
 from lorapipe.mirror import CheckpointMirror
 from tests.conftest import ROOT, S3_KEY_ID, S3_SECRET, child_env, sh, tree_state
-from tests.workspace import data_workspace, free_port, stage, train_args, wait_for, write_params
+from tests.workspace import data_workspace, free_port, stage, stage_args, wait_for, write_params
 
 SECTIONS = {
     "sample": {"size": 300},
@@ -22,7 +23,7 @@ SECTIONS = {
     "train": {"max_steps": 24, "micro_batch": 2, "grad_accum": 2, "lr": 0.002, "eval_every": 100},
     "ops": {"save_every": 6, "checkpoint_mirror": "remote"},
 }
-TRAIN_ARGS = train_args()
+TRAIN_ARGS = stage_args("train")
 
 
 def machine(root: Path, model: Path, endpoint: str) -> Path:
@@ -37,7 +38,7 @@ def machine(root: Path, model: Path, endpoint: str) -> Path:
 
 
 def losses(metrics: Path) -> list[float]:
-    with open(metrics / "train_log.csv") as f:
+    with open(metrics / TRAIN_LOG.name) as f:
         return [float(row["loss"]) for row in csv.DictReader(f)]
 
 
@@ -62,7 +63,7 @@ def test_a_new_machine_resumes_from_the_mirrored_checkpoint(tmp_path, tiny_model
     clone_b = machine(tmp_path / "b", tiny_model_dir, s3_endpoint)
     reference = tmp_path / "reference"
     write_params(clone_b, data={"url": "data/trn.json.gz"}, **{**SECTIONS, "ops": {"save_every": 6}})
-    stage(clone_b, "train.py", *train_args(str(reference)), "--checkpoints", str(tmp_path / "reference-ckpts"))
+    stage(clone_b, "train.py", *stage_args("train", str(reference)), "--checkpoints", str(tmp_path / "reference-ckpts"))
     write_params(clone_b, data={"url": "data/trn.json.gz"}, **SECTIONS)
     resumed = stage(clone_b, "train.py", *TRAIN_ARGS)
     assert f"restored checkpoint step-{step:06d} of this run from s3://dvc/lorapipe" in resumed.stderr
@@ -74,7 +75,7 @@ def test_a_new_machine_resumes_from_the_mirrored_checkpoint(tmp_path, tiny_model
 
     # The mirror goes down: one warning, and training finishes all the same.
     sh(clone_b, "dvc", "remote", "modify", "dagshub", "endpointurl", f"http://127.0.0.1:{free_port()}")
-    down = stage(clone_b, "train.py", *train_args("metrics-down"), "--checkpoints", "fresh-ckpts")
+    down = stage(clone_b, "train.py", *stage_args("train", "metrics-down"), "--checkpoints", "fresh-ckpts")
     assert down.stderr.count("warning: checkpoint mirror") == 1
     assert (clone_b / "metrics-down/train.json").is_file()
 

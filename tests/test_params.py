@@ -195,10 +195,10 @@ def test_one_flattener_serves_loaded_params_and_dvc_json_alike():
 def test_a_params_mistake_is_reported_before_loading_torch(tmp_path, script, sections, key):
     """`dvc exp run -S lora.r=0`: the stages an experiment re-runs say so in one line before torch,
     transformers and PEFT are imported (a minute on a loaded machine), not after."""
-    from tests.workspace import assert_one_line_error, eval_args, train_args, write_params
+    from tests.workspace import assert_one_line_error, stage_args, write_params
 
     write_params(tmp_path, **sections)
-    args = train_args() if script == "train.py" else eval_args()
+    args = stage_args("train") if script == "train.py" else stage_args("evaluate")
     result = subprocess.run(
         [sys.executable, "-X", "importtime", str(ROOT / "stages" / script), *args],
         cwd=tmp_path,

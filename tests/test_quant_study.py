@@ -12,7 +12,7 @@ import torch
 
 from lorapipe.reporting.study_sections import quant_spec, study_sections
 from tests.conftest import copy_workspace, kept_read_only, sh
-from tests.workspace import BASE_ARGS, data_workspace, eval_args, stage, train_args, write_params
+from tests.workspace import data_workspace, stage, stage_args, write_params
 
 TRAIN = {"max_steps": 6, "micro_batch": 2, "grad_accum": 1, "lr": 0.003, "grad_checkpointing": False, "eval_every": 3}
 EVAL = {"max_samples": 4, "batch_size": 4, "max_new_tokens": 8}
@@ -26,7 +26,7 @@ SECTIONS = {"sample": {"size": 200}, "tokenize": TOKENIZE, "train": TRAIN, "eval
 def prepared(tmp_path_factory, tiny_model_dir) -> Iterator[Path]:
     """Data built and the base model decoded once for every bit width, as `dvc exp run` would."""
     ws = data_workspace(tmp_path_factory.mktemp("quant"), tiny_model_dir, **SECTIONS)
-    stage(ws, "generate_base.py", *BASE_ARGS)
+    stage(ws, "generate_base.py", *stage_args("generate_base"))
     with kept_read_only(ws):
         yield ws
 
@@ -42,8 +42,8 @@ def test_bits_train_and_evaluate_end_to_end(prepared, tmp_path, bits):
     ws = copy_workspace(prepared, tmp_path / "ws")
     write_params(ws, data={"url": "data/trn.json.gz"}, **SECTIONS, quant={"bits": bits})
     adapter, metrics = f"models/adapter-{bits}", f"metrics-{bits}"
-    stage(ws, "train.py", *train_args(metrics, adapter), "--checkpoints", f"ckpt-{bits}")
-    stage(ws, "evaluate.py", *eval_args(adapter, metrics))
+    stage(ws, "train.py", *stage_args("train", metrics, adapter=adapter), "--checkpoints", f"ckpt-{bits}")
+    stage(ws, "evaluate.py", *stage_args("evaluate", metrics, adapter=adapter))
 
     train = json.loads((ws / metrics / "train.json").read_text())
     assert train["quant_bits"] == bits and train["steps"] == 6 and train["tokens_per_s"] > 0

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
+from lorapipe.artifacts import EVAL_JSON, EVAL_SAMPLES, EVAL_SCORES
 from lorapipe.reporting.charts import LOSS_LOGS, loss_spec
 from lorapipe.reporting.report import THIS, code, escape_cell, samples_table
 from lorapipe.reporting.results_page import cell as results_cell
@@ -34,8 +35,8 @@ def commit_metrics(repo: Path, rouge_l: float, r: int, message: str) -> None:
     scores = {"bleu": 1.0, "rouge1": 0.3, "rouge2": 0.1, "rougeL": rouge_l, "perplexity": 9.0}
     result = {"base": {**scores, "rougeL": 0.2}, "tuned": scores, "samples": 4}
     (repo / "metrics").mkdir(exist_ok=True)
-    (repo / "metrics/eval_scores.jsonl").unlink(missing_ok=True)
-    (repo / "metrics/eval.json").write_text(json.dumps(result))
+    (repo / EVAL_SCORES).unlink(missing_ok=True)
+    (repo / EVAL_JSON).write_text(json.dumps(result))
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["lora"]["r"] = r
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -44,7 +45,7 @@ def commit_metrics(repo: Path, rouge_l: float, r: int, message: str) -> None:
 
 
 def score_rows(ids: range, shift: float, tuned_text: str = "a fine mug") -> list[dict]:
-    """eval_scores.jsonl rows: the tuned model `shift` above the base in ROUGE-L, with noise."""
+    """EVAL_SCORES rows: the tuned model `shift` above the base in ROUGE-L, with noise."""
     rng = np.random.default_rng(0)
     rows = []
     for i in ids:
@@ -57,7 +58,7 @@ def score_rows(ids: range, shift: float, tuned_text: str = "a fine mug") -> list
 
 def commit_scores(repo: Path, rows: list[dict], message: str) -> None:
     (repo / "metrics").mkdir(exist_ok=True)
-    (repo / "metrics/eval_scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (repo / EVAL_SCORES).write_text("".join(json.dumps(r) + "\n" for r in rows))
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "--allow-empty", "-qm", message)
 
@@ -199,7 +200,7 @@ def test_report_renders_with_its_charts_in_a_browser(experiments, browser, tmp_p
 def test_report_shows_old_new_and_delta(repo):
     commit_metrics(repo, 0.30, 16, "first")
     commit_metrics(repo, 0.45, 8, "second")
-    (repo / "metrics/eval_samples.jsonl").write_text(  # blank lines are skipped
+    (repo / EVAL_SAMPLES).write_text(  # blank lines are skipped
         "\n" + json.dumps({"title": "Mug", "reference": "A mug.", "base": "Hmm", "tuned": "A fine mug."}) + "\n\n"
     )
     sh(repo, sys.executable, "-m", "lorapipe.reporting.report", "--base", "HEAD~1", "-o", "report.md")
@@ -223,42 +224,42 @@ def test_report_without_changes_says_so(repo):
 
 SCORES = {"rouge1": 0.1, "rouge2": 0.1, "rougeL": 0.1, "bleu": 1.0, "loss": 2.0, "tokens": 3, "bleu_stats": [1] * 10}
 BAD_LINES = {
-    "not-json": ("eval_samples.jsonl", '{"title": "ok"}\n\n{"title": \n', "eval_samples.jsonl line 3: not valid JSON"),
-    "not-an-object": ("eval_scores.jsonl", "\n[1, 2]\n", "eval_scores.jsonl line 2: expected a JSON object, got list"),
+    "not-json": (EVAL_SAMPLES, '{"title": "ok"}\n\n{"title": \n', f"{EVAL_SAMPLES.name} line 3: not valid JSON"),
+    "not-an-object": (EVAL_SCORES, "\n[1, 2]\n", f"{EVAL_SCORES.name} line 2: expected a JSON object, got list"),
     "no-scores": (
-        "eval_scores.jsonl",
+        EVAL_SCORES,
         json.dumps({"id": "a", "base": SCORES, "tuned": {**SCORES, "rougeL": "high"}}),
-        "eval_scores.jsonl line 1: missing or not numbers: tuned.rougeL",
+        f"{EVAL_SCORES.name} line 1: missing or not numbers: tuned.rougeL",
     ),
     # Python's json reads NaN and Infinity; they, bools and ints beyond a float would become verdicts or overflow.
     "nan": (
-        "eval_scores.jsonl",
+        EVAL_SCORES,
         json.dumps({"id": "a", "base": SCORES, "tuned": {**SCORES, "rougeL": float("nan")}}),
-        "eval_scores.jsonl line 1: not valid JSON (NaN is not a JSON number)",
+        f"{EVAL_SCORES.name} line 1: not valid JSON (NaN is not a JSON number)",
     ),
     "infinity": (
-        "eval_scores.jsonl",
+        EVAL_SCORES,
         "\n" + json.dumps({"id": "a", "base": {**SCORES, "loss": -float("inf")}, "tuned": SCORES}),
-        "eval_scores.jsonl line 2: not valid JSON (-Infinity is not a JSON number)",
+        f"{EVAL_SCORES.name} line 2: not valid JSON (-Infinity is not a JSON number)",
     ),
     "bool": (
-        "eval_scores.jsonl",
+        EVAL_SCORES,
         json.dumps({"id": "a", "base": SCORES, "tuned": {**SCORES, "rougeL": True, "bleu_stats": [True] * 10}}),
-        "eval_scores.jsonl line 1: missing or not numbers: tuned.rougeL, tuned.bleu_stats",
+        f"{EVAL_SCORES.name} line 1: missing or not numbers: tuned.rougeL, tuned.bleu_stats",
     ),
     "huge-int": (
-        "eval_scores.jsonl",
+        EVAL_SCORES,
         json.dumps({"id": "a", "base": {**SCORES, "tokens": 10**400, "bleu_stats": [10**400] * 10}, "tuned": SCORES}),
-        "eval_scores.jsonl line 1: missing or not numbers: base.tokens, base.bleu_stats",
+        f"{EVAL_SCORES.name} line 1: missing or not numbers: base.tokens, base.bleu_stats",
     ),
 }
 
 
 # What each tool reads, and its output option; the summary reads only the scores.
 TOOLS = {
-    "lorapipe.reporting.report": (("eval_samples.jsonl", "eval_scores.jsonl"), ["--base", "HEAD", "-o"]),
-    "lorapipe.reporting.results_page": (("eval_samples.jsonl", "eval_scores.jsonl"), ["-o"]),
-    "lorapipe.reporting.summary": (("eval_scores.jsonl",), []),
+    "lorapipe.reporting.report": ((EVAL_SAMPLES, EVAL_SCORES), ["--base", "HEAD", "-o"]),
+    "lorapipe.reporting.results_page": ((EVAL_SAMPLES, EVAL_SCORES), ["-o"]),
+    "lorapipe.reporting.summary": ((EVAL_SCORES,), []),
 }
 CASES = [(tool, case) for tool, (reads, _) in TOOLS.items() for case, (name, *_) in BAD_LINES.items() if name in reads]
 
@@ -267,7 +268,7 @@ CASES = [(tool, case) for tool, (reads, _) in TOOLS.items() for case, (name, *_)
 def test_malformed_sample_lines_are_one_error_line(repo, tmp_path, tool, case):
     name, text, message = BAD_LINES[case]
     commit_metrics(repo, 0.3, 16, "metrics to show")
-    path = repo / "metrics" / name
+    path = repo / name
     before = path.read_bytes() if path.exists() else None
     path.write_text(text)
     args = TOOLS[tool][1] + ([str(tmp_path / "out")] if TOOLS[tool][1] else [])
@@ -335,10 +336,10 @@ def test_summary_and_model_card_print_one_scores_table(tmp_path, per_sample):
     from lorapipe.runs import TrainedRun
 
     (tmp_path / "metrics").mkdir()
-    (tmp_path / "metrics/eval.json").write_text(json.dumps(EVAL_RESULT))
+    (tmp_path / EVAL_JSON).write_text(json.dumps(EVAL_RESULT))
     if per_sample:
         rows = score_rows(range(200), shift=0.1)
-        (tmp_path / "metrics/eval_scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (tmp_path / EVAL_SCORES).write_text("".join(json.dumps(r) + "\n" for r in rows))
     printed = sh(tmp_path, sys.executable, "-m", "lorapipe.reporting.summary").stdout  # metrics/eval.json
     table = {cells[0]: cells[1:] for cells in table_rows(printed)}
     assert list(table) == ["ROUGE-L", "BLEU", "perplexity", "ROUGE-1", "ROUGE-2"]  # headline metrics first
@@ -365,6 +366,6 @@ def test_summary_and_model_card_print_one_scores_table(tmp_path, per_sample):
 def test_summary_of_a_missing_or_broken_eval_json_is_one_error_line(tmp_path, text, message):
     if text is not None:
         (tmp_path / "metrics").mkdir()
-        (tmp_path / "metrics/eval.json").write_text(text)
+        (tmp_path / EVAL_JSON).write_text(text)
     result = sh(tmp_path, sys.executable, "-m", "lorapipe.reporting.summary", check=False)
     assert_one_line_error(result, message)

@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from lorapipe.artifacts import EVAL_SCORES, TRAIN_LOG, VAL_LOG
 from lorapipe.reporting.results_page import samples_table
 from tests.conftest import save_screenshot, sh
 
@@ -56,7 +57,7 @@ def test_page_lists_every_experiment_with_curves_and_opens_offline_in_a_browser(
     charts = browser.find_elements(By.CSS_SELECTOR, "figure svg")
     titles = " ".join(c.text for c in charts)
     # loss curves, the two length histograms, the score bars, and the quantization study's chart
-    assert len(charts) == 6 and "metrics/train_log.csv" in titles and "metrics/val_log.csv" in titles
+    assert len(charts) == 6 and TRAIN_LOG.as_posix() in titles and VAL_LOG.as_posix() in titles
     assert "prompt tokens" in titles and "description tokens" in titles and "quant.bits" in titles
     assert all(c.size["width"] > 200 and c.size["height"] > 200 for c in charts)
     assert "smollm2-r8" in titles and "smollm2-r16" in titles  # one curve per experiment, in the legend
@@ -82,9 +83,7 @@ def test_the_workspace_row_is_left_out_only_while_it_repeats_a_listed_run(repo, 
     page = out.read_text()
     assert "<td>workspace</td>" not in page and re.search(r"The workspace holds the results of \w+\.", page)
     # Scores of another run in the workspace, not committed: the workspace is a run of its own.
-    (repo / "metrics/eval_scores.jsonl").write_text(
-        "".join(json.dumps(r) + "\n" for r in score_rows(range(20), shift=0.2))
-    )
+    (repo / EVAL_SCORES).write_text("".join(json.dumps(r) + "\n" for r in score_rows(range(20), shift=0.2)))
     sh(repo, "python", "-m", "lorapipe.reporting.results_page", "-o", str(out))
     page = out.read_text()
     assert "<td>workspace</td>" in page and "The workspace holds" not in page

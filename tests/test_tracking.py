@@ -10,18 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from lorapipe.artifacts import EVAL_SCORES, PATHS
 from tests.conftest import commit, copy_workspace, kept_read_only, sh
-from tests.workspace import (
-    BASE_ARGS,
-    data_workspace,
-    eval_args,
-    free_port,
-    stage,
-    start_training,
-    train_args,
-    wait_for,
-    write_params,
-)
+from tests.workspace import data_workspace, free_port, stage, stage_args, start_training, wait_for, write_params
 
 TRAIN = {
     "max_steps": 4,
@@ -32,7 +23,7 @@ TRAIN = {
 }
 OPS = {"save_every": 2, "log_every": 1}
 EVAL = {"max_samples": 4, "batch_size": 4, "max_new_tokens": 4}
-TRAIN_ARGS = train_args()
+TRAIN_ARGS = stage_args("train")
 SECRET = "s3cr3t-do-not-leak-0123456789"
 
 
@@ -104,8 +95,8 @@ def test_train_and_evaluate_log_one_run_to_a_real_server(workspace, mlflow_serve
     from mlflow.tracking import MlflowClient
 
     train = run_with(monkeypatch, workspace, mlflow_server, "train.py", *TRAIN_ARGS)
-    stage(workspace, "generate_base.py", *BASE_ARGS)  # no MLflow: evaluate logs both models' scores
-    evaluate = run_with(monkeypatch, workspace, mlflow_server, "evaluate.py", *eval_args())
+    stage(workspace, "generate_base.py", *stage_args("generate_base"))  # no MLflow: evaluate logs both models' scores
+    evaluate = run_with(monkeypatch, workspace, mlflow_server, "evaluate.py", *stage_args("evaluate"))
     client = MlflowClient(mlflow_server)
     # The server is the module's: other tests' runs are there too, under other (or no) experiment names.
     experiment = client.get_experiment_by_name("lorapipe").experiment_id
@@ -121,8 +112,8 @@ def test_train_and_evaluate_log_one_run_to_a_real_server(workspace, mlflow_serve
     for key in ("base.rougeL", "tuned.rougeL", "delta.bleu", "tokens_per_s"):
         assert key in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "metrics")}
-    assert {"metrics/loss_curve.png", "metrics/train_log.csv", "metrics/eval.json"} <= artifacts
-    assert "metrics/eval_scores.jsonl" in artifacts
+    assert {f"metrics/{PATHS[name].name}" for name in ("loss_curve", "train_log", "eval_json")} <= artifacts
+    assert f"metrics/{EVAL_SCORES.name}" in artifacts
     # The PR report links the run: the experiment and the run's page on the tracking server.
     linked = json.loads((workspace / "metrics/eval_run.json").read_text())
     assert linked == {
@@ -216,7 +207,7 @@ def test_no_run_is_left_running_and_a_resumed_training_continues_its_run(
     proc.kill()
     proc.wait()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    stage(workspace, "train.py", *train_args(str(tmp_path / "a")), "--checkpoints", str(ckpts))
+    stage(workspace, "train.py", *stage_args("train", str(tmp_path / "a")), "--checkpoints", str(ckpts))
     experiment = client.get_experiment_by_name("lorapipe").experiment_id
     runs = {r.data.params["lora.r"]: r for r in client.search_runs([experiment], "params.`train.max_steps` = '40'")}
     assert set(runs) == {"4", "16"}

@@ -21,10 +21,10 @@ from lorapipe.checkpoints import TrainState, list_checkpoints, resume_checkpoint
 from lorapipe.packing import read_rows
 from lorapipe.training import lr_factor, micro_batch_rows, total_steps
 from tests.conftest import ROOT, TUNED, child_env
-from tests.workspace import stage, start_training, train_args, train_losses, wait_for, write_params
+from tests.workspace import stage, stage_args, start_training, train_losses, wait_for, write_params
 
 TRAIN = TUNED["train"]
-TRAIN_ARGS = train_args()  # as tuned_workspace trained
+TRAIN_ARGS = stage_args("train")  # as tuned_workspace trained
 IDS = torch.tensor([[1, 500, 600, 700, 800, 900, 2]])  # a fixed input for comparing models' logits
 
 
@@ -111,7 +111,13 @@ def test_merged_tuned_model_matches_the_training_time_model(tuned_workspace):
 
 def test_same_seed_same_losses(tuned_workspace, tuned_copy, tmp_path):
     first = train_losses(tuned_workspace / "metrics")
-    stage(tuned_copy, "train.py", *train_args(str(tmp_path / "metrics")), "--checkpoints", str(tmp_path / "fresh"))
+    stage(
+        tuned_copy,
+        "train.py",
+        *stage_args("train", str(tmp_path / "metrics")),
+        "--checkpoints",
+        str(tmp_path / "fresh"),
+    )
     assert train_losses(tmp_path / "metrics") == first
 
 
@@ -123,7 +129,7 @@ def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(tuned_workspace, 
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (metrics / "train.json").exists()
-    resumed = stage(workspace, "train.py", *train_args(str(metrics)), "--checkpoints", str(ckpts))
+    resumed = stage(workspace, "train.py", *stage_args("train", str(metrics)), "--checkpoints", str(ckpts))
     assert "resuming from" in resumed.stderr
     summary = json.loads((metrics / "train.json").read_text())
     assert summary["steps"] == 30 and summary["sessions"] == 2  # its time and memory cover both processes
@@ -149,7 +155,7 @@ def test_sigterm_saves_the_step_it_stopped_at_and_the_rerun_ends_like_an_uninter
     # Saved where it stopped, not only at the last save_every multiple.
     assert 10 < stopped_at < 30 and saved(ckpts)[0].name == f"step-{stopped_at:06d}"
     assert not (metrics / "train.json").exists()
-    resumed = stage(workspace, "train.py", *train_args(str(metrics)), "--checkpoints", str(ckpts))
+    resumed = stage(workspace, "train.py", *stage_args("train", str(metrics)), "--checkpoints", str(ckpts))
     assert f"(step {stopped_at})" in resumed.stderr
     assert train_losses(metrics) == pytest.approx(reference, rel=1e-3)
 
@@ -374,7 +380,9 @@ def test_a_second_experiment_resumes_its_own_checkpoint_and_keeps_the_first_runs
         write_params(workspace, train={**TRAIN, "max_steps": 12}, lora={"r": lora_r}, ops={"save_every": 4, **ops})
 
     def run(metrics: str, checkpoints: Path = ckpts) -> subprocess.CompletedProcess:
-        return stage(workspace, "train.py", *train_args(str(tmp_path / metrics)), "--checkpoints", str(checkpoints))
+        return stage(
+            workspace, "train.py", *stage_args("train", str(tmp_path / metrics)), "--checkpoints", str(checkpoints)
+        )
 
     use(lora_r=16)
     run("a")

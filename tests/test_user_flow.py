@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lorapipe.artifacts import EXPORT_COMMAND, EXPORT_JSON
+from lorapipe.artifacts import EVAL_SCORES, EXPORT_COMMAND, EXPORT_JSON
 from tests.conftest import QUICK_RUN, ROOT, commit, copy_checkout, sh, user_machine_env
 from tests.test_experiments import queue_status
 from tests.workspace import wait_for
@@ -52,9 +52,9 @@ def test_fresh_machine_runs_the_demo_then_the_readmes_experiments_and_reports(tm
     assert "dvc (hash, cache, git)" in demo.stdout  # the per-stage timing table
     assert sh(repo, "git", "branch", "--show-current", env=env).stdout.strip() == "demo"
     assert sh(repo, "git", "status", "--porcelain", "--untracked-files=no", env=env).stdout == ""
-    assert sh(repo, "git", "ls-files", "dvc.lock", "metrics/eval_scores.jsonl", env=env).stdout.split() == [
+    assert sh(repo, "git", "ls-files", "dvc.lock", str(EVAL_SCORES), env=env).stdout.split() == [
         "dvc.lock",
-        "metrics/eval_scores.jsonl",
+        EVAL_SCORES.as_posix(),
     ]
     assert_dvc_status_clean(repo, env, "make demo")
     again = sh(repo, "make", "demo", env=env)  # idempotent: nothing re-run, nothing committed twice

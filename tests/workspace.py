@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import shutil
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from lorapipe.artifacts import BASE, PATHS, TRAIN_LOG
 from tests.conftest import ROOT, child_env, default_params
 
 
@@ -45,31 +47,11 @@ def data_workspace(ws: Path, model_dir: Path, **sections: dict[str, Any]) -> Pat
     """A workspace with data/split and data/tokenized built from the synthetic sample."""
     (ws / "data").mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "data/synthetic/trn.json.gz", ws / "data/trn.json.gz")
-    shutil.copytree(model_dir, ws / "models/base")
+    shutil.copytree(model_dir, ws / BASE)
     write_params(ws, **{"data": {"url": "data/trn.json.gz"}, **sections})
-    stage(ws, "download.py", "data/raw.json.gz", "metrics/download.json")
-    stage(ws, "clean.py", "data/raw.json.gz", "data/clean.parquet", "data/rejects.jsonl", "metrics/clean.json")
-    stage(ws, "sample.py", "data/clean.parquet", "data/sample.parquet", "metrics/sample.json")
-    stage(ws, "split.py", "data/sample.parquet", "data/split", "metrics/split.json")
-    stage(ws, "tokenize_pack.py", "data/split", "models/base", "data/tokenized", "metrics/tokenize.json")
+    for name in ("download", "clean", "sample", "split", "tokenize"):
+        stage(ws, script_of(name), *stage_args(name))
     return ws
-
-
-# The generate_base stage's command line, as in dvc.yaml; evaluate reads its output.
-BASE_OUTPUTS = "data/base_outputs.json"
-BASE_ARGS = ("data/split/test.parquet", "models/base", BASE_OUTPUTS)
-
-
-def train_args(metrics: str | Path = "metrics", adapter: str | Path = "models/adapter") -> tuple[str, ...]:
-    """train's command line, as in dvc.yaml (another adapter and metrics folder for side runs)."""
-    outputs = ("train.json", "train_log.csv", "val_log.csv", "loss_curve.png")
-    return ("data/tokenized", "models/base", str(adapter), *(f"{metrics}/{name}" for name in outputs))
-
-
-def eval_args(adapter: str = "models/adapter", metrics: str | Path = "metrics") -> tuple[str, ...]:
-    """evaluate's command line, as in dvc.yaml (another adapter and metrics folder for side runs)."""
-    outputs = ("eval.json", "eval_samples.jsonl", "eval_scores.jsonl", "eval_run.json")
-    return ("data/split/test.parquet", "models/base", BASE_OUTPUTS, adapter, *(f"{metrics}/{name}" for name in outputs))
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -92,7 +74,13 @@ def free_port() -> int:
 def start_training(ws: Path, metrics: Path, checkpoints: Path, **env: str) -> subprocess.Popen:
     """The train stage in the background (to be signalled), on the workspace's data and base model."""
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "stages/train.py"), *train_args(metrics), "--checkpoints", str(checkpoints)],
+        [
+            sys.executable,
+            str(ROOT / "stages/train.py"),
+            *stage_args("train", metrics),
+            "--checkpoints",
+            str(checkpoints),
+        ],
         cwd=ws,
         env=child_env(**env),
         stdout=subprocess.DEVNULL,
@@ -132,5 +120,30 @@ def answers(url: str) -> bool:
 
 
 def train_losses(metrics: Path) -> list[float]:
-    with open(metrics / "train_log.csv") as f:
+    with open(metrics / TRAIN_LOG.name) as f:
         return [float(row["loss"]) for row in csv.DictReader(f)]
+
+
+@functools.cache
+def dvc_stages() -> dict[str, dict]:
+    """dvc.yaml's stages as DVC resolves them (`${paths.NAME}` filled in): what `dvc repro` runs."""
+    from dvc.dvcfile import load_file
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:
+        return load_file(repo, "dvc.yaml").resolver.resolve()["stages"]
+
+
+def script_of(name: str) -> str:
+    """The script of dvc.yaml's stage `name`, relative to stages/."""
+    return dvc_stages()[name]["cmd"].split()[1].removeprefix("stages/")
+
+
+def stage_args(name: str, metrics: str | Path = "metrics", **paths: str | Path) -> tuple[str, ...]:
+    """The arguments `dvc repro` passes to dvc.yaml's stage `name`. For side runs: `metrics` moves its
+    metrics/ files to another folder, `paths` replace named paths of dvc.yaml (adapter="side/adapter")."""
+    swap = {PATHS[key].as_posix(): str(value) for key, value in paths.items()}
+    args = dvc_stages()[name]["cmd"].split()[2:]
+    return tuple(
+        swap.get(arg, f"{metrics}/{Path(arg).name}" if Path(arg).parent == Path("metrics") else arg) for arg in args
+    )

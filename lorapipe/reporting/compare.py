@@ -54,7 +54,7 @@ def perplexity(columns: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class Metric:
     label: str
-    fields: tuple[str, ...]  # per-sample fields of eval_scores.jsonl that `statistic` reads
+    fields: tuple[str, ...]  # per-sample fields (artifacts.EVAL_SCORES rows) that `statistic` reads
     statistic: Callable[[np.ndarray], np.ndarray]  # (fields, ..., samples) -> (...)
     higher_is_better: bool = True
     decimals: int = 3

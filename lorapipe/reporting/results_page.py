@@ -5,7 +5,7 @@
 The page is one self-contained file: charts are inline SVG rendered here from the Vega-Lite
 specs `dvc plots` gives, with no scripts and nothing fetched, so it opens from disk offline.
 Each experiment's tuned-vs-base deltas carry their 95% bootstrap interval over its test samples
-(from its metrics/eval_scores.jsonl), and every pair of experiments is compared tuned against tuned,
+(artifacts.EVAL_SCORES), and every pair of experiments is compared tuned against tuned,
 paired over the samples both scored, so a sweep is ranked on differences that are not noise.
 The `workspace` row is left out when it only repeats the run it came from (after `dvc exp run`).
 """
@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lorapipe.artifacts import EVAL_JSON, TRAIN_JSON
+from lorapipe.artifacts import EVAL_JSON, EVAL_SCORES, TRAIN_JSON
 from lorapipe.cli import UserError, run_cli
 from lorapipe.outputs import atomic_path
 from lorapipe.params import flatten
@@ -92,7 +92,7 @@ def row_data(row: dict) -> tuple[dict, dict, list[dict] | None]:
 
 
 def add_scores(rows: list[dict]) -> None:
-    """Each row's per-sample scores (eval_scores.jsonl; None where the revision has none) and its scores
+    """Each row's per-sample scores (EVAL_SCORES; None where the revision has none) and its scores
     table by metric (base, tuned, delta), each delta with its 95% interval when it has per-sample scores."""
     for row in rows:
         row["samples"] = read_scores(None if row["rev"] == "workspace" else row["rev"])
@@ -141,7 +141,7 @@ def pair_changes(rows: list[dict]) -> list[tuple[dict, dict, dict[str, Change]]]
 def pairs_table(pairs: list[tuple[dict, dict, dict[str, Change]]]) -> str:
     """One row per pair of runs: each metric's tuned-vs-tuned delta, its 95% interval and the verdict."""
     if not pairs:
-        return "<p>Fewer than two runs have per-sample scores (metrics/eval_scores.jsonl).</p>"
+        return f"<p>Fewer than two runs have per-sample scores ({EVAL_SCORES}).</p>"
     names = [METRICS[name].label for name in pairs[0][2]]
     head = ["experiment", "vs", *(f"Δ {name} (95% CI)" for name in names), "samples"]
     lines = ["<table>", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]

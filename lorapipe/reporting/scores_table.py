@@ -2,7 +2,7 @@
 
 The model card, the summary `make demo` prints, the PR report and the results page show the same
 rows: per metric, headline metrics first, the base and the tuned model's score and the delta, with
-the delta's 95% bootstrap interval when the run has per-sample scores (eval_scores.jsonl). Numbers
+the delta's 95% bootstrap interval when the run has per-sample scores (artifacts.EVAL_SCORES). Numbers
 are shown with each metric's decimals (lorapipe.reporting.compare.METRICS).
 """
 
@@ -47,7 +47,7 @@ class ScoreRow:
 
 def score_rows(result: dict | None = None, samples: Sequence[dict] | None = None, run: str = "") -> list[ScoreRow]:
     """One row per metric: the base and tuned scores of an eval.json (`result`), else of the per-sample
-    `samples` (eval_scores.jsonl rows); with `samples`, each delta's 95% interval over them."""
+    `samples` (artifacts.EVAL_SCORES rows); with `samples`, each delta's 95% interval over them."""
     changes = {name: tuned_vs_base(samples, name) for name in METRICS} if samples else {}
     if result is None:
         return [ScoreRow(name, c.old, c.new, c, run) for name, c in changes.items()]

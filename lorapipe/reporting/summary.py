@@ -2,7 +2,7 @@
 
 python -m lorapipe.reporting.summary [metrics/eval.json]
 
-With the per-sample scores beside it (eval_scores.jsonl), each delta gets its 95% bootstrap
+With the per-sample scores beside it (artifacts.EVAL_SCORES), each delta gets its 95% bootstrap
 interval over the test samples: a delta whose interval spans zero is not a clear change.
 """
 

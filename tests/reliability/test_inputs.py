@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.workspace import BASE_ARGS, assert_one_line_error, stage, train_args, write_params
+from lorapipe.artifacts import PATHS
+from tests.workspace import assert_one_line_error, stage, stage_args, write_params
 
-CLEAN_ARGS = ("data/raw.json.gz", "data/clean.parquet", "data/rejects.jsonl", "metrics/clean.json")
+CLEAN_ARGS = stage_args("clean")
 
 
 @pytest.fixture
@@ -25,7 +26,8 @@ def ws(tmp_path: Path) -> Path:
 
 
 def write_raw(ws: Path, payload: bytes, *, compress: bool = True) -> None:
-    (ws / "data/raw.json.gz").write_bytes(gzip.compress(payload, mtime=0) if compress else payload)
+    (ws / PATHS["raw"]).parent.mkdir(parents=True, exist_ok=True)
+    (ws / PATHS["raw"]).write_bytes(gzip.compress(payload, mtime=0) if compress else payload)
 
 
 def good(i: int) -> bytes:
@@ -34,9 +36,9 @@ def good(i: int) -> bytes:
 
 def test_truncated_gzip(ws):
     data = gzip.compress(b"\n".join(good(i) for i in range(5000)), mtime=0)
-    (ws / "data/raw.json.gz").write_bytes(data[: len(data) // 2])
+    write_raw(ws, data[: len(data) // 2], compress=False)
     assert_one_line_error(stage(ws, "clean.py", *CLEAN_ARGS, check=False), "corrupt or truncated gzip")
-    assert not (ws / "data/clean.parquet").exists()
+    assert not (ws / PATHS["clean"]).exists()
 
 
 def test_not_gzip(ws):
@@ -60,7 +62,7 @@ def test_line_level_garbage_is_counted_not_fatal(ws):
     ]
     write_raw(ws, b"\n".join(lines) + b"\n")
     result = stage(ws, "clean.py", *CLEAN_ARGS)
-    metrics = json.loads((ws / "metrics/clean.json").read_text())
+    metrics = json.loads((ws / PATHS["clean_json"]).read_text())
     assert metrics["kept"] == 50
     assert metrics["dropped"] == {
         "not_utf8": 1,
@@ -70,7 +72,7 @@ def test_line_level_garbage_is_counted_not_fatal(ws):
         "content_too_long": 1,
         "bad_json": 1,
     }
-    rejects = [json.loads(line) for line in (ws / "data/rejects.jsonl").read_text().splitlines()]
+    rejects = [json.loads(line) for line in (ws / PATHS["clean_rejects"]).read_text().splitlines()]
     assert {r["reason"] for r in rejects} == set(metrics["dropped"]) and all(len(r["text"]) <= 300 for r in rejects)
     assert "Traceback" not in result.stderr
 
@@ -79,7 +81,7 @@ def test_mostly_garbage_fails_with_the_threshold_named(ws):
     write_raw(ws, b"\n".join([b"garbage"] * 90 + [good(i) for i in range(10)]) + b"\n")
     result = stage(ws, "clean.py", *CLEAN_ARGS, check=False)
     assert_one_line_error(result, "90 of 100 lines are malformed", "clean.max_bad_fraction")
-    assert (ws / "data/rejects.jsonl").is_file()  # examples are there to look at
+    assert (ws / PATHS["clean_rejects"]).is_file()  # examples are there to look at
 
 
 def test_zero_records_left(ws):
@@ -91,15 +93,20 @@ def test_zero_records_left(ws):
     ("script", "args", "params", "fragment"),
     [
         ("clean.py", CLEAN_ARGS, {"clean": {"max_titel_chars": 9}}, "did you mean 'clean.max_title_chars'?"),
-        ("train.py", train_args(), {"lora": {"r": 0}}, "'lora.r' must be >= 1, got 0"),
-        ("train.py", train_args(), {"train": {"lr": -1e-4}}, "'train.lr' must be >= 0"),
+        ("train.py", stage_args("train"), {"lora": {"r": 0}}, "'lora.r' must be >= 1, got 0"),
+        ("train.py", stage_args("train"), {"train": {"lr": -1e-4}}, "'train.lr' must be >= 0"),
         ("split.py", ("s", "o", "m.json"), {"split": {"test_size": 1.5}}, "'split.test_size' must be <= 0.9"),
         ("split.py", ("s", "o", "m.json"), {"split": {"test_size": 0.0}}, "split.test_size must be above 0"),
         ("sample.py", ("c", "o", "m.json"), {"sample": {"size": "many"}}, "'sample.size' must be an integer"),
         ("sample.py", ("c", "o", "m.json"), {"sample": {"seed": -1}}, "'sample.seed' must be >= 0, got -1"),
         ("split.py", ("s", "o", "m.json"), {"split": {"seed": -1}}, "'split.seed' must be >= 0, got -1"),
-        ("generate_base.py", BASE_ARGS, {"eval": {"seed": 2**64}}, f"'eval.seed' must be <= {2**64 - 1}"),
-        ("train.py", train_args(), {"train": {"seed": 2**64}}, f"'train.seed' must be <= {2**64 - 1}"),
+        (
+            "generate_base.py",
+            stage_args("generate_base"),
+            {"eval": {"seed": 2**64}},
+            f"'eval.seed' must be <= {2**64 - 1}",
+        ),
+        ("train.py", stage_args("train"), {"train": {"seed": 2**64}}, f"'train.seed' must be <= {2**64 - 1}"),
     ],
 )
 def test_bad_params_stop_the_stage_before_any_work(ws, script, args, params, fragment):
@@ -122,9 +129,9 @@ def test_base_model_refuses_pickled_weights(ws):
     (folder / "config.json").write_text("{}")
     (folder / "pytorch_model.bin").write_bytes(b"\x80\x02pickle")
     write_params(ws, model={"name": str(folder)})
-    result = stage(ws, "base_model.py", "models/base", "metrics/base_model.json", check=False)
+    result = stage(ws, "base_model.py", *stage_args("base_model"), check=False)
     assert_one_line_error(result, "no *.safetensors weights", "refused")
-    assert not (ws / "models/base").exists()
+    assert not (ws / PATHS["base"]).exists()
 
 
 def test_a_repeated_section_is_refused_as_dvc_refuses_it(ws):
@@ -138,9 +145,9 @@ def test_a_repeated_section_is_refused_as_dvc_refuses_it(ws):
 def test_a_local_model_path_that_does_not_exist_is_named(ws, name):
     (ws / "models").mkdir()  # so `models/my-llama` is a path here, not a hub id
     write_params(ws, model={"name": name, "revision": "", "sha256": ""})
-    result = stage(ws, "base_model.py", "models/base", "metrics/base_model.json", check=False)
+    result = stage(ws, "base_model.py", *stage_args("base_model"), check=False)
     assert_one_line_error(result, "model.name: local path", "not found")
-    assert not (ws / "models/base").exists()
+    assert not (ws / PATHS["base"]).exists()
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
@@ -149,9 +156,9 @@ def test_a_damaged_gguf_is_named_when_no_checksum_is_pinned(ws, smollm2_gguf, da
     with open(smollm2_gguf, "rb") as f:
         gguf.write_bytes(os.urandom(4096) if damage == "garbage" else f.read(2_000_000))
     write_params(ws, model={"name": str(gguf), "revision": "", "sha256": ""})
-    result = stage(ws, "base_model.py", "models/base", "metrics/base_model.json", check=False)
+    result = stage(ws, "base_model.py", *stage_args("base_model"), check=False)
     assert_one_line_error(result, f"model.name: {gguf} is not a readable GGUF model")
-    assert not (ws / "models/base").exists()
+    assert not (ws / PATHS["base"]).exists()
 
 
 @pytest.mark.parametrize("module", ["mlp", "input_layernorm", "embed_tokens"])

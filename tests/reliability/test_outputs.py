@@ -16,7 +16,7 @@ import pytest
 
 from lorapipe.outputs import atomic_dir, atomic_path
 from tests.conftest import ROOT, child_env, tree_state
-from tests.workspace import assert_one_line_error, train_args, wait_for, write_params
+from tests.workspace import assert_one_line_error, stage_args, wait_for, write_params
 
 
 def test_atomic_path_keeps_the_old_file_when_the_writer_fails(tmp_path):
@@ -121,7 +121,7 @@ def test_a_file_size_limit_while_saving_the_adapter_is_one_line_and_keeps_the_pr
     def limit_file_size() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    args = [sys.executable, str(ROOT / "stages/train.py"), *train_args()]
+    args = [sys.executable, str(ROOT / "stages/train.py"), *stage_args("train")]
     result = subprocess.run(
         args, cwd=tuned_copy, env=child_env(), capture_output=True, text=True, preexec_fn=limit_file_size, timeout=600
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lorapipe.artifacts import TRAIN_LOG
 from tests.conftest import child_env, commit, copy_tree, copy_workspace, ran, sh
 from tests.workspace import wait_for
 
@@ -79,14 +80,14 @@ def test_a_second_exp_run_cannot_attribute_the_first_runs_results_to_its_params(
 def test_failed_run_then_one_command_restores_the_last_good_experiment(repo):
     sh(repo, "dvc", "exp", "run", "-n", "good")
     good_metrics = (repo / "metrics/train.json").read_text()
-    good_log = (repo / "metrics/train_log.csv").read_text()
+    good_log = (repo / TRAIN_LOG).read_text()
     failed = sh(repo, "dvc", "exp", "run", "-S", "lora.target_modules=[nonexistent_proj]", check=False)
     assert failed.returncode != 0 and "lora.target_modules" in failed.stderr + failed.stdout
     assert not (repo / "metrics/train.json").exists()  # DVC removes a stage's outputs before it runs
 
     sh(repo, "dvc", "exp", "apply", "good")  # the documented recovery (README, docs/reliability.md)
     assert (repo / "metrics/train.json").read_text() == good_metrics
-    assert (repo / "metrics/train_log.csv").read_text() == good_log
+    assert (repo / TRAIN_LOG).read_text() == good_log
     assert (repo / "models/adapter/adapter_model.safetensors").is_file()
     assert "up to date" in sh(repo, "dvc", "status", "dvc.yaml").stdout
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, child_env, sh
-from tests.workspace import stage, train_args
+from tests.workspace import stage, stage_args
 
 CREDENTIAL = re.compile(
     r"(AKIA[0-9A-Z]{16}|hf_[A-Za-z0-9]{30,}|ghp_[A-Za-z0-9]{30,}|"
@@ -162,7 +162,7 @@ def test_training_with_secrets_keeps_them_out_of_mlflow_and_outputs(tmp_path, ti
         tokenize={"seq_len": 256},
         train={"max_steps": 2, "micro_batch": 2, "grad_accum": 1, "grad_checkpointing": False},
     )
-    result = stage(ws, "train.py", *train_args())
+    result = stage(ws, "train.py", *stage_args("train"))
     blobs = [result.stderr] + [p.read_bytes().decode("latin-1") for p in ws.rglob("*") if p.is_file()]
     assert (ws / "mlflow.db").is_file()
     for secret in SECRETS.values():

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import copy_workspace, kept_read_only, sh
 from tests.http_server import serve_status
-from tests.workspace import data_workspace, free_port, stage, train_args
+from tests.workspace import data_workspace, free_port, stage, stage_args
 
 TRAIN = {
     "max_steps": 2,
@@ -19,7 +19,7 @@ TRAIN = {
     "eval_every": 2,
     "grad_checkpointing": False,
 }
-TRAIN_ARGS = train_args()
+TRAIN_ARGS = stage_args("train")
 
 
 @pytest.fixture(scope="module")
