@@ -24,7 +24,7 @@ from lorapipe.generation import generate_texts
 from lorapipe.modeling import load_model, load_tokenizer, load_tuned_model, pick_device, pick_dtype
 from lorapipe.params import EvalParams, TokenizeParams, load_params
 from lorapipe.prompt import encode_prompts, truncate_title
-from lorapipe.runs import load_run
+from lorapipe.training_record import load_run
 from lorapipe.vcs import git
 
 # System fonts only: the default theme fetches Google Fonts, which an offline machine cannot reach.

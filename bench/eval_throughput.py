@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 
+from lorapipe.data_files import read_text_table
 from lorapipe.generation import generate_texts
 from lorapipe.modeling import load_model, load_tokenizer, load_tuned_model, pick_device, pick_dtype
 from lorapipe.params import EvalParams, QuantParams
 from lorapipe.prompt import encode_prompts
-from lorapipe.runs import load_run
-from lorapipe.tables import read_text_table
+from lorapipe.training_record import load_run
 
 
 def timed_generate(model, tokenizer, prompts, params: EvalParams, sort: bool) -> tuple[list[str], float, int]:

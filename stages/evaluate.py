@@ -24,7 +24,7 @@ from lorapipe.cli import log, run_cli
 from lorapipe.credentials import redact
 from lorapipe.outputs import sha256_of, write_json
 from lorapipe.params import EvalParams, TokenizeParams, check_params_unchanged, load_params
-from lorapipe.runs import load_run
+from lorapipe.training_record import load_run
 from lorapipe.vcs import DVC_EXP_NAME
 
 
@@ -53,6 +53,7 @@ def main() -> None:
     # the seconds to a minute that torch and transformers take to load.
     import torch
 
+    from lorapipe.eval_files import write_sample_files
     from lorapipe.evaluation import (
         base_settings,
         decode_and_measure,
@@ -62,7 +63,6 @@ def main() -> None:
         weights_sha256,
     )
     from lorapipe.modeling import load_tokenizer, load_tuned_model, pick_device, pick_dtype
-    from lorapipe.samples import write_sample_files
     from lorapipe.scoring import score_outputs
     from lorapipe.tracking import ADAPTER_TAG, Tracker
 

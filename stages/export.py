@@ -27,7 +27,7 @@ from lorapipe.gguf_export import converter, write_gguf
 from lorapipe.modeling import load_tokenizer, load_tuned_model, pick_device, pick_dtype
 from lorapipe.outputs import atomic_dir, write_json
 from lorapipe.params import EvalParams, ExportParams, check_params_unchanged, load_params
-from lorapipe.runs import load_run
+from lorapipe.training_record import load_run
 
 
 def main() -> None:

@@ -50,10 +50,10 @@ def main() -> None:
     from lorapipe.modeling import add_lora, load_model, load_tokenizer, pick_device, pick_dtype
     from lorapipe.packing import read_rows
     from lorapipe.plots import write_loss_plots
-    from lorapipe.runs import TrainedRun, save_run
     from lorapipe.stage_code import code_files
     from lorapipe.tracking import ADAPTER_TAG, training_tracker
     from lorapipe.training import GracefulStop, is_out_of_memory, out_of_memory_message, train
+    from lorapipe.training_record import TrainedRun, save_run
 
     relaunch_under_torchrun(params.processes)
     world = init_world(params.grad_accum)

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from lorapipe.cli import UserError
-from lorapipe.fetch import download, resolve_source
+from lorapipe.download import download, resolve_source
 from lorapipe.params import REAL_DATA_URL, DataParams, parse_section
 from tests.conftest import ROOT, child_env
 from tests.http_server import serve

@@ -32,13 +32,13 @@ def test_evaluate_reports_the_base_scores_of_a_direct_decoding(workspace):
     """What evaluate did itself before generate_base existed: same rows, prompts and decoding."""
     import torch
 
+    from lorapipe.data_files import read_text_table
     from lorapipe.generation import generate_texts
     from lorapipe.losses import reference_losses
     from lorapipe.modeling import load_model, load_tokenizer, pick_device, pick_dtype
     from lorapipe.params import EvalParams, TokenizeParams
     from lorapipe.prompt import build_prompt, encode_examples, truncate_title
     from lorapipe.scoring import corpus_scores, sample_scores
-    from lorapipe.tables import read_text_table
 
     ws, params = workspace, EvalParams(**EVAL)
     tok_params = TokenizeParams(**yaml.safe_load((ws / "params.yaml").read_text())["tokenize"])

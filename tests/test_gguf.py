@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from lorapipe.data_files import read_text_table
 from lorapipe.generation import generate_texts
 from lorapipe.gguf_export import modelfile, unpack
 from lorapipe.modeling import load_tokenizer
 from lorapipe.params import EvalParams, ExportParams, LoraParams, QuantParams, TrainParams
 from lorapipe.prompt import build_prompt, encode_prompts
-from lorapipe.runs import TrainedRun, save_run
-from lorapipe.tables import read_text_table
+from lorapipe.training_record import TrainedRun, save_run
 from tests.conftest import ROOT, child_env
 from tests.test_export import TITLES
 from tests.workspace import assert_one_line_error, stage, write_params

@@ -167,7 +167,7 @@ def card_facts(origin: dict, merged: bool, base: tuple[str, str] | None = None, 
     """The card's facts of a run, built as publish builds them from the run's files."""
     from lorapipe.params import EvalParams, LoraParams, QuantParams, TrainParams
     from lorapipe.reporting.model_card import BaseModel, BaseOrigin, CardFacts
-    from lorapipe.runs import TrainedRun
+    from lorapipe.training_record import TrainedRun
 
     scores = {"base": {"bleu": 1.5, "rougeL": 0.1, "perplexity": 30.0}, "samples": 32}
     scores["tuned"] = {"bleu": 4.25, "rougeL": 0.215, "perplexity": 12.5}
@@ -225,7 +225,7 @@ def test_card_of_a_hub_base_names_it_in_the_metadata_and_asks_only_for_what_load
 
 def test_card_cites_the_commit_only_when_its_params_are_the_trained_ones(tmp_path, monkeypatch):
     from lorapipe.reporting.publish import trained_at
-    from lorapipe.runs import trained_with
+    from lorapipe.training_record import trained_with
     from tests.conftest import commit, default_params, sh
 
     params = default_params()

@@ -37,7 +37,7 @@ def test_bits_train_and_evaluate_end_to_end(prepared, tmp_path, bits):
 
     from lorapipe.modeling import load_model, load_tuned_model
     from lorapipe.params import QuantParams
-    from lorapipe.runs import load_run
+    from lorapipe.training_record import load_run
 
     ws = copy_workspace(prepared, tmp_path / "ws")
     write_params(ws, data={"url": "data/trn.json.gz"}, **SECTIONS, quant={"bits": bits})

@@ -332,7 +332,7 @@ EVAL_RESULT = {
 def test_summary_and_model_card_print_one_scores_table(tmp_path, per_sample):
     from lorapipe.params import EvalParams, LoraParams, QuantParams, TrainParams
     from lorapipe.reporting.model_card import BaseOrigin, CardFacts, model_card
-    from lorapipe.runs import TrainedRun
+    from lorapipe.training_record import TrainedRun
 
     (tmp_path / "metrics").mkdir()
     (tmp_path / "metrics/eval.json").write_text(json.dumps(EVAL_RESULT))

@@ -13,7 +13,7 @@ from lorapipe.params import EvalParams, QuantParams
 from lorapipe.prompt import INSTRUCTION, PLAIN_TEMPLATE
 from lorapipe.reporting.compare import HEADLINE, METRICS
 from lorapipe.reporting.scores_table import markdown_table, score_rows
-from lorapipe.runs import TrainedRun
+from lorapipe.training_record import TrainedRun
 
 SYNTHETIC_MARK = "data/synthetic/"
 EXAMPLE_TITLE = "Stainless Steel Travel Mug, 16 oz"

@@ -26,13 +26,13 @@ import yaml
 
 from lorapipe.artifacts import BASE_MODEL_JSON, DOWNLOAD_JSON, EVAL_JSON
 from lorapipe.cli import UserError, log, run_cli
+from lorapipe.eval_files import read_run
 from lorapipe.modeling import load_tokenizer
 from lorapipe.outputs import atomic_dir
 from lorapipe.params import PARAMS_FILE, EvalParams, parse_section, parse_yaml, read_params_file
 from lorapipe.prompt import build_prompt
 from lorapipe.reporting.model_card import EXAMPLE_TITLE, BaseModel, BaseOrigin, CardFacts, model_card
-from lorapipe.runs import TrainedRun, load_run, trained_with
-from lorapipe.samples import read_run
+from lorapipe.training_record import TrainedRun, load_run, trained_with
 from lorapipe.vcs import file_at, git_commit
 
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")

@@ -26,10 +26,10 @@ from pathlib import Path
 
 from lorapipe.artifacts import EVAL_JSON, EVAL_SAMPLES, EVAL_SCORES
 from lorapipe.cli import run_cli
+from lorapipe.eval_files import read_run, read_samples, read_scores
 from lorapipe.reporting.charts import LOSS_LOGS, loss_spec, png, scores_spec
 from lorapipe.reporting.compare import HEADLINE, METRICS, pair_up, run_vs_run, tuned_vs_base
 from lorapipe.reporting.scores_table import ScoreRow, markdown_table, score_rows
-from lorapipe.samples import read_run, read_samples, read_scores
 from lorapipe.vcs import dvc_json, git
 
 THIS = "this revision"

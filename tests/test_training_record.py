@@ -9,7 +9,7 @@ import pytest
 
 from lorapipe.cli import UserError
 from lorapipe.params import LoraParams, QuantParams, TrainParams
-from lorapipe.runs import ADAPTER_FILES, RUN_FILE, TrainedRun, load_run, save_run
+from lorapipe.training_record import ADAPTER_FILES, RUN_FILE, TrainedRun, load_run, save_run
 
 
 @pytest.fixture
