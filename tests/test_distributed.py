@@ -11,8 +11,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import copy_workspace, kept_read_only
-from tests.workspace import assert_one_line_error, data_workspace, stage, train_args, write_params
+from tests.workspace import (
+    assert_one_line_error,
+    copy_workspace,
+    data_workspace,
+    kept_read_only,
+    stage,
+    train_args,
+    write_params,
+)
 
 TRAIN = {
     "max_steps": 6,

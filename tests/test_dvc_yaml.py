@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from lorapipe.stage_code import code_deps
-from tests.conftest import ROOT
+from tests.workspace import ROOT
 
 # The default pipeline and the optional one that exports the tuned model.
 STAGES = {

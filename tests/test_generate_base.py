@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.conftest import copy_workspace
-from tests.workspace import BASE_ARGS, BASE_OUTPUTS, assert_one_line_error, eval_args, stage
+from tests.workspace import BASE_ARGS, BASE_OUTPUTS, assert_one_line_error, copy_workspace, eval_args, stage
 
 EVAL = {"max_samples": 6, "batch_size": 4, "max_new_tokens": 8, "report_samples": 2}
 

@@ -22,9 +22,8 @@ from lorapipe.modeling import load_tokenizer
 from lorapipe.params import EvalParams, ExportParams, LoraParams, QuantParams, TrainParams
 from lorapipe.prompt import build_prompt, encode_prompts
 from lorapipe.training_record import TrainedRun, save_run
-from tests.conftest import ROOT, child_env
 from tests.test_export import TITLES
-from tests.workspace import assert_one_line_error, stage, write_params
+from tests.workspace import ROOT, assert_one_line_error, child_env, stage, write_params
 
 DECODING = EvalParams(max_new_tokens=16, batch_size=4)
 

@@ -11,7 +11,7 @@ from lorapipe.cleaning import read_fields
 from lorapipe.packing import IGNORE, PackedRow, collate, example_labels, pack_examples, read_rows, write_rows
 from lorapipe.params import CleanParams
 from lorapipe.prompt import Example, build_prompt, build_prompts, encode_example, encode_examples
-from tests.conftest import ROOT
+from tests.workspace import ROOT
 
 
 def make_examples(n: int, seed: int = 0) -> list[Example]:

@@ -11,7 +11,7 @@ import pytest
 from lorapipe.artifacts import EVAL_SCORES
 from lorapipe.eval_files import read_scores, sample_id
 from lorapipe.reporting.compare import METRICS, columns, corpus_bleu, perplexity
-from tests.conftest import ran, sh
+from tests.workspace import ran, sh
 
 DATA_STAGES = ["download", "clean", "sample", "split"]
 

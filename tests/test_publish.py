@@ -12,8 +12,7 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import child_env
-from tests.workspace import assert_one_line_error, free_port
+from tests.workspace import assert_one_line_error, child_env, free_port
 
 # Built at run time, so this file holds no credential-shaped string for the security scan to find.
 FAKE_TOKEN = "hf_" + "FAKEnotReal" * 3
@@ -226,7 +225,7 @@ def test_card_of_a_hub_base_names_it_in_the_metadata_and_asks_only_for_what_load
 def test_card_cites_the_commit_only_when_its_params_are_the_trained_ones(tmp_path, monkeypatch):
     from lorapipe.reporting.publish import trained_at
     from lorapipe.training_record import trained_with
-    from tests.conftest import commit, default_params, sh
+    from tests.workspace import commit, default_params, sh
 
     params = default_params()
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

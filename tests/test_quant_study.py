@@ -11,8 +11,17 @@ import pytest
 import torch
 
 from lorapipe.reporting.study_sections import quant_spec, study_sections
-from tests.conftest import copy_workspace, kept_read_only, sh
-from tests.workspace import BASE_ARGS, data_workspace, eval_args, stage, train_args, write_params
+from tests.workspace import (
+    BASE_ARGS,
+    copy_workspace,
+    data_workspace,
+    eval_args,
+    kept_read_only,
+    sh,
+    stage,
+    train_args,
+    write_params,
+)
 
 TRAIN = {"max_steps": 6, "micro_batch": 2, "grad_accum": 1, "lr": 0.003, "grad_checkpointing": False, "eval_every": 3}
 EVAL = {"max_samples": 4, "batch_size": 4, "max_new_tokens": 8}

@@ -16,8 +16,8 @@ import yaml
 from lorapipe.reporting.charts import LOSS_LOGS, loss_spec
 from lorapipe.reporting.report import THIS, code, escape_cell, samples_table
 from lorapipe.reporting.results_page import cell as results_cell
-from tests.conftest import ROOT, save_screenshot, sh
-from tests.workspace import assert_one_line_error
+from tests.browser import save_screenshot
+from tests.workspace import ROOT, assert_one_line_error, sh
 
 WORKFLOWS = sorted((ROOT / ".github/workflows").glob("*.yml"))
 # `- ROUGE-L 0.312 -> 0.331 (+0.019, 95% CI +0.007..+0.031): better`

@@ -8,7 +8,8 @@ import re
 import pytest
 
 from lorapipe.reporting.results_page import samples_table
-from tests.conftest import save_screenshot, sh
+from tests.browser import save_screenshot
+from tests.workspace import sh
 
 
 @pytest.mark.slow

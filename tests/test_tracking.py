@@ -10,12 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import commit, copy_workspace, kept_read_only, sh
 from tests.workspace import (
     BASE_ARGS,
+    commit,
+    copy_workspace,
     data_workspace,
     eval_args,
     free_port,
+    kept_read_only,
+    sh,
     stage,
     start_training,
     train_args,

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import QUICK_RUN, ROOT, commit, copy_checkout, sh, user_machine_env
 from tests.test_experiments import queue_status
-from tests.workspace import wait_for
+from tests.workspace import QUICK_RUN, ROOT, commit, copy_checkout, sh, user_machine_env, wait_for
 
 
 def clean_clone(to: Path) -> Path:

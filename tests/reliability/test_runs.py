@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import child_env, commit, copy_tree, copy_workspace, ran, sh
-from tests.workspace import wait_for
+from tests.workspace import child_env, commit, copy_tree, copy_workspace, ran, sh, wait_for
 
 QUICK = {
     "sample": {"size": 200},
