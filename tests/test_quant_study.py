@@ -46,7 +46,7 @@ def test_bits_train_and_evaluate_end_to_end(prepared, tmp_path, bits):
 
     from lorapipe.modeling import load_model, load_tuned_model
     from lorapipe.params import QuantParams
-    from lorapipe.training_record import load_run
+    from lorapipe.training_record import load_training_record
 
     ws = copy_workspace(prepared, tmp_path / "ws")
     write_params(ws, data={"url": "data/trn.json.gz"}, **SECTIONS, quant={"bits": bits})
@@ -69,7 +69,7 @@ def test_bits_train_and_evaluate_end_to_end(prepared, tmp_path, bits):
     trained = PeftModel.from_pretrained(load_model(base, torch.float32, cpu, quant), ws / adapter).eval()
     if bits == 8:
         assert type(trained.base_model.model.model.layers[0].mlp.up_proj.base_layer).__name__ == "Linear8bitLt"
-    merged = load_tuned_model(base, ws / adapter, load_run(ws / adapter).quant, torch.float32, cpu)
+    merged = load_tuned_model(base, ws / adapter, load_training_record(ws / adapter).quant, torch.float32, cpu)
     ids = torch.tensor([[1, 500, 600, 700, 800, 900, 2]])
     with torch.no_grad():
         torch.testing.assert_close(merged(ids).logits, trained(ids).logits, atol=5e-3, rtol=0)

@@ -332,7 +332,7 @@ EVAL_RESULT = {
 def test_summary_and_model_card_print_one_scores_table(tmp_path, per_sample):
     from lorapipe.params import EvalParams, LoraParams, QuantParams, TrainParams
     from lorapipe.reporting.model_card import BaseOrigin, CardFacts, model_card
-    from lorapipe.training_record import TrainedRun
+    from lorapipe.training_record import TrainingRecord
 
     (tmp_path / "metrics").mkdir()
     (tmp_path / "metrics/eval.json").write_text(json.dumps(EVAL_RESULT))
@@ -351,7 +351,7 @@ def test_summary_and_model_card_print_one_scores_table(tmp_path, per_sample):
     assert len(table["ROUGE-L"]) == 3  # no interval column without per-sample scores
     origin = BaseOrigin.from_record({"kind": "gguf", "name": "base.gguf"})
     card = dict(repo_id="you/x", merged=True, base=None, origin=origin, params={}, trained_at="at commit `c`")
-    card |= dict(run=TrainedRun(TrainParams(), LoraParams(), QuantParams()))
+    card |= dict(trained=TrainingRecord(TrainParams(), LoraParams(), QuantParams()))
     card |= dict(decoding=EvalParams(), chat_template=False, prompt_example="", download={}, license="mit")
     facts = CardFacts(**card, scores=EVAL_RESULT)
     card_table = model_card(facts).split("## Results")[1].split("##")[0]
