@@ -25,7 +25,7 @@ from lorapipe.generation import generate_texts
 from lorapipe.modeling import load_model, load_tokenizer, load_tuned_model, pick_device, pick_dtype
 from lorapipe.params import EvalParams, TokenizeParams, load_params
 from lorapipe.prompt import encode_prompts, truncate_title
-from lorapipe.runs import load_run
+from lorapipe.training_record import load_training_record
 from lorapipe.vcs import git
 
 # System fonts only: the default theme fetches Google Fonts, which an offline machine cannot reach.
@@ -53,12 +53,13 @@ def serving_label(models: Path) -> str:
     adapter = models / "adapter"
     label = f"`{adapter}`"
     try:
-        run = load_run(adapter)
+        trained = load_training_record(adapter)
     except UserError:
-        run = None  # the app refuses to start on it anyway; a label must not fail
-    if run:
-        length = f"{run.train.max_steps} steps" if run.train.max_steps else f"{run.train.epochs:g} epochs"
-        label += f": quant.bits {run.quant.bits}, lora.r {run.lora.r}, {length}"
+        trained = None  # the app refuses to start on it anyway; a label must not fail
+    if trained:
+        steps = trained.train.max_steps
+        length = f"{steps} steps" if steps else f"{trained.train.epochs:g} epochs"
+        label += f": quant.bits {trained.quant.bits}, lora.r {trained.lora.r}, {length}"
     lock = Path("dvc.lock")  # describes models/adapter of this workspace only
     is_workspace = lock.is_file() and adapter.resolve() == ADAPTER.resolve()
     md5 = adapter_md5(lock.read_text()) if is_workspace else ""
@@ -76,7 +77,7 @@ class Describer:
         base, adapter = models / BASE.name, models / ADAPTER.name
         if not base.is_dir():
             raise UserError(f"{base}: not found; run `make demo` (or `dvc repro base_model`) first")
-        run = load_run(adapter)
+        trained = load_training_record(adapter)
         device = pick_device()
         dtype = pick_dtype("auto", device)
         self.tokenizer = load_tokenizer(base)
@@ -84,7 +85,7 @@ class Describer:
         log.info(f"app: loading {base} and {adapter} on {device.type}")
         self.models = {
             "base": load_model(base, dtype, device),
-            "tuned": load_tuned_model(base, adapter, run.quant, dtype, device),
+            "tuned": load_tuned_model(base, adapter, trained.quant, dtype, device),
         }
 
     def describe(self, title: str, params: EvalParams) -> tuple[str, str]:
@@ -101,7 +102,7 @@ class Describer:
 
 
 def build_app(describer: Describer, defaults: EvalParams, models: Path, serving: str) -> gr.Blocks:
-    def run(title, max_new_tokens, do_sample, temperature, top_p, repetition_penalty):
+    def describe_both(title, max_new_tokens, do_sample, temperature, top_p, repetition_penalty):
         params = dataclasses.replace(
             defaults,
             batch_size=1,
@@ -134,8 +135,8 @@ def build_app(describer: Describer, defaults: EvalParams, models: Path, serving:
                 temperature = gr.Slider(0.05, 2.0, value=defaults.temperature, step=0.05, label="temperature")
                 top_p = gr.Slider(0.05, 1.0, value=defaults.top_p, step=0.05, label="top p")
         inputs = [title, max_new, sample, temperature, top_p, penalty]
-        button.click(run, inputs, [base, tuned])
-        title.submit(run, inputs, [base, tuned])
+        button.click(describe_both, inputs, [base, tuned])
+        title.submit(describe_both, inputs, [base, tuned])
     return app
 
 

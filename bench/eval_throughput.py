@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 
+from lorapipe.data_files import read_text_table
 from lorapipe.generation import generate_texts
 from lorapipe.modeling import load_model, load_tokenizer, load_tuned_model, pick_device, pick_dtype
 from lorapipe.params import EvalParams, QuantParams
 from lorapipe.prompt import encode_prompts
-from lorapipe.runs import load_run
-from lorapipe.tables import read_text_table
+from lorapipe.training_record import load_training_record
 
 
 def timed_generate(model, tokenizer, prompts, params: EvalParams, sort: bool) -> tuple[list[str], float, int]:
@@ -59,7 +59,7 @@ def main() -> None:
     del naive_model
     torch.cuda.empty_cache() if device.type == "cuda" else None
 
-    merged = load_tuned_model(args.model, args.adapter, load_run(args.adapter).quant, dtype, device)
+    merged = load_tuned_model(args.model, args.adapter, load_training_record(args.adapter).quant, dtype, device)
     ours_params = EvalParams(batch_size=args.batch, max_new_tokens=args.max_new_tokens)
     ours_out, ours_s, ours_tokens = timed_generate(merged, tokenizer, prompts, ours_params, sort=True)
 

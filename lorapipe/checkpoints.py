@@ -71,11 +71,12 @@ def fingerprint(*parts: object, files: Mapping[str, Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-def run_folder(root: Path, run: str, keep_runs: int) -> Path:
-    """`root/<run>`, after dropping the folders of all but the `keep_runs` most recent runs."""
-    folder = root / run
+def checkpoint_folder(root: Path, training_fingerprint: str, keep_runs: int) -> Path:
+    """`root/<training_fingerprint>`: the run's checkpoints, after dropping the folders of all but the
+    `keep_runs` most recent runs."""
+    folder = root / training_fingerprint
     others = sorted(
-        (p for p in root.glob("*") if p.is_dir() and p.name != run and not p.name.startswith(".")),
+        (p for p in root.glob("*") if p.is_dir() and p.name != training_fingerprint and not p.name.startswith(".")),
         key=lambda p: p.stat().st_mtime,
         reverse=True,
     )

@@ -15,8 +15,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lorapipe.data_files import TEXT_SCHEMA
 from lorapipe.params import CleanParams
-from lorapipe.tables import TEXT_SCHEMA
 
 # The characters clean_text removes, as (first, last) code points. Whitespace controls (\t \n \r)
 # are not among them: the whitespace rule folds those into spaces.

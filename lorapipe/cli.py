@@ -1,17 +1,39 @@
 """What every entry point shares (stages, `python -m lorapipe...` tools, scripts/, app.py): one
-error type for mistakes a user can fix, one-line failures, plain logging and progress bars."""
+error type for mistakes a user can fix, one-line failures, plain logging and progress bars, and
+the optional log of each one's time and memory."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import resource
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 from tqdm import tqdm
 
 log = logging.getLogger("lorapipe")
+
+# A file each entry point appends its wall time and peak memory to; `python -m lorapipe.timings` shows it.
+TIMINGS_ENV = "LORAPIPE_TIMINGS"
+
+
+def record_stage(name: str) -> None:
+    """Append this process's wall time (imports included) and its peak RSS to the log, if one is set."""
+    path = os.environ.get(TIMINGS_ENV)
+    if not path:
+        return
+    seconds = time.time() - psutil.Process().create_time()
+    # Children too: torchrun's workers, the GGUF converter.
+    peak_kib = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    entry = {"step": name, "seconds": round(seconds, 1), "peak_mib": round(peak_kib / 1024)}
+    with open(path, "a") as f:
+        f.write(json.dumps(entry) + "\n")
 
 
 def progress(iterable: Any = None, **kwargs: Any) -> tqdm:
@@ -30,8 +52,6 @@ class UserError(Exception):
 def run_cli(main: Callable[[], int | None]) -> None:
     """Run an entry point's main() and exit with its status (None: 0). UserError and Ctrl-C end it
     with one `error: ...` line and exit 1 or 130; anything else is a bug and keeps its traceback."""
-    from lorapipe.timings import record_stage  # timings runs through run_cli too
-
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         status = main()

@@ -19,12 +19,12 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from lorapipe.cli import UserError
+from lorapipe.data_files import read_text_table
 from lorapipe.generation import generate_texts
 from lorapipe.losses import reference_losses
 from lorapipe.outputs import sha256_of, write_json
 from lorapipe.params import EvalParams, TokenizeParams
 from lorapipe.prompt import build_prompts, encode_examples, encode_prompts, truncate_titles
-from lorapipe.tables import read_text_table
 
 # The params the base model's outputs depend on: generate_base's params in dvc.yaml, exactly.
 # Not eval.report_samples (evaluate's file layout) nor tokenize.seq_len/completion_only (training).

@@ -111,7 +111,7 @@ def write_gguf(
     return report
 
 
-def fetch(dest: Path = CONVERTER_DIR) -> None:
+def fetch_converter(dest: Path = CONVERTER_DIR) -> None:
     """Download the llama-cpp-python sdist with pip and keep the converter files of its vendored llama.cpp."""
     with tempfile.TemporaryDirectory() as downloads:
         command = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:"]
@@ -140,13 +140,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("fetch", help=f"put the converter into {CONVERTER_DIR} (pip download {SOURCE_PACKAGE})")
-    run = commands.add_parser("convert", help="convert a transformers model folder into GGUF files")
-    run.add_argument("model", type=Path)
-    run.add_argument("out", type=Path)
-    run.add_argument("--types", nargs="+", default=list(ExportParams().gguf_types), choices=GGUF_TYPES)
+    convert_command = commands.add_parser("convert", help="convert a transformers model folder into GGUF files")
+    convert_command.add_argument("model", type=Path)
+    convert_command.add_argument("out", type=Path)
+    convert_command.add_argument("--types", nargs="+", default=list(ExportParams().gguf_types), choices=GGUF_TYPES)
     args = parser.parse_args()
     if args.command == "fetch":
-        fetch()
+        fetch_converter()
         return
     if not (args.model / "config.json").is_file():
         raise UserError(f"{args.model}: no config.json; expected a transformers model folder (models/merged)")

@@ -89,8 +89,8 @@ class CheckpointMirror:
             return cls(url, **client)
         return cls(setting)
 
-    def _key(self, run: str, *parts: str) -> str:
-        return "/".join(filter(None, [self.prefix, "checkpoints", run, *parts]))
+    def _key(self, fingerprint: str, *parts: str) -> str:
+        return "/".join(filter(None, [self.prefix, "checkpoints", fingerprint, *parts]))
 
     def upload(self, checkpoint: Path) -> None:
         """Start uploading `checkpoint` (`<run>/step-N`), once the previous upload is done."""
@@ -107,13 +107,13 @@ class CheckpointMirror:
             self._upload = None
 
     def _upload_now(self, checkpoint: Path) -> None:
-        run = checkpoint.parent.name
+        fingerprint = checkpoint.parent.name
         try:
             for f in sorted(checkpoint.iterdir()):
-                self._s3.upload_file(str(f), self.bucket, self._key(run, checkpoint.name, f.name))
-            self._s3.put_object(Bucket=self.bucket, Key=self._key(run, LATEST), Body=checkpoint.name.encode())
-            keep = (self._key(run, checkpoint.name) + "/", self._key(run, LATEST))
-            stale = [k for k in self._keys(self._key(run) + "/") if not k.startswith(keep)]
+                self._s3.upload_file(str(f), self.bucket, self._key(fingerprint, checkpoint.name, f.name))
+            self._s3.put_object(Bucket=self.bucket, Key=self._key(fingerprint, LATEST), Body=checkpoint.name.encode())
+            keep = (self._key(fingerprint, checkpoint.name) + "/", self._key(fingerprint, LATEST))
+            stale = [k for k in self._keys(self._key(fingerprint) + "/") if not k.startswith(keep)]
             for i in range(0, len(stale), 1000):
                 objects = [{"Key": k} for k in stale[i : i + 1000]]
                 self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": objects})
@@ -132,13 +132,13 @@ class CheckpointMirror:
         can land outside `folder`."""
         from botocore.exceptions import ClientError
 
-        run = folder.name
+        fingerprint = folder.name
         try:
-            body = self._s3.get_object(Bucket=self.bucket, Key=self._key(run, LATEST))["Body"]
+            body = self._s3.get_object(Bucket=self.bucket, Key=self._key(fingerprint, LATEST))["Body"]
             latest = body.read(MAX_LATEST_BYTES).decode()
             if not is_checkpoint_name(latest):
                 raise RefusedObject(f"{LATEST} names {latest[:80]!r}, not a checkpoint of this run")
-            prefix = self._key(run, latest) + "/"
+            prefix = self._key(fingerprint, latest) + "/"
             files = {key: file_name(key, prefix) for key in self._keys(prefix)}
             if not files:
                 raise RefusedObject(f"{LATEST} names {latest}, which holds no files")

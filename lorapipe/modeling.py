@@ -144,7 +144,7 @@ def load_tuned_model(
     weights shifts every output. So the base is quantized as in training, dequantized
     (exactly those values, in `dtype`), and the adapter merged into that: inference is as
     fast as a plain model and decodes like the training-time model. `quant` is the one training
-    used: `lorapipe.runs.load_run(adapter).quant`.
+    used: `lorapipe.training_record.load_training_record(adapter).quant`.
     """
     from peft import PeftModel
 

@@ -193,10 +193,3 @@ def encode_examples(
         ids = [*prompt, *response[:response_tokens], tokenizer.eos_token_id]
         examples.append(Example(ids, len(prompt), prompt_cut, response_cut))
     return examples
-
-
-def encode_example(
-    tokenizer: PreTrainedTokenizerBase, title: str, content: str, prompt_tokens: int, response_tokens: int
-) -> Example:
-    """Tokenize one (title, content) pair within the prompt/response token budgets."""
-    return encode_examples(tokenizer, [title], [content], prompt_tokens, response_tokens)[0]

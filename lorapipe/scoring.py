@@ -12,22 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import sacrebleu
 from rouge_score import rouge_scorer
 from sacrebleu.metrics.bleu import BLEU
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
-
-
-def bleu_score(predictions: Sequence[str], references: Sequence[str]) -> float:
-    """Corpus BLEU with sacrebleu's default 13a tokenizer, as papers report it."""
-    return sacrebleu.corpus_bleu(list(predictions), [list(references)]).score
-
-
-def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """Mean F1 of ROUGE-1, ROUGE-2 and ROUGE-L over the pairs (Porter stemming on)."""
-    samples = sample_scores(predictions, references)
-    return {name: float(np.mean([s[name] for s in samples])) if samples else 0.0 for name in ROUGE_TYPES}
 
 
 def sample_scores(predictions: Sequence[str], references: Sequence[str]) -> list[dict[str, Any]]:
@@ -45,7 +33,7 @@ def sample_scores(predictions: Sequence[str], references: Sequence[str]) -> list
 
 
 def corpus_scores(samples: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """Corpus BLEU (exactly `bleu_score` of the same pairs) and mean ROUGE of `sample_scores` rows."""
+    """Corpus BLEU (exactly sacrebleu's corpus_bleu of the same pairs) and mean ROUGE of `sample_scores` rows."""
     stats = np.sum([s["bleu_stats"] for s in samples], axis=0, dtype=np.int64).tolist()
     bleu = BLEU.compute_bleu(stats[2:6], stats[6:10], stats[0], stats[1], smooth_method="exp").score
     rouge = {name: float(np.mean([s[name] for s in samples])) for name in ROUGE_TYPES}

@@ -1,6 +1,7 @@
 """Where a run's time goes: each stage appends its wall time and peak memory to a log, on request.
 
-Set LORAPIPE_TIMINGS=<file> (as `make demo` does) and every stage script adds a line to it;
+Set LORAPIPE_TIMINGS=<file> (as `make demo` does) and every stage script adds a line to it
+(lorapipe.cli.record_stage, run by run_cli);
 `python -m lorapipe.timings <file>` prints them as a table. The log sits outside DVC's outs
 on purpose: it describes a run of the pipeline, not the pipeline's results.
 """
@@ -9,30 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import psutil
-
-from lorapipe.cli import UserError, run_cli
-
-ENV = "LORAPIPE_TIMINGS"
-
-
-def record_stage(name: str) -> None:
-    """Append this process's wall time (imports included) and its peak RSS to the log, if one is set."""
-    log = os.environ.get(ENV)
-    if not log:
-        return
-    seconds = time.time() - psutil.Process().create_time()
-    # Children too: torchrun's workers, the GGUF converter.
-    peak_kib = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-    entry = {"step": name, "seconds": round(seconds, 1), "peak_mib": round(peak_kib / 1024)}
-    with open(log, "a") as f:
-        f.write(json.dumps(entry) + "\n")
+from lorapipe.cli import TIMINGS_ENV, UserError, run_cli
 
 
 def timing_table(entries: list[dict]) -> str:
@@ -51,7 +34,7 @@ def run_timed(command: list[str], log: Path) -> int:
     log.parent.mkdir(parents=True, exist_ok=True)
     log.unlink(missing_ok=True)
     started = time.perf_counter()
-    code = subprocess.run(command, env={**os.environ, ENV: str(log)}, check=False).returncode
+    code = subprocess.run(command, env={**os.environ, TIMINGS_ENV: str(log)}, check=False).returncode
     entries = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
     rest = time.perf_counter() - started - sum(e["seconds"] for e in entries)
     entries.append({"step": "dvc (hash, cache, git)", "seconds": round(max(rest, 0.0), 1)})
@@ -65,7 +48,7 @@ def main() -> int:  # the timed command's exit status
     if "--" in sys.argv:
         return run_timed(sys.argv[sys.argv.index("--") + 1 :], path)
     if not path.is_file():
-        raise UserError(f"{path} not found; set {ENV}={path} while the stages run")
+        raise UserError(f"{path} not found; set {TIMINGS_ENV}={path} while the stages run")
     print(timing_table([json.loads(line) for line in path.read_text().splitlines() if line.strip()]))
     return 0
 

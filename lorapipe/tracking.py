@@ -20,7 +20,7 @@ from lorapipe.params import flatten
 from lorapipe.vcs import source_tags
 
 LOCAL_STORE = "sqlite:///mlflow.db"
-RUN_FILE = "mlflow_run.json"  # in a training's checkpoint folder: the run it continues on resume
+MLFLOW_RUN_FILE = "mlflow_run.json"  # in a training's checkpoint folder: the MLflow run it continues on resume
 ADAPTER_TAG = "lorapipe.adapter_sha256"  # how evaluate finds the training run of its adapter
 EXPERIMENT = "lorapipe"
 
@@ -28,18 +28,18 @@ EXPERIMENT = "lorapipe"
 class Tracker:
     """One MLflow run; every call is a no-op after the first failure.
 
-    `run_id` continues that run: a resumed training's (status back to RUNNING, steps already
+    `mlflow_run_id` continues that run: a resumed training's (status back to RUNNING, steps already
     logged are not logged twice) or, for evaluate, the training run found by `find_tag`.
     """
 
     def __init__(
         self,
         stage: str,
-        run_id: str | None = None,
+        mlflow_run_id: str | None = None,
         enabled: bool = True,
         find_tag: tuple[str, str] | None = None,
     ) -> None:
-        self.run_id: str | None = None
+        self.mlflow_run_id: str | None = None
         self._client = None
         self._logged: dict[str, int] = {}  # metric -> last step logged: no step is logged twice
         self._continued = False
@@ -47,9 +47,9 @@ class Tracker:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         if enabled:  # disabled: every call is a no-op (the non-main processes of a multi-process run)
-            self._try(self._start, stage, run_id, find_tag)
+            self._try(self._start, stage, mlflow_run_id, find_tag)
 
-    def _start(self, stage: str, run_id: str | None, find_tag: tuple[str, str] | None) -> None:
+    def _start(self, stage: str, mlflow_run_id: str | None, find_tag: tuple[str, str] | None) -> None:
         from mlflow.environment_variables import MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT
         from mlflow.tracking import MlflowClient
 
@@ -59,21 +59,21 @@ class Tracker:
         client = MlflowClient(uri)
         experiment = client.get_experiment_by_name(EXPERIMENT)
         experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
-        if find_tag and not run_id:
+        if find_tag and not mlflow_run_id:
             found = client.search_runs(
                 [experiment_id], f"tags.`{find_tag[0]}` = '{find_tag[1]}'", order_by=["attributes.start_time DESC"]
             )
-            run_id = found[0].info.run_id if found else None
-        if run_id and _exists(client, run_id):
+            mlflow_run_id = found[0].info.run_id if found else None
+        if mlflow_run_id and _exists(client, mlflow_run_id):
             if stage == "train":  # a resumed training continues its own run
-                client.update_run(run_id, status="RUNNING")
+                client.update_run(mlflow_run_id, status="RUNNING")
                 self._continued = True
         else:
             tags = {**source_tags(), "stage": stage}
             run_name = "-".join(filter(None, [tags["dvc.exp_name"] or stage, tags["git.commit"][:7]]))
-            run_id = client.create_run(experiment_id, tags=tags, run_name=run_name).info.run_id
-        self._client, self.run_id = client, run_id
-        log.info(f"mlflow: run {run_id} at {redact(client.tracking_uri)}")
+            mlflow_run_id = client.create_run(experiment_id, tags=tags, run_name=run_name).info.run_id
+        self._client, self.mlflow_run_id = client, mlflow_run_id
+        log.info(f"mlflow: run {mlflow_run_id} at {redact(client.tracking_uri)}")
 
     def _call(self, fn) -> None:
         """Run one logging call, unless an earlier failure turned tracking off."""
@@ -93,11 +93,11 @@ class Tracker:
     def log_params(self, sections: dict[str, Any]) -> None:
         """Params sections ({"lora": LoraParams(...)}) as dotted keys (lora.r), each value as its string;
         only params, never the environment."""
-        self._call(lambda: self._client.log_batch(self.run_id, params=_to_params(flatten(sections))))
+        self._call(lambda: self._client.log_batch(self.mlflow_run_id, params=_to_params(flatten(sections))))
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         """The numbers of `metrics`, nested dicts as dotted keys ({"tuned": {"bleu": ...}} -> tuned.bleu)."""
-        self._call(lambda: self._client.log_batch(self.run_id, metrics=_to_metrics(flatten(metrics), step)))
+        self._call(lambda: self._client.log_batch(self.mlflow_run_id, metrics=_to_metrics(flatten(metrics), step)))
 
     def log_history(self, rows: Iterable[dict[str, Any]], prefix: str = "") -> None:
         """Per-step rows ({"step": 3, "loss": ...}) as metric histories, in batches."""
@@ -114,22 +114,24 @@ class Tracker:
 
     def _log_new(self, metrics: list) -> None:
         for key in {m.key for m in metrics} - set(self._logged):  # a continued run has history already
-            history = self._client.get_metric_history(self.run_id, key) if self._continued else []
+            history = self._client.get_metric_history(self.mlflow_run_id, key) if self._continued else []
             self._logged[key] = max((m.step for m in history), default=-1)
         metrics = [m for m in metrics if m.step > self._logged[m.key]]  # one history, no step twice
         for m in metrics:
             self._logged[m.key] = max(self._logged[m.key], m.step)
         for i in range(0, len(metrics), 1000):  # the REST API takes at most 1000 per batch
-            self._client.log_batch(self.run_id, metrics=metrics[i : i + 1000])
+            self._client.log_batch(self.mlflow_run_id, metrics=metrics[i : i + 1000])
 
     def set_tag(self, key: str, value: str) -> None:
-        self._call(lambda: self._client.set_tag(self.run_id, key, value))
+        self._call(lambda: self._client.set_tag(self.mlflow_run_id, key, value))
 
-    def close_if_running(self, run_ids: Iterable[str]) -> None:
+    def close_if_running(self, mlflow_run_ids: Iterable[str]) -> None:
         """Mark runs that a killed process left RUNNING as KILLED."""
-        for run_id in run_ids:
+        for mlflow_run_id in mlflow_run_ids:
             self._call(
-                lambda r=run_id: _exists(self._client, r, status="RUNNING") and self._client.set_terminated(r, "KILLED")
+                lambda r=mlflow_run_id: (
+                    _exists(self._client, r, status="RUNNING") and self._client.set_terminated(r, "KILLED")
+                )
             )
 
     def log_artifacts(self, paths: Iterable[Path], folder: str | None = None) -> None:
@@ -139,38 +141,40 @@ class Tracker:
 
     def _upload(self, path: Path, folder: str | None) -> None:
         upload = self._client.log_artifacts if path.is_dir() else self._client.log_artifact
-        upload(self.run_id, str(path), folder)
+        upload(self.mlflow_run_id, str(path), folder)
 
     def finish(self, status: str = "FINISHED") -> None:
-        self._call(lambda: self._client.set_terminated(self.run_id, status))
+        self._call(lambda: self._client.set_terminated(self.mlflow_run_id, status))
 
 
-def _exists(client: Any, run_id: str, status: str | None = None) -> bool:
+def _exists(client: Any, mlflow_run_id: str, status: str | None = None) -> bool:
     from mlflow.exceptions import MlflowException
 
     try:
-        info = client.get_run(run_id).info
+        info = client.get_run(mlflow_run_id).info
     except MlflowException:
         return False
     return status is None or info.status == status
 
 
-def training_tracker(run_folder: Path, enabled: bool = True) -> Tracker:
-    """The MLflow run of the training whose checkpoints are in `run_folder`, continued on resume.
+def training_tracker(checkpoints: Path, enabled: bool = True) -> Tracker:
+    """The MLflow run of the training whose checkpoints are in `checkpoints`, continued on resume.
 
     Runs of the workspace's other trainings that a SIGKILL left RUNNING are closed as KILLED.
     """
-    record = run_folder / RUN_FILE
-    previous = _read_run_id(record)
+    record = checkpoints / MLFLOW_RUN_FILE
+    previous = _read_mlflow_run_id(record)
     tracker = Tracker("train", previous, enabled=enabled)
-    others = (_read_run_id(f) for f in run_folder.parent.glob(f"*/{RUN_FILE}") if f.parent != run_folder)
+    others = (
+        _read_mlflow_run_id(f) for f in checkpoints.parent.glob(f"*/{MLFLOW_RUN_FILE}") if f.parent != checkpoints
+    )
     tracker.close_if_running(r for r in others if r)
-    if enabled and tracker.run_id and tracker.run_id != previous:
-        record.write_text(json.dumps({"run_id": tracker.run_id}))
+    if enabled and tracker.mlflow_run_id and tracker.mlflow_run_id != previous:
+        record.write_text(json.dumps({"run_id": tracker.mlflow_run_id}))
     return tracker
 
 
-def _read_run_id(path: Path) -> str | None:
+def _read_mlflow_run_id(path: Path) -> str | None:
     try:
         return json.loads(path.read_text()).get("run_id")
     except (OSError, ValueError, AttributeError):

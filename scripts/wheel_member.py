@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from lorapipe.cli import UserError, run_cli
-from lorapipe.fetch import copy_payload
+from lorapipe.download import copy_payload
 from lorapipe.outputs import atomic_path
 
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from lorapipe.cli import UserError, log, run_cli
-from lorapipe.fetch import verify
+from lorapipe.download import verify
 from lorapipe.outputs import atomic_dir, write_json
 from lorapipe.params import ModelParams, check_params_unchanged, load_params
 

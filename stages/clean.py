@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 
 from lorapipe.cleaning import REASONS, CleanedChunk, Reason, clean_chunks
 from lorapipe.cli import UserError, log, run_cli
+from lorapipe.data_files import TEXT_SCHEMA, iter_gzip_chunks
 from lorapipe.outputs import atomic_path, write_json
 from lorapipe.params import CleanParams, check_params_unchanged, load_params
-from lorapipe.tables import TEXT_SCHEMA, iter_gzip_chunks
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from lorapipe.cli import UserError, log, run_cli
 from lorapipe.credentials import redact
-from lorapipe.fetch import CorruptDownload, copy_payload, download, resolve_source, verify
+from lorapipe.download import CorruptDownload, copy_payload, download, resolve_source, verify
 from lorapipe.outputs import atomic_path, write_json
 from lorapipe.params import DataParams, OpsParams, check_params_unchanged, load_params
 

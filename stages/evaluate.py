@@ -23,16 +23,16 @@ from lorapipe.cli import log, run_cli
 from lorapipe.credentials import redact
 from lorapipe.outputs import sha256_of, write_json
 from lorapipe.params import EvalParams, TokenizeParams, check_params_unchanged, load_params
-from lorapipe.runs import load_run
+from lorapipe.training_record import load_training_record
 from lorapipe.vcs import DVC_EXP_NAME
 
 
-def mlflow_run_url(run_id: str | None) -> str | None:
+def mlflow_run_url(mlflow_run_id: str | None) -> str | None:
     """A link to the run on an http(s) tracking server (credentials stripped); None for a local store."""
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
-    if not run_id or urlsplit(uri).scheme not in ("http", "https"):
+    if not mlflow_run_id or urlsplit(uri).scheme not in ("http", "https"):
         return None
-    return f"{redact(uri).rstrip('/')}/#/runs/{run_id}"
+    return f"{redact(uri).rstrip('/')}/#/runs/{mlflow_run_id}"
 
 
 def main() -> None:
@@ -44,14 +44,15 @@ def main() -> None:
     parser.add_argument("summary", type=Path, help="JSON: base, tuned and delta scores")
     parser.add_argument("samples", type=Path, help="JSON lines: the first eval.report_samples texts")
     parser.add_argument("scores", type=Path, help="JSON lines: every sample's texts and scores")
-    parser.add_argument("run", type=Path, help="JSON: experiment name and MLflow run")
+    parser.add_argument("eval_run", type=Path, help="JSON: experiment name and MLflow run")
     args = parser.parse_args()
     params, tok_params = load_params(EvalParams), load_params(TokenizeParams)
-    trained = load_run(args.adapter)
-    # Imported once the params and the run record are valid: a mistake is one line at once, not after
+    trained = load_training_record(args.adapter)
+    # Imported once the params and the training record are valid: a mistake is one line at once, not after
     # the seconds to a minute that torch and transformers take to load.
     import torch
 
+    from lorapipe.eval_files import write_sample_files
     from lorapipe.evaluation import (
         base_settings,
         decode_and_measure,
@@ -61,7 +62,6 @@ def main() -> None:
         weights_sha256,
     )
     from lorapipe.modeling import load_tokenizer, load_tuned_model, pick_device, pick_dtype
-    from lorapipe.samples import write_sample_files
     from lorapipe.scoring import score_outputs
     from lorapipe.tracking import ADAPTER_TAG, Tracker
 
@@ -101,8 +101,8 @@ def main() -> None:
     check_params_unchanged()
     write_json(args.summary, summary)
     write_sample_files(args.samples, args.scores, titles, references, outputs, per_sample, params.report_samples)
-    run = {"experiment": os.environ.get(DVC_EXP_NAME) or None, "mlflow_run_id": tracker.run_id}
-    write_json(args.run, {**run, "mlflow_run_url": mlflow_run_url(tracker.run_id)})
+    eval_run = {"experiment": os.environ.get(DVC_EXP_NAME) or None, "mlflow_run_id": tracker.mlflow_run_id}
+    write_json(args.eval_run, {**eval_run, "mlflow_run_url": mlflow_run_url(tracker.mlflow_run_id)})
     by_model = {model: summary[model] for model in ("base", "tuned", "delta")}  # logged as base.bleu, ...
     tracker.log_metrics({**by_model, "eval.samples": len(titles)})
     tracker.log_artifacts([args.summary, args.samples, args.scores], "metrics")

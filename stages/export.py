@@ -29,7 +29,7 @@ from lorapipe.gguf_export import converter, write_gguf
 from lorapipe.modeling import load_tokenizer, load_tuned_model, pick_device, pick_dtype
 from lorapipe.outputs import atomic_dir, write_json
 from lorapipe.params import EvalParams, ExportParams, check_params_unchanged, load_params
-from lorapipe.runs import load_run
+from lorapipe.training_record import load_training_record
 
 
 def main() -> None:
@@ -41,14 +41,14 @@ def main() -> None:
     parser.add_argument("--metrics", type=Path, default=EXPORT_JSON, help="sizes, seconds (default: %(default)s)")
     args = parser.parse_args()
     params, decoding = load_params(ExportParams), load_params(EvalParams)
-    run = load_run(args.adapter)
+    trained = load_training_record(args.adapter)
     converter()  # missing: say so now, not after the merge
 
     started = time.perf_counter()
     device = pick_device()
     tokenizer = load_tokenizer(args.model)
     # Merge in fp32 and round once, at the end, to the exported dtype.
-    model = load_tuned_model(args.model, args.adapter, run.quant, torch.float32, device)
+    model = load_tuned_model(args.model, args.adapter, trained.quant, torch.float32, device)
     model = model.to(pick_dtype(params.dtype, device))
     settings = {k: v for k, v in decoding_settings(decoding).items() if v is not None}
     model.generation_config = GenerationConfig(

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lorapipe.cli import UserError, log, run_cli
+from lorapipe.data_files import read_text_table
 from lorapipe.lengths import (
     histogram_rows,
     length_summary,
@@ -33,7 +34,6 @@ from lorapipe.outputs import write_json
 from lorapipe.params import TokenizeParams, check_params_unchanged, load_params
 from lorapipe.plots import write_csv
 from lorapipe.prompt import use_tokenizer_threads
-from lorapipe.tables import read_text_table
 
 
 def main() -> None:

@@ -9,10 +9,10 @@ import argparse
 from pathlib import Path
 
 from lorapipe.cli import UserError, log, run_cli
+from lorapipe.data_files import read_text_table, write_table
 from lorapipe.outputs import atomic_dir, write_json
 from lorapipe.params import SplitParams, check_params_unchanged, load_params
-from lorapipe.sampling import split_indices
-from lorapipe.tables import read_text_table, write_table
+from lorapipe.row_selection import split_indices
 
 
 def main() -> None:

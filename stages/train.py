@@ -42,16 +42,16 @@ def main() -> None:
     # load, and a mistake in `dvc exp run -S lora.r=0` is worth one line at once, not after that.
     import torch
 
-    from lorapipe.checkpoints import files_of, fingerprint, library_versions, list_checkpoints, run_folder
+    from lorapipe.checkpoints import checkpoint_folder, files_of, fingerprint, library_versions, list_checkpoints
     from lorapipe.distributed import close_world, init_world, relaunch_under_torchrun
     from lorapipe.mirror import CheckpointMirror
     from lorapipe.modeling import add_lora, load_model, load_tokenizer, pick_device, pick_dtype
     from lorapipe.packing import read_rows
     from lorapipe.plots import write_loss_plots
-    from lorapipe.runs import TrainedRun, save_run
     from lorapipe.stage_code import code_files
     from lorapipe.tracking import ADAPTER_TAG, training_tracker
     from lorapipe.training import GracefulStop, is_out_of_memory, out_of_memory_message, train
+    from lorapipe.training_record import TrainingRecord, save_training_record
 
     relaunch_under_torchrun(params.processes)
     world = init_world(params.grad_accum)
@@ -71,8 +71,8 @@ def main() -> None:
 
     versions = library_versions()
     inputs = {**code_files(Path(__file__)), **files_of(args.tokenized, "data"), **files_of(args.model, "base")}
-    run = fingerprint(params, lora, quant, versions, files=inputs)
-    checkpoints = run_folder(args.checkpoints, run, ops.keep_runs)
+    training_fingerprint = fingerprint(params, lora, quant, versions, files=inputs)
+    checkpoints = checkpoint_folder(args.checkpoints, training_fingerprint, ops.keep_runs)
     mirror = CheckpointMirror.from_setting(ops.checkpoint_mirror) if world.main else None
     if mirror and not list_checkpoints(checkpoints):
         mirror.restore(checkpoints)  # a new machine: go on from the last mirrored checkpoint
@@ -99,7 +99,7 @@ def main() -> None:
             device=device,
             dtype=dtype,
             checkpoints=checkpoints,
-            fingerprint=run,
+            fingerprint=training_fingerprint,
             on_step=track_step,
             on_save=mirror.upload if mirror else None,
             world=world,
@@ -122,7 +122,7 @@ def main() -> None:
     with atomic_dir(args.adapter) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        save_run(tmp, TrainedRun(params, lora, quant))
+        save_training_record(tmp, TrainingRecord(params, lora, quant))
     final_val = state.val_history[-1]["val_loss"] if state.val_history else float("nan")
     recent = [row["loss"] for row in state.history[-10:]]
     write_loss_plots(state.history, state.val_history, args.train_log, args.val_log, args.curve)

@@ -1,17 +1,16 @@
-"""Shared fixtures and helpers: the repo root, SmolLM2's GGUF, TinyLlama's (LLaMA's) tokenizer, a tiny random Llama
-with SmolLM2's tokenizer, the shared (read-only) trained workspace and repo, the environment for child processes."""
+"""Shared fixtures: SmolLM2's GGUF, TinyLlama's (LLaMA's) tokenizer, a tiny random Llama with SmolLM2's
+tokenizer, the shared (read-only) trained workspace and repo, an S3 server, a browser. Only fixtures and
+hooks live here; what tests import (ROOT, child_env, sh, ...) is in tests/workspace.py."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,25 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-SMOLLM2_GGUF = ROOT / ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+from tests.browser import CHROMEDRIVER, CHROMIUM
+from tests.workspace import (
+    QUICK_RUN,
+    ROOT,
+    S3_KEY_ID,
+    S3_SECRET,
+    SMOLLM2_GGUF,
+    TUNED,
+    commit,
+    copy_tree,
+    copy_workspace,
+    data_workspace,
+    free_port,
+    kept_read_only,
+    sh,
+    stage,
+    wait_for,
+)
+
 LLAMA_SPM_VOCAB = "models/ggml-vocab-llama-spm.gguf"  # in llama.cpp's tree: LLaMA's SentencePiece vocabulary
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -49,44 +65,6 @@ def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path
     return folder, json.loads(result.read_text())
 
 
-def child_env(**extra: str) -> dict[str, str]:
-    """The environment for a child process (a stage, a module, a script): this checkout's lorapipe on
-    PYTHONPATH, since the venv's editable install may point at another checkout; then `extra`."""
-    return {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(ROOT), **extra}
-
-
-# Where git (and DVC, through libgit2) would find an identity, besides a repository's own .git/config.
-GIT_IDENTITY_VARIABLES = ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL")
-
-
-def user_machine_env(home: Path, **extra: str) -> dict[str, str]:
-    """child_env as on a user's fresh machine (Colab, a container): an empty HOME, no global or system git
-    config, so no git identity unless a repository has its own. .ci/run runs the whole suite like this."""
-    home.mkdir(parents=True, exist_ok=True)
-    env = child_env(**{"HOME": str(home), "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1", **extra})
-    for name in (*GIT_IDENTITY_VARIABLES, "XDG_CONFIG_HOME"):
-        if name not in extra:
-            env.pop(name, None)
-    return env
-
-
-def tree_state(path: Path) -> dict[str, tuple[int, int]]:
-    """Every file at or under `path` (links not followed) -> (size, mtime_ns); {} where there is none."""
-    files = [path] if path.is_file() else [Path(top, name) for top, _, names in os.walk(path) for name in names]
-    return {os.path.relpath(f, path.parent): (s.st_size, s.st_mtime_ns) for f in files for s in [os.lstat(f)]}
-
-
-@contextmanager
-def kept_read_only(path: Path) -> Iterator[Path]:
-    """Yields `path`; fails afterwards if a file at or under it was added, removed or rewritten. A shared
-    fixture that one test changes makes the next test's result depend on the order they ran in."""
-    before = tree_state(path)
-    yield path
-    after = tree_state(path)
-    changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
-    assert not changed, f"a test changed {path}, which tests share read-only: {changed[:20]} (change a copy)"
-
-
 # What the pipeline writes in a checkout. Tests work in temp workspaces, never in this one.
 CHECKOUT_OUTPUTS = ("params.yaml", "dvc.lock", "data", "models", "metrics")
 
@@ -97,13 +75,6 @@ def checkout_untouched() -> Iterator[None]:
         for name in CHECKOUT_OUTPUTS:
             stack.enter_context(kept_read_only(ROOT / name))
         yield
-
-
-def copy_workspace(source: Path, to: Path) -> Path:
-    """A private copy of a shared workspace or repo, to change params or write outputs in. Without MLflow's
-    local store: its experiment names the original's absolute artifact folder, so the copy's runs would
-    write there; the copy's stages start a store of their own."""
-    return Path(shutil.copytree(source, to, symlinks=True, ignore=shutil.ignore_patterns("mlflow.db", "mlruns")))
 
 
 @pytest.fixture(scope="session")
@@ -201,67 +172,6 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer) 
     return built_once(tmp_path_factory, "tiny-llama", build)[0]
 
 
-def default_params() -> dict:
-    """The real run as the params dataclasses define it. Tests start from this, never from the
-    repo's params.yaml: an experiment (or the pull request it becomes) changes that file."""
-    from lorapipe.params import SECTIONS
-
-    return {
-        name: {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cls()).items()}
-        for name, cls in SECTIONS.items()
-    }
-
-
-def sh(repo: Path, *cmd: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=env or child_env(), timeout=900)
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-        )
-    return result
-
-
-def ran(output: str) -> list[str]:
-    """Stages that `dvc repro`/`dvc exp run` actually ran, from DVC 3's log lines."""
-    return re.findall(r"Running stage '(\w+)'", output)
-
-
-def copy_checkout(repo: Path) -> Path:
-    """The working tree's files as a clone has them (git-tracked or not ignored), SmolLM2 under .cache/,
-    params.yaml = the real run's defaults; not yet a git repository."""
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-        text=True,
-    ).stdout.split("\0")
-    for name in filter(None, files):
-        # a local run's metrics/ and dvc.lock (an experiment PR commits them) must not shape the tests
-        if (ROOT / name).is_file() and not name.startswith("metrics/") and name != "dvc.lock":
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, repo / name)
-    (repo / ".cache").mkdir()
-    (repo / ".cache/models").symlink_to(SMOLLM2_GGUF.parent)
-    (repo / "params.yaml").write_text(yaml.safe_dump(default_params(), sort_keys=False))
-    return repo
-
-
-def copy_tree(repo: Path) -> Path:
-    """A clone-like copy of the working tree in `repo`, with default params + the offline profile, committed."""
-    copy_checkout(repo)
-    sh(repo, "git", "init", "-q")
-    sh(repo, "python", "-m", "lorapipe.git_identity")  # as make demo and the notebook do: DVC commits experiments
-    sh(repo, "python", "-m", "lorapipe.profiles", "offline")
-    commit(repo, "offline profile")
-    return repo
-
-
-def commit(repo: Path, message: str) -> None:
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
-
-
 @pytest.fixture(scope="session")
 def pristine_repo(tmp_path_factory, smollm2_gguf) -> Iterator[Path]:
     """copy_tree's repo, made once; tests get copies (`repo`)."""
@@ -274,13 +184,6 @@ def pristine_repo(tmp_path_factory, smollm2_gguf) -> Iterator[Path]:
 def repo(pristine_repo, tmp_path) -> Path:
     """A fresh copy of the pristine repo for each test: git, DVC and params as a clone has them."""
     return copy_workspace(pristine_repo, tmp_path / "repo")
-
-
-# The offline profile, shortened further: a DAG run on SmolLM2 in about a minute.
-QUICK_RUN = {
-    "train": {"max_steps": 2, "micro_batch": 1, "grad_accum": 1, "eval_every": 1},
-    "eval": {"max_samples": 4, "batch_size": 4, "max_new_tokens": 12},
-}
 
 
 @dataclass(frozen=True)
@@ -313,28 +216,11 @@ def experiments(tmp_path_factory, smollm2_gguf) -> Experiments:
     return Experiments(repo, first, second, export)
 
 
-# The shared trained workspace's params: checkpoints at steps 10, 20 and 30 leave time to kill a rerun
-# between two of them (test_training).
-TUNED = {
-    "sample": {"size": 300},
-    "tokenize": {"seq_len": 256},
-    "train": {
-        "max_steps": 30,
-        "micro_batch": 2,
-        "grad_accum": 2,
-        "lr": 0.002,
-        "eval_every": 10,
-        "grad_checkpointing": False,
-    },
-    "ops": {"save_every": 10, "keep_checkpoints": 2},
-}
-
-
 @pytest.fixture(scope="session")
 def tuned_workspace(tmp_path_factory, tiny_model_dir) -> Iterator[Path]:
     """A workspace where the real stages built data, then trained an nf4 LoRA adapter on the tiny Llama once
     (models/adapter, models/checkpoints, metrics/). Shared by many tests, so read-only: `tuned_copy` to change it."""
-    from tests.workspace import data_workspace, stage, stage_args
+    from tests.workspace import stage_args
 
     def build(ws: Path) -> None:
         data_workspace(ws, tiny_model_dir, **TUNED)
@@ -350,15 +236,9 @@ def tuned_copy(tuned_workspace, tmp_path) -> Path:
     return copy_workspace(tuned_workspace, tmp_path / "tuned")
 
 
-# Built at run time, so no credential-shaped string sits in a tracked file.
-S3_KEY_ID, S3_SECRET = "AKIA" + "TESTONLY" * 2, "fake/secret+key0123456789" + "abcdefABCDEF01"
-
-
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """A real S3-compatible server (moto) on 127.0.0.1 with an empty bucket `dvc`."""
-    from tests.workspace import free_port, wait_for
-
     port = free_port()
     proc = subprocess.Popen(
         [shutil.which("moto_server") or "moto_server", "-H", "127.0.0.1", "-p", str(port)],
@@ -382,11 +262,6 @@ def s3_endpoint():
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-
-
-# Debian's packages by default; GitHub's runners point these at their preinstalled Chrome.
-CHROMIUM = Path(os.environ.get("LORAPIPE_CHROMIUM", "/usr/bin/chromium"))
-CHROMEDRIVER = Path(os.environ.get("LORAPIPE_CHROMEDRIVER", "/usr/bin/chromedriver"))
 
 
 @pytest.fixture
@@ -420,11 +295,3 @@ def browser(tmp_path):
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     yield driver
     driver.quit()
-
-
-def save_screenshot(driver, path: Path) -> Path:
-    """Screenshot to `path`; also into $LORAPIPE_SCREENSHOTS when set (how docs/images/ are made)."""
-    driver.save_screenshot(str(path))
-    if os.environ.get("LORAPIPE_SCREENSHOTS"):
-        shutil.copy(path, Path(os.environ["LORAPIPE_SCREENSHOTS"]) / path.name)
-    return path

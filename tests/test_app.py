@@ -12,8 +12,8 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import ROOT, child_env, save_screenshot
-from tests.workspace import assert_one_line_error, free_port, wait_for, write_params
+from tests.browser import save_screenshot
+from tests.workspace import ROOT, assert_one_line_error, child_env, free_port, wait_for, write_params
 
 
 def start_app(repo, port: int, *args: str) -> subprocess.Popen:

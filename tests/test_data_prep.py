@@ -20,8 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from bench.data_pipeline import generate
-from tests.conftest import ROOT, child_env
-from tests.workspace import stage, write_params
+from tests.workspace import ROOT, child_env, stage, write_params
 
 PINNED = {
     "clean.parquet": "e4c4fd28d2f661cc222c71f8a58cef0633d22c9cb02be550c5ca2a1bfd3c773d",

@@ -12,8 +12,15 @@ import torch
 from safetensors.torch import load_file
 
 from lorapipe.artifacts import TRAIN_LOG
-from tests.conftest import copy_workspace, kept_read_only
-from tests.workspace import assert_one_line_error, data_workspace, stage, stage_args, write_params
+from tests.workspace import (
+    assert_one_line_error,
+    copy_workspace,
+    data_workspace,
+    kept_read_only,
+    stage,
+    stage_args,
+    write_params,
+)
 
 TRAIN = {
     "max_steps": 6,

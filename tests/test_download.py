@@ -15,11 +15,10 @@ import pytest
 import yaml
 
 from lorapipe.cli import UserError
-from lorapipe.fetch import download, resolve_source
+from lorapipe.download import download, resolve_source
 from lorapipe.params import REAL_DATA_URL, DataParams, parse_section
-from tests.conftest import ROOT, child_env
 from tests.http_server import serve
-from tests.workspace import assert_one_line_error, free_port
+from tests.workspace import ROOT, assert_one_line_error, child_env, free_port
 
 PAYLOAD = gzip.compress(b"".join(b'{"uid": "%d", "title": "t", "content": "c"}\n' % i for i in range(20000)), mtime=0)
 SHA = hashlib.sha256(PAYLOAD).hexdigest()

@@ -12,8 +12,7 @@ import yaml
 
 from lorapipe.artifacts import PATHS
 from lorapipe.stage_code import code_deps
-from tests.conftest import ROOT
-from tests.workspace import dvc_stages
+from tests.workspace import ROOT, dvc_stages
 
 # The pipeline as DVC resolves it (${paths.NAME} filled in).
 STAGES = dvc_stages()

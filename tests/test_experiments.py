@@ -6,8 +6,7 @@ import json
 
 import yaml
 
-from tests.conftest import sh
-from tests.workspace import wait_for
+from tests.workspace import sh, wait_for
 
 
 def queue_status(repo) -> dict[str, str]:

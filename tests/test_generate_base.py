@@ -11,8 +11,7 @@ import pytest
 import yaml
 
 from lorapipe.artifacts import BASE_OUTPUTS, EVAL_JSON, EVAL_SAMPLES, EVAL_SCORES
-from tests.conftest import copy_workspace
-from tests.workspace import assert_one_line_error, stage, stage_args
+from tests.workspace import assert_one_line_error, copy_workspace, stage, stage_args
 
 EVAL = {"max_samples": 6, "batch_size": 4, "max_new_tokens": 8, "report_samples": 2}
 
@@ -33,13 +32,13 @@ def test_evaluate_reports_the_base_scores_of_a_direct_decoding(workspace):
     """What evaluate did itself before generate_base existed: same rows, prompts and decoding."""
     import torch
 
+    from lorapipe.data_files import read_text_table
     from lorapipe.generation import generate_texts
     from lorapipe.losses import reference_losses
     from lorapipe.modeling import load_model, load_tokenizer, pick_device, pick_dtype
     from lorapipe.params import EvalParams, TokenizeParams
     from lorapipe.prompt import build_prompt, encode_examples, truncate_title
     from lorapipe.scoring import corpus_scores, sample_scores
-    from lorapipe.tables import read_text_table
 
     ws, params = workspace, EvalParams(**EVAL)
     tok_params = TokenizeParams(**yaml.safe_load((ws / "params.yaml").read_text())["tokenize"])

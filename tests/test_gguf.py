@@ -16,16 +16,15 @@ import pytest
 import torch
 
 from lorapipe.artifacts import EXPORT_JSON
+from lorapipe.data_files import read_text_table
 from lorapipe.generation import generate_texts
 from lorapipe.gguf_export import modelfile, unpack
 from lorapipe.modeling import load_tokenizer
 from lorapipe.params import EvalParams, ExportParams, LoraParams, QuantParams, TrainParams
 from lorapipe.prompt import build_prompt, encode_prompts
-from lorapipe.runs import TrainedRun, save_run
-from lorapipe.tables import read_text_table
-from tests.conftest import ROOT, child_env
+from lorapipe.training_record import TrainingRecord, save_training_record
 from tests.test_export import TITLES
-from tests.workspace import assert_one_line_error, stage, write_params
+from tests.workspace import ROOT, assert_one_line_error, child_env, stage, write_params
 
 DECODING = EvalParams(max_new_tokens=16, batch_size=4)
 
@@ -133,7 +132,7 @@ def test_tinyllama_sentencepiece_tokenizer_survives_the_export(tinyllama_like_di
     base = AutoModelForCausalLM.from_pretrained(ws / "models/base")
     lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)
     get_peft_model(base, lora).save_pretrained(ws / "models/adapter")
-    save_run(ws / "models/adapter", TrainedRun(TrainParams(), LoraParams(r=4), QuantParams(bits=16)))
+    save_training_record(ws / "models/adapter", TrainingRecord(TrainParams(), LoraParams(r=4), QuantParams(bits=16)))
     write_params(ws, export={"dtype": "fp32", "gguf_types": ["f16"]}, eval={"max_new_tokens": 16})
     stage(ws, "export.py")
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import sh, user_machine_env
-from tests.workspace import assert_one_line_error
+from tests.workspace import assert_one_line_error, sh, user_machine_env
 
 
 def without_identity(repo: Path) -> None:

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 from lorapipe.lengths import coverage_budget, histogram_rows, length_summary, packed_examples, token_lengths
-from tests.conftest import ROOT, kept_read_only
-from tests.workspace import assert_one_line_error, data_workspace, stage
+from tests.workspace import ROOT, assert_one_line_error, data_workspace, kept_read_only, stage
 
 TOKENIZE = {"prompt_tokens": 8, "response_tokens": 24, "seq_len": 128}
 LENGTHS_ARGS = (

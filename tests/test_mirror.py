@@ -14,8 +14,20 @@ import pytest
 
 from lorapipe.artifacts import TRAIN_LOG
 from lorapipe.mirror import CheckpointMirror
-from tests.conftest import ROOT, S3_KEY_ID, S3_SECRET, child_env, sh, tree_state
-from tests.workspace import data_workspace, free_port, stage, stage_args, wait_for, write_params
+from tests.workspace import (
+    ROOT,
+    S3_KEY_ID,
+    S3_SECRET,
+    child_env,
+    data_workspace,
+    free_port,
+    sh,
+    stage,
+    stage_args,
+    tree_state,
+    wait_for,
+    write_params,
+)
 
 SECTIONS = {
     "sample": {"size": 300},

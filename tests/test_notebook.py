@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import ROOT, sh, user_machine_env
+from tests.workspace import ROOT, sh, user_machine_env
 
 NOTEBOOK = ROOT / "notebooks/colab.ipynb"
 

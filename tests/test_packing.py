@@ -10,8 +10,8 @@ import torch
 from lorapipe.cleaning import read_fields
 from lorapipe.packing import IGNORE, PackedRow, collate, example_labels, pack_examples, read_rows, write_rows
 from lorapipe.params import CleanParams
-from lorapipe.prompt import Example, build_prompt, build_prompts, encode_example, encode_examples
-from tests.conftest import ROOT
+from lorapipe.prompt import Example, build_prompt, build_prompts, encode_examples
+from tests.workspace import ROOT
 
 
 def make_examples(n: int, seed: int = 0) -> list[Example]:
@@ -113,7 +113,7 @@ def test_packed_loss_equals_mean_of_unpacked_losses(tiny_model_dir):
 def test_prompt_uses_chat_template_and_is_shared(smollm2_tokenizer):
     prompt = build_prompt(smollm2_tokenizer, "Acme Mug")
     assert prompt.startswith("<|im_start|>system") and prompt.endswith("<|im_start|>assistant\n")
-    ex = encode_example(smollm2_tokenizer, "Acme Mug", "A fine mug.", prompt_tokens=75, response_tokens=450)
+    [ex] = encode_examples(smollm2_tokenizer, ["Acme Mug"], ["A fine mug."], prompt_tokens=75, response_tokens=450)
     prompt_ids = smollm2_tokenizer(prompt, add_special_tokens=False)["input_ids"]
     assert ex.input_ids[: ex.prompt_len] == prompt_ids
     assert ex.input_ids[-1] == smollm2_tokenizer.eos_token_id
@@ -131,13 +131,13 @@ def test_plain_template_without_chat_template(smollm2_tokenizer):
 
 def test_token_budgets_truncate_and_count(smollm2_tokenizer):
     title, content = "word " * 100, "text " * 600
-    ex = encode_example(smollm2_tokenizer, title, content, prompt_tokens=10, response_tokens=50)
+    [ex] = encode_examples(smollm2_tokenizer, [title], [content], prompt_tokens=10, response_tokens=50)
     assert ex.prompt_truncated and ex.response_truncated
     assert len(ex.input_ids) - ex.prompt_len == 51  # 50 response tokens + EOS
 
 
 def reference_example(tokenizer, title: str, content: str, prompt_tokens: int, response_tokens: int) -> Example:
-    """What encode_example did before batching: three tokenizer calls and one template render per example."""
+    """Encoding as it was before batching: three tokenizer calls and one template render per example."""
     ids = tokenizer(title, add_special_tokens=False)["input_ids"]
     cut = len(ids) > prompt_tokens
     title = tokenizer.decode(ids[:prompt_tokens]).strip() if cut else title

@@ -25,8 +25,7 @@ from lorapipe.params import (
     read_params_file,
 )
 from lorapipe.profiles import apply_profile
-from tests.conftest import ROOT, child_env, sh
-from tests.workspace import assert_one_line_error
+from tests.workspace import ROOT, assert_one_line_error, child_env, sh
 
 
 def committed_params() -> str:

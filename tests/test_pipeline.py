@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from lorapipe.artifacts import EVAL_SCORES, EXPORT_JSON, MERGED
+from lorapipe.eval_files import read_scores, sample_id
 from lorapipe.reporting.compare import METRICS, columns, corpus_bleu, perplexity
-from lorapipe.samples import read_scores, sample_id
-from tests.conftest import ran, sh
+from tests.workspace import ran, sh
 
 DATA_STAGES = ["download", "clean", "sample", "split"]
 

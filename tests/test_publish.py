@@ -13,8 +13,7 @@ import pytest
 import yaml
 
 from lorapipe.artifacts import EXPORT_COMMAND
-from tests.conftest import child_env
-from tests.workspace import assert_one_line_error, free_port
+from tests.workspace import assert_one_line_error, child_env, free_port
 
 # Built at run time, so this file holds no credential-shaped string for the security scan to find.
 FAKE_TOKEN = "hf_" + "FAKEnotReal" * 3
@@ -168,7 +167,7 @@ def card_facts(origin: dict, merged: bool, base: tuple[str, str] | None = None, 
     """The card's facts of a run, built as publish builds them from the run's files."""
     from lorapipe.params import EvalParams, LoraParams, QuantParams, TrainParams
     from lorapipe.reporting.model_card import BaseModel, BaseOrigin, CardFacts
-    from lorapipe.runs import TrainedRun
+    from lorapipe.training_record import TrainingRecord
 
     scores = {"base": {"bleu": 1.5, "rougeL": 0.1, "perplexity": 30.0}, "samples": 32}
     scores["tuned"] = {"bleu": 4.25, "rougeL": 0.215, "perplexity": 12.5}
@@ -178,7 +177,7 @@ def card_facts(origin: dict, merged: bool, base: tuple[str, str] | None = None, 
         base=BaseModel(*base) if base else None,
         origin=BaseOrigin.from_record(origin),
         params={"data": {"url": "data/synthetic/trn.json.gz"}},
-        run=TrainedRun(TrainParams(), LoraParams(), QuantParams(bits=bits)),
+        trained=TrainingRecord(TrainParams(), LoraParams(), QuantParams(bits=bits)),
         decoding=EvalParams(),
         chat_template=False,
         prompt_example="",
@@ -226,8 +225,8 @@ def test_card_of_a_hub_base_names_it_in_the_metadata_and_asks_only_for_what_load
 
 def test_card_cites_the_commit_only_when_its_params_are_the_trained_ones(tmp_path, monkeypatch):
     from lorapipe.reporting.publish import trained_at
-    from lorapipe.runs import trained_with
-    from tests.conftest import commit, default_params, sh
+    from lorapipe.training_record import training_record_from
+    from tests.workspace import commit, default_params, sh
 
     params = default_params()
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -235,8 +234,8 @@ def test_card_cites_the_commit_only_when_its_params_are_the_trained_ones(tmp_pat
     commit(tmp_path, "params")
     head = sh(tmp_path, "git", "rev-parse", "HEAD").stdout.strip()
     monkeypatch.chdir(tmp_path)
-    assert trained_at(trained_with(params), "exp-1") == f"at commit `{head}`"
+    assert trained_at(training_record_from(params), "exp-1") == f"at commit `{head}`"
     # `dvc exp run -S lora.r=8`: the run record says r=8, HEAD's params.yaml still r=16.
-    experiment = trained_with({**params, "lora": {**params["lora"], "r": 8}})
+    experiment = training_record_from({**params, "lora": {**params["lora"], "r": 8}})
     assert trained_at(experiment, "exp-1").startswith(f"in the DVC experiment `exp-1`, on top of commit `{head}` whose")
     assert "not committed" in trained_at(experiment, None)

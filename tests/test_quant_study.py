@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from lorapipe.reporting.study_sections import quant_spec, study_sections
-from tests.conftest import copy_workspace, kept_read_only, sh
-from tests.workspace import data_workspace, stage, stage_args, write_params
+from tests.workspace import copy_workspace, data_workspace, kept_read_only, sh, stage, stage_args, write_params
 
 TRAIN = {"max_steps": 6, "micro_batch": 2, "grad_accum": 1, "lr": 0.003, "grad_checkpointing": False, "eval_every": 3}
 EVAL = {"max_samples": 4, "batch_size": 4, "max_new_tokens": 8}
@@ -37,7 +36,7 @@ def test_bits_train_and_evaluate_end_to_end(prepared, tmp_path, bits):
 
     from lorapipe.modeling import load_model, load_tuned_model
     from lorapipe.params import QuantParams
-    from lorapipe.runs import load_run
+    from lorapipe.training_record import load_training_record
 
     ws = copy_workspace(prepared, tmp_path / "ws")
     write_params(ws, data={"url": "data/trn.json.gz"}, **SECTIONS, quant={"bits": bits})
@@ -60,7 +59,7 @@ def test_bits_train_and_evaluate_end_to_end(prepared, tmp_path, bits):
     trained = PeftModel.from_pretrained(load_model(base, torch.float32, cpu, quant), ws / adapter).eval()
     if bits == 8:
         assert type(trained.base_model.model.model.layers[0].mlp.up_proj.base_layer).__name__ == "Linear8bitLt"
-    merged = load_tuned_model(base, ws / adapter, load_run(ws / adapter).quant, torch.float32, cpu)
+    merged = load_tuned_model(base, ws / adapter, load_training_record(ws / adapter).quant, torch.float32, cpu)
     ids = torch.tensor([[1, 500, 600, 700, 800, 900, 2]])
     with torch.no_grad():
         torch.testing.assert_close(merged(ids).logits, trained(ids).logits, atol=5e-3, rtol=0)

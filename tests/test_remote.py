@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT, child_env, sh
-from tests.conftest import S3_KEY_ID as KEY_ID
-from tests.conftest import S3_SECRET as SECRET
+from tests.workspace import ROOT, child_env, sh
+from tests.workspace import S3_KEY_ID as KEY_ID
+from tests.workspace import S3_SECRET as SECRET
 
 OUTPUTS = ["data/raw/trn.json.gz", "data/clean.parquet", "data/sample.parquet", "data/split/train.parquet"]
 

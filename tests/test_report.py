@@ -17,8 +17,8 @@ from lorapipe.artifacts import EVAL_JSON, EVAL_SAMPLES, EVAL_SCORES
 from lorapipe.reporting.charts import LOSS_LOGS, loss_spec
 from lorapipe.reporting.report import THIS, code, escape_cell, samples_table
 from lorapipe.reporting.results_page import cell as results_cell
-from tests.conftest import ROOT, save_screenshot, sh
-from tests.workspace import assert_one_line_error
+from tests.browser import save_screenshot
+from tests.workspace import ROOT, assert_one_line_error, sh
 
 WORKFLOWS = sorted((ROOT / ".github/workflows").glob("*.yml"))
 # `- ROUGE-L 0.312 -> 0.331 (+0.019, 95% CI +0.007..+0.031): better`
@@ -333,7 +333,7 @@ EVAL_RESULT = {
 def test_summary_and_model_card_print_one_scores_table(tmp_path, per_sample):
     from lorapipe.params import EvalParams, LoraParams, QuantParams, TrainParams
     from lorapipe.reporting.model_card import BaseOrigin, CardFacts, model_card
-    from lorapipe.runs import TrainedRun
+    from lorapipe.training_record import TrainingRecord
 
     (tmp_path / "metrics").mkdir()
     (tmp_path / EVAL_JSON).write_text(json.dumps(EVAL_RESULT))
@@ -352,7 +352,7 @@ def test_summary_and_model_card_print_one_scores_table(tmp_path, per_sample):
     assert len(table["ROUGE-L"]) == 3  # no interval column without per-sample scores
     origin = BaseOrigin.from_record({"kind": "gguf", "name": "base.gguf"})
     card = dict(repo_id="you/x", merged=True, base=None, origin=origin, params={}, trained_at="at commit `c`")
-    card |= dict(run=TrainedRun(TrainParams(), LoraParams(), QuantParams()))
+    card |= dict(trained=TrainingRecord(TrainParams(), LoraParams(), QuantParams()))
     card |= dict(decoding=EvalParams(), chat_template=False, prompt_example="", download={}, license="mit")
     facts = CardFacts(**card, scores=EVAL_RESULT)
     card_table = model_card(facts).split("## Results")[1].split("##")[0]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT, S3_KEY_ID, S3_SECRET, child_env, commit, copy_tree, ran, sh
+from tests.workspace import ROOT, S3_KEY_ID, S3_SECRET, child_env, commit, copy_tree, ran, sh
 
 QUICK = {
     "sample": {"size": 200},

@@ -9,7 +9,8 @@ import pytest
 
 from lorapipe.artifacts import EVAL_SCORES, TRAIN_LOG, VAL_LOG
 from lorapipe.reporting.results_page import samples_table
-from tests.conftest import save_screenshot, sh
+from tests.browser import save_screenshot
+from tests.workspace import sh
 
 
 @pytest.mark.slow

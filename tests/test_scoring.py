@@ -3,8 +3,20 @@ from __future__ import annotations
 import math
 
 import pytest
+import sacrebleu
 
-from lorapipe.scoring import bleu_score, rouge_scores
+from lorapipe.scoring import ROUGE_TYPES, corpus_scores, sample_scores
+
+
+def bleu_score(predictions: list[str], references: list[str]) -> float:
+    """Corpus BLEU as evaluate reports it: from the per-sample counts that sample_scores keeps."""
+    return corpus_scores(sample_scores(predictions, references))["bleu"]
+
+
+def rouge_scores(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F1 over the pairs, as evaluate reports it."""
+    scores = corpus_scores(sample_scores(predictions, references))
+    return {name: scores[name] for name in ROUGE_TYPES}
 
 
 def test_identical_texts_score_perfectly():
@@ -31,6 +43,7 @@ def test_bleu_on_a_hand_computed_pair():
     # n-gram precisions 6/6, 4/5 ("the mat" is not in ref), 3/4, 2/3; brevity penalty exp(1 - 7/6).
     expected = 100 * math.exp(1 - 7 / 6) * (1 * 4 / 5 * 3 / 4 * 2 / 3) ** 0.25
     assert bleu_score([hyp], [ref]) == pytest.approx(expected, rel=1e-6)
+    assert sacrebleu.corpus_bleu([hyp], [[ref]]).score == pytest.approx(expected, rel=1e-6)  # as papers report it
 
 
 def test_rouge_is_a_mean_over_pairs():

@@ -11,8 +11,19 @@ from pathlib import Path
 import pytest
 
 from lorapipe.artifacts import EVAL_SCORES, PATHS
-from tests.conftest import commit, copy_workspace, kept_read_only, sh
-from tests.workspace import data_workspace, free_port, stage, stage_args, start_training, wait_for, write_params
+from tests.workspace import (
+    commit,
+    copy_workspace,
+    data_workspace,
+    free_port,
+    kept_read_only,
+    sh,
+    stage,
+    stage_args,
+    start_training,
+    wait_for,
+    write_params,
+)
 
 TRAIN = {
     "max_steps": 4,
@@ -142,7 +153,7 @@ def test_an_experiment_s_run_names_its_baseline_and_the_uncommitted_params(tmp_p
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     monkeypatch.setenv("DVC_EXP_NAME", "brave-lora")
     monkeypatch.setenv("DVC_EXP_BASELINE_REV", head)  # as `dvc exp run` sets it
-    tags = MlflowClient(store).get_run(Tracker("train").run_id).data.tags
+    tags = MlflowClient(store).get_run(Tracker("train").mlflow_run_id).data.tags
     assert tags["git.commit"] == tags["dvc.exp_baseline_rev"] == head and tags["dvc.exp_name"] == "brave-lora"
     assert tags["git.dirty"] == "true" and tags["git.modified"] == "params.yaml"
 

@@ -20,8 +20,17 @@ import torch
 from lorapipe.checkpoints import TrainState, list_checkpoints, resume_checkpoint, save_checkpoint
 from lorapipe.packing import read_rows
 from lorapipe.training import lr_factor, micro_batch_rows, total_steps
-from tests.conftest import ROOT, TUNED, child_env
-from tests.workspace import stage, stage_args, start_training, train_losses, wait_for, write_params
+from tests.workspace import (
+    ROOT,
+    TUNED,
+    child_env,
+    stage,
+    stage_args,
+    start_training,
+    train_losses,
+    wait_for,
+    write_params,
+)
 
 TRAIN = TUNED["train"]
 TRAIN_ARGS = stage_args("train")  # as tuned_workspace trained

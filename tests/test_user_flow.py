@@ -13,9 +13,8 @@ import pytest
 import yaml
 
 from lorapipe.artifacts import EVAL_SCORES, EXPORT_COMMAND, EXPORT_JSON
-from tests.conftest import QUICK_RUN, ROOT, commit, copy_checkout, sh, user_machine_env
 from tests.test_experiments import queue_status
-from tests.workspace import wait_for
+from tests.workspace import QUICK_RUN, ROOT, commit, copy_checkout, sh, user_machine_env, wait_for
 
 
 def clean_clone(to: Path) -> Path:

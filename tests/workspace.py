@@ -1,23 +1,167 @@
-"""Temp workspaces that run the real stage scripts the way `dvc repro` does (cwd = a repo root)."""
+"""Test workspaces and the helpers tests import: this checkout's root and the environment child
+processes get, copies of the checkout or of a shared workspace, git and DVC commands in them, and
+the real stage scripts run there the way `dvc repro` does (cwd = a repo root).
+
+Plain functions and constants only; tests/conftest.py holds the fixtures and imports from here."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
+import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from lorapipe.artifacts import BASE, PATHS, TRAIN_LOG
-from tests.conftest import ROOT, child_env, default_params
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOLLM2_GGUF = ROOT / ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a child process (a stage, a module, a script): this checkout's lorapipe on
+    PYTHONPATH, since the venv's editable install may point at another checkout; then `extra`."""
+    return {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(ROOT), **extra}
+
+
+# Where git (and DVC, through libgit2) would find an identity, besides a repository's own .git/config.
+GIT_IDENTITY_VARIABLES = ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL")
+
+
+def user_machine_env(home: Path, **extra: str) -> dict[str, str]:
+    """child_env as on a user's fresh machine (Colab, a container): an empty HOME, no global or system git
+    config, so no git identity unless a repository has its own. .ci/run runs the whole suite like this."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = child_env(**{"HOME": str(home), "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1", **extra})
+    for name in (*GIT_IDENTITY_VARIABLES, "XDG_CONFIG_HOME"):
+        if name not in extra:
+            env.pop(name, None)
+    return env
+
+
+def tree_state(path: Path) -> dict[str, tuple[int, int]]:
+    """Every file at or under `path` (links not followed) -> (size, mtime_ns); {} where there is none."""
+    files = [path] if path.is_file() else [Path(top, name) for top, _, names in os.walk(path) for name in names]
+    return {os.path.relpath(f, path.parent): (s.st_size, s.st_mtime_ns) for f in files for s in [os.lstat(f)]}
+
+
+@contextmanager
+def kept_read_only(path: Path) -> Iterator[Path]:
+    """Yields `path`; fails afterwards if a file at or under it was added, removed or rewritten. A shared
+    fixture that one test changes makes the next test's result depend on the order they ran in."""
+    before = tree_state(path)
+    yield path
+    after = tree_state(path)
+    changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+    assert not changed, f"a test changed {path}, which tests share read-only: {changed[:20]} (change a copy)"
+
+
+def copy_workspace(source: Path, to: Path) -> Path:
+    """A private copy of a shared workspace or repo, to change params or write outputs in. Without MLflow's
+    local store: its experiment names the original's absolute artifact folder, so the copy's runs would
+    write there; the copy's stages start a store of their own."""
+    return Path(shutil.copytree(source, to, symlinks=True, ignore=shutil.ignore_patterns("mlflow.db", "mlruns")))
+
+
+def default_params() -> dict:
+    """The real run as the params dataclasses define it. Tests start from this, never from the
+    repo's params.yaml: an experiment (or the pull request it becomes) changes that file."""
+    from lorapipe.params import SECTIONS
+
+    return {
+        name: {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cls()).items()}
+        for name, cls in SECTIONS.items()
+    }
+
+
+def sh(repo: Path, *cmd: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=env or child_env(), timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+    return result
+
+
+def ran(output: str) -> list[str]:
+    """Stages that `dvc repro`/`dvc exp run` actually ran, from DVC 3's log lines."""
+    return re.findall(r"Running stage '(\w+)'", output)
+
+
+def copy_checkout(repo: Path) -> Path:
+    """The working tree's files as a clone has them (git-tracked or not ignored), SmolLM2 under .cache/,
+    params.yaml = the real run's defaults; not yet a git repository."""
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout.split("\0")
+    for name in filter(None, files):
+        # a local run's metrics/ and dvc.lock (an experiment PR commits them) must not shape the tests
+        if (ROOT / name).is_file() and not name.startswith("metrics/") and name != "dvc.lock":
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, repo / name)
+    (repo / ".cache").mkdir()
+    (repo / ".cache/models").symlink_to(SMOLLM2_GGUF.parent)
+    (repo / "params.yaml").write_text(yaml.safe_dump(default_params(), sort_keys=False))
+    return repo
+
+
+def copy_tree(repo: Path) -> Path:
+    """A clone-like copy of the working tree in `repo`, with default params + the offline profile, committed."""
+    copy_checkout(repo)
+    sh(repo, "git", "init", "-q")
+    sh(repo, "python", "-m", "lorapipe.git_identity")  # as make demo and the notebook do: DVC commits experiments
+    sh(repo, "python", "-m", "lorapipe.profiles", "offline")
+    commit(repo, "offline profile")
+    return repo
+
+
+def commit(repo: Path, message: str) -> None:
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
+
+
+# The offline profile, shortened further: a DAG run on SmolLM2 in about a minute.
+QUICK_RUN = {
+    "train": {"max_steps": 2, "micro_batch": 1, "grad_accum": 1, "eval_every": 1},
+    "eval": {"max_samples": 4, "batch_size": 4, "max_new_tokens": 12},
+}
+
+
+# The shared trained workspace's params: checkpoints at steps 10, 20 and 30 leave time to kill a rerun
+# between two of them (test_training).
+TUNED = {
+    "sample": {"size": 300},
+    "tokenize": {"seq_len": 256},
+    "train": {
+        "max_steps": 30,
+        "micro_batch": 2,
+        "grad_accum": 2,
+        "lr": 0.002,
+        "eval_every": 10,
+        "grad_checkpointing": False,
+    },
+    "ops": {"save_every": 10, "keep_checkpoints": 2},
+}
+
+
+# Built at run time, so no credential-shaped string sits in a tracked file.
+S3_KEY_ID, S3_SECRET = "AKIA" + "TESTONLY" * 2, "fake/secret+key0123456789" + "abcdefABCDEF01"
 
 
 def write_params(ws: Path, **sections: dict[str, Any]) -> None:

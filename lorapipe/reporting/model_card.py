@@ -13,7 +13,7 @@ from lorapipe.params import EvalParams, QuantParams
 from lorapipe.prompt import INSTRUCTION, PLAIN_TEMPLATE
 from lorapipe.reporting.compare import HEADLINE, METRICS
 from lorapipe.reporting.scores_table import markdown_table, score_rows
-from lorapipe.runs import TrainedRun
+from lorapipe.training_record import TrainingRecord
 
 SYNTHETIC_MARK = "data/synthetic/"
 EXAMPLE_TITLE = "Stainless Steel Travel Mug, 16 oz"
@@ -81,7 +81,7 @@ class CardFacts:
     base: BaseModel | None  # None: a local base nobody else can load (merged uploads only)
     origin: BaseOrigin  # where the trained-on base came from
     params: dict[str, Any]
-    run: TrainedRun  # what was trained (the adapter's train_params.json), not today's params.yaml
+    trained: TrainingRecord  # what was trained (the adapter's train_params.json), not today's params.yaml
     decoding: EvalParams
     chat_template: bool  # the tokenizer has one; else PLAIN_TEMPLATE
     prompt_example: str  # the exact prompt of EXAMPLE_TITLE
@@ -92,8 +92,8 @@ class CardFacts:
     gguf_files: list[str] = field(default_factory=list)  # smallest first: the one the examples use
 
 
-def _section(run: TrainedRun, name: str) -> str:
-    values = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(getattr(run, name)).items()}
+def _section(trained: TrainingRecord, name: str) -> str:
+    values = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(getattr(trained, name)).items()}
     return yaml.safe_dump({name: values}, sort_keys=False).strip()
 
 
@@ -141,19 +141,19 @@ def usage(facts: CardFacts) -> str:
     else:
         base = facts.base
         revision = f', revision="{base.revision}"' if base.revision else ""
-        if facts.run.quant.bits == 16:
+        if facts.trained.quant.bits == 16:
             load_base = f'AutoModelForCausalLM.from_pretrained("{base.hub_id}"{revision}, dtype=torch.float32)'
         else:
             load_base = (
                 f'AutoModelForCausalLM.from_pretrained(\n    "{base.hub_id}"{revision}, dtype=torch.float32,\n'
-                f"    quantization_config={_quantization(facts.run.quant)},\n).dequantize()"
+                f"    quantization_config={_quantization(facts.trained.quant)},\n).dequantize()"
             )
-        quantized = ", BitsAndBytesConfig" if facts.run.quant.bits < 16 else ""
+        quantized = ", BitsAndBytesConfig" if facts.trained.quant.bits < 16 else ""
         load = (
             "from peft import PeftModel\n"
             f"from transformers import AutoModelForCausalLM, AutoTokenizer{quantized}\n\n"
-            f"# The adapter learned on the {facts.run.quant.bits}-bit base: load the base as training did"
-            + (", dequantize it" if facts.run.quant.bits < 16 else "")
+            f"# The adapter learned on the {facts.trained.quant.bits}-bit base: load the base as training did"
+            + (", dequantize it" if facts.trained.quant.bits < 16 else "")
             + ",\n# then merge. (Into the plain base instead, every output shifts: lorapipe's demo lost a\n"
             "# quarter of its ROUGE-L that way.)\n"
             f"base = {load_base}\n"
@@ -196,7 +196,7 @@ def requirements(facts: CardFacts) -> str:
     """What the usage snippet imports: a merged model needs neither peft nor bitsandbytes."""
     packages = ["torch", "transformers"]
     if not facts.merged:
-        packages += ["peft", *(["bitsandbytes"] if facts.run.quant.bits < 16 else [])]
+        packages += ["peft", *(["bitsandbytes"] if facts.trained.quant.bits < 16 else [])]
     return " ".join(packages)
 
 
@@ -278,9 +278,9 @@ Base model: {facts.origin.sentence()}.{published_against} The settings below are
 (the adapter's `train_params.json`), not the repository's params.yaml of today:
 
 ```yaml
-{_section(facts.run, "quant")}
-{_section(facts.run, "lora")}
-{_section(facts.run, "train")}
+{_section(facts.trained, "quant")}
+{_section(facts.trained, "lora")}
+{_section(facts.trained, "train")}
 ```
 
 ## How to use

@@ -26,13 +26,13 @@ import yaml
 
 from lorapipe.artifacts import ADAPTER, BASE_MODEL_JSON, DOWNLOAD_JSON, EVAL_JSON, EXPORT_COMMAND, GGUF, MERGED
 from lorapipe.cli import UserError, log, run_cli
+from lorapipe.eval_files import read_eval_run
 from lorapipe.modeling import load_tokenizer
 from lorapipe.outputs import atomic_dir
 from lorapipe.params import PARAMS_FILE, EvalParams, parse_section, parse_yaml, read_params_file
 from lorapipe.prompt import build_prompt
 from lorapipe.reporting.model_card import EXAMPLE_TITLE, BaseModel, BaseOrigin, CardFacts, model_card
-from lorapipe.runs import TrainedRun, load_run, trained_with
-from lorapipe.samples import read_run
+from lorapipe.training_record import TrainingRecord, load_training_record, training_record_from
 from lorapipe.vcs import file_at, git_commit
 
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -74,15 +74,17 @@ def base_reference(option: str | None, origin: BaseOrigin) -> BaseModel | None:
     return None
 
 
-def trained_at(run: TrainedRun, experiment: str | None) -> str:
-    """Markdown naming where the adapter was trained: HEAD when HEAD's params.yaml holds the run's own
+def trained_at(trained: TrainingRecord, experiment: str | None) -> str:
+    """Markdown naming where the adapter was trained: HEAD when HEAD's params.yaml holds the adapter's own
     settings; else the experiment (or an uncommitted run) on top of HEAD, which a commit would mislead."""
     commit = git_commit()
     if not commit:
         return "outside a git checkout"
     committed = file_at(commit, PARAMS_FILE)
     try:
-        same = committed is not None and trained_with(parse_yaml(committed.decode(), PARAMS_FILE) or {}) == run
+        same = (
+            committed is not None and training_record_from(parse_yaml(committed.decode(), PARAMS_FILE) or {}) == trained
+        )
     except (UserError, UnicodeDecodeError, AttributeError):
         same = False  # HEAD's params.yaml is not a valid run: it is not what was trained
     if same:
@@ -152,7 +154,7 @@ def main() -> None:
             "--base-model owner/name[@revision] naming the Hub copy of exactly those weights, or publish "
             "--merged (self-contained)"
         )
-    run = load_run(ADAPTER)
+    trained = load_training_record(ADAPTER)
     tokenizer = load_tokenizer(folder)
     card = model_card(
         CardFacts(
@@ -161,13 +163,13 @@ def main() -> None:
             base=base,
             origin=origin,
             params=params,
-            run=run,
+            trained=trained,
             decoding=parse_section(EvalParams, params.get("eval", {})),
             chat_template=bool(tokenizer.chat_template),
             prompt_example=build_prompt(tokenizer, EXAMPLE_TITLE),
             download=read_yaml(DOWNLOAD_JSON, "run the pipeline first (dvc repro)"),
             scores=read_yaml(EVAL_JSON, "run the evaluate stage first (dvc repro)"),
-            trained_at=trained_at(run, read_run().get("experiment")),
+            trained_at=trained_at(trained, read_eval_run().get("experiment")),
             license=args.license,
             gguf_files=[f.name for f in files if f.suffix == ".gguf"],
         )

@@ -26,10 +26,10 @@ from pathlib import Path
 
 from lorapipe.artifacts import EVAL_JSON, EVAL_SAMPLES, EVAL_SCORES
 from lorapipe.cli import run_cli
+from lorapipe.eval_files import read_eval_run, read_samples, read_scores
 from lorapipe.reporting.charts import LOSS_LOGS, loss_spec, png, scores_spec
 from lorapipe.reporting.compare import HEADLINE, METRICS, pair_up, run_vs_run, tuned_vs_base
 from lorapipe.reporting.scores_table import ScoreRow, markdown_table, score_rows
-from lorapipe.samples import read_run, read_samples, read_scores
 from lorapipe.vcs import dvc_json, git
 
 THIS = "this revision"
@@ -209,19 +209,19 @@ class Image:
 
 def heading(base: str) -> str:
     """What is compared with what: the experiment or commit, its MLflow run, the base revision."""
-    run = read_run()
+    eval_run = read_eval_run()
     subject = escape_cell(git("log", "-1", "--format=%s"), 80)
     head = f"{code(git('rev-parse', '--short', 'HEAD') or 'no commit')} {subject}"
-    if run.get("experiment"):
-        head = f"experiment {code(str(run['experiment']))} on {head}"
+    if eval_run.get("experiment"):
+        head = f"experiment {code(str(eval_run['experiment']))} on {head}"
     sha = git("rev-parse", "--short", base) or "unknown"
     label = code(rev_label(base)) + ("" if rev_label(base) == sha else f" ({sha})")
     lines = [f"## lorapipe report: {head} vs {label}\n"]
-    url = str(run.get("mlflow_run_url") or "")
+    url = str(eval_run.get("mlflow_run_url") or "")
     if re.fullmatch(r"https?://[\w.:/#%?=&+~-]+", url):  # a plain link: nothing in it can break out
         lines.append(f"[MLflow run]({url})\n")
-    elif run.get("mlflow_run_id"):
-        lines.append(f"MLflow run {code(str(run['mlflow_run_id']), 40)} (in a local store)\n")
+    elif eval_run.get("mlflow_run_id"):
+        lines.append(f"MLflow run {code(str(eval_run['mlflow_run_id']), 40)} (in a local store)\n")
     return "\n".join(lines)
 
 

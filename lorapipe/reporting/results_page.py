@@ -20,6 +20,7 @@ from typing import Any
 
 from lorapipe.artifacts import EVAL_JSON, EVAL_SCORES, TRAIN_JSON
 from lorapipe.cli import UserError, run_cli
+from lorapipe.eval_files import read_samples, read_scores
 from lorapipe.outputs import atomic_path
 from lorapipe.params import flatten
 from lorapipe.reporting.charts import scores_spec, svg
@@ -27,7 +28,6 @@ from lorapipe.reporting.compare import METRICS, Change, run_vs_run
 from lorapipe.reporting.report import bar_scores, shorten, without_bidi
 from lorapipe.reporting.scores_table import html_cell, score_rows
 from lorapipe.reporting.study_sections import study_sections
-from lorapipe.samples import read_samples, read_scores
 from lorapipe.vcs import dvc_json
 
 EVAL, TRAIN = str(EVAL_JSON), str(TRAIN_JSON)  # as `dvc exp show` names them

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from lorapipe.artifacts import EVAL_JSON, EVAL_SCORES
 from lorapipe.cli import UserError, run_cli
+from lorapipe.eval_files import read_scores
 from lorapipe.reporting.scores_table import markdown_table, score_rows
-from lorapipe.samples import read_scores
 
 
 def read_result(path: Path) -> dict:

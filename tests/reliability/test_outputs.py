@@ -15,8 +15,7 @@ import time
 import pytest
 
 from lorapipe.outputs import atomic_dir, atomic_path
-from tests.conftest import ROOT, child_env, tree_state
-from tests.workspace import assert_one_line_error, stage_args, wait_for, write_params
+from tests.workspace import ROOT, assert_one_line_error, child_env, stage_args, tree_state, wait_for, write_params
 
 
 def test_atomic_path_keeps_the_old_file_when_the_writer_fails(tmp_path):

@@ -14,8 +14,7 @@ import pytest
 import yaml
 
 from lorapipe.artifacts import TRAIN_LOG
-from tests.conftest import child_env, commit, copy_tree, copy_workspace, ran, sh
-from tests.workspace import wait_for
+from tests.workspace import child_env, commit, copy_tree, copy_workspace, ran, sh, wait_for
 
 QUICK = {
     "sample": {"size": 200},

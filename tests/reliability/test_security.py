@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, child_env, sh
-from tests.workspace import stage, stage_args
+from tests.workspace import ROOT, child_env, sh, stage, stage_args
 
 CREDENTIAL = re.compile(
     r"(AKIA[0-9A-Z]{16}|hf_[A-Za-z0-9]{30,}|ghp_[A-Za-z0-9]{30,}|"

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import copy_workspace, kept_read_only, sh
 from tests.http_server import serve_status
-from tests.workspace import data_workspace, free_port, stage, stage_args
+from tests.workspace import copy_workspace, data_workspace, free_port, kept_read_only, sh, stage, stage_args
 
 TRAIN = {
     "max_steps": 2,

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lorapipe.sampling import dedupe, dedupe_table, sample_indices, split_indices, take_rows, title_key, title_keys
-from lorapipe.tables import TEXT_SCHEMA
+from lorapipe.data_files import TEXT_SCHEMA
+from lorapipe.row_selection import dedupe, dedupe_table, sample_indices, split_indices, take_rows, title_key, title_keys
 
 
 def test_title_key_ignores_case_punctuation_and_spacing():

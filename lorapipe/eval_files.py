@@ -115,17 +115,17 @@ def read_samples(path: Path = EVAL_SAMPLES) -> list[dict]:
     return parse_jsonl(path.read_bytes(), str(path)) if path.is_file() else []
 
 
-def read_run(path: Path = EVAL_RUN) -> dict:
+def read_eval_run(path: Path = EVAL_RUN) -> dict:
     """eval_run.json (experiment name, MLflow run) in the workspace; empty when absent."""
     if not path.is_file():
         return {}
     try:
-        run = json.loads(path.read_bytes())
+        eval_run = json.loads(path.read_bytes())
     except ValueError as err:
         raise UserError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(run, dict):
-        raise UserError(f"{path}: expected a JSON object, got {type(run).__name__}")
-    return run
+    if not isinstance(eval_run, dict):
+        raise UserError(f"{path}: expected a JSON object, got {type(eval_run).__name__}")
+    return eval_run
 
 
 def read_scores(rev: str | None = None, path: Path = EVAL_SCORES) -> list[dict] | None:

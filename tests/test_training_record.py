@@ -9,29 +9,35 @@ import pytest
 
 from lorapipe.cli import UserError
 from lorapipe.params import LoraParams, QuantParams, TrainParams
-from lorapipe.runs import ADAPTER_FILES, RUN_FILE, TrainedRun, load_run, save_run
+from lorapipe.training_record import (
+    ADAPTER_FILES,
+    RECORD_FILE,
+    TrainingRecord,
+    load_training_record,
+    save_training_record,
+)
 
 
 @pytest.fixture
 def adapter(tmp_path):
-    for name in ADAPTER_FILES:  # load_run checks they exist; their content is peft's business
+    for name in ADAPTER_FILES:  # load_training_record checks they exist; their content is peft's business
         (tmp_path / name).write_bytes(b"{}")
     return tmp_path
 
 
 def test_a_saved_run_loads_back_equal(adapter):
-    run = TrainedRun(
+    run = TrainingRecord(
         TrainParams(max_steps=12, lr=0.002), LoraParams(r=8, target_modules=("q_proj",)), QuantParams(bits=8)
     )
-    save_run(adapter, run)
-    assert load_run(adapter) == run
+    save_training_record(adapter, run)
+    assert load_training_record(adapter) == run
 
 
 def test_a_folder_without_a_trained_adapter_is_one_clear_error(tmp_path):
     with pytest.raises(
         UserError, match=re.escape("no trained adapter (adapter_config.json, adapter_model.safetensors")
     ):
-        load_run(tmp_path / "models/adapter")
+        load_training_record(tmp_path / "models/adapter")
 
 
 @pytest.mark.parametrize(
@@ -44,14 +50,14 @@ def test_a_folder_without_a_trained_adapter_is_one_clear_error(tmp_path):
     ],
 )
 def test_a_bad_record_names_the_file_and_the_problem(adapter, record, message):
-    (adapter / RUN_FILE).write_text(record)
+    (adapter / RECORD_FILE).write_text(record)
     with pytest.raises(UserError) as err:
-        load_run(adapter)
-    assert str(adapter / RUN_FILE) in str(err.value) and message in str(err.value)
+        load_training_record(adapter)
+    assert str(adapter / RECORD_FILE) in str(err.value) and message in str(err.value)
 
 
 def test_the_record_is_plain_json_a_reader_can_diff(adapter):
-    save_run(adapter, TrainedRun(TrainParams(), LoraParams(), QuantParams()))
-    record = json.loads((adapter / RUN_FILE).read_text())
+    save_training_record(adapter, TrainingRecord(TrainParams(), LoraParams(), QuantParams()))
+    record = json.loads((adapter / RECORD_FILE).read_text())
     assert record["lora"]["target_modules"] == list(LoraParams().target_modules)
     assert set(record) == {"train", "lora", "quant"}

@@ -1,0 +1,67 @@
+"""No import cycles in the package, the stages, the app, the scripts or the tests.
+
+Every import counts, wherever it stands (a lazy import inside a function hides a cycle, it does not
+remove it), so each module can be read, and changed, after the modules it builds on.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from tests.workspace import ROOT
+
+FOLDERS = ("lorapipe", "stages", "scripts", "bench", "tests")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the modules of this repository it imports (`from a.b import c` counts a.b.c where c is one)."""
+    paths = [ROOT / "app.py", *(p for folder in FOLDERS for p in sorted((ROOT / folder).rglob("*.py")))]
+    modules = {module_name(p): p for p in paths}
+    graph = {}
+    for name, path in modules.items():
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                imported |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+        graph[name] = {m for m in imported if m in modules and m != name}
+    return graph
+
+
+def cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle (its modules in order, the first repeated at the end), or None."""
+    done: set[str] = set()
+    path: list[str] = []
+
+    def visit(module: str) -> list[str] | None:
+        if module in path:
+            return [*path[path.index(module) :], module]
+        if module in done:
+            return None
+        path.append(module)
+        for imported in sorted(graph[module]):
+            if found := visit(imported):
+                return found
+        path.pop()
+        done.add(module)
+        return None
+
+    return next(filter(None, map(visit, sorted(graph))), None)
+
+
+def test_no_module_imports_itself_through_others():
+    graph = import_graph()
+    assert {"lorapipe.cli", "tests.workspace", "stages.train"} <= graph.keys()  # the walk found the code
+    assert cycle(graph) is None, " -> ".join(cycle(graph))
+
+
+def test_the_cycle_finder_finds_a_lazy_cycle():
+    assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert cycle({"a": {"b"}, "b": set()}) is None
