@@ -11,7 +11,7 @@ export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test lint format venv smollm2 gguf-converter quant-study lock bench-data clean-outputs
+.PHONY: demo test test-quick pytest lint format venv smollm2 gguf-converter quant-study lock bench-data clean-outputs
 
 demo: $(VENV)/.installed $(SMOLLM2) $(GGUF_CONVERTER)
 	@# The run is a commit on the local branch `demo` (params, then dvc.lock + metrics/): the baseline
@@ -24,7 +24,16 @@ demo: $(VENV)/.installed $(SMOLLM2) $(GGUF_CONVERTER)
 	$(BIN)/python -m lorapipe.reporting.summary
 	@echo "Try it: source $(BIN)/activate && python app.py   (results page: python -m lorapipe.reporting.results_page)"
 
+# The whole suite, a worker per core (tests/conftest.py builds the shared fixtures once for all of them).
 test: $(VENV)/.installed $(SMOLLM2) $(GGUF_CONVERTER)
+	$(MAKE) --no-print-directory pytest PYTEST_ARGS="-n auto --dist worksteal $(PYTEST_ARGS)"
+
+# The edit loop (about 1.5 minutes on 2 cores): lint and every test that needs no model, trained
+# workspace, repo or server (the `heavy` and `slow` markers, pyproject.toml). CI runs the whole suite.
+test-quick: $(VENV)/.installed $(SMOLLM2)
+	$(MAKE) --no-print-directory pytest PYTEST_ARGS='-m "not slow and not heavy" $(PYTEST_ARGS)'
+
+pytest:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	@# pytest exits 5 when it collected nothing: a broken suite, never a pass.

@@ -48,6 +48,17 @@ if workers := os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(workers))))
 
 
+# The shared fixtures that take seconds to minutes to build: a test that uses one (directly or through
+# another fixture) is `heavy`, and `make test-quick`, the edit loop, leaves it out.
+HEAVY_FIXTURES = {"tiny_model_dir", "llama_tokenizer_dir", "pristine_repo", "experiments", "s3_endpoint", "browser"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.heavy)
+
+
 def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Any]) -> tuple[Path, Any]:
     """A session fixture's folder and build(folder)'s (JSON) result, made once per test run: under pytest-xdist
     the first worker to need it builds it while the others wait on a file lock, then all share it read-only."""
