@@ -2,12 +2,12 @@
 
 Corpus BLEU, the headline, pools the n-gram counts of every sample before taking precisions;
 it is not the mean of sentence BLEU. So each sample keeps its counts (`bleu_stats`), from
-which corpus BLEU over any subset of samples is recomputed exactly (the bootstrap does this).
+which corpus BLEU over any subset of samples is recomputed exactly (lorapipe.corpus_metrics,
+for the headline here and for the report's bootstrap).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +15,8 @@ import numpy as np
 import sacrebleu
 from rouge_score import rouge_scorer
 from sacrebleu.metrics.bleu import BLEU
+
+from lorapipe.corpus_metrics import corpus_bleu, perplexity
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
@@ -46,8 +48,7 @@ def sample_scores(predictions: Sequence[str], references: Sequence[str]) -> list
 
 def corpus_scores(samples: Sequence[dict[str, Any]]) -> dict[str, float]:
     """Corpus BLEU (exactly `bleu_score` of the same pairs) and mean ROUGE of `sample_scores` rows."""
-    stats = np.sum([s["bleu_stats"] for s in samples], axis=0, dtype=np.int64).tolist()
-    bleu = BLEU.compute_bleu(stats[2:6], stats[6:10], stats[0], stats[1], smooth_method="exp").score
+    bleu = float(corpus_bleu(np.transpose([s["bleu_stats"] for s in samples])))
     rouge = {name: float(np.mean([s[name] for s in samples])) for name in ROUGE_TYPES}
     return {"bleu": bleu, **rouge}
 
@@ -61,5 +62,5 @@ def score_outputs(
     for sample, (loss, tokens) in zip(samples, losses, strict=True):
         sample.update(loss=loss, tokens=tokens)
     scores = corpus_scores(samples)
-    scores["perplexity"] = math.exp(sum(loss * n for loss, n in losses) / max(sum(n for _, n in losses), 1))
+    scores["perplexity"] = float(perplexity(np.transpose(losses)))
     return samples, {k: round(v, 4) for k, v in scores.items()}

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from lorapipe.artifacts import EVAL_SCORES
-from lorapipe.reporting.compare import METRICS, columns, corpus_bleu, perplexity
+from lorapipe.corpus_metrics import corpus_bleu, perplexity
+from lorapipe.reporting.compare import METRICS, columns
 from lorapipe.samples import read_scores, sample_id
 from tests.conftest import ran, sh
 
