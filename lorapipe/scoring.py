@@ -64,3 +64,15 @@ def score_outputs(
     scores = corpus_scores(samples)
     scores["perplexity"] = float(perplexity(np.transpose(losses)))
     return samples, {k: round(v, 4) for k, v in scores.items()}
+
+
+def score_models(
+    outputs: dict[str, Sequence[str]], references: Sequence[str], losses: dict[str, Sequence[tuple[float, int]]]
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, float]]]:
+    """`score_outputs` of the base and the tuned model, and the headline's change from one to the other:
+    the per-sample scores by model, and eval.json's base, tuned and delta scores."""
+    per_sample, results = {}, {}
+    for name in ("base", "tuned"):
+        per_sample[name], results[name] = score_outputs(outputs[name], references, losses[name])
+    results["delta"] = {k: round(results["tuned"][k] - results["base"][k], 4) for k in results["base"]}
+    return per_sample, results
