@@ -72,7 +72,7 @@ def eval_prompts(
 
 
 @dataclass(frozen=True)
-class TestSet:
+class EvalInputs:
     """The scored test samples and what both stages decode them with."""
 
     titles: list[str]
@@ -88,7 +88,7 @@ class TestSet:
         return {"title": self.titles, "reference": self.references, "prompt": self.prompts}
 
 
-def load_test_set(test: Path, model_dir: Path, params: EvalParams, tok_params: TokenizeParams) -> TestSet:
+def load_eval_inputs(test: Path, model_dir: Path, params: EvalParams, tok_params: TokenizeParams) -> EvalInputs:
     """The test samples (select_samples), their prompts with the base model's tokenizer, and the device and
     dtype to decode in. Seeds torch with eval.seed before any model loads, as both stages always did:
     the sampled decoding of eval.do_sample draws from it."""
@@ -98,7 +98,7 @@ def load_test_set(test: Path, model_dir: Path, params: EvalParams, tok_params: T
     dtype = pick_dtype("auto", device)
     tokenizer = load_tokenizer(model_dir)
     prompts, prompt_ids = eval_prompts(tokenizer, titles, tok_params.prompt_tokens)
-    return TestSet(titles, references, prompts, prompt_ids, tokenizer, device, dtype)
+    return EvalInputs(titles, references, prompts, prompt_ids, tokenizer, device, dtype)
 
 
 @dataclass(frozen=True)
@@ -116,17 +116,17 @@ class Decoded:
 
 
 def decode_and_measure(
-    model: torch.nn.Module, test_set: TestSet, params: EvalParams, tok_params: TokenizeParams, desc: str
+    model: torch.nn.Module, inputs: EvalInputs, params: EvalParams, tok_params: TokenizeParams, desc: str
 ) -> Decoded:
     """One model's texts for the test set's prompts, timed, and its reference losses."""
-    tokenizer = test_set.tokenizer
+    tokenizer = inputs.tokenizer
     started = time.perf_counter()
-    texts = generate_texts(model, tokenizer, test_set.prompt_ids, params, desc=desc)
+    texts = generate_texts(model, tokenizer, inputs.prompt_ids, params, desc=desc)
     seconds = time.perf_counter() - started
     new_tokens = sum(len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts)
     device = next(model.parameters()).device
     examples = encode_examples(
-        tokenizer, test_set.titles, test_set.references, tok_params.prompt_tokens, tok_params.response_tokens
+        tokenizer, inputs.titles, inputs.references, tok_params.prompt_tokens, tok_params.response_tokens
     )
     losses = reference_losses(model, examples, tokenizer.pad_token_id, params.batch_size, device)
     return Decoded(texts, losses, seconds, new_tokens)

@@ -51,35 +51,43 @@ def main() -> None:
     trained = load_run(args.adapter)
     # Imported once the params and the run record are valid: a mistake is one line at once, not after
     # the seconds to a minute that torch and transformers take to load.
-    from lorapipe.evaluation import base_settings, decode_and_measure, load_test_set, read_base_outputs, weights_sha256
+    from lorapipe.evaluation import (
+        base_settings,
+        decode_and_measure,
+        load_eval_inputs,
+        read_base_outputs,
+        weights_sha256,
+    )
     from lorapipe.modeling import load_tuned_model
     from lorapipe.samples import write_sample_files
     from lorapipe.scoring import score_models
     from lorapipe.tracking import ADAPTER_TAG, Tracker
 
-    test_set = load_test_set(args.test, args.model, params, tok_params)
+    inputs = load_eval_inputs(args.test, args.model, params, tok_params)
     settings, weights = base_settings(params, tok_params), weights_sha256(args.model)
-    base_texts, base_losses, base_dtype = read_base_outputs(args.base_outputs, settings, weights, test_set.fields())
-    if base_dtype != str(test_set.dtype):  # another device decoded the base (a run-cache or a remote's copy)
-        warning = f"{args.base_outputs} was decoded in {base_dtype}, the tuned model decodes in {test_set.dtype}"
-        log.warning(f"warning: {warning}")
+    base_texts, base_losses, base_dtype = read_base_outputs(args.base_outputs, settings, weights, inputs.fields())
+    if base_dtype != str(inputs.dtype):  # another device decoded the base (a run-cache or a remote's copy)
+        log.warning(
+            f"warning: {args.base_outputs} was decoded in {base_dtype}, the tuned model decodes in {inputs.dtype}"
+        )
 
-    model = load_tuned_model(args.model, args.adapter, trained.quant, test_set.dtype, test_set.device)
-    tuned = decode_and_measure(model, test_set, params, tok_params, desc="generate tuned")
+    model = load_tuned_model(args.model, args.adapter, trained.quant, inputs.dtype, inputs.device)
+    tuned = decode_and_measure(model, inputs, params, tok_params, desc="generate tuned")
     outputs = {"base": base_texts, "tuned": tuned.texts}
     losses = {"base": base_losses, "tuned": tuned.losses}
-    per_sample, results = score_models(outputs, test_set.references, losses)
+    per_sample, results = score_models(outputs, inputs.references, losses)
     for name in outputs:
         log.info(f"evaluate {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in results[name].items()))
 
     # The training run of this very adapter (found by its hash, so no run id sits in the adapter).
     tracker = Tracker("evaluate", find_tag=(ADAPTER_TAG, sha256_of(args.adapter / "adapter_model.safetensors")))
     tracker.log_params({"eval": params})
-    summary = {**results, "samples": len(test_set.titles), "generation_tokens_per_s": tuned.tokens_per_s}
+    summary = {**results, "samples": len(inputs.titles), "generation_tokens_per_s": tuned.tokens_per_s}
     check_params_unchanged()
     write_json(args.summary, summary)
-    titles, references = test_set.titles, test_set.references
-    write_sample_files(args.samples, args.scores, titles, references, outputs, per_sample, params.report_samples)
+    write_sample_files(
+        args.samples, args.scores, inputs.titles, inputs.references, outputs, per_sample, params.report_samples
+    )
     run = {"experiment": os.environ.get(DVC_EXP_NAME) or None, "mlflow_run_id": tracker.run_id}
     write_json(args.run, {**run, "mlflow_run_url": mlflow_run_url(tracker.run_id)})
     by_model = {model: summary[model] for model in ("base", "tuned", "delta")}  # logged as base.bleu, ...

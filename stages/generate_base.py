@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 from lorapipe.cli import log, run_cli
-from lorapipe.evaluation import base_settings, decode_and_measure, load_test_set, weights_sha256, write_base_outputs
+from lorapipe.evaluation import base_settings, decode_and_measure, load_eval_inputs, weights_sha256, write_base_outputs
 from lorapipe.modeling import load_model
 from lorapipe.params import EvalParams, TokenizeParams, check_params_unchanged, load_params
 
@@ -30,17 +30,17 @@ def main() -> None:
     settings = base_settings(params, tok_params)
     log.info("generate_base: " + ", ".join(f"{k} {v}" for k, v in settings.items()))
 
-    test_set = load_test_set(args.test, args.model, params, tok_params)
-    model = load_model(args.model, test_set.dtype, test_set.device)
-    base = decode_and_measure(model, test_set, params, tok_params, desc="generate base")
+    inputs = load_eval_inputs(args.test, args.model, params, tok_params)
+    model = load_model(args.model, inputs.dtype, inputs.device)
+    base = decode_and_measure(model, inputs, params, tok_params, desc="generate base")
     log.info(
         f"generate_base: {len(base.texts):,} samples decoded in {base.seconds:.1f} s ({base.tokens_per_s} tokens/s) "
-        f"on {test_set.device.type} ({test_set.dtype})"
+        f"on {inputs.device.type} ({inputs.dtype})"
     )
 
     check_params_unchanged()
-    weights, dtype = weights_sha256(args.model), str(test_set.dtype)
-    write_base_outputs(args.out, settings, weights, dtype, test_set.fields(), base.texts, base.losses)
+    weights, dtype = weights_sha256(args.model), str(inputs.dtype)
+    write_base_outputs(args.out, settings, weights, dtype, inputs.fields(), base.texts, base.losses)
 
 
 if __name__ == "__main__":
