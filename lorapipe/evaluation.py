@@ -12,16 +12,19 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from transformers import PreTrainedTokenizerBase
 
 from lorapipe.cli import UserError
 from lorapipe.data_files import read_text_table
 from lorapipe.generation import generate_texts
 from lorapipe.losses import reference_losses
+from lorapipe.modeling import load_tokenizer, pick_device, pick_dtype
 from lorapipe.outputs import sha256_of, write_json
 from lorapipe.params import EvalParams, TokenizeParams
 from lorapipe.prompt import build_prompts, encode_examples, encode_prompts, truncate_titles
@@ -68,17 +71,65 @@ def eval_prompts(
     return build_prompts(tokenizer, cut), encode_prompts(tokenizer, cut)
 
 
+@dataclass(frozen=True)
+class EvalInputs:
+    """The scored test samples and what both stages decode them with."""
+
+    titles: list[str]
+    references: list[str]
+    prompts: list[str]  # as text: what the base outputs file records
+    prompt_ids: list[list[int]]  # as token ids: what the models decode from
+    tokenizer: PreTrainedTokenizerBase
+    device: torch.device
+    dtype: torch.dtype
+
+    def fields(self) -> dict[str, list[str]]:
+        """The per-sample texts the base outputs file records and evaluate checks it by."""
+        return {"title": self.titles, "reference": self.references, "prompt": self.prompts}
+
+
+def load_eval_inputs(test: Path, model_dir: Path, params: EvalParams, tok_params: TokenizeParams) -> EvalInputs:
+    """The test samples (select_samples), their prompts with the base model's tokenizer, and the device and
+    dtype to decode in. Seeds torch with eval.seed before any model loads, as both stages always did:
+    the sampled decoding of eval.do_sample draws from it."""
+    titles, references = select_samples(test, params.max_samples, params.seed)
+    torch.manual_seed(params.seed)
+    device = pick_device()
+    dtype = pick_dtype("auto", device)
+    tokenizer = load_tokenizer(model_dir)
+    prompts, prompt_ids = eval_prompts(tokenizer, titles, tok_params.prompt_tokens)
+    return EvalInputs(titles, references, prompts, prompt_ids, tokenizer, device, dtype)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One model's texts for the test set, the loss of each reference, and how fast it decoded."""
+
+    texts: list[str]
+    losses: list[tuple[float, int]]  # (mean loss per reference token, reference tokens)
+    seconds: float  # decoding alone, not the reference losses
+    new_tokens: int  # the texts' tokens
+
+    @property
+    def tokens_per_s(self) -> float:
+        return round(self.new_tokens / max(self.seconds, 1e-9), 1)
+
+
 def decode_and_measure(
-    model, tokenizer, prompt_ids, titles, references, params: EvalParams, tok_params: TokenizeParams, desc: str
-) -> tuple[list[str], list[tuple[float, int]], float]:
-    """One model's texts for `prompt_ids`, its reference losses, and the seconds decoding took."""
+    model: torch.nn.Module, inputs: EvalInputs, params: EvalParams, tok_params: TokenizeParams, desc: str
+) -> Decoded:
+    """One model's texts for the test set's prompts, timed, and its reference losses."""
+    tokenizer = inputs.tokenizer
     started = time.perf_counter()
-    texts = generate_texts(model, tokenizer, prompt_ids, params, desc=desc)
+    texts = generate_texts(model, tokenizer, inputs.prompt_ids, params, desc=desc)
     seconds = time.perf_counter() - started
+    new_tokens = sum(len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts)
     device = next(model.parameters()).device
-    examples = encode_examples(tokenizer, titles, references, tok_params.prompt_tokens, tok_params.response_tokens)
+    examples = encode_examples(
+        tokenizer, inputs.titles, inputs.references, tok_params.prompt_tokens, tok_params.response_tokens
+    )
     losses = reference_losses(model, examples, tokenizer.pad_token_id, params.batch_size, device)
-    return texts, losses, seconds
+    return Decoded(texts, losses, seconds, new_tokens)
 
 
 def weights_sha256(model_dir: Path) -> dict[str, str]:

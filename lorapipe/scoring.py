@@ -2,18 +2,20 @@
 
 Corpus BLEU, the headline, pools the n-gram counts of every sample before taking precisions;
 it is not the mean of sentence BLEU. So each sample keeps its counts (`bleu_stats`), from
-which corpus BLEU over any subset of samples is recomputed exactly (the bootstrap does this).
+which corpus BLEU over any subset of samples is recomputed exactly (lorapipe.corpus_metrics,
+for the headline here and for the report's bootstrap).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from rouge_score import rouge_scorer
 from sacrebleu.metrics.bleu import BLEU
+
+from lorapipe.corpus_metrics import corpus_bleu, perplexity
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
@@ -34,8 +36,7 @@ def sample_scores(predictions: Sequence[str], references: Sequence[str]) -> list
 
 def corpus_scores(samples: Sequence[dict[str, Any]]) -> dict[str, float]:
     """Corpus BLEU (exactly sacrebleu's corpus_bleu of the same pairs) and mean ROUGE of `sample_scores` rows."""
-    stats = np.sum([s["bleu_stats"] for s in samples], axis=0, dtype=np.int64).tolist()
-    bleu = BLEU.compute_bleu(stats[2:6], stats[6:10], stats[0], stats[1], smooth_method="exp").score
+    bleu = float(corpus_bleu(np.transpose([s["bleu_stats"] for s in samples])))
     rouge = {name: float(np.mean([s[name] for s in samples])) for name in ROUGE_TYPES}
     return {"bleu": bleu, **rouge}
 
@@ -49,5 +50,17 @@ def score_outputs(
     for sample, (loss, tokens) in zip(samples, losses, strict=True):
         sample.update(loss=loss, tokens=tokens)
     scores = corpus_scores(samples)
-    scores["perplexity"] = math.exp(sum(loss * n for loss, n in losses) / max(sum(n for _, n in losses), 1))
+    scores["perplexity"] = float(perplexity(np.transpose(losses)))
     return samples, {k: round(v, 4) for k, v in scores.items()}
+
+
+def score_models(
+    outputs: dict[str, Sequence[str]], references: Sequence[str], losses: dict[str, Sequence[tuple[float, int]]]
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, float]]]:
+    """`score_outputs` of the base and the tuned model, and the headline's change from one to the other:
+    the per-sample scores by model, and eval.json's base, tuned and delta scores."""
+    per_sample, results = {}, {}
+    for name in ("base", "tuned"):
+        per_sample[name], results[name] = score_outputs(outputs[name], references, losses[name])
+    results["delta"] = {k: round(results["tuned"][k] - results["base"][k], 4) for k in results["base"]}
+    return per_sample, results

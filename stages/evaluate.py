@@ -50,61 +50,47 @@ def main() -> None:
     trained = load_training_record(args.adapter)
     # Imported once the params and the training record are valid: a mistake is one line at once, not after
     # the seconds to a minute that torch and transformers take to load.
-    import torch
-
     from lorapipe.eval_files import write_sample_files
     from lorapipe.evaluation import (
         base_settings,
         decode_and_measure,
-        eval_prompts,
+        load_eval_inputs,
         read_base_outputs,
-        select_samples,
         weights_sha256,
     )
-    from lorapipe.modeling import load_tokenizer, load_tuned_model, pick_device, pick_dtype
-    from lorapipe.scoring import score_outputs
+    from lorapipe.modeling import load_tuned_model
+    from lorapipe.scoring import score_models
     from lorapipe.tracking import ADAPTER_TAG, Tracker
 
-    titles, references = select_samples(args.test, params.max_samples, params.seed)
-    torch.manual_seed(params.seed)
-    device = pick_device()
-    dtype = pick_dtype("auto", device)
-    tokenizer = load_tokenizer(args.model)
-    prompts, prompt_ids = eval_prompts(tokenizer, titles, tok_params.prompt_tokens)
-    samples = {"title": titles, "reference": references, "prompt": prompts}
+    inputs = load_eval_inputs(args.test, args.model, params, tok_params)
     settings, weights = base_settings(params, tok_params), weights_sha256(args.model)
-    base_texts, base_losses, base_dtype = read_base_outputs(args.base_outputs, settings, weights, samples)
-    if base_dtype != str(dtype):  # another device decoded the base (a run-cache or a remote's copy)
-        log.warning(f"warning: {args.base_outputs} was decoded in {base_dtype}, the tuned model decodes in {dtype}")
+    base_texts, base_losses, base_dtype = read_base_outputs(args.base_outputs, settings, weights, inputs.fields())
+    if base_dtype != str(inputs.dtype):  # another device decoded the base (a run-cache or a remote's copy)
+        log.warning(
+            f"warning: {args.base_outputs} was decoded in {base_dtype}, the tuned model decodes in {inputs.dtype}"
+        )
 
-    model = load_tuned_model(args.model, args.adapter, trained.quant, dtype, device)
-    tuned_texts, tuned_losses, seconds = decode_and_measure(
-        model, tokenizer, prompt_ids, titles, references, params, tok_params, desc="generate tuned"
-    )
-    outputs = {"base": base_texts, "tuned": tuned_texts}
-    losses = {"base": base_losses, "tuned": tuned_losses}
-    results, per_sample = {}, {}
-    for name in ("base", "tuned"):
-        per_sample[name], results[name] = score_outputs(outputs[name], references, losses[name])
+    model = load_tuned_model(args.model, args.adapter, trained.quant, inputs.dtype, inputs.device)
+    tuned = decode_and_measure(model, inputs, params, tok_params, desc="generate tuned")
+    outputs = {"base": base_texts, "tuned": tuned.texts}
+    losses = {"base": base_losses, "tuned": tuned.losses}
+    per_sample, results = score_models(outputs, inputs.references, losses)
+    for name in outputs:
         log.info(f"evaluate {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in results[name].items()))
 
     # The training run of this very adapter (found by its hash, so no run id sits in the adapter).
     tracker = Tracker("evaluate", find_tag=(ADAPTER_TAG, sha256_of(args.adapter / "adapter_model.safetensors")))
     tracker.log_params({"eval": params})
-    new_tokens = sum(len(tokenizer(o, add_special_tokens=False)["input_ids"]) for o in outputs["tuned"])
-    summary = {
-        **results,
-        "delta": {k: round(results["tuned"][k] - results["base"][k], 4) for k in results["base"]},
-        "samples": len(titles),
-        "generation_tokens_per_s": round(new_tokens / max(seconds, 1e-9), 1),
-    }
+    summary = {**results, "samples": len(inputs.titles), "generation_tokens_per_s": tuned.tokens_per_s}
     check_params_unchanged()
     write_json(args.summary, summary)
-    write_sample_files(args.samples, args.scores, titles, references, outputs, per_sample, params.report_samples)
+    write_sample_files(
+        args.samples, args.scores, inputs.titles, inputs.references, outputs, per_sample, params.report_samples
+    )
     eval_run = {"experiment": os.environ.get(DVC_EXP_NAME) or None, "mlflow_run_id": tracker.mlflow_run_id}
     write_json(args.eval_run, {**eval_run, "mlflow_run_url": mlflow_run_url(tracker.mlflow_run_id)})
     by_model = {model: summary[model] for model in ("base", "tuned", "delta")}  # logged as base.bleu, ...
-    tracker.log_metrics({**by_model, "eval.samples": len(titles)})
+    tracker.log_metrics({**by_model, "eval.samples": summary["samples"]})
     tracker.log_artifacts([args.summary, args.samples, args.scores], "metrics")
     tracker.finish()
 

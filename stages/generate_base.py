@@ -14,18 +14,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
 from lorapipe.cli import log, run_cli
-from lorapipe.evaluation import (
-    base_settings,
-    decode_and_measure,
-    eval_prompts,
-    select_samples,
-    weights_sha256,
-    write_base_outputs,
-)
-from lorapipe.modeling import load_model, load_tokenizer, pick_device, pick_dtype
+from lorapipe.evaluation import base_settings, decode_and_measure, load_eval_inputs, weights_sha256, write_base_outputs
+from lorapipe.modeling import load_model
 from lorapipe.params import EvalParams, TokenizeParams, check_params_unchanged, load_params
 
 
@@ -39,21 +30,17 @@ def main() -> None:
     settings = base_settings(params, tok_params)
     log.info("generate_base: " + ", ".join(f"{k} {v}" for k, v in settings.items()))
 
-    titles, references = select_samples(args.test, params.max_samples, params.seed)
-    torch.manual_seed(params.seed)  # as evaluate seeded before decoding the base (for eval.do_sample)
-    device = pick_device()
-    dtype = pick_dtype("auto", device)
-    tokenizer = load_tokenizer(args.model)
-    prompts, prompt_ids = eval_prompts(tokenizer, titles, tok_params.prompt_tokens)
-    model = load_model(args.model, dtype, device)
-    texts, losses, seconds = decode_and_measure(
-        model, tokenizer, prompt_ids, titles, references, params, tok_params, desc="generate base"
+    inputs = load_eval_inputs(args.test, args.model, params, tok_params)
+    model = load_model(args.model, inputs.dtype, inputs.device)
+    base = decode_and_measure(model, inputs, params, tok_params, desc="generate base")
+    log.info(
+        f"generate_base: {len(base.texts):,} samples decoded in {base.seconds:.1f} s ({base.tokens_per_s} tokens/s) "
+        f"on {inputs.device.type} ({inputs.dtype})"
     )
-    log.info(f"generate_base: {len(texts):,} samples decoded in {seconds:.1f} s on {device.type} ({dtype})")
 
     check_params_unchanged()
-    samples = {"title": titles, "reference": references, "prompt": prompts}
-    write_base_outputs(args.out, settings, weights_sha256(args.model), str(dtype), samples, texts, losses)
+    weights, dtype = weights_sha256(args.model), str(inputs.dtype)
+    write_base_outputs(args.out, settings, weights, dtype, inputs.fields(), base.texts, base.losses)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ import pytest
 import sacrebleu
 from scipy import stats
 
-from lorapipe.reporting.compare import METRICS, columns, corpus_bleu, pair_up, run_vs_run, tuned_vs_base
-from lorapipe.scoring import sample_scores
+from lorapipe.corpus_metrics import corpus_bleu
+from lorapipe.reporting.compare import METRICS, columns, pair_up, run_vs_run, tuned_vs_base
+from lorapipe.scoring import sample_scores, score_outputs
 
 WORDS = ["the", "a", "blue", "red", "steel", "mug", "lamp", "bottle", "lid", "for", "desk", "travel", "warm", "light"]
 
@@ -37,6 +38,27 @@ def test_bleu_statistic_is_sacrebleus_corpus_bleu_on_any_subset():
         subset = np.sort(rng.choice(60, size=rng.integers(1, 61), replace=False))
         expected = sacrebleu.corpus_bleu([hyps[i] for i in subset], [[refs[i] for i in subset]]).score
         assert corpus_bleu(stats_rows[:, subset]) == pytest.approx(expected, abs=1e-9)
+
+
+HAND_MADE = [  # (hypothesis, reference): a close match, a short one, an empty one, one too short for 4-grams
+    ("a blue steel water bottle with a lid", "a blue steel water bottle with a leak proof lid"),
+    ("soft shoes", "soft running shoes for long runs"),
+    ("", "a lamp for the desk"),
+    ("warm mug", "a warm mug"),
+]
+
+
+@pytest.mark.parametrize("count", [1, 2, 4])
+def test_headline_scores_are_sacrebleus_corpus_bleu_and_the_pooled_perplexity(count):
+    """evaluate's headline and the bootstrap's statistic are one computation: sacrebleu's corpus BLEU."""
+    hyps, refs = [h for h, _ in HAND_MADE[:count]], [r for _, r in HAND_MADE[:count]]
+    losses = [(2.0, 10), (1.0, 30), (3.5, 4), (0.5, 1)][:count]
+    _, headline = score_outputs(hyps, refs, losses)
+    assert headline["bleu"] == round(sacrebleu.corpus_bleu(hyps, [refs]).score, 4)
+    pooled = np.exp(sum(loss * n for loss, n in losses) / sum(n for _, n in losses))
+    assert headline["perplexity"] == round(pooled, 4)
+    stats_rows = columns([{"m": s} for s in sample_scores(hyps, refs)], "m", METRICS["bleu"])
+    assert corpus_bleu(stats_rows) == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score, abs=1e-9)
 
 
 def test_paired_interval_matches_a_slow_bootstrap_loop_and_the_t_interval():

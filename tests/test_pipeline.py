@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from lorapipe.artifacts import EVAL_SCORES, EXPORT_JSON, MERGED
+from lorapipe.corpus_metrics import corpus_bleu, perplexity
 from lorapipe.eval_files import read_scores, sample_id
-from lorapipe.reporting.compare import METRICS, columns, corpus_bleu, perplexity
+from lorapipe.reporting.compare import METRICS, columns
 from tests.workspace import ran, sh
 
 DATA_STAGES = ["download", "clean", "sample", "split"]

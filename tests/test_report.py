@@ -279,11 +279,9 @@ def test_malformed_sample_lines_are_one_error_line(repo, tmp_path, tool, case):
     assert_one_line_error(result, f"metrics/{message}")
 
 
-def test_model_output_cannot_inject_markdown_or_html(tmp_path):
+def test_model_output_cannot_inject_markdown_or_html():
     evil = "<img src=x onerror=alert(1)> [click](http://evil.example) ![x](http://t.example/p.png) | col\n## Heading"
-    path = tmp_path / "s.jsonl"
-    path.write_text(json.dumps({"title": "t", "reference": "r", "base": evil, "tuned": "`code` *b*"}) + "\n")
-    table = samples_table(path, 5)
+    table = samples_table([{"title": "t", "reference": "r", "base": evil, "tuned": "`code` *b*"}])
     body = table.splitlines()[-1]
     assert "<img" not in body and "&lt;img" in body
     assert "](" not in body.replace("\\](", "").replace("\\(", "")  # no live link syntax left

@@ -8,7 +8,8 @@ samples (another split or seed) can only be compared unpaired: each side is resa
 own, the interval is wider, and callers must say so.
 
 Percentile intervals from scipy.stats.bootstrap, seeded and vectorised: one call evaluates all
-resamples at once (tens of milliseconds for 1,000 samples). Imports numpy and scipy only: the
+resamples at once (tens of milliseconds for 1,000 samples). Corpus BLEU and perplexity are those of
+lorapipe.corpus_metrics, which evaluate's headline scores use too. Imports numpy and scipy only: the
 report runs without torch.
 """
 
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from lorapipe.corpus_metrics import corpus_bleu, perplexity
+
 SEED = 0
 RESAMPLES = 2000
 CONFIDENCE = 0.95
@@ -28,27 +31,6 @@ CONFIDENCE = 0.95
 def mean(columns: np.ndarray) -> np.ndarray:
     """The mean over samples (the last axis) of a one-field metric: ROUGE is a mean over pairs."""
     return columns[0].mean(axis=-1)
-
-
-def corpus_bleu(columns: np.ndarray) -> np.ndarray:
-    """sacrebleu's corpus BLEU (13a, 'exp' smoothing) from per-sample `bleu_stats` rows
-    (hyp length, ref length, 4 matching and 4 total n-gram counts), summed over the last axis."""
-    sums = columns.sum(axis=-1)
-    sys_len, ref_len, correct, total = sums[0], sums[1], sums[2:6], sums[6:10]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        # 'exp' smoothing: the k-th n-gram order without a match counts as 1 / 2**k matches
-        smoothed = np.where(correct == 0, 1 / 2.0 ** np.cumsum(correct == 0, axis=0), correct)
-        log_precision = np.log(100 * smoothed / total).mean(axis=0)
-        brevity = np.where(sys_len < ref_len, np.exp(1 - ref_len / sys_len), 1.0)
-        score = brevity * np.exp(log_precision)
-    # No match at all, or hypotheses too short for 4-grams: sacrebleu's BLEU is 0.
-    return np.where((correct.sum(axis=0) == 0) | (total == 0).any(axis=0), 0.0, score)
-
-
-def perplexity(columns: np.ndarray) -> np.ndarray:
-    """exp of the mean loss per reference token, from per-sample mean `loss` and `tokens`."""
-    loss, tokens = columns[0], columns[1]
-    return np.exp((loss * tokens).sum(axis=-1) / np.maximum(tokens.sum(axis=-1), 1))
 
 
 @dataclass(frozen=True)

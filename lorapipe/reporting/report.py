@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import html
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from lorapipe.reporting.scores_table import ScoreRow, markdown_table, score_rows
 from lorapipe.vcs import dvc_json, git
 
 THIS = "this revision"
+SAMPLE_COLUMNS = ("title", "reference", "base", "tuned")  # an eval_samples.jsonl row's texts, as tables show them
 # Inside a table cell only these can start markup (links and images need `[`; `$` starts math).
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]|~$])")
 # What GitHub turns into actions in plain text: @mentions (and e-mail links), #1, org/repo#2 and
@@ -87,8 +89,14 @@ def code(text: str, limit: int = 60) -> str:
 
 
 def rev_label(rev: str) -> str:
-    """A revision as a reader names it: a full commit sha shortened like git does."""
+    """A revision as a reader names it: a full commit sha shortened like git does; a branch, a short sha
+    or `workspace` as given."""
     return rev[:7] if re.fullmatch(r"[0-9a-f]{40}", rev) else rev
+
+
+def markdown_row(cells: Iterable[str]) -> str:
+    """`| a | b |`: one row of a markdown table, of cells already escaped."""
+    return "| " + " | ".join(cells) + " |"
 
 
 def _fmt(value: object) -> str:
@@ -107,7 +115,7 @@ def diff_table(diff: dict, title: str, with_delta: bool, note: str = "") -> str:
             cells = [escape_cell(f"{path}: {key}", 120), _fmt(old), _fmt(new)]
             if with_delta:
                 cells.append(f"{delta:+.4g}" if isinstance(delta, (int, float)) else "—")
-            rows.append("| " + " | ".join(cells) + " |")
+            rows.append(markdown_row(cells))
     heading = f"### {title}\n\n" + (f"{note}\n\n" if note else "")
     if not rows:
         return f"{heading}No changes.\n"
@@ -178,24 +186,27 @@ def changed_most(old: list[dict] | None, new: list[dict] | None, label: str, cou
         return "### Samples that changed most\n\nNo sample's tuned ROUGE-L changed.\n"
     lines = [
         f"### Samples that changed most (tuned ROUGE-L, {code(label)} -> {THIS})\n",
-        f"| Δ ROUGE-L | title | reference | tuned, {escape_cell(label, 60)} | tuned, {THIS} |",
+        markdown_row(["Δ ROUGE-L", "title", "reference", f"tuned, {escape_cell(label, 60)}", f"tuned, {THIS}"]),
         "|---:|---|---|---|---|",
     ]
     for delta, o, n in picked:
         texts = (n["title"], n["reference"], o["tuned"]["text"], n["tuned"]["text"])
-        lines.append(f"| {delta:+.3f} | " + " | ".join(escape_cell(str(t)) for t in texts) + " |")
+        lines.append(markdown_row([f"{delta:+.3f}", *(escape_cell(str(t)) for t in texts)]))
     return "\n".join(lines) + "\n"
 
 
-def samples_table(path: Path, count: int) -> str:
-    rows = read_samples(path)[:count]
-    if not rows:
+def sample_texts(samples: list[dict]) -> list[list[str]]:
+    """Each eval_samples.jsonl row's texts in SAMPLE_COLUMNS order, empty where one is missing: the cells of
+    the report's samples table and the results page's, before each escapes them for its markup."""
+    return [[str(sample.get(column, "")) for column in SAMPLE_COLUMNS] for sample in samples]
+
+
+def samples_table(samples: list[dict]) -> str:
+    """The samples as a markdown table; model outputs are untrusted text, so every cell is escaped."""
+    if not samples:
         return ""
-    lines = ["### Samples (base vs tuned)\n", "| title | reference | base | tuned |", "|---|---|---|---|"]
-    for r in rows:
-        lines.append(
-            "| " + " | ".join(escape_cell(str(r.get(k, ""))) for k in ("title", "reference", "base", "tuned")) + " |"
-        )
+    lines = ["### Samples (base vs tuned)\n", markdown_row(SAMPLE_COLUMNS), "|---|---|---|---|"]
+    lines += [markdown_row(map(escape_cell, texts)) for texts in sample_texts(samples)]
     return "\n".join(lines) + "\n"
 
 
@@ -254,7 +265,7 @@ def build_report(base: str, samples: int, images: Path) -> list[str | Image]:
     quality, speed = split_metrics(dvc_json("metrics", "diff", base), bool(old), bool(new))
     parts.append(diff_table(quality, "Metrics", with_delta=True))
     parts.append(diff_table(speed, "Speed and memory", with_delta=True, note=SPEED_NOTE))
-    parts.append(samples_table(EVAL_SAMPLES, samples))
+    parts.append(samples_table(read_samples(EVAL_SAMPLES)[:samples]))
     return [p for p in parts if p]
 
 

@@ -25,9 +25,9 @@ from lorapipe.outputs import atomic_path
 from lorapipe.params import flatten
 from lorapipe.reporting.charts import scores_spec, svg
 from lorapipe.reporting.compare import METRICS, Change, run_vs_run
-from lorapipe.reporting.report import bar_scores, shorten, without_bidi
+from lorapipe.reporting.report import SAMPLE_COLUMNS, bar_scores, rev_label, sample_texts, shorten, without_bidi
 from lorapipe.reporting.scores_table import html_cell, score_rows
-from lorapipe.reporting.study_sections import study_sections
+from lorapipe.reporting.study_sections import html_table, study_sections
 from lorapipe.vcs import dvc_json
 
 EVAL, TRAIN = str(EVAL_JSON), str(TRAIN_JSON)  # as `dvc exp show` names them
@@ -51,17 +51,13 @@ code { background: #f6f8fa; padding: 1px 4px; }
 """
 
 
-def short_rev(rev: str) -> str:
-    return rev if rev == "workspace" else rev[:7]
-
-
 def experiment_rows(show: list[dict]) -> list[dict]:
     """One row per workspace, commit and experiment of `dvc exp show --json`; failed runs are left out."""
     entries = []
     for commit in show:
-        entries.append((commit.get("name") or short_rev(commit["rev"]), commit))
+        entries.append((commit.get("name") or rev_label(commit["rev"]), commit))
         for exp in commit.get("experiments") or []:
-            entries += [(rev.get("name") or short_rev(rev["rev"]), rev) for rev in exp.get("revs", [])]
+            entries += [(rev.get("name") or rev_label(rev["rev"]), rev) for rev in exp.get("revs", [])]
     rows = []
     for name, entry in entries:
         data = entry.get("data") or {}
@@ -119,7 +115,7 @@ def experiments_table(rows: list[dict]) -> str:
     head = ["experiment", "rev", *params, *titles]
     lines = ["<table>", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
     for row in rows:
-        values = [row["name"], short_rev(row["rev"]), *(row["params"].get(k) for k in params)]
+        values = [row["name"], rev_label(row["rev"]), *(row["params"].get(k) for k in params)]
         scores = [html_cell(row["scores"].get(metric), column) for column, metric, _ in SCORE_COLUMNS]
         training = [row["metrics"].get(TRAIN, {}).get(key) for key, _ in TRAIN_COLUMNS]
         lines.append("<tr>" + "".join([*map(cell, values), *scores, *map(cell, training)]) + "</tr>")
@@ -144,13 +140,13 @@ def pairs_table(pairs: list[tuple[dict, dict, dict[str, Change]]]) -> str:
         return f"<p>Fewer than two runs have per-sample scores ({EVAL_SCORES}).</p>"
     names = [METRICS[name].label for name in pairs[0][2]]
     head = ["experiment", "vs", *(f"Δ {name} (95% CI)" for name in names), "samples"]
-    lines = ["<table>", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
+    body = []
     for old, new, changes in pairs:
         first = next(iter(changes.values()))
         compared = f"{first.samples} paired" if first.paired else f"{first.samples}, unpaired (different samples)"
         deltas = [f"{c.delta_text()} ({c.bounds()}) {c.verdict}" for c in changes.values()]
-        lines.append("<tr>" + "".join(map(cell, [new["name"], old["name"], *deltas, compared])) + "</tr>")
-    return "\n".join([*lines, "</table>"])
+        body.append([new["name"], old["name"], *deltas, compared])
+    return html_table(head, body, cell)
 
 
 def run_scores(rows: list[dict]) -> list[tuple[str, dict]]:
@@ -167,12 +163,7 @@ def plot_specs(rows: list[dict]) -> list[dict]:
 
 def samples_table(samples: list[dict]) -> str:
     """Model outputs are untrusted text: every cell is escaped, and cut like the report's cells."""
-    head = "<tr><th>title</th><th>reference</th><th>base</th><th>tuned</th></tr>"
-    body = [
-        "<tr>" + "".join(cell(str(s.get(k, ""))) for k in ("title", "reference", "base", "tuned")) + "</tr>"
-        for s in samples
-    ]
-    return "\n".join(["<table>", head, *body, "</table>"])
+    return html_table(list(SAMPLE_COLUMNS), sample_texts(samples), cell)
 
 
 def workspace_label(rows: list[dict]) -> str:

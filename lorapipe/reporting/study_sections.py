@@ -53,7 +53,8 @@ def quant_rows(rows: list[dict]) -> list[dict]:
     return sorted(done, key=lambda row: bits_of(row) if isinstance(bits_of(row), int) else 99)
 
 
-def _table(head: list[str], body: list[list[Any]], cell: Cell) -> str:
+def html_table(head: list[str], body: list[list[Any]], cell: Cell) -> str:
+    """`<table>` of a header row and one row per `body` entry, each value rendered by `cell` (escaped)."""
     lines = ["<table>", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
     lines += ["<tr>" + "".join(cell(v) for v in values) + "</tr>" for values in body]
     return "\n".join([*lines, "</table>"])
@@ -65,7 +66,7 @@ def quant_table(rows: list[dict], cell: Cell) -> str:
         [row["name"], bits_of(row), *(row["metrics"][path].get(key) for path, key, _, _ in QUANT_COLUMNS)]
         for row in rows
     ]
-    return _table(head, body, cell)
+    return html_table(head, body, cell)
 
 
 def quant_spec(rows: list[dict]) -> dict:
@@ -110,7 +111,7 @@ def read_lengths(rows: list[dict]) -> dict | None:
 def lengths_table(lengths: dict, cell: Cell) -> str:
     head = ["field", *LENGTH_COLUMNS]
     body = [[title, *(lengths.get(f"{prefix}.{c}") for c in LENGTH_COLUMNS)] for prefix, title in LENGTH_ROWS]
-    return _table(head, body, cell)
+    return html_table(head, body, cell)
 
 
 def study_sections(rows: list[dict], svg: Callable[[dict], str], cell: Cell) -> str:
