@@ -24,8 +24,8 @@ import torch
 from lorapipe.losses import mean_loss
 from lorapipe.modeling import add_lora, load_model, load_tokenizer, peak_memory_mb, pick_device, pick_dtype
 from lorapipe.packing import PackedRow, read_rows
-from lorapipe.params import LoraParams, QuantParams, TrainParams
-from lorapipe.training import train
+from lorapipe.params import LoraParams, OpsParams, QuantParams, TrainParams
+from lorapipe.training import TrainConfig, TrainData, train
 
 BLOCK = 128  # the seed's constant-length packing
 
@@ -76,16 +76,14 @@ def run_ours(
         grad_accum=1,
         grad_checkpointing=checkpointing,
         lr=2e-4,
-        save_every=10**9,
         eval_every=10**9,
-        log_every=10**9,
     )
+    ops = OpsParams(save_every=10**9, log_every=10**9)
     model = fresh_model(model_dir, device, dtype, checkpointing)
     with tempfile.TemporaryDirectory() as ckpt:
         started = time.perf_counter()
-        state = train(
-            model, rows, [], params, pad_id=0, device=device, dtype=dtype, checkpoints=Path(ckpt), fingerprint="bench"
-        )
+        config = TrainConfig(params, ops, device, dtype, checkpoints=Path(ckpt), fingerprint="bench")
+        state = train(model, TrainData(rows, [], pad_id=0), config)
         seconds = time.perf_counter() - started
     return {"model": model, "tokens": state.tokens, "seconds": seconds}
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 from collections.abc import Mapping
@@ -111,6 +112,31 @@ class TrainState:
     train_seconds: float = 0.0
     peak_memory_mb: float = 0.0  # the highest of those processes' peaks
     sessions: int = 0  # processes that trained steps: 1 + the resumes
+
+    @property
+    def val_loss(self) -> float:
+        """The last validation loss; NaN without validation."""
+        return self.val_history[-1]["val_loss"] if self.val_history else float("nan")
+
+    def summary(self, wall_seconds: float, device: torch.device) -> dict[str, Any]:
+        """The run's numbers for train.json: steps, losses, tokens, speed, time and memory."""
+        recent = [row["loss"] for row in self.history[-10:]]
+        return {
+            "steps": self.step,
+            "train_loss": round(sum(recent) / len(recent), 4),
+            "val_loss": self.val_loss,
+            "val_perplexity": round(math.exp(self.val_loss), 3) if self.val_history else None,
+            "tokens": self.tokens,
+            # Speed, time and memory depend on the machine and its load. They cover the processes that
+            # trained this run's steps (`sessions`: 1 + the resumes), not only this one.
+            "tokens_per_s": round(self.tokens / max(self.train_seconds, 1e-9), 1),
+            "train_seconds": round(self.train_seconds, 1),
+            "sessions": self.sessions,
+            "wall_seconds": round(wall_seconds, 1),  # this process's, resumed or not
+            "peak_memory_mb": self.peak_memory_mb,
+            # what peak_memory_mb measured: the allocator's peak on a GPU, the whole process's peak RSS on the CPU
+            "peak_memory_kind": "cuda_max_allocated" if device.type == "cuda" else "cpu_peak_rss",
+        }
 
 
 def save_checkpoint(

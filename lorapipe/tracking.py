@@ -16,6 +16,7 @@ from typing import Any
 
 from lorapipe.cli import log
 from lorapipe.credentials import redact, url_credentials
+from lorapipe.outputs import sha256_of
 from lorapipe.params import flatten
 from lorapipe.vcs import source_tags
 
@@ -172,6 +173,22 @@ def training_tracker(checkpoints: Path, enabled: bool = True) -> Tracker:
     if enabled and tracker.mlflow_run_id and tracker.mlflow_run_id != previous:
         record.write_text(json.dumps({"run_id": tracker.mlflow_run_id}))
     return tracker
+
+
+def finish_training(
+    tracker: Tracker, summary: dict[str, Any], val_history: list[dict], metric_files: list[Path], adapter_weights: Path
+) -> None:
+    """End a finished training's run with its results: the validation history, train.json's numbers, the
+    metric files, the adapter's hash (how evaluate finds this run) and, with LORAPIPE_MLFLOW_LOG_ADAPTER=1,
+    the adapter's folder."""
+    tracker.log_history(val_history)
+    # val_loss is already a per-step history; logging it again would add a duplicate point.
+    tracker.log_metrics({k: v for k, v in summary.items() if k not in ("steps", "val_loss")}, step=summary["steps"])
+    tracker.log_artifacts(metric_files, "metrics")
+    if os.environ.get("LORAPIPE_MLFLOW_LOG_ADAPTER") == "1":
+        tracker.log_artifacts([adapter_weights.parent], "adapter")
+    tracker.set_tag(ADAPTER_TAG, sha256_of(adapter_weights))
+    tracker.finish()
 
 
 def _read_mlflow_run_id(path: Path) -> str | None:

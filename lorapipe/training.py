@@ -6,14 +6,15 @@ import math
 import signal
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from lorapipe.checkpoints import TrainState, resume_checkpoint, save_checkpoint
-from lorapipe.cli import log, progress
+from lorapipe.cli import UserError, log, progress
 from lorapipe.distributed import SINGLE, World, sum_across
 from lorapipe.losses import completion_loss, mean_loss
 from lorapipe.modeling import peak_memory_mb
@@ -95,68 +96,78 @@ def micro_batch_rows(step: int, accum: int, micro: int, n_rows: int, seed: int) 
     return out
 
 
-def train(
-    model: torch.nn.Module,
-    train_rows: Sequence[PackedRow],
-    val_rows: Sequence[PackedRow],
-    params: TrainParams,
-    ops: OpsParams,
-    *,
-    pad_id: int,
-    device: torch.device,
-    dtype: torch.dtype,
-    checkpoints: Path,
-    fingerprint: str,
-    on_step: Callable[[dict], None] | None = None,
-    on_save: Callable[[Path], None] | None = None,
-    world: World = SINGLE,
-    stop: GracefulStop | None = None,
-) -> TrainState:
-    """Train `model` (a peft model) in place; resumes from `checkpoints` (this run's folder) when it can.
+@dataclass(frozen=True)
+class TrainData:
+    """The packed rows a run trains and validates on."""
+
+    train: Sequence[PackedRow]
+    val: Sequence[PackedRow]  # empty: no validation
+    pad_id: int  # the tokenizer's padding id, which micro-batches are padded with
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What a run holds fixed besides its model and rows: its params, where it computes, where it saves."""
+
+    params: TrainParams
+    ops: OpsParams  # log, save and keep cadences: how the run is operated, not what it computes
+    device: torch.device
+    dtype: torch.dtype  # autocast's; float32 trains without autocast, float16 with a gradient scaler
+    checkpoints: Path  # this run's checkpoint folder: resumed from, saved to
+    fingerprint: str  # the run's identity, stamped on its checkpoints: another run's are never resumed
+    world: World = SINGLE  # the processes that share each step's micro-batches
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What the caller does along the way."""
+
+    on_step: Callable[[dict], None] | None = None  # main process: each step's log row, after its validation
+    on_save: Callable[[Path], None] | None = None  # main process: each checkpoint saved
+    stop: GracefulStop | None = None  # every process: a stop it requested is taken at the end of the step
+
+
+def train(model: torch.nn.Module, data: TrainData, config: TrainConfig, hooks: Hooks = Hooks()) -> TrainState:
+    """Train `model` (a peft model) in place; resumes from `config.checkpoints` when it can.
 
     With several processes, each takes every `world.size`-th micro-batch of a step and the
-    gradients are summed across them before the update: the same training, split up.
+    gradients are summed across them before the update: the same training, split up. A step that
+    does not fit in memory ends the run with one line saying what to lower.
     """
+    try:
+        return _train_loop(model, data, config, hooks)
+    except (RuntimeError, MemoryError) as err:
+        if not is_out_of_memory(err):
+            raise
+        width = max(len(r.input_ids) for r in data.train)
+        raise UserError(out_of_memory_message(config.params, width, config.device)) from err
+
+
+def _train_loop(model: torch.nn.Module, data: TrainData, config: TrainConfig, hooks: Hooks) -> TrainState:
+    params, ops, device, world = config.params, config.ops, config.device, config.world
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         trainable, lr=params.lr, weight_decay=params.weight_decay, fused=device.type == "cuda"
     )
-    steps = total_steps(len(train_rows), params)
+    steps = total_steps(len(data.train), params)
     warmup = round(params.warmup_ratio * steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, warmup, params.lr_schedule))
-    state = resume_checkpoint(checkpoints, model, optimizer, scheduler, fingerprint, steps) or TrainState(
-        fingerprint=fingerprint
-    )
+    state = resume_checkpoint(config.checkpoints, model, optimizer, scheduler, config.fingerprint, steps)
+    state = state or TrainState(fingerprint=config.fingerprint)
     state.sessions += 1
-    use_amp = dtype != torch.float32
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-
-    def amp():
-        return torch.autocast(device.type, dtype=dtype) if use_amp else nullcontext()
+    amp = autocast(device, config.dtype)
+    scaler = torch.amp.GradScaler(device.type, enabled=config.dtype == torch.float16)
 
     model.train()
     bar = progress(total=steps, initial=state.step, desc="train", unit="step", disable=not world.main)
     while state.step < steps:
         started = time.perf_counter()
-        batches = [
-            collate([train_rows[i] for i in rows], pad_id)
-            for rows in micro_batch_rows(
-                state.step, params.grad_accum, params.micro_batch, len(train_rows), params.seed
-            )
-        ]
-        # Normalise by the tokens of the whole accumulation window (all processes), not per micro-batch.
-        window_tokens = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches)
-        state.tokens += sum(int((b["input_ids"] != pad_id).sum()) for b in batches)  # counted on the CPU
-        losses = []
-        for b in batches[world.rank :: world.size]:
-            b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
-            with amp():
-                micro_loss = completion_loss(model, b, window_tokens)
-            scaler.scale(micro_loss).backward()
-            losses.append(micro_loss.detach())  # no .item() here: it would stall the GPU every micro-batch
-        loss = torch.stack(losses).sum().reshape(1)
+        rows = micro_batch_rows(state.step, params.grad_accum, params.micro_batch, len(data.train), params.seed)
+        batches = [collate([data.train[i] for i in r], data.pad_id) for r in rows]
+        state.tokens += sum(int((b["input_ids"] != data.pad_id).sum()) for b in batches)  # counted on the CPU
+        loss = backward(model, batches, world, device, amp, scaler)
         # Every process stops at the same step: the stop request rides along in the same all-reduce.
-        stopping = torch.tensor([float(bool(stop and stop.requested))], device=loss.device)
+        stopping = torch.tensor([float(bool(hooks.stop and hooks.stop.requested))], device=loss.device)
         sum_across(world, [p.grad for p in trainable] + [loss, stopping])
         loss_sum = float(loss)
         scaler.unscale_(optimizer)
@@ -175,21 +186,53 @@ def train(
         bar.set_postfix(loss=f"{loss_sum:.3f}")
         stop_now = bool(stopping.item())
         if world.main:  # the main process alone validates, reports and saves
-            if state.step % ops.log_every == 0 or state.step == steps:
+            last = state.step == steps
+            if state.step % ops.log_every == 0 or last:
                 log.info(f"step {state.step}/{steps} | loss {loss_sum:.4f} | lr {lr:.2e} | {seconds * 1000:.0f} ms")
-            if val_rows and (state.step % params.eval_every == 0 or state.step == steps):
-                val = mean_loss(model, val_rows, params.micro_batch, pad_id, device, amp)
+            if data.val and (state.step % params.eval_every == 0 or last):
+                val = mean_loss(model, data.val, params.micro_batch, data.pad_id, device, amp)
                 state.val_history.append({"step": state.step, "val_loss": round(val, 5)})
                 log.info(f"step {state.step}/{steps} | val_loss {val:.4f} | perplexity {math.exp(val):.2f}")
-            if on_step:
-                on_step(row)
-            if state.step % ops.save_every == 0 or state.step == steps or stop_now:
+            if hooks.on_step:
+                hooks.on_step(row)
+            if state.step % ops.save_every == 0 or last or stop_now:
                 state.peak_memory_mb = max(state.peak_memory_mb, peak_memory_mb(device))
-                saved = save_checkpoint(checkpoints, model, optimizer, scheduler, state, ops.keep_checkpoints)
-                if on_save:
-                    on_save(saved)
+                saved = save_checkpoint(config.checkpoints, model, optimizer, scheduler, state, ops.keep_checkpoints)
+                if hooks.on_save:
+                    hooks.on_save(saved)
         if stop_now:
             bar.close()
             raise Stopped(f"stopped on request at step {state.step} of {steps}; that step is saved, rerun to resume")
     bar.close()
     return state
+
+
+def autocast(device: torch.device, dtype: torch.dtype) -> Callable[[], AbstractContextManager]:
+    """A fresh autocast context per use in `dtype`; none in float32."""
+    if dtype == torch.float32:
+        return nullcontext
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+def backward(
+    model: torch.nn.Module,
+    batches: list[dict[str, torch.Tensor]],
+    world: World,
+    device: torch.device,
+    amp: Callable[[], AbstractContextManager],
+    scaler: torch.amp.GradScaler,
+) -> torch.Tensor:
+    """Accumulate this process's share of a step's gradients; its summed loss, shaped (1,).
+
+    The loss is normalised by the labelled tokens of the whole accumulation window (all processes),
+    not per micro-batch.
+    """
+    window_tokens = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches)
+    losses = []
+    for b in batches[world.rank :: world.size]:
+        b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
+        with amp():
+            micro_loss = completion_loss(model, b, window_tokens)
+        scaler.scale(micro_loss).backward()
+        losses.append(micro_loss.detach())  # no .item() here: it would stall the GPU every micro-batch
+    return torch.stack(losses).sum().reshape(1)

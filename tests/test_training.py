@@ -67,7 +67,7 @@ def test_every_lora_weight_changed_and_adapter_reloads_and_generates(tuned_works
 
     from lorapipe.modeling import add_lora, load_model, load_tokenizer
     from lorapipe.params import LoraParams, OpsParams, TrainParams
-    from lorapipe.training import train
+    from lorapipe.training import TrainConfig, TrainData, train
 
     ws = tuned_workspace
     weights = load_file(ws / "models/adapter/adapter_model.safetensors")
@@ -82,8 +82,8 @@ def test_every_lora_weight_changed_and_adapter_reloads_and_generates(tuned_works
     torch.manual_seed(0)
     trained = add_lora(load_model(base, torch.float32, cpu), LoraParams(), False, quantized=False)
     params = TrainParams(**{**TRAIN, "max_steps": 4, "lr": 0.01, "eval_every": 100})
-    common = {"pad_id": 0, "device": cpu, "dtype": torch.float32, "checkpoints": tmp_path / "ckpts"}
-    train(trained, rows, rows[:2], params, OpsParams(save_every=100), **common, fingerprint="f")
+    config = TrainConfig(params, OpsParams(save_every=100), cpu, torch.float32, tmp_path / "ckpts", fingerprint="f")
+    train(trained, TrainData(rows, rows[:2], pad_id=0), config)
     tokenizer = load_tokenizer(base)
     prompt = tokenizer(["Acme Stainless Steel Travel Mug"], return_tensors="pt")
     greedy = {"max_new_tokens": 12, "do_sample": False, "pad_token_id": tokenizer.pad_token_id}
@@ -175,7 +175,7 @@ def test_a_stop_requested_mid_step_saves_that_step(tuned_workspace, tiny_model_d
 
     from lorapipe.modeling import add_lora
     from lorapipe.params import LoraParams, OpsParams, TrainParams
-    from lorapipe.training import GracefulStop, Stopped, train
+    from lorapipe.training import GracefulStop, Hooks, Stopped, TrainConfig, TrainData, train
 
     rows = read_rows(tuned_workspace / "data/tokenized/train.parquet")
     params = TrainParams(**{**TRAIN, "max_steps": 6, "eval_every": 3})
@@ -190,13 +190,42 @@ def test_a_stop_requested_mid_step_saves_that_step(tuned_workspace, tiny_model_d
         model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
         return add_lora(model, LoraParams(r=2), False, quantized=False)
 
-    cpu = torch.device("cpu")
-    common = {"pad_id": 0, "device": cpu, "dtype": torch.float32, "checkpoints": tmp_path, "fingerprint": "f"}
+    data = TrainData(rows, rows[:2], pad_id=0)
+    config = TrainConfig(params, ops, torch.device("cpu"), torch.float32, checkpoints=tmp_path, fingerprint="f")
     with pytest.raises(Stopped, match="step 4 of 6"):
-        train(fresh_model(), rows, rows[:2], params, ops, **common, on_step=request_stop_at_step_3, stop=stop)
+        train(fresh_model(), data, config, Hooks(on_step=request_stop_at_step_3, stop=stop))
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000004"]
-    state = train(fresh_model(), rows, rows[:2], params, ops, **common)
+    state = train(fresh_model(), data, config)
     assert state.step == 6 and [v["step"] for v in state.val_history] == [3, 6]
+
+
+def test_a_step_out_of_memory_ends_in_one_line_naming_what_to_lower(tmp_path):
+    """An allocator that gives out mid-step (CUDA's OutOfMemoryError, the CPU's RuntimeError) becomes a
+    UserError saying which params to lower, not a traceback; any other error is left alone."""
+    from lorapipe.cli import UserError
+    from lorapipe.packing import PackedRow
+    from lorapipe.params import OpsParams, TrainParams
+    from lorapipe.training import TrainConfig, TrainData, train
+
+    class Failing(torch.nn.Module):
+        def __init__(self, error: Exception) -> None:
+            super().__init__()
+            self.weight, self.error = torch.nn.Parameter(torch.ones(1)), error
+
+        def forward(self, **_: object) -> None:
+            raise self.error
+
+    rows = [PackedRow([1, 5, 6, 2], [-100, 5, 6, 2], [0, 1, 2, 3])] * 4
+    data = TrainData(rows, [], pad_id=0)
+    config = TrainConfig(TrainParams(max_steps=1), OpsParams(), torch.device("cpu"), torch.float32, tmp_path, "f")
+    for error in (
+        torch.OutOfMemoryError("CUDA out of memory"),
+        RuntimeError("DefaultCPUAllocator: can't allocate memory"),
+    ):
+        with pytest.raises(UserError, match=r"out of memory on cpu with train.micro_batch=4 rows of 4 tokens: lower"):
+            train(Failing(error), data, config)
+    with pytest.raises(ValueError, match="a bug"):
+        train(Failing(ValueError("a bug")), data, config)
 
 
 def test_changed_params_do_not_resume_a_foreign_checkpoint(tuned_copy):
@@ -249,7 +278,7 @@ def test_resume_after_validation_on_the_save_step_trains_the_same_numbers(tuned_
     run would go on with rounded weights."""
     from lorapipe.modeling import add_lora, load_model
     from lorapipe.params import LoraParams, OpsParams, QuantParams, TrainParams
-    from lorapipe.training import GracefulStop, Stopped, train
+    from lorapipe.training import GracefulStop, Hooks, Stopped, TrainConfig, TrainData, train
 
     rows = read_rows(tuned_workspace / "data/tokenized/train.parquet")
     params = TrainParams(**{**TRAIN, "max_steps": 12, "eval_every": 6})
@@ -260,8 +289,11 @@ def test_resume_after_validation_on_the_save_step_trains_the_same_numbers(tuned_
         model = load_model(tuned_workspace / "models/base", torch.float32, cpu, QuantParams())
         return add_lora(model, LoraParams(), False, quantized=True)
 
-    common = {"pad_id": 0, "device": cpu, "dtype": torch.float32, "fingerprint": "f"}
-    uninterrupted = train(fresh_model(), rows, rows[:4], params, ops, checkpoints=tmp_path / "a", **common)
+    def config(checkpoints: Path) -> TrainConfig:
+        return TrainConfig(params, ops, cpu, torch.float32, checkpoints, fingerprint="f")
+
+    data = TrainData(rows, rows[:4], pad_id=0)
+    uninterrupted = train(fresh_model(), data, config(tmp_path / "a"))
     stop = GracefulStop()
 
     def stop_at_step_6(row: dict) -> None:  # asked during step 5, taken (validated and saved) at the end of step 6
@@ -269,18 +301,8 @@ def test_resume_after_validation_on_the_save_step_trains_the_same_numbers(tuned_
             stop.requested = "SIGTERM"
 
     with pytest.raises(Stopped, match="step 6 of 12"):
-        train(
-            fresh_model(),
-            rows,
-            rows[:4],
-            params,
-            ops,
-            checkpoints=tmp_path / "b",
-            on_step=stop_at_step_6,
-            stop=stop,
-            **common,
-        )
-    resumed = train(fresh_model(), rows, rows[:4], params, ops, checkpoints=tmp_path / "b", **common)
+        train(fresh_model(), data, config(tmp_path / "b"), Hooks(on_step=stop_at_step_6, stop=stop))
+    resumed = train(fresh_model(), data, config(tmp_path / "b"))
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in uninterrupted.history]
     assert resumed.val_history == uninterrupted.val_history and resumed.sessions == 2
 

@@ -56,7 +56,12 @@ def test_a_second_exp_run_cannot_attribute_the_first_runs_results_to_its_params(
     set_params(repo, {"train": {"max_steps": 2000}, "ops": {"save_every": 20}})
     commit(repo, "a longer run")
     first = subprocess.Popen(
-        ["dvc", "exp", "run", "-n", "first"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ["dvc", "exp", "run", "-n", "first"],
+        cwd=repo,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     wait_for(lambda: list(repo.glob("models/checkpoints/*/step-000020")), timeout=300, proc=first, every=0.1)
     second = sh(repo, "dvc", "exp", "run", "-n", "second", "-S", "train.lr=0.01", check=False)
