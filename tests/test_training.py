@@ -324,6 +324,7 @@ def test_edited_training_code_never_resumes_the_old_codes_checkpoint(tuned_works
     code = tmp_path / "code"
     for package in ("stages", "lorapipe"):
         shutil.copytree(ROOT / package, code / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", code)  # the paths block the code reads (lorapipe.artifacts)
     training = code / "lorapipe/training.py"
     source = training.read_text()
     edited = source.replace(
