@@ -3,7 +3,7 @@ with SmolLM2's tokenizer, the shared (read-only) trained workspace and repo, the
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import json
 import os
 import re
@@ -176,14 +176,18 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer) 
 
 
 def default_params() -> dict:
-    """The real run as the params dataclasses define it. Tests start from this, never from the
-    repo's params.yaml: an experiment (or the pull request it becomes) changes that file."""
-    from lorapipe.params import SECTIONS
+    """The real run: params.yaml as committed, the one home of every default. Not the working copy,
+    which `make demo` rewrites with the offline profile and `dvc exp run -S` with an experiment's values."""
+    from lorapipe.params import parse_yaml
 
-    return {
-        name: {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cls()).items()}
-        for name, cls in SECTIONS.items()
-    }
+    return parse_yaml(committed_params_text(), "HEAD:params.yaml")
+
+
+@functools.cache
+def committed_params_text() -> str:
+    return subprocess.run(
+        ["git", "show", "HEAD:params.yaml"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
 
 
 def sh(repo: Path, *cmd: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -16,8 +16,8 @@ import yaml
 
 from lorapipe.cli import UserError
 from lorapipe.fetch import download, resolve_source
-from lorapipe.params import REAL_DATA_URL, DataParams, parse_section
-from tests.conftest import ROOT, child_env
+from lorapipe.params import DataParams, parse_section
+from tests.conftest import ROOT, child_env, default_params
 from tests.http_server import serve
 from tests.workspace import assert_one_line_error, free_port
 
@@ -233,7 +233,8 @@ def test_credentials_in_data_url_are_refused_before_anything_is_fetched(tmp_path
 
 
 def test_the_real_runs_share_link_is_no_credential():
-    assert parse_section(DataParams, {"url": REAL_DATA_URL}).url == REAL_DATA_URL  # its ?usp=sharing is not one
+    real = default_params()["data"]  # the real run's Google Drive share link
+    assert parse_section(DataParams, real).url == real["url"]  # its ?usp=sharing is not one
 
 
 def test_credentials_from_the_environment_reach_the_server_and_nowhere_else(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.conftest import copy_workspace
-from tests.workspace import BASE_ARGS, BASE_OUTPUTS, assert_one_line_error, eval_args, stage
+from tests.workspace import BASE_ARGS, BASE_OUTPUTS, assert_one_line_error, eval_args, params_of, stage
 
 EVAL = {"max_samples": 6, "batch_size": 4, "max_new_tokens": 8, "report_samples": 2}
 
@@ -40,8 +40,8 @@ def test_evaluate_reports_the_base_scores_of_a_direct_decoding(workspace):
     from lorapipe.scoring import corpus_scores, sample_scores
     from lorapipe.tables import read_text_table
 
-    ws, params = workspace, EvalParams(**EVAL)
-    tok_params = TokenizeParams(**yaml.safe_load((ws / "params.yaml").read_text())["tokenize"])
+    ws, params = workspace, params_of(EvalParams, **EVAL)
+    tok_params = params_of(TokenizeParams, **yaml.safe_load((ws / "params.yaml").read_text())["tokenize"])
     table = read_text_table(ws / "data/split/test.parquet")
     rows = np.sort(np.random.default_rng(params.seed).permutation(table.num_rows)[: params.max_samples])
     titles = [table["title"][int(i)].as_py() for i in rows]

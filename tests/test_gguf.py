@@ -24,9 +24,9 @@ from lorapipe.runs import TrainedRun, save_run
 from lorapipe.tables import read_text_table
 from tests.conftest import ROOT, child_env
 from tests.test_export import TITLES
-from tests.workspace import assert_one_line_error, stage, write_params
+from tests.workspace import assert_one_line_error, params_of, stage, write_params
 
-DECODING = EvalParams(max_new_tokens=16, batch_size=4)
+DECODING = params_of(EvalParams, max_new_tokens=16, batch_size=4)
 
 
 def gguf_fields(path: Path, *keys: str) -> dict:
@@ -132,7 +132,10 @@ def test_tinyllama_sentencepiece_tokenizer_survives_the_export(tinyllama_like_di
     base = AutoModelForCausalLM.from_pretrained(ws / "models/base")
     lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)
     get_peft_model(base, lora).save_pretrained(ws / "models/adapter")
-    save_run(ws / "models/adapter", TrainedRun(TrainParams(), LoraParams(r=4), QuantParams(bits=16)))
+    save_run(
+        ws / "models/adapter",
+        TrainedRun(params_of(TrainParams), params_of(LoraParams, r=4), params_of(QuantParams, bits=16)),
+    )
     write_params(ws, export={"dtype": "fp32", "gguf_types": ["f16"]}, eval={"max_new_tokens": 16})
     stage(ws, "export.py", "models/base", "models/adapter", "models/merged", "models/gguf", "metrics/export.json")
 
@@ -168,7 +171,9 @@ def test_tinyllama_sentencepiece_tokenizer_survives_the_export(tinyllama_like_di
 
 
 def test_modelfile_carries_sampling_settings(smollm2_tokenizer):
-    decoding = EvalParams(do_sample=True, temperature=0.7, top_p=0.9, max_new_tokens=64, repetition_penalty=1.2)
+    decoding = params_of(
+        EvalParams, do_sample=True, temperature=0.7, top_p=0.9, max_new_tokens=64, repetition_penalty=1.2
+    )
     text = modelfile("model-Q8_0.gguf", smollm2_tokenizer, decoding)
     for line in ("PARAMETER temperature 0.7", "PARAMETER top_p 0.9", "PARAMETER num_predict 64"):
         assert line in text.splitlines()

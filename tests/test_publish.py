@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import child_env
-from tests.workspace import assert_one_line_error, free_port
+from tests.workspace import assert_one_line_error, free_port, params_of
 
 # Built at run time, so this file holds no credential-shaped string for the security scan to find.
 FAKE_TOKEN = "hf_" + "FAKEnotReal" * 3
@@ -177,8 +177,8 @@ def card_facts(origin: dict, merged: bool, base: tuple[str, str] | None = None, 
         base=BaseModel(*base) if base else None,
         origin=BaseOrigin.from_record(origin),
         params={"data": {"url": "data/synthetic/trn.json.gz"}},
-        run=TrainedRun(TrainParams(), LoraParams(), QuantParams(bits=bits)),
-        decoding=EvalParams(),
+        run=TrainedRun(params_of(TrainParams), params_of(LoraParams), params_of(QuantParams, bits=bits)),
+        decoding=params_of(EvalParams),
         chat_template=False,
         prompt_example="",
         download={},

@@ -17,7 +17,7 @@ from lorapipe.reporting.charts import LOSS_LOGS, loss_spec
 from lorapipe.reporting.report import THIS, code, escape_cell, samples_table
 from lorapipe.reporting.results_page import cell as results_cell
 from tests.conftest import ROOT, save_screenshot, sh
-from tests.workspace import assert_one_line_error
+from tests.workspace import assert_one_line_error, params_of
 
 WORKFLOWS = sorted((ROOT / ".github/workflows").glob("*.yml"))
 # `- ROUGE-L 0.312 -> 0.331 (+0.019, 95% CI +0.007..+0.031): better`
@@ -351,8 +351,8 @@ def test_summary_and_model_card_print_one_scores_table(tmp_path, per_sample):
     assert len(table["ROUGE-L"]) == 3  # no interval column without per-sample scores
     origin = BaseOrigin.from_record({"kind": "gguf", "name": "base.gguf"})
     card = dict(repo_id="you/x", merged=True, base=None, origin=origin, params={}, trained_at="at commit `c`")
-    card |= dict(run=TrainedRun(TrainParams(), LoraParams(), QuantParams()))
-    card |= dict(decoding=EvalParams(), chat_template=False, prompt_example="", download={}, license="mit")
+    card |= dict(run=TrainedRun(params_of(TrainParams), params_of(LoraParams), params_of(QuantParams)))
+    card |= dict(decoding=params_of(EvalParams), chat_template=False, prompt_example="", download={}, license="mit")
     facts = CardFacts(**card, scores=EVAL_RESULT)
     card_table = model_card(facts).split("## Results")[1].split("##")[0]
     assert printed.split("\n(")[0] in card_table  # the card shows the very table the summary prints

@@ -10,6 +10,7 @@ import pytest
 from lorapipe.cli import UserError
 from lorapipe.params import LoraParams, QuantParams, TrainParams
 from lorapipe.runs import ADAPTER_FILES, RUN_FILE, TrainedRun, load_run, save_run
+from tests.workspace import params_of
 
 
 @pytest.fixture
@@ -21,7 +22,9 @@ def adapter(tmp_path):
 
 def test_a_saved_run_loads_back_equal(adapter):
     run = TrainedRun(
-        TrainParams(max_steps=12, lr=0.002), LoraParams(r=8, target_modules=("q_proj",)), QuantParams(bits=8)
+        params_of(TrainParams, max_steps=12, lr=0.002),
+        params_of(LoraParams, r=8, target_modules=("q_proj",)),
+        params_of(QuantParams, bits=8),
     )
     save_run(adapter, run)
     assert load_run(adapter) == run
@@ -51,7 +54,7 @@ def test_a_bad_record_names_the_file_and_the_problem(adapter, record, message):
 
 
 def test_the_record_is_plain_json_a_reader_can_diff(adapter):
-    save_run(adapter, TrainedRun(TrainParams(), LoraParams(), QuantParams()))
+    save_run(adapter, TrainedRun(params_of(TrainParams), params_of(LoraParams), params_of(QuantParams)))
     record = json.loads((adapter / RUN_FILE).read_text())
-    assert record["lora"]["target_modules"] == list(LoraParams().target_modules)
+    assert record["lora"]["target_modules"] == list(params_of(LoraParams).target_modules)
     assert set(record) == {"train", "lora", "quant"}

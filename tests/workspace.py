@@ -11,11 +11,13 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from tests.conftest import ROOT, child_env, default_params
+
+T = TypeVar("T")
 
 
 def write_params(ws: Path, **sections: dict[str, Any]) -> None:
@@ -134,3 +136,10 @@ def answers(url: str) -> bool:
 def train_losses(metrics: Path) -> list[float]:
     with open(metrics / "train_log.csv") as f:
         return [float(row["loss"]) for row in csv.DictReader(f)]
+
+
+def params_of(cls: type[T], **overrides: Any) -> T:
+    """`cls`'s section of the committed params.yaml (where every default lives), with `overrides`, validated."""
+    from lorapipe.params import SECTION_OF, parse_section
+
+    return parse_section(cls, {**default_params()[SECTION_OF[cls]], **overrides}, source="HEAD:params.yaml")
