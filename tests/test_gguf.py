@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lorapipe.generation import generate_texts
-from lorapipe.gguf_export import modelfile, unpack
+from lorapipe.generation import decoding_record, generate_texts
+from lorapipe.gguf_export import modelfile, saved_decoding, unpack
 from lorapipe.modeling import load_tokenizer
 from lorapipe.params import EvalParams, ExportParams, LoraParams, QuantParams, TrainParams
 from lorapipe.prompt import build_prompt, encode_prompts
@@ -170,14 +170,20 @@ def test_tinyllama_sentencepiece_tokenizer_survives_the_export(tinyllama_like_di
     assert "<s>" + template.replace("{{ .Prompt }}", "Oak Desk") == build_prompt(tokenizer, "Oak Desk")
 
 
-def test_modelfile_carries_sampling_settings(smollm2_tokenizer):
-    decoding = params_of(
-        EvalParams, do_sample=True, temperature=0.7, top_p=0.9, max_new_tokens=64, repetition_penalty=1.2
-    )
-    text = modelfile("model-Q8_0.gguf", smollm2_tokenizer, decoding)
-    for line in ("PARAMETER temperature 0.7", "PARAMETER top_p 0.9", "PARAMETER num_predict 64"):
-        assert line in text.splitlines()
-    assert "PARAMETER repeat_penalty 1.2" in text
+def test_modelfile_carries_the_decoding_record_saved_with_the_model(smollm2_tokenizer, tmp_path):
+    """The Modelfile's PARAMETERs are the generation_config.json export saved: sampling or greedy."""
+    from transformers import GenerationConfig
+
+    common = {"max_new_tokens": 64, "repetition_penalty": 1.2}
+    sampling = params_of(EvalParams, **common, do_sample=True, temperature=0.7, top_p=0.9)
+    greedy = params_of(EvalParams, **common, do_sample=False)
+    for decoding, lines in [(sampling, ["temperature 0.7", "top_p 0.9"]), (greedy, ["temperature 0"])]:
+        record = decoding_record(decoding)
+        GenerationConfig(**record).save_pretrained(tmp_path)
+        text = modelfile("model-Q8_0.gguf", smollm2_tokenizer, saved_decoding(tmp_path))
+        assert text == modelfile("model-Q8_0.gguf", smollm2_tokenizer, record)
+        parameters = [line.removeprefix("PARAMETER ") for line in text.splitlines() if line.startswith("PARAMETER ")]
+        assert parameters[1:] == ["num_predict 64", "repeat_penalty 1.2", *lines]
 
 
 def convert(*args: str, **env: str) -> subprocess.CompletedProcess:

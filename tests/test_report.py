@@ -330,6 +330,7 @@ EVAL_RESULT = {
 
 @pytest.mark.parametrize("per_sample", [True, False], ids=["with-per-sample-scores", "eval-json-only"])
 def test_summary_and_model_card_print_one_scores_table(tmp_path, per_sample):
+    from lorapipe.generation import decoding_record
     from lorapipe.params import EvalParams, LoraParams, QuantParams, TrainParams
     from lorapipe.reporting.model_card import BaseOrigin, CardFacts, model_card
     from lorapipe.runs import TrainedRun
@@ -352,7 +353,13 @@ def test_summary_and_model_card_print_one_scores_table(tmp_path, per_sample):
     origin = BaseOrigin.from_record({"kind": "gguf", "name": "base.gguf"})
     card = dict(repo_id="you/x", merged=True, base=None, origin=origin, params={}, trained_at="at commit `c`")
     card |= dict(run=TrainedRun(params_of(TrainParams), params_of(LoraParams), params_of(QuantParams)))
-    card |= dict(decoding=params_of(EvalParams), chat_template=False, prompt_example="", download={}, license="mit")
+    card |= dict(
+        decoding=decoding_record(params_of(EvalParams)),
+        chat_template=False,
+        prompt_example="",
+        download={},
+        license="mit",
+    )
     facts = CardFacts(**card, scores=EVAL_RESULT)
     card_table = model_card(facts).split("## Results")[1].split("##")[0]
     assert printed.split("\n(")[0] in card_table  # the card shows the very table the summary prints

@@ -26,6 +26,7 @@ import yaml
 
 from lorapipe.artifacts import BASE_MODEL_JSON, DOWNLOAD_JSON, EVAL_JSON
 from lorapipe.cli import UserError, log, run_cli
+from lorapipe.generation import decoding_record
 from lorapipe.modeling import load_tokenizer
 from lorapipe.outputs import atomic_dir
 from lorapipe.params import PARAMS_FILE, EvalParams, parse_section, parse_yaml, read_params_file
@@ -162,7 +163,7 @@ def main() -> None:
             origin=origin,
             params=params,
             run=run,
-            decoding=parse_section(EvalParams, params.get("eval", {})),
+            decoding=decoding_record(parse_section(EvalParams, params.get("eval", {}))),
             chat_template=bool(tokenizer.chat_template),
             prompt_example=build_prompt(tokenizer, EXAMPLE_TITLE),
             download=read_yaml(DOWNLOAD_JSON, "run the pipeline first (dvc repro)"),
