@@ -51,5 +51,5 @@ def load_run(adapter: Path) -> TrainedRun:
 
 
 def trained_with(params: dict) -> TrainedRun:
-    """The run a params.yaml's sections describe (params.yaml's defaults filled in), to compare with a record."""
+    """The run a params.yaml's sections describe (every key set, or UserError), to compare with a record."""
     return TrainedRun(**{name: parse_section(cls, params.get(name) or {}) for name, cls in CLASSES.items()})

@@ -34,9 +34,10 @@ def run_download(
     retries: int = 0,
     env: dict[str, str] | None = None,
 ):
-    data = {"url": url, "sha256": sha256, "member": member}
-    ops = {"download_timeout_s": timeout, "download_retries": retries}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": data, "ops": ops}))
+    params = default_params()
+    params["data"] = {"url": url, "sha256": sha256, "member": member}
+    params["ops"] |= {"download_timeout_s": timeout, "download_retries": retries}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return subprocess.run(
         [sys.executable, str(ROOT / "stages/download.py"), "out/trn.json.gz", "metrics/download.json"],
         cwd=tmp_path,

@@ -280,7 +280,6 @@ def test_export_pipeline_writes_smollm2_as_llama_cpp_does(experiments, smollm2_g
 
 def test_unknown_gguf_type_is_refused_with_its_key():
     from lorapipe.cli import UserError
-    from lorapipe.params import parse_section
 
     with pytest.raises(UserError, match=r"export.gguf_types \['q4_k_m'\]: must be among f32, f16, bf16, q8_0"):
-        parse_section(ExportParams, {"gguf_types": ["f16", "q4_k_m"]})
+        params_of(ExportParams, gguf_types=["f16", "q4_k_m"])

@@ -10,6 +10,7 @@ import pytest
 from lorapipe.cli import UserError
 from lorapipe.params import LoraParams, QuantParams, TrainParams
 from lorapipe.runs import ADAPTER_FILES, RUN_FILE, TrainedRun, load_run, save_run
+from tests.conftest import default_params
 from tests.workspace import params_of
 
 
@@ -42,11 +43,16 @@ def test_a_folder_without_a_trained_adapter_is_one_clear_error(tmp_path):
     [
         ("{not json", "not valid JSON"),
         ('{"quant": {"bits": 4}}', "expected the sections train, lora, quant; found quant"),
-        ('{"train": {}, "lora": {"r": 0}, "quant": {}}', "'lora.r' must be >= 1, got 0"),
-        ('{"train": {"lrr": 1}, "lora": {}, "quant": {}}', "unknown key 'train.lrr'; did you mean 'train.lr'?"),
+        ({"lora": {"r": 0}}, "'lora.r' must be >= 1, got 0"),
+        ({"train": {"lrr": 1}}, "unknown key 'train.lrr'; did you mean 'train.lr'?"),
+        ({"quant": {"bits": None}}, "'quant.bits' must be an integer"),
+        ('{"train": {}, "lora": {}, "quant": {}}', "missing 'train.epochs', 'train.max_steps'"),
     ],
 )
 def test_a_bad_record_names_the_file_and_the_problem(adapter, record, message):
+    if isinstance(record, dict):  # a saved record of the defaults with these keys changed
+        sections = {name: dict(default_params()[name], **record.get(name, {})) for name in ("train", "lora", "quant")}
+        record = json.dumps(sections)
     (adapter / RUN_FILE).write_text(record)
     with pytest.raises(UserError) as err:
         load_run(adapter)
