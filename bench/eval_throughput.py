@@ -10,6 +10,7 @@ dequantized nf4 base in bf16 (fp32 on the CPU) and decodes length-sorted batches
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import torch
 from lorapipe.data_files import read_text_table
 from lorapipe.generation import generate_texts
 from lorapipe.modeling import load_model, load_tokenizer, load_tuned_model, pick_device, pick_dtype
-from lorapipe.params import EvalParams, QuantParams
+from lorapipe.params import EvalParams, QuantParams, load_params
 from lorapipe.prompt import encode_prompts
 from lorapipe.training_record import load_training_record
 
@@ -53,14 +54,16 @@ def main() -> None:
     titles = read_text_table(args.test)["title"].to_pylist()[: args.prompts]
     prompts = encode_prompts(tokenizer, titles)
 
-    naive_model = PeftModel.from_pretrained(load_model(args.model, dtype, device, QuantParams()), args.adapter)
-    naive_params = EvalParams(batch_size=8, max_new_tokens=args.max_new_tokens)
+    decoding = load_params(EvalParams)  # params.yaml's eval, at the lengths and batch sizes compared here
+    base = load_model(args.model, dtype, device, load_params(QuantParams))
+    naive_model = PeftModel.from_pretrained(base, args.adapter)
+    naive_params = dataclasses.replace(decoding, batch_size=8, max_new_tokens=args.max_new_tokens)
     naive_out, naive_s, naive_tokens = timed_generate(naive_model, tokenizer, prompts, naive_params, sort=False)
     del naive_model
     torch.cuda.empty_cache() if device.type == "cuda" else None
 
     merged = load_tuned_model(args.model, args.adapter, load_training_record(args.adapter).quant, dtype, device)
-    ours_params = EvalParams(batch_size=args.batch, max_new_tokens=args.max_new_tokens)
+    ours_params = dataclasses.replace(decoding, batch_size=args.batch, max_new_tokens=args.max_new_tokens)
     ours_out, ours_s, ours_tokens = timed_generate(merged, tokenizer, prompts, ours_params, sort=True)
 
     naive_rate, ours_rate = naive_tokens / naive_s, ours_tokens / ours_s

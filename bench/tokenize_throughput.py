@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from lorapipe.cleaning import parse_line
-from lorapipe.params import CleanParams
+from lorapipe.params import CleanParams, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
@@ -86,8 +86,9 @@ def main() -> None:
         raw = Path(tmp) / "trn.json.gz"
         generator = [sys.executable, str(ROOT / "scripts/make_synthetic_data.py"), str(raw)]
         subprocess.run([*generator, "--records", str(args.examples * 2)], check=True, capture_output=True)
+        clean = load_params(CleanParams)
         with gzip.open(raw) as f:  # cleaned as the clean stage does
-            rows = [r for line in f if isinstance(r := parse_line(line, CleanParams()), tuple)]
+            rows = [r for line in f if isinstance(r := parse_line(line, clean), tuple)]
         pairs = Path(tmp) / "pairs.json"
         pairs.write_text(json.dumps(rows[: args.examples]))
         print(f"{len(rows[: args.examples]):,} examples, tokenizer of {args.model}")

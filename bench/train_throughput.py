@@ -14,6 +14,7 @@ Reads models/base and data/tokenized from a finished `make demo` / `dvc repro to
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 from contextlib import nullcontext
@@ -24,7 +25,7 @@ import torch
 from lorapipe.losses import mean_loss
 from lorapipe.modeling import add_lora, load_model, load_tokenizer, peak_memory_mb, pick_device, pick_dtype
 from lorapipe.packing import PackedRow, read_rows
-from lorapipe.params import LoraParams, OpsParams, QuantParams, TrainParams
+from lorapipe.params import LoraParams, OpsParams, QuantParams, TrainParams, load_params
 from lorapipe.training import TrainConfig, TrainData, train
 
 BLOCK = 128  # the seed's constant-length packing
@@ -32,8 +33,9 @@ BLOCK = 128  # the seed's constant-length packing
 
 def fresh_model(model_dir: Path, device, dtype, checkpointing: bool):
     torch.manual_seed(0)
-    model = load_model(model_dir, dtype, device, QuantParams())
-    return add_lora(model, LoraParams(r=16, alpha=16), checkpointing, quantized=True)
+    model = load_model(model_dir, dtype, device, load_params(QuantParams))
+    lora = dataclasses.replace(load_params(LoraParams), r=16, alpha=16.0)
+    return add_lora(model, lora, checkpointing, quantized=True)
 
 
 def run_baseline(model_dir: Path, rows: list[PackedRow], budget: int, device, dtype) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -11,13 +12,24 @@ from lorapipe.cli import progress
 from lorapipe.params import EvalParams
 
 
-def decoding_settings(params: EvalParams) -> dict:
-    """`generate()` keyword arguments for the `eval` decoding params (also an exported generation config)."""
-    settings = {"max_new_tokens": params.max_new_tokens, "repetition_penalty": params.repetition_penalty}
+def decoding_record(params: EvalParams) -> dict[str, Any]:
+    """The one decoding record: the `eval` params as `generate()`/GenerationConfig settings, only those
+    that apply (greedy decoding has no temperature). Evaluate and the app decode with it, export saves it
+    as the merged model's generation_config.json, the model card and the Ollama Modelfile render it."""
+    record: dict[str, Any] = {"max_new_tokens": params.max_new_tokens, "do_sample": params.do_sample}
     if params.do_sample:
-        return {**settings, "do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
-    # None clears sampling defaults a model's own generation config may carry (else: warnings).
-    return {**settings, "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        record |= {"temperature": params.temperature, "top_p": params.top_p}
+    return record | {"repetition_penalty": params.repetition_penalty}
+
+
+# Settings of sampling only: greedy decoding sets them to None, clearing what a model's own generation
+# config may carry (else transformers warns that they are ignored).
+SAMPLING_ONLY = ("temperature", "top_p", "top_k")
+
+
+def generate_kwargs(record: dict[str, Any]) -> dict[str, Any]:
+    """`generate()` keyword arguments of a decoding record."""
+    return record if record["do_sample"] else {**record, **dict.fromkeys(SAMPLING_ONLY)}
 
 
 @torch.no_grad()
@@ -45,7 +57,7 @@ def generate_texts(
         padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt").to(device)
         generated = model.generate(
             **padded,
-            **decoding_settings(params),
+            **generate_kwargs(decoding_record(params)),
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
         )

@@ -20,13 +20,17 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from transformers import PreTrainedTokenizerBase
+from transformers.utils import GENERATION_CONFIG_NAME
 
 from lorapipe.cli import UserError, log, run_cli
+from lorapipe.generation import SAMPLING_ONLY
 from lorapipe.outputs import atomic_dir
-from lorapipe.params import GGUF_TYPES, EvalParams, ExportParams
+from lorapipe.params import GGUF_TYPES, ExportParams, load_params
 from lorapipe.prompt import build_prompt
 
 SOURCE_PACKAGE = "llama-cpp-python==0.3.36"  # its sdist vendors llama.cpp; nothing of it is built
@@ -66,8 +70,43 @@ def convert(model_dir: Path, out: Path, outtype: str) -> None:
         raise UserError(f"{model_dir}: GGUF conversion to {outtype} failed: {reason[:300]}")
 
 
-def modelfile(gguf_file: str, tokenizer: PreTrainedTokenizerBase, decoding: EvalParams) -> str:
-    """An Ollama Modelfile whose TEMPLATE renders exactly the prompt training and evaluate used.
+# The decoding record's transformers names as Ollama's Modelfile PARAMETERs and llama.cpp's command-line flags.
+LLAMA_CPP_NAMES = {
+    "max_new_tokens": ("num_predict", "-n"),
+    # Ollama's default repeat_penalty is 1.1: it is always set, so both decode alike.
+    "repetition_penalty": ("repeat_penalty", "--repeat-penalty"),
+    "temperature": ("temperature", "--temp"),
+    "top_p": ("top_p", "--top-p"),
+    "top_k": ("top_k", "--top-k"),
+}
+
+
+def llama_cpp_settings(decoding: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(Ollama name, llama.cpp flag, value) of each setting a decoding record (or a generation config's dict)
+    sets; greedy decoding is temperature 0 and no other sampling setting."""
+    greedy = not decoding.get("do_sample")
+    settings = []
+    for name, (ollama, flag) in LLAMA_CPP_NAMES.items():
+        value = decoding.get(name)
+        if greedy and name in SAMPLING_ONLY:
+            value = 0 if name == "temperature" else None  # llama.cpp decodes greedily at temperature 0
+        if value is not None:
+            settings.append((ollama, flag, f"{value:g}" if isinstance(value, float) else str(value)))
+    return settings
+
+
+def saved_decoding(model_dir: Path) -> dict[str, Any]:
+    """The decoding record saved with a model (its generation_config.json); None where it sets nothing."""
+    from transformers import GenerationConfig
+
+    if not (model_dir / GENERATION_CONFIG_NAME).is_file():
+        return GenerationConfig().to_dict()
+    return GenerationConfig.from_pretrained(model_dir).to_dict()
+
+
+def modelfile(gguf_file: str, tokenizer: PreTrainedTokenizerBase, decoding: Mapping[str, Any]) -> str:
+    """An Ollama Modelfile whose TEMPLATE renders exactly the prompt training and evaluate used, and whose
+    PARAMETERs are the decoding record's.
 
     The prompt of a stand-in title is split around it: Ollama puts the user's title there. The BOS
     token is left out where the tokenizer adds one itself (TinyLlama): llama.cpp adds it then too.
@@ -83,21 +122,14 @@ def modelfile(gguf_file: str, tokenizer: PreTrainedTokenizerBase, decoding: Eval
         f"FROM ./{gguf_file}",
         f'TEMPLATE """{template}"""',
         f'PARAMETER stop "{tokenizer.eos_token}"',
-        f"PARAMETER num_predict {decoding.max_new_tokens}",
-        # Ollama's default repeat_penalty is 1.1: set evaluate's, so both decode alike.
-        f"PARAMETER repeat_penalty {decoding.repetition_penalty:g}",
+        *(f"PARAMETER {name} {value}" for name, _, value in llama_cpp_settings(decoding)),
     ]
-    if decoding.do_sample:
-        lines += [f"PARAMETER temperature {decoding.temperature:g}", f"PARAMETER top_p {decoding.top_p:g}"]
-    else:
-        lines.append("PARAMETER temperature 0")  # greedy
     return "\n".join(lines) + "\n"
 
 
-def write_gguf(
-    model_dir: Path, out: Path, outtypes: tuple[str, ...], tokenizer: PreTrainedTokenizerBase, decoding: EvalParams
-) -> dict:
-    """`out/` with one GGUF per type and a Modelfile on the most compact one; returns size and time per type."""
+def write_gguf(model_dir: Path, out: Path, outtypes: tuple[str, ...], tokenizer: PreTrainedTokenizerBase) -> dict:
+    """`out/` with one GGUF per type and a Modelfile on the most compact one, decoding as the model's own
+    generation config says; returns size and time per type."""
     report = {}
     with atomic_dir(out) as tmp:
         for outtype in outtypes:
@@ -107,7 +139,7 @@ def write_gguf(
             report[outtype] = {"size_mb": round(size / 2**20, 1), "seconds": round(time.perf_counter() - started, 1)}
             log.info(f"gguf: {out / gguf_name(outtype)} ({size / 2**20:.0f} MiB)")
         smallest = min(outtypes, key=lambda t: report[t]["size_mb"])
-        (tmp / "Modelfile").write_text(modelfile(gguf_name(smallest), tokenizer, decoding))
+        (tmp / "Modelfile").write_text(modelfile(gguf_name(smallest), tokenizer, saved_decoding(model_dir)))
     return report
 
 
@@ -143,7 +175,9 @@ def main() -> None:
     convert_command = commands.add_parser("convert", help="convert a transformers model folder into GGUF files")
     convert_command.add_argument("model", type=Path)
     convert_command.add_argument("out", type=Path)
-    convert_command.add_argument("--types", nargs="+", default=list(ExportParams().gguf_types), choices=GGUF_TYPES)
+    convert_command.add_argument(
+        "--types", nargs="+", choices=GGUF_TYPES, help="default: params.yaml's export.gguf_types"
+    )
     args = parser.parse_args()
     if args.command == "fetch":
         fetch_converter()
@@ -152,7 +186,8 @@ def main() -> None:
         raise UserError(f"{args.model}: no config.json; expected a transformers model folder (models/merged)")
     from lorapipe.modeling import load_tokenizer
 
-    write_gguf(args.model, args.out, tuple(args.types), load_tokenizer(args.model), EvalParams())
+    types = tuple(args.types or load_params(ExportParams).gguf_types)
+    write_gguf(args.model, args.out, types, load_tokenizer(args.model))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """Typed params: one frozen dataclass per `params.yaml` section, validated once on load.
 
-A stage calls `load_params(CleanParams)` and gets a `CleanParams`; unknown keys, wrong types and
-out-of-range values stop it with one line naming every such key of the section and what was
-expected. The defaults here equal `params.yaml`'s: the real run (full dataset, TinyLlama, QLoRA
-nf4). What each key means is written once, as params.yaml's comments; the fields here carry the
-type, the default and the bounds the loader checks.
+A stage calls `load_params(CleanParams)` and gets a `CleanParams`; unknown, missing and mistyped
+keys and out-of-range values stop it with one line naming every such key of the section and what
+was expected. params.yaml is the one home of each key's value (the defaults are the real run: full
+dataset, TinyLlama, QLoRA nf4) and of its meaning, as the comment beside it: it is the file DVC
+users edit (`dvc exp run -S`, profiles/*.yaml) and compare (`dvc params diff`, `dvc exp show`).
+The fields here carry only the type and the bounds the loader checks, so no default can drift.
 """
 
 from __future__ import annotations
@@ -29,25 +30,17 @@ from lorapipe.credentials import HOW_TO_GIVE_CREDENTIALS, url_credentials
 
 PARAMS_FILE = "params.yaml"
 
-# The real AmazonTitles-1.3MM dump (LF-Amazon-1.3M.raw.zip of the Extreme Classification
-# Repository), a zip on Google Drive; its trn.json.gz is the member the pipeline reads.
-REAL_DATA_URL = "https://drive.google.com/file/d/12zH4mL2RX8iSvH0VCNnd3QxO4DzuHWnK/view?usp=sharing"
-ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
-
-def param(default: Any, *, min: float | None = None, max: float | None = None, choices: tuple = ()) -> Any:
-    """A dataclass field with the bounds the loader checks (min/max inclusive)."""
-    meta = {"min": min, "max": max, "choices": choices}
-    if isinstance(default, (list, tuple)):
-        return field(default_factory=lambda: tuple(default), metadata=meta)
-    return field(default=default, metadata=meta)
+def param(*, min: float | None = None, max: float | None = None, choices: tuple = ()) -> Any:
+    """A field with the bounds the loader checks (min/max inclusive); its value comes from params.yaml."""
+    return field(metadata={"min": min, "max": max, "choices": choices})
 
 
 @dataclass(frozen=True)
 class DataParams:
-    url: str = REAL_DATA_URL
-    member: str = "LF-Amazon-1.3M/trn.json.gz"
-    sha256: str = ""
+    url: str
+    member: str
+    sha256: str
 
     def __post_init__(self) -> None:
         try:
@@ -63,14 +56,14 @@ class DataParams:
 
 @dataclass(frozen=True)
 class CleanParams:
-    title_field: str = "title"
-    content_field: str = "content"
-    min_title_chars: int = param(3, min=1)
-    max_title_chars: int = param(300, min=1)
-    min_content_chars: int = param(20, min=1)
-    max_content_chars: int = param(4000, min=1)
-    max_bad_fraction: float = param(0.5, min=0, max=1)
-    rejects_per_reason: int = param(5, min=0)
+    title_field: str
+    content_field: str
+    min_title_chars: int = param(min=1)
+    max_title_chars: int = param(min=1)
+    min_content_chars: int = param(min=1)
+    max_content_chars: int = param(min=1)
+    max_bad_fraction: float = param(min=0, max=1)
+    rejects_per_reason: int = param(min=0)
 
     def __post_init__(self) -> None:
         for what in ("title", "content"):
@@ -85,15 +78,15 @@ TORCH_SEED_MAX = 2**64 - 1
 
 @dataclass(frozen=True)
 class SampleParams:
-    size: int = param(40000, min=1)
-    seed: int = param(42, min=0)
+    size: int = param(min=1)
+    seed: int = param(min=0)
 
 
 @dataclass(frozen=True)
 class SplitParams:
-    test_size: float = param(0.2, min=0, max=0.9)
-    val_size: float = param(0.02, min=0, max=0.5)
-    seed: int = param(42, min=0)
+    test_size: float = param(min=0, max=0.9)
+    val_size: float = param(min=0, max=0.5)
+    seed: int = param(min=0)
 
     def __post_init__(self) -> None:
         if self.test_size == 0:
@@ -104,50 +97,50 @@ class SplitParams:
 
 @dataclass(frozen=True)
 class ModelParams:
-    name: str = "TinyLlama/TinyLlama_v1.1"
-    revision: str = "main"
-    sha256: str = ""
+    name: str
+    revision: str
+    sha256: str
 
 
 @dataclass(frozen=True)
 class TokenizeParams:
-    prompt_tokens: int = param(75, min=8)
-    response_tokens: int = param(450, min=8)
-    seq_len: int = param(2048, min=32)
-    completion_only: bool = True
+    prompt_tokens: int = param(min=8)
+    response_tokens: int = param(min=8)
+    seq_len: int = param(min=32)
+    completion_only: bool
 
 
 @dataclass(frozen=True)
 class QuantParams:
-    bits: int = param(4, choices=(4, 8, 16))
-    quant_type: str = param("nf4", choices=("nf4", "fp4"))
-    double_quant: bool = True
+    bits: int = param(choices=(4, 8, 16))
+    quant_type: str = param(choices=("nf4", "fp4"))
+    double_quant: bool
 
 
 @dataclass(frozen=True)
 class LoraParams:
-    r: int = param(16, min=1, max=1024)
-    alpha: float = param(32.0, min=0)
-    dropout: float = param(0.05, min=0, max=0.9)
-    target_modules: tuple[str, ...] = param(ALL_PROJECTIONS)
+    r: int = param(min=1, max=1024)
+    alpha: float = param(min=0)
+    dropout: float = param(min=0, max=0.9)
+    target_modules: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class TrainParams:
-    epochs: float = param(1.0, min=0)
-    max_steps: int = param(0, min=0)
-    micro_batch: int = param(4, min=1)
-    grad_accum: int = param(4, min=1)
-    lr: float = param(2e-4, min=0)
-    lr_schedule: str = param("cosine", choices=("cosine", "linear", "constant"))
-    warmup_ratio: float = param(0.03, min=0, max=1)
-    weight_decay: float = param(0.0, min=0)
-    max_grad_norm: float = param(1.0, min=0)
-    grad_checkpointing: bool = True
-    precision: str = param("auto", choices=("auto", "bf16", "fp16", "fp32"))
-    eval_every: int = param(200, min=1)
-    processes: int = param(1, min=1)
-    seed: int = param(42, min=0, max=TORCH_SEED_MAX)
+    epochs: float = param(min=0)
+    max_steps: int = param(min=0)
+    micro_batch: int = param(min=1)
+    grad_accum: int = param(min=1)
+    lr: float = param(min=0)
+    lr_schedule: str = param(choices=("cosine", "linear", "constant"))
+    warmup_ratio: float = param(min=0, max=1)
+    weight_decay: float = param(min=0)
+    max_grad_norm: float = param(min=0)
+    grad_checkpointing: bool
+    precision: str = param(choices=("auto", "bf16", "fp16", "fp32"))
+    eval_every: int = param(min=1)
+    processes: int = param(min=1)
+    seed: int = param(min=0, max=TORCH_SEED_MAX)
 
     def __post_init__(self) -> None:
         if self.grad_accum % self.processes:
@@ -162,13 +155,13 @@ class OpsParams:
     """How runs are operated, not what they compute: dvc.yaml tracks none of these, so changing
     one re-runs no stage and an interrupted training resumes the same run."""
 
-    log_every: int = param(10, min=1)
-    save_every: int = param(200, min=1)
-    keep_checkpoints: int = param(2, min=1)
-    keep_runs: int = param(3, min=1)
-    checkpoint_mirror: str = ""
-    download_timeout_s: float = param(60.0, min=1)
-    download_retries: int = param(3, min=0)
+    log_every: int = param(min=1)
+    save_every: int = param(min=1)
+    keep_checkpoints: int = param(min=1)
+    keep_runs: int = param(min=1)
+    checkpoint_mirror: str
+    download_timeout_s: float = param(min=1)
+    download_retries: int = param(min=0)
 
     def __post_init__(self) -> None:
         if self.checkpoint_mirror not in ("", "remote") and not self.checkpoint_mirror.startswith("s3://"):
@@ -180,15 +173,15 @@ class OpsParams:
 
 @dataclass(frozen=True)
 class EvalParams:
-    max_samples: int = param(500, min=1)
-    batch_size: int = param(32, min=1)
-    max_new_tokens: int = param(256, min=1)
-    do_sample: bool = False
-    temperature: float = param(1.0, min=0.01)
-    top_p: float = param(1.0, min=0.01, max=1)
-    repetition_penalty: float = param(1.0, min=0.5)
-    report_samples: int = param(10, min=0)
-    seed: int = param(42, min=0, max=TORCH_SEED_MAX)
+    max_samples: int = param(min=1)
+    batch_size: int = param(min=1)
+    max_new_tokens: int = param(min=1)
+    do_sample: bool
+    temperature: float = param(min=0.01)
+    top_p: float = param(min=0.01, max=1)
+    repetition_penalty: float = param(min=0.5)
+    report_samples: int = param(min=0)
+    seed: int = param(min=0, max=TORCH_SEED_MAX)
 
 
 GGUF_TYPES = ("f32", "f16", "bf16", "q8_0")  # what llama.cpp's Python converter writes
@@ -196,8 +189,8 @@ GGUF_TYPES = ("f32", "f16", "bf16", "q8_0")  # what llama.cpp's Python converter
 
 @dataclass(frozen=True)
 class ExportParams:
-    dtype: str = param("bf16", choices=("bf16", "fp16", "fp32"))
-    gguf_types: tuple[str, ...] = param(("f16", "q8_0"))
+    dtype: str = param(choices=("bf16", "fp16", "fp32"))
+    gguf_types: tuple[str, ...]
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.gguf_types if t not in GGUF_TYPES]
@@ -225,6 +218,9 @@ MOVED = {
     "data.retries": "ops.download_retries",
     **{f"train.{k}": f"ops.{k}" for k in ("log_every", "save_every", "keep_checkpoints")},
 }
+
+# A key params.yaml lacks has no value anywhere else: the committed file holds each default and its meaning.
+MISSING_HINT = f"{PARAMS_FILE} sets every key: take it, with its meaning, from `git show HEAD:{PARAMS_FILE}`"
 
 T = TypeVar("T")
 SECTION_OF = {cls: name for name, cls in SECTIONS.items()}
@@ -273,8 +269,10 @@ def load_params(cls: type[T], path: str | Path = PARAMS_FILE) -> T:
     """Read `cls`'s section of params.yaml (e.g. `load_params(LoraParams)`), validating every key."""
     section = SECTION_OF[cls]
     raw = read_params_file(path).get(section)
+    if raw is None:
+        raise UserError(f"{path}: no '{section}' section ({MISSING_HINT})")
     _READ.setdefault((Path(path).resolve(), section), copy.deepcopy(raw))
-    return parse_section(cls, {} if raw is None else raw, source=str(path))
+    return parse_section(cls, raw, source=str(path))
 
 
 def check_params_unchanged() -> None:
@@ -322,6 +320,10 @@ def parse_section(cls: type[T], raw: Any, source: str = PARAMS_FILE) -> T:
             values[key] = _check(name, value, hints[key], fields[key].metadata)
         except ValueError as err:
             problems.append(str(err))
+    missing = [f"'{section}.{key}'" for key in fields if key not in raw]
+    if missing:
+        hint = f" ({MISSING_HINT})" if PARAMS_FILE in source else ""
+        problems.append(f"missing {', '.join(missing)}{hint}")
     if not problems:
         try:
             return cls(**values)

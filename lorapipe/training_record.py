@@ -51,5 +51,5 @@ def load_training_record(adapter: Path) -> TrainingRecord:
 
 
 def training_record_from(params: dict) -> TrainingRecord:
-    """The record a params.yaml's sections describe (params.yaml's defaults filled in), to compare with a record."""
+    """The record a params.yaml's sections describe (every key set, or UserError), to compare with a record."""
     return TrainingRecord(**{name: parse_section(cls, params.get(name) or {}) for name, cls in CLASSES.items()})

@@ -4,10 +4,10 @@
 
 The adapter is merged into the base as training saw it (quantized, then dequantized; see
 `load_tuned_model`) in fp32, then cast to `export.dtype` and saved as safetensors with the
-tokenizer and a generation config holding evaluate's decoding settings, so
+tokenizer and a generation config holding evaluate's decoding record, so
 `AutoModelForCausalLM.from_pretrained("models/merged")` decodes as the evaluate stage did.
 llama.cpp's converter then writes the merged model as GGUF (`export.gguf_types`, f16 and q8_0 by
-default) into models/gguf, with an Ollama Modelfile in the project's prompt format.
+default) into models/gguf, with an Ollama Modelfile in the project's prompt format and that decoding.
 Not a DVC stage (lorapipe/artifacts.py says why): it exports the adapter the workspace holds, anew each
 time it runs.
 """
@@ -24,7 +24,7 @@ from transformers import GenerationConfig
 
 from lorapipe.artifacts import ADAPTER, BASE, EXPORT_JSON, GGUF, MERGED
 from lorapipe.cli import log, run_cli
-from lorapipe.generation import decoding_settings
+from lorapipe.generation import decoding_record
 from lorapipe.gguf_export import converter, write_gguf
 from lorapipe.modeling import load_tokenizer, load_tuned_model, pick_device, pick_dtype
 from lorapipe.outputs import atomic_dir, write_json
@@ -50,9 +50,8 @@ def main() -> None:
     # Merge in fp32 and round once, at the end, to the exported dtype.
     model = load_tuned_model(args.model, args.adapter, trained.quant, torch.float32, device)
     model = model.to(pick_dtype(params.dtype, device))
-    settings = {k: v for k, v in decoding_settings(decoding).items() if v is not None}
     model.generation_config = GenerationConfig(
-        **settings,
+        **decoding_record(decoding),
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -75,7 +74,7 @@ def main() -> None:
         "size_mb": round(size / 2**20, 1),
         "seconds": round(seconds, 1),
     }
-    metrics["gguf"] = write_gguf(args.out, args.gguf, params.gguf_types, tokenizer, decoding)
+    metrics["gguf"] = write_gguf(args.out, args.gguf, params.gguf_types, tokenizer)
     write_json(args.metrics, metrics)
 
 

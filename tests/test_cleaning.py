@@ -8,8 +8,9 @@ from hypothesis import strategies as st
 
 from lorapipe.cleaning import INVISIBLE_RANGES, Reason, Rejected, clean_chunk, clean_text, parse_line
 from lorapipe.params import CleanParams
+from tests.workspace import params_of
 
-PARAMS = CleanParams(min_title_chars=3, max_title_chars=40, min_content_chars=10, max_content_chars=80)
+PARAMS = params_of(CleanParams, min_title_chars=3, max_title_chars=40, min_content_chars=10, max_content_chars=80)
 
 
 @pytest.mark.parametrize(
@@ -68,7 +69,7 @@ def test_parse_line_keeps_and_cleans_a_good_record():
 
 
 def test_field_names_are_configurable():
-    params = CleanParams(title_field="name", content_field="body", min_content_chars=1)
+    params = params_of(CleanParams, title_field="name", content_field="body", min_content_chars=1)
     assert parse_line(line(name="Blue mug", body="A mug."), params) == ("Blue mug", "A mug.")
     assert parse_line(line(title="Blue mug", content="A mug."), params) == Rejected(Reason.MISSING_FIELD)
 
@@ -122,7 +123,7 @@ RECORD_LINES = st.one_of(
 @settings(max_examples=300, deadline=None)
 @given(st.lists(RECORD_LINES, max_size=20))
 def test_clean_chunk_gives_what_parse_line_gives_line_by_line(lines):
-    params = CleanParams(min_title_chars=2, max_title_chars=30, min_content_chars=3, max_content_chars=40)
+    params = params_of(CleanParams, min_title_chars=2, max_title_chars=30, min_content_chars=3, max_content_chars=40)
     chunk = clean_chunk(lines, params)
     results = [parse_line(raw, params) for raw in lines]
     assert chunk.kept.to_pylist() == [{"title": r[0], "content": r[1]} for r in results if not isinstance(r, Rejected)]
@@ -132,7 +133,7 @@ def test_clean_chunk_gives_what_parse_line_gives_line_by_line(lines):
 @pytest.mark.parametrize(("first", "last"), INVISIBLE_RANGES)
 def test_every_invisible_character_is_removed_on_both_paths(first, last):
     """Each removed range, its ends and middle, in an ASCII and a non-ASCII text, row by row and batched."""
-    params = CleanParams(min_title_chars=1, min_content_chars=1)
+    params = params_of(CleanParams, min_title_chars=1, min_content_chars=1)
     for code in {first, (first + last) // 2, last}:
         char = chr(code)
         for title in (f"Mug{char}Lid", f"Mug{char}Lid é"):

@@ -16,9 +16,9 @@ import yaml
 
 from lorapipe.cli import UserError
 from lorapipe.download import download, resolve_source
-from lorapipe.params import REAL_DATA_URL, DataParams, parse_section
+from lorapipe.params import DataParams, parse_section
 from tests.http_server import serve
-from tests.workspace import ROOT, assert_one_line_error, child_env, free_port
+from tests.workspace import ROOT, assert_one_line_error, child_env, default_params, free_port
 
 PAYLOAD = gzip.compress(b"".join(b'{"uid": "%d", "title": "t", "content": "c"}\n' % i for i in range(20000)), mtime=0)
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -33,9 +33,10 @@ def run_download(
     retries: int = 0,
     env: dict[str, str] | None = None,
 ):
-    data = {"url": url, "sha256": sha256, "member": member}
-    ops = {"download_timeout_s": timeout, "download_retries": retries}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": data, "ops": ops}))
+    params = default_params()
+    params["data"] = {"url": url, "sha256": sha256, "member": member}
+    params["ops"] |= {"download_timeout_s": timeout, "download_retries": retries}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return subprocess.run(
         [sys.executable, str(ROOT / "stages/download.py"), "out/trn.json.gz", "metrics/download.json"],
         cwd=tmp_path,
@@ -232,7 +233,8 @@ def test_credentials_in_data_url_are_refused_before_anything_is_fetched(tmp_path
 
 
 def test_the_real_runs_share_link_is_no_credential():
-    assert parse_section(DataParams, {"url": REAL_DATA_URL}).url == REAL_DATA_URL  # its ?usp=sharing is not one
+    real = default_params()["data"]  # the real run's Google Drive share link
+    assert parse_section(DataParams, real).url == real["url"]  # its ?usp=sharing is not one
 
 
 def test_credentials_from_the_environment_reach_the_server_and_nowhere_else(tmp_path):

@@ -13,7 +13,7 @@ from lorapipe.generation import generate_texts
 from lorapipe.modeling import load_model, load_tokenizer
 from lorapipe.params import EvalParams, QuantParams
 from lorapipe.prompt import encode_prompts
-from tests.workspace import assert_one_line_error, stage, write_params
+from tests.workspace import assert_one_line_error, params_of, stage, write_params
 
 TITLES = ["Acme Stainless Steel Travel Mug 16oz", "USB-C Charging Cable 2m", "Kids Rain Boots Size 10", "Oak Desk"]
 
@@ -29,11 +29,11 @@ def test_merged_model_decodes_like_the_adapter_model(tuned_copy):
     assert not list((ws / "models/merged").glob("*.bin"))
     assert "quantization_config" not in json.loads((ws / "models/merged/config.json").read_text())
 
-    cpu, params = torch.device("cpu"), EvalParams(max_new_tokens=16, batch_size=4)
+    cpu, params = torch.device("cpu"), params_of(EvalParams, max_new_tokens=16, batch_size=4)
     tokenizer = load_tokenizer(ws / "models/base")
     prompts = encode_prompts(tokenizer, TITLES)
     adapter_model = PeftModel.from_pretrained(
-        load_model(ws / "models/base", torch.float32, cpu, QuantParams()), ws / "models/adapter"
+        load_model(ws / "models/base", torch.float32, cpu, params_of(QuantParams)), ws / "models/adapter"
     )
     expected = generate_texts(adapter_model, tokenizer, prompts, params)
     merged = AutoModelForCausalLM.from_pretrained(ws / "models/merged")

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from lorapipe.artifacts import BASE_OUTPUTS, EVAL_JSON, EVAL_SAMPLES, EVAL_SCORES
-from tests.workspace import assert_one_line_error, copy_workspace, stage, stage_args
+from tests.workspace import assert_one_line_error, copy_workspace, params_of, stage, stage_args
 
 EVAL = {"max_samples": 6, "batch_size": 4, "max_new_tokens": 8, "report_samples": 2}
 
@@ -40,8 +40,8 @@ def test_evaluate_reports_the_base_scores_of_a_direct_decoding(workspace):
     from lorapipe.prompt import build_prompt, encode_examples, truncate_title
     from lorapipe.scoring import corpus_scores, sample_scores
 
-    ws, params = workspace, EvalParams(**EVAL)
-    tok_params = TokenizeParams(**yaml.safe_load((ws / "params.yaml").read_text())["tokenize"])
+    ws, params = workspace, params_of(EvalParams, **EVAL)
+    tok_params = params_of(TokenizeParams, **yaml.safe_load((ws / "params.yaml").read_text())["tokenize"])
     table = read_text_table(ws / "data/split/test.parquet")
     rows = np.sort(np.random.default_rng(params.seed).permutation(table.num_rows)[: params.max_samples])
     titles = [table["title"][int(i)].as_py() for i in rows]

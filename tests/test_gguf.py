@@ -17,16 +17,16 @@ import torch
 
 from lorapipe.artifacts import EXPORT_JSON
 from lorapipe.data_files import read_text_table
-from lorapipe.generation import generate_texts
-from lorapipe.gguf_export import modelfile, unpack
+from lorapipe.generation import decoding_record, generate_texts
+from lorapipe.gguf_export import modelfile, saved_decoding, unpack
 from lorapipe.modeling import load_tokenizer
 from lorapipe.params import EvalParams, ExportParams, LoraParams, QuantParams, TrainParams
 from lorapipe.prompt import build_prompt, encode_prompts
 from lorapipe.training_record import TrainingRecord, save_training_record
 from tests.test_export import TITLES
-from tests.workspace import ROOT, assert_one_line_error, child_env, stage, write_params
+from tests.workspace import ROOT, assert_one_line_error, child_env, params_of, stage, write_params
 
-DECODING = EvalParams(max_new_tokens=16, batch_size=4)
+DECODING = params_of(EvalParams, max_new_tokens=16, batch_size=4)
 
 
 def gguf_fields(path: Path, *keys: str) -> dict:
@@ -132,7 +132,10 @@ def test_tinyllama_sentencepiece_tokenizer_survives_the_export(tinyllama_like_di
     base = AutoModelForCausalLM.from_pretrained(ws / "models/base")
     lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)
     get_peft_model(base, lora).save_pretrained(ws / "models/adapter")
-    save_training_record(ws / "models/adapter", TrainingRecord(TrainParams(), LoraParams(r=4), QuantParams(bits=16)))
+    save_training_record(
+        ws / "models/adapter",
+        TrainingRecord(params_of(TrainParams), params_of(LoraParams, r=4), params_of(QuantParams, bits=16)),
+    )
     write_params(ws, export={"dtype": "fp32", "gguf_types": ["f16"]}, eval={"max_new_tokens": 16})
     stage(ws, "export.py")
 
@@ -167,12 +170,20 @@ def test_tinyllama_sentencepiece_tokenizer_survives_the_export(tinyllama_like_di
     assert "<s>" + template.replace("{{ .Prompt }}", "Oak Desk") == build_prompt(tokenizer, "Oak Desk")
 
 
-def test_modelfile_carries_sampling_settings(smollm2_tokenizer):
-    decoding = EvalParams(do_sample=True, temperature=0.7, top_p=0.9, max_new_tokens=64, repetition_penalty=1.2)
-    text = modelfile("model-Q8_0.gguf", smollm2_tokenizer, decoding)
-    for line in ("PARAMETER temperature 0.7", "PARAMETER top_p 0.9", "PARAMETER num_predict 64"):
-        assert line in text.splitlines()
-    assert "PARAMETER repeat_penalty 1.2" in text
+def test_modelfile_carries_the_decoding_record_saved_with_the_model(smollm2_tokenizer, tmp_path):
+    """The Modelfile's PARAMETERs are the generation_config.json export saved: sampling or greedy."""
+    from transformers import GenerationConfig
+
+    common = {"max_new_tokens": 64, "repetition_penalty": 1.2}
+    sampling = params_of(EvalParams, **common, do_sample=True, temperature=0.7, top_p=0.9)
+    greedy = params_of(EvalParams, **common, do_sample=False)
+    for decoding, lines in [(sampling, ["temperature 0.7", "top_p 0.9"]), (greedy, ["temperature 0"])]:
+        record = decoding_record(decoding)
+        GenerationConfig(**record).save_pretrained(tmp_path)
+        text = modelfile("model-Q8_0.gguf", smollm2_tokenizer, saved_decoding(tmp_path))
+        assert text == modelfile("model-Q8_0.gguf", smollm2_tokenizer, record)
+        parameters = [line.removeprefix("PARAMETER ") for line in text.splitlines() if line.startswith("PARAMETER ")]
+        assert parameters[1:] == ["num_predict 64", "repeat_penalty 1.2", *lines]
 
 
 def convert(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -269,7 +280,6 @@ def test_export_pipeline_writes_smollm2_as_llama_cpp_does(experiments, smollm2_g
 
 def test_unknown_gguf_type_is_refused_with_its_key():
     from lorapipe.cli import UserError
-    from lorapipe.params import parse_section
 
     with pytest.raises(UserError, match=r"export.gguf_types \['q4_k_m'\]: must be among f32, f16, bf16, q8_0"):
-        parse_section(ExportParams, {"gguf_types": ["f16", "q4_k_m"]})
+        params_of(ExportParams, gguf_types=["f16", "q4_k_m"])

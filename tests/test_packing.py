@@ -11,7 +11,7 @@ from lorapipe.cleaning import read_fields
 from lorapipe.packing import IGNORE, PackedRow, collate, example_labels, pack_examples, read_rows, write_rows
 from lorapipe.params import CleanParams
 from lorapipe.prompt import Example, build_prompt, build_prompts, encode_examples
-from tests.workspace import ROOT
+from tests.workspace import ROOT, params_of
 
 
 def make_examples(n: int, seed: int = 0) -> list[Example]:
@@ -158,7 +158,7 @@ def test_batched_encoding_equals_one_example_at_a_time(smollm2_tokenizer, templa
         tokenizer.chat_template = "<|im_start|>user\n{{ messages[1]['content'] | trim | upper }}<|im_end|>\n"
     # The synthetic sample's raw records: entities, odd characters and long texts included.
     with gzip.open(ROOT / "data/synthetic/trn.json.gz") as f:
-        rows = [r for line in f if isinstance(r := read_fields(line, CleanParams()), tuple)][:400]
+        rows = [r for line in f if isinstance(r := read_fields(line, params_of(CleanParams)), tuple)][:400]
     rows += [(" ".join(["Long"] * 90), "word " * 500), ("  padded {title}  ", "&amp; odd\u200b text")]
     titles, contents = [t for t, _ in rows], [c for _, c in rows]
     expected = [reference_example(tokenizer, t, c, 20, 60) for t, c in rows]

@@ -25,29 +25,35 @@ from lorapipe.params import (
     read_params_file,
 )
 from lorapipe.profiles import apply_profile
-from tests.workspace import ROOT, assert_one_line_error, child_env, sh
+from tests.workspace import ROOT, assert_one_line_error, child_env, committed_params_text, default_params, params_of, sh
+
+NO_DEFAULT = (dataclasses.MISSING, dataclasses.MISSING)
 
 
-def committed_params() -> str:
-    """params.yaml as committed: `make demo` rewrites the working copy with the offline profile."""
-    return subprocess.run(
-        ["git", "show", "HEAD:params.yaml"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout
-
-
-def test_params_yaml_lists_every_key_and_loads():
-    """The committed params.yaml spells out every key of every section, and loads.
-
-    Values are not compared with the dataclass defaults: an experiment's pull request changes them.
-    """
-    raw = yaml.safe_load(committed_params())
+def test_params_yaml_lists_every_key_and_loads_and_is_the_only_home_of_the_defaults():
+    """The committed params.yaml spells out every key of every section, and loads; the dataclasses
+    declare no default that could drift from it (an experiment's pull request changes its values)."""
+    raw = yaml.safe_load(committed_params_text())
     assert set(raw) == set(SECTIONS)
     for section, cls in SECTIONS.items():
         parse_section(cls, raw[section])
         assert set(raw[section]) == {f.name for f in dataclasses.fields(cls)}, section
+        defaulted = [f.name for f in dataclasses.fields(cls) if (f.default, f.default_factory) != NO_DEFAULT]
+        assert not defaulted, section
 
 
 def write_params(tmp_path: Path, text: str) -> Path:
+    """params.yaml = `text` laid over the committed defaults where it is a mapping of sections (so an
+    error names only the keys `text` sets), else `text` itself."""
+    try:
+        overrides = yaml.safe_load(text)
+    except yaml.YAMLError:
+        overrides = None
+    if isinstance(overrides, dict) and all(isinstance(v, dict) for v in overrides.values()):
+        params = default_params()
+        for section, values in overrides.items():
+            params[section].update(values)
+        text = yaml.safe_dump(params)
     path = tmp_path / "params.yaml"
     path.write_text(text)
     return path
@@ -106,29 +112,47 @@ def test_missing_params_file(tmp_path):
         load_params(LoraParams, tmp_path / "params.yaml")
 
 
-def test_missing_keys_take_defaults_and_ints_widen_to_floats(tmp_path):
+def test_ints_widen_to_floats(tmp_path):
     path = write_params(tmp_path, "lora:\n  alpha: 16\n")
     lora = load_params(LoraParams, path)
     assert lora.alpha == 16.0 and isinstance(lora.alpha, float)
-    assert lora.r == 16
+    assert lora.r == default_params()["lora"]["r"]
+
+
+def test_a_missing_key_or_section_is_one_line_naming_it(tmp_path):
+    """No default exists outside params.yaml: a key it lacks is an error saying where to take it from."""
+    params = default_params()
+    del params["lora"]["r"], params["lora"]["dropout"], params["ops"]
+    params["lora"]["rr"] = 8  # a misspelt key is named in the same line
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    hint = "(params.yaml sets every key: take it, with its meaning, from `git show HEAD:params.yaml`)"
+    for cls, message in [
+        (LoraParams, f"{path}: 2 problems in 'lora': unknown key 'lora.rr'; did you mean 'lora.r'?; "),
+        (LoraParams, f"; missing 'lora.r', 'lora.dropout' {hint}"),
+        (OpsParams, f"{path}: no 'ops' section {hint}"),
+    ]:
+        with pytest.raises(UserError) as err:
+            load_params(cls, path)
+        assert message in str(err.value) and "\n" not in str(err.value)
 
 
 def test_offline_profile_applies_keeps_comments_and_validates(tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text(committed_params())
+    params.write_text(committed_params_text())
     overrides = yaml.safe_load((ROOT / "profiles/offline.yaml").read_text())
     changed = apply_profile(overrides, params)
     assert "model.name" in changed and "data.url" in changed
     text = params.read_text()
     assert "# lorapipe parameters" in text  # comments survive
     assert load_params(ModelParams, params).name.endswith(".gguf")
-    assert load_params(LoraParams, params).r == yaml.safe_load(committed_params())["lora"]["r"]  # untouched keys stay
+    assert load_params(LoraParams, params).r == default_params()["lora"]["r"]  # untouched keys stay
     assert apply_profile(overrides, params) == []  # idempotent
 
 
 def test_profile_with_bad_value_leaves_params_untouched(tmp_path):
     params = tmp_path / "params.yaml"
-    original = committed_params()
+    original = committed_params_text()
     params.write_text(original)
     with pytest.raises(UserError, match=re.escape("'lora.r' must be >= 1")):
         apply_profile({"lora": {"r": 0}}, params)
@@ -139,7 +163,7 @@ def test_profile_command_takes_single_keys_too(tmp_path, monkeypatch):
     from lorapipe.profiles import main
 
     params = tmp_path / "params.yaml"
-    params.write_text(committed_params())
+    params.write_text(committed_params_text())
     monkeypatch.chdir(ROOT)  # profiles/ is found from the repository root
     main(["colab", "--set", "lora.r=8", "--set", "train.lr=0.0001", "--params", str(params)])
     assert load_params(LoraParams, params).r == 8 and load_params(TrainParams, params).lr == 0.0001
@@ -163,11 +187,11 @@ def test_a_tag_or_broken_yaml_in_a_profile_or_set_is_one_line(tmp_path, profile,
     source = ROOT / "profiles" / profile
     (tmp_path / "profiles/bad.yaml").write_text(source.read_text() if source.is_file() else profile)
     params = tmp_path / "params.yaml"
-    params.write_text(committed_params())
+    params.write_text(committed_params_text())
     command = [sys.executable, "-m", "lorapipe.profiles", "bad", "--set", setting, "--params", str(params)]
     result = subprocess.run(command, cwd=tmp_path, env=child_env(), capture_output=True, text=True)
     assert_one_line_error(result, message, "is not valid YAML")
-    assert params.read_text() == committed_params()
+    assert params.read_text() == committed_params_text()
     assert not (tmp_path / "pwned").exists()
 
 
@@ -175,7 +199,7 @@ def test_one_flattener_serves_loaded_params_and_dvc_json_alike():
     """MLflow logs loaded params and the results page reads `dvc exp show`'s nested YAML: the same dotted keys."""
     from lorapipe.params import flatten
 
-    raw = yaml.safe_load(committed_params())
+    raw = yaml.safe_load(committed_params_text())
     loaded = {section: parse_section(cls, raw[section]) for section, cls in SECTIONS.items()}
     assert flatten(loaded) == flatten(raw)
     assert flatten({"lora": {"r": 8, "target_modules": ["q_proj", "v_proj"]}}) == {
@@ -222,12 +246,15 @@ VERSION_SENSITIVE = "sample:\n  size: 0100\ndata:\n  member: yes\nmodel:\n  revi
 def test_params_are_read_as_dvc_reads_them(tmp_path):
     from dvc.utils.serialize import load_yaml  # what `dvc repro` and `dvc params diff` read params.yaml with
 
-    path = write_params(tmp_path, VERSION_SENSITIVE)
-    assert read_params_file(path) == load_yaml(path)
-    assert load_params(SampleParams, path).size == 100
-    assert load_params(DataParams, path).member == "yes"
-    assert load_params(ModelParams, path).revision == "on"
-    assert load_params(TrainParams, path).lr == 2e-4
+    path = tmp_path / "params.yaml"
+    path.write_text(VERSION_SENSITIVE)
+    raw = read_params_file(path)
+    assert raw == load_yaml(path)
+    # The typed values of these keys, the rest of each section from the committed defaults.
+    assert params_of(SampleParams, **raw["sample"]).size == 100
+    assert params_of(DataParams, **raw["data"]).member == "yes"
+    assert params_of(ModelParams, **raw["model"]).revision == "on"
+    assert params_of(TrainParams, **raw["train"]).lr == 2e-4
 
 
 def test_a_profile_is_read_as_dvc_reads_params(tmp_path, monkeypatch):
@@ -238,7 +265,7 @@ def test_a_profile_is_read_as_dvc_reads_params(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "profiles").mkdir()
     (tmp_path / "profiles/odd.yaml").write_text(VERSION_SENSITIVE)
-    params = write_params(tmp_path, committed_params())
+    params = write_params(tmp_path, committed_params_text())
     main(["odd", "--set", "eval.max_samples=010", "--params", str(params)])
     assert load_yaml(params)["sample"]["size"] == 100 and load_yaml(params)["eval"]["max_samples"] == 10
     assert load_yaml(params)["data"]["member"] == "yes"

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from lorapipe.artifacts import EXPORT_COMMAND
-from tests.workspace import assert_one_line_error, child_env, free_port
+from tests.workspace import assert_one_line_error, child_env, free_port, params_of
 
 # Built at run time, so this file holds no credential-shaped string for the security scan to find.
 FAKE_TOKEN = "hf_" + "FAKEnotReal" * 3
@@ -165,6 +165,7 @@ def test_bad_repo_id_and_missing_run_are_one_line_errors(tmp_path):
 
 def card_facts(origin: dict, merged: bool, base: tuple[str, str] | None = None, bits: int = 4):
     """The card's facts of a run, built as publish builds them from the run's files."""
+    from lorapipe.generation import decoding_record
     from lorapipe.params import EvalParams, LoraParams, QuantParams, TrainParams
     from lorapipe.reporting.model_card import BaseModel, BaseOrigin, CardFacts
     from lorapipe.training_record import TrainingRecord
@@ -177,8 +178,8 @@ def card_facts(origin: dict, merged: bool, base: tuple[str, str] | None = None, 
         base=BaseModel(*base) if base else None,
         origin=BaseOrigin.from_record(origin),
         params={"data": {"url": "data/synthetic/trn.json.gz"}},
-        trained=TrainingRecord(TrainParams(), LoraParams(), QuantParams(bits=bits)),
-        decoding=EvalParams(),
+        trained=TrainingRecord(params_of(TrainParams), params_of(LoraParams), params_of(QuantParams, bits=bits)),
+        decoding=decoding_record(params_of(EvalParams)),
         chat_template=False,
         prompt_example="",
         download={},
@@ -239,3 +240,37 @@ def test_card_cites_the_commit_only_when_its_params_are_the_trained_ones(tmp_pat
     experiment = training_record_from({**params, "lora": {**params["lora"], "r": 8}})
     assert trained_at(experiment, "exp-1").startswith(f"in the DVC experiment `exp-1`, on top of commit `{head}` whose")
     assert "not committed" in trained_at(experiment, None)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_card_loads_the_base_with_the_quantization_config_training_used(bits):
+    """The card's BitsAndBytesConfig is rendered from modeling.quantization_config's object, not mirrored."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    from lorapipe.modeling import quantization_config
+    from lorapipe.params import QuantParams
+    from lorapipe.reporting.model_card import model_card
+
+    card = model_card(card_facts(HUB_BASE, merged=False, base=(HUB_BASE["name"], "12fd25f7"), bits=bits))
+    code = re.search(r"quantization_config=(.*?),\n\)\.dequantize\(\)", python_block(card, "How to use"), re.S).group(1)
+    shown = eval(code, {"BitsAndBytesConfig": BitsAndBytesConfig, "torch": torch})  # our own card's text
+    assert shown.to_dict() == quantization_config(params_of(QuantParams, bits=bits), torch.float32).to_dict()
+
+
+def test_card_renders_the_decoding_record_in_its_snippet_and_llama_cpp_line():
+    import dataclasses
+
+    from lorapipe.generation import decoding_record
+    from lorapipe.params import EvalParams
+    from lorapipe.reporting.model_card import model_card
+
+    sampling = params_of(EvalParams, do_sample=True, temperature=0.7, top_p=0.9, max_new_tokens=64)
+    facts = card_facts(GGUF_BASE, merged=True)
+    card = model_card(dataclasses.replace(facts, decoding=decoding_record(sampling), gguf_files=["model-Q8_0.gguf"]))
+    snippet = python_block(card, "How to use")
+    assert "**ids, max_new_tokens=64, do_sample=True, temperature=0.7, top_p=0.9, repetition_penalty=1.0,\n" in snippet
+    assert "-n 64 --repeat-penalty 1 --temp 0.7 --top-p 0.9\n" in card and "Sampling on 32 held-out" in card
+    greedy = model_card(dataclasses.replace(facts, gguf_files=["model-Q8_0.gguf"]))
+    assert "max_new_tokens=256, do_sample=False, repetition_penalty=1.0,\n" in python_block(greedy, "How to use")
+    assert "-n 256 --repeat-penalty 1 --temp 0\n" in greedy and "Greedy decoding on 32 held-out" in greedy

@@ -11,7 +11,16 @@ import pytest
 import torch
 
 from lorapipe.reporting.study_sections import quant_spec, study_sections
-from tests.workspace import copy_workspace, data_workspace, kept_read_only, sh, stage, stage_args, write_params
+from tests.workspace import (
+    copy_workspace,
+    data_workspace,
+    kept_read_only,
+    params_of,
+    sh,
+    stage,
+    stage_args,
+    write_params,
+)
 
 TRAIN = {"max_steps": 6, "micro_batch": 2, "grad_accum": 1, "lr": 0.003, "grad_checkpointing": False, "eval_every": 3}
 EVAL = {"max_samples": 4, "batch_size": 4, "max_new_tokens": 8}
@@ -55,7 +64,7 @@ def test_bits_train_and_evaluate_end_to_end(prepared, tmp_path, bits):
 
     # Evaluate's merged model computes what the training-time model (8-bit or plain base + adapter) did.
     cpu, base = torch.device("cpu"), ws / "models/base"
-    quant = QuantParams(bits=bits)
+    quant = params_of(QuantParams, bits=bits)
     trained = PeftModel.from_pretrained(load_model(base, torch.float32, cpu, quant), ws / adapter).eval()
     if bits == 8:
         assert type(trained.base_model.model.model.layers[0].mlp.up_proj.base_layer).__name__ == "Linear8bitLt"

@@ -18,7 +18,7 @@ from lorapipe.reporting.charts import LOSS_LOGS, loss_spec
 from lorapipe.reporting.report import THIS, code, escape_cell, samples_table
 from lorapipe.reporting.results_page import cell as results_cell
 from tests.browser import save_screenshot
-from tests.workspace import ROOT, assert_one_line_error, sh
+from tests.workspace import ROOT, assert_one_line_error, params_of, sh
 
 WORKFLOWS = sorted((ROOT / ".github/workflows").glob("*.yml"))
 # `- ROUGE-L 0.312 -> 0.331 (+0.019, 95% CI +0.007..+0.031): better`
@@ -329,6 +329,7 @@ EVAL_RESULT = {
 
 @pytest.mark.parametrize("per_sample", [True, False], ids=["with-per-sample-scores", "eval-json-only"])
 def test_summary_and_model_card_print_one_scores_table(tmp_path, per_sample):
+    from lorapipe.generation import decoding_record
     from lorapipe.params import EvalParams, LoraParams, QuantParams, TrainParams
     from lorapipe.reporting.model_card import BaseOrigin, CardFacts, model_card
     from lorapipe.training_record import TrainingRecord
@@ -350,8 +351,14 @@ def test_summary_and_model_card_print_one_scores_table(tmp_path, per_sample):
     assert len(table["ROUGE-L"]) == 3  # no interval column without per-sample scores
     origin = BaseOrigin.from_record({"kind": "gguf", "name": "base.gguf"})
     card = dict(repo_id="you/x", merged=True, base=None, origin=origin, params={}, trained_at="at commit `c`")
-    card |= dict(trained=TrainingRecord(TrainParams(), LoraParams(), QuantParams()))
-    card |= dict(decoding=EvalParams(), chat_template=False, prompt_example="", download={}, license="mit")
+    card |= dict(trained=TrainingRecord(params_of(TrainParams), params_of(LoraParams), params_of(QuantParams)))
+    card |= dict(
+        decoding=decoding_record(params_of(EvalParams)),
+        chat_template=False,
+        prompt_example="",
+        download={},
+        license="mit",
+    )
     facts = CardFacts(**card, scores=EVAL_RESULT)
     card_table = model_card(facts).split("## Results")[1].split("##")[0]
     assert printed.split("\n(")[0] in card_table  # the card shows the very table the summary prints

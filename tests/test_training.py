@@ -24,6 +24,7 @@ from tests.workspace import (
     ROOT,
     TUNED,
     child_env,
+    params_of,
     stage,
     stage_args,
     start_training,
@@ -80,9 +81,10 @@ def test_every_lora_weight_changed_and_adapter_reloads_and_generates(tuned_works
     cpu, base = torch.device("cpu"), ws / "models/base"
     rows = read_rows(ws / "data/tokenized/train.parquet")
     torch.manual_seed(0)
-    trained = add_lora(load_model(base, torch.float32, cpu), LoraParams(), False, quantized=False)
-    params = TrainParams(**{**TRAIN, "max_steps": 4, "lr": 0.01, "eval_every": 100})
-    config = TrainConfig(params, OpsParams(save_every=100), cpu, torch.float32, tmp_path / "ckpts", fingerprint="f")
+    trained = add_lora(load_model(base, torch.float32, cpu), params_of(LoraParams), False, quantized=False)
+    params = params_of(TrainParams, **{**TRAIN, "max_steps": 4, "lr": 0.01, "eval_every": 100})
+    ops = params_of(OpsParams, save_every=100)
+    config = TrainConfig(params, ops, cpu, torch.float32, tmp_path / "ckpts", fingerprint="f")
     train(trained, TrainData(rows, rows[:2], pad_id=0), config)
     tokenizer = load_tokenizer(base)
     prompt = tokenizer(["Acme Stainless Steel Travel Mug"], return_tensors="pt")
@@ -108,8 +110,8 @@ def test_merged_tuned_model_matches_the_training_time_model(tuned_workspace):
     from lorapipe.params import QuantParams
 
     cpu, base, adapter = torch.device("cpu"), tuned_workspace / "models/base", tuned_workspace / "models/adapter"
-    trained = PeftModel.from_pretrained(load_model(base, torch.float32, cpu, QuantParams()), adapter)
-    merged = load_tuned_model(base, adapter, QuantParams(), torch.float32, cpu)
+    trained = PeftModel.from_pretrained(load_model(base, torch.float32, cpu, params_of(QuantParams)), adapter)
+    merged = load_tuned_model(base, adapter, params_of(QuantParams), torch.float32, cpu)
     unquantized = PeftModel.from_pretrained(load_model(base, torch.float32, cpu), adapter)
     with torch.no_grad():
         expected = trained.eval()(IDS).logits
@@ -178,8 +180,8 @@ def test_a_stop_requested_mid_step_saves_that_step(tuned_workspace, tiny_model_d
     from lorapipe.training import GracefulStop, Hooks, Stopped, TrainConfig, TrainData, train
 
     rows = read_rows(tuned_workspace / "data/tokenized/train.parquet")
-    params = TrainParams(**{**TRAIN, "max_steps": 6, "eval_every": 3})
-    ops = OpsParams(save_every=100)
+    params = params_of(TrainParams, **{**TRAIN, "max_steps": 6, "eval_every": 3})
+    ops = params_of(OpsParams, save_every=100)
     stop = GracefulStop()
 
     def request_stop_at_step_3(row: dict) -> None:  # on_step runs right after step 3's validation
@@ -188,7 +190,7 @@ def test_a_stop_requested_mid_step_saves_that_step(tuned_workspace, tiny_model_d
 
     def fresh_model():
         model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-        return add_lora(model, LoraParams(r=2), False, quantized=False)
+        return add_lora(model, params_of(LoraParams, r=2), False, quantized=False)
 
     data = TrainData(rows, rows[:2], pad_id=0)
     config = TrainConfig(params, ops, torch.device("cpu"), torch.float32, checkpoints=tmp_path, fingerprint="f")
@@ -244,7 +246,9 @@ def test_corrupt_newest_checkpoint_falls_back_to_previous(tiny_model_dir, tmp_pa
     from lorapipe.modeling import add_lora
     from lorapipe.params import LoraParams
 
-    model = add_lora(AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraParams(r=2), False, quantized=False)
+    model = add_lora(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir), params_of(LoraParams, r=2), False, quantized=False
+    )
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     for step in (1, 2):
@@ -262,7 +266,9 @@ def test_a_foreign_newest_checkpoint_falls_back_to_the_runs_own(tiny_model_dir, 
     from lorapipe.modeling import add_lora
     from lorapipe.params import LoraParams
 
-    model = add_lora(AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraParams(r=2), False, quantized=False)
+    model = add_lora(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir), params_of(LoraParams, r=2), False, quantized=False
+    )
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     for step, run in ((1, "f"), (2, "another")):
@@ -281,13 +287,13 @@ def test_resume_after_validation_on_the_save_step_trains_the_same_numbers(tuned_
     from lorapipe.training import GracefulStop, Hooks, Stopped, TrainConfig, TrainData, train
 
     rows = read_rows(tuned_workspace / "data/tokenized/train.parquet")
-    params = TrainParams(**{**TRAIN, "max_steps": 12, "eval_every": 6})
-    ops, cpu = OpsParams(save_every=6), torch.device("cpu")
+    params = params_of(TrainParams, **{**TRAIN, "max_steps": 12, "eval_every": 6})
+    ops, cpu = params_of(OpsParams, save_every=6), torch.device("cpu")
 
     def fresh_model() -> torch.nn.Module:
         torch.manual_seed(params.seed)
-        model = load_model(tuned_workspace / "models/base", torch.float32, cpu, QuantParams())
-        return add_lora(model, LoraParams(), False, quantized=True)
+        model = load_model(tuned_workspace / "models/base", torch.float32, cpu, params_of(QuantParams))
+        return add_lora(model, params_of(LoraParams), False, quantized=True)
 
     def config(checkpoints: Path) -> TrainConfig:
         return TrainConfig(params, ops, cpu, torch.float32, checkpoints, fingerprint="f")
@@ -397,9 +403,9 @@ def test_schedule_and_batches_are_pure_functions_of_the_step():
 def test_total_steps_from_epochs_or_max_steps():
     from lorapipe.params import TrainParams
 
-    assert total_steps(100, TrainParams(epochs=1, micro_batch=4, grad_accum=5)) == 5
-    assert total_steps(100, TrainParams(epochs=2.5, micro_batch=4, grad_accum=5)) == 13
-    assert total_steps(100, TrainParams(max_steps=7)) == 7
+    assert total_steps(100, params_of(TrainParams, epochs=1, micro_batch=4, grad_accum=5)) == 5
+    assert total_steps(100, params_of(TrainParams, epochs=2.5, micro_batch=4, grad_accum=5)) == 13
+    assert total_steps(100, params_of(TrainParams, max_steps=7)) == 7
 
 
 def test_a_second_experiment_resumes_its_own_checkpoint_and_keeps_the_first_runs(tuned_copy, tmp_path):
@@ -436,6 +442,9 @@ def test_training_s_third_party_noise_is_silenced(tiny_model_dir):
     """What a train and evaluate print and no user can act on: bitsandbytes' optional Hub kernel it did not
     find (on CPUs with AVX512-BF16), peft's use of a deprecated transformers property, rouge_score's
     "Using default tokenizer." per scorer. The stages' own imports, logging and calls, in a fresh process."""
+    from lorapipe.params import LoraParams, QuantParams
+
+    quant, lora = params_of(QuantParams), params_of(LoraParams)
     script = f"""
 import logging, sys
 import torch
@@ -444,8 +453,8 @@ from lorapipe.modeling import add_lora, load_model
 from lorapipe.params import LoraParams, QuantParams
 from lorapipe.scoring import sample_scores
 logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)  # as run_cli sets it
-model = load_model({str(tiny_model_dir)!r}, torch.float32, torch.device("cpu"), QuantParams())
-add_lora(model, LoraParams(), grad_checkpointing=False, quantized=True)
+model = load_model({str(tiny_model_dir)!r}, torch.float32, torch.device("cpu"), {quant!r})
+add_lora(model, {lora!r}, grad_checkpointing=False, quantized=True)
 sample_scores(["a mug"], ["a fine mug"])
 sample_scores(["a cup"], ["a fine cup"])
 print("done")

@@ -16,6 +16,7 @@ from lorapipe.training_record import (
     load_training_record,
     save_training_record,
 )
+from tests.workspace import default_params, params_of
 
 
 @pytest.fixture
@@ -27,7 +28,9 @@ def adapter(tmp_path):
 
 def test_a_saved_run_loads_back_equal(adapter):
     run = TrainingRecord(
-        TrainParams(max_steps=12, lr=0.002), LoraParams(r=8, target_modules=("q_proj",)), QuantParams(bits=8)
+        params_of(TrainParams, max_steps=12, lr=0.002),
+        params_of(LoraParams, r=8, target_modules=("q_proj",)),
+        params_of(QuantParams, bits=8),
     )
     save_training_record(adapter, run)
     assert load_training_record(adapter) == run
@@ -45,11 +48,16 @@ def test_a_folder_without_a_trained_adapter_is_one_clear_error(tmp_path):
     [
         ("{not json", "not valid JSON"),
         ('{"quant": {"bits": 4}}', "expected the sections train, lora, quant; found quant"),
-        ('{"train": {}, "lora": {"r": 0}, "quant": {}}', "'lora.r' must be >= 1, got 0"),
-        ('{"train": {"lrr": 1}, "lora": {}, "quant": {}}', "unknown key 'train.lrr'; did you mean 'train.lr'?"),
+        ({"lora": {"r": 0}}, "'lora.r' must be >= 1, got 0"),
+        ({"train": {"lrr": 1}}, "unknown key 'train.lrr'; did you mean 'train.lr'?"),
+        ({"quant": {"bits": None}}, "'quant.bits' must be an integer"),
+        ('{"train": {}, "lora": {}, "quant": {}}', "missing 'train.epochs', 'train.max_steps'"),
     ],
 )
 def test_a_bad_record_names_the_file_and_the_problem(adapter, record, message):
+    if isinstance(record, dict):  # a saved record of the defaults with these keys changed
+        sections = {name: dict(default_params()[name], **record.get(name, {})) for name in ("train", "lora", "quant")}
+        record = json.dumps(sections)
     (adapter / RECORD_FILE).write_text(record)
     with pytest.raises(UserError) as err:
         load_training_record(adapter)
@@ -57,7 +65,7 @@ def test_a_bad_record_names_the_file_and_the_problem(adapter, record, message):
 
 
 def test_the_record_is_plain_json_a_reader_can_diff(adapter):
-    save_training_record(adapter, TrainingRecord(TrainParams(), LoraParams(), QuantParams()))
+    save_training_record(adapter, TrainingRecord(params_of(TrainParams), params_of(LoraParams), params_of(QuantParams)))
     record = json.loads((adapter / RECORD_FILE).read_text())
-    assert record["lora"]["target_modules"] == list(LoraParams().target_modules)
+    assert record["lora"]["target_modules"] == list(params_of(LoraParams).target_modules)
     assert set(record) == {"train", "lora", "quant"}

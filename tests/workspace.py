@@ -7,7 +7,6 @@ Plain functions and constants only; tests/conftest.py holds the fixtures and imp
 from __future__ import annotations
 
 import csv
-import dataclasses
 import functools
 import os
 import re
@@ -20,7 +19,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -76,14 +75,18 @@ def copy_workspace(source: Path, to: Path) -> Path:
 
 
 def default_params() -> dict:
-    """The real run as the params dataclasses define it. Tests start from this, never from the
-    repo's params.yaml: an experiment (or the pull request it becomes) changes that file."""
-    from lorapipe.params import SECTIONS
+    """The real run: params.yaml as committed, the one home of every default. Not the working copy,
+    which `make demo` rewrites with the offline profile and `dvc exp run -S` with an experiment's values."""
+    from lorapipe.params import parse_yaml
 
-    return {
-        name: {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cls()).items()}
-        for name, cls in SECTIONS.items()
-    }
+    return parse_yaml(committed_params_text(), "HEAD:params.yaml")
+
+
+@functools.cache
+def committed_params_text() -> str:
+    return subprocess.run(
+        ["git", "show", "HEAD:params.yaml"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
 
 
 def sh(repo: Path, *cmd: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -162,6 +165,8 @@ TUNED = {
 
 # Built at run time, so no credential-shaped string sits in a tracked file.
 S3_KEY_ID, S3_SECRET = "AKIA" + "TESTONLY" * 2, "fake/secret+key0123456789" + "abcdefABCDEF01"
+
+T = TypeVar("T")
 
 
 def write_params(ws: Path, **sections: dict[str, Any]) -> None:
@@ -291,3 +296,10 @@ def stage_args(name: str, metrics: str | Path = "metrics", **paths: str | Path) 
     return tuple(
         swap.get(arg, f"{metrics}/{Path(arg).name}" if Path(arg).parent == Path("metrics") else arg) for arg in args
     )
+
+
+def params_of(cls: type[T], **overrides: Any) -> T:
+    """`cls`'s section of the committed params.yaml (where every default lives), with `overrides`, validated."""
+    from lorapipe.params import SECTION_OF, parse_section
+
+    return parse_section(cls, {**default_params()[SECTION_OF[cls]], **overrides}, source="HEAD:params.yaml")

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import json
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any
 
+import torch
 import yaml
+from transformers import BitsAndBytesConfig
 
-from lorapipe.params import EvalParams, QuantParams
+from lorapipe.gguf_export import llama_cpp_settings
+from lorapipe.modeling import quantization_config
+from lorapipe.params import QuantParams
 from lorapipe.prompt import INSTRUCTION, PLAIN_TEMPLATE
 from lorapipe.reporting.compare import HEADLINE, METRICS
 from lorapipe.reporting.scores_table import markdown_table, score_rows
@@ -82,7 +88,7 @@ class CardFacts:
     origin: BaseOrigin  # where the trained-on base came from
     params: dict[str, Any]
     trained: TrainingRecord  # what was trained (the adapter's train_params.json), not today's params.yaml
-    decoding: EvalParams
+    decoding: dict[str, Any]  # the decoding record (lorapipe.generation.decoding_record) evaluate used
     chat_template: bool  # the tokenizer has one; else PLAIN_TEMPLATE
     prompt_example: str  # the exact prompt of EXAMPLE_TITLE
     download: dict  # metrics/download.json: the raw file's sha256
@@ -97,17 +103,26 @@ def _section(trained: TrainingRecord, name: str) -> str:
     return yaml.safe_dump({name: values}, sort_keys=False).strip()
 
 
+def _python(value: Any) -> str:
+    """`value` as Python source: torch.float32, "nf4", True."""
+    if isinstance(value, torch.dtype):
+        return str(value)
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
 def _quantization(quant: QuantParams) -> str:
-    if quant.bits == 8:
-        return "BitsAndBytesConfig(load_in_8bit=True)"
-    return (
-        f'BitsAndBytesConfig(\n        load_in_4bit=True, bnb_4bit_quant_type="{quant.quant_type}", '
-        f"bnb_4bit_use_double_quant={quant.double_quant},\n        bnb_4bit_compute_dtype=torch.float32,\n    )"
-    )
+    """The BitsAndBytesConfig training loaded the base with (`modeling.quantization_config`, in fp32 as
+    the snippet runs), as Python: the settings in which it differs from bitsandbytes' defaults."""
+    config, default = quantization_config(quant, torch.float32), BitsAndBytesConfig()
+    names = [name for name in inspect.signature(BitsAndBytesConfig).parameters if name != "kwargs"]
+    settings = [f"{n}={_python(getattr(config, n))}" for n in names if getattr(config, n) != getattr(default, n)]
+    if len(settings) == 1:
+        return f"BitsAndBytesConfig({settings[0]})"
+    return f"BitsAndBytesConfig(\n        {', '.join(settings)},\n    )"
 
 
 def _describe_function(facts: CardFacts) -> str:
-    """`describe(title)`: the prompt and greedy decoding of the evaluate stage."""
+    """`describe(title)`: the prompt and the decoding record of the evaluate stage."""
     if facts.chat_template:
         prompt = (
             f'    messages = [\n        {{"role": "system", "content": "{INSTRUCTION}"}},\n'
@@ -117,14 +132,12 @@ def _describe_function(facts: CardFacts) -> str:
     else:
         template = PLAIN_TEMPLATE.format(instruction=INSTRUCTION, title="{title}")
         prompt = f"    prompt = tokenizer.bos_token + {template!r}.format(title=title)\n"
-    d = facts.decoding
-    sampling = f"do_sample=True, temperature={d.temperature}, top_p={d.top_p}" if d.do_sample else "do_sample=False"
+    settings = ", ".join(f"{name}={value!r}" for name, value in facts.decoding.items())
     return (
         "def describe(title: str) -> str:\n"
         f"{prompt}"
         '    ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")\n'
-        f"    out = model.generate(\n        **ids, max_new_tokens={d.max_new_tokens}, {sampling}, "
-        f"repetition_penalty={d.repetition_penalty},\n"
+        f"    out = model.generate(\n        **ids, {settings},\n"
         "        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id,\n    )\n"
         '    return tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()\n'
     )
@@ -167,15 +180,21 @@ def usage(facts: CardFacts) -> str:
     )
 
 
+def decoding_name(decoding: dict[str, Any]) -> str:
+    return "sampling" if decoding.get("do_sample") else "greedy decoding"
+
+
 def gguf_section(facts: CardFacts) -> str:
     if not facts.gguf_files:
         return ""
     files, compact = ", ".join(f"`{name}`" for name in facts.gguf_files), facts.gguf_files[0]
+    flags = " ".join(f"{flag} {value}" for _, flag, value in llama_cpp_settings(facts.decoding))
+    decoding = decoding_name(facts.decoding)
     return f"""
 ## Run it with llama.cpp or Ollama (GGUF)
 
 {files}: the merged model converted by llama.cpp's `convert_hf_to_gguf.py`, with the tokenizer and
-its chat template. The `Modelfile` sets Ollama's template to the exact training prompt and greedy decoding:
+its chat template. The `Modelfile` sets Ollama's template to the exact training prompt and {decoding}:
 
 ```bash
 hf download {facts.repo_id} {compact} Modelfile --local-dir product-descriptions
@@ -183,11 +202,11 @@ cd product-descriptions && ollama create product-descriptions -f Modelfile
 ollama run product-descriptions "{EXAMPLE_TITLE}"
 ```
 
-With llama.cpp, save the whole prompt (below, with your title) as `prompt.txt` and decode greedily:
+With llama.cpp, save the whole prompt (below, with your title) as `prompt.txt` and decode as evaluate did:
 
 ```bash
-llama-completion -m {compact} -f prompt.txt -n {facts.decoding.max_new_tokens} --temp 0 \\
-    --repeat-penalty {facts.decoding.repetition_penalty}
+llama-completion -m {compact} -f prompt.txt \\
+    {flags}
 ```
 """
 
@@ -213,11 +232,7 @@ def model_index(facts: CardFacts, data_name: str, synthetic: bool) -> list[dict]
     return [{"name": facts.repo_id.split("/")[-1], "results": [{"task": task, "dataset": dataset, "metrics": metrics}]}]
 
 
-def model_card(facts: CardFacts) -> str:
-    """Markdown with Hub metadata: what was trained, on which data version, how well, how to use it."""
-    base_name = facts.base.hub_id if facts.base else facts.origin.label
-    synthetic = SYNTHETIC_MARK in str(facts.params.get("data", {}).get("url", ""))
-    data_name = "The SYNTHETIC stand-in" if synthetic else "AmazonTitles-1.3MM product titles and descriptions"
+def _front_matter(facts: CardFacts, data_name: str, synthetic: bool) -> str:
     tags = ["lorapipe", "qlora", "lora", "product-descriptions", "e-commerce", *(["gguf"] if facts.gguf_files else [])]
     meta = {
         "license": facts.license,
@@ -228,7 +243,55 @@ def model_card(facts: CardFacts) -> str:
         **({"base_model": facts.base.hub_id} if facts.base else {}),
         "model-index": model_index(facts, data_name, synthetic),
     }
-    what = "model (LoRA adapter merged into the base)" if facts.merged else "LoRA adapter"
+    return f"---\n{yaml.safe_dump(meta, sort_keys=False).strip()}\n---\n"
+
+
+def _what(facts: CardFacts) -> str:
+    return "model (LoRA adapter merged into the base)" if facts.merged else "LoRA adapter"
+
+
+def _base_name(facts: CardFacts) -> str:
+    return facts.base.hub_id if facts.base else facts.origin.label
+
+
+def _title(facts: CardFacts, synthetic: bool) -> str:
+    synthetic_note = (
+        "\n> **Demo model.** It was trained on the small SYNTHETIC sample shipped with lorapipe, not on "
+        "real Amazon data: it shows the pipeline works, it is not useful for real descriptions.\n"
+        if synthetic
+        else ""
+    )
+    return f"""# {facts.repo_id.split("/")[-1]}
+
+A {_what(facts)} for `{_base_name(facts)}` that writes an e-commerce product description from a product title.
+Trained with lorapipe (a DVC pipeline for QLoRA fine-tuning) {facts.trained_at}.
+{synthetic_note}"""
+
+
+def _results(facts: CardFacts) -> str:
+    decoding = decoding_name(facts.decoding).capitalize()
+    return f"""## Results
+
+{decoding} on {facts.scores.get("samples", "?")} held-out test titles, base model vs this model
+(BLEU 0-100, ROUGE F1 0-1, perplexity of the reference descriptions: lower is better).
+
+{markdown_table(score_rows(facts.scores))}
+"""
+
+
+def _training_data(facts: CardFacts, data_name: str, synthetic: bool) -> str:
+    raw = facts.download
+    return f"""## Training data
+
+{data_name} (`{raw.get("source", "?")}`, member `{raw.get("file", "?")}`), cleaned,
+deduplicated and sampled by the pipeline. Data version: the raw file's sha256
+`{raw.get("sha256", "?")}` ({raw.get("bytes", 0):,} bytes).
+
+Terms: {"the synthetic sample is generated by lorapipe; the real dataset's terms: " if synthetic else ""}{DATASET_TERMS}
+"""
+
+
+def _training(facts: CardFacts) -> str:
     published_against = ""
     if facts.base and (facts.origin.kind != "hub" or facts.base.hub_id != facts.origin.name):
         pinned = f" at revision `{facts.base.revision}`" if facts.base.revision else ""
@@ -236,43 +299,7 @@ def model_card(facts: CardFacts) -> str:
             f" The adapter loads `{facts.base.hub_id}`{pinned} from the Hub, which the publisher named as the "
             "same weights (`--base-model`)."
         )
-    raw = facts.download
-    synthetic_note = (
-        "\n> **Demo model.** It was trained on the small SYNTHETIC sample shipped with lorapipe, not on "
-        "real Amazon data: it shows the pipeline works, it is not useful for real descriptions.\n"
-        if synthetic
-        else ""
-    )
-    prompt_format = (
-        f'the tokenizer\'s chat template with the system message "{INSTRUCTION}" and the title as the user message'
-        if facts.chat_template
-        else "a plain template (the base has no chat template)"
-    )
-    return f"""---
-{yaml.safe_dump(meta, sort_keys=False).strip()}
----
-
-# {facts.repo_id.split("/")[-1]}
-
-A {what} for `{base_name}` that writes an e-commerce product description from a product title.
-Trained with lorapipe (a DVC pipeline for QLoRA fine-tuning) {facts.trained_at}.
-{synthetic_note}
-## Results
-
-Greedy decoding on {facts.scores.get("samples", "?")} held-out test titles, base model vs this model
-(BLEU 0-100, ROUGE F1 0-1, perplexity of the reference descriptions: lower is better).
-
-{markdown_table(score_rows(facts.scores))}
-
-## Training data
-
-{data_name} (`{raw.get("source", "?")}`, member `{raw.get("file", "?")}`), cleaned,
-deduplicated and sampled by the pipeline. Data version: the raw file's sha256
-`{raw.get("sha256", "?")}` ({raw.get("bytes", 0):,} bytes).
-
-Terms: {"the synthetic sample is generated by lorapipe; the real dataset's terms: " if synthetic else ""}{DATASET_TERMS}
-
-## Training
+    return f"""## Training
 
 Base model: {facts.origin.sentence()}.{published_against} The settings below are the run's own record
 (the adapter's `train_params.json`), not the repository's params.yaml of today:
@@ -282,8 +309,11 @@ Base model: {facts.origin.sentence()}.{published_against} The settings below are
 {_section(facts.trained, "lora")}
 {_section(facts.trained, "train")}
 ```
+"""
 
-## How to use
+
+def _how_to_use(facts: CardFacts) -> str:
+    return f"""## How to use
 
 `pip install {requirements(facts)}`. This reproduces the outputs scored above
 (the evaluate stage's prompt and decoding, in fp32 as on a CPU; on a GPU evaluate uses bf16):
@@ -291,16 +321,27 @@ Base model: {facts.origin.sentence()}.{published_against} The settings below are
 ```python
 {usage(facts)}
 ```
-{gguf_section(facts)}
-## Prompt format
+{gguf_section(facts)}"""
+
+
+def _prompt_format(facts: CardFacts) -> str:
+    prompt_format = (
+        f'the tokenizer\'s chat template with the system message "{INSTRUCTION}" and the title as the user message'
+        if facts.chat_template
+        else "a plain template (the base has no chat template)"
+    )
+    return f"""## Prompt format
 
 The model was trained on {prompt_format}; for "{EXAMPLE_TITLE}" the whole prompt is:
 
 ```
 {facts.prompt_example}
 ```
+"""
 
-## Intended use and limits
+
+def _use_and_license(facts: CardFacts) -> str:
+    return f"""## Intended use and limits
 
 For drafting product descriptions from titles, reviewed by a person before use. The model
 invents details the title does not state (materials, sizes, features) and repeats the style and
@@ -308,6 +349,23 @@ the biases of Amazon listings; it is not a source of facts about a product. Engl
 
 ## License
 
-`{facts.license}`, as the base model `{base_name}`; its terms apply to this {what.split(" (")[0]}.
+`{facts.license}`, as the base model `{_base_name(facts)}`; its terms apply to this {_what(facts).split(" (")[0]}.
 The training data has its own terms (above).
 """
+
+
+def model_card(facts: CardFacts) -> str:
+    """Markdown with Hub metadata: what was trained, on which data version, how well, how to use it."""
+    synthetic = SYNTHETIC_MARK in str(facts.params.get("data", {}).get("url", ""))
+    data_name = "The SYNTHETIC stand-in" if synthetic else "AmazonTitles-1.3MM product titles and descriptions"
+    sections = [
+        _front_matter(facts, data_name, synthetic),
+        _title(facts, synthetic),
+        _results(facts),
+        _training_data(facts, data_name, synthetic),
+        _training(facts),
+        _how_to_use(facts),
+        _prompt_format(facts),
+        _use_and_license(facts),
+    ]
+    return "\n".join(sections)

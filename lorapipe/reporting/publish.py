@@ -27,6 +27,7 @@ import yaml
 from lorapipe.artifacts import ADAPTER, BASE_MODEL_JSON, DOWNLOAD_JSON, EVAL_JSON, EXPORT_COMMAND, GGUF, MERGED
 from lorapipe.cli import UserError, log, run_cli
 from lorapipe.eval_files import read_eval_run
+from lorapipe.generation import decoding_record
 from lorapipe.modeling import load_tokenizer
 from lorapipe.outputs import atomic_dir
 from lorapipe.params import PARAMS_FILE, EvalParams, parse_section, parse_yaml, read_params_file
@@ -164,7 +165,7 @@ def main() -> None:
             origin=origin,
             params=params,
             trained=trained,
-            decoding=parse_section(EvalParams, params.get("eval", {})),
+            decoding=decoding_record(parse_section(EvalParams, params.get("eval", {}))),
             chat_template=bool(tokenizer.chat_template),
             prompt_example=build_prompt(tokenizer, EXAMPLE_TITLE),
             download=read_yaml(DOWNLOAD_JSON, "run the pipeline first (dvc repro)"),

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from lorapipe.artifacts import PATHS
-from tests.workspace import assert_one_line_error, stage, stage_args, write_params
+from tests.workspace import assert_one_line_error, params_of, stage, stage_args, write_params
 
 CLEAN_ARGS = stage_args("clean")
 
@@ -171,4 +171,4 @@ def test_lora_targets_that_are_not_linear_layers_are_named(tiny_model_dir, modul
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     with pytest.raises(UserError, match=rf"lora.target_modules must name linear layers .*; {module} \("):
-        add_lora(model, LoraParams(target_modules=("q_proj", module)), False, quantized=False)
+        add_lora(model, params_of(LoraParams, target_modules=("q_proj", module)), False, quantized=False)

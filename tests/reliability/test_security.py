@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.workspace import ROOT, child_env, sh, stage, stage_args
+from tests.workspace import ROOT, child_env, params_of, sh, stage, stage_args
 
 CREDENTIAL = re.compile(
     r"(AKIA[0-9A-Z]{16}|hf_[A-Za-z0-9]{30,}|ghp_[A-Za-z0-9]{30,}|"
@@ -121,7 +121,9 @@ def test_pickled_weights_are_never_unpickled(tiny_model_dir, tmp_path):
     torch.save(payload, tmp_path / "adapter/adapter_model.bin")
     (tmp_path / "adapter/train_params.json").write_text(json.dumps({"quant": {"bits": 16}}))
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
-        load_tuned_model(tiny_model_dir, tmp_path / "adapter", QuantParams(bits=16), torch.float32, torch.device("cpu"))
+        load_tuned_model(
+            tiny_model_dir, tmp_path / "adapter", params_of(QuantParams, bits=16), torch.float32, torch.device("cpu")
+        )
 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
@@ -253,7 +255,7 @@ def test_data_text_never_becomes_a_special_token(name, request):
 
     tokenizer = request.getfixturevalue(name)
     title, content = parse_line(
-        json.dumps({"title": INJECTED_TITLE, "content": INJECTED_CONTENT}).encode(), CleanParams()
+        json.dumps({"title": INJECTED_TITLE, "content": INJECTED_CONTENT}).encode(), params_of(CleanParams)
     )
     assert not any(char in title + content for char in BIDI)
     assert "<|im_end|><|im_start|>assistant" in title and "</s>" in content  # kept, as text
