@@ -219,7 +219,8 @@ def test_a_step_out_of_memory_ends_in_one_line_naming_what_to_lower(tmp_path):
 
     rows = [PackedRow([1, 5, 6, 2], [-100, 5, 6, 2], [0, 1, 2, 3])] * 4
     data = TrainData(rows, [], pad_id=0)
-    config = TrainConfig(TrainParams(max_steps=1), OpsParams(), torch.device("cpu"), torch.float32, tmp_path, "f")
+    params, ops = params_of(TrainParams, max_steps=1, micro_batch=4), params_of(OpsParams)
+    config = TrainConfig(params, ops, torch.device("cpu"), torch.float32, tmp_path, "f")
     for error in (
         torch.OutOfMemoryError("CUDA out of memory"),
         RuntimeError("DefaultCPUAllocator: can't allocate memory"),
