@@ -280,7 +280,7 @@ def dvc_stages() -> dict[str, dict]:
     from dvc.repo import Repo
 
     with Repo(str(ROOT)) as repo:
-        return load_file(repo, "dvc.yaml").resolver.resolve()["stages"]
+        return load_file(repo, str(ROOT / "dvc.yaml")).resolver.resolve()["stages"]
 
 
 def script_of(name: str) -> str:

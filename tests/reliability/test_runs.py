@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from lorapipe.artifacts import TRAIN_LOG
-from tests.workspace import child_env, commit, copy_tree, copy_workspace, ran, sh, wait_for
+from tests.workspace import child_env, commit, copy_tree, copy_workspace, dvc_stages, ran, sh, wait_for
 
 QUICK = {
     "sample": {"size": 200},
@@ -125,7 +125,7 @@ def test_checkpoints_and_operational_settings_are_not_part_of_the_record(repo):
 
 def cached_outputs(repo: Path) -> dict[str, str]:
     """dvc.lock's hash of every output DVC caches (cache: false files, like timings, are left out)."""
-    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    stages = dvc_stages()  # resolved: an out's key is its path, not ${paths.NAME}
     uncached = {
         path
         for stage in stages.values()
