@@ -3,7 +3,8 @@
 EVAL_SAMPLES: the first `eval.report_samples` texts (title, reference, base, tuned).
 EVAL_SCORES: every scored sample, one line each: a stable `id`, title, reference,
 and per model its text and sentence-level scores (scoring.sample_scores, plus the reference's
-mean token `loss` and its `tokens`), so any two runs can be compared sample by sample.
+mean token `loss` and its `tokens`) and its health (output_health.sample_health), so any two runs
+can be compared sample by sample. Files written before output health have no health fields.
 
 Reading never raises a traceback: a malformed line is one `error:` naming the file and line.
 """
@@ -27,6 +28,14 @@ from lorapipe.vcs import file_at
 MODELS = ("base", "tuned")
 # Numbers each model of an EVAL_SCORES line must have; bleu_stats is a list of 10 counts.
 SCORE_FIELDS = ("rouge1", "rouge2", "rougeL", "bleu", "loss", "tokens")
+# output_health.sample_health's fields, by the check each value must pass; all or none (an older file).
+HEALTH_FIELDS: dict[str, Callable[[Any], bool]] = {
+    "runaway": lambda value: isinstance(value, bool),
+    "repeat4": lambda value: is_number(value),
+    "echo": lambda value: isinstance(value, bool),
+    "length_ratio": lambda value: is_number(value),
+    "unsupported_figures": lambda value: isinstance(value, list) and all(isinstance(v, str) for v in value),
+}
 
 
 def sample_id(title: str, reference: str) -> str:
@@ -77,7 +86,7 @@ def parse_jsonl(data: bytes, where: str, problems: Callable[[dict], list[str]] =
         if not isinstance(row, dict):
             raise UserError(f"{where} line {number}: expected a JSON object, got {type(row).__name__}")
         if found := problems(row):
-            raise UserError(f"{where} line {number}: missing or not numbers: {', '.join(found)}")
+            raise UserError(f"{where} line {number}: missing or of the wrong type: {', '.join(found)}")
         rows.append(row)
     return rows
 
@@ -107,7 +116,14 @@ def score_problems(row: dict) -> list[str]:
         counts = isinstance(stats, list) and all(is_number(v) and isinstance(v, int) and v >= 0 for v in stats)
         if not (counts and len(stats) == 10):
             found.append(f"{model}.bleu_stats")
+        if any(field in scores for field in HEALTH_FIELDS):
+            found += [f"{model}.{k}" for k, valid in HEALTH_FIELDS.items() if not valid(scores.get(k))]
     return found
+
+
+def has_health(rows: Sequence[dict]) -> bool:
+    """Whether EVAL_SCORES rows (score_problems-checked) carry output health: files before it do not."""
+    return bool(rows) and all("runaway" in row[model] for row in rows for model in MODELS)
 
 
 def read_samples(path: Path = EVAL_SAMPLES) -> list[dict]:

@@ -22,7 +22,7 @@ from transformers import PreTrainedTokenizerBase
 
 from lorapipe.cli import UserError
 from lorapipe.data_files import read_text_table
-from lorapipe.generation import generate_texts
+from lorapipe.generation import generate
 from lorapipe.losses import reference_losses
 from lorapipe.modeling import load_tokenizer, pick_device, pick_dtype
 from lorapipe.outputs import sha256_of, write_json
@@ -102,13 +102,21 @@ def load_eval_inputs(test: Path, model_dir: Path, params: EvalParams, tok_params
 
 
 @dataclass(frozen=True)
-class Decoded:
-    """One model's texts for the test set, the loss of each reference, and how fast it decoded."""
+class ModelOutputs:
+    """One model's texts for the scored samples, whether each ran away, and each reference's loss."""
 
     texts: list[str]
+    runaway: list[bool]  # reached eval.max_new_tokens without EOS (lorapipe.output_health)
     losses: list[tuple[float, int]]  # (mean loss per reference token, reference tokens)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One model's outputs for the test set, and how fast it decoded them."""
+
+    outputs: ModelOutputs
     seconds: float  # decoding alone, not the reference losses
-    new_tokens: int  # the texts' tokens
+    new_tokens: int  # the texts' tokens, up to EOS
 
     @property
     def tokens_per_s(self) -> float:
@@ -121,15 +129,15 @@ def decode_and_measure(
     """One model's texts for the test set's prompts, timed, and its reference losses."""
     tokenizer = inputs.tokenizer
     started = time.perf_counter()
-    texts = generate_texts(model, tokenizer, inputs.prompt_ids, params, desc=desc)
+    generated = generate(model, tokenizer, inputs.prompt_ids, params, desc=desc)
     seconds = time.perf_counter() - started
-    new_tokens = sum(len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts)
     device = next(model.parameters()).device
     examples = encode_examples(
         tokenizer, inputs.titles, inputs.references, tok_params.prompt_tokens, tok_params.response_tokens
     )
     losses = reference_losses(model, examples, tokenizer.pad_token_id, params.batch_size, device)
-    return Decoded(texts, losses, seconds, new_tokens)
+    outputs = ModelOutputs([g.text for g in generated], [g.runaway for g in generated], losses)
+    return Decoded(outputs, seconds, sum(g.new_tokens for g in generated))
 
 
 def weights_sha256(model_dir: Path) -> dict[str, str]:
@@ -143,14 +151,14 @@ def write_base_outputs(
     weights: dict[str, str],
     dtype: str,
     samples: dict[str, Sequence[str]],
-    texts: Sequence[str],
-    losses: Sequence[tuple[float, int]],
+    outputs: ModelOutputs,
 ) -> None:
     """The base outputs file: what it was made with (settings, weights, dtype), then per sample, in
-    select_samples' order, the `samples` fields (title, reference, prompt), text, loss and tokens."""
+    select_samples' order, the `samples` fields (title, reference, prompt), text, runaway, loss and tokens."""
+    per_sample = zip(zip(*samples.values(), strict=True), outputs.texts, outputs.runaway, outputs.losses, strict=True)
     rows = [
-        {**dict(zip(samples, values, strict=True)), "text": text, "loss": loss, "tokens": tokens}
-        for values, text, (loss, tokens) in zip(zip(*samples.values(), strict=True), texts, losses, strict=True)
+        {**dict(zip(samples, values, strict=True)), "text": text, "runaway": runaway, "loss": loss, "tokens": tokens}
+        for values, text, runaway, (loss, tokens) in per_sample
     ]
     write_json(path, {"settings": settings, "weights_sha256": weights, "dtype": dtype, "samples": rows})
 
@@ -160,16 +168,22 @@ def read_base_outputs(
     settings: dict[str, Any],
     weights: dict[str, str],
     samples: dict[str, Sequence[str]],
-) -> tuple[list[str], list[tuple[float, int]], str]:
-    """The base's texts, reference losses and dtype from the base outputs file, checked against what
-    evaluate is about to score: the same `settings`, base `weights` and `samples` (title, reference
-    and prompt lists). A missing, unreadable or mismatched file is one UserError naming it."""
+) -> tuple[ModelOutputs, str]:
+    """The base's outputs and dtype from the base outputs file, checked against what evaluate is about
+    to score: the same `settings`, base `weights` and `samples` (title, reference and prompt lists).
+    A missing, unreadable, mismatched or older file is one UserError naming it."""
     if not path.is_file():
         raise UserError(f"{path}: not found; run the generate_base stage first (dvc repro generate_base)")
     try:
         made = json.loads(path.read_bytes())
         rows, made_settings = made["samples"], dict(made["settings"])
-        stored = {field: [row[field] for row in rows] for field in (*samples, "text", "loss", "tokens")}
+        if rows and "runaway" not in rows[0]:
+            raise UserError(
+                f"{path}: made before the runaway flag was recorded, which output health needs and the texts "
+                f"alone cannot tell (whether decoding stopped at EOS); {RERUN}"
+            )
+        fields = (*samples, "text", "runaway", "loss", "tokens")
+        stored = {field: [row[field] for row in rows] for field in fields}
     except (ValueError, KeyError, TypeError) as err:
         raise UserError(f"{path}: not a base outputs file ({type(err).__name__}: {err}); {RERUN}") from None
     changed = [f"{k} {made_settings.get(k)!r} (now {v!r})" for k, v in settings.items() if made_settings.get(k) != v]
@@ -180,4 +194,5 @@ def read_base_outputs(
     for field in samples:  # title and reference: the rows; prompt: the tokenizer and prompt format
         if stored[field] != list(samples[field]):
             raise UserError(f"{path}: its samples' {field}s are not those evaluate scores now; {RERUN}")
-    return stored["text"], list(zip(stored["loss"], stored["tokens"], strict=True)), str(made.get("dtype"))
+    losses = list(zip(stored["loss"], stored["tokens"], strict=True))
+    return ModelOutputs(stored["text"], [bool(r) for r in stored["runaway"]], losses), str(made.get("dtype"))

@@ -1,21 +1,26 @@
-"""BLEU (sacrebleu, 0-100) and ROUGE-1/2/L F1 (rouge-score, 0-1) of predictions against references.
+"""BLEU (sacrebleu, 0-100), ROUGE-1/2/L F1 (rouge-score, 0-1) and output health of a model's outputs.
 
 Corpus BLEU, the headline, pools the n-gram counts of every sample before taking precisions;
 it is not the mean of sentence BLEU. So each sample keeps its counts (`bleu_stats`), from
 which corpus BLEU over any subset of samples is recomputed exactly (lorapipe.corpus_metrics,
-for the headline here and for the report's bootstrap).
+for the headline here and for the report's bootstrap). Output health (lorapipe.output_health:
+runaway, repetition, title echo, length, unsupported figures) sits beside them, never mixed in.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rouge_score import rouge_scorer
 from sacrebleu.metrics.bleu import BLEU
 
 from lorapipe.corpus_metrics import corpus_bleu, perplexity
+from lorapipe.output_health import health_scores, sample_health
+
+if TYPE_CHECKING:  # only a type here: scoring loads no torch
+    from lorapipe.evaluation import ModelOutputs
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
@@ -42,25 +47,28 @@ def corpus_scores(samples: Sequence[dict[str, Any]]) -> dict[str, float]:
 
 
 def score_outputs(
-    predictions: Sequence[str], references: Sequence[str], losses: Sequence[tuple[float, int]]
+    titles: Sequence[str], references: Sequence[str], outputs: ModelOutputs
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """One model's per-sample scores (`sample_scores` plus the reference's mean token `loss` and its
-    `tokens`) and its headline: corpus BLEU, mean ROUGE and the references' perplexity, rounded."""
-    samples = sample_scores(predictions, references)
-    for sample, (loss, tokens) in zip(samples, losses, strict=True):
-        sample.update(loss=loss, tokens=tokens)
+    """One model's per-sample scores (`sample_scores`, the reference's mean token `loss` and its `tokens`,
+    and `sample_health`) and its headline: corpus BLEU, mean ROUGE, the references' perplexity and
+    `health_scores`, rounded."""
+    samples = sample_scores(outputs.texts, references)
+    rows = zip(samples, titles, references, outputs.texts, outputs.runaway, outputs.losses, strict=True)
+    for sample, title, reference, text, runaway, (loss, tokens) in rows:
+        sample.update(loss=loss, tokens=tokens, **sample_health(text, title, reference, runaway))
     scores = corpus_scores(samples)
-    scores["perplexity"] = float(perplexity(np.transpose(losses)))
+    scores["perplexity"] = float(perplexity(np.transpose(outputs.losses)))
+    scores |= health_scores(samples, outputs.texts)
     return samples, {k: round(v, 4) for k, v in scores.items()}
 
 
 def score_models(
-    outputs: dict[str, Sequence[str]], references: Sequence[str], losses: dict[str, Sequence[tuple[float, int]]]
+    titles: Sequence[str], references: Sequence[str], outputs: dict[str, ModelOutputs]
 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, float]]]:
     """`score_outputs` of the base and the tuned model, and the headline's change from one to the other:
     the per-sample scores by model, and eval.json's base, tuned and delta scores."""
     per_sample, results = {}, {}
     for name in ("base", "tuned"):
-        per_sample[name], results[name] = score_outputs(outputs[name], references, losses[name])
+        per_sample[name], results[name] = score_outputs(titles, references, outputs[name])
     results["delta"] = {k: round(results["tuned"][k] - results["base"][k], 4) for k in results["base"]}
     return per_sample, results

@@ -1,4 +1,4 @@
-"""Score the base and the tuned model on the test split: BLEU, ROUGE-1/2/L, reference perplexity.
+"""Score the base and the tuned model on the test split: BLEU, ROUGE-1/2/L, perplexity, output health.
 
 Paths: the command line of dvc.yaml's `evaluate` stage (`--help` names each).
 
@@ -7,7 +7,9 @@ decoded once by the generate_base stage: its outputs file is checked against the
 prompts, params and base weights scored here, and refused if it was made for others. The tuned
 model is the adapter merged into the base as training saw it (quantized, then dequantized), so
 it decodes like the training-time model at plain-model speed.
-Writes the scores (base, tuned, delta: corpus BLEU, mean ROUGE, perplexity), a few texts, the
+Writes the scores (base, tuned, delta: corpus BLEU, mean ROUGE, perplexity, and beside them the output
+health of lorapipe.output_health: runaway, repetition, distinct-2, length ratio, unsupported figures,
+title echo), a few texts, the
 per-sample scores of both models (what the report's intervals resample), and the run record
 (experiment name, MLflow run and its link) for the PR report.
 """
@@ -64,7 +66,7 @@ def main() -> None:
 
     inputs = load_eval_inputs(args.test, args.model, params, tok_params)
     settings, weights = base_settings(params, tok_params), weights_sha256(args.model)
-    base_texts, base_losses, base_dtype = read_base_outputs(args.base_outputs, settings, weights, inputs.fields())
+    base, base_dtype = read_base_outputs(args.base_outputs, settings, weights, inputs.fields())
     if base_dtype != str(inputs.dtype):  # another device decoded the base (a run-cache or a remote's copy)
         log.warning(
             f"warning: {args.base_outputs} was decoded in {base_dtype}, the tuned model decodes in {inputs.dtype}"
@@ -72,9 +74,8 @@ def main() -> None:
 
     model = load_tuned_model(args.model, args.adapter, trained.quant, inputs.dtype, inputs.device)
     tuned = decode_and_measure(model, inputs, params, tok_params, desc="generate tuned")
-    outputs = {"base": base_texts, "tuned": tuned.texts}
-    losses = {"base": base_losses, "tuned": tuned.losses}
-    per_sample, results = score_models(outputs, inputs.references, losses)
+    outputs = {"base": base, "tuned": tuned.outputs}
+    per_sample, results = score_models(inputs.titles, inputs.references, outputs)
     for name in outputs:
         log.info(f"evaluate {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in results[name].items()))
 
@@ -84,8 +85,9 @@ def main() -> None:
     summary = {**results, "samples": len(inputs.titles), "generation_tokens_per_s": tuned.tokens_per_s}
     check_params_unchanged()
     write_json(args.summary, summary)
+    texts = {name: outputs[name].texts for name in outputs}
     write_sample_files(
-        args.samples, args.scores, inputs.titles, inputs.references, outputs, per_sample, params.report_samples
+        args.samples, args.scores, inputs.titles, inputs.references, texts, per_sample, params.report_samples
     )
     eval_run = {"experiment": os.environ.get(DVC_EXP_NAME) or None, "mlflow_run_id": tracker.mlflow_run_id}
     write_json(args.eval_run, {**eval_run, "mlflow_run_url": mlflow_run_url(tracker.mlflow_run_id)})

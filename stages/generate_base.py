@@ -34,13 +34,13 @@ def main() -> None:
     model = load_model(args.model, inputs.dtype, inputs.device)
     base = decode_and_measure(model, inputs, params, tok_params, desc="generate base")
     log.info(
-        f"generate_base: {len(base.texts):,} samples decoded in {base.seconds:.1f} s ({base.tokens_per_s} tokens/s) "
-        f"on {inputs.device.type} ({inputs.dtype})"
+        f"generate_base: {len(base.outputs.texts):,} samples decoded in {base.seconds:.1f} s "
+        f"({base.tokens_per_s} tokens/s) on {inputs.device.type} ({inputs.dtype})"
     )
 
     check_params_unchanged()
     weights, dtype = weights_sha256(args.model), str(inputs.dtype)
-    write_base_outputs(args.out, settings, weights, dtype, inputs.fields(), base.texts, base.losses)
+    write_base_outputs(args.out, settings, weights, dtype, inputs.fields(), base.outputs)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import sacrebleu
 from scipy import stats
 
 from lorapipe.corpus_metrics import corpus_bleu
+from lorapipe.evaluation import ModelOutputs
 from lorapipe.reporting.compare import METRICS, columns, pair_up, run_vs_run, tuned_vs_base
 from lorapipe.scoring import sample_scores, score_outputs
 
@@ -53,7 +54,7 @@ def test_headline_scores_are_sacrebleus_corpus_bleu_and_the_pooled_perplexity(co
     """evaluate's headline and the bootstrap's statistic are one computation: sacrebleu's corpus BLEU."""
     hyps, refs = [h for h, _ in HAND_MADE[:count]], [r for _, r in HAND_MADE[:count]]
     losses = [(2.0, 10), (1.0, 30), (3.5, 4), (0.5, 1)][:count]
-    _, headline = score_outputs(hyps, refs, losses)
+    _, headline = score_outputs(refs, refs, ModelOutputs(hyps, [False] * count, losses))
     assert headline["bleu"] == round(sacrebleu.corpus_bleu(hyps, [refs]).score, 4)
     pooled = np.exp(sum(loss * n for loss, n in losses) / sum(n for _, n in losses))
     assert headline["perplexity"] == round(pooled, 4)

@@ -33,9 +33,10 @@ def test_evaluate_reports_the_base_scores_of_a_direct_decoding(workspace):
     import torch
 
     from lorapipe.data_files import read_text_table
-    from lorapipe.generation import generate_texts
+    from lorapipe.generation import generate
     from lorapipe.losses import reference_losses
     from lorapipe.modeling import load_model, load_tokenizer, pick_device, pick_dtype
+    from lorapipe.output_health import health_scores, sample_health
     from lorapipe.params import EvalParams, TokenizeParams
     from lorapipe.prompt import build_prompt, encode_examples, truncate_title
     from lorapipe.scoring import corpus_scores, sample_scores
@@ -52,11 +53,15 @@ def test_evaluate_reports_the_base_scores_of_a_direct_decoding(workspace):
     prompts = [build_prompt(tokenizer, truncate_title(tokenizer, t, tok_params.prompt_tokens)[0]) for t in titles]
     torch.manual_seed(params.seed)
     prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]  # plain titles: plain text
-    texts = generate_texts(model, tokenizer, prompt_ids, params)
+    generated = generate(model, tokenizer, prompt_ids, params)
+    texts = [g.text for g in generated]
     examples = encode_examples(tokenizer, titles, references, tok_params.prompt_tokens, tok_params.response_tokens)
     losses = reference_losses(model, examples, tokenizer.pad_token_id, params.batch_size, device)
     direct = corpus_scores(sample_scores(texts, references))
     direct["perplexity"] = math.exp(sum(loss * n for loss, n in losses) / sum(n for _, n in losses))
+    per_sample = zip(texts, titles, references, generated, strict=True)
+    health = [sample_health(text, title, reference, g.runaway) for text, title, reference, g in per_sample]
+    direct |= health_scores(health, texts)
 
     result = json.loads((ws / EVAL_JSON).read_text())
     assert result["base"] == {k: round(v, 4) for k, v in direct.items()}
@@ -64,6 +69,8 @@ def test_evaluate_reports_the_base_scores_of_a_direct_decoding(workspace):
     scores = [json.loads(line) for line in (ws / EVAL_SCORES).read_text().splitlines()]
     assert [s["base"]["text"] for s in scores] == texts and [s["title"] for s in scores] == titles
     assert [s["base"]["loss"] for s in scores] == [round(loss, 4) for loss, _ in losses]
+    assert [s["base"]["runaway"] for s in scores] == [g.runaway for g in generated]
+    assert [s["base"]["unsupported_figures"] for s in scores] == [h["unsupported_figures"] for h in health]
     assert [s["tuned"]["text"] for s in scores] != texts  # the tuned model did decode on its own
     samples = (ws / EVAL_SAMPLES).read_text().splitlines()
     assert len(samples) == 2 and set(json.loads(samples[0])) == {"id", "title", "reference", "base", "tuned"}
@@ -85,6 +92,8 @@ MISMATCHES = {
     "rows": (lambda m: m["samples"].pop(), "titles are not those evaluate scores"),
     "references": (lambda m: m["samples"][0].update(reference="other"), "references are not those"),
     "prompts": (lambda m: m["samples"][1].update(prompt="### Title:\n"), "prompts are not those"),
+    # A file from before output health: its texts cannot say whether decoding stopped at EOS.
+    "no-runaway": (lambda m: [row.pop("runaway") for row in m["samples"]], "made before the runaway flag"),
 }
 
 

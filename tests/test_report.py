@@ -17,6 +17,7 @@ from lorapipe.artifacts import EVAL_JSON, EVAL_SAMPLES, EVAL_SCORES
 from lorapipe.reporting.charts import LOSS_LOGS, loss_spec
 from lorapipe.reporting.report import THIS, code, escape_cell, samples_table
 from lorapipe.reporting.results_page import cell as results_cell
+from lorapipe.reporting.scores_table import HEALTH_NOTE
 from tests.browser import save_screenshot
 from tests.workspace import ROOT, assert_one_line_error, params_of, sh
 
@@ -107,6 +108,56 @@ def test_report_opens_with_a_verdict_per_headline_metric(repo, tmp_path, shift, 
     assert old_rouge[1] == new_rouge[1] == "ROUGE-L" and new_rouge[0] == THIS and old_rouge[2] == new_rouge[2]
     assert float(new_rouge[3]) - float(old_rouge[3]) == pytest.approx(shift, abs=0.0011)
     assert new_rouge[5].endswith("(better)")  # the tuned model is 0.1 above the base in both
+
+
+HEALTH_VERDICT = re.compile(r"^- (.+?) [\d.]+ -> [\d.]+ \(([+-][\d.]+), 95% CI (\S+)\): (.+)$", re.M)
+LOOPING = {"runaway": True, "repeat4": 0.6, "echo": False, "length_ratio": 3.0, "unsupported_figures": ["1000L"]}
+HEALTHY = {"runaway": False, "repeat4": 0.0, "echo": False, "length_ratio": 1.0, "unsupported_figures": []}
+
+
+def with_health(rows: list[dict], tuned: dict = HEALTHY, hostile_every: int = 0) -> list[dict]:
+    """`rows` with output health: a base model that loops, the tuned model's `tuned` health, and every
+    `hostile_every`-th tuned output a runaway of hostile text and hostile 'figures' (the file is untrusted)."""
+    out = []
+    for i, row in enumerate(rows):
+        bad = hostile_every and i % hostile_every == 0
+        health = {**LOOPING, "repeat4": 0.9, "unsupported_figures": [HOSTILE, "<b>5-year</b>"]} if bad else tuned
+        text = HOSTILE if bad else row["tuned"]["text"]
+        out.append({**row, "base": {**row["base"], **LOOPING}, "tuned": {**row["tuned"], **health, "text": text}})
+    return out
+
+
+@pytest.mark.parametrize("base_has_health", [False, True], ids=["base-before-health", "both-with-health"])
+def test_report_gives_output_health_verdicts_and_shows_the_worst_outputs_inert(repo, tmp_path, base_has_health):
+    old = score_rows(range(200), shift=0.1)
+    commit_scores(repo, with_health(old, LOOPING) if base_has_health else old, "base branch")
+    commit_scores(repo, with_health(old, hostile_every=50), "pull request: fewer runaways")
+    report = build_report(repo, tmp_path)
+    health = report.split("Output health")[1].split("The intervals cover")[0]
+    verdicts = {label: (delta, verdict) for label, delta, _, verdict in HEALTH_VERDICT.findall(health)}
+    assert list(verdicts) == [
+        "runaway share",
+        "repeated 4-grams",
+        "distinct-2",
+        "length ratio (best 1)",
+        "unsupported figures",
+        "title echo or empty",
+    ]
+    # 4 of 200 tuned outputs still run away (hostile_every=50), against all of the base's or old tuned's.
+    assert verdicts["runaway share"] == ("-0.980", "better")
+    assert verdicts["length ratio (best 1)"][1] == "better"  # 3.0 -> about 1: closer to 1, though lower
+    assert verdicts["title echo or empty"] == ("+0.000", "no clear change")
+    against = "against `HEAD~1`:" if base_has_health else "tuned against base model in this revision"
+    assert against in health and health.index("- runaway share") < report.index("###")
+    assert HEALTH_NOTE in report and VERDICT.findall(report)[0][0] == "ROUGE-L"  # quality verdicts unchanged
+    table = [row for row in table_rows(report.split("### Output health, tuned vs base model")[1]) if row[0] == THIS]
+    assert [row[1] for row in table] == list(verdicts) and table[0][2:4] == ["1.000", "0.020"]
+    worst = report.split("### Worst outputs")[1].split("###")[0]
+    rows = [line for line in worst.splitlines() if line.startswith("| yes")]
+    assert len(rows) == 3 and all("| 0.900 |" in line for line in rows)
+    for pattern in (r"@\w", r"#\d", r"\w://", r"www\.", r"(?<!\\)\$", "<b>", r"(?i)\bgh-\d", BIDI_CONTROL):
+        assert not re.search(pattern, worst), pattern
+    assert worst.count("&lt;b&gt;") >= 3  # escaped, not dropped
 
 
 def test_runs_of_different_samples_get_an_unpaired_comparison_with_a_warning(repo, tmp_path):
@@ -229,7 +280,7 @@ BAD_LINES = {
     "no-scores": (
         EVAL_SCORES,
         json.dumps({"id": "a", "base": SCORES, "tuned": {**SCORES, "rougeL": "high"}}),
-        f"{EVAL_SCORES.name} line 1: missing or not numbers: tuned.rougeL",
+        f"{EVAL_SCORES.name} line 1: missing or of the wrong type: tuned.rougeL",
     ),
     # Python's json reads NaN and Infinity; they, bools and ints beyond a float would become verdicts or overflow.
     "nan": (
@@ -245,12 +296,19 @@ BAD_LINES = {
     "bool": (
         EVAL_SCORES,
         json.dumps({"id": "a", "base": SCORES, "tuned": {**SCORES, "rougeL": True, "bleu_stats": [True] * 10}}),
-        f"{EVAL_SCORES.name} line 1: missing or not numbers: tuned.rougeL, tuned.bleu_stats",
+        f"{EVAL_SCORES.name} line 1: missing or of the wrong type: tuned.rougeL, tuned.bleu_stats",
+    ),
+    # Output health is all or nothing (a file from before it has none), and each field has its type.
+    "health-types": (
+        EVAL_SCORES,
+        json.dumps({"id": "a", "base": SCORES, "tuned": {**SCORES, "runaway": "yes", "unsupported_figures": [5]}}),
+        f"{EVAL_SCORES.name} line 1: missing or of the wrong type: tuned.runaway, tuned.repeat4, tuned.echo, "
+        "tuned.length_ratio, tuned.unsupported_figures",
     ),
     "huge-int": (
         EVAL_SCORES,
         json.dumps({"id": "a", "base": {**SCORES, "tokens": 10**400, "bleu_stats": [10**400] * 10}, "tuned": SCORES}),
-        f"{EVAL_SCORES.name} line 1: missing or not numbers: base.tokens, base.bleu_stats",
+        f"{EVAL_SCORES.name} line 1: missing or of the wrong type: base.tokens, base.bleu_stats",
     ),
 }
 
@@ -343,6 +401,7 @@ def test_summary_and_model_card_print_one_scores_table(tmp_path, per_sample):
     table = {cells[0]: cells[1:] for cells in table_rows(printed)}
     assert list(table) == ["ROUGE-L", "BLEU", "perplexity", "ROUGE-1", "ROUGE-2"]  # headline metrics first
     assert table["ROUGE-L"][:3] == ["0.200", "0.312", "+0.112"]  # eval.json's scores, to ROUGE-L's decimals
+    assert "Output health" not in printed  # an eval.json from before output health: the quality table alone
     assert table["BLEU"][:3] == ["5.00", "5.00", "+0.00"]
     assert printed.rstrip().endswith("(200 test samples; BLEU 0-100, ROUGE F1 0-1, lower perplexity is better)")
     if per_sample:
@@ -362,6 +421,31 @@ def test_summary_and_model_card_print_one_scores_table(tmp_path, per_sample):
     facts = CardFacts(**card, scores=EVAL_RESULT)
     card_table = model_card(facts).split("## Results")[1].split("##")[0]
     assert printed.split("\n(")[0] in card_table  # the card shows the very table the summary prints
+
+
+def test_summary_prints_output_health_in_a_table_of_its_own(tmp_path):
+    (tmp_path / "metrics").mkdir()
+    rows = with_health(score_rows(range(200), shift=0.1))
+    (tmp_path / EVAL_SCORES).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    health = {"runaway": 1.0, "repeat4": 0.6, "distinct2": 0.01, "length_ratio": 3.0, "unsupported": 1.0, "echo": 0.0}
+    healthy = {**health, "runaway": 0.0, "repeat4": 0.0, "distinct2": 0.02, "length_ratio": 1.0, "unsupported": 0.0}
+    result = {**EVAL_RESULT, "base": {**EVAL_RESULT["base"], **health}, "tuned": {**EVAL_RESULT["tuned"], **healthy}}
+    (tmp_path / EVAL_JSON).write_text(json.dumps(result))
+    printed = sh(tmp_path, sys.executable, "-m", "lorapipe.reporting.summary").stdout
+    quality, health_part = printed.split("Output health")
+    assert "runaway" not in quality and table_rows(quality)[0][0] == "ROUGE-L"
+    table = {cells[0]: cells[1:] for cells in table_rows(health_part)}
+    assert list(table) == [
+        "runaway share",
+        "repeated 4-grams",
+        "distinct-2",
+        "length ratio (best 1)",
+        "unsupported figures",
+        "title echo or empty",
+    ]
+    assert table["runaway share"][:3] == ["1.000", "0.000", "-1.000"] and table["runaway share"][3].endswith("(better)")
+    assert table["length ratio (best 1)"][3].endswith("(better)") and table["distinct-2"][0] == "0.010"
+    assert printed.rstrip().endswith(HEALTH_NOTE)
 
 
 @pytest.mark.parametrize(

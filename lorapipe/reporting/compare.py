@@ -17,54 +17,102 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats
 
 from lorapipe.corpus_metrics import corpus_bleu, perplexity
+from lorapipe.eval_files import has_health
+from lorapipe.output_health import MEAN_HEALTH, DistinctNgrams
 
 SEED = 0
 RESAMPLES = 2000
 CONFIDENCE = 0.95
+Statistic = Callable[[np.ndarray], np.ndarray]  # (values, ..., samples) -> (...): reduces the samples
 
 
 def mean(columns: np.ndarray) -> np.ndarray:
-    """The mean over samples (the last axis) of a one-field metric: ROUGE is a mean over pairs."""
+    """The mean over samples (the last axis) of a one-value metric: ROUGE is a mean over pairs."""
     return columns[0].mean(axis=-1)
+
+
+def field(name: str) -> Callable[[dict], list[float]]:
+    """A metric's per-sample values: one field of a model's EVAL_SCORES entry (a list spreads out)."""
+    return lambda scores: list(np.atleast_1d(scores[name]))
 
 
 @dataclass(frozen=True)
 class Metric:
     label: str
-    fields: tuple[str, ...]  # per-sample fields (artifacts.EVAL_SCORES rows) that `statistic` reads
-    statistic: Callable[[np.ndarray], np.ndarray]  # (fields, ..., samples) -> (...)
+    statistic: Statistic
+    values: Callable[[dict], Sequence[float]]  # a model's numbers in an EVAL_SCORES row, for `statistic`
     higher_is_better: bool = True
     decimals: int = 3
+    health: bool = False  # output health (lorapipe.output_health): beside the quality metrics, never mixed in
+    target: float | None = None  # better is closer to it (the length ratio's 1), whatever the direction
+    # A statistic of the texts themselves (distinct-2 pools n-grams): built from all texts of both sides,
+    # it reads positions into them; `statistic` and `values` are then unused.
+    of_texts: Callable[[Sequence[str]], Statistic] | None = None
+
+    def available(self, rows: Sequence[dict]) -> bool:
+        """Whether EVAL_SCORES rows carry what this metric reads (files before output health do not)."""
+        return bool(rows) and (not self.health or has_health(rows))
+
+
+def health(label: str, name: str, **options: Any) -> Metric:
+    """A health metric that is the mean of output_health.MEAN_HEALTH[name]: lower is better by default."""
+    options.setdefault("higher_is_better", False)
+    return Metric(label, mean, lambda scores: [MEAN_HEALTH[name](scores)], health=True, **options)
 
 
 METRICS = {
-    "rougeL": Metric("ROUGE-L", ("rougeL",), mean),
-    "bleu": Metric("BLEU", ("bleu_stats",), corpus_bleu, decimals=2),
-    "perplexity": Metric("perplexity", ("loss", "tokens"), perplexity, higher_is_better=False),
-    "rouge1": Metric("ROUGE-1", ("rouge1",), mean),
-    "rouge2": Metric("ROUGE-2", ("rouge2",), mean),
+    "rougeL": Metric("ROUGE-L", mean, field("rougeL")),
+    "bleu": Metric("BLEU", corpus_bleu, field("bleu_stats"), decimals=2),
+    "perplexity": Metric("perplexity", perplexity, lambda s: [s["loss"], s["tokens"]], higher_is_better=False),
+    "rouge1": Metric("ROUGE-1", mean, field("rouge1")),
+    "rouge2": Metric("ROUGE-2", mean, field("rouge2")),
+    "runaway": health("runaway share", "runaway"),
+    "repeat4": health("repeated 4-grams", "repeat4"),
+    "distinct2": Metric("distinct-2", mean, field("text"), health=True, of_texts=DistinctNgrams),
+    "length_ratio": health("length ratio (best 1)", "length_ratio", target=1.0),
+    "unsupported": health("unsupported figures", "unsupported"),
+    "echo": health("title echo or empty", "echo"),
 }
 HEADLINE = ("rougeL", "bleu", "perplexity")  # the verdict lines, in this order
+HEALTH = tuple(name for name, metric in METRICS.items() if metric.health)  # their verdict lines, in this order
 
 
 def columns(rows: Sequence[dict], model: str, metric: Metric) -> np.ndarray:
-    """(fields, samples) array of `model`'s values for `metric`; bleu_stats spreads over 10 rows."""
-    values = [[v for field in metric.fields for v in np.atleast_1d(row[model][field])] for row in rows]
+    """(values, samples) array of `model`'s values for `metric`; bleu_stats spreads over 10 rows."""
+    values = [metric.values(row[model]) for row in rows]
     return np.asarray(values, dtype=float).reshape(len(rows), -1).T
 
 
-def interval(metric: Metric, old: np.ndarray, new: np.ndarray, paired: bool, seed: int = SEED) -> tuple[float, float]:
-    """95% percentile bootstrap interval of statistic(new) - statistic(old) over the samples."""
+def sides(
+    metric: Metric, old: Sequence[dict], old_model: str, new: Sequence[dict], new_model: str
+) -> tuple[np.ndarray, np.ndarray, Statistic]:
+    """The two arrays the bootstrap resamples, and the statistic of either."""
+    if metric.of_texts is None:
+        return columns(old, old_model, metric), columns(new, new_model, metric), metric.statistic
+    texts = [row[old_model]["text"] for row in old] + [row[new_model]["text"] for row in new]
+    positions = np.arange(len(texts), dtype=float)[None]
+    return positions[:, : len(old)], positions[:, len(old) :], metric.of_texts(texts)
+
+
+def interval(
+    statistic: Statistic, old: np.ndarray, new: np.ndarray, paired: bool, target: float | None = None
+) -> tuple[float, float]:
+    """95% percentile bootstrap interval of statistic(new) - statistic(old) over the samples; with a
+    `target`, of the change in their distance to it."""
     if min(old.shape[-1], new.shape[-1]) < 2:
         return float("nan"), float("nan")  # one sample has no spread to resample
 
+    def measure(x: np.ndarray) -> np.ndarray:
+        return statistic(x) if target is None else np.abs(statistic(x) - target)
+
     def difference(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
-        return metric.statistic(b) - metric.statistic(a)  # scipy puts the sample axis last
+        return measure(b) - measure(a)  # scipy puts the sample axis last
 
     result = stats.bootstrap(
         (old, new),
@@ -76,7 +124,7 @@ def interval(metric: Metric, old: np.ndarray, new: np.ndarray, paired: bool, see
         batch=500,  # bounds memory: bleu_stats resamples are 10 x batch x samples floats
         confidence_level=CONFIDENCE,
         method="percentile",
-        rng=np.random.default_rng(seed),
+        rng=np.random.default_rng(SEED),
     )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
@@ -92,6 +140,8 @@ class Change:
     high: float
     paired: bool
     samples: int  # compared: shared samples when paired, both runs' when not
+    # A metric with a target: the interval of the change in the distance to it, which the verdict reads.
+    distance: tuple[float, float] | None = None
 
     @property
     def delta(self) -> float:
@@ -99,10 +149,13 @@ class Change:
 
     @property
     def verdict(self) -> str:
-        """better / worse when the interval excludes zero, else no clear change."""
-        if not (self.low > 0 or self.high < 0):
+        """better / worse when the interval excludes zero (for a metric with a target, the interval of the
+        distance to it: lower is better), else no clear change."""
+        low, high = self.distance or (self.low, self.high)
+        if not (low > 0 or high < 0):
             return "no clear change"
-        return "better" if (self.low > 0) == METRICS[self.metric].higher_is_better else "worse"
+        higher_is_better = self.distance is None and METRICS[self.metric].higher_is_better
+        return "better" if (low > 0) == higher_is_better else "worse"
 
     def bounds(self) -> str:
         """`+0.007..+0.031`: the interval of the delta (n/a for a single sample)."""
@@ -128,10 +181,11 @@ def compare(
 ) -> Change:
     """`name` of `old_model` in rows `old` against `new_model` in rows `new` (aligned when paired)."""
     metric = METRICS[name]
-    a, b = columns(old, old_model, metric), columns(new, new_model, metric)
-    low, high = interval(metric, a, b, paired)
+    a, b, statistic = sides(metric, old, old_model, new, new_model)
+    low, high = interval(statistic, a, b, paired)
+    distance = None if metric.target is None else interval(statistic, a, b, paired, metric.target)
     samples = len(new) if paired else len(old) + len(new)
-    return Change(name, float(metric.statistic(a)), float(metric.statistic(b)), low, high, paired, samples)
+    return Change(name, float(statistic(a)), float(statistic(b)), low, high, paired, samples, distance)
 
 
 def tuned_vs_base(rows: Sequence[dict], name: str) -> Change:

@@ -27,10 +27,10 @@ from pathlib import Path
 
 from lorapipe.artifacts import EVAL_JSON, EVAL_SAMPLES, EVAL_SCORES
 from lorapipe.cli import run_cli
-from lorapipe.eval_files import read_eval_run, read_samples, read_scores
+from lorapipe.eval_files import has_health, read_eval_run, read_samples, read_scores
 from lorapipe.reporting.charts import LOSS_LOGS, loss_spec, png, scores_spec
-from lorapipe.reporting.compare import HEADLINE, METRICS, pair_up, run_vs_run, tuned_vs_base
-from lorapipe.reporting.scores_table import ScoreRow, markdown_table, score_rows
+from lorapipe.reporting.compare import HEADLINE, HEALTH, METRICS, pair_up, run_vs_run, tuned_vs_base
+from lorapipe.reporting.scores_table import HEALTH_NOTE, ScoreRow, markdown_table, score_rows
 from lorapipe.vcs import dvc_json, git
 
 THIS = "this revision"
@@ -143,7 +143,8 @@ def split_metrics(diff: dict, old_scored: bool, new_scored: bool) -> tuple[dict,
 
 
 def verdict(old: list[dict] | None, new: list[dict] | None, label: str) -> str:
-    """The opening lines: one per headline metric, this revision's tuned model against the base revision's."""
+    """The opening lines: one per headline metric, this revision's tuned model against the base revision's;
+    then one per output-health metric, against the base revision's where it has them."""
     if new is None:
         return f"No per-sample scores in this revision (`{EVAL_SCORES}`): run the evaluate stage.\n"
     if old is None:
@@ -163,13 +164,29 @@ def verdict(old: list[dict] | None, new: list[dict] | None, label: str) -> str:
                 f"{len(new)}; another split, seed or sample set), so each is resampled on its own: the "
                 "intervals are wider, and part of any change is the change of samples.\n\n" + intro + ", unpaired."
             )
-    return intro + "\n\n" + "\n".join(f"- {c.line()}" for c in changes) + f"\n\n{INTERVALS_NOTE}\n"
+    lines = "\n".join(f"- {c.line()}" for c in changes)
+    return intro + "\n\n" + lines + "\n\n" + health_verdict(old, new, label) + f"{INTERVALS_NOTE}\n"
 
 
-def tuned_vs_base_table(runs: list[tuple[str, list[ScoreRow]]]) -> str:
+def health_verdict(old: list[dict] | None, new: list[dict], label: str) -> str:
+    """The output-health lines: this revision's tuned model against the base revision's when both have
+    output health, else against this revision's base model; nothing before output health existed."""
+    if not has_health(new):
+        return ""
+    if old is not None and has_health(old):
+        intro = f"Output health of the tuned model, {THIS} against {code(label)}:"
+        changes = [run_vs_run(old, new, name) for name in HEALTH]
+    else:
+        why = "has no output health" if old is not None else "has no per-sample scores"
+        intro = f"Output health, tuned against base model in {THIS} ({code(label)} {why}):"
+        changes = [tuned_vs_base(new, name) for name in HEALTH]
+    return f"{intro}\n\n" + "\n".join(f"- {c.line()}" for c in changes) + f"\n\n{HEALTH_NOTE}\n\n"
+
+
+def tuned_vs_base_table(runs: list[tuple[str, list[ScoreRow]]], title: str = "Tuned vs base model") -> str:
     """Both revisions' base vs tuned model, metric by metric, each delta with its 95% interval."""
     rows = sorted((row for _, rows in runs for row in rows), key=lambda row: list(METRICS).index(row.metric))
-    return f"### Tuned vs base model\n\n{markdown_table(rows)}\n" if rows else ""
+    return f"### {title}\n\n{markdown_table(rows)}\n" if rows else ""
 
 
 def changed_most(old: list[dict] | None, new: list[dict] | None, label: str, count: int) -> str:
@@ -192,6 +209,27 @@ def changed_most(old: list[dict] | None, new: list[dict] | None, label: str, cou
     for delta, o, n in picked:
         texts = (n["title"], n["reference"], o["tuned"]["text"], n["tuned"]["text"])
         lines.append(markdown_row([f"{delta:+.3f}", *(escape_cell(str(t)) for t in texts)]))
+    return "\n".join(lines) + "\n"
+
+
+def worst_outputs(rows: list[dict] | None, count: int) -> str:
+    """This revision's tuned outputs that ran away or repeat themselves most: what the health lines count."""
+    if not rows or not has_health(rows):
+        return ""
+    ranked = sorted(rows, key=lambda row: (row["tuned"]["runaway"], row["tuned"]["repeat4"]), reverse=True)
+    worst = [row for row in ranked[:count] if row["tuned"]["runaway"] or row["tuned"]["repeat4"] > 0]
+    if not worst:
+        return f"### Worst outputs\n\nNo tuned output of {THIS} ran away or repeated a 4-gram.\n"
+    lines = [
+        f"### Worst outputs (tuned, {THIS}: ran away, then most repeated 4-grams)\n",
+        markdown_row(["runaway", "repeated 4-grams", "unsupported figures", "title", "tuned"]),
+        "|---|---:|---|---|---|",
+    ]
+    for row in worst:
+        tuned = row["tuned"]
+        figures = escape_cell(", ".join(tuned["unsupported_figures"]), 80) or "—"
+        flags = ["yes" if tuned["runaway"] else "no", f"{tuned['repeat4']:.3f}", figures]
+        lines.append(markdown_row([*flags, escape_cell(str(row["title"])), escape_cell(str(tuned["text"]))]))
     return "\n".join(lines) + "\n"
 
 
@@ -246,7 +284,9 @@ def build_report(base: str, samples: int, images: Path) -> list[str | Image]:
     old, new, label = read_scores(base), read_scores(), rev_label(base)
     named = ((label, old), (THIS, new))
     runs = [(name, score_rows(samples=rows, run=escape_cell(name, 60))) for name, rows in named if rows]
+    health = [(name, score_rows(samples=rows, run=escape_cell(name, 60), health=True)) for name, rows in named if rows]
     parts: list[str | Image] = [heading(base), verdict(old, new, label), tuned_vs_base_table(runs)]
+    parts.append(tuned_vs_base_table(health, "Output health, tuned vs base model"))
 
     images.mkdir(parents=True, exist_ok=True)
     plots = dvc_json("plots", "diff", base, "--targets", *LOSS_LOGS).get("data", {})
@@ -261,6 +301,7 @@ def build_report(base: str, samples: int, images: Path) -> list[str | Image]:
             parts.append(Image(alt, f"{images.name}/{name}"))
 
     parts.append(changed_most(old, new, label, count=3))
+    parts.append(worst_outputs(new, count=3))
     parts.append(diff_table(dvc_json("params", "diff", base), "Params", with_delta=False))
     quality, speed = split_metrics(dvc_json("metrics", "diff", base), bool(old), bool(new))
     parts.append(diff_table(quality, "Metrics", with_delta=True))

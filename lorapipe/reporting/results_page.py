@@ -24,9 +24,9 @@ from lorapipe.eval_files import read_samples, read_scores
 from lorapipe.outputs import atomic_path
 from lorapipe.params import flatten
 from lorapipe.reporting.charts import scores_spec, svg
-from lorapipe.reporting.compare import METRICS, Change, run_vs_run
+from lorapipe.reporting.compare import HEALTH, METRICS, Change, run_vs_run
 from lorapipe.reporting.report import SAMPLE_COLUMNS, bar_scores, rev_label, sample_texts, shorten, without_bidi
-from lorapipe.reporting.scores_table import html_cell, score_rows
+from lorapipe.reporting.scores_table import HEALTH_NOTE, ScoreRow, html_cell, score_rows
 from lorapipe.reporting.study_sections import html_table, study_sections
 from lorapipe.vcs import dvc_json
 
@@ -93,6 +93,7 @@ def add_scores(rows: list[dict]) -> None:
     for row in rows:
         row["samples"] = read_scores(None if row["rev"] == "workspace" else row["rev"])
         row["scores"] = {r.metric: r for r in score_rows(row["eval"], row["samples"])}
+        row["health"] = {r.metric: r for r in score_rows(row["eval"], row["samples"], health=True)}
 
 
 def varying_params(rows: list[dict]) -> list[str]:
@@ -120,6 +121,27 @@ def experiments_table(rows: list[dict]) -> str:
         training = [row["metrics"].get(TRAIN, {}).get(key) for key, _ in TRAIN_COLUMNS]
         lines.append("<tr>" + "".join([*map(cell, values), *scores, *map(cell, training)]) + "</tr>")
     return "\n".join([*lines, "</table>"])
+
+
+def health_table(rows: list[dict]) -> str:
+    """Each run's output health: the tuned model's value and its change from the base model (95% interval)."""
+    shown = [row for row in rows if row["health"]]
+    if not shown:
+        return f"<p>No run has output health yet (evaluate writes it to {EVAL_JSON}).</p>"
+    head = ["experiment", *(f"{METRICS[name].label}: tuned, Δ vs base (95% CI)" for name in HEALTH)]
+    lines = ["<table>", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
+    for row in shown:
+        cells = [health_cell(row["health"].get(name)) for name in HEALTH]
+        lines.append("<tr>" + cell(row["name"]) + "".join(cells) + "</tr>")
+    return "\n".join([*lines, "</table>", f"<p>{html.escape(HEALTH_NOTE)}</p>"])
+
+
+def health_cell(row: ScoreRow | None) -> str:
+    if row is None:
+        return '<td class="num">—</td>'
+    interval = f" ({row.interval()})" if row.change else ""
+    text = f"{row.number(row.tuned)}, {row.number(row.delta, sign=True)}{interval}"
+    return f'<td class="num">{html.escape(text)}</td>'
 
 
 def pair_changes(rows: list[dict]) -> list[tuple[dict, dict, dict[str, Change]]]:
@@ -181,6 +203,10 @@ def render_page(rows: list[dict], specs: list[dict], samples: list[dict]) -> str
 <h1>lorapipe experiments</h1>
 <p>{len(rows)} runs from <code>dvc exp show</code>; columns are the params that differ between them.{held}</p>
 {experiments_table(rows)}
+<h2>Output health</h2>
+<p>What BLEU and ROUGE hardly show: outputs that loop to the token limit, repeat themselves, collapse to one
+template, miss the reference's length, invent figures, or only echo the title.</p>
+{health_table(rows)}
 <h2>Experiment vs experiment</h2>
 <p>The tuned models of two runs against each other, resampled over the test samples both scored (the
 same draw for both): an interval that excludes zero is a difference beyond the luck of the samples.</p>

@@ -1,9 +1,9 @@
 """The base / tuned / delta table of a run's scores: rows built once, drawn as markdown or as HTML cells.
 
 The model card, the summary `make demo` prints, the PR report and the results page show the same
-rows: per metric, headline metrics first, the base and the tuned model's score and the delta, with
-the delta's 95% bootstrap interval when the run has per-sample scores (artifacts.EVAL_SCORES). Numbers
-are shown with each metric's decimals (lorapipe.reporting.compare.METRICS).
+rows: per metric, headline metrics first (output health in a table of its own), the base and the
+tuned model's score and the delta, with the delta's 95% bootstrap interval when the run has per-sample
+scores (artifacts.EVAL_SCORES). Numbers are shown with each metric's decimals (reporting.compare.METRICS).
 """
 
 from __future__ import annotations
@@ -16,6 +16,12 @@ from dataclasses import dataclass
 from lorapipe.reporting.compare import METRICS, Change, tuned_vs_base
 
 CI = "95% CI of delta"
+# Under every output-health table: how to read it (definitions: lorapipe.output_health, README).
+HEALTH_NOTE = (
+    "(shares of outputs that ran to max_new_tokens without EOS, that have an unsupported figure, that are "
+    "empty or only the title's words; mean repeated-4-gram rate; distinct word bigrams over all outputs; "
+    "mean output/reference length in words: lower is better except distinct-2, and length ratio is best at 1)"
+)
 
 
 @dataclass(frozen=True)
@@ -45,14 +51,19 @@ class ScoreRow:
         return "n/a" if math.isnan(self.change.low) else f"{self.change.bounds()} ({self.change.verdict})"
 
 
-def score_rows(result: dict | None = None, samples: Sequence[dict] | None = None, run: str = "") -> list[ScoreRow]:
+def score_rows(
+    result: dict | None = None, samples: Sequence[dict] | None = None, run: str = "", health: bool = False
+) -> list[ScoreRow]:
     """One row per metric: the base and tuned scores of an eval.json (`result`), else of the per-sample
-    `samples` (artifacts.EVAL_SCORES rows); with `samples`, each delta's 95% interval over them."""
-    changes = {name: tuned_vs_base(samples, name) for name in METRICS} if samples else {}
+    `samples` (artifacts.EVAL_SCORES rows); with `samples`, each delta's 95% interval over them. The
+    quality metrics, or with `health` the output-health ones: two tables, never one."""
+    wanted = [name for name, metric in METRICS.items() if metric.health == health]
+    changes = {name: tuned_vs_base(samples, name) for name in wanted if METRICS[name].available(samples or [])}
     if result is None:
         return [ScoreRow(name, c.old, c.new, c, run) for name, c in changes.items()]
     base, tuned = result.get("base") or {}, result.get("tuned") or {}
-    names = [name for name in METRICS if name in base] + [name for name in base if name not in METRICS]
+    others = [] if health else [name for name in base if name not in METRICS]  # an eval.json of another version
+    names = [name for name in wanted if name in base] + others
     return [ScoreRow(name, base[name], tuned[name], changes.get(name), run) for name in names if name in tuned]
 
 

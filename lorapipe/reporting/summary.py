@@ -1,9 +1,10 @@
-"""Print base vs tuned scores from metrics/eval.json as a small table (the end of `make demo`).
+"""Print base vs tuned scores from metrics/eval.json as small tables (the end of `make demo`).
 
 python -m lorapipe.reporting.summary [metrics/eval.json]
 
 With the per-sample scores beside it (artifacts.EVAL_SCORES), each delta gets its 95% bootstrap
-interval over the test samples: a delta whose interval spans zero is not a clear change.
+interval over the test samples: a delta whose interval spans zero is not a clear change. Output health
+(lorapipe.output_health) comes in a table of its own under the quality scores.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from lorapipe.artifacts import EVAL_JSON, EVAL_SCORES
 from lorapipe.cli import UserError, run_cli
 from lorapipe.eval_files import read_scores
-from lorapipe.reporting.scores_table import markdown_table, score_rows
+from lorapipe.reporting.scores_table import HEALTH_NOTE, markdown_table, score_rows
 
 
 def read_result(path: Path) -> dict:
@@ -37,6 +38,10 @@ def main() -> None:
     samples = read_scores(path=path.with_name(EVAL_SCORES.name))
     print(markdown_table(score_rows(result, samples)))
     print(f"({result.get('samples', '?')} test samples; BLEU 0-100, ROUGE F1 0-1, lower perplexity is better)")
+    health = score_rows(result, samples, health=True)
+    if health:
+        print(f"\nOutput health\n{markdown_table(health)}")
+        print(HEALTH_NOTE)
 
 
 if __name__ == "__main__":
