@@ -11,7 +11,7 @@ import pytest
 from lorapipe.artifacts import EVAL_SCORES, EXPORT_JSON, MERGED
 from lorapipe.corpus_metrics import corpus_bleu, perplexity
 from lorapipe.eval_files import read_scores, sample_id
-from lorapipe.reporting.compare import METRICS, columns
+from lorapipe.reporting.compare import HEALTH, METRICS, columns, tuned_vs_base
 from tests.workspace import ran, sh
 
 DATA_STAGES = ["download", "clean", "sample", "split"]
@@ -67,7 +67,7 @@ def test_whole_dag_on_smollm2_then_lora_r8_reruns_only_train_and_evaluate(experi
     result = json.loads((repo / "metrics/eval.json").read_text())
     assert set(result) >= {"base", "tuned", "delta"} and result["samples"] == 4
     for name in ("base", "tuned"):
-        assert set(result[name]) == {"bleu", "rouge1", "rouge2", "rougeL", "perplexity"}
+        assert set(result[name]) == {"bleu", "rouge1", "rouge2", "rougeL", "perplexity", *HEALTH}
     samples = [json.loads(line) for line in (repo / "metrics/eval_samples.jsonl").read_text().splitlines()]
     assert samples and set(samples[0]) == {"id", "title", "reference", "base", "tuned"}
     # Per-sample scores of every test sample, from which the headline numbers are recomputed exactly.
@@ -79,6 +79,9 @@ def test_whole_dag_on_smollm2_then_lora_r8_reruns_only_train_and_evaluate(experi
         assert np.mean([s[name]["rougeL"] for s in scores]) == pytest.approx(result[name]["rougeL"], abs=1e-4)
         ppl = perplexity(columns(scores, name, METRICS["perplexity"]))
         assert ppl == pytest.approx(result[name]["perplexity"], rel=1e-3)
+        for metric in HEALTH:  # the report's statistic of the per-sample health is eval.json's headline
+            change = tuned_vs_base(scores, metric)
+            assert (change.old, change.new)[name == "tuned"] == pytest.approx(result[name][metric], abs=1e-4)
     assert json.loads((repo / "metrics/base_model.json").read_text())["sha256"].startswith("b179c952")
 
     # lora.r=8: the base model's outputs (generate_base) stay cached, only the tuned model decodes.

@@ -40,6 +40,17 @@ def test_page_lists_every_experiment_with_curves_and_opens_offline_in_a_browser(
         row = " ".join(by_name[rev["name"]])
         assert re.search(r"[+-]\d\.\d{3} \([+-]\d\.\d{3}\.\.[+-]\d\.\d{3}\)", row), row
 
+    # Output health: each run's tuned value and its change from the base model, with the interval and verdict.
+    health = [r.text for r in browser.find_elements(By.XPATH, "//h2[.='Output health']/following::table[1]//tr")]
+    assert health[0].startswith("experiment runaway share: tuned, Δ vs base (95% CI)"), health
+    for exp in shown[1]["experiments"]:
+        rev = exp["revs"][0]
+        runaway = rev["data"]["metrics"]["metrics/eval.json"]["data"]["tuned"]["runaway"]
+        row = next(line for line in health if line.startswith(rev["name"] + " "))
+        assert row.startswith(f"{rev['name']} {runaway:.3f}, ") and re.search(
+            r"\((better|worse|no clear change)\)", row
+        )
+
     # Experiment vs experiment: r=8's tuned model against r=16's, paired over the 4 samples both scored.
     pairs = [
         r.text for r in browser.find_elements(By.XPATH, "//h2[.='Experiment vs experiment']/following::table[1]//tr")

@@ -120,7 +120,7 @@ def test_train_and_evaluate_log_one_run_to_a_real_server(workspace, mlflow_serve
     assert run.data.params["eval.max_new_tokens"] == "4"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3, 4]
     assert len(client.get_metric_history(run.info.run_id, "val_loss")) == 2
-    for key in ("base.rougeL", "tuned.rougeL", "delta.bleu", "tokens_per_s"):
+    for key in ("base.rougeL", "tuned.rougeL", "delta.bleu", "tokens_per_s", "tuned.runaway", "delta.distinct2"):
         assert key in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "metrics")}
     assert {f"metrics/{PATHS[name].name}" for name in ("loss_curve", "train_log", "eval_json")} <= artifacts

@@ -9,8 +9,8 @@ own, the interval is wider, and callers must say so.
 
 Percentile intervals from scipy.stats.bootstrap, seeded and vectorised: one call evaluates all
 resamples at once (tens of milliseconds for 1,000 samples). Corpus BLEU and perplexity are those of
-lorapipe.corpus_metrics, which evaluate's headline scores use too. Imports numpy and scipy only: the
-report runs without torch.
+lorapipe.corpus_metrics, the output-health statistics those of lorapipe.output_health, which
+evaluate's headline scores use too. Imports numpy and scipy only: the report runs without torch.
 """
 
 from __future__ import annotations
