@@ -111,6 +111,14 @@ def test_report_opens_with_a_verdict_per_headline_metric(repo, tmp_path, shift, 
 
 
 HEALTH_VERDICT = re.compile(r"^- (.+?) [\d.]+ -> [\d.]+ \(([+-][\d.]+), 95% CI (\S+)\): (.+)$", re.M)
+HEALTH_LABELS = [
+    "runaway share",
+    "repeated 4-grams",
+    "distinct-2",
+    "length ratio (best 1)",
+    "unsupported figures",
+    "title echo or empty",
+]
 LOOPING = {"runaway": True, "repeat4": 0.6, "echo": False, "length_ratio": 3.0, "unsupported_figures": ["1000L"]}
 HEALTHY = {"runaway": False, "repeat4": 0.0, "echo": False, "length_ratio": 1.0, "unsupported_figures": []}
 
@@ -135,17 +143,11 @@ def test_report_gives_output_health_verdicts_and_shows_the_worst_outputs_inert(r
     report = build_report(repo, tmp_path)
     health = report.split("Output health")[1].split("The intervals cover")[0]
     verdicts = {label: (delta, verdict) for label, delta, _, verdict in HEALTH_VERDICT.findall(health)}
-    assert list(verdicts) == [
-        "runaway share",
-        "repeated 4-grams",
-        "distinct-2",
-        "length ratio (best 1)",
-        "unsupported figures",
-        "title echo or empty",
-    ]
+    assert list(verdicts) == HEALTH_LABELS
     # 4 of 200 tuned outputs still run away (hostile_every=50), against all of the base's or old tuned's.
     assert verdicts["runaway share"] == ("-0.980", "better")
-    assert verdicts["length ratio (best 1)"][1] == "better"  # 3.0 -> about 1: closer to 1, though lower
+    # 3.0 -> about 1: closer to 1, though lower; the verdict names the interval it reads
+    assert re.fullmatch(r"better \(distance to 1: 95% CI -[\d.]+\.\.-[\d.]+\)", verdicts["length ratio (best 1)"][1])
     assert verdicts["title echo or empty"] == ("+0.000", "no clear change")
     against = "against `HEAD~1`:" if base_has_health else "tuned against base model in this revision"
     assert against in health and health.index("- runaway share") < report.index("###")
@@ -435,16 +437,10 @@ def test_summary_prints_output_health_in_a_table_of_its_own(tmp_path):
     quality, health_part = printed.split("Output health")
     assert "runaway" not in quality and table_rows(quality)[0][0] == "ROUGE-L"
     table = {cells[0]: cells[1:] for cells in table_rows(health_part)}
-    assert list(table) == [
-        "runaway share",
-        "repeated 4-grams",
-        "distinct-2",
-        "length ratio (best 1)",
-        "unsupported figures",
-        "title echo or empty",
-    ]
+    assert list(table) == HEALTH_LABELS
     assert table["runaway share"][:3] == ["1.000", "0.000", "-1.000"] and table["runaway share"][3].endswith("(better)")
-    assert table["length ratio (best 1)"][3].endswith("(better)") and table["distinct-2"][0] == "0.010"
+    assert table["length ratio (best 1)"][3].endswith("(better (distance to 1: 95% CI -2.000..-2.000))")
+    assert table["distinct-2"][0] == "0.010"
     assert printed.rstrip().endswith(HEALTH_NOTE)
 
 

@@ -157,6 +157,16 @@ class Change:
         higher_is_better = self.distance is None and METRICS[self.metric].higher_is_better
         return "better" if (low > 0) == higher_is_better else "worse"
 
+    def judgement(self) -> str:
+        """The verdict as a reader needs it: for a metric with a target, with the interval it reads, since
+        the delta's interval alone can exclude zero while the distance to the target did not clearly change."""
+        target = METRICS[self.metric].target
+        if self.distance is None or target is None:
+            return self.verdict
+        d = METRICS[self.metric].decimals
+        low, high = self.distance
+        return f"{self.verdict} (distance to {target:g}: 95% CI {low:+.{d}f}..{high:+.{d}f})"
+
     def bounds(self) -> str:
         """`+0.007..+0.031`: the interval of the delta (n/a for a single sample)."""
         d = METRICS[self.metric].decimals
@@ -173,7 +183,7 @@ class Change:
         """`ROUGE-L 0.312 -> 0.331 (+0.019, 95% CI +0.007..+0.031): better`."""
         metric = METRICS[self.metric]
         d = metric.decimals
-        return f"{metric.label} {self.old:.{d}f} -> {self.new:.{d}f} ({self.interval_text()}): {self.verdict}"
+        return f"{metric.label} {self.old:.{d}f} -> {self.new:.{d}f} ({self.interval_text()}): {self.judgement()}"
 
 
 def compare(

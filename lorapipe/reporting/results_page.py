@@ -166,7 +166,7 @@ def pairs_table(pairs: list[tuple[dict, dict, dict[str, Change]]]) -> str:
     for old, new, changes in pairs:
         first = next(iter(changes.values()))
         compared = f"{first.samples} paired" if first.paired else f"{first.samples}, unpaired (different samples)"
-        deltas = [f"{c.delta_text()} ({c.bounds()}) {c.verdict}" for c in changes.values()]
+        deltas = [f"{c.delta_text()} ({c.bounds()}) {c.judgement()}" for c in changes.values()]
         body.append([new["name"], old["name"], *deltas, compared])
     return html_table(head, body, cell)
 

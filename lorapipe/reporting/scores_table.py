@@ -48,7 +48,7 @@ class ScoreRow:
         """`+0.007..+0.031 (better)`; `n/a` for a single sample, empty without per-sample scores."""
         if self.change is None:
             return ""
-        return "n/a" if math.isnan(self.change.low) else f"{self.change.bounds()} ({self.change.verdict})"
+        return "n/a" if math.isnan(self.change.low) else f"{self.change.bounds()} ({self.change.judgement()})"
 
 
 def score_rows(
