@@ -27,6 +27,7 @@ from lorapipe.artifacts import BASE, PATHS, TRAIN_LOG
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOLLM2_GGUF = ROOT / ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+SKY_PYTHON = ROOT / ".venv-sky/bin/python"  # the cloud launcher's venv (make sky)
 
 
 def child_env(**extra: str) -> dict[str, str]:
