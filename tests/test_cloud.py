@@ -24,8 +24,7 @@ from tests.workspace import (
     S3_SECRET,
     assert_one_line_error,
     child_env,
-    commit,
-    copy_tree,
+    pushed_to_origin,
     sh,
     train_losses,
     user_machine_env,
@@ -136,16 +135,7 @@ def mirrored(endpoint: str) -> dict[str, int]:
 @pytest.mark.slow
 def test_a_preempted_job_resumes_on_a_new_vm_and_lands_its_branch_and_experiment(tmp_path, tiny_model_dir, s3_endpoint):
     origin = tmp_path / "origin.git"
-    sh(tmp_path, "git", "init", "-q", "--bare", str(origin))
-    laptop = copy_tree(tmp_path / "laptop")
-    params = yaml.safe_load((laptop / "params.yaml").read_text())
-    for section, values in {**SECTIONS, "model": {"name": str(tiny_model_dir), "revision": "", "sha256": ""}}.items():
-        params[section].update(values)
-    (laptop / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    commit(laptop, "quick run on the tiny model")
-    sh(laptop, "git", "branch", "-M", "main")
-    sh(laptop, "git", "remote", "add", "origin", str(origin))
-    sh(laptop, "git", "push", "-q", "origin", "main")  # the launch commit, which SkyPilot's workdir carries
+    laptop = pushed_to_origin(tmp_path / "laptop", origin, tiny_model_dir, SECTIONS)  # main: the launch commit
 
     def vm(name: str) -> tuple[Path, dict[str, str]]:
         """A new VM: the launch commit's files and .git (a clone of it), no git identity, the job's envs."""
@@ -189,6 +179,7 @@ def test_a_preempted_job_resumes_on_a_new_vm_and_lands_its_branch_and_experiment
     assert "r8" in sh(laptop, "dvc", "exp", "show", "--csv").stdout
 
     # Ends with the losses of an uninterrupted run of the same params (no mirror, on the laptop).
+    params = yaml.safe_load((laptop / "params.yaml").read_text())
     params["lora"]["r"] = 8
     (laptop / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh(laptop, "dvc", "repro", "train")

@@ -140,6 +140,22 @@ def commit(repo: Path, message: str) -> None:
     sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
 
 
+def pushed_to_origin(repo: Path, origin: Path, model_dir: Path, sections: dict[str, dict[str, Any]]) -> Path:
+    """copy_tree's repo in `repo`, on the model in `model_dir` with `sections` over its params, committed as
+    `main` and pushed to `origin`, a new bare repository that plays GitHub."""
+    sh(repo.parent, "git", "init", "-q", "--bare", str(origin))
+    copy_tree(repo)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for section, values in {**sections, "model": {"name": str(model_dir), "revision": "", "sha256": ""}}.items():
+        params[section].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    commit(repo, "quick run on the tiny model")
+    sh(repo, "git", "branch", "-M", "main")
+    sh(repo, "git", "remote", "add", "origin", str(origin))
+    sh(repo, "git", "push", "-q", "origin", "main")
+    return repo
+
+
 # The offline profile, shortened further: a DAG run on SmolLM2 in about a minute.
 QUICK_RUN = {
     "train": {"max_steps": 2, "micro_batch": 1, "grad_accum": 1, "eval_every": 1},
