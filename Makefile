@@ -7,11 +7,15 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 SMOLLM2 := .cache/models/SmolLM2-135M-Instruct.Q4_1.gguf
 GGUF_CONVERTER := .cache/llama.cpp/convert_hf_to_gguf.py
+# SkyPilot, the cloud launcher (pyproject.toml's `cloud` extra), in a venv of its own: its pins
+# (click<8.2, uvicorn<0.36) would downgrade the pipeline's tested versions in .venv.
+SKY_VENV := .venv-sky
+SKY_BIN := $(SKY_VENV)/bin
 export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-quick pytest lint format venv smollm2 gguf-converter quant-study lock bench-data clean-outputs
+.PHONY: demo test test-quick pytest lint format venv smollm2 gguf-converter sky sweep quant-study lock bench-data clean-outputs
 
 demo: $(VENV)/.installed $(SMOLLM2) $(GGUF_CONVERTER)
 	@# The run is a commit on the local branch `demo` (params, then dvc.lock + metrics/): the baseline
@@ -25,7 +29,7 @@ demo: $(VENV)/.installed $(SMOLLM2) $(GGUF_CONVERTER)
 	@echo "Try it: source $(BIN)/activate && python app.py   (results page: python -m lorapipe.reporting.results_page)"
 
 # The whole suite, a worker per core (tests/conftest.py builds the shared fixtures once for all of them).
-test: $(VENV)/.installed $(SMOLLM2) $(GGUF_CONVERTER)
+test: $(VENV)/.installed $(SMOLLM2) $(GGUF_CONVERTER) $(SKY_VENV)/.installed
 	$(MAKE) --no-print-directory pytest PYTEST_ARGS="-n auto --dist worksteal $(PYTEST_ARGS)"
 
 # The edit loop (about 1.5 minutes on 2 cores): lint and every test that needs no model, trained
@@ -73,16 +77,33 @@ gguf-converter: $(GGUF_CONVERTER)
 $(GGUF_CONVERTER): | $(VENV)/.installed
 	$(BIN)/python -m lorapipe.gguf_export fetch
 
+# The cloud launcher: `source .venv-sky/bin/activate` gives `sky`; cloud/validate.py checks task YAMLs offline.
+sky: $(SKY_VENV)/.installed
+
+$(SKY_VENV)/.installed: pyproject.toml constraints-cloud.txt
+	test -x $(SKY_BIN)/python || $(PYTHON) -m venv $(SKY_VENV)
+	$(SKY_BIN)/pip install -q --upgrade pip
+	$(SKY_BIN)/pip install -q -c constraints-cloud.txt $$(sed -n 's/^cloud = \["\(.*\)"\]/\1/p' pyproject.toml)
+	touch $@
+
+# One SkyPilot managed job per params combination, the cost printed first (README: "When Colab is not enough"):
+# make sweep ARGS="-S lora.r=4,8,16,32 -S train.lr=0.0001,0.0002 --dry-run"
+sweep: $(VENV)/.installed $(SKY_VENV)/.installed
+	PATH=$(CURDIR)/$(SKY_BIN):$$PATH $(BIN)/python scripts/sweep.py $(ARGS)
+
 # After `make demo`: the 4/8/16-bit study, queued and run one at a time, each in a temp copy that
 # restores the demo's committed outputs from DVC's cache (the command the results page shows), then the page.
 quant-study: $(VENV)/.installed $(SMOLLM2)
 	source $(BIN)/activate && bash -c "$$(python -c 'from lorapipe.reporting.study_sections import STUDY_COMMAND; print(STUDY_COMMAND)')"
 	$(BIN)/python -m lorapipe.reporting.results_page
 
-lock: $(VENV)/.installed
+lock: $(VENV)/.installed $(SKY_VENV)/.installed
 	{ echo "# Tested versions of every package (pip freeze of a fresh .venv, torch excluded so Colab keeps its own)."; \
 	  echo "# Regenerate with 'make lock'."; \
 	  $(BIN)/pip freeze | grep -viE '^(torch|lorapipe|-e |nvidia-|triton)'; } > constraints.txt
+	{ echo "# Tested versions of the cloud launcher's venv (make sky): SkyPilot and what it needs."; \
+	  echo "# Regenerate with 'make lock'."; \
+	  $(SKY_BIN)/pip freeze; } > constraints-cloud.txt
 
 bench-data: $(VENV)/.installed
 	$(BIN)/python bench/data_pipeline.py

@@ -49,6 +49,18 @@ def apply_profile(overrides: dict[str, Any], params_path: Path) -> list[str]:
     return changed
 
 
+def parse_sets(assignments: list[str]) -> dict[str, dict[str, Any]]:
+    """`lora.r=8`-style assignments (as `dvc exp run -S` takes them) -> section -> key -> value."""
+    overrides: dict[str, dict[str, Any]] = {}
+    for assignment in assignments:
+        key, _, value = assignment.partition("=")
+        section, _, name = key.partition(".")
+        if not (name and value):
+            raise UserError(f"--set {assignment}: expected SECTION.KEY=VALUE, e.g. lora.r=8")
+        overrides.setdefault(section, {})[name] = parse_yaml(value, f"--set {key}")
+    return overrides
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("profile", help="name of a file in profiles/, without .yaml")
@@ -62,12 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     overrides = parse_yaml(source.read_text(encoding="utf-8"), str(source)) or {}
     if not isinstance(overrides, dict):
         raise UserError(f"{source}: expected a mapping of sections (lora, train, ...), got {type(overrides).__name__}")
-    for assignment in args.set:
-        key, _, value = assignment.partition("=")
-        section, _, name = key.partition(".")
-        if not (name and value):
-            raise UserError(f"--set {assignment}: expected SECTION.KEY=VALUE, e.g. lora.r=8")
-        overrides.setdefault(section, {})[name] = parse_yaml(value, f"--set {key}")
+    for section, values in parse_sets(args.set).items():
+        overrides.setdefault(section, {}).update(values)
     changed = apply_profile(overrides, args.params)
     print(f"applied {source} to {args.params}: {len(changed)} value(s) changed")
 

@@ -24,6 +24,7 @@ from tests.workspace import (
     ROOT,
     S3_KEY_ID,
     S3_SECRET,
+    SKY_PYTHON,
     SMOLLM2_GGUF,
     TUNED,
     commit,
@@ -50,7 +51,15 @@ if workers := os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
 
 # The shared fixtures that take seconds to minutes to build: a test that uses one (directly or through
 # another fixture) is `heavy`, and `make test-quick`, the edit loop, leaves it out.
-HEAVY_FIXTURES = {"tiny_model_dir", "llama_tokenizer_dir", "pristine_repo", "experiments", "s3_endpoint", "browser"}
+HEAVY_FIXTURES = {
+    "tiny_model_dir",
+    "llama_tokenizer_dir",
+    "pristine_repo",
+    "experiments",
+    "s3_endpoint",
+    "browser",
+    "sky_python",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -93,6 +102,14 @@ def smollm2_gguf() -> Path:
     if not SMOLLM2_GGUF.is_file():
         pytest.fail(f"{SMOLLM2_GGUF} is missing: run `make smollm2` (make test does it)")
     return SMOLLM2_GGUF
+
+
+@pytest.fixture(scope="session")
+def sky_python() -> Path:
+    """The cloud launcher venv's python, with SkyPilot (a separate venv: its pins conflict with .venv's)."""
+    if not SKY_PYTHON.is_file():
+        pytest.fail(f"{SKY_PYTHON} is missing: run `make sky` (make test does it)")
+    return SKY_PYTHON
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.workspace import ROOT, S3_KEY_ID, S3_SECRET, child_env, commit, copy_tree, ran, sh
+from tests.workspace import ROOT, S3_KEY_ID, S3_SECRET, child_env, pushed_to_origin, ran, sh
 
 QUICK = {
     "sample": {"size": 200},
@@ -33,16 +33,7 @@ def use_remote(repo: Path, endpoint: str) -> None:
 @pytest.mark.slow
 def test_each_stage_reaches_origin_and_a_new_machine_runs_none_again(tmp_path, tiny_model_dir, s3_endpoint):
     origin = tmp_path / "origin.git"
-    sh(tmp_path, "git", "init", "-q", "--bare", str(origin))
-    repo = copy_tree(tmp_path / "colab")
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    for section, values in {**QUICK, "model": {"name": str(tiny_model_dir), "revision": "", "sha256": ""}}.items():
-        params[section].update(values)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    commit(repo, "quick run on the tiny model")
-    sh(repo, "git", "branch", "-M", "main")
-    sh(repo, "git", "remote", "add", "origin", str(origin))
-    sh(repo, "git", "push", "-q", "origin", "main")
+    repo = pushed_to_origin(tmp_path / "colab", origin, tiny_model_dir, QUICK)
     use_remote(repo, s3_endpoint)
 
     run = sh(repo, "bash", "scripts/repro_and_push.sh", "results/colab")

@@ -27,6 +27,7 @@ from lorapipe.artifacts import BASE, PATHS, TRAIN_LOG
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOLLM2_GGUF = ROOT / ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+SKY_PYTHON = ROOT / ".venv-sky/bin/python"  # the cloud launcher's venv (make sky)
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -137,6 +138,22 @@ def copy_tree(repo: Path) -> Path:
 def commit(repo: Path, message: str) -> None:
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
+
+
+def pushed_to_origin(repo: Path, origin: Path, model_dir: Path, sections: dict[str, dict[str, Any]]) -> Path:
+    """copy_tree's repo in `repo`, on the model in `model_dir` with `sections` over its params, committed as
+    `main` and pushed to `origin`, a new bare repository that plays GitHub."""
+    sh(repo.parent, "git", "init", "-q", "--bare", str(origin))
+    copy_tree(repo)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for section, values in {**sections, "model": {"name": str(model_dir), "revision": "", "sha256": ""}}.items():
+        params[section].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    commit(repo, "quick run on the tiny model")
+    sh(repo, "git", "branch", "-M", "main")
+    sh(repo, "git", "remote", "add", "origin", str(origin))
+    sh(repo, "git", "push", "-q", "origin", "main")
+    return repo
 
 
 # The offline profile, shortened further: a DAG run on SmolLM2 in about a minute.

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The cloud job (cloud/train.yaml's `run`): the Colab notebook's cells in a script. On a VM that
+# SkyPilot replaced after a preemption it runs again from the start and goes on where the lost VM
+# stopped: finished stages come back from the results branch and the DVC remote, and training
+# resumes from its mirrored checkpoint. Ends with the run as a DVC experiment on `origin`.
+#
+#   RESULTS_BRANCH=results/sky EXPERIMENT=sky SETS="lora.r=8" DAGSHUB_USER=.. DAGSHUB_REPO=.. \
+#     DAGSHUB_TOKEN=.. GITHUB_TOKEN=.. bash cloud/job.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+branch=${RESULTS_BRANCH:?set RESULTS_BRANCH (cloud/train.yaml sets it)}
+experiment=${EXPERIMENT:?set EXPERIMENT (cloud/train.yaml sets it)}
+launched=$(git rev-parse HEAD)  # the commit launched from: every sweep job's experiment is based on it
+
+# A VM that replaces a reclaimed one: go on from what the lost one pushed to the branch.
+if git fetch -q origin "$branch" 2>/dev/null; then
+  git checkout -q -B "$branch" FETCH_HEAD
+  echo "going on from origin/$branch"
+fi
+python -m lorapipe.git_identity
+python scripts/remote.py --default ${S3_ENDPOINT:+--endpoint "$S3_ENDPOINT"}
+if [ -n "${DAGSHUB_USER:-}" ] && [ -z "${MLFLOW_TRACKING_URI:-}" ]; then  # as the notebook does
+  export MLFLOW_TRACKING_URI="https://dagshub.com/$DAGSHUB_USER/$DAGSHUB_REPO.mlflow"
+  export MLFLOW_TRACKING_USERNAME=$DAGSHUB_USER MLFLOW_TRACKING_PASSWORD=${DAGSHUB_TOKEN:-}
+fi
+
+# The colab profile mirrors each checkpoint to the remote's bucket; SETS are this run's params.
+sets=()
+for assignment in ${SETS:-}; do sets+=(--set "$assignment"); done
+gpus=${SKYPILOT_NUM_GPUS_PER_NODE:-1}  # SkyPilot's: the GPUs this VM was given
+if [ "$gpus" -gt 1 ]; then sets+=(--set "train.processes=$gpus"); fi
+python -m lorapipe.profiles colab "${sets[@]}"
+bash scripts/repro_and_push.sh "$branch"
+
+# The same results as an experiment of the launch commit, so `dvc exp pull origin` and `dvc exp
+# show` on the laptop put every job of a sweep side by side (the outputs are already in the cache).
+git checkout -q --detach "$launched"
+git checkout -q "$branch" -- dvc.lock params.yaml metrics
+dvc exp save -q -f -n "$experiment"
+dvc exp push -q --run-cache origin "$experiment"
+echo "pushed experiment $experiment to origin: dvc exp pull origin $experiment; dvc exp show"

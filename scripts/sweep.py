@@ -1,0 +1,123 @@
+"""Launch one SkyPilot managed job (cloud/train.yaml) per params combination, after saying what it costs.
+
+    python scripts/sweep.py -S lora.r=4,8,16,32 -S train.lr=0.0001,0.0002 --dry-run   # the jobs and the cost
+    python scripts/sweep.py -S lora.r=4,8,16,32 -S train.lr=0.0001,0.0002             # launch them
+
+`-S` takes what `dvc exp run -S` takes: a comma list makes one job per value, several `-S` the grid
+of all combinations. Each job ends as a DVC experiment on `origin`, named after its values:
+`dvc exp pull origin` then `dvc exp show` shows them side by side. Needs `sky` on PATH (`make sky`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from lorapipe.cli import UserError, run_cli
+from lorapipe.params import PARAMS_FILE
+from lorapipe.profiles import apply_profile, parse_sets
+
+TASK = Path("cloud/train.yaml")
+MAX_JOBS = 8  # a sweep larger than this is refused unless --max-jobs says so: each job is hours of GPU
+# Estimates, not measurements (no GPU run has been timed yet): set yours from a first run's
+# metrics/train.json (train_seconds) and `sky show-gpus <GPU>` (today's spot prices).
+HOURS_PER_JOB = 3.0  # one TinyLlama 1.1B QLoRA run on the 40k sample, data stages and evaluation included
+USD_PER_GPU_HOUR = 0.30  # approximate spot price of a T4/L4/A10G GPU (2026); on-demand is about 3x
+
+
+def grid(sweeps: list[str]) -> list[list[str]]:
+    """`-S` values -> one list of `key=value` assignments per combination (the first key varies slowest)."""
+    axes = []
+    for sweep in sweeps:
+        key, _, values = sweep.partition("=")
+        if not (key and values):
+            raise UserError(f"-S {sweep}: expected SECTION.KEY=VALUE[,VALUE...], e.g. lora.r=4,8")
+        axes.append([f"{key}={value}" for value in values.split(",")])
+    return [list(combination) for combination in itertools.product(*axes)]
+
+
+def experiment_name(assignments: list[str]) -> str:
+    """`lora.r=8 train.lr=0.0001` -> `r8-lr0.0001`: a valid DVC experiment, git branch and SkyPilot job name."""
+    parts = [f"{key.rpartition('.')[2]}{value}" for key, _, value in (a.partition("=") for a in assignments)]
+    return re.sub(r"[^A-Za-z0-9._-]", "_", "-".join(parts)) or "sky"
+
+
+def check_params(assignments: list[str], gpus: int) -> None:
+    """Each combination must make a valid params.yaml here, not on a VM that is already paid for."""
+    sets = [*assignments, *([f"train.processes={gpus}"] if gpus > 1 else [])]
+    with tempfile.TemporaryDirectory() as folder:
+        params = Path(folder, PARAMS_FILE)
+        shutil.copy(PARAMS_FILE, params)
+        try:
+            apply_profile(parse_sets(sets), params)
+        except UserError as err:  # named as the user wrote it, not as the temp copy it was tried on
+            raise UserError(f"-S {' '.join(sets)}: {str(err).replace(str(params), PARAMS_FILE)}") from None
+
+
+def launch_command(assignments: list[str], task: dict, gpus: str | None) -> list[str]:
+    """`sky jobs launch` for one combination; secrets and unset envs by name: their values stay in this shell."""
+    name = experiment_name(assignments)
+    command = ["sky", "jobs", "launch", str(TASK), "-n", f"lorapipe-{name}", "-y", "--detach-run"]
+    command += ["--env", f"SETS={' '.join(assignments)}", "--env", f"EXPERIMENT={name}"]
+    command += ["--env", f"RESULTS_BRANCH={task['envs']['RESULTS_BRANCH']}/{name}"]
+    command += [arg for env, value in task["envs"].items() if value is None for arg in ("--env", env)]
+    command += [arg for secret in task["secrets"] for arg in ("--secret", secret)]
+    return command + (["--gpus", gpus] if gpus else [])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-S", dest="sweeps", action="append", default=[], metavar="KEY=V1,V2", help="(repeatable)")
+    parser.add_argument("--max-jobs", type=int, default=MAX_JOBS, help="refuse a grid of more jobs (%(default)s)")
+    parser.add_argument("--hours-per-job", type=float, default=HOURS_PER_JOB, help="estimate (%(default)s)")
+    parser.add_argument("--usd-per-gpu-hour", type=float, default=USD_PER_GPU_HOUR, help="estimate (%(default)s)")
+    parser.add_argument("--gpus", help="e.g. L4:4: several GPUs per job (train.processes); default cloud/train.yaml's")
+    parser.add_argument("--dry-run", action="store_true", help="print the jobs and the cost, launch nothing")
+    args = parser.parse_args(argv)
+    combinations = grid(args.sweeps)
+    if len(combinations) > args.max_jobs:
+        raise UserError(
+            f"the grid makes {len(combinations)} jobs, over the cap of {args.max_jobs}: "
+            "drop values, or raise --max-jobs if you mean it"
+        )
+    gpus_per_job = int(args.gpus.partition(":")[2] or 1) if args.gpus else 1
+    for assignments in combinations:
+        check_params(assignments, gpus_per_job)
+    task = yaml.safe_load(TASK.read_text())
+    commands = [launch_command(assignments, task, args.gpus) for assignments in combinations]
+    for command in commands:
+        print(shlex.join(command))
+    gpu_hours = len(commands) * args.hours_per_job * gpus_per_job
+    usd = gpu_hours * args.usd_per_gpu_hour
+    print(
+        f"{len(commands)} job(s) of at most {args.max_jobs}: about {gpu_hours:g} GPU-hours "
+        f"({len(commands)} x {args.hours_per_job:g} h x {gpus_per_job} GPU), about ${usd:,.0f} at an approximate "
+        f"${args.usd_per_gpu_hour:g}/GPU-hour spot price (estimates: --hours-per-job, --usd-per-gpu-hour)"
+    )
+    if args.dry_run:
+        return
+    if not shutil.which("sky"):
+        raise UserError("sky: not found on PATH; install the launcher (make sky) and: source .venv-sky/bin/activate")
+    if missing := [
+        name
+        for name in [*task["secrets"], *(e for e, v in task["envs"].items() if v is None)]
+        if not os.environ.get(name)
+    ]:
+        raise UserError(f"{TASK}: set {', '.join(missing)} in this shell first (sent to the jobs, never written)")
+    for command in commands:
+        if subprocess.run(command).returncode != 0:
+            raise UserError(f"sky jobs launch failed for {command[5]}; the jobs before it run: sky jobs queue")
+    print("launched: sky jobs queue; afterwards dvc exp pull origin && dvc exp show")
+
+
+if __name__ == "__main__":
+    run_cli(main)

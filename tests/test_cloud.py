@@ -1,0 +1,197 @@
+"""Cloud runs through SkyPilot: the task YAML as SkyPilot parses it, the sweep's plan and cap, and the job's
+script on a "VM" (a fresh clone and HOME) with a local bare repo as `origin` and moto as the DVC remote,
+killed mid-training as a reclaimed spot VM is, then run again on a new one as SkyPilot's recovery does."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+
+from tests.reliability.test_security import CREDENTIAL
+from tests.test_notebook import shell_commands
+from tests.test_results_flow import use_remote
+from tests.workspace import (
+    ROOT,
+    S3_KEY_ID,
+    S3_SECRET,
+    assert_one_line_error,
+    child_env,
+    pushed_to_origin,
+    sh,
+    train_losses,
+    user_machine_env,
+    wait_for,
+)
+
+TASKS = sorted((ROOT / "cloud").glob("*.yaml"))
+TASK = ROOT / "cloud/train.yaml"
+GRID = ["-S", "lora.r=4,8,16,32", "-S", "train.lr=0.0001,0.0002"]  # the issue's sweep: eight trainings
+
+
+def validate(sky_python: Path, *paths: Path) -> subprocess.CompletedProcess:
+    return sh(ROOT, str(sky_python), "cloud/validate.py", *map(str, paths), check=False)
+
+
+def test_the_task_yamls_are_valid_skypilot_tasks(sky_python):
+    result = validate(sky_python, *TASKS)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("valid SkyPilot task") == len(TASKS) >= 1
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        ("resources", "use_spot", "maybe"),  # a wrong type
+        ("resources", "accelerator", "T4:1"),  # a misspelled key
+        ("envs", "lora.r", "8"),  # not an environment variable name
+    ],
+)
+def test_skypilot_refuses_a_broken_task_in_one_line(sky_python, tmp_path, breakage):
+    section, key, value = breakage
+    task = yaml.safe_load(TASK.read_text())
+    task[section][key] = value
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump(task))
+    assert_one_line_error(validate(sky_python, broken), str(broken))
+
+
+def test_the_task_runs_the_job_script_on_spot_gpus_installed_as_colab_is():
+    task = yaml.safe_load(TASK.read_text())
+    resources = task["resources"]
+    assert resources["use_spot"] is True and resources["job_recovery"]["strategy"]
+    assert resources["job_recovery"]["max_restarts_on_errors"] == 0  # preemptions only: a failing run stops
+    assert len({option["accelerators"].split(":")[0] for option in resources["any_of"]}) >= 3
+    assert task["run"].strip() == "bash cloud/job.sh"
+    notebook = set(shell_commands())  # the same install as the notebook's: the image's CUDA torch stays
+    assert set(task["setup"].strip().splitlines()) <= notebook
+
+
+def test_no_secret_is_written_in_a_task_yaml():
+    for path in TASKS:
+        task = yaml.safe_load(path.read_text())
+        assert all(value is None for value in (task.get("secrets") or {}).values()), path  # names only
+        for name, value in (task.get("envs") or {}).items():
+            assert not any(word in name for word in ("TOKEN", "SECRET", "PASSWORD", "KEY")), f"{path}: {name}"
+            assert value is None or "://" not in value or "@" not in value, f"{path}: {name}"
+        assert not CREDENTIAL.search(path.read_text()), f"possible credential in {path}"
+
+
+def sweep(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return sh(ROOT, sys.executable, "scripts/sweep.py", *args, check=False, env=env)
+
+
+def test_the_sweep_dry_run_prints_one_job_per_combination_and_the_cost():
+    result = sweep(*GRID, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    launches = [line for line in result.stdout.splitlines() if line.startswith("sky jobs launch cloud/train.yaml ")]
+    assert len(launches) == 8
+    assert len({line.split("--env EXPERIMENT=")[1].split()[0] for line in launches}) == 8
+    assert (
+        "'SETS=lora.r=16 train.lr=0.0002'" in result.stdout
+        and "RESULTS_BRANCH=results/sky/r16-lr0.0002" in result.stdout
+    )
+    assert all("--secret DAGSHUB_TOKEN --secret GITHUB_TOKEN" in line for line in launches)  # names, no values
+    assert "8 job(s) of at most 8: about 24 GPU-hours" in result.stdout and "approximate" in result.stdout
+
+
+def test_a_grid_over_the_cap_is_refused_in_one_line():
+    assert_one_line_error(sweep(*GRID, "-S", "quant.bits=4,16", "--dry-run"), "16 jobs", "cap of 8", "--max-jobs")
+    assert sweep(*GRID, "-S", "quant.bits=4,16", "--max-jobs", "16", "--dry-run").returncode == 0
+
+
+def test_a_bad_value_in_the_grid_is_refused_before_anything_is_launched():
+    assert_one_line_error(sweep("-S", "lora.r=8,0"), "-S lora.r=0", "'lora.r' must be >= 1")
+    assert_one_line_error(sweep("-S", "lora.r=8", "--gpus", "L4:3"), "train.processes (3)")
+
+
+# The shared trained workspace's training (tests/workspace.py TUNED) on the tiny Llama: 24 steps, a checkpoint
+# every 6, so the mirror holds one well before training ends; the rest as short as test_results_flow's.
+SECTIONS = {
+    "sample": {"size": 300},
+    "tokenize": {"seq_len": 256},
+    "train": {"max_steps": 24, "micro_batch": 2, "grad_accum": 2, "lr": 0.002, "eval_every": 100},
+    "ops": {"save_every": 6},
+    "eval": {"max_samples": 4, "batch_size": 4, "max_new_tokens": 8},
+}
+GITHUB_TOKEN = "ghs_" + "testonly" * 4  # built at run time: no token-shaped string in a tracked file
+
+
+def mirrored(endpoint: str) -> dict[str, int]:
+    """Each mirrored run's newest step, by its LATEST key (the bucket is shared by the session's tests)."""
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=S3_KEY_ID, aws_secret_access_key=S3_SECRET)
+    listed = s3.list_objects_v2(Bucket="dvc", Prefix="lorapipe/checkpoints/").get("Contents", [])
+    keys = [o["Key"] for o in listed if o["Key"].endswith("/LATEST")]
+    return {key: int(s3.get_object(Bucket="dvc", Key=key)["Body"].read()[5:]) for key in keys}
+
+
+@pytest.mark.slow
+def test_a_preempted_job_resumes_on_a_new_vm_and_lands_its_branch_and_experiment(tmp_path, tiny_model_dir, s3_endpoint):
+    origin = tmp_path / "origin.git"
+    laptop = pushed_to_origin(tmp_path / "laptop", origin, tiny_model_dir, SECTIONS)  # main: the launch commit
+
+    def vm(name: str) -> tuple[Path, dict[str, str]]:
+        """A new VM: the launch commit's files and .git (a clone of it), no git identity, the job's envs."""
+        sh(tmp_path, "git", "clone", "-q", "-b", "main", str(origin), name)
+        env = user_machine_env(
+            tmp_path / f"home-{name}",
+            **{"RESULTS_BRANCH": "results/sky/r8", "EXPERIMENT": "r8", "SETS": "lora.r=8", "S3_ENDPOINT": s3_endpoint},
+            **{"AWS_ACCESS_KEY_ID": S3_KEY_ID, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "GITHUB_TOKEN": GITHUB_TOKEN},
+        )
+        return tmp_path / name, env
+
+    # The first VM trains until a checkpoint is mirrored, then is reclaimed: everything on it is gone at once.
+    first, env = vm("vm-a")
+    log_a = tmp_path / "vm-a.log"
+    before = mirrored(s3_endpoint)
+    with open(log_a, "w") as log:
+        job = subprocess.Popen(
+            ["bash", "cloud/job.sh"], cwd=first, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        new = lambda: {k: v for k, v in mirrored(s3_endpoint).items() if k not in before and v >= 6}  # noqa: E731
+        wait_for(new, timeout=600, proc=job, every=0.2)
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+    [step] = new().values()
+    shutil.rmtree(first)
+
+    # SkyPilot starts the job again on a new VM: same launch commit, same command.
+    second, env = vm("vm-b")
+    resumed = sh(second, "bash", "cloud/job.sh", env=env)
+    output = resumed.stdout + resumed.stderr
+    assert "going on from origin/results/sky/r8" in output  # the stages the lost VM finished come back
+    assert f"restored checkpoint step-{step:06d} of this run from s3://dvc/lorapipe" in output
+    assert "pushed experiment r8 to origin" in output
+
+    # The results branch on origin holds the run's record; the experiment is there for `dvc exp pull`.
+    on_branch = sh(origin, "git", "ls-tree", "-r", "--name-only", "results/sky/r8").stdout.split()
+    assert {"dvc.lock", "metrics/train.json", "metrics/eval.json"} <= set(on_branch)
+    assert "r8" in sh(laptop, "dvc", "exp", "list", "origin", "--name-only").stdout.split()  # based on main
+    use_remote(laptop, s3_endpoint)
+    sh(laptop, "dvc", "exp", "pull", "origin", "r8")
+    assert "r8" in sh(laptop, "dvc", "exp", "show", "--csv").stdout
+
+    # Ends with the losses of an uninterrupted run of the same params (no mirror, on the laptop).
+    params = yaml.safe_load((laptop / "params.yaml").read_text())
+    params["lora"]["r"] = 8
+    (laptop / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(laptop, "dvc", "repro", "train")
+    assert train_losses(second / "metrics") == pytest.approx(train_losses(laptop / "metrics"), rel=1e-3)
+
+    # No secret in the jobs' logs, in what they pushed, or in the VM's git config (the token is read at push time).
+    for text in (log_a.read_text(), output, (second / ".git/config").read_text()):
+        assert S3_SECRET not in text and GITHUB_TOKEN not in text
+    assert sh(origin, "git", "grep", "-F", S3_SECRET, "results/sky/r8", check=False).returncode == 1
+
+
+def test_the_job_script_names_what_it_needs_in_one_line(tmp_path):
+    env = child_env(RESULTS_BRANCH="")
+    result = subprocess.run(["bash", str(ROOT / "cloud/job.sh")], capture_output=True, text=True, env=env)
+    assert result.returncode != 0 and "set RESULTS_BRANCH (cloud/train.yaml sets it)" in result.stderr
