@@ -23,7 +23,7 @@ from lorapipe.cli import log, run_cli
 from lorapipe.credentials import redact
 from lorapipe.outputs import sha256_of, write_json
 from lorapipe.params import EvalParams, TokenizeParams, check_params_unchanged, load_params
-from lorapipe.training_record import load_training_record
+from lorapipe.training_record import load_training_record, weight_files
 from lorapipe.vcs import DVC_EXP_NAME
 
 
@@ -70,7 +70,7 @@ def main() -> None:
             f"warning: {args.base_outputs} was decoded in {base_dtype}, the tuned model decodes in {inputs.dtype}"
         )
 
-    model = load_tuned_model(args.model, args.adapter, trained.quant, inputs.dtype, inputs.device)
+    model = load_tuned_model(args.model, args.adapter, trained, inputs.dtype, inputs.device)
     tuned = decode_and_measure(model, inputs, params, tok_params, desc="generate tuned")
     outputs = {"base": base_texts, "tuned": tuned.texts}
     losses = {"base": base_losses, "tuned": tuned.losses}
@@ -79,7 +79,8 @@ def main() -> None:
         log.info(f"evaluate {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in results[name].items()))
 
     # The training run of this very adapter (found by its hash, so no run id sits in the adapter).
-    tracker = Tracker("evaluate", find_tag=(ADAPTER_TAG, sha256_of(args.adapter / "adapter_model.safetensors")))
+    weights = args.adapter / weight_files(trained.lora.method)[1]
+    tracker = Tracker("evaluate", find_tag=(ADAPTER_TAG, sha256_of(weights)))
     tracker.log_params({"eval": params})
     summary = {**results, "samples": len(inputs.titles), "generation_tokens_per_s": tuned.tokens_per_s}
     check_params_unchanged()

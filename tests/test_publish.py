@@ -156,10 +156,10 @@ def test_upload_needs_hf_token_and_fails_in_one_line_without_leaking_it(experime
 
 def test_bad_repo_id_and_missing_run_are_one_line_errors(tmp_path):
     assert_one_line_error(publish(tmp_path, "not a repo id", "--dry-run"), "expected owner/name")
-    assert_one_line_error(publish(tmp_path, "you/x", "--dry-run"), "models/adapter", "dvc repro")
+    assert_one_line_error(publish(tmp_path, "you/x", "--dry-run"), "models/trained", "dvc repro")
     assert_one_line_error(publish(tmp_path, "you/x", "--merged", "--dry-run"), EXPORT_COMMAND)
-    (tmp_path / "models/adapter").mkdir(parents=True)
-    (tmp_path / "models/adapter/adapter_model.safetensors").write_bytes(b"")
+    (tmp_path / "models/trained").mkdir(parents=True)
+    (tmp_path / "models/trained/adapter_model.safetensors").write_bytes(b"")
     assert_one_line_error(publish(tmp_path, "you/x", "--gguf", "--dry-run"), "models/gguf", EXPORT_COMMAND)
 
 
