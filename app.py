@@ -86,7 +86,7 @@ class Describer:
         log.info(f"app: loading {base} and {folder} on {device.type}")
         self.models = {
             "base": load_model(base, dtype, device),
-            "tuned": load_tuned_model(base, folder, trained, dtype, device),
+            "tuned": load_tuned_model(base, folder, trained.lora.method, trained.quant, dtype, device),
         }
 
     def describe(self, title: str, params: EvalParams) -> tuple[str, str]:

@@ -62,7 +62,8 @@ def main() -> None:
     del naive_model
     torch.cuda.empty_cache() if device.type == "cuda" else None
 
-    merged = load_tuned_model(args.model, args.adapter, load_training_record(args.adapter).quant, dtype, device)
+    trained = load_training_record(args.adapter)
+    merged = load_tuned_model(args.model, args.adapter, trained.lora.method, trained.quant, dtype, device)
     ours_params = dataclasses.replace(decoding, batch_size=args.batch, max_new_tokens=args.max_new_tokens)
     ours_out, ours_s, ours_tokens = timed_generate(merged, tokenizer, prompts, ours_params, sort=True)
 

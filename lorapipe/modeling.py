@@ -6,16 +6,12 @@ import math
 import os
 import resource
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedTokenizerBase
 
 from lorapipe.cli import UserError
 from lorapipe.params import PARAMS_FILE, LoraParams, QuantParams
-
-if TYPE_CHECKING:
-    from lorapipe.training_record import TrainingRecord
 
 
 def pick_device() -> torch.device:
@@ -204,7 +200,7 @@ def keep_cpu_4bit_layout(model: torch.nn.Module) -> None:
 
 
 def load_tuned_model(
-    model_dir: Path, trained: Path, record: TrainingRecord, dtype: torch.dtype, device: torch.device
+    model_dir: Path, trained: Path, method: str, quant: QuantParams, dtype: torch.dtype, device: torch.device
 ) -> torch.nn.Module:
     """What the train stage wrote to `trained` as a plain model: the whole model (lora.method full), or
     the base with the adapter merged in, on the weights the adapter was trained against.
@@ -212,14 +208,13 @@ def load_tuned_model(
     A QLoRA adapter learned to correct the *quantized* base: merging it into the original
     weights shifts every output. So the base is quantized as in training, dequantized
     (exactly those values, in `dtype`), and the adapter merged into that: inference is as
-    fast as a plain model and decodes like the training-time model. `record` is the training's:
-    `lorapipe.training_record.load_training_record(trained)`.
+    fast as a plain model and decodes like the training-time model. `method` (lora.method) and `quant`
+    are the training's: `lorapipe.training_record.load_training_record(trained)`.
     """
     from peft import PeftModel
 
-    if record.lora.method == "full":
+    if method == "full":
         return load_model(trained, dtype, device)
-    quant = record.quant
     if quant.bits == 16:
         base = load_model(model_dir, dtype, device)
     else:

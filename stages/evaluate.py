@@ -70,7 +70,7 @@ def main() -> None:
             f"warning: {args.base_outputs} was decoded in {base_dtype}, the tuned model decodes in {inputs.dtype}"
         )
 
-    model = load_tuned_model(args.model, args.adapter, trained, inputs.dtype, inputs.device)
+    model = load_tuned_model(args.model, args.adapter, trained.lora.method, trained.quant, inputs.dtype, inputs.device)
     tuned = decode_and_measure(model, inputs, params, tok_params, desc="generate tuned")
     outputs = {"base": base_texts, "tuned": tuned.texts}
     losses = {"base": base_losses, "tuned": tuned.losses}

@@ -51,7 +51,7 @@ def main() -> None:
     device = pick_device()
     tokenizer = load_tokenizer(args.model)
     # Merge in fp32 and round once, at the end, to the exported dtype.
-    model = load_tuned_model(args.model, args.trained, trained, torch.float32, device)
+    model = load_tuned_model(args.model, args.trained, trained.lora.method, trained.quant, torch.float32, device)
     model = model.to(pick_dtype(params.dtype, device))
     model.generation_config = GenerationConfig(
         **decoding_record(decoding),

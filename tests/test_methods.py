@@ -69,7 +69,7 @@ def test_each_method_trains_resumes_evaluates_exports_and_reloads(prepared, tmp_
     cpu, params = torch.device("cpu"), params_of(EvalParams, max_new_tokens=8, batch_size=4)
     tokenizer = load_tokenizer(ws / "models/base")
     prompts = encode_prompts(tokenizer, TITLES)
-    tuned = load_tuned_model(ws / "models/base", trained, record, torch.float32, cpu)
+    tuned = load_tuned_model(ws / "models/base", trained, method, record.quant, torch.float32, cpu)
     expected = generate_texts(tuned, tokenizer, prompts, params)
     exported = AutoModelForCausalLM.from_pretrained(ws / "models/merged")
     assert generate_texts(exported, load_tokenizer(ws / "models/merged"), prompts, params) == expected

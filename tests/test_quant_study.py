@@ -49,7 +49,7 @@ def test_bits_train_and_evaluate_end_to_end(prepared, tmp_path, bits):
     trained = PeftModel.from_pretrained(load_model(base, torch.float32, cpu, quant), ws / adapter).eval()
     if bits == 8:
         assert type(trained.base_model.model.model.layers[0].mlp.up_proj.base_layer).__name__ == "Linear8bitLt"
-    merged = load_tuned_model(base, ws / adapter, load_training_record(ws / adapter), torch.float32, cpu)
+    merged = load_tuned_model(base, ws / adapter, "lora", load_training_record(ws / adapter).quant, torch.float32, cpu)
     ids = torch.tensor([[1, 500, 600, 700, 800, 900, 2]])
     with torch.no_grad():
         torch.testing.assert_close(merged(ids).logits, trained(ids).logits, atol=5e-3, rtol=0)

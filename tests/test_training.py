@@ -111,7 +111,7 @@ def test_merged_tuned_model_matches_the_training_time_model(tuned_workspace):
 
     cpu, base, adapter = torch.device("cpu"), tuned_workspace / "models/base", tuned_workspace / "models/trained"
     trained = PeftModel.from_pretrained(load_model(base, torch.float32, cpu, params_of(QuantParams)), adapter)
-    merged = load_tuned_model(base, adapter, params_of(QuantParams), torch.float32, cpu)
+    merged = load_tuned_model(base, adapter, "lora", params_of(QuantParams), torch.float32, cpu)
     unquantized = PeftModel.from_pretrained(load_model(base, torch.float32, cpu), adapter)
     with torch.no_grad():
         expected = trained.eval()(IDS).logits
