@@ -1,7 +1,7 @@
 """Resumable training checkpoints: adapter, optimizer, scheduler, RNG and history, saved atomically.
 
 With lora.method full a checkpoint holds the whole model in fp32 plus AdamW's two fp32 moments:
-12 bytes per parameter (1.6 GiB for SmolLM2-135M, 12.3 GiB for TinyLlama), times ops.keep_checkpoints.
+12 bytes per parameter (1.5 GiB for SmolLM2-135M, 12.3 GiB for TinyLlama), times ops.keep_checkpoints.
 
 Each run keeps its checkpoints in a folder of its own, named by its fingerprint: everything that
 can change its weights (the stage's code, the base model's files, the packed data, the training

@@ -15,6 +15,7 @@ from tests.workspace import (
     assert_one_line_error,
     copy_workspace,
     params_of,
+    sh,
     stage,
     stage_args,
     train_losses,
@@ -109,7 +110,7 @@ def test_full_fine_tuning_on_a_quantized_base_is_refused_in_one_line(tmp_path):
 
 def test_dora_on_an_8_bit_base_is_refused_on_the_cpu_in_one_line(prepared, tmp_path):
     ws = copy_workspace(prepared, tmp_path / "ws")
-    write_params(ws, **method_params("dora"), quant={"bits": 8})
+    write_params(ws, **{**method_params("dora"), "quant": {"bits": 8}})
     result = stage(ws, "train.py", *stage_args("train"), "--checkpoints", "ckpt", check=False)
     assert_one_line_error(result, "lora.method dora on quant.bits 8", "quant.bits 4 or 16")
 
@@ -122,3 +123,49 @@ def test_full_fine_tuning_that_cannot_fit_is_refused_with_what_would():
     smollm2 = 134_515_008
     assert full_finetune_refusal(smollm2, 8 * 2**30, "this machine's memory") is None
     assert smollm2 * FULL_BYTES_PER_PARAM < 2.1 * 2**30
+
+
+def test_documented_method_command_queues_the_four_methods_on_the_16_bit_base(repo):
+    from lorapipe.reporting.study_sections import METHOD_STUDY_COMMAND
+
+    queue, run_all = METHOD_STUDY_COMMAND.split(" && ")
+    assert run_all == "dvc exp run --run-all"
+    sh(repo, *queue.split())
+    try:
+        shown = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
+        experiments = [e for commit in shown for e in commit.get("experiments") or []]
+        queued = [rev["data"]["params"]["params.yaml"]["data"] for e in experiments for rev in e["revs"]]
+        assert sorted(p["lora"]["method"] for p in queued) == sorted(["lora", "dora", "rslora", "full"])
+        assert {p["quant"]["bits"] for p in queued} == {16}
+    finally:
+        sh(repo, "dvc", "queue", "remove", "--all")
+
+
+def test_results_page_lays_the_methods_side_by_side_with_their_intervals():
+    from lorapipe.reporting.results_page import cell
+    from lorapipe.reporting.scores_table import score_rows
+    from lorapipe.reporting.study_sections import study_sections
+
+    def row(name: str, method: str, bits: int, trainable: int, weights_mb: float) -> dict:
+        train = {"lora_method": method, "quant_bits": bits, "trainable_params": trainable, "tokens_per_s": 300.0}
+        train |= {"peak_memory_mb": 4000.0, "peak_memory_kind": "cpu_peak_rss", "weights_mb": weights_mb}
+        train |= {"val_loss": 0.5}
+        result = {"base": {"bleu": 0.65, "rougeL": 0.26}, "tuned": {"bleu": 40.0, "rougeL": 0.55}}
+        metrics = {"metrics/train.json": train, "metrics/eval.json": {"tuned.rougeL": 0.55, "tuned.bleu": 40.0}}
+        scores = {r.metric: r for r in score_rows(result)}
+        return {"name": name, "rev": name, "params": {}, "metrics": metrics, "scores": scores}
+
+    rows = [row("full", "full", 16, 134_515_008, 513.0), row("qlora", "lora", 4, 4_884_480, 18.6)]
+    rows.append(row("dora", "dora", 16, 5_000_000, 19.0))
+    html = study_sections(rows, lambda spec: "<svg></svg>", cell)
+    section = html.split("Method study")[1]
+    table = section.split("<table>")[1]
+    names = [
+        line.split("</td>")[0].removeprefix("<tr><td>") for line in table.splitlines() if line.startswith("<tr><td>")
+    ]
+    assert names == ["qlora", "dora", "full"]  # METHODS' order
+    assert "134,515,008" in table or "134515008" in table
+    assert "Δ ROUGE-L vs base (95% CI)" in table and "+39.35" in table and "+0.290" in table
+    assert "Run all four" in section and "lora.method=lora,dora,rslora,full -S quant.bits=16" in section
+    quant_table = html.split("Quantization study")[1].split("Method study")[0]
+    assert "qlora" in quant_table and "dora" not in quant_table and "full" not in quant_table
