@@ -208,8 +208,8 @@ def repo(pristine_repo, tmp_path) -> Path:
 
 @dataclass(frozen=True)
 class Experiments:
-    """A repo after `dvc exp run` twice (lora.r 16, then 8), the export, then a DoRA run in a temp copy; each
-    one's output."""
+    """A repo after `dvc exp run` three times (lora.r 16; lora.method dora; back to lora with lora.r 8) and the
+    export; each one's output."""
 
     repo: Path
     first: str
@@ -230,10 +230,10 @@ def experiments(tmp_path_factory, smollm2_gguf) -> Experiments:
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         commit(repo, "quick run")
         first = sh(repo, "dvc", "exp", "run", "-n", "smollm2-r16").stdout
-        second = sh(repo, "dvc", "exp", "run", "-n", "smollm2-r8", "-S", "lora.r=8").stdout
+        dora = sh(repo, "dvc", "exp", "run", "-n", "smollm2-dora", "-S", "lora.method=dora").stdout
+        # The workspace ends on this run, which the export and the app serve.
+        second = sh(repo, "dvc", "exp", "run", "-n", "smollm2-r8", "-S", "lora.method=lora", "-S", "lora.r=8").stdout
         export = sh(repo, sys.executable, *EXPORT_COMMAND.split()[1:]).stderr  # its log
-        # In a temp copy: the workspace keeps the r8 run that the export and the app serve.
-        dora = sh(repo, "dvc", "exp", "run", "--temp", "-n", "smollm2-dora", "-S", "lora.method=dora").stdout
         return [first, second, export, dora]
 
     repo, (first, second, export, dora) = built_once(tmp_path_factory, "experiments", build)
