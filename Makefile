@@ -15,7 +15,8 @@ export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-quick pytest lint format venv smollm2 gguf-converter sky sweep quant-study lock bench-data clean-outputs
+.PHONY: demo test test-quick pytest lint format venv smollm2 gguf-converter sky sweep quant-study method-study lock \
+	bench-data clean-outputs
 
 demo: $(VENV)/.installed $(SMOLLM2) $(GGUF_CONVERTER)
 	@# The run is a commit on the local branch `demo` (params, then dvc.lock + metrics/): the baseline
@@ -95,6 +96,11 @@ sweep: $(VENV)/.installed $(SKY_VENV)/.installed
 # restores the demo's committed outputs from DVC's cache (the command the results page shows), then the page.
 quant-study: $(VENV)/.installed $(SMOLLM2)
 	source $(BIN)/activate && bash -c "$$(python -c 'from lorapipe.reporting.study_sections import STUDY_COMMAND; print(STUDY_COMMAND)')"
+	$(BIN)/python -m lorapipe.reporting.results_page
+
+# After `make demo`: LoRA, DoRA, rsLoRA and full fine-tuning on the 16-bit base, the same way, then the page.
+method-study: $(VENV)/.installed $(SMOLLM2)
+	source $(BIN)/activate && bash -c "$$(python -c 'from lorapipe.reporting.study_sections import METHOD_STUDY_COMMAND; print(METHOD_STUDY_COMMAND)')"
 	$(BIN)/python -m lorapipe.reporting.results_page
 
 lock: $(VENV)/.installed $(SKY_VENV)/.installed

@@ -2,10 +2,10 @@
 
     python app.py [--models models] [--host 127.0.0.1] [--port 7860] [--share]
 
-Local models only, never the Hub: models/base and the adapter in models/adapter, merged into
-the base as the evaluate stage does. After `make demo` it starts offline on the demo's SmolLM2.
-Decoding starts from params.yaml's `eval` section; the sliders change it per request. The page
-says which adapter it serves: its training params and the DVC experiment it came from.
+Local models only, never the Hub: models/base and what train wrote in models/trained (an adapter, merged
+into the base as the evaluate stage does, or a fully tuned model). After `make demo` it starts offline on
+the demo's SmolLM2. Decoding starts from params.yaml's `eval` section; the sliders change it per request.
+The page says what it serves: its training params and the DVC experiment it came from.
 `--share` asks Gradio for a public link (on Colab, where localhost is not reachable).
 """
 
@@ -19,7 +19,7 @@ import gradio as gr
 import torch
 import yaml
 
-from lorapipe.artifacts import ADAPTER, BASE
+from lorapipe.artifacts import BASE, TRAINED
 from lorapipe.cli import UserError, log, run_cli
 from lorapipe.generation import generate_texts
 from lorapipe.modeling import load_model, load_tokenizer, load_tuned_model, pick_device, pick_dtype
@@ -32,37 +32,38 @@ from lorapipe.vcs import git
 THEME = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 
 
-def adapter_md5(lock_text: str) -> str:
-    """models/adapter's hash in a dvc.lock, or ""."""
+def trained_md5(lock_text: str) -> str:
+    """models/trained's hash in a dvc.lock, or ""."""
     outs = (yaml.safe_load(lock_text) or {}).get("stages", {}).get("train", {}).get("outs", [])
-    return next((out.get("md5", "") for out in outs if out.get("path") == ADAPTER.as_posix()), "")
+    return next((out.get("md5", "") for out in outs if out.get("path") == TRAINED.as_posix()), "")
 
 
 def experiments_of(md5: str) -> list[str]:
-    """The `dvc exp` experiments whose committed dvc.lock holds this adapter."""
+    """The `dvc exp` experiments whose committed dvc.lock holds these trained weights."""
     refs = git("for-each-ref", "--format=%(refname)", "refs/exps").split()
     return [
         ref.rsplit("/", 1)[-1]
         for ref in refs
-        if not ref.startswith("refs/exps/exec/") and adapter_md5(git("show", f"{ref}:dvc.lock")) == md5
+        if not ref.startswith("refs/exps/exec/") and trained_md5(git("show", f"{ref}:dvc.lock")) == md5
     ]
 
 
 def serving_label(models: Path) -> str:
-    """Which adapter the app serves: its training params, and (for the workspace's) its DVC version and experiment."""
-    adapter = models / "adapter"
-    label = f"`{adapter}`"
+    """What the app serves: its training params, and (for the workspace's) its DVC version and experiment."""
+    folder = models / TRAINED.name
+    label = f"`{folder}`"
     try:
-        trained = load_training_record(adapter)
+        trained = load_training_record(folder)
     except UserError:
         trained = None  # the app refuses to start on it anyway; a label must not fail
     if trained:
         steps = trained.train.max_steps
         length = f"{steps} steps" if steps else f"{trained.train.epochs:g} epochs"
-        label += f": quant.bits {trained.quant.bits}, lora.r {trained.lora.r}, {length}"
-    lock = Path("dvc.lock")  # describes models/adapter of this workspace only
-    is_workspace = lock.is_file() and adapter.resolve() == ADAPTER.resolve()
-    md5 = adapter_md5(lock.read_text()) if is_workspace else ""
+        rank = "" if trained.lora.method == "full" else f", lora.r {trained.lora.r}"
+        label += f": lora.method {trained.lora.method}, quant.bits {trained.quant.bits}{rank}, {length}"
+    lock = Path("dvc.lock")  # describes models/trained of this workspace only
+    is_workspace = lock.is_file() and folder.resolve() == TRAINED.resolve()
+    md5 = trained_md5(lock.read_text()) if is_workspace else ""
     if md5:
         experiments = ", ".join(experiments_of(md5)) or "none (workspace only)"
         commit = git("rev-parse", "--short", "HEAD").strip()
@@ -74,18 +75,18 @@ class Describer:
     """The base and the tuned model, loaded once; `describe` runs both on one title."""
 
     def __init__(self, models: Path, prompt_tokens: int) -> None:
-        base, adapter = models / BASE.name, models / ADAPTER.name
+        base, folder = models / BASE.name, models / TRAINED.name
         if not base.is_dir():
             raise UserError(f"{base}: not found; run `make demo` (or `dvc repro base_model`) first")
-        trained = load_training_record(adapter)
+        trained = load_training_record(folder)
         device = pick_device()
         dtype = pick_dtype("auto", device)
         self.tokenizer = load_tokenizer(base)
         self.prompt_tokens = prompt_tokens
-        log.info(f"app: loading {base} and {adapter} on {device.type}")
+        log.info(f"app: loading {base} and {folder} on {device.type}")
         self.models = {
             "base": load_model(base, dtype, device),
-            "tuned": load_tuned_model(base, adapter, trained.quant, dtype, device),
+            "tuned": load_tuned_model(base, folder, trained.lora.method, trained.quant, dtype, device),
         }
 
     def describe(self, title: str, params: EvalParams) -> tuple[str, str]:
@@ -117,7 +118,8 @@ def build_app(describer: Describer, defaults: EvalParams, models: Path, serving:
     with gr.Blocks(title="lorapipe: product descriptions", analytics_enabled=False) as app:
         gr.Markdown(
             "## Product description from a title\n"
-            f"Base model and the tuned model (LoRA adapter merged) from `{models}/`, same prompt, same decoding.\n\n"
+            f"Base model and the tuned model (adapter merged, or fully tuned) from `{models}/`, same prompt, "
+            "same decoding.\n\n"
             f"Serving {serving}",
             elem_id="serving",
         )
@@ -142,7 +144,9 @@ def build_app(describer: Describer, defaults: EvalParams, models: Path, serving:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", type=Path, default=ADAPTER.parent, help="folder holding base/ and adapter/")
+    parser.add_argument(
+        "--models", type=Path, default=TRAINED.parent, help=f"folder holding {BASE.name}/ and {TRAINED.name}/"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to reach it from other machines")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action="store_true", help="a public gradio.live link too (Colab)")

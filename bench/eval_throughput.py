@@ -4,7 +4,7 @@
 
 Both sides decode the same test prompts greedily in one run. Ours merges the adapter into the
 dequantized nf4 base in bf16 (fp32 on the CPU) and decodes length-sorted batches of `--batch`. Run it after
-`make demo` (or `dvc repro train`): it reads models/base, models/adapter and data/split/test.parquet.
+`make demo` (or `dvc repro train`): it reads models/base, models/trained and data/split/test.parquet.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def timed_generate(model, tokenizer, prompts, params: EvalParams, sort: bool) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=Path("models/base"))
-    parser.add_argument("--adapter", type=Path, default=Path("models/adapter"))
+    parser.add_argument("--adapter", type=Path, default=Path("models/trained"))
     parser.add_argument("--test", type=Path, default=Path("data/split/test.parquet"))
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=64)
@@ -62,7 +62,8 @@ def main() -> None:
     del naive_model
     torch.cuda.empty_cache() if device.type == "cuda" else None
 
-    merged = load_tuned_model(args.model, args.adapter, load_training_record(args.adapter).quant, dtype, device)
+    trained = load_training_record(args.adapter)
+    merged = load_tuned_model(args.model, args.adapter, trained.lora.method, trained.quant, dtype, device)
     ours_params = dataclasses.replace(decoding, batch_size=args.batch, max_new_tokens=args.max_new_tokens)
     ours_out, ours_s, ours_tokens = timed_generate(merged, tokenizer, prompts, ours_params, sort=True)
 

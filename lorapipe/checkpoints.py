@@ -1,5 +1,8 @@
 """Resumable training checkpoints: adapter, optimizer, scheduler, RNG and history, saved atomically.
 
+With lora.method full a checkpoint holds the whole model in fp32 plus AdamW's two fp32 moments:
+12 bytes per parameter (1.5 GiB for SmolLM2-135M, 12.3 GiB for TinyLlama), times ops.keep_checkpoints.
+
 Each run keeps its checkpoints in a folder of its own, named by its fingerprint: everything that
 can change its weights (the stage's code, the base model's files, the packed data, the training
 params, the versions of the libraries that compute them). So `dvc exp run -S lora.r=8` neither
@@ -24,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import set_peft_model_state_dict
-from safetensors.torch import load_file
+from peft import PeftModel, set_peft_model_state_dict
+from safetensors.torch import load_file, load_model, save_model
 
 from lorapipe.cli import log
 from lorapipe.outputs import atomic_dir
@@ -33,6 +36,7 @@ from lorapipe.outputs import atomic_dir
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.pt"
 ADAPTER_FILE = "adapter_model.safetensors"
+MODEL_FILE = "model.safetensors"  # a fully fine-tuned model's weights
 
 
 # Libraries whose version can change the trained weights (kernels, quantization, LoRA init).
@@ -150,7 +154,10 @@ def save_checkpoint(
     """Write `folder/step-NNNNNN` atomically and drop all but the newest `keep` checkpoints."""
     target = folder / checkpoint_name(state.step)
     with atomic_dir(target) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        if isinstance(model, PeftModel):
+            model.save_pretrained(tmp, safe_serialization=True)
+        else:  # every weight: safetensors' save_model keeps tied weights (embeddings, lm_head) once
+            save_model(model, str(tmp / MODEL_FILE))
         rng = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -198,11 +205,13 @@ def resume_checkpoint(
                 )
                 break
             saved = torch.load(ckpt / OPTIMIZER_FILE, weights_only=True, map_location="cpu")
-            weights = load_file(ckpt / ADAPTER_FILE)
+            if isinstance(model, PeftModel):
+                set_peft_model_state_dict(model, load_file(ckpt / ADAPTER_FILE))
+            else:
+                load_model(model, str(ckpt / MODEL_FILE))  # strict: a missing or extra tensor is damage
         except Exception as err:  # any damage means: not this one, try the previous
             log.info(f"train: checkpoint {ckpt.name} is unreadable ({type(err).__name__}); trying an older one")
             continue
-        set_peft_model_state_dict(model, weights)
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         torch.set_rng_state(saved["rng"]["cpu"])

@@ -1,7 +1,9 @@
-"""Loading the base model (quantized or not) and wrapping it with LoRA."""
+"""Loading the base model (quantized or not) and making it trainable: adapters (LoRA, DoRA, rsLoRA) or every weight."""
 
 from __future__ import annotations
 
+import math
+import os
 import resource
 from pathlib import Path
 
@@ -9,7 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedTokenizerBase
 
 from lorapipe.cli import UserError
-from lorapipe.params import LoraParams, QuantParams
+from lorapipe.params import PARAMS_FILE, LoraParams, QuantParams
 
 
 def pick_device() -> torch.device:
@@ -82,7 +84,7 @@ def load_model(
 
 
 def add_lora(model: torch.nn.Module, lora: LoraParams, grad_checkpointing: bool, quantized: bool) -> torch.nn.Module:
-    """Wrap `model` with trainable LoRA adapters on `lora.target_modules`."""
+    """Wrap `model` with trainable adapters on `lora.target_modules`: LoRA, DoRA or rsLoRA (`lora.method`)."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     if quantized:
@@ -114,11 +116,74 @@ def add_lora(model: torch.nn.Module, lora: LoraParams, grad_checkpointing: bool,
         lora_dropout=lora.dropout,
         target_modules=list(lora.target_modules),
         task_type="CAUSAL_LM",
+        use_dora=lora.method == "dora",
+        use_rslora=lora.method == "rslora",
     )
     model = get_peft_model(model, config)
     # PEFT keeps the names as a set, saved in hash order (PYTHONHASHSEED): sorted, the adapter's
     # config has the same bytes every run, and DVC sees the same adapter.
     model.peft_config["default"].target_modules = sorted(lora.target_modules)
+    return model
+
+
+# Full fine-tuning holds, per parameter and before any activation: fp32 weights (4 bytes), their
+# gradients (4) and AdamW's two moments (8). TinyLlama's 1.1B need 16.4 GiB: more than a 16 GB T4.
+FULL_BYTES_PER_PARAM = 16
+
+
+def parameter_count(model_dir: Path) -> int:
+    """Parameters in the folder's safetensors, read from their headers (nothing is loaded)."""
+    from safetensors import safe_open
+
+    total = 0
+    for path in sorted(Path(model_dir).glob("*.safetensors")):
+        with safe_open(path, "pt") as weights:
+            names = weights.keys()  # safe_open's method: it is no dict to iterate
+            total += sum(math.prod(weights.get_slice(name).get_shape()) for name in names)
+    return total
+
+
+def device_memory_bytes(device: torch.device) -> int:
+    """What the device holds: the GPU's memory, or the machine's physical memory for the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def full_finetune_refusal(params: int, device_bytes: int, device_name: str) -> str | None:
+    """Why full fine-tuning of `params` parameters cannot fit in `device_bytes`, with what would; None if it can."""
+    need = params * FULL_BYTES_PER_PARAM
+    if need <= device_bytes:
+        return None
+    return (
+        f"{PARAMS_FILE}: lora.method full: {params / 1e9:.2f}B parameters need {need / 2**30:.1f} GiB for fp32 "
+        f"weights, gradients and AdamW states ({FULL_BYTES_PER_PARAM} bytes each) before activations, and "
+        f"{device_name} has {device_bytes / 2**30:.1f} GiB: use lora.method lora, dora or rslora (quant.bits 4 "
+        f"holds the base in about half a byte per parameter), or a model of at most "
+        f"{device_bytes // FULL_BYTES_PER_PARAM / 1e6:,.0f}M parameters"
+    )
+
+
+def check_method_runs_here(lora: LoraParams, quant: QuantParams, model_dir: Path, device: torch.device) -> None:
+    """Refuse, before loading anything, what cannot train on this device."""
+    if lora.method == "dora" and quant.bits == 8 and device.type == "cpu":
+        raise UserError(
+            f"{PARAMS_FILE}: lora.method dora on quant.bits 8 does not train on the CPU (bitsandbytes' 8-bit CPU "
+            "matmul fails on the weight scales PEFT's DoRA reads); use quant.bits 4 or 16 here, or 8 on a GPU"
+        )
+    if lora.method == "full":
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else "this machine's memory"
+        refusal = full_finetune_refusal(parameter_count(model_dir), device_memory_bytes(device), name)
+        if refusal:
+            raise UserError(refusal)
+
+
+def train_all_weights(model: torch.nn.Module, grad_checkpointing: bool) -> torch.nn.Module:
+    """Full fine-tuning: every weight of `model` (loaded in fp32: AdamW's updates are far below bf16's
+    resolution, so the weights stay fp32 and only the compute runs in bf16/fp16 under autocast)."""
+    model.requires_grad_(True)
+    if grad_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
 
 
@@ -136,23 +201,26 @@ def keep_cpu_4bit_layout(model: torch.nn.Module) -> None:
 
 
 def load_tuned_model(
-    model_dir: Path, adapter: Path, quant: QuantParams, dtype: torch.dtype, device: torch.device
+    model_dir: Path, trained: Path, method: str, quant: QuantParams, dtype: torch.dtype, device: torch.device
 ) -> torch.nn.Module:
-    """The base with the adapter merged in, on the weights the adapter was trained against.
+    """What the train stage wrote to `trained` as a plain model: the whole model (lora.method full), or
+    the base with the adapter merged in, on the weights the adapter was trained against.
 
     A QLoRA adapter learned to correct the *quantized* base: merging it into the original
     weights shifts every output. So the base is quantized as in training, dequantized
     (exactly those values, in `dtype`), and the adapter merged into that: inference is as
-    fast as a plain model and decodes like the training-time model. `quant` is the one training
-    used: `lorapipe.training_record.load_training_record(adapter).quant`.
+    fast as a plain model and decodes like the training-time model. `method` (lora.method) and `quant`
+    are the training's: `lorapipe.training_record.load_training_record(trained)`.
     """
     from peft import PeftModel
 
+    if method == "full":
+        return load_model(trained, dtype, device)
     if quant.bits == 16:
         base = load_model(model_dir, dtype, device)
     else:
         base = load_model(model_dir, dtype, device, quant).dequantize()
-    return PeftModel.from_pretrained(base, adapter).merge_and_unload()
+    return PeftModel.from_pretrained(base, trained).merge_and_unload()
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -117,12 +117,26 @@ class QuantParams:
     double_quant: bool
 
 
+METHODS = ("lora", "dora", "rslora", "full")  # lora.method: the adapters PEFT adds, or every weight (full)
+
+
 @dataclass(frozen=True)
 class LoraParams:
+    method: str = param(choices=METHODS)
     r: int = param(min=1, max=1024)
     alpha: float = param(min=0)
     dropout: float = param(min=0, max=0.9)
     target_modules: tuple[str, ...]
+
+
+def check_method_and_bits(lora: LoraParams, quant: QuantParams, source: str = PARAMS_FILE) -> None:
+    """A rule across two sections: full fine-tuning updates the weights themselves, which a 4/8-bit base
+    holds as frozen integer codes."""
+    if lora.method == "full" and quant.bits != 16:
+        raise UserError(
+            f"{source}: lora.method full trains every weight in 16/32-bit and needs quant.bits 16, got quant.bits "
+            f"{quant.bits}; set quant.bits: 16, or keep the {quant.bits}-bit base with lora.method lora, dora or rslora"
+        )
 
 
 @dataclass(frozen=True)

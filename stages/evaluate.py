@@ -5,13 +5,13 @@ Paths: the command line of dvc.yaml's `evaluate` stage (`--help` names each).
 Both models decode the same prompts with the same settings. The base is the original model,
 decoded once by the generate_base stage: its outputs file is checked against the samples,
 prompts, params and base weights scored here, and refused if it was made for others. The tuned
-model is the adapter merged into the base as training saw it (quantized, then dequantized), so
-it decodes like the training-time model at plain-model speed.
-Writes the scores (base, tuned, delta: corpus BLEU, mean ROUGE, perplexity, and beside them the output
-health of lorapipe.output_health: runaway, repetition, distinct-2, length ratio, unsupported figures,
-title echo), a few texts, the
-per-sample scores of both models (what the report's intervals resample), and the run record
-(experiment name, MLflow run and its link) for the PR report.
+model is the trained adapter merged into the base as training saw it (quantized, then dequantized),
+so it decodes like the training-time model at plain-model speed; with lora.method full it is the
+trained model itself. Writes the scores (base, tuned, delta: corpus BLEU, mean ROUGE, perplexity,
+and beside them the output health of lorapipe.output_health: runaway, repetition, distinct-2,
+length ratio, unsupported figures, title echo), a few texts, the per-sample scores of both models
+(what the report's intervals resample), and the run record (experiment name, MLflow run and its
+link) for the PR report.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from lorapipe.cli import log, run_cli
 from lorapipe.credentials import redact
 from lorapipe.outputs import sha256_of, write_json
 from lorapipe.params import EvalParams, TokenizeParams, check_params_unchanged, load_params
-from lorapipe.training_record import load_training_record
+from lorapipe.training_record import load_training_record, weight_files
 from lorapipe.vcs import DVC_EXP_NAME
 
 
@@ -42,14 +42,14 @@ def main() -> None:
     parser.add_argument("test", type=Path)
     parser.add_argument("model", type=Path)
     parser.add_argument("base_outputs", type=Path, help="the base model's outputs (generate_base stage)")
-    parser.add_argument("adapter", type=Path)
+    parser.add_argument("trained", type=Path, help="the train stage's adapter, or whole model (lora.method full)")
     parser.add_argument("summary", type=Path, help="JSON: base, tuned and delta scores")
     parser.add_argument("samples", type=Path, help="JSON lines: the first eval.report_samples texts")
     parser.add_argument("scores", type=Path, help="JSON lines: every sample's texts and scores")
     parser.add_argument("eval_run", type=Path, help="JSON: experiment name and MLflow run")
     args = parser.parse_args()
     params, tok_params = load_params(EvalParams), load_params(TokenizeParams)
-    trained = load_training_record(args.adapter)
+    record = load_training_record(args.trained)
     # Imported once the params and the training record are valid: a mistake is one line at once, not after
     # the seconds to a minute that torch and transformers take to load.
     from lorapipe.eval_files import write_sample_files
@@ -72,15 +72,16 @@ def main() -> None:
             f"warning: {args.base_outputs} was decoded in {base_dtype}, the tuned model decodes in {inputs.dtype}"
         )
 
-    model = load_tuned_model(args.model, args.adapter, trained.quant, inputs.dtype, inputs.device)
+    model = load_tuned_model(args.model, args.trained, record.lora.method, record.quant, inputs.dtype, inputs.device)
     tuned = decode_and_measure(model, inputs, params, tok_params, desc="generate tuned")
     outputs = {"base": base, "tuned": tuned.outputs}
     per_sample, results = score_models(inputs.titles, inputs.references, outputs)
     for name in outputs:
         log.info(f"evaluate {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in results[name].items()))
 
-    # The training run of this very adapter (found by its hash, so no run id sits in the adapter).
-    tracker = Tracker("evaluate", find_tag=(ADAPTER_TAG, sha256_of(args.adapter / "adapter_model.safetensors")))
+    # The training run of these very weights (found by their hash, so no run id sits in the trained folder).
+    trained_weights = args.trained / weight_files(record.lora.method)[1]
+    tracker = Tracker("evaluate", find_tag=(ADAPTER_TAG, sha256_of(trained_weights)))
     tracker.log_params({"eval": params})
     summary = {**results, "samples": len(inputs.titles), "generation_tokens_per_s": tuned.tokens_per_s}
     check_params_unchanged()

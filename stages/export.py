@@ -1,14 +1,15 @@
 """Merge the adapter into the base: a plain model that loads without peft, and GGUF files for llama.cpp/Ollama.
 
-    python stages/export.py    # after a run: models/base + models/adapter -> models/merged, models/gguf
+    python stages/export.py    # after a run: models/base + models/trained -> models/merged, models/gguf
 
 The adapter is merged into the base as training saw it (quantized, then dequantized; see
 `load_tuned_model`) in fp32, then cast to `export.dtype` and saved as safetensors with the
 tokenizer and a generation config holding evaluate's decoding record, so
-`AutoModelForCausalLM.from_pretrained("models/merged")` decodes as the evaluate stage did.
+`AutoModelForCausalLM.from_pretrained("models/merged")` decodes as the evaluate stage did. A fully
+fine-tuned model (lora.method full) has nothing to merge: it is loaded in fp32 and cast the same way.
 llama.cpp's converter then writes the merged model as GGUF (`export.gguf_types`, f16 and q8_0 by
 default) into models/gguf, with an Ollama Modelfile in the project's prompt format and that decoding.
-Not a DVC stage (lorapipe/artifacts.py says why): it exports the adapter the workspace holds, anew each
+Not a DVC stage (lorapipe/artifacts.py says why): it exports what the workspace's models/trained holds, anew each
 time it runs.
 """
 
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 from transformers import GenerationConfig
 
-from lorapipe.artifacts import ADAPTER, BASE, EXPORT_JSON, GGUF, MERGED
+from lorapipe.artifacts import BASE, EXPORT_JSON, GGUF, MERGED, TRAINED
 from lorapipe.cli import log, run_cli
 from lorapipe.generation import decoding_record
 from lorapipe.gguf_export import converter, write_gguf
@@ -35,20 +36,22 @@ from lorapipe.training_record import load_training_record
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=BASE, help="the base model (default: %(default)s)")
-    parser.add_argument("--adapter", type=Path, default=ADAPTER, help="the LoRA adapter (default: %(default)s)")
+    parser.add_argument(
+        "--trained", type=Path, default=TRAINED, help="the adapter or fully tuned model (default: %(default)s)"
+    )
     parser.add_argument("--out", type=Path, default=MERGED, help="the merged model (default: %(default)s)")
     parser.add_argument("--gguf", type=Path, default=GGUF, help="GGUF files and Modelfile (default: %(default)s)")
     parser.add_argument("--metrics", type=Path, default=EXPORT_JSON, help="sizes, seconds (default: %(default)s)")
     args = parser.parse_args()
     params, decoding = load_params(ExportParams), load_params(EvalParams)
-    trained = load_training_record(args.adapter)
+    trained = load_training_record(args.trained)
     converter()  # missing: say so now, not after the merge
 
     started = time.perf_counter()
     device = pick_device()
     tokenizer = load_tokenizer(args.model)
     # Merge in fp32 and round once, at the end, to the exported dtype.
-    model = load_tuned_model(args.model, args.adapter, trained.quant, torch.float32, device)
+    model = load_tuned_model(args.model, args.trained, trained.lora.method, trained.quant, torch.float32, device)
     model = model.to(pick_dtype(params.dtype, device))
     model.generation_config = GenerationConfig(
         **decoding_record(decoding),

@@ -1,8 +1,9 @@
-"""QLoRA fine-tuning on the packed rows; resumes from the newest checkpoint after an interruption.
+"""Fine-tuning on the packed rows (QLoRA, DoRA, rsLoRA or every weight); resumes after an interruption.
 
 Paths: the command line of dvc.yaml's `train` stage (`--help` names each).
 
-Writes the adapter (+ tokenizer and resolved params), the run's summary, the per-step loss and LR,
+Writes the adapter, or with lora.method full the whole model (+ tokenizer and resolved params), the run's
+summary, the per-step loss and LR,
 the validation loss and both drawn as a PNG. Checkpoints (`--checkpoints`) are resume state, not an
 output: dvc.yaml does not track them, so DVC neither hashes them nor loses its run-cache over them.
 
@@ -22,7 +23,15 @@ from typing import TYPE_CHECKING
 from lorapipe.artifacts import CHECKPOINTS
 from lorapipe.cli import log, run_cli
 from lorapipe.outputs import atomic_dir, write_json
-from lorapipe.params import LoraParams, OpsParams, QuantParams, TrainParams, check_params_unchanged, load_params
+from lorapipe.params import (
+    LoraParams,
+    OpsParams,
+    QuantParams,
+    TrainParams,
+    check_method_and_bits,
+    check_params_unchanged,
+    load_params,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -44,6 +53,9 @@ class StageParams:
     quant: QuantParams
     ops: OpsParams  # untracked by dvc.yaml: how the run is operated, not what it computes
 
+    def __post_init__(self) -> None:
+        check_method_and_bits(self.lora, self.quant)
+
     @classmethod
     def load(cls) -> StageParams:
         return cls(load_params(TrainParams), load_params(LoraParams), load_params(QuantParams), load_params(OpsParams))
@@ -53,7 +65,7 @@ class StageParams:
 class Setup:
     """What setup loads and fit and save work on."""
 
-    model: torch.nn.Module  # the base with fresh LoRA layers, trained in place
+    model: torch.nn.Module  # the base with fresh adapters (or, lora.method full, the base itself), trained in place
     tokenizer: PreTrainedTokenizerBase
     data: TrainData
     config: TrainConfig  # train and ops params, device, dtype, this run's checkpoint folder
@@ -67,7 +79,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("tokenized", type=Path)
     parser.add_argument("model", type=Path)
-    parser.add_argument("adapter", type=Path)
+    parser.add_argument("trained", type=Path, help="the adapter, or the whole model with lora.method full")
     parser.add_argument("summary", type=Path, help="JSON: loss, perplexity, speed, memory")
     parser.add_argument("train_log", type=Path, help="CSV of the per-step loss and learning rate")
     parser.add_argument("val_log", type=Path, help="CSV of the validation loss")
@@ -89,17 +101,25 @@ def main() -> None:
     started = time.perf_counter()
     state = fit(job, stop)
     close_world(world)
-    if world.main:  # the main process alone writes the adapter, metrics and plots
+    if world.main:  # the main process alone writes the trained weights, metrics and plots
         save(job, state, params, args, started)
 
 
 def setup(args: argparse.Namespace, params: StageParams, world: World) -> Setup:
-    """The rows, the base model with fresh LoRA layers, and this run's checkpoint folder and MLflow run."""
+    """The rows, the base model made trainable, and this run's checkpoint folder and MLflow run."""
     import torch
 
     from lorapipe.checkpoints import checkpoint_folder, files_of, fingerprint, library_versions, list_checkpoints
     from lorapipe.mirror import CheckpointMirror
-    from lorapipe.modeling import add_lora, load_model, load_tokenizer, pick_device, pick_dtype
+    from lorapipe.modeling import (
+        add_lora,
+        check_method_runs_here,
+        load_model,
+        load_tokenizer,
+        pick_device,
+        pick_dtype,
+        train_all_weights,
+    )
     from lorapipe.packing import read_rows
     from lorapipe.stage_code import code_files
     from lorapipe.tracking import training_tracker
@@ -110,8 +130,12 @@ def setup(args: argparse.Namespace, params: StageParams, world: World) -> Setup:
     dtype = pick_dtype(params.train.precision, device, training=True)
     train_rows, val_rows = read_rows(args.tokenized / "train.parquet"), read_rows(args.tokenized / "val.parquet")
     tokenizer = load_tokenizer(args.model)
-    model = load_model(args.model, dtype, device, params.quant)
-    model = add_lora(model, params.lora, params.train.grad_checkpointing, quantized=params.quant.bits < 16)
+    check_method_runs_here(params.lora, params.quant, args.model, device)
+    if params.lora.method == "full":  # fp32 weights, `dtype` compute (train_all_weights says why)
+        model = train_all_weights(load_model(args.model, torch.float32, device), params.train.grad_checkpointing)
+    else:
+        model = load_model(args.model, dtype, device, params.quant)
+        model = add_lora(model, params.lora, params.train.grad_checkpointing, quantized=params.quant.bits < 16)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info(f"train: {len(train_rows):,} packed rows on {device} in {dtype}, {trainable:,} trainable params")
     if world.size > 1:
@@ -163,25 +187,30 @@ def fit(job: Setup, stop: GracefulStop) -> TrainState:
 
 
 def save(job: Setup, state: TrainState, params: StageParams, args: argparse.Namespace, started: float) -> None:
-    """The adapter with its tokenizer and params record, the logs and plots, train.json; the MLflow run ends."""
+    """The trained weights with their tokenizer and params record, the logs and plots, train.json; the MLflow run
+    ends."""
     import torch
 
-    from lorapipe.checkpoints import ADAPTER_FILE
     from lorapipe.plots import write_loss_plots
     from lorapipe.tracking import finish_training
-    from lorapipe.training_record import TrainingRecord, save_training_record
+    from lorapipe.training_record import TrainingRecord, save_training_record, weight_files
 
     job.tracker.log_history(state.history)  # what came from a checkpoint too, unless the run has it
     check_params_unchanged()
-    with atomic_dir(args.adapter) as tmp:
-        job.model.save_pretrained(tmp, safe_serialization=True)
+    with atomic_dir(args.trained) as tmp:
+        if params.lora.method == "full":  # one file, not shards: the one the record names and MLflow hashes
+            job.model.save_pretrained(tmp, safe_serialization=True, max_shard_size="1000GB")
+        else:
+            job.model.save_pretrained(tmp, safe_serialization=True)
         job.tokenizer.save_pretrained(tmp)
         save_training_record(tmp, TrainingRecord(params.train, params.lora, params.quant))
     write_loss_plots(state.history, state.val_history, args.train_log, args.val_log, args.curve)
     device = job.config.device
     summary = {
         **state.summary(wall_seconds=time.perf_counter() - started, device=device),
-        "adapter_mb": round(sum(f.stat().st_size for f in args.adapter.glob("*.safetensors")) / 2**20, 3),
+        # the trained weights on disk: the adapter, or the whole model with lora.method full
+        "weights_mb": round(sum(f.stat().st_size for f in args.trained.glob("*.safetensors")) / 2**20, 3),
+        "lora_method": params.lora.method,
         "quant_bits": params.quant.bits,
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "dtype": str(job.config.dtype).removeprefix("torch."),
@@ -190,13 +219,14 @@ def save(job: Setup, state: TrainState, params: StageParams, args: argparse.Name
     }
     write_json(args.summary, summary)
     metric_files = [args.summary, args.train_log, args.val_log, args.curve]
-    finish_training(job.tracker, summary, state.val_history, metric_files, args.adapter / ADAPTER_FILE)
+    weights = args.trained / weight_files(params.lora.method)[1]
+    finish_training(job.tracker, summary, state.val_history, metric_files, weights)
     if job.mirror:
         job.mirror.wait()
         log.info(
             f"train: {job.mirror.uploads} checkpoints mirrored; training waited {job.mirror.waited_s:.1f} s for them"
         )
-    log.info(f"train: done, {state.step} steps, val_loss {state.val_loss:.4f}, adapter -> {args.adapter}")
+    log.info(f"train: done, {state.step} steps, val_loss {state.val_loss:.4f}, {params.lora.method} -> {args.trained}")
 
 
 if __name__ == "__main__":

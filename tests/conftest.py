@@ -26,6 +26,7 @@ from tests.workspace import (
     S3_SECRET,
     SKY_PYTHON,
     SMOLLM2_GGUF,
+    STUDY_RUN,
     TUNED,
     commit,
     copy_tree,
@@ -53,6 +54,7 @@ if workers := os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
 # another fixture) is `heavy`, and `make test-quick`, the edit loop, leaves it out.
 HEAVY_FIXTURES = {
     "tiny_model_dir",
+    "prepared",
     "llama_tokenizer_dir",
     "pristine_repo",
     "experiments",
@@ -216,12 +218,14 @@ def repo(pristine_repo, tmp_path) -> Path:
 
 @dataclass(frozen=True)
 class Experiments:
-    """A repo after `dvc exp run` twice (lora.r 16, then 8) and the export; each one's stdout."""
+    """A repo after `dvc exp run` three times (lora.r 16; lora.method dora; back to lora with lora.r 8) and the
+    export; each one's output."""
 
     repo: Path
     first: str
     second: str
     export: str
+    dora: str
 
 
 @pytest.fixture(scope="session")
@@ -236,18 +240,34 @@ def experiments(tmp_path_factory, smollm2_gguf) -> Experiments:
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         commit(repo, "quick run")
         first = sh(repo, "dvc", "exp", "run", "-n", "smollm2-r16").stdout
-        second = sh(repo, "dvc", "exp", "run", "-n", "smollm2-r8", "-S", "lora.r=8").stdout
+        dora = sh(repo, "dvc", "exp", "run", "-n", "smollm2-dora", "-S", "lora.method=dora").stdout
+        # The workspace ends on this run, which the export and the app serve.
+        second = sh(repo, "dvc", "exp", "run", "-n", "smollm2-r8", "-S", "lora.method=lora", "-S", "lora.r=8").stdout
         export = sh(repo, sys.executable, *EXPORT_COMMAND.split()[1:]).stderr  # its log
-        return [first, second, export]
+        return [first, second, export, dora]
 
-    repo, (first, second, export) = built_once(tmp_path_factory, "experiments", build)
-    return Experiments(repo, first, second, export)
+    repo, (first, second, export, dora) = built_once(tmp_path_factory, "experiments", build)
+    return Experiments(repo, first, second, export, dora)
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory, tiny_model_dir) -> Iterator[Path]:
+    """The tiny Llama's data built and its base outputs decoded (STUDY_RUN), as `dvc exp run` leaves them for
+    every experiment of a study; read-only: each test trains in its own copy."""
+    from tests.workspace import stage_args
+
+    def build(ws: Path) -> None:
+        data_workspace(ws, tiny_model_dir, **STUDY_RUN)
+        stage(ws, "generate_base.py", *stage_args("generate_base"))
+
+    with kept_read_only(built_once(tmp_path_factory, "prepared", build)[0]) as ws:
+        yield ws
 
 
 @pytest.fixture(scope="session")
 def tuned_workspace(tmp_path_factory, tiny_model_dir) -> Iterator[Path]:
     """A workspace where the real stages built data, then trained an nf4 LoRA adapter on the tiny Llama once
-    (models/adapter, models/checkpoints, metrics/). Shared by many tests, so read-only: `tuned_copy` to change it."""
+    (models/trained, models/checkpoints, metrics/). Shared by many tests, so read-only: `tuned_copy` to change it."""
     from tests.workspace import stage_args
 
     def build(ws: Path) -> None:

@@ -79,7 +79,7 @@ def test_app_says_which_experiment_it_serves_and_asks_for_a_share_link(experimen
         process.terminate()
         process.wait(timeout=30)
     assert "experiment `smollm2-r8`" in page and "lora.r 8" in page and "quant.bits 4" in page
-    assert "serving models/adapter" in output
+    assert "serving models/trained" in output
     assert "Could not create share link" in output  # Gradio tried for a public link; this machine is offline
 
 

@@ -35,7 +35,7 @@ OPS = {"save_every": 3}
 
 
 def run(ws: Path, out: str) -> str:
-    args = (*stage_args("train", out, adapter=f"{out}/adapter"), "--checkpoints", f"{out}/checkpoints")
+    args = (*stage_args("train", out, trained=f"{out}/trained"), "--checkpoints", f"{out}/checkpoints")
     result = stage(ws, "train.py", *args)
     return result.stderr
 
@@ -99,7 +99,7 @@ def test_grad_accum_must_split_evenly_across_processes(workspace, tmp_path):
     result = stage(
         workspace,
         "train.py",
-        *stage_args("train", tmp_path, adapter=tmp_path / "adapter"),
+        *stage_args("train", tmp_path, trained=tmp_path / "trained"),
         "--checkpoints",
         str(tmp_path / "checkpoints"),
         check=False,

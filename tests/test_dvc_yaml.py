@@ -132,3 +132,19 @@ def test_only_what_a_reviewer_compares_is_a_metric():
     """Bookkeeping (checksums, byte and drop counts, timings) stays out of `dvc exp show`."""
     metrics = {path for stage in STAGES.values() for entry in stage.get("metrics", []) for path in entry}
     assert metrics == {"metrics/train.json", "metrics/eval.json"}
+
+
+def test_every_lora_key_re_runs_train_and_evaluate_only():
+    """lora.method, like lora.r, is tracked by train alone (the whole `lora` section); evaluate re-runs because it
+    reads train's output. No other stage reads a lora key, so `dvc exp run -S lora.method=dora` re-runs those two."""
+    import dataclasses
+
+    from lorapipe.params import LoraParams
+
+    keys = {f"lora.{f.name}" for f in dataclasses.fields(LoraParams)}
+    assert "lora.method" in keys
+    stages = dvc_stages()
+    tracking = {name for name, s in stages.items() for p in s.get("params", []) if p == "lora" or p in keys}
+    assert tracking == {"train"}
+    assert PATHS["trained"].as_posix() in stages["evaluate"]["deps"]
+    assert not [name for name, s in stages.items() if PATHS["trained"].as_posix() in s.get("deps", [])][1:]

@@ -33,7 +33,7 @@ def test_merged_model_decodes_like_the_adapter_model(tuned_copy):
     tokenizer = load_tokenizer(ws / "models/base")
     prompts = encode_prompts(tokenizer, TITLES)
     adapter_model = PeftModel.from_pretrained(
-        load_model(ws / "models/base", torch.float32, cpu, params_of(QuantParams)), ws / "models/adapter"
+        load_model(ws / "models/base", torch.float32, cpu, params_of(QuantParams)), ws / "models/trained"
     )
     expected = generate_texts(adapter_model, tokenizer, prompts, params)
     merged = AutoModelForCausalLM.from_pretrained(ws / "models/merged")
@@ -70,7 +70,7 @@ def test_default_export_is_bf16_with_decoding_settings_and_loads_without_peft(tu
 
 def test_export_without_adapter_is_one_line_error(tuned_workspace, tmp_path):
     none, out = str(tmp_path / "none"), str(tmp_path / "m")
-    args = ("--adapter", none, "--out", out, "--gguf", str(tmp_path / "g"), "--metrics", str(tmp_path / "x.json"))
+    args = ("--trained", none, "--out", out, "--gguf", str(tmp_path / "g"), "--metrics", str(tmp_path / "x.json"))
     result = stage(tuned_workspace, "export.py", *args, check=False)
-    assert_one_line_error(result, "no trained adapter (adapter_config.json", "dvc repro train")
+    assert_one_line_error(result, "nothing trained (train_params.json missing)", "dvc repro train")
     assert not (tmp_path / "m").exists()

@@ -131,9 +131,9 @@ def test_tinyllama_sentencepiece_tokenizer_survives_the_export(tinyllama_like_di
     torch.manual_seed(1)
     base = AutoModelForCausalLM.from_pretrained(ws / "models/base")
     lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)
-    get_peft_model(base, lora).save_pretrained(ws / "models/adapter")
+    get_peft_model(base, lora).save_pretrained(ws / "models/trained")
     save_training_record(
-        ws / "models/adapter",
+        ws / "models/trained",
         TrainingRecord(params_of(TrainParams), params_of(LoraParams, r=4), params_of(QuantParams, bits=16)),
     )
     write_params(ws, export={"dtype": "fp32", "gguf_types": ["f16"]}, eval={"max_new_tokens": 16})

@@ -61,7 +61,8 @@ def test_sample_larger_than_available_keeps_all_and_says_so(repo):
 
 @pytest.mark.slow
 def test_whole_dag_on_smollm2_then_lora_r8_reruns_only_train_and_evaluate(experiments):
-    """The offline demo's DAG on the real SmolLM2 (shortened), then `dvc exp run -S lora.r=8`."""
+    """The offline demo's DAG on the real SmolLM2 (shortened), then `dvc exp run -S lora.method=dora`, then
+    `-S lora.method=lora -S lora.r=8`."""
     repo = experiments.repo
     assert set(ran(experiments.first)) >= {"base_model", "tokenize", "train", "evaluate"}
     result = json.loads((repo / "metrics/eval.json").read_text())
@@ -87,11 +88,14 @@ def test_whole_dag_on_smollm2_then_lora_r8_reruns_only_train_and_evaluate(experi
     # lora.r=8: the base model's outputs (generate_base) stay cached, only the tuned model decodes.
     assert "generate_base" in ran(experiments.first)
     assert ran(experiments.second) == ["train", "evaluate"]
+    assert ran(experiments.dora) == ["train", "evaluate"]  # lora.method is a lora.* key like lora.r
     table = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
     runs = {
         r.get("name"): r["data"] for rev in table for exp in rev.get("experiments") or [] for r in exp.get("revs", [])
     }
-    assert {"smollm2-r16", "smollm2-r8"} <= set(runs)
+    assert {"smollm2-r16", "smollm2-r8", "smollm2-dora"} <= set(runs)
+    trained = runs["smollm2-dora"]["metrics"]["metrics/train.json"]["data"]
+    assert trained["lora_method"] == "dora" and runs["smollm2-dora"]["params"]["params.yaml"]["data"]["lora"]["r"] == 16
     base = [runs[name]["metrics"]["metrics/eval.json"]["data"]["base"] for name in ("smollm2-r16", "smollm2-r8")]
     assert base[0] == base[1] == result["base"]
 

@@ -156,14 +156,14 @@ def test_upload_needs_hf_token_and_fails_in_one_line_without_leaking_it(experime
 
 def test_bad_repo_id_and_missing_run_are_one_line_errors(tmp_path):
     assert_one_line_error(publish(tmp_path, "not a repo id", "--dry-run"), "expected owner/name")
-    assert_one_line_error(publish(tmp_path, "you/x", "--dry-run"), "models/adapter", "dvc repro")
+    assert_one_line_error(publish(tmp_path, "you/x", "--dry-run"), "models/trained", "dvc repro")
     assert_one_line_error(publish(tmp_path, "you/x", "--merged", "--dry-run"), EXPORT_COMMAND)
-    (tmp_path / "models/adapter").mkdir(parents=True)
-    (tmp_path / "models/adapter/adapter_model.safetensors").write_bytes(b"")
+    (tmp_path / "models/trained").mkdir(parents=True)
+    (tmp_path / "models/trained/adapter_model.safetensors").write_bytes(b"")
     assert_one_line_error(publish(tmp_path, "you/x", "--gguf", "--dry-run"), "models/gguf", EXPORT_COMMAND)
 
 
-def card_facts(origin: dict, merged: bool, base: tuple[str, str] | None = None, bits: int = 4):
+def card_facts(origin: dict, merged: bool, base: tuple[str, str] | None = None, bits: int = 4, method: str = "lora"):
     """The card's facts of a run, built as publish builds them from the run's files."""
     from lorapipe.generation import decoding_record
     from lorapipe.params import EvalParams, LoraParams, QuantParams, TrainParams
@@ -178,7 +178,9 @@ def card_facts(origin: dict, merged: bool, base: tuple[str, str] | None = None, 
         base=BaseModel(*base) if base else None,
         origin=BaseOrigin.from_record(origin),
         params={"data": {"url": "data/synthetic/trn.json.gz"}},
-        trained=TrainingRecord(params_of(TrainParams), params_of(LoraParams), params_of(QuantParams, bits=bits)),
+        trained=TrainingRecord(
+            params_of(TrainParams), params_of(LoraParams, method=method), params_of(QuantParams, bits=bits)
+        ),
         decoding=decoding_record(params_of(EvalParams)),
         chat_template=False,
         prompt_example="",
@@ -274,3 +276,19 @@ def test_card_renders_the_decoding_record_in_its_snippet_and_llama_cpp_line():
     greedy = model_card(dataclasses.replace(facts, gguf_files=["model-Q8_0.gguf"]))
     assert "max_new_tokens=256, do_sample=False, repetition_penalty=1.0,\n" in python_block(greedy, "How to use")
     assert "-n 256 --repeat-penalty 1 --temp 0\n" in greedy and "Greedy decoding on 32 held-out" in greedy
+
+
+def test_card_of_each_method_says_what_was_trained():
+    """A fully tuned model is self-contained (publish passes it as merged): no peft, no base to load."""
+    from lorapipe.reporting.model_card import model_card
+
+    full = model_card(card_facts(HUB_BASE, merged=True, bits=16, method="full"))
+    assert "A fully fine-tuned model (every weight of the base trained) for `HuggingFaceTB" in full
+    assert "  method: full" in full  # the record, in the Training section
+    assert "PeftModel" not in full and 'AutoModelForCausalLM.from_pretrained("you/product-descriptions"' in full
+    dora = model_card(
+        card_facts(HUB_BASE, merged=False, base=("HuggingFaceTB/SmolLM2-135M-Instruct", "12fd25f7"), method="dora")
+    )
+    assert "A DoRA adapter for `HuggingFaceTB/SmolLM2-135M-Instruct`" in dora and "PeftModel" in dora
+    merged = model_card(card_facts(HUB_BASE, merged=True, method="rslora"))
+    assert "A model (rsLoRA adapter merged into the base)" in merged

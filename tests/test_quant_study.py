@@ -4,39 +4,20 @@ study compares, the documented command queues the three runs, and the results pa
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import torch
 
 from lorapipe.reporting.study_sections import quant_spec, study_sections
 from tests.workspace import (
+    STUDY_RUN,
     copy_workspace,
-    data_workspace,
-    kept_read_only,
     params_of,
     sh,
     stage,
     stage_args,
     write_params,
 )
-
-TRAIN = {"max_steps": 6, "micro_batch": 2, "grad_accum": 1, "lr": 0.003, "grad_checkpointing": False, "eval_every": 3}
-EVAL = {"max_samples": 4, "batch_size": 4, "max_new_tokens": 8}
-TOKENIZE = {"seq_len": 256}
-
-
-SECTIONS = {"sample": {"size": 200}, "tokenize": TOKENIZE, "train": TRAIN, "eval": EVAL}
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory, tiny_model_dir) -> Iterator[Path]:
-    """Data built and the base model decoded once for every bit width, as `dvc exp run` would."""
-    ws = data_workspace(tmp_path_factory.mktemp("quant"), tiny_model_dir, **SECTIONS)
-    stage(ws, "generate_base.py", *stage_args("generate_base"))
-    with kept_read_only(ws):
-        yield ws
 
 
 @pytest.mark.parametrize("bits", [8, 16])
@@ -48,16 +29,16 @@ def test_bits_train_and_evaluate_end_to_end(prepared, tmp_path, bits):
     from lorapipe.training_record import load_training_record
 
     ws = copy_workspace(prepared, tmp_path / "ws")
-    write_params(ws, data={"url": "data/trn.json.gz"}, **SECTIONS, quant={"bits": bits})
-    adapter, metrics = f"models/adapter-{bits}", f"metrics-{bits}"
-    stage(ws, "train.py", *stage_args("train", metrics, adapter=adapter), "--checkpoints", f"ckpt-{bits}")
-    stage(ws, "evaluate.py", *stage_args("evaluate", metrics, adapter=adapter))
+    write_params(ws, data={"url": "data/trn.json.gz"}, **STUDY_RUN, quant={"bits": bits})
+    adapter, metrics = f"models/trained-{bits}", f"metrics-{bits}"
+    stage(ws, "train.py", *stage_args("train", metrics, trained=adapter), "--checkpoints", f"ckpt-{bits}")
+    stage(ws, "evaluate.py", *stage_args("evaluate", metrics, trained=adapter))
 
     train = json.loads((ws / metrics / "train.json").read_text())
     assert train["quant_bits"] == bits and train["steps"] == 6 and train["tokens_per_s"] > 0
     assert train["peak_memory_kind"] == "cpu_peak_rss" and train["peak_memory_mb"] > 100  # torch alone is more
     size = (ws / adapter / "adapter_model.safetensors").stat().st_size
-    assert train["adapter_mb"] == pytest.approx(size / 2**20, abs=1e-3)
+    assert train["weights_mb"] == pytest.approx(size / 2**20, abs=1e-3) and train["lora_method"] == "lora"
     assert json.loads((ws / adapter / "train_params.json").read_text())["quant"]["bits"] == bits
     scores = json.loads((ws / metrics / "eval.json").read_text())
     assert scores["samples"] == 4 and set(scores["tuned"]) >= {"bleu", "rougeL", "perplexity"}
@@ -68,7 +49,7 @@ def test_bits_train_and_evaluate_end_to_end(prepared, tmp_path, bits):
     trained = PeftModel.from_pretrained(load_model(base, torch.float32, cpu, quant), ws / adapter).eval()
     if bits == 8:
         assert type(trained.base_model.model.model.layers[0].mlp.up_proj.base_layer).__name__ == "Linear8bitLt"
-    merged = load_tuned_model(base, ws / adapter, load_training_record(ws / adapter).quant, torch.float32, cpu)
+    merged = load_tuned_model(base, ws / adapter, "lora", load_training_record(ws / adapter).quant, torch.float32, cpu)
     ids = torch.tensor([[1, 500, 600, 700, 800, 900, 2]])
     with torch.no_grad():
         torch.testing.assert_close(merged(ids).logits, trained(ids).logits, atol=5e-3, rtol=0)
@@ -90,7 +71,7 @@ def run_row(name: str, bits: int, tokens_per_s: float, memory: float, val_loss: 
         "tokens_per_s": tokens_per_s,
         "peak_memory_mb": memory,
         "peak_memory_kind": "cpu_peak_rss",
-        "adapter_mb": 1.5,
+        "weights_mb": 1.5,
         "val_loss": val_loss,
         "quant_bits": bits,
         "device": "cpu",

@@ -47,7 +47,7 @@ def test_each_stage_reaches_origin_and_a_new_machine_runs_none_again(tmp_path, t
     assert (clone / "dvc.lock").is_file() and (clone / "metrics/eval.json").is_file()
     use_remote(clone, s3_endpoint)
     sh(clone, "dvc", "pull", "-q")
-    assert (clone / "models/adapter/adapter_model.safetensors").is_file()
+    assert (clone / "models/trained/adapter_model.safetensors").is_file()
     assert "up to date" in sh(clone, "dvc", "status", "dvc.yaml").stdout
     report = sh(clone, sys.executable, "-m", "lorapipe.reporting.report", "--base", "main", "-o", "report.md")
     assert report.returncode == 0

@@ -162,7 +162,7 @@ def test_server_down_warns_once_and_the_stage_finishes(workspace, monkeypatch):
     dead = f"http://127.0.0.1:{free_port()}"
     result = run_with(monkeypatch, workspace, dead, "train.py", *TRAIN_ARGS)
     assert result.stderr.count("mlflow tracking is off") == 1
-    assert (workspace / "metrics/train.json").is_file() and (workspace / "models/adapter").is_dir()
+    assert (workspace / "metrics/train.json").is_file() and (workspace / "models/trained").is_dir()
     assert "Traceback" not in result.stderr and SECRET not in result.stderr
 
 

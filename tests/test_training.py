@@ -53,7 +53,7 @@ def test_train_stage_writes_adapter_metrics_and_plots(tuned_workspace):
     assert metrics["val_loss"] < 10.9  # below the ~ln(49152) of a random model
     log = train_losses(ws / "metrics")
     assert len(log) == 30 and log[-1] < log[0]
-    adapter = ws / "models/adapter"
+    adapter = ws / "models/trained"
     assert (adapter / "adapter_model.safetensors").is_file() and (adapter / "tokenizer.json").is_file()
     assert not list(adapter.glob("*.bin"))
     assert (ws / "metrics/loss_curve.png").read_bytes()[:4] == b"\x89PNG"
@@ -71,7 +71,7 @@ def test_every_lora_weight_changed_and_adapter_reloads_and_generates(tuned_works
     from lorapipe.training import TrainConfig, TrainData, train
 
     ws = tuned_workspace
-    weights = load_file(ws / "models/adapter/adapter_model.safetensors")
+    weights = load_file(ws / "models/trained/adapter_model.safetensors")
     lora_b = {k: v for k, v in weights.items() if "lora_B" in k}
     assert lora_b and all(v.abs().sum() > 0 for v in lora_b.values())  # lora_B starts at zero
 
@@ -109,9 +109,9 @@ def test_merged_tuned_model_matches_the_training_time_model(tuned_workspace):
     from lorapipe.modeling import load_model, load_tuned_model
     from lorapipe.params import QuantParams
 
-    cpu, base, adapter = torch.device("cpu"), tuned_workspace / "models/base", tuned_workspace / "models/adapter"
+    cpu, base, adapter = torch.device("cpu"), tuned_workspace / "models/base", tuned_workspace / "models/trained"
     trained = PeftModel.from_pretrained(load_model(base, torch.float32, cpu, params_of(QuantParams)), adapter)
-    merged = load_tuned_model(base, adapter, params_of(QuantParams), torch.float32, cpu)
+    merged = load_tuned_model(base, adapter, "lora", params_of(QuantParams), torch.float32, cpu)
     unquantized = PeftModel.from_pretrained(load_model(base, torch.float32, cpu), adapter)
     with torch.no_grad():
         expected = trained.eval()(IDS).logits
@@ -351,9 +351,9 @@ def test_edited_training_code_never_resumes_the_old_codes_checkpoint(tuned_works
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming from" not in result.stderr
-    weights = load_file(tuned_copy / "models/adapter/adapter_model.safetensors")
+    weights = load_file(tuned_copy / "models/trained/adapter_model.safetensors")
     assert all(not v.any() for k, v in weights.items() if "lora_B" in k)  # lr 0 from the first step
-    before = load_file(tuned_workspace / "models/adapter/adapter_model.safetensors")
+    before = load_file(tuned_workspace / "models/trained/adapter_model.safetensors")
     assert any(v.any() for k, v in before.items() if "lora_B" in k)
 
 
@@ -372,7 +372,7 @@ def test_a_new_base_weight_file_never_resumes_the_old_bases_checkpoint(tuned_wor
     assert "resuming from" not in result.stderr
     assert (tuned_copy / "models/base/config.json").read_bytes() == config
     assert train_losses(tuned_copy / "metrics") != train_losses(tuned_workspace / "metrics")
-    old, new = (load_file(ws / "models/adapter/adapter_model.safetensors") for ws in (tuned_workspace, tuned_copy))
+    old, new = (load_file(ws / "models/trained/adapter_model.safetensors") for ws in (tuned_workspace, tuned_copy))
     assert any(not torch.equal(old[k], new[k]) for k in old)
 
 
@@ -384,11 +384,11 @@ def test_a_finished_run_forced_again_trains_from_scratch_to_the_same_adapter(tun
     assert train_losses(tuned_copy / "metrics") == train_losses(tuned_workspace / "metrics")
     summary = json.loads((tuned_copy / "metrics/train.json").read_text())
     assert summary["steps"] == 30 and summary["sessions"] == 1
-    for name in sorted(p.name for p in (tuned_workspace / "models/adapter").iterdir()):
-        same = (tuned_copy / "models/adapter" / name).read_bytes() == (
-            tuned_workspace / "models/adapter" / name
+    for name in sorted(p.name for p in (tuned_workspace / "models/trained").iterdir()):
+        same = (tuned_copy / "models/trained" / name).read_bytes() == (
+            tuned_workspace / "models/trained" / name
         ).read_bytes()
-        assert same, f"models/adapter/{name} differs between two runs of the same inputs"
+        assert same, f"models/trained/{name} differs between two runs of the same inputs"
 
 
 def test_schedule_and_batches_are_pure_functions_of_the_step():

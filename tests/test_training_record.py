@@ -36,11 +36,13 @@ def test_a_saved_run_loads_back_equal(adapter):
     assert load_training_record(adapter) == run
 
 
-def test_a_folder_without_a_trained_adapter_is_one_clear_error(tmp_path):
-    with pytest.raises(
-        UserError, match=re.escape("no trained adapter (adapter_config.json, adapter_model.safetensors")
-    ):
-        load_training_record(tmp_path / "models/adapter")
+def test_a_folder_without_trained_weights_is_one_clear_error(tmp_path, adapter):
+    with pytest.raises(UserError, match=re.escape("nothing trained (train_params.json missing); run the train")):
+        load_training_record(tmp_path / "models/trained")
+    full = TrainingRecord(params_of(TrainParams), params_of(LoraParams, method="full"), params_of(QuantParams, bits=16))
+    save_training_record(adapter, full)  # a full fine-tune's record beside an adapter's files
+    with pytest.raises(UserError, match=re.escape("no trained fully fine-tuned model (config.json, model.safetensors")):
+        load_training_record(adapter)
 
 
 @pytest.mark.parametrize(
@@ -52,6 +54,7 @@ def test_a_folder_without_a_trained_adapter_is_one_clear_error(tmp_path):
         ({"train": {"lrr": 1}}, "unknown key 'train.lrr'; did you mean 'train.lr'?"),
         ({"quant": {"bits": None}}, "'quant.bits' must be an integer"),
         ('{"train": {}, "lora": {}, "quant": {}}', "missing 'train.epochs', 'train.max_steps'"),
+        ({"lora": {"method": "full"}}, "lora.method full trains every weight in 16/32-bit and needs quant.bits 16"),
     ],
 )
 def test_a_bad_record_names_the_file_and_the_problem(adapter, record, message):

@@ -163,6 +163,22 @@ QUICK_RUN = {
 }
 
 
+# The method and bit-width studies' tests: a small sample, 6 short steps, 4 test samples decoded.
+STUDY_RUN = {
+    "sample": {"size": 200},
+    "tokenize": {"seq_len": 256},
+    "train": {
+        "max_steps": 6,
+        "micro_batch": 2,
+        "grad_accum": 1,
+        "lr": 0.003,
+        "grad_checkpointing": False,
+        "eval_every": 3,
+    },
+    "eval": {"max_samples": 4, "batch_size": 4, "max_new_tokens": 8},
+}
+
+
 # The shared trained workspace's params: checkpoints at steps 10, 20 and 30 leave time to kill a rerun
 # between two of them (test_training).
 TUNED = {
@@ -307,7 +323,7 @@ def script_of(name: str) -> str:
 
 def stage_args(name: str, metrics: str | Path = "metrics", **paths: str | Path) -> tuple[str, ...]:
     """The arguments `dvc repro` passes to dvc.yaml's stage `name`. For side runs: `metrics` moves its
-    metrics/ files to another folder, `paths` replace named paths of dvc.yaml (adapter="side/adapter")."""
+    metrics/ files to another folder, `paths` replace named paths of dvc.yaml (trained="side/trained")."""
     swap = {PATHS[key].as_posix(): str(value) for key, value in paths.items()}
     args = dvc_stages()[name]["cmd"].split()[2:]
     return tuple(

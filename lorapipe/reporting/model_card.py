@@ -19,7 +19,7 @@ from lorapipe.params import QuantParams
 from lorapipe.prompt import INSTRUCTION, PLAIN_TEMPLATE
 from lorapipe.reporting.compare import HEADLINE, METRICS
 from lorapipe.reporting.scores_table import markdown_table, score_rows
-from lorapipe.training_record import TrainingRecord
+from lorapipe.training_record import METHOD_NAMES, TrainingRecord, what_is_trained
 
 SYNTHETIC_MARK = "data/synthetic/"
 EXAMPLE_TITLE = "Stainless Steel Travel Mug, 16 oz"
@@ -83,7 +83,7 @@ class CardFacts:
     """Everything the card states, read from the run's own files by `lorapipe.reporting.publish`."""
 
     repo_id: str
-    merged: bool
+    merged: bool  # a self-contained model (merged, or fully tuned): no peft, no base to load
     base: BaseModel | None  # None: a local base nobody else can load (merged uploads only)
     origin: BaseOrigin  # where the trained-on base came from
     params: dict[str, Any]
@@ -247,7 +247,10 @@ def _front_matter(facts: CardFacts, data_name: str, synthetic: bool) -> str:
 
 
 def _what(facts: CardFacts) -> str:
-    return "model (LoRA adapter merged into the base)" if facts.merged else "LoRA adapter"
+    method = facts.trained.lora.method
+    if method == "full":
+        return "fully fine-tuned model (every weight of the base trained)"
+    return f"model ({METHOD_NAMES[method]} adapter merged into the base)" if facts.merged else what_is_trained(method)
 
 
 def _base_name(facts: CardFacts) -> str:

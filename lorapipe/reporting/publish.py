@@ -1,4 +1,4 @@
-"""Upload the adapter (or the merged model, and its GGUF files) to a Hugging Face Hub repo, with a model card.
+"""Upload the adapter or fully tuned model (or the merged model, and its GGUF files) to the Hugging Face Hub.
 
     python -m lorapipe.reporting.publish you/tinyllama-product-descriptions --dry-run
     HF_TOKEN=hf_... python -m lorapipe.reporting.publish you/tinyllama-product-descriptions \
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from lorapipe.artifacts import ADAPTER, BASE_MODEL_JSON, DOWNLOAD_JSON, EVAL_JSON, EXPORT_COMMAND, GGUF, MERGED
+from lorapipe.artifacts import BASE_MODEL_JSON, DOWNLOAD_JSON, EVAL_JSON, EXPORT_COMMAND, GGUF, MERGED, TRAINED
 from lorapipe.cli import UserError, log, run_cli
 from lorapipe.eval_files import read_eval_run
 from lorapipe.generation import decoding_record
@@ -142,25 +142,26 @@ def main() -> None:
     if not REPO_ID.match(args.repo_id):
         raise UserError(f"repo id {args.repo_id!r}: expected owner/name, e.g. you/tinyllama-product-descriptions")
 
-    folder = MERGED if args.merged else ADAPTER
+    folder = MERGED if args.merged else TRAINED
     files = model_files(folder, EXPORT_HINT if args.merged else "run the pipeline first (dvc repro)")
     if args.gguf:
         files += gguf_files(GGUF)
     params = read_params_file()
+    trained = load_training_record(TRAINED)
+    self_contained = args.merged or trained.lora.method == "full"  # a fully tuned model needs no base to load
     origin = BaseOrigin.from_record(read_yaml(BASE_MODEL_JSON, "run the pipeline first (dvc repro)"))
     base = base_reference(args.base_model, origin)
-    if base is None and not args.merged:
+    if base is None and not self_contained:
         raise UserError(
             f"models/base came from a local file ({origin.label}), which no one else can load: pass "
             "--base-model owner/name[@revision] naming the Hub copy of exactly those weights, or publish "
             "--merged (self-contained)"
         )
-    trained = load_training_record(ADAPTER)
     tokenizer = load_tokenizer(folder)
     card = model_card(
         CardFacts(
             repo_id=args.repo_id,
-            merged=args.merged,
+            merged=self_contained,
             base=base,
             origin=origin,
             params=params,

@@ -1,11 +1,14 @@
-"""Results-page sections of the studies: the 4/8/16-bit comparison and the token length analysis.
+"""Results-page sections of the studies: 4/8/16 bits, LoRA/DoRA/rsLoRA/full, and the token length analysis.
 
-`study_sections(rows, svg, cell)` takes the page's experiment rows (`results_page.experiment_rows`),
-its Vega-Lite-to-SVG renderer and its table-cell renderer, and returns HTML: a table and a chart
-of every run side by side by `quant.bits` (speed, memory, adapter size, val loss, scores), and the
-length percentiles and budget cuts (the histograms are `dvc plots`, drawn with the page's charts).
+`study_sections(rows, svg, cell)` takes the page's experiment rows (`results_page.experiment_rows`, with
+their `scores` from `add_scores`), its Vega-Lite-to-SVG renderer and its table-cell renderer, and returns
+HTML: a table and a chart of the LoRA runs side by side by `quant.bits` (speed, memory, weights size, val
+loss, scores), a table of every run by `lora.method` (trainable parameters, speed, memory, weights on
+disk, val loss, BLEU and ROUGE-L with their 95% intervals against the base), and the length percentiles
+and budget cuts (the histograms are `dvc plots`, drawn with the page's charts).
 
-    dvc exp run --queue -S quant.bits=4,8,16 && dvc exp run --run-all   # the study (STUDY_COMMAND)
+    dvc exp run --queue -S quant.bits=4,8,16 && dvc exp run --run-all   # the bits study (STUDY_COMMAND)
+    dvc exp run --queue -S lora.method=lora,dora,rslora,full -S quant.bits=16 && dvc exp run --run-all
 """
 
 from __future__ import annotations
@@ -16,22 +19,37 @@ from collections.abc import Callable
 from typing import Any
 
 from lorapipe.artifacts import EVAL_JSON, LENGTHS_JSON, TRAIN_JSON
-from lorapipe.params import flatten
+from lorapipe.params import METHODS, flatten
+from lorapipe.reporting.scores_table import html_cell
 
 STUDY_COMMAND = "dvc exp run --queue -S quant.bits=4,8,16 && dvc exp run --run-all"
+# Every method on the same 16-bit base (full fine-tuning needs it), so only the method differs.
+METHOD_STUDY_COMMAND = (
+    f"dvc exp run --queue -S lora.method={','.join(METHODS)} -S quant.bits=16 && dvc exp run --run-all"
+)
 TRAIN, EVAL, LENGTHS = str(TRAIN_JSON), str(EVAL_JSON), str(LENGTHS_JSON)  # as `dvc exp show` names them
 # (metrics file, key, column title, chart it also appears in)
 QUANT_COLUMNS = [
     (TRAIN, "tokens_per_s", "train tokens/s", True),
     (TRAIN, "peak_memory_mb", "peak memory MiB", True),
     (TRAIN, "peak_memory_kind", "memory measured as", False),
-    (TRAIN, "adapter_mb", "adapter MiB", False),
+    (TRAIN, "weights_mb", "weights MiB", False),
     (TRAIN, "val_loss", "val loss", True),
     (EVAL, "tuned.rougeL", "ROUGE-L", True),
     (EVAL, "tuned.bleu", "BLEU", False),
     (EVAL, "generation_tokens_per_s", "generate tokens/s", False),
     (TRAIN, "device", "device", False),
 ]
+# (train.json key, column title) of the method table; then BLEU and ROUGE-L, tuned and Δ vs base (95% CI).
+METHOD_COLUMNS = [
+    ("trainable_params", "trainable params"),
+    ("tokens_per_s", "train tokens/s"),
+    ("peak_memory_mb", "peak memory MiB"),
+    ("peak_memory_kind", "memory measured as"),
+    ("weights_mb", "weights MiB on disk"),
+    ("val_loss", "val loss"),
+]
+METHOD_SCORES = [("bleu", "BLEU"), ("rougeL", "ROUGE-L")]
 LENGTH_ROWS = [("prompt.title", "prompt (title tokens)"), ("description", "description")]
 Cell = Callable[[Any], str]
 LENGTH_COLUMNS = ["budget", "cut_share", "budget_for_95pct", "budget_for_99pct", "p50", "p90", "p95", "p99", "max"]
@@ -47,10 +65,30 @@ def bit_widths(rows: list[dict]) -> list[str]:
     return list(dict.fromkeys(str(bits_of(row)) for row in rows))
 
 
+def method_of(row: dict) -> Any:
+    """The run's lora.method: as train.json recorded it, else from its params; runs before the key were LoRA."""
+    return row["metrics"].get(TRAIN, {}).get("lora_method", row["params"].get("lora.method", "lora"))
+
+
+def done_rows(rows: list[dict]) -> list[dict]:
+    """Runs that trained and were evaluated."""
+    return [row for row in rows if row["metrics"].get(TRAIN) and row["metrics"].get(EVAL)]
+
+
 def quant_rows(rows: list[dict]) -> list[dict]:
-    """Runs that trained and were evaluated, ordered by bits (then as listed)."""
-    done = [row for row in rows if row["metrics"].get(TRAIN) and row["metrics"].get(EVAL)]
-    return sorted(done, key=lambda row: bits_of(row) if isinstance(bits_of(row), int) else 99)
+    """LoRA runs that trained and were evaluated, ordered by bits (then as listed)."""
+    lora = [row for row in done_rows(rows) if method_of(row) == "lora"]
+    return sorted(lora, key=lambda row: bits_of(row) if isinstance(bits_of(row), int) else 99)
+
+
+def method_rows(rows: list[dict]) -> list[dict]:
+    """Runs that trained and were evaluated, ordered by lora.method as METHODS lists them, then by bits."""
+
+    def order(row: dict) -> tuple[int, int]:
+        method, bits = method_of(row), bits_of(row)
+        return (METHODS.index(method) if method in METHODS else 99, bits if isinstance(bits, int) else 99)
+
+    return sorted(done_rows(rows), key=order)
 
 
 def html_table(head: list[str], body: list[list[Any]], cell: Cell) -> str:
@@ -67,6 +105,19 @@ def quant_table(rows: list[dict], cell: Cell) -> str:
         for row in rows
     ]
     return html_table(head, body, cell)
+
+
+def method_table(rows: list[dict], cell: Cell) -> str:
+    head = ["experiment", "lora.method", "quant.bits", *(title for _, title in METHOD_COLUMNS)]
+    for _, title in METHOD_SCORES:
+        head += [title, f"Δ {title} vs base (95% CI)"]
+    lines = html_table(head, [], cell).splitlines()[:-1]  # the header; the score cells come rendered
+    for row in rows:
+        values = [row["name"], method_of(row), bits_of(row), *(row["metrics"][TRAIN].get(k) for k, _ in METHOD_COLUMNS)]
+        scores = row.get("scores") or {}
+        rendered = "".join(html_cell(scores.get(m), c) for m, _ in METHOD_SCORES for c in ("tuned", "delta"))
+        lines.append("<tr>" + "".join(cell(v) for v in values) + rendered + "</tr>")
+    return "\n".join([*lines, "</table>"])
 
 
 def quant_spec(rows: list[dict]) -> dict:
@@ -132,6 +183,17 @@ def study_sections(rows: list[dict], svg: Callable[[dict], str], cell: Cell) -> 
         ]
     else:
         parts.append("<p>No run has both train and evaluate metrics yet.</p>")
+    methods = method_rows(rows)
+    if methods:
+        shown = {method_of(row) for row in methods}
+        missing = "" if shown >= set(METHODS) else f" Run all four: <code>{html.escape(METHOD_STUDY_COMMAND)}</code>."
+        parts += [
+            "<h2>Method study (LoRA, DoRA, rsLoRA, full fine-tuning)</h2>",
+            f"<p>lora.method {', '.join(dict.fromkeys(str(method_of(row)) for row in methods))}. Weights on disk are "
+            "the adapter's, or the whole model's for full fine-tuning; each Δ is tuned minus base over the test "
+            f"samples, with its 95% bootstrap interval.{missing}</p>",
+            method_table(methods, cell),
+        ]
     lengths = read_lengths(rows)
     if lengths:
         parts += [

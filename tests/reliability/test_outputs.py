@@ -109,7 +109,7 @@ def test_a_full_disk_is_one_line_naming_the_output_and_keeps_the_previous_one(tm
 
 def test_a_file_size_limit_while_saving_the_adapter_is_one_line_and_keeps_the_previous_one(tuned_copy):
     """RLIMIT_FSIZE (`ulimit -f`) below the adapter's size: Python ignores SIGXFSZ, so the write fails with EFBIG."""
-    adapter = tuned_copy / "models/adapter"
+    adapter = tuned_copy / "models/trained"
     before = tree_state(adapter)
     # A forced rerun trains again and saves checkpoints first: the limit lets every checkpoint file through
     # and stops the adapter folder's largest file, the tokenizer.
@@ -124,5 +124,5 @@ def test_a_file_size_limit_while_saving_the_adapter_is_one_line_and_keeps_the_pr
     result = subprocess.run(
         args, cwd=tuned_copy, env=child_env(), capture_output=True, text=True, preexec_fn=limit_file_size, timeout=600
     )
-    assert_one_line_error(result, "models/adapter: not written", "file-size limit")
+    assert_one_line_error(result, "models/trained: not written", "file-size limit")
     assert tree_state(adapter) == before

@@ -77,7 +77,7 @@ def test_a_second_exp_run_cannot_attribute_the_first_runs_results_to_its_params(
     assert "dvc exp run --queue" in out
     # Nothing recorded the first run's weights under the second run's params.
     assert lock_params(repo, "train") is None
-    assert not (repo / "models/adapter").exists()
+    assert not (repo / "models/trained").exists()
     assert "first" not in sh(repo, "dvc", "exp", "list", "--name-only").stdout.split()
 
 
@@ -92,7 +92,7 @@ def test_failed_run_then_one_command_restores_the_last_good_experiment(repo):
     sh(repo, "dvc", "exp", "apply", "good")  # the documented recovery (README, docs/reliability.md)
     assert (repo / "metrics/train.json").read_text() == good_metrics
     assert (repo / TRAIN_LOG).read_text() == good_log
-    assert (repo / "models/adapter/adapter_model.safetensors").is_file()
+    assert (repo / "models/trained/adapter_model.safetensors").is_file()
     assert "up to date" in sh(repo, "dvc", "status", "dvc.yaml").stdout
 
 
@@ -155,6 +155,6 @@ def test_two_runs_of_the_same_inputs_give_the_same_cached_outputs(repo):
         return cached_outputs(repo)
 
     first = repro(PYTHONHASHSEED="1", HF_HUB_OFFLINE="1")
-    assert "models/adapter" in first and "data/base_outputs.json" in first
+    assert "models/trained" in first and "data/base_outputs.json" in first
     second = repro("--force", PYTHONHASHSEED="2")
     assert second == first

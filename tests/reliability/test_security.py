@@ -122,7 +122,12 @@ def test_pickled_weights_are_never_unpickled(tiny_model_dir, tmp_path):
     (tmp_path / "adapter/train_params.json").write_text(json.dumps({"quant": {"bits": 16}}))
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         load_tuned_model(
-            tiny_model_dir, tmp_path / "adapter", params_of(QuantParams, bits=16), torch.float32, torch.device("cpu")
+            tiny_model_dir,
+            tmp_path / "adapter",
+            "lora",
+            params_of(QuantParams, bits=16),
+            torch.float32,
+            torch.device("cpu"),
         )
 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])

@@ -51,7 +51,7 @@ def test_mlflow_refusing_requests_warns_once_and_training_finishes(workspace, st
     assert result.stderr.count("mlflow tracking is off") == 1
     assert "wrong-password-123456" not in result.stderr
     assert (workspace / "metrics/train.json").is_file()
-    assert (workspace / "models/adapter/adapter_model.safetensors").is_file()
+    assert (workspace / "models/trained/adapter_model.safetensors").is_file()
 
 
 def test_unreachable_s3_remote_fails_clearly_and_keeps_local_data(repo, monkeypatch):
