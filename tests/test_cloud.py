@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import boto3
 import pytest
 import yaml
 
@@ -24,6 +23,7 @@ from tests.workspace import (
     S3_SECRET,
     assert_one_line_error,
     child_env,
+    mirrored_steps,
     pushed_to_origin,
     sh,
     train_losses,
@@ -124,14 +124,6 @@ SECTIONS = {
 GITHUB_TOKEN = "ghs_" + "testonly" * 4  # built at run time: no token-shaped string in a tracked file
 
 
-def mirrored(endpoint: str) -> dict[str, int]:
-    """Each mirrored run's newest step, by its LATEST key (the bucket is shared by the session's tests)."""
-    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=S3_KEY_ID, aws_secret_access_key=S3_SECRET)
-    listed = s3.list_objects_v2(Bucket="dvc", Prefix="lorapipe/checkpoints/").get("Contents", [])
-    keys = [o["Key"] for o in listed if o["Key"].endswith("/LATEST")]
-    return {key: int(s3.get_object(Bucket="dvc", Key=key)["Body"].read()[5:]) for key in keys}
-
-
 @pytest.mark.slow
 def test_a_preempted_job_resumes_on_a_new_vm_and_lands_its_branch_and_experiment(tmp_path, tiny_model_dir, s3_endpoint):
     origin = tmp_path / "origin.git"
@@ -150,12 +142,12 @@ def test_a_preempted_job_resumes_on_a_new_vm_and_lands_its_branch_and_experiment
     # The first VM trains until a checkpoint is mirrored, then is reclaimed: everything on it is gone at once.
     first, env = vm("vm-a")
     log_a = tmp_path / "vm-a.log"
-    before = mirrored(s3_endpoint)
+    before = mirrored_steps(s3_endpoint)
     with open(log_a, "w") as log:
         job = subprocess.Popen(
             ["bash", "cloud/job.sh"], cwd=first, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
-        new = lambda: {k: v for k, v in mirrored(s3_endpoint).items() if k not in before and v >= 6}  # noqa: E731
+        new = lambda: {k: v for k, v in mirrored_steps(s3_endpoint).items() if before.get(k) != v and v >= 6}  # noqa: E731
         wait_for(new, timeout=600, proc=job, every=0.2)
         os.killpg(job.pid, signal.SIGKILL)
         job.wait()

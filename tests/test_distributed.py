@@ -83,7 +83,7 @@ def test_two_processes_train_the_same_steps_as_one(workspace):
     one, two = (json.loads((workspace / f"{d}/train.json").read_text()) for d in ("one", "two"))
     assert (two["steps"], two["tokens"]) == (one["steps"], one["tokens"]) == (6, one["tokens"])
     assert two["val_loss"] == pytest.approx(one["val_loss"], rel=1e-4)
-    weights = [load_file(workspace / f"{d}/adapter/adapter_model.safetensors") for d in ("one", "two")]
+    weights = [load_file(workspace / f"{d}/trained/adapter_model.safetensors") for d in ("one", "two")]
     assert weights[0].keys() == weights[1].keys()
     for key in weights[0]:
         # Summation order differs across processes; Adam magnifies that on near-zero gradients.

@@ -21,6 +21,7 @@ from tests.workspace import (
     child_env,
     data_workspace,
     free_port,
+    mirrored_steps,
     sh,
     stage,
     stage_args,
@@ -54,22 +55,17 @@ def losses(metrics: Path) -> list[float]:
         return [float(row["loss"]) for row in csv.DictReader(f)]
 
 
-def mirrored_step(endpoint: str) -> int:
-    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=S3_KEY_ID, aws_secret_access_key=S3_SECRET)
-    listed = s3.list_objects_v2(Bucket="dvc", Prefix="lorapipe/checkpoints/").get("Contents", [])
-    latest = [o["Key"] for o in listed if o["Key"].endswith("/LATEST")]
-    return int(s3.get_object(Bucket="dvc", Key=latest[0])["Body"].read()[5:]) if latest else 0
-
-
 @pytest.mark.slow
 def test_a_new_machine_resumes_from_the_mirrored_checkpoint(tmp_path, tiny_model_dir, s3_endpoint):
     clone_a = machine(tmp_path / "a", tiny_model_dir, s3_endpoint)
     args = [sys.executable, str(ROOT / "stages/train.py"), *TRAIN_ARGS]
+    before = mirrored_steps(s3_endpoint)
     proc = subprocess.Popen(args, cwd=clone_a, env=child_env(), stderr=subprocess.DEVNULL)
-    wait_for(lambda: mirrored_step(s3_endpoint) >= 6, timeout=300, proc=proc, every=0.1)
+    new = lambda: {k: v for k, v in mirrored_steps(s3_endpoint).items() if before.get(k) != v and v >= 6}  # noqa: E731
+    wait_for(new, timeout=300, proc=proc, every=0.1)
     proc.send_signal(signal.SIGKILL)  # the VM disconnects: its disk is gone with it
     proc.wait()
-    step = mirrored_step(s3_endpoint)
+    [step] = new().values()
     shutil.rmtree(clone_a)
 
     clone_b = machine(tmp_path / "b", tiny_model_dir, s3_endpoint)

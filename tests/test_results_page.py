@@ -26,9 +26,11 @@ def test_page_lists_every_experiment_with_curves_and_opens_offline_in_a_browser(
 
     browser.get(out.as_uri())
     rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "table:first-of-type tr")]
-    assert rows[0].split()[:3] == ["experiment", "rev", "lora.r"]  # lora.r is what the experiments changed
+    # lora.method and lora.r are what the experiments changed
+    assert rows[0].split()[:4] == ["experiment", "rev", "lora.method", "lora.r"]
     by_name = {row.split()[0]: row.split() for row in rows[1:]}
-    assert by_name["smollm2-r16"][2] == "16" and by_name["smollm2-r8"][2] == "8"
+    assert by_name["smollm2-r16"][2:4] == ["lora", "16"] and by_name["smollm2-r8"][2:4] == ["lora", "8"]
+    assert by_name["smollm2-dora"][2:4] == ["dora", "16"]
     # The workspace holds smollm2-r8's results: one row for that run, not two.
     assert "workspace" not in by_name and "The workspace holds the results of smollm2-r8." in page
     shown = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)

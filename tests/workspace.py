@@ -199,6 +199,18 @@ TUNED = {
 # Built at run time, so no credential-shaped string sits in a tracked file.
 S3_KEY_ID, S3_SECRET = "AKIA" + "TESTONLY" * 2, "fake/secret+key0123456789" + "abcdefABCDEF01"
 
+
+def mirrored_steps(endpoint: str) -> dict[str, int]:
+    """Each run's newest mirrored step in the remote's bucket, by its LATEST key. The session's tests share
+    the bucket (and a run of the same inputs shares its key): a test compares with what was there before."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=S3_KEY_ID, aws_secret_access_key=S3_SECRET)
+    listed = s3.list_objects_v2(Bucket="dvc", Prefix="lorapipe/checkpoints/").get("Contents", [])
+    keys = [o["Key"] for o in listed if o["Key"].endswith("/LATEST")]
+    return {key: int(s3.get_object(Bucket="dvc", Key=key)["Body"].read()[5:]) for key in keys}
+
+
 T = TypeVar("T")
 
 
