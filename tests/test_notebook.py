@@ -1,4 +1,4 @@
-"""The Colab notebook is valid and runs the commands the README documents."""
+"""The Colab notebook is valid and runs the commands docs/colab.md documents."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ def test_notebook_is_valid_nbformat_4():
             assert cell["outputs"] == [] and cell["execution_count"] is None  # committed clean
 
 
-def test_notebook_commands_match_the_readme():
-    readme = ROOT.joinpath("README.md").read_text()
+def test_notebook_commands_match_the_docs():
+    readme = ROOT.joinpath("docs/colab.md").read_text()
     commands = shell_commands()
     assert {"python scripts/remote.py --default", "python -m lorapipe.profiles colab"} <= set(commands)
     templated = shell_commands(skip_templated=False)
@@ -35,7 +35,7 @@ def test_notebook_commands_match_the_readme():
     )
     assert "pip install -q -r requirements.txt" in commands  # no pins: Colab keeps its own torch/numpy
     for command in commands:
-        assert f"\n{command}\n" in readme, f"README lacks `{command}`"
+        assert f"\n{command}\n" in readme, f"docs/colab.md lacks `{command}`"
 
 
 def test_notebook_reads_credentials_from_colab_secrets_only():
