@@ -1,5 +1,6 @@
 """Real HTTP servers on 127.0.0.1: files for download tests (Range requests, 404/500, drops, stalls, credentials),
-a fixed status, and a stand-in for GitHub's REST API (a pull request's comments, the Git Data API)."""
+a fixed status, a stand-in for GitHub's REST API (a pull request's comments, the Git Data API), and DagsHub's layout
+(its token check, its MLflow and S3 routes passed on to real servers)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TypeVar
 
 
 class FileServer(ThreadingHTTPServer):
@@ -75,9 +77,12 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
 
+S = TypeVar("S", bound=ThreadingHTTPServer)
+
+
 @contextmanager
-def serve(files: dict[str, bytes]) -> Iterator[FileServer]:
-    server = FileServer(files)
+def running(server: S) -> Iterator[S]:
+    """`server`, answering on its own thread until the block ends, then closed."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -85,6 +90,10 @@ def serve(files: dict[str, bytes]) -> Iterator[FileServer]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def serve(files: dict[str, bytes]) -> AbstractContextManager[FileServer]:
+    return running(FileServer(files))
 
 
 class StatusHandler(BaseHTTPRequestHandler):
@@ -113,13 +122,8 @@ def serve_status(status: int) -> Iterator[str]:
     handler = type("Handler", (StatusHandler,), {"status": status})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with running(server):
         yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 class GitHubStandIn(ThreadingHTTPServer):
@@ -244,13 +248,87 @@ class GitHubHandler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PATCH = do_DELETE = _handle
 
 
-@contextmanager
-def serve_github(repo: str, token: str) -> Iterator[GitHubStandIn]:
-    server = GitHubStandIn(repo, token)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
+def serve_github(repo: str, token: str) -> AbstractContextManager[GitHubStandIn]:
+    return running(GitHubStandIn(repo, token))
+
+
+class DagsHubStandIn(ThreadingHTTPServer):
+    """DagsHub's layout on 127.0.0.1: `GET /api/v1/user` answers a valid bearer token with its user (what the
+    `dagshub` client checks a token with), and `/<owner>/<repo>.mlflow/...` and `/<owner>/<repo>.s3/...` are
+    passed on to a real MLflow server and a real S3 server (moto), the prefix cut off. The MLflow route wants
+    basic auth as DagsHub does: the token's user, the token as password."""
+
+    daemon_threads = True
+
+    def __init__(self, user: str, token: str, routes: dict[str, str]) -> None:
+        super().__init__(("127.0.0.1", 0), DagsHubHandler)
+        self.user, self.token, self.routes = user, token, routes
+        self.requests: list[tuple[str, str]] = []  # (method, path)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class DagsHubHandler(BaseHTTPRequestHandler):
+    server: DagsHubStandIn
+    protocol_version = "HTTP/1.1"  # answers S3 uploads' `Expect: 100-continue` (HTTP/1.0 leaves them waiting)
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = b""
+        while size := int(self.rfile.readline().split(b";")[0], 16):
+            body += self.rfile.read(size)
+            self.rfile.readline()
+        self.rfile.readline()
+        return body
+
+    def _reply(self, status: int, body: bytes, headers: list[tuple[str, str]]) -> None:
+        self.send_response(status)
+        for key, value in headers:
+            if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                self.send_header(key, value)
+        length = dict((k.lower(), v) for k, v in headers).get("content-length") if self.command == "HEAD" else None
+        self.send_header("Content-Length", length or str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _handle(self) -> None:
+        import http.client
+        from urllib.parse import urlsplit
+
+        body = self._body()
+        self.server.requests.append((self.command, self.path))
+        if self.path.split("?")[0] == "/api/v1/user":
+            if self.headers.get("Authorization") != f"Bearer {self.server.token}":
+                return self._reply(401, b'{"message": "unauthorized"}', [("Content-Type", "application/json")])
+            user = {"id": 1, "login": self.server.user, "username": self.server.user, "full_name": "", "avatar_url": ""}
+            return self._reply(200, json.dumps(user).encode(), [("Content-Type", "application/json")])
+        prefix = next((p for p in self.server.routes if self.path.startswith(p + "/")), None)
+        if prefix is None:
+            return self._reply(404, b"not found", [])
+        if prefix.endswith(".mlflow"):
+            expected = base64.b64encode(f"{self.server.user}:{self.server.token}".encode()).decode()
+            if self.headers.get("Authorization") != f"Basic {expected}":
+                return self._reply(401, b'{"error_code": "UNAUTHENTICATED"}', [("Content-Type", "application/json")])
+        upstream = urlsplit(self.server.routes[prefix])
+        hop = {"host", "connection", "transfer-encoding", "content-length", "expect"}
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in hop} | {"Content-Length": str(len(body))}
+        connection = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=60)
+        try:
+            connection.request(self.command, self.path.removeprefix(prefix), body=body, headers=headers)
+            response = connection.getresponse()
+            self._reply(response.status, response.read(), response.getheaders())
+        finally:
+            connection.close()
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
+
+
+def serve_dagshub(user: str, token: str, routes: dict[str, str]) -> AbstractContextManager[DagsHubStandIn]:
+    return running(DagsHubStandIn(user, token, routes))
