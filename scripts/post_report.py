@@ -62,9 +62,12 @@ class GitHub:
                 text = response.read()
                 return (json.loads(text) if text else None), dict(response.headers)
         except urllib.error.HTTPError as err:
-            reason = (json.loads(err.read() or b"{}") or {}).get("message", err.reason)
             if method == "GET" and err.code == 404:
                 return None, {}
+            try:
+                reason = json.loads(err.read())["message"]
+            except (ValueError, KeyError, TypeError):  # not GitHub's JSON (a proxy's error page)
+                reason = err.reason
             raise UserError(f"GitHub API {method} {url.removeprefix(self.api)}: {err.code} {reason}") from None
         except urllib.error.URLError as err:
             raise UserError(f"GitHub API {method} {url}: {err.reason}") from None
