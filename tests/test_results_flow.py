@@ -65,9 +65,13 @@ def test_each_stage_reaches_origin_and_a_new_machine_runs_none_again(tmp_path, t
     for name in ("trained", "base"):
         sh(clone, "git", "-c", "user.name=t", "-c", "user.email=t@t", "tag", "-a", f"{name}@v0.1.0", "-m", "release")
         sh(clone, "git", "push", "-q", "origin", f"{name}@v0.1.0")
+    sh(origin, "git", "symbolic-ref", "HEAD", "refs/heads/main")  # GitHub's default branch (`init --bare` says master)
     teammate = tmp_path / "teammate"
     teammate.mkdir()
-    remote = ["--remote-config", "url=s3://dvc", f"endpointurl={s3_endpoint}"]
+    config = tmp_path / "dagshub.config"  # the remote, as the teammate's docs spell it (origin's default is local)
+    remote_section = f"['remote \"dagshub\"']\n    url = s3://dvc\n    endpointurl = {s3_endpoint}\n"
+    config.write_text("[core]\n    remote = dagshub\n" + remote_section)
+    remote = ["--config", str(config)]
     fetch_env = child_env(AWS_ACCESS_KEY_ID=S3_KEY_ID, AWS_SECRET_ACCESS_KEY=S3_SECRET)
     for name in ("trained", "base"):
         sh(teammate, "dvc", "artifacts", "get", str(origin), name, "-o", f"models/{name}", *remote, env=fetch_env)
