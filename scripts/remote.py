@@ -3,7 +3,9 @@
     DAGSHUB_USER=me DAGSHUB_REPO=lorapipe DAGSHUB_TOKEN=... python scripts/remote.py [--default]
 
 Writes the remote's URL and endpoint to .dvc/config (tracked) and the token only to
-.dvc/config.local (git-ignored, owner-only). `--endpoint` points it at another S3-compatible server.
+.dvc/config.local (git-ignored, owner-only). The endpoint is the repository's S3 API on the `dagshub`
+client's host (lorapipe.dagshub_login.repo_url): the HTTPS remote (.dvc) fails on large files.
+`--endpoint` points it at another S3-compatible server.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 from pathlib import Path
 
 from lorapipe.cli import UserError, run_cli
+from lorapipe.dagshub_login import TOKEN_VARIABLES, repo_url, token_from_env
 
 REMOTE = "dagshub"
 
@@ -40,15 +43,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--default", action="store_true", help="make it the default remote for push/pull")
     args = parser.parse_args(argv)
     env = os.environ
-    token = env.get("DAGSHUB_TOKEN") or env.get("AWS_SECRET_ACCESS_KEY")
-    key_id = env.get("DAGSHUB_TOKEN") or env.get("AWS_ACCESS_KEY_ID")
+    dagshub_token = (token_from_env() or ("", ""))[1]
+    token = dagshub_token or env.get("AWS_SECRET_ACCESS_KEY")
+    key_id = dagshub_token or env.get("AWS_ACCESS_KEY_ID")
     endpoint = args.endpoint
     if not endpoint:
         if not (env.get("DAGSHUB_USER") and env.get("DAGSHUB_REPO")):
             raise UserError("set DAGSHUB_USER and DAGSHUB_REPO (or pass --endpoint)")
-        endpoint = f"https://dagshub.com/{env['DAGSHUB_USER']}/{env['DAGSHUB_REPO']}.s3"
+        endpoint = f"{repo_url(env['DAGSHUB_USER'], env['DAGSHUB_REPO'])}.s3"
     if not (token and key_id):
-        raise UserError("set DAGSHUB_TOKEN (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)")
+        raise UserError(f"set {' or '.join(TOKEN_VARIABLES)} (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)")
     from dvc.exceptions import DvcException
 
     try:

@@ -59,6 +59,7 @@ HEAVY_FIXTURES = {
     "pristine_repo",
     "experiments",
     "s3_endpoint",
+    "mlflow_server",
     "browser",
     "sky_python",
 }
@@ -306,6 +307,39 @@ def s3_endpoint():
             region_name="us-east-1",
         )
         s3.create_bucket(Bucket="dvc")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on 127.0.0.1 (SQLite store, artifacts proxied), for the whole run."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        f"sqlite:///{root}/mlflow.db",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--workers",
+        "1",
+    ]
+    # A log file, not a pipe: nobody reads the server's output while it runs.
+    with open(root / "server.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(f"{url}/health", timeout=120, proc=proc, every=0.5)
         yield url
     finally:
         proc.terminate()

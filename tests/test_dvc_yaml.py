@@ -148,3 +148,27 @@ def test_every_lora_key_re_runs_train_and_evaluate_only():
     assert tracking == {"train"}
     assert PATHS["trained"].as_posix() in stages["evaluate"]["deps"]
     assert not [name for name, s in stages.items() if PATHS["trained"].as_posix() in s.get("deps", [])][1:]
+
+
+def test_artifacts_name_cached_outputs_by_their_paths_name():
+    """dvc.yaml's `artifacts:` name the trained model and its base for `dvc artifacts get`: each path is its
+    ${paths.NAME} (one spelling), a cached out of a stage (the remote holds it), with a type, a description and
+    labels; the merged export, written outside DVC, is none of them."""
+    from dvc.repo.artifacts import name_is_compatible
+
+    from lorapipe.artifacts import EXPORT_OUTPUTS
+
+    declared = yaml.safe_load((ROOT / "dvc.yaml").read_text())["artifacts"]
+    assert {"trained", "base"} <= set(declared)
+    cached = {
+        out if isinstance(out, str) else next(iter(out))
+        for stage in STAGES.values()
+        for out in stage.get("outs", [])
+        if isinstance(out, str) or next(iter(out.values())).get("cache", True)
+    }
+    for name, artifact in declared.items():
+        assert name_is_compatible(name), name
+        key = re.fullmatch(r"\$\{paths\.(\w+)\}", artifact["path"])
+        assert key and PATHS[key[1]].as_posix() in cached, (name, artifact["path"])
+        assert PATHS[key[1]] not in EXPORT_OUTPUTS
+        assert artifact["type"] == "model" and artifact["desc"] and artifact["labels"], name

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
-from tests.workspace import ROOT, sh, user_machine_env
+from tests.http_server import serve_dagshub
+from tests.workspace import ROOT, S3_KEY_ID, S3_SECRET, sh, user_machine_env
 
 NOTEBOOK = ROOT / "notebooks/colab.ipynb"
 
@@ -60,3 +63,46 @@ def test_notebook_gives_a_fresh_vm_a_git_identity_before_dvc_commits(repo, tmp_p
     sh(repo, *experiment.split(), "--queue", "-n", "colab", env=env)
     assert "colab" in sh(repo, "dvc", "queue", "status", env=env).stdout
     sh(repo, "dvc", "queue", "remove", "--all", env=env)
+
+
+def credentials_cell() -> str:
+    """The code cell that reads the Colab secrets, as a Python program: its `!` lines run in a shell, as on Colab."""
+    cells = [c for c in json.loads(NOTEBOOK.read_text())["cells"] if c["cell_type"] == "code"]
+    source = next("".join(c["source"]) for c in cells if "userdata.get" in "".join(c["source"]))
+    lines = source.splitlines()
+    return "\n".join(f"subprocess.run({s[1:]!r}, shell=True, check=True)" if s.startswith("!") else s for s in lines)
+
+
+def test_notebook_logs_in_with_the_dagshub_client(repo, mlflow_server, s3_endpoint, tmp_path):
+    """The credentials cell as Colab runs it, on a fresh machine, with DagsHub played on 127.0.0.1 (the client's
+    DAGSHUB_CLIENT_HOST): the dagshub client checks the token, a stage's MLflow run lands on the repo's MLflow
+    as the token's user, and `dvc push` reaches the repo's S3 endpoint with the token kept out of tracked files."""
+    from mlflow.tracking import MlflowClient
+
+    token = "dagshub-app-" + "t0ken" * 6
+    secrets = {"DAGSHUB_USER": "me", "DAGSHUB_REPO": "lorapipe", "DAGSHUB_TOKEN": token, "GITHUB_TOKEN": "unused"}
+    colab = f"import subprocess, sys, types\nsecrets = {secrets!r}\n"
+    colab += "sys.modules['google.colab'] = types.SimpleNamespace(userdata=types.SimpleNamespace(get=secrets.get))\n"
+    after = "\nfrom lorapipe.tracking import Tracker\ntracker = Tracker('colab-login')\n"
+    after += "tracker.log_metrics({'colab_login': 1.0})\ntracker.finish()\nprint('run', tracker.mlflow_run_id)\n"
+    routes = {"/me/lorapipe.mlflow": mlflow_server, "/me/lorapipe.s3": s3_endpoint}
+    with serve_dagshub("me", token, routes) as dagshub:
+        env = user_machine_env(tmp_path / "home", DAGSHUB_CLIENT_HOST=dagshub.url)
+        program = colab + credentials_cell() + after
+        cell = subprocess.run([sys.executable, "-c", program], cwd=repo, env=env, capture_output=True, text=True)
+        assert cell.returncode == 0, cell.stderr[-3000:]
+        (repo / "probe.txt").write_text("pushed through the S3 endpoint\n")
+        sh(repo, "dvc", "add", "-q", "probe.txt", env=env)
+        pushed = sh(repo, "dvc", "push", "probe.txt", env=env)
+    assert ("GET", "/api/v1/user") in dagshub.requests  # the client's token check
+    run_id = cell.stdout.split("run ")[-1].strip()
+    run = MlflowClient(mlflow_server).get_run(run_id)
+    assert run.data.metrics["colab_login"] == 1.0 and run.info.status == "FINISHED"
+    assert any(path.startswith("/me/lorapipe.s3/dvc/") for method, path in dagshub.requests if method == "PUT")
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id=S3_KEY_ID, aws_secret_access_key=S3_SECRET)
+    assert s3.list_objects_v2(Bucket="dvc").get("KeyCount", 0) >= 1
+    assert f"{dagshub.url}/me/lorapipe.s3" in (repo / ".dvc/config").read_text()
+    assert token not in (repo / ".dvc/config").read_text() and token in (repo / ".dvc/config.local").read_text()
+    assert token not in cell.stdout + cell.stderr + pushed.stdout + pushed.stderr

@@ -1,4 +1,4 @@
-"""DVC push/pull against a real S3-compatible server (moto) on 127.0.0.1, credentials kept local."""
+"""DVC push/pull against a real S3-compatible server (moto) on 127.0.0.1, credentials kept local; the DagsHub login."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.workspace import ROOT, child_env, sh
+from tests.http_server import serve_dagshub
+from tests.workspace import ROOT, assert_one_line_error, child_env, sh
 from tests.workspace import S3_KEY_ID as KEY_ID
 from tests.workspace import S3_SECRET as SECRET
 
@@ -58,3 +59,30 @@ def test_wrong_credentials_fail_clearly_and_keep_local_results(repo, s3_endpoint
     assert result.returncode != 0
     assert "ERROR" in result.stderr or "ERROR" in result.stdout
     assert digest(repo / "data/sample.parquet") == before
+
+
+def test_dagshub_login_checks_the_token_and_exports_mlflow_variables_without_printing_it(tmp_path):
+    """What a shell (cloud/job.sh) runs: `eval "$(python -m lorapipe.dagshub_login)"` sets MLflow's variables for
+    the repo on the client's host; its output names the token's variable, never the token; a refused token is
+    one line. (The notebook's in-process login is tested in test_notebook, against real servers.)"""
+    token = "dagshub-app-" + "t0ken" * 6
+    with serve_dagshub("alice", token, {}) as dagshub:
+
+        def run(command: str, secret: str) -> subprocess.CompletedProcess:
+            env = child_env(
+                DAGSHUB_CLIENT_HOST=dagshub.url, DAGSHUB_USER="me", DAGSHUB_REPO="lorapipe", HOME=str(tmp_path)
+            )
+            env.pop("DAGSHUB_USER_TOKEN", None)
+            return subprocess.run(
+                ["bash", "-c", command], env={**env, "DAGSHUB_TOKEN": secret}, capture_output=True, text=True
+            )
+
+        printed = run(f"{sys.executable} -m lorapipe.dagshub_login", token)
+        shell = run(f'eval "$({sys.executable} -m lorapipe.dagshub_login)" && env', token)
+        refused = run(f"{sys.executable} -m lorapipe.dagshub_login", "not-" + token)
+    assert printed.returncode == 0 and token not in printed.stdout + printed.stderr
+    variables = dict(line.split("=", 1) for line in shell.stdout.splitlines() if "=" in line)
+    assert variables["MLFLOW_TRACKING_URI"] == f"{dagshub.url}/me/lorapipe.mlflow"
+    assert variables["MLFLOW_TRACKING_USERNAME"] == "alice"  # the token's user, as DagsHub's MLflow wants
+    assert variables["MLFLOW_TRACKING_PASSWORD"] == variables["DAGSHUB_USER_TOKEN"] == token
+    assert_one_line_error(refused, "refused the DagsHub token")

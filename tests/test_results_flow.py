@@ -24,6 +24,12 @@ QUICK = {
 }
 
 
+def assert_same_files(got: Path, want: Path) -> None:
+    files = sorted(p.relative_to(want) for p in want.rglob("*") if p.is_file())
+    assert files and files == sorted(p.relative_to(got) for p in got.rglob("*") if p.is_file())
+    assert all((got / f).read_bytes() == (want / f).read_bytes() for f in files)
+
+
 def use_remote(repo: Path, endpoint: str) -> None:
     env = child_env(AWS_ACCESS_KEY_ID=S3_KEY_ID, AWS_SECRET_ACCESS_KEY=S3_SECRET)
     command = [sys.executable, str(ROOT / "scripts/remote.py"), "--endpoint", endpoint, "--default"]
@@ -52,6 +58,31 @@ def test_each_stage_reaches_origin_and_a_new_machine_runs_none_again(tmp_path, t
     report = sh(clone, sys.executable, "-m", "lorapipe.reporting.report", "--base", "main", "-o", "report.md")
     assert report.returncode == 0
     assert f"{tuned:.4g}"[:5] in (clone / "report.md").read_text()
+
+    # The model is released as version 0.1.0 of the artifacts (annotated `name@vX.Y.Z` tags, which is how
+    # `dvc artifacts get` finds a version); a teammate fetches it by name into a folder that is no repository,
+    # and the app loads it: the tuned text evaluate wrote for the first test sample.
+    for name in ("trained", "base"):
+        sh(clone, "git", "-c", "user.name=t", "-c", "user.email=t@t", "tag", "-a", f"{name}@v0.1.0", "-m", "release")
+        sh(clone, "git", "push", "-q", "origin", f"{name}@v0.1.0")
+    sh(origin, "git", "symbolic-ref", "HEAD", "refs/heads/main")  # GitHub's default branch (`init --bare` says master)
+    teammate = tmp_path / "teammate"
+    teammate.mkdir()
+    config = tmp_path / "dagshub.config"  # the remote, as the teammate's docs spell it (origin's default is local)
+    remote_section = f"['remote \"dagshub\"']\n    url = s3://dvc\n    endpointurl = {s3_endpoint}\n"
+    config.write_text("[core]\n    remote = dagshub\n" + remote_section)
+    remote = ["--config", str(config)]
+    fetch_env = child_env(AWS_ACCESS_KEY_ID=S3_KEY_ID, AWS_SECRET_ACCESS_KEY=S3_SECRET)
+    for name in ("trained", "base"):
+        sh(teammate, "dvc", "artifacts", "get", str(origin), name, "-o", f"models/{name}", *remote, env=fetch_env)
+    assert_same_files(teammate / "models/trained", clone / "models/trained")
+    from app import Describer
+    from lorapipe.params import EvalParams, TokenizeParams, load_params
+
+    params = clone / "params.yaml"
+    describer = Describer(teammate / "models", load_params(TokenizeParams, params).prompt_tokens)
+    sample = json.loads((clone / "metrics/eval_samples.jsonl").read_text().splitlines()[0])
+    assert describer.describe(sample["title"], load_params(EvalParams, params))[1] == sample["tuned"]
 
     # The VM is lost: on a new one, the same script on the branch runs no finished stage again.
     again = sh(clone, "bash", "scripts/repro_and_push.sh", "results/colab")

@@ -1,12 +1,12 @@
 """Build the pull-request report: a verdict per headline metric with its 95% interval, then the evidence.
 
     python -m lorapipe.reporting.report --base origin/main -o report.md --summary summary.md
-    cml comment create --watermark-title="lorapipe report" report.md
+    python scripts/post_report.py report.md     # in report.yml: one PR comment, through CML or GitHub's API
 
 It opens with one line per headline metric (better / worse / no clear change) for the tuned
 model of this revision against the base revision's, resampled over the test samples both scored
 (lorapipe.reporting.compare). Then: tuned vs base model in both revisions, both revisions' loss curves on
-one chart and their score bars (PNG files beside the report, which `cml comment create` uploads),
+one chart and their score bars (PNG files beside the report, which scripts/post_report.py uploads),
 the samples whose score changed most, the params that changed, training metrics, and speed and
 memory on their own. A job summary cannot show the runner's files and a fork's read-only token
 cannot upload them: `--summary` writes the same report with each image replaced by a line that
