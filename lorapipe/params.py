@@ -36,6 +36,20 @@ def param(*, min: float | None = None, max: float | None = None, choices: tuple 
     return field(metadata={"min": min, "max": max, "choices": choices})
 
 
+def refuse_credentials(key: str, url: str, how: str) -> None:
+    """The stages' check of a URL param: one line naming `key` and the parts of `url` that hold credentials
+    (never their values), and `how` to give them instead."""
+    try:
+        secrets = url_credentials(url)
+    except ValueError as err:
+        raise UserError(f"{PARAMS_FILE}: {key} is not a valid URL ({err})") from None
+    if secrets:  # named, never echoed: this message is printed
+        raise UserError(
+            f"{PARAMS_FILE}: {key} holds credentials ({', '.join(secrets)}), which `dvc params diff`, the reports "
+            f"and a pushed {PARAMS_FILE} would show; remove them from the URL and {how}"
+        )
+
+
 @dataclass(frozen=True)
 class DataParams:
     url: str
@@ -43,15 +57,7 @@ class DataParams:
     sha256: str
 
     def __post_init__(self) -> None:
-        try:
-            secrets = url_credentials(self.url)
-        except ValueError as err:
-            raise UserError(f"{PARAMS_FILE}: data.url is not a valid URL ({err})") from None
-        if secrets:  # named, never echoed: this message is printed
-            raise UserError(
-                f"{PARAMS_FILE}: data.url holds credentials ({', '.join(secrets)}), which dvc.lock, `dvc params diff` "
-                f"and the reports would record; remove them from the URL and {HOW_TO_GIVE_CREDENTIALS}"
-            )
+        refuse_credentials("data.url", self.url, HOW_TO_GIVE_CREDENTIALS)
 
 
 @dataclass(frozen=True)
@@ -199,17 +205,12 @@ class OpsParams:
                 f"{PARAMS_FILE}: ops.checkpoint_mirror must be '', 'remote' or s3://bucket/prefix, "
                 f"got {redact(self.checkpoint_mirror)!r}"
             )
-        try:
-            secrets = url_credentials(self.checkpoint_mirror)
-        except ValueError as err:
-            raise UserError(f"{PARAMS_FILE}: ops.checkpoint_mirror is not a valid URL ({err})") from None
-        if secrets:  # named, never echoed: this message is printed
-            raise UserError(
-                f"{PARAMS_FILE}: ops.checkpoint_mirror holds credentials ({', '.join(secrets)}), which `dvc params "
-                "diff`, the reports and a pushed params.yaml would show; remove them from the URL and give them as "
-                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or use 'remote' (the DVC remote's, from "
-                ".dvc/config.local)"
-            )
+        refuse_credentials(
+            "ops.checkpoint_mirror",
+            self.checkpoint_mirror,
+            "give them as AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or use 'remote' (the DVC remote's, from "
+            ".dvc/config.local)",
+        )
 
 
 @dataclass(frozen=True)

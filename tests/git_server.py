@@ -6,12 +6,13 @@ from __future__ import annotations
 import base64
 import os
 import subprocess
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from tests.http_server import running
 
 
 class GitServer(ThreadingHTTPServer):
@@ -88,11 +89,5 @@ class GitHandler(BaseHTTPRequestHandler):
 @contextmanager
 def serve_git(root: Path, user: str, password: str) -> Iterator[GitServer]:
     """Serve the bare repositories under `root` at `server.url/<name>.git`, to `user`:`password` only."""
-    server = GitServer(root, user, password)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with running(GitServer(root, user, password)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -72,8 +72,8 @@ class Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def serve(files: dict[str, bytes]) -> Iterator[FileServer]:
-    server = FileServer(files)
+def running(server: ThreadingHTTPServer) -> Iterator[ThreadingHTTPServer]:
+    """`server` answering from a thread for the block, then shut down."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -81,6 +81,12 @@ def serve(files: dict[str, bytes]) -> Iterator[FileServer]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def serve(files: dict[str, bytes]) -> Iterator[FileServer]:
+    with running(FileServer(files)) as server:
+        yield server
 
 
 class StatusHandler(BaseHTTPRequestHandler):
@@ -109,10 +115,5 @@ def serve_status(status: int) -> Iterator[str]:
     handler = type("Handler", (StatusHandler,), {"status": status})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with running(server):
         yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
