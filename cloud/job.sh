@@ -37,5 +37,4 @@ bash scripts/repro_and_push.sh "$branch"
 git checkout -q --detach "$launched"
 git checkout -q "$branch" -- dvc.lock params.yaml metrics
 dvc exp save -q -f -n "$experiment"
-dvc exp push -q --run-cache origin "$experiment"
-echo "pushed experiment $experiment to origin: dvc exp pull origin $experiment; dvc exp show"
+bash scripts/push_experiments.sh "$experiment"  # checked for credentials; the token for the GitHub host alone

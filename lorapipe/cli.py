@@ -17,6 +17,8 @@ from typing import Any
 import psutil
 from tqdm import tqdm
 
+from lorapipe.credentials import redact, redact_handlers
+
 log = logging.getLogger("lorapipe")
 
 # A file each entry point appends its wall time and peak memory to; `python -m lorapipe.timings` shows it.
@@ -51,17 +53,20 @@ class UserError(Exception):
 
 def run_cli(main: Callable[[], int | None]) -> None:
     """Run an entry point's main() and exit with its status (None: 0). UserError and Ctrl-C end it
-    with one `error: ...` line and exit 1 or 130; anything else is a bug and keeps its traceback."""
+    with one `error: ...` line and exit 1 or 130; anything else is a bug and keeps its traceback. Every
+    line logged, ours or a library's that reaches the root logger (urllib3's retries), and the error line
+    are redacted (lorapipe.credentials.redact)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    redact_handlers(logging.getLogger())
     try:
         status = main()
         record_stage(Path(sys.argv[0]).stem)
     except UserError as err:
         # tqdm.write: a progress bar still open (the failure came mid-loop) must not prefix the line.
-        tqdm.write(f"error: {err}", file=sys.stderr)
+        tqdm.write(f"error: {redact(str(err))}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt as err:
         why = str(err) or "interrupted; outputs written so far are complete, rerun to continue"
-        tqdm.write(f"error: {why}", file=sys.stderr)
+        tqdm.write(f"error: {redact(why)}", file=sys.stderr)
         sys.exit(130)
     sys.exit(status or 0)

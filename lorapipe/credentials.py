@@ -1,13 +1,15 @@
-"""Credentials never ride in a URL that is recorded or printed.
+"""Credentials never ride in a URL that is recorded, printed or pushed.
 
-`data.url` is a param: DVC copies it into dvc.lock, `dvc params diff`, the PR report and the results
-page, and scripts/push_results.sh pushes them. So a URL holding credentials is refused (`url_credentials`
-says which parts do), and the download takes them from the environment instead. Every URL or URI that is
-logged (the download's, MLflow's tracking URI, error messages quoting them) goes through `redact`.
+`data.url` and `ops.checkpoint_mirror` are params: DVC copies them into dvc.lock, `dvc params diff`, the PR
+report and the results page, and scripts/push_results.sh pushes them. So a URL holding credentials is
+refused (`url_credentials` says which parts do), and the download and the mirror take them from the
+environment instead. Whatever leaves the machine is checked the same way (`lorapipe.outbound`), and every
+line lorapipe prints, logs or writes into a report goes through `redact`.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from urllib.parse import parse_qsl, urlsplit
 
@@ -20,9 +22,10 @@ HOW_TO_GIVE_CREDENTIALS = (
     "or download the file yourself and set data.url to its local path"
 )
 
-# Query (or fragment) keys whose value is a secret, compared case-insensitively: API keys and tokens,
-# passwords, and the signatures of presigned S3 / GCS / Azure URLs. A key also counts when its last
-# `_`/`-`/`.`-separated word is one of them (`sas_token`, `X-Amz-Signature`, `private_key`).
+# Query, fragment or `;path` parameter names whose value is a secret, compared case-insensitively: API keys
+# and tokens, passwords, session ids, and the signatures of presigned S3 / GCS / Azure URLs. A name also
+# counts when its last `_`/`-`/`.`-separated word is one of them (`sas_token`, `X-Amz-Signature`,
+# `private_key`), or when it is one of them with the separators left out (`session_id`, `api-key`).
 SECRET_QUERY_WORDS = frozenset(
     {
         "token",
@@ -37,16 +40,31 @@ SECRET_QUERY_WORDS = frozenset(
         "signature",
         "sig",
         "credential",
+        "credentials",
         "awsaccesskeyid",
+        "sessionid",
+        "jsessionid",
+        "phpsessid",
+        "sid",
+        "session",
     }
 )
 
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+# `name=value` after a `?`, `&`, `;` or `#` (or a space or the start), as in a URL without its scheme that
+# a library quotes (urllib3: `Max retries exceeded with url: /?token=...`); the value ends at the next one.
+# (`?token=` alone, as our messages name a part, has no value to hide.)
+_PAIR = re.compile(r"(?P<lead>^|[?&;#\s])(?P<name>[A-Za-z][\w.-]*)=(?P<value>[^&;#\s'\"<>),]+)")
+HIDDEN = "***"
 
 
 def _is_secret_key(key: str) -> bool:
     key = key.lower()
-    return key in SECRET_QUERY_WORDS or re.split(r"[-_.]", key)[-1] in SECRET_QUERY_WORDS
+    return (
+        key in SECRET_QUERY_WORDS
+        or re.split(r"[-_.]", key)[-1] in SECRET_QUERY_WORDS
+        or re.sub(r"[-_.]", "", key) in SECRET_QUERY_WORDS
+    )
 
 
 def url_credentials(url: str) -> list[str]:
@@ -56,15 +74,34 @@ def url_credentials(url: str) -> list[str]:
     if not parts.scheme or parts.scheme == "file":
         return []
     found = ["user:password@" if ":" in parts.netloc.rpartition("@")[0] else "user@"] if "@" in parts.netloc else []
-    for where, text in (("?", parts.query), ("#", parts.fragment)):
-        found += [f"{where}{key}=" for key, _ in parse_qsl(text, keep_blank_values=True) if _is_secret_key(key)]
+    path_params = [param for segment in parts.path.split("/") for param in segment.split(";")[1:]]
+    for where, pairs in (
+        (";", [param.partition("=")[::2] for param in path_params]),
+        ("?", parse_qsl(parts.query, keep_blank_values=True)),
+        ("#", parse_qsl(parts.fragment, keep_blank_values=True)),
+    ):
+        found += [f"{where}{key}=" for key, _ in pairs if _is_secret_key(key)]
+    return found
+
+
+def credentials_in(text: str) -> list[str]:
+    """The parts holding credentials of every URL in `text` (as `url_credentials` names them, each once)."""
+    found: list[str] = []
+    for match in _URL.finditer(text):
+        try:
+            parts = url_credentials(match.group())
+        except ValueError:  # unparsable: its authority may hold anything
+            parts = ["an unparsable URL"]
+        found += [part for part in parts if part not in found]
     return found
 
 
 def redact(text: str) -> str:
-    """`text` with every URL in it cut to scheme, host and path: no user:password@, no query string (whose
-    other keys may hold secrets too), no fragment. Safe to print or write."""
-    return _URL.sub(lambda match: _redact_url(match.group()), text)
+    """`text` with every URL in it cut to scheme, host and path: no user:password@, no `;` parameters, no
+    query string (whose other keys may hold secrets too), no fragment; and the value of every secret-named
+    `name=value` left (a URL quoted without its scheme) shown as ***. Safe to print or write."""
+    text = _URL.sub(lambda match: _redact_url(match.group()), text)
+    return _PAIR.sub(lambda m: f"{m['lead']}{m['name']}={HIDDEN}" if _is_secret_key(m["name"]) else m.group(), text)
 
 
 def _redact_url(url: str) -> str:
@@ -72,4 +109,26 @@ def _redact_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:  # unparsable: nothing after the scheme is shown
         return url.partition("://")[0] + "://(unparsable URL)"
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+    path = "/".join(segment.split(";")[0] for segment in parts.path.split("/"))
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{path}"
+
+
+class RedactingFilter(logging.Filter):
+    """On a handler: every record it emits, ours or a library's (urllib3's retry warnings), is redacted."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a library's malformed record: left to logging's own error report
+            return True
+        redacted = redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def redact_handlers(logger: logging.Logger) -> None:
+    """Put a RedactingFilter on each of `logger`'s handlers (once)."""
+    for handler in logger.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())

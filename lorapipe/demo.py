@@ -9,7 +9,10 @@ So the demo's run is a commit: `dvc exp run -S lora.r=8` is an experiment based 
 `python -m lorapipe.reporting.report --base demo` compare against it, and a queued experiment's
 temp copy restores the demo's outputs from DVC's cache (it gets the committed dvc.lock).
 Run again, nothing is re-run or committed twice. Work in progress is never committed: with
-uncommitted changes to tracked files, `start` stops and says how to put them aside.
+uncommitted changes to tracked files, `start` stops and says how to put them aside. A branch `demo` that
+make demo did not make (yours) is never written to: the demo marks the branch it makes
+(`git config branch.demo.lorapipe-demo`, which git drops with the branch), and commits only the files it
+wrote, whatever else is staged.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from lorapipe.params import PARAMS_FILE
 from lorapipe.vcs import git
 
 BRANCH = "demo"
+# Set on the branch make demo made; git removes it with the branch (`git branch -d/-m`), so a later
+# branch of the same name, the user's own, does not carry it.
+MARKER = f"branch.{BRANCH}.lorapipe-demo"
 PROFILE = "offline"
 # What the demo's run writes into tracked files: `record` commits them. An interrupted run leaves them
 # changed, and `start` goes on from there.
@@ -52,6 +58,13 @@ def switch_to_branch() -> None:
     current = git("branch", "--show-current")
     changed = uncommitted()
     here = current or git("rev-parse", "--short", "HEAD")
+    exists = bool(git("rev-parse", "--verify", "--quiet", f"refs/heads/{BRANCH}"))
+    if exists and git("config", "--get", MARKER) != "true":
+        raise UserError(
+            f"a local branch '{BRANCH}' exists that make demo did not make (or made before it marked its branch); "
+            f"it is left as it is: rename it (`git branch -m {BRANCH} my-{BRANCH}`, which keeps its commits) and "
+            f"make demo again, which then makes its own '{BRANCH}'"
+        )
     if current == BRANCH:
         if other := [path for path in changed if not is_run_output(path)]:
             raise UserError(
@@ -64,24 +77,27 @@ def switch_to_branch() -> None:
             f"{', '.join(changed[:3])}: uncommitted changes on {here}; make demo commits its run to a local branch "
             f"'{BRANCH}', so commit or stash them (git stash) first"
         )
-    if git("rev-parse", "--verify", "--quiet", f"refs/heads/{BRANCH}"):
+    if exists:
         if subprocess.run(["git", "merge-base", "--is-ancestor", "HEAD", BRANCH], check=False).returncode != 0:
             raise UserError(
                 f"the local branch '{BRANCH}' was made from another commit than {here}: `git checkout {BRANCH}` "
-                f"to go on with it, or `git branch -D {BRANCH}` and make demo again to start it from {here}"
+                f"to go on with it, or rename it (`git branch -m {BRANCH} {BRANCH}-old`, which keeps its commits) "
+                f"and make demo again to start it from {here}"
             )
         run_git("checkout", "-q", BRANCH)
         print(f"make demo: back on the local branch '{BRANCH}' (`git checkout {here}` returns)")
     else:
         run_git("checkout", "-q", "-b", BRANCH)
+        run_git("config", MARKER, "true")
         print(f"make demo: runs on a new local branch '{BRANCH}', made from {here} (`git checkout {here}` returns)")
 
 
 def commit(message: str, *paths: str) -> None:
-    """Commit `paths` as they are in the working tree, when they differ from HEAD."""
+    """Commit `paths` as they are in the working tree, when they differ from HEAD; nothing else, whatever
+    else is staged (DVC's autostage stages its .gitignore edits, a user may have staged work)."""
     run_git("add", "--", *paths)
-    if subprocess.run(["git", "diff", "--cached", "--quiet"], check=False).returncode != 0:
-        run_git("commit", "-q", "-m", message)
+    if subprocess.run(["git", "diff", "--cached", "--quiet", "--", *paths], check=False).returncode != 0:
+        run_git("commit", "-q", "-m", message, "--", *paths)
         print(f"make demo: committed {message!r} to '{BRANCH}' ({git('rev-parse', '--short', 'HEAD')})")
 
 
@@ -97,8 +113,11 @@ def start() -> None:
 
 def record() -> None:
     """Commit the run's dvc.lock and metrics/ to BRANCH: the baseline experiments are compared with."""
-    if git("branch", "--show-current") != BRANCH:
-        raise UserError(f"not on the branch '{BRANCH}': run `python -m lorapipe.demo start` first (make demo does)")
+    if git("branch", "--show-current") != BRANCH or git("config", "--get", MARKER) != "true":
+        raise UserError(
+            f"not on the branch '{BRANCH}' that make demo made: run `python -m lorapipe.demo start` first "
+            "(make demo does)"
+        )
     commit(f"demo: results of the {PROFILE} run (dvc.lock, metrics/)", *RUN_OUTPUTS)
 
 

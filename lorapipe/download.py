@@ -15,7 +15,7 @@ import urllib3
 
 from lorapipe.cli import UserError, log, progress
 from lorapipe.credentials import HOW_TO_GIVE_CREDENTIALS, PASSWORD_ENV, TOKEN_ENV, USER_ENV, redact
-from lorapipe.outputs import sha256_of
+from lorapipe.outputs import sha256_of, storage_errors_named
 
 CHUNK = 1 << 20
 
@@ -105,7 +105,10 @@ def _download_once(url: str, part: Path, timeout: float) -> None:
         total = int(resp.headers.get("Content-Length", 0)) + have or None
         if resuming:
             log.info(f"resuming download at {have:,} bytes")
+        # The partial file is resume state, not an output: a full disk or a file-size limit keeps what it
+        # holds, for the rerun to go on from.
         with (
+            storage_errors_named(part, "the bytes downloaded so far are kept: the rerun resumes from them"),
             open(part, "ab" if resuming else "wb") as out,
             progress(total=total, initial=have, unit="B", unit_scale=True, desc="download") as bar,
         ):

@@ -18,6 +18,7 @@ from typing import Any
 
 from lorapipe.checkpoints import is_checkpoint_name
 from lorapipe.cli import UserError, log
+from lorapipe.credentials import redact
 from lorapipe.outputs import atomic_dir
 
 LATEST = "LATEST"
@@ -153,11 +154,12 @@ class CheckpointMirror:
         except Exception as err:
             self._warn("restore", err)
             return False
-        log.info(f"train: restored checkpoint {latest} of this run from {self.url}")
+        log.info(f"train: restored checkpoint {latest} of this run from {redact(self.url)}")
         return True
 
     def _warn(self, what: str, err: Exception) -> None:
         if not self._warned:
-            reason = (str(err).splitlines() or [type(err).__name__])[0][:200]
-            log.warning(f"warning: checkpoint mirror {self.url}: {what} failed ({reason}); training goes on")
+            # Redacted before it is cut: a cut could leave a URL's user:pass without the @ that marks it.
+            reason = (redact(str(err)).splitlines() or [type(err).__name__])[0][:200]
+            log.warning(f"warning: checkpoint mirror {redact(self.url)}: {what} failed ({reason}); training goes on")
             self._warned = True

@@ -64,16 +64,16 @@ def storage_error(err: BaseException) -> int | None:
 
 
 @contextmanager
-def _storage_errors_named(path: Path) -> Iterator[None]:
-    """A full disk or file-size limit while writing `path` becomes one line naming it; the earlier
-    output is kept, since nothing replaced it."""
+def storage_errors_named(path: Path, kept: str = "what was there before is kept") -> Iterator[None]:
+    """A full disk or file-size limit while writing `path` becomes one line naming it and saying what is
+    `kept` (by the atomic writers: the earlier output, since nothing replaced it)."""
     try:
         yield
     except Exception as err:
         code = storage_error(err)
         if code is None:
             raise
-        raise UserError(f"{path}: not written: {STORAGE_ERRORS[code]} (what was there before is kept)") from None
+        raise UserError(f"{path}: not written: {STORAGE_ERRORS[code]} ({kept})") from None
 
 
 def _umask() -> int:
@@ -93,7 +93,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
     try:
-        with _storage_errors_named(path):
+        with storage_errors_named(path):
             yield tmp_path
         os.replace(tmp_path, path)
     finally:
@@ -109,7 +109,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())
     try:
-        with _storage_errors_named(path):
+        with storage_errors_named(path):
             yield tmp
         old = path.with_name(f".{path.name}.old")
         shutil.rmtree(old, ignore_errors=True)

@@ -26,7 +26,7 @@ from ruamel.yaml import YAML, YAMLError
 from ruamel.yaml.constructor import DuplicateKeyError
 
 from lorapipe.cli import UserError
-from lorapipe.credentials import HOW_TO_GIVE_CREDENTIALS, url_credentials
+from lorapipe.credentials import HOW_TO_GIVE_CREDENTIALS, redact, url_credentials
 
 PARAMS_FILE = "params.yaml"
 
@@ -36,6 +36,20 @@ def param(*, min: float | None = None, max: float | None = None, choices: tuple 
     return field(metadata={"min": min, "max": max, "choices": choices})
 
 
+def refuse_credentials(key: str, url: str, how: str) -> None:
+    """The stages' check of a URL param: one line naming `key` and the parts of `url` that hold credentials
+    (never their values), and `how` to give them instead."""
+    try:
+        secrets = url_credentials(url)
+    except ValueError as err:
+        raise UserError(f"{PARAMS_FILE}: {key} is not a valid URL ({err})") from None
+    if secrets:  # named, never echoed: this message is printed
+        raise UserError(
+            f"{PARAMS_FILE}: {key} holds credentials ({', '.join(secrets)}), which `dvc params diff`, the reports "
+            f"and a pushed {PARAMS_FILE} would show; remove them from the URL and {how}"
+        )
+
+
 @dataclass(frozen=True)
 class DataParams:
     url: str
@@ -43,15 +57,7 @@ class DataParams:
     sha256: str
 
     def __post_init__(self) -> None:
-        try:
-            secrets = url_credentials(self.url)
-        except ValueError as err:
-            raise UserError(f"{PARAMS_FILE}: data.url is not a valid URL ({err})") from None
-        if secrets:  # named, never echoed: this message is printed
-            raise UserError(
-                f"{PARAMS_FILE}: data.url holds credentials ({', '.join(secrets)}), which dvc.lock, `dvc params diff` "
-                f"and the reports would record; remove them from the URL and {HOW_TO_GIVE_CREDENTIALS}"
-            )
+        refuse_credentials("data.url", self.url, HOW_TO_GIVE_CREDENTIALS)
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,22 @@ class LoraParams:
     target_modules: tuple[str, ...]
 
 
+# The lora keys a method leaves unused. dvc.yaml tracks train's params statically (the whole lora section), so
+# changing one still re-runs train; the stage says so rather than retrain in silence.
+UNUSED_BY_METHOD = {"full": ("r", "alpha", "dropout", "target_modules")}
+
+
+def unused_lora_keys(lora: LoraParams) -> str | None:
+    """One line naming the lora keys `lora.method` ignores, for train to log; None when it uses them all."""
+    unused = UNUSED_BY_METHOD.get(lora.method)
+    if not unused:
+        return None
+    return (
+        f"train: lora.method {lora.method} trains every weight, so {', '.join(f'lora.{k}' for k in unused)} are "
+        "ignored; DVC still tracks them: a change to one re-runs train to the same model"
+    )
+
+
 def check_method_and_bits(lora: LoraParams, quant: QuantParams, source: str = PARAMS_FILE) -> None:
     """A rule across two sections: full fine-tuning updates the weights themselves, which a 4/8-bit base
     holds as frozen integer codes."""
@@ -181,8 +203,14 @@ class OpsParams:
         if self.checkpoint_mirror not in ("", "remote") and not self.checkpoint_mirror.startswith("s3://"):
             raise UserError(
                 f"{PARAMS_FILE}: ops.checkpoint_mirror must be '', 'remote' or s3://bucket/prefix, "
-                f"got {self.checkpoint_mirror!r}"
+                f"got {redact(self.checkpoint_mirror)!r}"
             )
+        refuse_credentials(
+            "ops.checkpoint_mirror",
+            self.checkpoint_mirror,
+            "give them as AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or use 'remote' (the DVC remote's, from "
+            ".dvc/config.local)",
+        )
 
 
 @dataclass(frozen=True)
@@ -263,6 +291,27 @@ def parse_yaml(text: str, source: str) -> Any:
         where = f" line {mark.line + 1}" if mark else ""
         problem = getattr(err, "problem", None)
         raise UserError(f"{source}:{where} is not valid YAML" + (f" ({problem})" if problem else "")) from None
+    except RecursionError:  # ruamel.yaml recurses once per level: `[[[[...` thousands deep exhausts the stack
+        raise UserError(
+            f"{source}:{_deepest_nesting(text)} is nested too deeply to read (lists or mappings inside each other "
+            "hundreds of levels deep); no param takes more than a list of names"
+        ) from None
+
+
+def _deepest_nesting(text: str) -> str:
+    """' line N (section.key)': the line of `text` that opens the most `[` and `{`, with the key it sets,
+    for a message ('' for one line, like a --set value)."""
+    lines = text.splitlines()
+    if len(lines) < 2:
+        return ""
+    number = max(range(len(lines)), key=lambda i: lines[i].count("[") + lines[i].count("{"))
+    keys: list[tuple[int, str]] = []  # (indent, key) of the mappings enclosing that line
+    for line in lines[: number + 1]:
+        if match := re.match(r"( *)([^\s#:\[\]{}][^#:]*):(\s|$)", line):
+            indent = len(match[1])
+            keys = [(i, k) for i, k in keys if i < indent] + [(indent, match[2].strip())]
+    key = ".".join(k for _, k in keys)
+    return f" line {number + 1}" + (f" ({key})" if key else "")
 
 
 def read_params_file(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
@@ -285,12 +334,14 @@ def load_params(cls: type[T], path: str | Path = PARAMS_FILE) -> T:
     raw = read_params_file(path).get(section)
     if raw is None:
         raise UserError(f"{path}: no '{section}' section ({MISSING_HINT})")
-    _READ.setdefault((Path(path).resolve(), section), copy.deepcopy(raw))
+    if cls is not OpsParams:  # how a run is operated: an edit mid-run changes no output, so it stops none
+        _READ.setdefault((Path(path).resolve(), section), copy.deepcopy(raw))
     return parse_section(cls, raw, source=str(path))
 
 
 def check_params_unchanged() -> None:
-    """Fail if a section this process loaded has changed in its file since.
+    """Fail if a section this process loaded has changed in its file since (`ops` aside: dvc.yaml tracks
+    none of its keys and no output depends on them).
 
     DVC records a stage's outputs with the params it finds *after* the stage ran: outputs computed
     with other values (a second `dvc exp run` rewrote params.yaml meanwhile) would be misattributed.
@@ -385,7 +436,10 @@ def _check(key: str, value: Any, hint: Any, meta: Any) -> Any:
 
 
 def _describe(value: Any) -> str:
-    return f"{value!r} ({type(value).__name__})" if value is not None else "nothing (null)"
+    if value is None:
+        return "nothing (null)"
+    shown = repr(value)
+    return f"{shown if len(shown) <= 120 else shown[:120] + '…'} ({type(value).__name__})"
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -17,11 +17,13 @@ CODE_ROOT = Path(__file__).resolve().parents[1]
 # and this very listing: nothing a stage computes depends on them, so editing them must not re-run
 # the DAG. artifacts.py holds the paths dvc.yaml names for readers; a stage writes where
 # its command line says, so renaming an output changes dvc.yaml's cmd, which re-runs the stage anyway.
+# disk_space.py only refuses, before training, a run whose checkpoints cannot fit.
 INFRASTRUCTURE = frozenset(
     {
         "lorapipe/artifacts.py",
         "lorapipe/cli.py",
         "lorapipe/credentials.py",
+        "lorapipe/disk_space.py",
         "lorapipe/timings.py",
         "lorapipe/outputs.py",
         "lorapipe/params.py",

@@ -8,6 +8,7 @@ in the repo (`mlflow.db`, git-ignored): `mlflow ui --backend-store-uri sqlite://
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Iterable
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lorapipe.cli import log
-from lorapipe.credentials import redact, url_credentials
+from lorapipe.credentials import redact, redact_handlers, url_credentials
 from lorapipe.outputs import sha256_of
 from lorapipe.params import flatten
 from lorapipe.vcs import source_tags
@@ -54,6 +55,7 @@ class Tracker:
         from mlflow.environment_variables import MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT
         from mlflow.tracking import MlflowClient
 
+        redact_handlers(logging.getLogger("mlflow"))  # MLflow's lines go to its own handler, not the root's
         uri = os.environ.get("MLFLOW_TRACKING_URI") or LOCAL_STORE
         if url_credentials(uri):  # MLflow's own "View run at <uri>" line would print them; ours is redacted
             os.environ[MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.name] = "true"
@@ -70,7 +72,7 @@ class Tracker:
                 client.update_run(mlflow_run_id, status="RUNNING")
                 self._continued = True
         else:
-            tags = {**source_tags(), "stage": stage}
+            tags = {key: redact(value) for key, value in {**source_tags(), "stage": stage}.items()}
             run_name = "-".join(filter(None, [tags["dvc.exp_name"] or stage, tags["git.commit"][:7]]))
             mlflow_run_id = client.create_run(experiment_id, tags=tags, run_name=run_name).info.run_id
         self._client, self.mlflow_run_id = client, mlflow_run_id
@@ -124,7 +126,7 @@ class Tracker:
             self._client.log_batch(self.mlflow_run_id, metrics=metrics[i : i + 1000])
 
     def set_tag(self, key: str, value: str) -> None:
-        self._call(lambda: self._client.set_tag(self.mlflow_run_id, key, value))
+        self._call(lambda: self._client.set_tag(self.mlflow_run_id, key, redact(value)))
 
     def close_if_running(self, mlflow_run_ids: Iterable[str]) -> None:
         """Mark runs that a killed process left RUNNING as KILLED."""
@@ -201,7 +203,7 @@ def _read_mlflow_run_id(path: Path) -> str | None:
 def _to_params(params: dict[str, Any]):
     from mlflow.entities import Param
 
-    return [Param(k, str(v)[:6000]) for k, v in params.items()]
+    return [Param(k, redact(str(v))[:6000]) for k, v in params.items()]
 
 
 def _to_metrics(metrics: dict[str, float], step: int | None):

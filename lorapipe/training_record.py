@@ -17,6 +17,9 @@ from lorapipe.params import SECTIONS, LoraParams, QuantParams, TrainParams, chec
 RECORD_FILE = "train_params.json"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")  # what peft's save_pretrained writes
 MODEL_FILES = ("config.json", "model.safetensors")  # transformers' (one shard: train saves it so)
+# What trained the weights of a record written before lora.method existed (`dvc exp apply` of an old
+# experiment brings one back): a LoRA adapter, the only kind there was.
+METHOD_BEFORE_IT_WAS_RECORDED = "lora"
 METHOD_NAMES = {"lora": "LoRA", "dora": "DoRA", "rslora": "rsLoRA", "full": "full fine-tuning"}  # lora.method in words
 
 
@@ -57,6 +60,8 @@ def load_training_record(trained: Path) -> TrainingRecord:
     if not isinstance(raw, dict) or set(raw) != set(CLASSES):
         found = ", ".join(map(str, raw)) if isinstance(raw, dict) else type(raw).__name__
         raise UserError(f"{path}: expected the sections {', '.join(CLASSES)}; found {found or 'none'}")
+    if isinstance(raw["lora"], dict) and "method" not in raw["lora"]:
+        raw["lora"] = {"method": METHOD_BEFORE_IT_WAS_RECORDED, **raw["lora"]}
     record = TrainingRecord(**{name: parse_section(cls, raw[name], source=str(path)) for name, cls in CLASSES.items()})
     check_method_and_bits(record.lora, record.quant, source=str(path))
     missing = [name for name in weight_files(record.lora.method) if not (trained / name).is_file()]

@@ -31,6 +31,7 @@ from lorapipe.params import (
     check_method_and_bits,
     check_params_unchanged,
     load_params,
+    unused_lora_keys,
 )
 
 if TYPE_CHECKING:
@@ -91,6 +92,8 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     params = StageParams.load()  # validated before torch and the rest load (see above)
+    if unused := unused_lora_keys(params.lora):
+        log.info(unused)
     from lorapipe.distributed import close_world, init_world, relaunch_under_torchrun
     from lorapipe.training import GracefulStop
 
@@ -110,6 +113,7 @@ def setup(args: argparse.Namespace, params: StageParams, world: World) -> Setup:
     import torch
 
     from lorapipe.checkpoints import checkpoint_folder, files_of, fingerprint, library_versions, list_checkpoints
+    from lorapipe.disk_space import check_disk_space
     from lorapipe.mirror import CheckpointMirror
     from lorapipe.modeling import (
         add_lora,
@@ -146,6 +150,7 @@ def setup(args: argparse.Namespace, params: StageParams, world: World) -> Setup:
     inputs = {**code_files(Path(__file__)), **files_of(args.tokenized, "data"), **files_of(args.model, "base")}
     training_fingerprint = fingerprint(params.train, params.lora, params.quant, versions, files=inputs)
     checkpoints = checkpoint_folder(args.checkpoints, training_fingerprint, params.ops.keep_runs)
+    check_disk_space(args.checkpoints, trainable, params.ops, full=params.lora.method == "full")
     mirror = CheckpointMirror.from_setting(params.ops.checkpoint_mirror) if world.main else None
     if mirror and not list_checkpoints(checkpoints):
         mirror.restore(checkpoints)  # a new machine: go on from the last mirrored checkpoint

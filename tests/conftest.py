@@ -347,6 +347,18 @@ def mlflow_server(tmp_path_factory):
 
 
 @pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB tmpfs: a real device that fills up (ENOSPC). Mounting needs root (CAP_SYS_ADMIN)."""
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"a full disk needs a small tmpfs, and mount refused: {mounted.stderr.decode().strip()}")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+@pytest.fixture
 def browser(tmp_path):
     """Headless Debian Chromium driven by Selenium. CI installs it and sets LORAPIPE_REQUIRE_BROWSER=1,
     which turns a missing browser into a failure instead of a skip."""

@@ -6,6 +6,8 @@ import base64
 import gzip
 import hashlib
 import io
+import random
+import resource
 import subprocess
 import sys
 import zipfile
@@ -32,11 +34,17 @@ def run_download(
     timeout: float = 5,
     retries: int = 0,
     env: dict[str, str] | None = None,
+    file_size_limit: int | None = None,
 ):
     params = default_params()
     params["data"] = {"url": url, "sha256": sha256, "member": member}
     params["ops"] |= {"download_timeout_s": timeout, "download_retries": retries}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+
+    def limit_file_size() -> None:  # `ulimit -f` in the child: Python ignores SIGXFSZ, so a write gets EFBIG
+        if file_size_limit:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
     return subprocess.run(
         [sys.executable, str(ROOT / "stages/download.py"), "out/trn.json.gz", "metrics/download.json"],
         cwd=tmp_path,
@@ -44,6 +52,7 @@ def run_download(
         text=True,
         env=child_env(**(env or {})),
         timeout=120,
+        preexec_fn=limit_file_size,
     )
 
 
@@ -102,6 +111,33 @@ def test_checksum_mismatch_discards_the_file(tmp_path):
     assert_one_line_error(result, "sha256 mismatch (data.sha256)", "expected " + "0" * 64, f"got {SHA}")
     assert not (tmp_path / "out/trn.json.gz").exists()
     assert not list((tmp_path / ".cache/download").glob("*.part"))
+
+
+BIG = random.Random(0).randbytes(1 << 20)  # incompressible: it fills what a 256 KiB disk or limit holds
+
+
+def assert_partial_download_kept(part_folder: Path, result: subprocess.CompletedProcess, why: str) -> None:
+    """One line naming the .part file and why; the bytes received so far are kept for the rerun to resume
+    from, and no output or metrics file is written."""
+    [part] = part_folder.glob("*.part")
+    assert_one_line_error(result, f".cache/download/{part.name}: not written: ", why, "the rerun resumes from them")
+    assert 0 < part.stat().st_size < len(BIG) and BIG.startswith(part.read_bytes())
+    workspace = part_folder.parents[1]  # <workspace>/.cache/download
+    assert not (workspace / "out").exists() and not (workspace / "metrics").exists()
+
+
+def test_a_full_disk_while_downloading_is_one_line_and_keeps_what_arrived(tmp_path, small_disk):
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / ".cache/download").symlink_to(small_disk)  # the download's partial file lands on the tmpfs
+    with serve({"/big.bin": BIG}) as server:
+        result = run_download(tmp_path, f"{server.url}/big.bin")
+    assert_partial_download_kept(tmp_path / ".cache/download", result, "no space left on the device")
+
+
+def test_a_file_size_limit_while_downloading_is_one_line_and_keeps_what_arrived(tmp_path):
+    with serve({"/big.bin": BIG}) as server:
+        result = run_download(tmp_path, f"{server.url}/big.bin", file_size_limit=256 << 10)
+    assert_partial_download_kept(tmp_path / ".cache/download", result, "file-size limit")
 
 
 def test_connection_refused_is_one_line(tmp_path):

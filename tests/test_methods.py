@@ -118,6 +118,21 @@ def test_dora_on_an_8_bit_base_is_refused_on_the_cpu_in_one_line(prepared, tmp_p
     assert_one_line_error(result, "lora.method dora on quant.bits 8", "quant.bits 4 or 16")
 
 
+def test_a_full_fine_tune_says_in_one_line_which_lora_keys_it_ignores(tmp_path):
+    """dvc.yaml tracks the lora section statically, so `-S lora.r=8` re-runs a full fine-tune: train says why
+    that trains the same model (here on no data, which stops it next)."""
+    from lorapipe.params import LoraParams, unused_lora_keys
+
+    assert unused_lora_keys(params_of(LoraParams)) is None  # lora, dora and rslora use every key
+    write_params(tmp_path, lora={"method": "full"}, quant={"bits": 16})
+    result = stage(tmp_path, "train.py", *stage_args("train"), check=False)
+    said = [line for line in result.stderr.splitlines() if "are ignored" in line]
+    assert said == [
+        "train: lora.method full trains every weight, so lora.r, lora.alpha, lora.dropout, lora.target_modules "
+        "are ignored; DVC still tracks them: a change to one re-runs train to the same model"
+    ]
+
+
 def test_full_fine_tuning_that_cannot_fit_is_refused_with_what_would():
     tinyllama, t4 = 1_100_048_384, 15_828_320_256  # TinyLlama 1.1B's parameters; a T4's total memory
     message = full_finetune_refusal(tinyllama, t4, "Tesla T4")

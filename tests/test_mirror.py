@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 import signal
 import subprocess
@@ -139,3 +140,32 @@ def test_a_mirrored_checkpoint_is_restored_into_the_run_folder(tmp_path, s3_endp
     folder = tmp_path / "run1"
     assert bucket_holding(s3_endpoint, tmp_path.name, objects).restore(folder) is True
     assert (folder / "step-000010/trainer_state.json").read_text() == "{}"
+
+
+def test_credentials_in_the_mirror_url_are_refused_in_one_line_and_never_printed(tmp_path, caplog):
+    """ops.checkpoint_mirror is a param (dvc params diff, the reports, a pushed params.yaml): a URL with
+    credentials is refused naming the key. A mirror handed one anyway (a DVC remote's URL) prints it nowhere."""
+    from lorapipe.cli import UserError
+    from lorapipe.params import OpsParams
+    from tests.workspace import params_of
+
+    secret = "Secret" * 4  # built at run time
+    for url, part in (
+        (f"s3://AKEY:{secret}@host/bucket", "user:password@"),
+        (f"s3://b/p?X-Amz-Signature={secret}", "?"),
+    ):
+        with pytest.raises(UserError, match=rf"ops\.checkpoint_mirror holds credentials \({re.escape(part)}") as err:
+            params_of(OpsParams, checkpoint_mirror=url)
+        assert secret not in str(err.value) and "AWS_ACCESS_KEY_ID" in str(err.value)
+
+    def mirror() -> CheckpointMirror:  # down: each warns once
+        return CheckpointMirror(f"s3://AKEY:{secret}@bucket/prefix", endpoint_url=f"http://127.0.0.1:{free_port()}")
+
+    checkpoint = tmp_path / "run/step-000001"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "adapter_model.safetensors").write_bytes(b"weights")
+    uploading = mirror()
+    uploading.upload(checkpoint)
+    uploading.wait()
+    assert not mirror().restore(tmp_path / "run")
+    assert caplog.text.count("checkpoint mirror s3://bucket/prefix:") == 2 and secret not in caplog.text

@@ -195,6 +195,39 @@ def test_a_tag_or_broken_yaml_in_a_profile_or_set_is_one_line(tmp_path, profile,
     assert not (tmp_path / "pwned").exists()
 
 
+def test_a_value_nested_thousands_deep_is_one_line_naming_the_key(tmp_path, monkeypatch):
+    """`--set "lora.r=[[[[..."` 3,000 deep, or the same in params.yaml: no RecursionError, params.yaml untouched."""
+    from lorapipe.profiles import main
+
+    deep = "[" * 3000 + "]" * 3000
+    params = tmp_path / "params.yaml"
+    params.write_text(committed_params_text())
+    monkeypatch.chdir(ROOT)  # profiles/ is found from the repository root
+    with pytest.raises(UserError, match=r"^--set lora\.r: is nested too deeply to read"):
+        main(["offline", "--set", f"lora.r={deep}", "--params", str(params)])
+    assert params.read_text() == committed_params_text()
+    params.write_text(committed_params_text().replace("\n  r: 16", f"\n  r: {deep}"))
+    for load in (lambda: load_params(TrainParams, params), lambda: main(["offline", "--params", str(params)])):
+        with pytest.raises(UserError, match=rf"^{re.escape(str(params))}: line \d+ \(lora\.r\) is nested too deeply"):
+            load()
+
+
+def test_an_ops_edit_mid_run_stops_nothing_and_a_tracked_edit_still_does(tmp_path, monkeypatch):
+    """What train checks at each log step: ops.* changes no output (dvc.yaml tracks none of it)."""
+    from lorapipe.params import check_params_unchanged
+
+    monkeypatch.setattr("lorapipe.params._READ", {})  # this process's record of what it read: this test's only
+    params = tmp_path / "params.yaml"
+    params.write_text(committed_params_text())
+    load_params(TrainParams, params), load_params(OpsParams, params)
+    edited = params.read_text().replace("log_every: 10", "log_every: 1").replace("keep_runs: 3", "keep_runs: 1")
+    params.write_text(edited.replace("checkpoint_mirror: ''", "checkpoint_mirror: remote"))
+    check_params_unchanged()  # the run goes on
+    params.write_text(params.read_text().replace("lr: 0.0002", "lr: 0.01"))
+    with pytest.raises(UserError, match=r"train\.lr changed while this stage ran"):
+        check_params_unchanged()
+
+
 def test_one_flattener_serves_loaded_params_and_dvc_json_alike():
     """MLflow logs loaded params and the results page reads `dvc exp show`'s nested YAML: the same dotted keys."""
     from lorapipe.params import flatten

@@ -154,6 +154,36 @@ def test_upload_needs_hf_token_and_fails_in_one_line_without_leaking_it(experime
     assert FAKE_TOKEN not in refused.stdout + refused.stderr
 
 
+def test_publish_reads_the_metrics_as_json_so_every_score_is_a_number(tiny_model_dir, tmp_path):
+    """json.dumps writes a small score as `5e-05`, which YAML 1.1 (PyYAML) reads as a string: the card's
+    scores table and the Hub's model-index get numbers."""
+    from lorapipe.params import LoraParams, QuantParams, TrainParams
+    from lorapipe.training_record import ADAPTER_FILES, TrainingRecord, save_training_record
+    from tests.workspace import committed_params_text
+
+    trained = tmp_path / "models/trained"
+    shutil.copytree(tiny_model_dir, trained, ignore=shutil.ignore_patterns("*.safetensors", "config.json"))
+    for name in ADAPTER_FILES:  # staged, never loaded, by a dry run
+        (trained / name).write_text("{}")
+    save_training_record(trained, TrainingRecord(params_of(TrainParams), params_of(LoraParams), params_of(QuantParams)))
+    (tmp_path / "params.yaml").write_text(committed_params_text())
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    (metrics / "base_model.json").write_text(json.dumps(HUB_BASE))
+    (metrics / "download.json").write_text(json.dumps({"sha256": "ab" * 32}))
+    scores = {"base": {"bleu": 5e-05, "rougeL": 0.1, "perplexity": 30.0}, "samples": 4}
+    scores["tuned"] = {"bleu": 6e-05, "rougeL": 0.2, "perplexity": 12.5}
+    (metrics / "eval.json").write_text(json.dumps(scores))
+    assert '"bleu": 6e-05' in (metrics / "eval.json").read_text()
+    result = publish(tmp_path, "you/x", "--dry-run", "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    card = (tmp_path / "out/README.md").read_text()
+    [index] = front_matter(card)["model-index"]
+    values = {m["type"]: m["value"] for m in index["results"][0]["metrics"]}
+    assert values == {"bleu": 6e-05, "rouge": 0.2, "perplexity": 12.5}
+    assert all(isinstance(value, float) for value in values.values())
+
+
 def test_bad_repo_id_and_missing_run_are_one_line_errors(tmp_path):
     assert_one_line_error(publish(tmp_path, "not a repo id", "--dry-run"), "expected owner/name")
     assert_one_line_error(publish(tmp_path, "you/x", "--dry-run"), "models/trained", "dvc repro")

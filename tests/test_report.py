@@ -360,6 +360,20 @@ def test_model_output_cannot_mention_reference_link_or_typeset(tmp_path):
     assert escape_cell("x" * 500).endswith("x…") and len(escape_cell("x" * 500)) == 401
 
 
+def test_control_characters_and_credentials_in_model_output_are_shown_not_written():
+    """A NUL, an ANSI escape, DEL and C1 controls a model wrote, and a URL with a token: every cell of the
+    report (and so its job summary) and of the results page shows them as U+FFFD, or redacted."""
+    from lorapipe.reporting.results_page import samples_table as page_samples
+
+    written = "a\x00b \x1b[31mred\x7f \x85c\x08d\x0c at https://shop.example/p?sessionid=tok123456"
+    sample = {"title": written, "reference": "r", "base": "b", "tuned": written}
+    for shown in (escape_cell(written), code(written, 200), results_cell(written), samples_table([sample])):
+        assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", shown), repr(shown)
+        assert "\ufffd" in shown and "tok123456" not in shown
+    page = page_samples([sample])
+    assert page.count("a\ufffdb \ufffd[31mred\ufffd \ufffdc\ufffdd\ufffd at https://shop.example/p") == 2
+
+
 def test_workflows_pass_actionlint():
     actionlint = shutil.which("actionlint") or str(Path(sys.executable).parent / "actionlint")
     result = subprocess.run([actionlint], cwd=ROOT, capture_output=True, text=True)

@@ -11,6 +11,7 @@ import pytest
 
 from lorapipe.artifacts import EVAL_SCORES, PATHS
 from tests.workspace import (
+    child_env,
     commit,
     copy_workspace,
     data_workspace,
@@ -102,6 +103,41 @@ def test_train_and_evaluate_log_one_run_to_a_real_server(workspace, mlflow_serve
     # Credentials stay in the environment: not in logs, params or tags.
     for text in (train.stderr, evaluate.stderr, str(run.data.params), str(run.data.tags)):
         assert SECRET not in text
+
+
+def test_a_query_token_in_the_tracking_uri_reaches_no_log_line(tmp_path):
+    """A server that is down: urllib3's retry line and our warning quote the URI's query, without its scheme."""
+    uri = f"http://127.0.0.1:{free_port()}/?token={SECRET}&sessionid={SECRET}"
+    code = "from lorapipe.cli import run_cli\nfrom lorapipe.tracking import Tracker\n"
+    code += "run_cli(lambda: Tracker('train').finish())"  # logging as every entry point sets it up
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=child_env(MLFLOW_TRACKING_URI=uri),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Retrying" in result.stderr and result.stderr.count("mlflow tracking is off") == 1  # both lines shown
+    assert SECRET not in result.stdout + result.stderr and "token=***" in result.stderr
+
+
+def test_mlflow_tags_and_params_never_hold_a_credential(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from lorapipe.tracking import Tracker
+
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.setenv("DVC_EXP_NAME", f"https://host/x?sig={SECRET}")
+    tracker = Tracker("train")
+    tracker.set_tag("source", f"https://alice:{SECRET}@host/data.zip")
+    tracker.log_params({"data": {"url": f"https://host/data.zip?access_token={SECRET}"}})
+    run = MlflowClient(store).get_run(tracker.mlflow_run_id).data
+    assert run.params["data.url"] == "https://host/data.zip" and run.tags["source"] == "https://host/data.zip"
+    assert SECRET not in str(run.tags) + str(run.params)
 
 
 def test_an_experiment_s_run_names_its_baseline_and_the_uncommitted_params(tmp_path, monkeypatch):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -72,3 +74,13 @@ def test_the_record_is_plain_json_a_reader_can_diff(adapter):
     record = json.loads((adapter / RECORD_FILE).read_text())
     assert record["lora"]["target_modules"] == list(params_of(LoraParams).target_modules)
     assert set(record) == {"train", "lora", "quant"}
+
+
+def test_a_record_written_before_lora_method_existed_reads_as_the_lora_adapter_it_is(adapter):
+    """The train_params.json of a run before lora.method (`dvc exp apply` of an old experiment brings one back):
+    evaluate, export, publish and the app all load it through load_training_record."""
+    shutil.copy(Path(__file__).parent / "data/train_params_before_lora_method.json", adapter / RECORD_FILE)
+    assert "method" not in json.loads((adapter / RECORD_FILE).read_text())["lora"]
+    record = load_training_record(adapter)
+    assert record.lora == params_of(LoraParams, method="lora", r=16, alpha=32.0)
+    assert record.train.max_steps == 12 and record.quant.bits == 4

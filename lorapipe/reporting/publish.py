@@ -22,8 +22,6 @@ import re
 import shutil
 from pathlib import Path
 
-import yaml
-
 from lorapipe.artifacts import BASE_MODEL_JSON, DOWNLOAD_JSON, EVAL_JSON, EXPORT_COMMAND, GGUF, MERGED, TRAINED
 from lorapipe.cli import UserError, log, run_cli
 from lorapipe.eval_files import read_eval_run
@@ -33,6 +31,7 @@ from lorapipe.outputs import atomic_dir
 from lorapipe.params import PARAMS_FILE, EvalParams, parse_section, parse_yaml, read_params_file
 from lorapipe.prompt import build_prompt
 from lorapipe.reporting.model_card import EXAMPLE_TITLE, BaseModel, BaseOrigin, CardFacts, model_card
+from lorapipe.reporting.summary import read_result
 from lorapipe.training_record import TrainingRecord, load_training_record, training_record_from
 from lorapipe.vcs import file_at, git_commit
 
@@ -42,10 +41,18 @@ PRIVATE_FILES = {"README.md"}
 EXPORT_HINT = f"run the export first ({EXPORT_COMMAND})"
 
 
-def read_yaml(path: Path, hint: str) -> dict:
+def read_json(path: Path, hint: str) -> dict:
+    """A JSON object the pipeline wrote (metrics/base_model.json, download.json), read as JSON, not as YAML
+    1.1 (which reads `5e-05` as a string); else one error line naming the file."""
     if not path.is_file():
         raise UserError(f"{path}: not found; {hint}")
-    return yaml.safe_load(path.read_text()) or {}
+    try:
+        data = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as err:
+        raise UserError(f"{path}: not valid JSON ({str(err)[:200] or 'nested too deeply'})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def model_files(folder: Path, hint: str) -> list[Path]:
@@ -149,7 +156,7 @@ def main() -> None:
     params = read_params_file()
     trained = load_training_record(TRAINED)
     self_contained = args.merged or trained.lora.method == "full"  # a fully tuned model needs no base to load
-    origin = BaseOrigin.from_record(read_yaml(BASE_MODEL_JSON, "run the pipeline first (dvc repro)"))
+    origin = BaseOrigin.from_record(read_json(BASE_MODEL_JSON, "run the pipeline first (dvc repro)"))
     base = base_reference(args.base_model, origin)
     if base is None and not self_contained:
         raise UserError(
@@ -169,8 +176,8 @@ def main() -> None:
             decoding=decoding_record(parse_section(EvalParams, params.get("eval", {}))),
             chat_template=bool(tokenizer.chat_template),
             prompt_example=build_prompt(tokenizer, EXAMPLE_TITLE),
-            download=read_yaml(DOWNLOAD_JSON, "run the pipeline first (dvc repro)"),
-            scores=read_yaml(EVAL_JSON, "run the evaluate stage first (dvc repro)"),
+            download=read_json(DOWNLOAD_JSON, "run the pipeline first (dvc repro)"),
+            scores=read_result(EVAL_JSON),
             trained_at=trained_at(trained, read_eval_run().get("experiment")),
             license=args.license,
             gguf_files=[f.name for f in files if f.suffix == ".gguf"],

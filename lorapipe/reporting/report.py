@@ -27,6 +27,7 @@ from pathlib import Path
 
 from lorapipe.artifacts import EVAL_JSON, EVAL_SAMPLES, EVAL_SCORES
 from lorapipe.cli import run_cli
+from lorapipe.credentials import redact, url_credentials
 from lorapipe.eval_files import has_health, read_eval_run, read_samples, read_scores
 from lorapipe.reporting.charts import LOSS_LOGS, loss_spec, png, scores_spec
 from lorapipe.reporting.compare import HEADLINE, HEALTH, METRICS, pair_up, run_vs_run, tuned_vs_base
@@ -42,9 +43,10 @@ _MARKDOWN = re.compile(r"([\\`*_{}\[\]|~$])")
 # text readable and inert.
 _ACTIONS = re.compile(r"[@#]|(?<=\w)(?=://)|(?i:\bwww)(?=\.)|(?i:\bgh)(?=-\d)")
 ZERO_WIDTH_SPACE = "\u200b"
-# Bidirectional controls (embeddings, overrides, isolates, marks) reorder what a reader sees
-# ("Trojan Source"): each is shown as the replacement character instead.
-_BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# Characters shown as the replacement character instead: bidirectional controls (embeddings, overrides,
+# isolates, marks), which reorder what a reader sees ("Trojan Source"), and control characters (C0 but tab
+# and newline, DEL, C1: a NUL a model wrote), which a file or page must not hold as they are.
+_UNSHOWN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 # train.json's quality figures; every other train.json key is speed, memory or size.
 TRAINING_QUALITY = {"train_loss", "val_loss", "val_perplexity"}
 # Why a speed change is no verdict: the two revisions ran on whatever machine was free, at whatever load.
@@ -64,9 +66,11 @@ IMAGE_MISSING = (
 )
 
 
-def without_bidi(text: str) -> str:
-    """`text` with every bidirectional control replaced by U+FFFD, so it reads in the order it is stored."""
-    return _BIDI_CONTROLS.sub("\ufffd", text)
+def visible_text(text: str) -> str:
+    """`text` as the report, its job summary and the results page show it: credentials redacted
+    (lorapipe.credentials.redact), each bidirectional or control character replaced by U+FFFD, so it
+    reads in the order it is stored and nothing in it is invisible."""
+    return _UNSHOWN.sub("\ufffd", redact(text))
 
 
 def shorten(text: str, limit: int = 400) -> str:
@@ -76,8 +80,8 @@ def shorten(text: str, limit: int = 400) -> str:
 
 def escape_cell(text: str, limit: int = 400) -> str:
     """Text safe inside a markdown table cell: no HTML, markdown, math, links, mentions, references,
-    bidirectional controls or row breaks."""
-    text = _ACTIONS.sub(lambda m: m.group(0) + ZERO_WIDTH_SPACE, without_bidi(shorten(text, limit)))  # before `&#x27;`
+    credentials, bidirectional or control characters, or row breaks."""
+    text = _ACTIONS.sub(lambda m: m.group(0) + ZERO_WIDTH_SPACE, shorten(visible_text(text), limit))  # before `&#x27;`
     text = html.escape(text, quote=True)
     text = _MARKDOWN.sub(r"\\\1", text)
     return " ".join(text.split())  # newlines would end the table row
@@ -85,7 +89,7 @@ def escape_cell(text: str, limit: int = 400) -> str:
 
 def code(text: str, limit: int = 60) -> str:
     """`text` as an inline code span: shown verbatim, so nothing in it renders or notifies."""
-    return "`" + " ".join(without_bidi(shorten(text, limit)).replace("`", "'").split()) + "`"
+    return "`" + " ".join(shorten(visible_text(text), limit).replace("`", "'").split()) + "`"
 
 
 def rev_label(rev: str) -> str:
@@ -267,7 +271,8 @@ def heading(base: str) -> str:
     label = code(rev_label(base)) + ("" if rev_label(base) == sha else f" ({sha})")
     lines = [f"## lorapipe report: {head} vs {label}\n"]
     url = str(eval_run.get("mlflow_run_url") or "")
-    if re.fullmatch(r"https?://[\w.:/#%?=&+~-]+", url):  # a plain link: nothing in it can break out
+    # A plain link, nothing in it can break out, and no credential in it
+    if re.fullmatch(r"https?://[\w.:/#%?=&+~-]+", url) and not url_credentials(url):
         lines.append(f"[MLflow run]({url})\n")
     elif eval_run.get("mlflow_run_id"):
         lines.append(f"MLflow run {code(str(eval_run['mlflow_run_id']), 40)} (in a local store)\n")

@@ -25,7 +25,7 @@ from lorapipe.outputs import atomic_path
 from lorapipe.params import flatten
 from lorapipe.reporting.charts import scores_spec, svg
 from lorapipe.reporting.compare import HEALTH, METRICS, Change, run_vs_run
-from lorapipe.reporting.report import SAMPLE_COLUMNS, bar_scores, rev_label, sample_texts, shorten, without_bidi
+from lorapipe.reporting.report import SAMPLE_COLUMNS, bar_scores, rev_label, sample_texts, shorten, visible_text
 from lorapipe.reporting.scores_table import HEALTH_NOTE, ScoreRow, html_cell, score_rows
 from lorapipe.reporting.study_sections import html_table, study_sections
 from lorapipe.vcs import dvc_json
@@ -107,7 +107,7 @@ def cell(value: Any) -> str:
         return f'<td class="num">{value:.4g}</td>'
     if isinstance(value, int) and not isinstance(value, bool):
         return f'<td class="num">{value}</td>'
-    return f"<td>{html.escape(without_bidi(shorten('—' if value is None else str(value))))}</td>"
+    return f"<td>{html.escape(shorten(visible_text('—' if value is None else str(value))))}</td>"
 
 
 def experiments_table(rows: list[dict]) -> str:

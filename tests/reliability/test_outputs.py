@@ -80,18 +80,6 @@ def test_a_dead_writers_temp_folder_is_swept_and_a_live_ones_kept(tmp_path):
     assert (tmp_path / "tokenized/train.parquet").read_text() == "whole"
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 256 KiB tmpfs: a real device that fills up (ENOSPC). Mounting needs root (CAP_SYS_ADMIN)."""
-    disk = tmp_path / "small-disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"a full disk needs a small tmpfs, and mount refused: {mounted.stderr.decode().strip()}")
-    yield disk
-    subprocess.run(["umount", str(disk)], check=True)
-
-
 def test_a_full_disk_is_one_line_naming_the_output_and_keeps_the_previous_one(tmp_path, small_disk):
     (tmp_path / "data").mkdir()
     write_params(tmp_path)

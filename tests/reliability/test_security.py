@@ -297,3 +297,20 @@ def test_ordinary_text_keeps_its_token_ids(name, request):
     assert mixed[:1] + mixed[2:] == expected
     assert encode_prompts(tokenizer, titles) == expected
     assert encode_texts(tokenizer, titles) == [tokenizer(t, add_special_tokens=False)["input_ids"] for t in titles]
+
+
+def test_query_tokens_session_ids_and_signatures_are_redacted_wherever_a_url_is_quoted():
+    """Also where a library quotes a URL without its scheme (urllib3: `Max retries exceeded with url:
+    /?token=...`) and in `;jsessionid=` path parameters; the parts our own messages name stay readable."""
+    from lorapipe.credentials import redact, url_credentials
+
+    secret = "Secret" * 4  # built at run time
+    for name in ("token", "access_token", "api_key", "key", "sig", "X-Amz-Signature", "sessionid", "session_id"):
+        quoted = f"failed with url: /api/runs?{name}={secret}&page=2 (Caused by ...)"
+        assert secret not in redact(quoted) and "page=2" in redact(quoted), name
+        assert url_credentials(f"https://host/f.zip?{name}={secret}") == [f"?{name}="], name
+        assert secret not in redact(f"https://host/f.zip?{name}={secret}")
+    assert url_credentials(f"https://host/app;jsessionid={secret}/f.zip") == [";jsessionid="]
+    assert secret not in redact(f"see https://host/app;jsessionid={secret}/f.zip or /app;JSESSIONID={secret}")
+    named = "data.url holds credentials (user:password@, ?token=, ;jsessionid=)"
+    assert redact(named) == named
