@@ -143,7 +143,7 @@ def setup(args: argparse.Namespace, params: StageParams, world: World) -> Setup:
     inputs = {**code_files(Path(__file__)), **files_of(args.tokenized, "data"), **files_of(args.model, "base")}
     training_fingerprint = fingerprint(params.train, params.lora, params.quant, versions, files=inputs)
     checkpoints = checkpoint_folder(args.checkpoints, training_fingerprint, params.ops.keep_runs)
-    mirror = CheckpointMirror.from_setting(params.ops.checkpoint_mirror) if world.main else None
+    mirror = CheckpointMirror.from_setting(params.ops.checkpoint_mirror, {"versions": versions}) if world.main else None
     if mirror and not list_checkpoints(checkpoints):
         mirror.restore(checkpoints)  # a new machine: go on from the last mirrored checkpoint
     # A resumed run keeps the dtype it started in (a T4's fp16 run resumed on an L4 stays fp16).
