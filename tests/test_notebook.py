@@ -207,5 +207,5 @@ def test_every_cell_runs_twice_and_the_pull_request_branch_holds_the_real_run(tm
     assert experiments == [f"refs/exps/{tip[:2]}/{tip[2:]}/lora.r=8"]  # based on the branch's tip
     assert yaml.safe_load(sh(origin, "git", "show", f"{experiments[0]}:params.yaml").stdout)["lora"]["r"] == 8
     installs = (tmp_path / "pip.log").read_text().splitlines()
-    assert installs == [" ".join(args) for args in pip_installs()] * 2
+    assert installs == [" ".join(["install", *args]) for args in pip_installs()] * 2
     assert sh(content / "lorapipe", "git", "status", "--porcelain").stdout == ""
