@@ -22,6 +22,7 @@ from tests.workspace import (
     ROOT,
     S3_KEY_ID,
     S3_SECRET,
+    SHORT_JOB,
     assert_one_line_error,
     child_env,
     commit,
@@ -219,17 +220,13 @@ def test_a_preempted_job_resumes_on_a_new_vm_and_lands_its_branch_and_experiment
     assert sh(origin, "git", "grep", "-F", S3_SECRET, "results/sky/r8", check=False).returncode == 1
 
 
-# The relaunch test's jobs: 4 training steps, the rest as above.
-RELAUNCH = {**SECTIONS, "train": {**SECTIONS["train"], "max_steps": 4}, "ops": {"save_every": 2}}
-
-
 @pytest.mark.slow
 def test_a_job_relaunched_after_a_fix_lands_the_fixed_codes_results(tmp_path, tiny_model_dir, s3_endpoint):
     """Launch a sweep's job; fix the code on main; relaunch the same job. Its branch holds the old commit's run,
     which the job does not continue: it starts a branch of its own, says so in one line, re-runs what the fix
     changed (the other stages come from the run-cache), and its experiment holds the fixed code's results."""
     origin = tmp_path / "origin.git"
-    laptop = pushed_to_origin(tmp_path / "laptop", origin, tiny_model_dir, RELAUNCH)
+    laptop = pushed_to_origin(tmp_path / "laptop", origin, tiny_model_dir, SHORT_JOB)
     job = {"RESULTS_BRANCH": "results/sky/lora.r=8", "EXPERIMENT": "lora.r=8", "SETS": "lora.r=8"}  # as sweep.py sends
     first, env = new_vm(tmp_path, origin, "vm-a", s3_endpoint, **job)
     assert "results go to results/sky/lora.r=8, a new branch" in sh(first, "bash", "cloud/job.sh", env=env).stdout

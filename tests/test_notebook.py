@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.workspace import ROOT, S3_KEY_ID, S3_SECRET, pushed_to_origin, sh, user_machine_env
+from tests.workspace import ROOT, S3_KEY_ID, S3_SECRET, SHORT_JOB, pushed_to_origin, sh, user_machine_env
 
 NOTEBOOK = ROOT / "notebooks/colab.ipynb"
 COLAB_FREEZE = ROOT / "tests/data/colab-2026.08-pip-freeze-gpu.txt"  # its first lines say where it is from
@@ -144,16 +144,6 @@ def test_the_notebooks_install_resolves_on_colabs_packages_keeping_its_torch_num
     assert {"transformers", "peft", "dvc", "mlflow", "bitsandbytes"} <= resolved.keys() & pinned.keys()
 
 
-# The notebook's run on the tiny Llama: 4 training steps, a checkpoint every 2 (mirrored), 4 samples decoded.
-NOTEBOOK_RUN = {
-    "sample": {"size": 300},
-    "tokenize": {"seq_len": 256},
-    "train": {"max_steps": 4, "micro_batch": 2, "grad_accum": 2, "lr": 0.002, "eval_every": 100},
-    "ops": {"save_every": 2},
-    "eval": {"max_samples": 4, "batch_size": 4, "max_new_tokens": 8},
-}
-
-
 @pytest.mark.slow
 def test_every_cell_runs_twice_and_the_pull_request_branch_holds_the_real_run(tmp_path, tiny_model_dir, s3_endpoint):
     """All cells twice in one runtime (the folder it started in, the clone, `%cd`), with the experiment cell on:
@@ -163,7 +153,7 @@ def test_every_cell_runs_twice_and_the_pull_request_branch_holds_the_real_run(tm
     that reads Colab's secrets is played by one that points the same variables at them, and `pip` only
     records what it was asked (the resolution test above resolves it)."""
     origin = tmp_path / "origin.git"
-    pushed_to_origin(tmp_path / "laptop", origin, tiny_model_dir, NOTEBOOK_RUN)
+    pushed_to_origin(tmp_path / "laptop", origin, tiny_model_dir, SHORT_JOB)
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin/pip").write_text(f'#!/bin/sh\necho "$*" >> {tmp_path / "pip.log"}\n')
     (tmp_path / "bin/pip").chmod(0o755)
