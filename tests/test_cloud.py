@@ -144,13 +144,7 @@ def test_names_carry_the_whole_assignments_and_stay_apart():
 
 # The shared trained workspace's training (tests/workspace.py TUNED) on the tiny Llama: 24 steps, a checkpoint
 # every 6, so the mirror holds one well before training ends; the rest as short as test_results_flow's.
-SECTIONS = {
-    "sample": {"size": 300},
-    "tokenize": {"seq_len": 256},
-    "train": {"max_steps": 24, "micro_batch": 2, "grad_accum": 2, "lr": 0.002, "eval_every": 100},
-    "ops": {"save_every": 6},
-    "eval": {"max_samples": 4, "batch_size": 4, "max_new_tokens": 8},
-}
+SECTIONS = {**SHORT_JOB, "train": {**SHORT_JOB["train"], "max_steps": 24}, "ops": {"save_every": 6}}
 GITHUB_TOKEN = "ghs_" + "testonly" * 4  # built at run time: no token-shaped string in a tracked file
 
 
