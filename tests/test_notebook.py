@@ -154,6 +154,7 @@ def test_every_cell_runs_twice_and_the_pull_request_branch_holds_the_real_run(tm
     records what it was asked (the resolution test above resolves it)."""
     origin = tmp_path / "origin.git"
     pushed_to_origin(tmp_path / "laptop", origin, tiny_model_dir, SHORT_JOB)
+    sh(origin, "git", "symbolic-ref", "HEAD", "refs/heads/main")  # GitHub's default branch: what a clone checks out
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin/pip").write_text(f'#!/bin/sh\necho "$*" >> {tmp_path / "pip.log"}\n')
     (tmp_path / "bin/pip").chmod(0o755)
@@ -198,4 +199,4 @@ def test_every_cell_runs_twice_and_the_pull_request_branch_holds_the_real_run(tm
     assert yaml.safe_load(sh(origin, "git", "show", f"{experiments[0]}:params.yaml").stdout)["lora"]["r"] == 8
     installs = (tmp_path / "pip.log").read_text().splitlines()
     assert installs == [" ".join(["install", *args]) for args in pip_installs()] * 2
-    assert sh(content / "lorapipe", "git", "status", "--porcelain").stdout == ""
+    assert sh(content / "lorapipe", "git", "status", "--porcelain", "params.yaml", "dvc.lock", "metrics").stdout == ""
