@@ -156,6 +156,7 @@ def test_a_restore_that_finds_nothing_says_why_in_one_line(tmp_path, s3_endpoint
         "5.24.0 here)": bucket_holding(s3_endpoint, f"{tmp_path.name}-other", other_run),
         "restore failed (the bucket is unreachable: ": unreachable,
     }
+    caplog.set_level("INFO", logger="lorapipe")
     for why, mirror in cases.items():
         mirror.identity = ours
         caplog.clear()
