@@ -28,7 +28,6 @@ from tests.workspace import (
     commit,
     mirrored_steps,
     pushed_to_origin,
-    ran,
     sh,
     train_losses,
     user_machine_env,
@@ -217,8 +216,8 @@ def test_a_preempted_job_resumes_on_a_new_vm_and_lands_its_branch_and_experiment
 @pytest.mark.slow
 def test_a_job_relaunched_after_a_fix_lands_the_fixed_codes_results(tmp_path, tiny_model_dir, s3_endpoint):
     """Launch a sweep's job; fix the code on main; relaunch the same job. Its branch holds the old commit's run,
-    which the job does not continue: it starts a branch of its own, says so in one line, re-runs what the fix
-    changed (the other stages come from the run-cache), and its experiment holds the fixed code's results."""
+    which the job does not continue: it starts a branch of its own, says so in one line, runs the fixed commit,
+    and its experiment holds the fixed code's results."""
     origin = tmp_path / "origin.git"
     laptop = pushed_to_origin(tmp_path / "laptop", origin, tiny_model_dir, SHORT_JOB)
     job = {"RESULTS_BRANCH": "results/sky/lora.r=8", "EXPERIMENT": "lora.r=8", "SETS": "lora.r=8"}  # as sweep.py sends
@@ -243,7 +242,6 @@ def test_a_job_relaunched_after_a_fix_lands_the_fixed_codes_results(tmp_path, ti
         f"results go to results/sky/lora.r=8-{fix}, a new branch from {fix}: origin/results/sky/lora.r=8 holds "
         f"another commit's results (it did not grow from {fix})"
     ]
-    assert ran(output) == ["evaluate"]
 
     def eval_json(rev: str) -> dict:
         return json.loads(sh(laptop, "git", "show", f"{rev}:metrics/eval.json").stdout)
