@@ -107,6 +107,7 @@ lock: $(VENV)/.installed $(SKY_VENV)/.installed
 	{ echo "# Tested versions of every package (pip freeze of a fresh .venv, torch excluded so Colab keeps its own)."; \
 	  echo "# Regenerate with 'make lock'."; \
 	  $(BIN)/pip freeze | grep -viE '^(torch|lorapipe|-e |nvidia-|triton)'; } > constraints.txt
+	$(BIN)/python scripts/colab_constraints.py > constraints-colab.txt
 	{ echo "# Tested versions of the cloud launcher's venv (make sky): SkyPilot and what it needs."; \
 	  echo "# Regenerate with 'make lock'."; \
 	  $(SKY_BIN)/pip freeze; } > constraints-cloud.txt

@@ -80,7 +80,7 @@ class Describer:
             raise UserError(f"{base}: not found; run `make demo` (or `dvc repro base_model`) first")
         trained = load_training_record(folder)
         device = pick_device()
-        dtype = pick_dtype("auto", device)
+        dtype = pick_dtype("auto", device, "decode")
         self.tokenizer = load_tokenizer(base)
         self.prompt_tokens = prompt_tokens
         log.info(f"app: loading {base} and {folder} on {device.type}")

@@ -49,7 +49,7 @@ def main() -> None:
     from peft import PeftModel
 
     device = pick_device()
-    dtype = pick_dtype("auto", device)
+    dtype = pick_dtype("auto", device, "decode")
     tokenizer = load_tokenizer(args.model)
     titles = read_text_table(args.test)["title"].to_pylist()[: args.prompts]
     prompts = encode_prompts(tokenizer, titles)

@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--no-checkpointing", action="store_true", help="ours without gradient checkpointing")
     args = parser.parse_args()
     device = pick_device()
-    dtype = pick_dtype("auto", device, training=True)
+    dtype = pick_dtype("auto", device, "train")
     tokenizer = load_tokenizer(args.model)
     rows, val = read_rows(args.tokenized / "train.parquet"), read_rows(args.tokenized / "val.parquet")
     amp = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype != torch.float32 else nullcontext

@@ -12,21 +12,20 @@ branch=${RESULTS_BRANCH:?set RESULTS_BRANCH (cloud/train.yaml sets it)}
 experiment=${EXPERIMENT:?set EXPERIMENT (cloud/train.yaml sets it)}
 launched=$(git rev-parse HEAD)  # the commit launched from: every sweep job's experiment is based on it
 
-# A VM that replaces a reclaimed one: go on from what the lost one pushed to the branch.
-if git fetch -q origin "$branch" 2>/dev/null; then
-  git checkout -q -B "$branch" FETCH_HEAD
-  echo "going on from origin/$branch"
-fi
+# A VM that replaces a reclaimed one goes on from what the lost one pushed to the branch; a job
+# relaunched from another commit (a fix) starts a branch of its own (scripts/results_branch.sh).
+bash scripts/results_branch.sh "$branch" "$launched"
+branch=$(git branch --show-current)
 python -m lorapipe.git_identity
 python scripts/remote.py --default ${S3_ENDPOINT:+--endpoint "$S3_ENDPOINT"}
 if [ -n "${DAGSHUB_USER:-}" ] && [ -z "${MLFLOW_TRACKING_URI:-}" ]; then  # as the notebook does
-  export MLFLOW_TRACKING_URI="https://dagshub.com/$DAGSHUB_USER/$DAGSHUB_REPO.mlflow"
-  export MLFLOW_TRACKING_USERNAME=$DAGSHUB_USER MLFLOW_TRACKING_PASSWORD=${DAGSHUB_TOKEN:-}
+  # The DagsHub client checks the token (a refused one stops here, in one line) and MLflow's variables follow.
+  mlflow_env=$(python -m lorapipe.dagshub_login) && eval "$mlflow_env"
 fi
 
 # The colab profile mirrors each checkpoint to the remote's bucket; SETS are this run's params.
-sets=()
-for assignment in ${SETS:-}; do sets+=(--set "$assignment"); done
+# SETS is read by lorapipe.profiles.split_sets, as scripts/sweep.py checked it before launching.
+sets=(--sets "${SETS:-}")
 gpus=${SKYPILOT_NUM_GPUS_PER_NODE:-1}  # SkyPilot's: the GPUs this VM was given
 if [ "$gpus" -gt 1 ]; then sets+=(--set "train.processes=$gpus"); fi
 python -m lorapipe.profiles colab "${sets[@]}"

@@ -115,7 +115,10 @@ class TrainState:
     # resumed run reports what its steps cost, not what its last session did.
     train_seconds: float = 0.0
     peak_memory_mb: float = 0.0  # the highest of those processes' peaks
-    sessions: int = 0  # processes that trained steps: 1 + the resumes
+    dtype: str = ""  # what the run computes in (fp16, bf16, fp32), resolved at its start and kept on resume
+    # One per process that trained steps (the first and each resume): its device, dtype and torch threads,
+    # which all change the numbers (the same batch's loss differs in the 5th digit with 1 or 2 threads).
+    sessions: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def val_loss(self) -> float:
@@ -132,7 +135,7 @@ class TrainState:
             "val_perplexity": round(math.exp(self.val_loss), 3) if self.val_history else None,
             "tokens": self.tokens,
             # Speed, time and memory depend on the machine and its load. They cover the processes that
-            # trained this run's steps (`sessions`: 1 + the resumes), not only this one.
+            # trained this run's steps (`sessions`: the first and each resume), not only this one.
             "tokens_per_s": round(self.tokens / max(self.train_seconds, 1e-9), 1),
             "train_seconds": round(self.train_seconds, 1),
             "sessions": self.sessions,
@@ -150,8 +153,13 @@ def save_checkpoint(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     state: TrainState,
     keep: int,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> Path:
-    """Write `folder/step-NNNNNN` atomically and drop all but the newest `keep` checkpoints."""
+    """Write `folder/step-NNNNNN` atomically and drop all but the newest `keep` checkpoints.
+
+    With fp16, the gradient scaler's state (its loss scale, lowered at each overflow, and the steps since)
+    is saved too: a resume that restarted at the initial scale would skip other steps than the
+    uninterrupted run."""
     target = folder / checkpoint_name(state.step)
     with atomic_dir(target) as tmp:
         if isinstance(model, PeftModel):
@@ -161,8 +169,10 @@ def save_checkpoint(
         rng = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
+        scaling = scaler.state_dict() if scaler is not None and scaler.is_enabled() else {}
         torch.save(
-            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng}, tmp / OPTIMIZER_FILE
+            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng, "scaler": scaling},
+            tmp / OPTIMIZER_FILE,
         )
         (tmp / STATE_FILE).write_text(json.dumps(state.__dict__))
     for old in list_checkpoints(folder)[keep:]:
@@ -177,6 +187,19 @@ def list_checkpoints(folder: Path) -> list[Path]:
     return sorted((p for p in folder.glob("step-*") if p.is_dir()), reverse=True)
 
 
+def resumable_state(folder: Path, fingerprint: str, total_steps: int) -> TrainState | None:
+    """The state of the checkpoint this run would resume (its newest readable one, unless the run finished),
+    read without loading any weights: what a resume must know before the model loads, such as its dtype."""
+    for ckpt in list_checkpoints(folder):
+        try:
+            state = TrainState(**json.loads((ckpt / STATE_FILE).read_text()))
+        except Exception:  # damaged: resume_checkpoint falls back past it too
+            continue
+        if state.fingerprint == fingerprint:
+            return state if state.step < total_steps else None
+    return None
+
+
 def resume_checkpoint(
     folder: Path,
     model: torch.nn.Module,
@@ -184,6 +207,7 @@ def resume_checkpoint(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     fingerprint: str,
     total_steps: int,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> TrainState | None:
     """Load the newest usable checkpoint of this interrupted run into model/optimizer; None to start fresh.
 
@@ -214,6 +238,8 @@ def resume_checkpoint(
             continue
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
+        if scaler is not None and saved.get("scaler"):
+            scaler.load_state_dict(saved["scaler"])
         torch.set_rng_state(saved["rng"]["cpu"])
         if "cuda" in saved["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(saved["rng"]["cuda"])

@@ -95,7 +95,7 @@ def load_eval_inputs(test: Path, model_dir: Path, params: EvalParams, tok_params
     titles, references = select_samples(test, params.max_samples, params.seed)
     torch.manual_seed(params.seed)
     device = pick_device()
-    dtype = pick_dtype("auto", device)
+    dtype = pick_dtype("auto", device, "decode")
     tokenizer = load_tokenizer(model_dir)
     prompts, prompt_ids = eval_prompts(tokenizer, titles, tok_params.prompt_tokens)
     return EvalInputs(titles, references, prompts, prompt_ids, tokenizer, device, dtype)

@@ -4,13 +4,16 @@ A Colab VM that disconnects (or a spot instance, or a rebuilt runner) takes mode
 with it. With `ops.checkpoint_mirror` set, every checkpoint is uploaded in the background while
 training goes on, to `<prefix>/checkpoints/<run>/step-N/`, and `<run>/LATEST` is written last,
 so it only ever names a complete upload. A machine with no local checkpoint of the run
-downloads the one LATEST names before training starts. `remote` means the DVC default
+downloads the one LATEST names before training starts; finding none, it says why in one line (nothing
+mirrored yet; the mirror holds only other runs, naming the library versions that differ when they do;
+the bucket unreachable): training then starts at step 0. `remote` means the DVC default
 remote's bucket, endpoint and credentials (DagsHub's S3 endpoint included); an `s3://` URL takes
 the usual AWS_* environment variables. Mirroring is best effort: a failure warns once.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -22,6 +25,7 @@ from lorapipe.credentials import redact
 from lorapipe.outputs import atomic_dir
 
 LATEST = "LATEST"
+IDENTITY = "IDENTITY.json"  # beside LATEST: what of a run's identity can be named (library versions)
 MAX_LATEST_BYTES = 64  # far more than a checkpoint name; a hostile LATEST is not read whole
 
 
@@ -67,12 +71,13 @@ def dvc_remote_s3() -> tuple[str, dict[str, Any]]:
 class CheckpointMirror:
     """Uploads checkpoints one at a time in a background thread; restores the newest."""
 
-    def __init__(self, url: str, **client: Any) -> None:
+    def __init__(self, url: str, identity: dict[str, Any] | None = None, **client: Any) -> None:
         import boto3
         from botocore.config import Config
 
         bucket, _, prefix = url.removeprefix("s3://").partition("/")
         self.url, self.bucket, self.prefix = url, bucket, prefix.strip("/")
+        self.identity = identity or {}  # this run's nameable identity ({"versions": ...}), uploaded with it
         # A mirror that is down must fail fast: the next save waits for the previous upload.
         config = Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 2})
         self._s3 = boto3.client("s3", config=config, **{k: v for k, v in client.items() if v})
@@ -81,14 +86,14 @@ class CheckpointMirror:
         self.uploads, self.waited_s = 0, 0.0  # how long training stood still for the mirror
 
     @classmethod
-    def from_setting(cls, setting: str) -> CheckpointMirror | None:
+    def from_setting(cls, setting: str, identity: dict[str, Any] | None = None) -> CheckpointMirror | None:
         """`ops.checkpoint_mirror`: '' (none), 'remote' or an s3:// URL."""
         if not setting:
             return None
         if setting == "remote":
             url, client = dvc_remote_s3()
-            return cls(url, **client)
-        return cls(setting)
+            return cls(url, identity, **client)
+        return cls(setting, identity)
 
     def _key(self, fingerprint: str, *parts: str) -> str:
         return "/".join(filter(None, [self.prefix, "checkpoints", fingerprint, *parts]))
@@ -112,8 +117,10 @@ class CheckpointMirror:
         try:
             for f in sorted(checkpoint.iterdir()):
                 self._s3.upload_file(str(f), self.bucket, self._key(fingerprint, checkpoint.name, f.name))
+            identity = json.dumps(self.identity).encode()
+            self._s3.put_object(Bucket=self.bucket, Key=self._key(fingerprint, IDENTITY), Body=identity)
             self._s3.put_object(Bucket=self.bucket, Key=self._key(fingerprint, LATEST), Body=checkpoint.name.encode())
-            keep = (self._key(fingerprint, checkpoint.name) + "/", self._key(fingerprint, LATEST))
+            keep = tuple(self._key(fingerprint, name) for name in (checkpoint.name + "/", LATEST, IDENTITY))
             stale = [k for k in self._keys(self._key(fingerprint) + "/") if not k.startswith(keep)]
             for i in range(0, len(stale), 1000):
                 objects = [{"Key": k} for k in stale[i : i + 1000]]
@@ -122,8 +129,7 @@ class CheckpointMirror:
             self._warn(f"upload of {checkpoint.name}", err)
 
     def _keys(self, prefix: str) -> list[str]:
-        pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
-        return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+        return [obj["Key"] for obj in self._objects(prefix)]
 
     def restore(self, folder: Path) -> bool:
         """Download the run's mirrored newest checkpoint into `folder` (`models/checkpoints/<run>`).
@@ -148,18 +154,55 @@ class CheckpointMirror:
                     self._s3.download_file(self.bucket, key, str(tmp / name))
         except ClientError as err:
             if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return False  # nothing mirrored for this run yet
+                why = self._why_none()
+                log.info(f"train: no checkpoint of this run in {redact(self.url)}: {why}; training starts at step 0")
+                return False
+            self._warn("restore", err, "the bucket is unreachable")
+            return False
+        except RefusedObject as err:
             self._warn("restore", err)
             return False
-        except Exception as err:
-            self._warn("restore", err)
+        except Exception as err:  # botocore's connection errors, a timeout
+            self._warn("restore", err, "the bucket is unreachable")
             return False
         log.info(f"train: restored checkpoint {latest} of this run from {redact(self.url)}")
         return True
 
-    def _warn(self, what: str, err: Exception) -> None:
+    def _why_none(self) -> str:
+        """Why the bucket holds no checkpoint of this run: nothing mirrored yet, or only other runs' (naming the
+        library versions that differ from the newest one's, which a new release between two machines changes)."""
+        try:
+            latest = [o for o in self._objects(self._key("") + "/") if o["Key"].endswith("/" + LATEST)]
+        except Exception as err:
+            return f"its listing failed ({(str(err).splitlines() or [type(err).__name__])[0][:200]})"
+        if not latest:
+            return "nothing is mirrored there yet"
+        newest = max(latest, key=lambda o: o["LastModified"])["Key"].removesuffix("/" + LATEST)
+        try:
+            theirs = json.loads(self._s3.get_object(Bucket=self.bucket, Key=f"{newest}/{IDENTITY}")["Body"].read(4096))
+            theirs = theirs.get("versions") or {}
+        except Exception:  # a run mirrored before IDENTITY was
+            theirs = {}
+        changed = [
+            f"{name} {theirs.get(name) or 'none'} there, {version or 'none'} here"
+            for name, version in self.identity.get("versions", {}).items()
+            if name in theirs and theirs[name] != version
+        ]
+        others = f"it holds {len(latest)} other run(s)"
+        if changed:
+            return f"{others}; the newest was trained with other library versions ({', '.join(changed)})"
+        return f"{others} (other code, data, base model, train/lora/quant params or library versions)"
+
+    def _objects(self, prefix: str) -> list[dict[str, Any]]:
+        pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return [obj for page in pages for obj in page.get("Contents", [])]
+
+    def _warn(self, what: str, err: Exception, meaning: str = "") -> None:
         if not self._warned:
             # Redacted before it is cut: a cut could leave a URL's user:pass without the @ that marks it.
             reason = (redact(str(err)).splitlines() or [type(err).__name__])[0][:200]
-            log.warning(f"warning: checkpoint mirror {redact(self.url)}: {what} failed ({reason}); training goes on")
+            said = f"{meaning}: " if meaning else ""
+            start = "; nothing restored, this run starts at step 0" if what == "restore" else ""
+            where = redact(self.url)
+            log.warning(f"warning: checkpoint mirror {where}: {what} failed ({said}{reason}){start}; training goes on")
             self._warned = True

@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 import os
 import resource
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedTokenizerBase
 
-from lorapipe.cli import UserError
+from lorapipe.cli import UserError, log
 from lorapipe.params import PARAMS_FILE, LoraParams, QuantParams
 
 
@@ -19,17 +20,82 @@ def pick_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
-def pick_dtype(precision: str, device: torch.device, training: bool = False) -> torch.dtype:
-    """`auto`: bf16 where the GPU has it, fp16 on older GPUs (a T4 has no bf16). On the CPU, fp32,
-    except for training on a CPU that computes bf16 natively (AVX512-BF16 or AMX: oneDNN's bf16
-    matmuls take 6-8 s a demo step instead of ~12 s). Decoding stays fp32 on the CPU: bf16
-    rounding makes a title decoded alone (the app, the published card) differ from the same
-    title in evaluate's padded batch, and those must read alike."""
-    if precision != "auto":
-        return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}  # params' names
+NATIVE_BF16 = (8, 0)  # the compute capability from which a GPU computes bf16 natively (Ampere: A100, L4, A10G)
+USES = {"train": "training", "decode": "decoding", "export": "the exported weights"}
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What the dtype decision reads of a device."""
+
+    kind: str  # torch's device type: "cuda" or "cpu"
+    name: str  # "Tesla T4", or "cpu"
+    capability: tuple[int, int] = (0, 0)  # a GPU's compute capability
+    cpu_native_bf16: bool = False  # a CPU with AVX512-BF16 or AMX
+
+    def supports(self, dtype: torch.dtype) -> bool:
+        """Whether it computes `dtype` natively: bf16 on a GPU needs compute capability 8.0 (the CPU runs every
+        dtype, bf16 and fp16 slowly without the instructions)."""
+        return not (self.kind == "cuda" and dtype == torch.bfloat16 and self.capability < NATIVE_BF16)
+
+
+def read_hardware(device: torch.device) -> Hardware:
+    """The device's properties as torch reports them; nothing else here asks torch about the hardware."""
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if training and cpu_has_native_bf16() else torch.float32
+        name = torch.cuda.get_device_name(device)
+        return Hardware("cuda", name, tuple(torch.cuda.get_device_capability(device)))
+    return Hardware("cpu", "cpu", cpu_native_bf16=cpu_has_native_bf16())
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """`torch.float16` -> `fp16`, as params.yaml names it."""
+    return next(name for name, value in DTYPES.items() if value == dtype)
+
+
+def choose_dtype(precision: str, hardware: Hardware, use: str, started_in: str = "") -> tuple[torch.dtype, str]:
+    """The dtype for `use` (USES) on `hardware` and why: the one decision for training, decoding and export.
+
+    `auto`: on a GPU, bf16 from compute capability 8.0 (A100, L4, A10G), fp16 below it (a T4 "supports" bf16
+    only by emulating it, much slower, and bitsandbytes' 4-bit compute has no tensor cores for it). On the
+    CPU, fp32, except for training on a CPU that computes bf16 natively (AVX512-BF16 or AMX: oneDNN's bf16
+    matmuls take 6-8 s a demo step instead of ~12 s) and for export (bf16 halves the file and loads
+    everywhere). Decoding stays fp32 on the CPU: bf16 rounding makes a title decoded alone (the app, the
+    published card) differ from the same title in evaluate's padded batch, and those must read alike.
+    `started_in` (training only): the dtype a resumed run trained in so far, which it keeps where the
+    hardware computes it; elsewhere it is refused in one line.
+    """
+    if started_in:
+        dtype = DTYPES[started_in]
+        if not hardware.supports(dtype):
+            raise UserError(
+                f"train: this run trained in {started_in} so far, which {hardware.name} (compute capability "
+                f"{'.'.join(map(str, hardware.capability))}) does not compute natively: resume it on a GPU of "
+                f"compute capability {'.'.join(map(str, NATIVE_BF16))} or above, or set train.precision to start "
+                "a new run"
+            )
+        return dtype, f"the dtype this run started in, kept on {hardware.name} so the resumed steps compute alike"
+    if precision != "auto":
+        return DTYPES[precision], f"set in {PARAMS_FILE}"
+    if hardware.kind == "cuda":
+        capability = ".".join(map(str, hardware.capability))
+        if hardware.capability >= NATIVE_BF16:
+            return torch.bfloat16, f"{hardware.name} (compute capability {capability}) computes bf16 natively"
+        return torch.float16, f"{hardware.name} (compute capability {capability}) has no native bf16"
+    if use == "export":
+        return torch.bfloat16, "half the size of fp32, and it loads everywhere"
+    if use == "train" and hardware.cpu_native_bf16:
+        return torch.bfloat16, "this CPU computes bf16 natively (AVX512-BF16 or AMX)"
+    if use == "decode":
+        return torch.float32, "a title decodes alone as it does in a batch"
+    return torch.float32, "this CPU has no native bf16"
+
+
+def pick_dtype(precision: str, device: torch.device, use: str, started_in: str = "") -> torch.dtype:
+    """choose_dtype on `device`'s hardware, said in one log line."""
+    dtype, why = choose_dtype(precision, read_hardware(device), use, started_in)
+    log.info(f"precision: {dtype_name(dtype)} for {USES[use]} on {device.type} ({why})")
+    return dtype
 
 
 def cpu_has_native_bf16() -> bool:

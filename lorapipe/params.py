@@ -231,7 +231,7 @@ GGUF_TYPES = ("f32", "f16", "bf16", "q8_0")  # what llama.cpp's Python converter
 
 @dataclass(frozen=True)
 class ExportParams:
-    dtype: str = param(choices=("bf16", "fp16", "fp32"))
+    dtype: str = param(choices=("auto", "bf16", "fp16", "fp32"))
     gguf_types: tuple[str, ...]
 
     def __post_init__(self) -> None:

@@ -2,6 +2,7 @@
 
     python -m lorapipe.profiles offline                 # profiles/offline.yaml -> params.yaml
     python -m lorapipe.profiles colab --set lora.r=8    # and single keys, as `dvc exp run -S` takes them
+    python -m lorapipe.profiles colab --sets "lora.r=8 train.lr=0.0001"   # a cloud job's SETS line
 
 Afterwards `dvc repro` and `dvc exp run -S key=value` start from the merged values;
 `git checkout params.yaml` returns to the real run.
@@ -49,6 +50,12 @@ def apply_profile(overrides: dict[str, Any], params_path: Path) -> list[str]:
     return changed
 
 
+def split_sets(line: str) -> list[str]:
+    """A cloud job's SETS (cloud/train.yaml): its assignments in one line, separated by spaces, as
+    scripts/sweep.py writes them and cloud/job.sh hands them over (`--sets`). A value cannot hold a space."""
+    return line.split()
+
+
 def parse_sets(assignments: list[str]) -> dict[str, dict[str, Any]]:
     """`lora.r=8`-style assignments (as `dvc exp run -S` takes them) -> section -> key -> value."""
     overrides: dict[str, dict[str, Any]] = {}
@@ -65,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("profile", help="name of a file in profiles/, without .yaml")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="(repeatable)")
+    parser.add_argument("--sets", default="", metavar="LINE", help="space-separated assignments: a cloud job's SETS")
     parser.add_argument("--params", type=Path, default=Path(PARAMS_FILE))
     args = parser.parse_args(argv)
     source = PROFILES / f"{args.profile}.yaml"
@@ -74,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     overrides = parse_yaml(source.read_text(encoding="utf-8"), str(source)) or {}
     if not isinstance(overrides, dict):
         raise UserError(f"{source}: expected a mapping of sections (lora, train, ...), got {type(overrides).__name__}")
-    for section, values in parse_sets(args.set).items():
+    for section, values in parse_sets([*split_sets(args.sets), *args.set]).items():
         overrides.setdefault(section, {}).update(values)
     changed = apply_profile(overrides, args.params)
     print(f"applied {source} to {args.params}: {len(changed)} value(s) changed")

@@ -17,7 +17,7 @@ from lorapipe.checkpoints import TrainState, resume_checkpoint, save_checkpoint
 from lorapipe.cli import UserError, log, progress
 from lorapipe.distributed import SINGLE, World, sum_across
 from lorapipe.losses import completion_loss, mean_loss
-from lorapipe.modeling import peak_memory_mb
+from lorapipe.modeling import dtype_name, peak_memory_mb, read_hardware
 from lorapipe.packing import IGNORE, PackedRow, collate
 from lorapipe.params import OpsParams, TrainParams
 
@@ -152,11 +152,18 @@ def _train_loop(model: torch.nn.Module, data: TrainData, config: TrainConfig, ho
     steps = total_steps(len(data.train), params)
     warmup = round(params.warmup_ratio * steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, warmup, params.lr_schedule))
-    state = resume_checkpoint(config.checkpoints, model, optimizer, scheduler, config.fingerprint, steps)
-    state = state or TrainState(fingerprint=config.fingerprint)
-    state.sessions += 1
-    amp = autocast(device, config.dtype)
     scaler = torch.amp.GradScaler(device.type, enabled=config.dtype == torch.float16)
+    state = resume_checkpoint(config.checkpoints, model, optimizer, scheduler, config.fingerprint, steps, scaler)
+    state = state or TrainState(fingerprint=config.fingerprint, dtype=dtype_name(config.dtype))
+    if state.dtype != dtype_name(config.dtype):  # the train stage resolves a resumed run's dtype from its checkpoint
+        raise UserError(
+            f"train: {config.checkpoints} trained in {state.dtype} so far; this process computes in "
+            f"{dtype_name(config.dtype)}, which would change the run midway"
+        )
+    threads = torch.get_num_threads()
+    session = {"device": read_hardware(device).name, "dtype": state.dtype, "threads": threads, "processes": world.size}
+    state.sessions.append(session)
+    amp = autocast(device, config.dtype)
 
     model.train()
     bar = progress(total=steps, initial=state.step, desc="train", unit="step", disable=not world.main)
@@ -197,7 +204,9 @@ def _train_loop(model: torch.nn.Module, data: TrainData, config: TrainConfig, ho
                 hooks.on_step(row)
             if state.step % ops.save_every == 0 or last or stop_now:
                 state.peak_memory_mb = max(state.peak_memory_mb, peak_memory_mb(device))
-                saved = save_checkpoint(config.checkpoints, model, optimizer, scheduler, state, ops.keep_checkpoints)
+                saved = save_checkpoint(
+                    config.checkpoints, model, optimizer, scheduler, state, ops.keep_checkpoints, scaler
+                )
                 if hooks.on_save:
                     hooks.on_save(saved)
         if stop_now:

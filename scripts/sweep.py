@@ -4,8 +4,10 @@
     python scripts/sweep.py -S lora.r=4,8,16,32 -S train.lr=0.0001,0.0002             # launch them
 
 `-S` takes what `dvc exp run -S` takes: a comma list makes one job per value, several `-S` the grid
-of all combinations. Each job ends as a DVC experiment on `origin`, named after its values:
-`dvc exp pull origin` then `dvc exp show` shows them side by side. Needs `sky` on PATH (`make sky`).
+of all combinations. Each job ends as a DVC experiment on `origin` named after its whole assignments
+(`lora.r=8,train.lr=0.0001`), on the branch `results/sky/<that name>`: `dvc exp pull origin` then
+`dvc exp show` shows them side by side. Every combination is checked here as the job will read it
+(its params, its name, the GPU count) before a cost is printed. Needs `sky` on PATH (`make sky`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import yaml
 
 from lorapipe.cli import UserError, run_cli
 from lorapipe.params import PARAMS_FILE
-from lorapipe.profiles import apply_profile, parse_sets
+from lorapipe.profiles import apply_profile, parse_sets, split_sets
 
 TASK = Path("cloud/train.yaml")
 MAX_JOBS = 8  # a sweep larger than this is refused unless --max-jobs says so: each job is hours of GPU
@@ -46,13 +48,47 @@ def grid(sweeps: list[str]) -> list[list[str]]:
 
 
 def experiment_name(assignments: list[str]) -> str:
-    """`lora.r=8 train.lr=0.0001` -> `r8-lr0.0001`: a valid DVC experiment, git branch and SkyPilot job name."""
-    parts = [f"{key.rpartition('.')[2]}{value}" for key, _, value in (a.partition("=") for a in assignments)]
-    return re.sub(r"[^A-Za-z0-9._-]", "_", "-".join(parts)) or "sky"
+    """`lora.r=8 train.lr=0.0001` -> `lora.r=8,train.lr=0.0001`: the whole assignments, so two jobs of other
+    params never share a name (`train.seed=1` and `eval.seed=1` stay apart); `sky` for none."""
+    return ",".join(assignments) or "sky"
 
 
-def check_params(assignments: list[str], gpus: int) -> None:
-    """Each combination must make a valid params.yaml here, not on a VM that is already paid for."""
+def job_name(experiment: str) -> str:
+    """A SkyPilot job name (letters and digits, single separators) that reads like the experiment's."""
+    return "lorapipe-" + re.sub(r"[^A-Za-z0-9]+", "-", experiment).strip("-")
+
+
+def gpu_count(gpus: str | None) -> int:
+    """`--gpus L4:4` -> 4 (`L4` -> 1); a count that is not a whole number of at least 1 is refused."""
+    if not gpus:
+        return 1
+    count = gpus.partition(":")[2] or "1"
+    if not (count.isascii() and count.isdigit() and int(count) >= 1):
+        raise UserError(f"--gpus {gpus}: expected GPU[:COUNT] with COUNT a whole number of at least 1, e.g. L4:4")
+    return int(count)
+
+
+def is_valid_ref(name: str) -> bool:
+    """Whether git takes `name` as a branch name (git check-ref-format --branch)."""
+    return subprocess.run(["git", "check-ref-format", "--branch", name], capture_output=True).returncode == 0
+
+
+def check_job(assignments: list[str], gpus: int, branch_prefix: str) -> None:
+    """Refuse here what the job would fail on after its VM is paid for: a value the job's SETS line cannot
+    carry, a name that is no git branch or DVC experiment, params that do not validate."""
+    if split_sets(" ".join(assignments)) != assignments:
+        spaced = next(a for a in assignments if split_sets(a) != [a])
+        raise UserError(
+            f"-S {spaced}: a value cannot hold a space (the job gets its params as one space-separated line)"
+        )
+    name = experiment_name(assignments)
+    branch = f"{branch_prefix}/{name}"
+    if "/" in name or not is_valid_ref(branch):
+        raise UserError(
+            f"-S {' '.join(assignments)}: the job's experiment and branch are named after its params, and {branch} "
+            "is not a valid git branch or DVC experiment name (no '/', '..', ':', '~', '^', '?', '*', '[', "
+            "a trailing '.lock' or '.'; git check-ref-format)"
+        )
     sets = [*assignments, *([f"train.processes={gpus}"] if gpus > 1 else [])]
     with tempfile.TemporaryDirectory() as folder:
         params = Path(folder, PARAMS_FILE)
@@ -66,7 +102,7 @@ def check_params(assignments: list[str], gpus: int) -> None:
 def launch_command(assignments: list[str], task: dict, gpus: str | None) -> list[str]:
     """`sky jobs launch` for one combination; secrets and unset envs by name: their values stay in this shell."""
     name = experiment_name(assignments)
-    command = ["sky", "jobs", "launch", str(TASK), "-n", f"lorapipe-{name}", "-y", "--detach-run"]
+    command = ["sky", "jobs", "launch", str(TASK), "-n", job_name(name), "-y", "--detach-run"]
     command += ["--env", f"SETS={' '.join(assignments)}", "--env", f"EXPERIMENT={name}"]
     command += ["--env", f"RESULTS_BRANCH={task['envs']['RESULTS_BRANCH']}/{name}"]
     command += [arg for env, value in task["envs"].items() if value is None for arg in ("--env", env)]
@@ -89,10 +125,10 @@ def main(argv: list[str] | None = None) -> None:
             f"the grid makes {len(combinations)} jobs, over the cap of {args.max_jobs}: "
             "drop values, or raise --max-jobs if you mean it"
         )
-    gpus_per_job = int(args.gpus.partition(":")[2] or 1) if args.gpus else 1
-    for assignments in combinations:
-        check_params(assignments, gpus_per_job)
+    gpus_per_job = gpu_count(args.gpus)
     task = yaml.safe_load(TASK.read_text())
+    for assignments in combinations:
+        check_job(assignments, gpus_per_job, task["envs"]["RESULTS_BRANCH"])
     commands = [launch_command(assignments, task, args.gpus) for assignments in combinations]
     for command in commands:
         print(shlex.join(command))

@@ -3,8 +3,8 @@
     python stages/export.py    # after a run: models/base + models/trained -> models/merged, models/gguf
 
 The adapter is merged into the base as training saw it (quantized, then dequantized; see
-`load_tuned_model`) in fp32, then cast to `export.dtype` and saved as safetensors with the
-tokenizer and a generation config holding evaluate's decoding record, so
+`load_tuned_model`) in fp32, then cast to `export.dtype` (`auto`: lorapipe.modeling.choose_dtype) and
+saved as safetensors with the tokenizer and a generation config holding evaluate's decoding record, so
 `AutoModelForCausalLM.from_pretrained("models/merged")` decodes as the evaluate stage did. A fully
 fine-tuned model (lora.method full) has nothing to merge: it is loaded in fp32 and cast the same way.
 llama.cpp's converter then writes the merged model as GGUF (`export.gguf_types`, f16 and q8_0 by
@@ -27,7 +27,7 @@ from lorapipe.artifacts import BASE, EXPORT_JSON, GGUF, MERGED, TRAINED
 from lorapipe.cli import log, run_cli
 from lorapipe.generation import decoding_record
 from lorapipe.gguf_export import converter, write_gguf
-from lorapipe.modeling import load_tokenizer, load_tuned_model, pick_device, pick_dtype
+from lorapipe.modeling import dtype_name, load_tokenizer, load_tuned_model, pick_device, pick_dtype
 from lorapipe.outputs import atomic_dir, write_json
 from lorapipe.params import EvalParams, ExportParams, check_params_unchanged, load_params
 from lorapipe.training_record import load_training_record
@@ -52,7 +52,8 @@ def main() -> None:
     tokenizer = load_tokenizer(args.model)
     # Merge in fp32 and round once, at the end, to the exported dtype.
     model = load_tuned_model(args.model, args.trained, trained.lora.method, trained.quant, torch.float32, device)
-    model = model.to(pick_dtype(params.dtype, device))
+    dtype = pick_dtype(params.dtype, device, "export")
+    model = model.to(dtype)
     model.generation_config = GenerationConfig(
         **decoding_record(decoding),
         bos_token_id=tokenizer.bos_token_id,
@@ -70,9 +71,9 @@ def main() -> None:
             shutil.copyfile(sentencepiece, tmp / sentencepiece.name)
     size = sum(f.stat().st_size for f in args.out.glob("*.safetensors"))
     seconds = time.perf_counter() - started
-    log.info(f"export: {args.out} ({params.dtype}, {size / 2**20:.0f} MiB) in {seconds:.0f} s")
+    log.info(f"export: {args.out} ({dtype_name(dtype)}, {size / 2**20:.0f} MiB) in {seconds:.0f} s")
     metrics = {
-        "dtype": params.dtype,
+        "dtype": dtype_name(dtype),
         "parameters": sum(p.numel() for p in model.parameters()),
         "size_mb": round(size / 2**20, 1),
         "seconds": round(seconds, 1),

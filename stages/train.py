@@ -112,7 +112,14 @@ def setup(args: argparse.Namespace, params: StageParams, world: World) -> Setup:
     """The rows, the base model made trainable, and this run's checkpoint folder and MLflow run."""
     import torch
 
-    from lorapipe.checkpoints import checkpoint_folder, files_of, fingerprint, library_versions, list_checkpoints
+    from lorapipe.checkpoints import (
+        checkpoint_folder,
+        files_of,
+        fingerprint,
+        library_versions,
+        list_checkpoints,
+        resumable_state,
+    )
     from lorapipe.disk_space import check_disk_space
     from lorapipe.mirror import CheckpointMirror
     from lorapipe.modeling import (
@@ -127,14 +134,25 @@ def setup(args: argparse.Namespace, params: StageParams, world: World) -> Setup:
     from lorapipe.packing import read_rows
     from lorapipe.stage_code import code_files
     from lorapipe.tracking import training_tracker
-    from lorapipe.training import TrainConfig, TrainData
+    from lorapipe.training import TrainConfig, TrainData, total_steps
 
     torch.manual_seed(params.train.seed)
     device = pick_device()
-    dtype = pick_dtype(params.train.precision, device, training=True)
     train_rows, val_rows = read_rows(args.tokenized / "train.parquet"), read_rows(args.tokenized / "val.parquet")
     tokenizer = load_tokenizer(args.model)
     check_method_runs_here(params.lora, params.quant, args.model, device)
+
+    # The run's identity: whatever can change its weights. Its checkpoints live in a folder of that name.
+    versions = library_versions()
+    inputs = {**code_files(Path(__file__)), **files_of(args.tokenized, "data"), **files_of(args.model, "base")}
+    training_fingerprint = fingerprint(params.train, params.lora, params.quant, versions, files=inputs)
+    checkpoints = checkpoint_folder(args.checkpoints, training_fingerprint, params.ops.keep_runs)
+    mirror = CheckpointMirror.from_setting(params.ops.checkpoint_mirror, {"versions": versions}) if world.main else None
+    if mirror and not list_checkpoints(checkpoints):
+        mirror.restore(checkpoints)  # a new machine: go on from the last mirrored checkpoint
+    # A resumed run keeps the dtype it started in (a T4's fp16 run resumed on an L4 stays fp16).
+    resumed = resumable_state(checkpoints, training_fingerprint, total_steps(len(train_rows), params.train))
+    dtype = pick_dtype(params.train.precision, device, "train", started_in=resumed.dtype if resumed else "")
     if params.lora.method == "full":  # fp32 weights, `dtype` compute (train_all_weights says why)
         model = train_all_weights(load_model(args.model, torch.float32, device), params.train.grad_checkpointing)
     else:
@@ -144,16 +162,7 @@ def setup(args: argparse.Namespace, params: StageParams, world: World) -> Setup:
     log.info(f"train: {len(train_rows):,} packed rows on {device} in {dtype}, {trainable:,} trainable params")
     if world.size > 1:
         log.info(f"train: process {world.rank + 1} of {world.size}")
-
-    # The run's identity: whatever can change its weights. Its checkpoints live in a folder of that name.
-    versions = library_versions()
-    inputs = {**code_files(Path(__file__)), **files_of(args.tokenized, "data"), **files_of(args.model, "base")}
-    training_fingerprint = fingerprint(params.train, params.lora, params.quant, versions, files=inputs)
-    checkpoints = checkpoint_folder(args.checkpoints, training_fingerprint, params.ops.keep_runs)
     check_disk_space(args.checkpoints, trainable, params.ops, full=params.lora.method == "full")
-    mirror = CheckpointMirror.from_setting(params.ops.checkpoint_mirror) if world.main else None
-    if mirror and not list_checkpoints(checkpoints):
-        mirror.restore(checkpoints)  # a new machine: go on from the last mirrored checkpoint
     tracker = training_tracker(checkpoints, enabled=world.main)
     tracker.log_params({"train": params.train, "lora": params.lora, "quant": params.quant})
     return Setup(
@@ -194,8 +203,7 @@ def fit(job: Setup, stop: GracefulStop) -> TrainState:
 def save(job: Setup, state: TrainState, params: StageParams, args: argparse.Namespace, started: float) -> None:
     """The trained weights with their tokenizer and params record, the logs and plots, train.json; the MLflow run
     ends."""
-    import torch
-
+    from lorapipe.modeling import dtype_name, read_hardware
     from lorapipe.plots import write_loss_plots
     from lorapipe.tracking import finish_training
     from lorapipe.training_record import TrainingRecord, save_training_record, weight_files
@@ -217,8 +225,8 @@ def save(job: Setup, state: TrainState, params: StageParams, args: argparse.Name
         "weights_mb": round(sum(f.stat().st_size for f in args.trained.glob("*.safetensors")) / 2**20, 3),
         "lora_method": params.lora.method,
         "quant_bits": params.quant.bits,
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-        "dtype": str(job.config.dtype).removeprefix("torch."),
+        "device": read_hardware(device).name,  # this session's; `sessions` lists every session's
+        "dtype": dtype_name(job.config.dtype),
         "trainable_params": job.trainable,
         "versions": job.versions,
     }

@@ -4,6 +4,7 @@ killed mid-training as a reclaimed spot VM is, then run again on a new one as Sk
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -21,8 +22,10 @@ from tests.workspace import (
     ROOT,
     S3_KEY_ID,
     S3_SECRET,
+    SHORT_JOB,
     assert_one_line_error,
     child_env,
+    commit,
     mirrored_steps,
     pushed_to_origin,
     sh,
@@ -34,6 +37,8 @@ from tests.workspace import (
 TASKS = sorted((ROOT / "cloud").glob("*.yaml"))
 TASK = ROOT / "cloud/train.yaml"
 GRID = ["-S", "lora.r=4,8,16,32", "-S", "train.lr=0.0001,0.0002"]  # the issue's sweep: eight trainings
+GPU_COUNTS = ["L4:x", "T4:0.5", "L4:0", "L4:-2"]  # not a whole number of at least 1
+SAME_LAST_KEY = [["-S", "train.seed=1"], ["-S", "eval.seed=1"]]
 
 
 def validate(sky_python: Path, *paths: Path) -> subprocess.CompletedProcess:
@@ -96,7 +101,8 @@ def test_the_sweep_dry_run_prints_one_job_per_combination_and_the_cost():
     assert len({line.split("--env EXPERIMENT=")[1].split()[0] for line in launches}) == 8
     assert (
         "'SETS=lora.r=16 train.lr=0.0002'" in result.stdout
-        and "RESULTS_BRANCH=results/sky/r16-lr0.0002" in result.stdout
+        and "EXPERIMENT=lora.r=16,train.lr=0.0002" in result.stdout
+        and "RESULTS_BRANCH=results/sky/lora.r=16,train.lr=0.0002" in result.stdout
     )
     assert all("--secret DAGSHUB_TOKEN --secret GITHUB_TOKEN" in line for line in launches)  # names, no values
     assert "8 job(s) of at most 8: about 24 GPU-hours" in result.stdout and "approximate" in result.stdout
@@ -107,21 +113,50 @@ def test_a_grid_over_the_cap_is_refused_in_one_line():
     assert sweep(*GRID, "-S", "quant.bits=4,16", "--max-jobs", "16", "--dry-run").returncode == 0
 
 
-def test_a_bad_value_in_the_grid_is_refused_before_anything_is_launched():
-    assert_one_line_error(sweep("-S", "lora.r=8,0"), "-S lora.r=0", "'lora.r' must be >= 1")
-    assert_one_line_error(sweep("-S", "lora.r=8", "--gpus", "L4:3"), "train.processes (3)")
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["-S", "lora.r=8,0"], ["-S lora.r=0", "'lora.r' must be >= 1"]),  # a bad value
+        (["-S", "lora.rank=8"], ["unknown key 'lora.rank'"]),  # a bad key
+        (["-S", "lora.r=8 train.lr=1"], ["-S lora.r=8 train.lr=1", "cannot hold a space"]),  # the VM splits SETS
+        (["-S", "model.revision=v1..2"], ["results/sky/model.revision=v1..2 is not a valid git branch"]),
+        (["-S", "model.revision=x.lock"], ["results/sky/model.revision=x.lock is not a valid git branch"]),
+        (["-S", "lora.r=8", "--gpus", "L4:3"], ["train.processes (3)"]),
+        *[(["-S", "lora.r=8", "--gpus", gpus], [f"--gpus {gpus}: expected GPU[:COUNT]"]) for gpus in GPU_COUNTS],
+    ],
+)
+def test_a_bad_sweep_is_refused_in_one_line_before_a_cost_or_a_launch(args, said, tmp_path):
+    """What the VM would fail on after it is paid for: refused here, before the cost is printed, and nothing is
+    launched (a `sky` on PATH would record a launch)."""
+    (tmp_path / "sky").write_text(f"#!/bin/sh\necho launched >> {tmp_path / 'launches'}\n")
+    (tmp_path / "sky").chmod(0o755)
+    result = sweep(*args, env=child_env(PATH=f"{tmp_path}:{os.environ['PATH']}"))
+    assert_one_line_error(result, *said)
+    assert "GPU-hours" not in result.stdout and not (tmp_path / "launches").exists()
+
+
+def test_names_carry_the_whole_assignments_and_stay_apart():
+    """`train.seed=1` and `eval.seed=1` once both became `seed1`: one experiment and branch for two runs."""
+    names = {sweep(*s, "--dry-run").stdout.split("--env EXPERIMENT=")[1].split()[0] for s in SAME_LAST_KEY}
+    assert names == {"train.seed=1", "eval.seed=1"}
 
 
 # The shared trained workspace's training (tests/workspace.py TUNED) on the tiny Llama: 24 steps, a checkpoint
 # every 6, so the mirror holds one well before training ends; the rest as short as test_results_flow's.
-SECTIONS = {
-    "sample": {"size": 300},
-    "tokenize": {"seq_len": 256},
-    "train": {"max_steps": 24, "micro_batch": 2, "grad_accum": 2, "lr": 0.002, "eval_every": 100},
-    "ops": {"save_every": 6},
-    "eval": {"max_samples": 4, "batch_size": 4, "max_new_tokens": 8},
-}
+SECTIONS = {**SHORT_JOB, "train": {**SHORT_JOB["train"], "max_steps": 24}, "ops": {"save_every": 6}}
 GITHUB_TOKEN = "ghs_" + "testonly" * 4  # built at run time: no token-shaped string in a tracked file
+
+
+def new_vm(tmp_path: Path, origin: Path, name: str, s3_endpoint: str, **job: str) -> tuple[Path, dict[str, str]]:
+    """A new VM: main's files and .git on `origin` (a clone: what `sky jobs launch` uploads), no git identity,
+    the job's envs (RESULTS_BRANCH, EXPERIMENT, SETS) and credentials for the local servers."""
+    sh(tmp_path, "git", "clone", "-q", "-b", "main", str(origin), name)
+    env = user_machine_env(
+        tmp_path / f"home-{name}",
+        **{**job, "S3_ENDPOINT": s3_endpoint},
+        **{"AWS_ACCESS_KEY_ID": S3_KEY_ID, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "GITHUB_TOKEN": GITHUB_TOKEN},
+    )
+    return tmp_path / name, env
 
 
 @pytest.mark.slow
@@ -130,14 +165,9 @@ def test_a_preempted_job_resumes_on_a_new_vm_and_lands_its_branch_and_experiment
     laptop = pushed_to_origin(tmp_path / "laptop", origin, tiny_model_dir, SECTIONS)  # main: the launch commit
 
     def vm(name: str) -> tuple[Path, dict[str, str]]:
-        """A new VM: the launch commit's files and .git (a clone of it), no git identity, the job's envs."""
-        sh(tmp_path, "git", "clone", "-q", "-b", "main", str(origin), name)
-        env = user_machine_env(
-            tmp_path / f"home-{name}",
-            **{"RESULTS_BRANCH": "results/sky/r8", "EXPERIMENT": "r8", "SETS": "lora.r=8", "S3_ENDPOINT": s3_endpoint},
-            **{"AWS_ACCESS_KEY_ID": S3_KEY_ID, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "GITHUB_TOKEN": GITHUB_TOKEN},
+        return new_vm(
+            tmp_path, origin, name, s3_endpoint, RESULTS_BRANCH="results/sky/r8", EXPERIMENT="r8", SETS="lora.r=8"
         )
-        return tmp_path / name, env
 
     # The first VM trains until a checkpoint is mirrored, then is reclaimed: everything on it is gone at once.
     first, env = vm("vm-a")
@@ -181,6 +211,46 @@ def test_a_preempted_job_resumes_on_a_new_vm_and_lands_its_branch_and_experiment
     for text in (log_a.read_text(), output, (second / ".git/config").read_text()):
         assert S3_SECRET not in text and GITHUB_TOKEN not in text
     assert sh(origin, "git", "grep", "-F", S3_SECRET, "results/sky/r8", check=False).returncode == 1
+
+
+@pytest.mark.slow
+def test_a_job_relaunched_after_a_fix_lands_the_fixed_codes_results(tmp_path, tiny_model_dir, s3_endpoint):
+    """Launch a sweep's job; fix the code on main; relaunch the same job. Its branch holds the old commit's run,
+    which the job does not continue: it starts a branch of its own, says so in one line, runs the fixed commit,
+    and its experiment holds the fixed code's results."""
+    origin = tmp_path / "origin.git"
+    laptop = pushed_to_origin(tmp_path / "laptop", origin, tiny_model_dir, SHORT_JOB)
+    job = {"RESULTS_BRANCH": "results/sky/lora.r=8", "EXPERIMENT": "lora.r=8", "SETS": "lora.r=8"}  # as sweep.py sends
+    first, env = new_vm(tmp_path, origin, "vm-a", s3_endpoint, **job)
+    assert "results go to results/sky/lora.r=8, a new branch" in sh(first, "bash", "cloud/job.sh", env=env).stdout
+
+    evaluate = laptop / "stages/evaluate.py"  # the fix: evaluate's metrics say it ran
+    source = evaluate.read_text()
+    evaluate.write_text(
+        source.replace("write_json(args.summary, summary)", 'write_json(args.summary, {**summary, "fixed": 1})')
+    )
+    assert evaluate.read_text() != source
+    commit(laptop, "fix evaluate")
+    sh(laptop, "git", "push", "-q", "origin", "main")
+    fix = sh(laptop, "git", "rev-parse", "--short=10", "HEAD").stdout.strip()
+
+    second, env = new_vm(tmp_path, origin, "vm-b", s3_endpoint, **job)
+    relaunched = sh(second, "bash", "cloud/job.sh", env=env)
+    output = relaunched.stdout + relaunched.stderr
+    said = [line for line in output.splitlines() if line.startswith("results go to")]
+    assert said == [
+        f"results go to results/sky/lora.r=8-{fix}, a new branch from {fix}: origin/results/sky/lora.r=8 holds "
+        f"another commit's results (it did not grow from {fix})"
+    ]
+
+    def eval_json(rev: str) -> dict:
+        return json.loads(sh(origin, "git", "show", f"{rev}:metrics/eval.json").stdout)
+
+    assert eval_json(f"results/sky/lora.r=8-{fix}")["fixed"] == 1
+    assert "fixed" not in eval_json("results/sky/lora.r=8")  # the first launch's, kept
+    full = sh(laptop, "git", "rev-parse", "HEAD").stdout.strip()  # the fixed commit: the experiment's baseline
+    [ref] = sh(origin, "git", "for-each-ref", "--format=%(refname)", f"refs/exps/{full[:2]}/{full[2:]}/").stdout.split()
+    assert ref.endswith("/lora.r=8") and eval_json(ref)["fixed"] == 1
 
 
 def test_the_job_script_names_what_it_needs_in_one_line(tmp_path):

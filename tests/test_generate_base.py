@@ -49,7 +49,7 @@ def test_evaluate_reports_the_base_scores_of_a_direct_decoding(workspace):
     references = [table["content"][int(i)].as_py() for i in rows]
     device = pick_device()
     tokenizer = load_tokenizer(ws / "models/base")
-    model = load_model(ws / "models/base", pick_dtype("auto", device), device)
+    model = load_model(ws / "models/base", pick_dtype("auto", device, "decode"), device)
     prompts = [build_prompt(tokenizer, truncate_title(tokenizer, t, tok_params.prompt_tokens)[0]) for t in titles]
     torch.manual_seed(params.seed)
     prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]  # plain titles: plain text

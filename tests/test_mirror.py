@@ -169,3 +169,29 @@ def test_credentials_in_the_mirror_url_are_refused_in_one_line_and_never_printed
     uploading.wait()
     assert not mirror().restore(tmp_path / "run")
     assert caplog.text.count("checkpoint mirror s3://bucket/prefix:") == 2 and secret not in caplog.text
+
+
+def test_a_restore_that_finds_nothing_says_why_in_one_line(tmp_path, s3_endpoint, caplog):
+    """Nothing mirrored yet; only other runs (a library release between two machines of one job changed
+    the run's identity: the versions that differ are named); the bucket unreachable. Each: one line, no restore."""
+    import json
+
+    ours = {"versions": {"torch": "2.11.0", "transformers": "5.24.0", "peft": "0.21.2", "bitsandbytes": ""}}
+    theirs = {"versions": {**ours["versions"], "transformers": "5.23.0"}}
+    other_run = {"run2/LATEST": b"step-000010", "run2/IDENTITY.json": json.dumps(theirs).encode()}
+    unreachable = CheckpointMirror("s3://dvc/x", ours, endpoint_url=f"http://127.0.0.1:{free_port()}")
+    cases = {
+        "nothing is mirrored there yet": bucket_holding(s3_endpoint, f"{tmp_path.name}-empty", {}),
+        "it holds 1 other run(s); the newest was trained with other library versions (transformers 5.23.0 there, "
+        "5.24.0 here)": bucket_holding(s3_endpoint, f"{tmp_path.name}-other", other_run),
+        "restore failed (the bucket is unreachable: ": unreachable,
+    }
+    caplog.set_level("INFO", logger="lorapipe")
+    for why, mirror in cases.items():
+        mirror.identity = ours
+        caplog.clear()
+        folder = tmp_path / why[:8] / "run1"
+        folder.mkdir(parents=True)
+        assert mirror.restore(folder) is False and list(folder.iterdir()) == []
+        [said] = [r.message for r in caplog.records if "mirror" in r.message or "checkpoint of this run" in r.message]
+        assert why in said and "\n" not in said and "step 0" in said, said

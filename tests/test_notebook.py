@@ -1,15 +1,26 @@
-"""The Colab notebook is valid and runs the commands docs/colab.md documents."""
+"""The Colab notebook: valid, runs the commands docs/colab.md documents, logs in with the DagsHub client,
+installs what resolves on Colab's own package versions, and runs every cell twice in one runtime to a
+pull-request branch that holds the real run."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
+import shlex
+import shutil
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+import yaml
 
 from tests.http_server import serve_dagshub
-from tests.workspace import ROOT, S3_KEY_ID, S3_SECRET, sh, user_machine_env
+from tests.workspace import ROOT, S3_KEY_ID, S3_SECRET, SHORT_JOB, pushed_to_origin, sh, user_machine_env
 
 NOTEBOOK = ROOT / "notebooks/colab.ipynb"
+COLAB_FREEZE = ROOT / "tests/data/colab-2026.08-pip-freeze-gpu.txt"  # its first lines say where it is from
 
 
 def shell_commands(skip_templated: bool = True) -> list[str]:
@@ -36,7 +47,7 @@ def test_notebook_commands_match_the_docs():
     assert (
         "bash scripts/repro_and_push.sh {BRANCH}" in templated and "bash scripts/push_results.sh {BRANCH}" in templated
     )
-    assert "pip install -q -r requirements.txt" in commands  # no pins: Colab keeps its own torch/numpy
+    assert "pip install -q -r requirements.txt -c constraints-colab.txt" in commands  # Colab keeps its torch/numpy
     for command in commands:
         assert f"\n{command}\n" in readme, f"docs/colab.md lacks `{command}`"
 
@@ -51,16 +62,18 @@ def test_notebook_reads_credentials_from_colab_secrets_only():
 def test_notebook_gives_a_fresh_vm_a_git_identity_before_dvc_commits(repo, tmp_path):
     """Colab's VM has no git identity: the notebook's own command gives the repo one before its
     `dvc exp run`, which can then commit the experiment, queued here (libgit2's path, which needs one)."""
-    commands = shell_commands()
-    identity, experiment = "python -m lorapipe.git_identity", "dvc exp run -S lora.r=8"
+    commands = shell_commands(skip_templated=False)
+    identity = "python -m lorapipe.git_identity"
+    [experiment] = [c for c in commands if c.startswith("dvc exp run")]
     assert commands.index(identity) < commands.index(experiment)
     assert commands.index(identity) < commands.index("python scripts/remote.py --default")  # before any commit
+    experiment = experiment.format(name="colab", set_args="-S lora.r=8").replace("--temp", "").replace("-n colab", "")
     for key in ("user.name", "user.email"):  # copy_tree's own call set one under .ci/run
         sh(repo, "git", "config", "--local", "--unset-all", key, check=False)
     env = user_machine_env(tmp_path / "home")
     sh(repo, *identity.split(), env=env)
     sh(repo, "python", "-m", "lorapipe.profiles", "colab", env=env)  # the notebook's edit, committed later
-    sh(repo, *experiment.split(), "--queue", "-n", "colab", env=env)
+    sh(repo, *experiment.split(), "--queue", "-n", "colab", env=env)  # the notebook's, queued
     assert "colab" in sh(repo, "dvc", "queue", "status", env=env).stdout
     sh(repo, "dvc", "queue", "remove", "--all", env=env)
 
@@ -106,3 +119,127 @@ def test_notebook_logs_in_with_the_dagshub_client(repo, mlflow_server, s3_endpoi
     assert f"{dagshub.url}/me/lorapipe.s3" in (repo / ".dvc/config").read_text()
     assert token not in (repo / ".dvc/config").read_text() and token in (repo / ".dvc/config.local").read_text()
     assert token not in cell.stdout + cell.stderr + pushed.stdout + pushed.stderr
+
+
+def colab_constraints_script():
+    """scripts/colab_constraints.py as a module: what Colab keeps (KEEP, kept) and how its file is written."""
+    spec = importlib.util.spec_from_file_location("colab_constraints", ROOT / "scripts/colab_constraints.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def pip_installs() -> list[list[str]]:
+    """The arguments of each of the notebook's `pip install` commands."""
+    return [shlex.split(c)[2:] for c in shell_commands(skip_templated=False) if c.startswith("pip install")]
+
+
+def test_the_notebooks_install_resolves_on_colabs_packages_keeping_its_torch_numpy_pandas_and_pyarrow(tmp_path):
+    """Every `pip install` of the notebook, resolved by uv for Colab's GPU runtime 2026.08 (Python 3.13, x86_64
+    manylinux, wheels only but for two pure-Python sdists) with Colab's versions of what it keeps as constraints
+    (tests/data: its published pip freeze): it resolves, keeps Colab's torch, numpy, pandas and pyarrow, and
+    gives everything else constraints-colab.txt's tested versions. Needs the package index (PyPI), which these
+    machines and CI reach. Colab's CUDA libraries are left out of the constraints: PyPI's torch 2.11.0 wheel
+    asks for CUDA 13 ones, Colab's cu128 build brings its own."""
+    script = colab_constraints_script()
+    generated = subprocess.run(
+        [sys.executable, "scripts/colab_constraints.py"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert generated.stdout == (ROOT / "constraints-colab.txt").read_text(), "constraints-colab.txt is stale: make lock"
+    colab = {}
+    for line in COLAB_FREEZE.read_text().splitlines():
+        name, _, version = line.partition("==")
+        if version and script.kept(script.package_name(name)) and not re.match(r"(nvidia-|cuda-|triton)", name):
+            colab[script.package_name(name)] = version.split("+")[0]  # torch 2.11.0+cu128 is PyPI's 2.11.0
+    (tmp_path / "colab-keeps.txt").write_text("".join(f"{n}=={v}\n" for n, v in colab.items()))
+    inputs, constraints, specs = [], [str(tmp_path / "colab-keeps.txt")], []
+    for args in pip_installs():
+        words = iter(args)
+        for word in words:
+            if word in ("-r", "-c"):
+                (inputs if word == "-r" else constraints).append(next(words))
+            elif word == "-e":
+                next(words)  # the project itself: requirements.txt installs it with its extra
+            elif not word.startswith("-"):
+                specs.append(word)
+    assert inputs == ["requirements.txt"] and "constraints-colab.txt" in constraints
+    (tmp_path / "more.in").write_text("".join(f"{spec}\n" for spec in specs))
+    uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or "uv"
+    command = [uv, "pip", "compile", *inputs, str(tmp_path / "more.in"), *(f"--constraint={c}" for c in constraints)]
+    command += ["--python-version", "3.13", "--python-platform", "x86_64-manylinux_2_28", "--only-binary", ":all:"]
+    command += ["--no-binary", "rouge-score", "--no-binary", "antlr4-python3-runtime"]  # pure Python, sdist only
+    command += ["--no-header", "--no-annotate", "--quiet", "-o", str(tmp_path / "resolved.txt")]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resolved = dict(
+        (script.package_name(name), version)
+        for name, _, version in (line.partition("==") for line in (tmp_path / "resolved.txt").read_text().splitlines())
+        if version
+    )
+    for name in ("torch", "numpy", "pandas", "pyarrow"):
+        assert resolved[name] == colab[name], name
+    assert all(resolved[name] == version for name, version in colab.items() if name in resolved)
+    tested = dict(
+        line.split("==") for line in (ROOT / "constraints-colab.txt").read_text().splitlines() if "==" in line
+    )
+    pinned = {script.package_name(name): version for name, version in tested.items()}
+    assert all(resolved[name] == pinned[name] for name in resolved if name in pinned)
+    assert {"transformers", "peft", "dvc", "mlflow", "bitsandbytes"} <= resolved.keys() & pinned.keys()
+
+
+@pytest.mark.slow
+def test_every_cell_runs_twice_and_the_pull_request_branch_holds_the_real_run(tmp_path, tiny_model_dir, s3_endpoint):
+    """All cells twice in one runtime (the folder it started in, the clone, `%cd`), with the experiment cell on:
+    the branch a pull request is opened from holds the real run (lora.r 16) as its tip, the experiment
+    (lora.r=8) is on origin as an experiment of that tip, and the second pass changes neither. On a stand-in
+    runtime (tests/colab_runtime.py) with a local bare origin as GitHub and moto as DagsHub's S3: the cell
+    that reads Colab's secrets is played by one that points the same variables at them, and `pip` only
+    records what it was asked (the resolution test above resolves it)."""
+    origin = tmp_path / "origin.git"
+    pushed_to_origin(tmp_path / "laptop", origin, tiny_model_dir, SHORT_JOB)
+    sh(origin, "git", "symbolic-ref", "HEAD", "refs/heads/main")  # GitHub's default branch: what a clone checks out
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin/pip").write_text(f'#!/bin/sh\necho "$*" >> {tmp_path / "pip.log"}\n')
+    (tmp_path / "bin/pip").chmod(0o755)
+    credentials = (
+        "import os\n"
+        f"os.environ.update(AWS_ACCESS_KEY_ID={S3_KEY_ID!r}, AWS_SECRET_ACCESS_KEY={S3_SECRET!r}, GITHUB_TOKEN='x')\n"
+        f"!python scripts/remote.py --default --endpoint {s3_endpoint}\n"
+    )
+    settings = {
+        "passes": 2,
+        "forms": {"REPO_URL": str(origin), "RUN_EXPERIMENT": True},
+        "stand_ins": {"userdata": credentials},
+    }
+    (tmp_path / "settings.json").write_text(json.dumps(settings))
+    content = tmp_path / "content"  # where the runtime starts, as Colab's /content
+    content.mkdir()
+    env = user_machine_env(tmp_path / "home", PATH=f"{tmp_path / 'bin'}:{Path(sys.executable).parent}:/usr/bin:/bin")
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.colab_runtime", str(NOTEBOOK), str(tmp_path / "settings.json")],
+        cwd=content,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-5000:]
+    first, second = output.split("=== pass 2, code cell 1")
+    assert "results go to results/colab, a new branch" in first and "going on from origin/results/colab" in second
+    assert "lora.r=8: already run on this commit" in second and "Running stage" not in second
+    ends = re.findall(r"=== pass \d ended at (\w+)", output)
+    tip = sh(origin, "git", "rev-parse", "results/colab").stdout.strip()
+    assert ends == [tip, tip]  # the second pass added no commit
+
+    def on_branch(path: str) -> str:
+        return sh(origin, "git", "show", f"results/colab:{path}").stdout
+
+    assert yaml.safe_load(on_branch("params.yaml"))["lora"]["r"] == 16  # the real run, not the experiment
+    assert json.loads(on_branch("metrics/eval.json")) and "evaluate" in yaml.safe_load(on_branch("dvc.lock"))["stages"]
+    experiments = sh(origin, "git", "for-each-ref", "--format=%(refname)", "refs/exps/").stdout.split()
+    assert experiments == [f"refs/exps/{tip[:2]}/{tip[2:]}/lora.r=8"]  # based on the branch's tip
+    assert yaml.safe_load(sh(origin, "git", "show", f"{experiments[0]}:params.yaml").stdout)["lora"]["r"] == 8
+    installs = (tmp_path / "pip.log").read_text().splitlines()
+    assert installs == [" ".join(["install", *args]) for args in pip_installs()] * 2
+    assert sh(content / "lorapipe", "git", "status", "--porcelain", "params.yaml", "dvc.lock", "metrics").stdout == ""

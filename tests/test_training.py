@@ -143,7 +143,7 @@ def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(tuned_workspace, 
     resumed = stage(workspace, "train.py", *stage_args("train", str(metrics)), "--checkpoints", str(ckpts))
     assert "resuming from" in resumed.stderr
     summary = json.loads((metrics / "train.json").read_text())
-    assert summary["steps"] == 30 and summary["sessions"] == 2  # its time and memory cover both processes
+    assert summary["steps"] == 30 and len(summary["sessions"]) == 2  # its time and memory cover both processes
     reference_summary = json.loads((tuned_workspace / "metrics/train.json").read_text())
     assert summary["tokens"] == reference_summary["tokens"]
     after = train_losses(metrics)
@@ -311,7 +311,59 @@ def test_resume_after_validation_on_the_save_step_trains_the_same_numbers(tuned_
         train(fresh_model(), data, config(tmp_path / "b"), Hooks(on_step=stop_at_step_6, stop=stop))
     resumed = train(fresh_model(), data, config(tmp_path / "b"))
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in uninterrupted.history]
-    assert resumed.val_history == uninterrupted.val_history and resumed.sessions == 2
+    assert resumed.val_history == uninterrupted.val_history and len(resumed.sessions) == 2
+
+
+def test_a_killed_fp16_run_resumes_with_its_gradient_scaler_to_the_uninterrupted_runs_losses_and_weights(
+    tuned_workspace, tiny_model_dir, tmp_path
+):
+    """fp16 on the CPU (torch's CPU gradient scaler) stopped after its step-3 save and resumed: the same losses
+    and adapter as an uninterrupted run. The tiny Llama's embeddings are scaled up so that its first backward
+    passes overflow fp16 at the scaler's initial 65,536, as a T4 run's first steps often do: the scaler has
+    backed off by the save, and a resume that restarted at 65,536 would skip other steps."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from lorapipe.checkpoints import OPTIMIZER_FILE, resumable_state
+    from lorapipe.modeling import add_lora
+    from lorapipe.params import LoraParams, OpsParams, TrainParams
+    from lorapipe.training import GracefulStop, Hooks, Stopped, TrainConfig, TrainData, train
+
+    rows = read_rows(tuned_workspace / "data/tokenized/train.parquet")
+    params = params_of(TrainParams, **{**TRAIN, "max_steps": 6, "grad_accum": 1, "lr": 0.002, "eval_every": 100})
+    ops, cpu = params_of(OpsParams, save_every=3), torch.device("cpu")
+
+    def fresh_model() -> torch.nn.Module:
+        torch.manual_seed(params.seed)
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        with torch.no_grad():
+            model.get_input_embeddings().weight.mul_(30_000)
+        return add_lora(model, params_of(LoraParams, r=4), False, quantized=False)
+
+    def run(folder: str, hooks: Hooks | None = None):
+        config = TrainConfig(params, ops, cpu, torch.float16, tmp_path / folder, fingerprint="f")
+        return train(fresh_model(), TrainData(rows, [], pad_id=0), config, hooks or Hooks())
+
+    uninterrupted = run("a")
+    stop = GracefulStop()
+
+    def stop_at_step_3(row: dict) -> None:  # asked during step 2, taken (and saved) at the end of step 3
+        if row["step"] == 2:
+            stop.requested = "SIGTERM"
+
+    with pytest.raises(Stopped, match="step 3 of 6"):
+        run("b", Hooks(on_step=stop_at_step_3, stop=stop))
+    (saved_at_3,) = list_checkpoints(tmp_path / "b")
+    scaler_state = torch.load(saved_at_3 / OPTIMIZER_FILE, weights_only=True)["scaler"]
+    assert scaler_state["scale"] < 65536  # it backed off: a fresh scaler would not be the same
+    assert resumable_state(tmp_path / "b", "f", total_steps=6).dtype == "fp16"  # what the stage resumes in
+    resumed = run("b")
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in uninterrupted.history]
+    adapters = [load_file(list_checkpoints(tmp_path / run)[0] / "adapter_model.safetensors") for run in "ab"]
+    assert adapters[0].keys() == adapters[1].keys()
+    assert all(torch.equal(adapters[0][name], adapters[1][name]) for name in adapters[0])
+    session = {"device": "cpu", "dtype": "fp16", "threads": torch.get_num_threads(), "processes": 1}
+    assert resumed.sessions == [session, session]  # train.json's record of who trained the steps
 
 
 def interrupted_after_step_20(workspace: Path) -> Path:
@@ -383,7 +435,7 @@ def test_a_finished_run_forced_again_trains_from_scratch_to_the_same_adapter(tun
     assert "trains again from scratch" in result.stderr and "resuming from" not in result.stderr
     assert train_losses(tuned_copy / "metrics") == train_losses(tuned_workspace / "metrics")
     summary = json.loads((tuned_copy / "metrics/train.json").read_text())
-    assert summary["steps"] == 30 and summary["sessions"] == 1
+    assert summary["steps"] == 30 and len(summary["sessions"]) == 1
     for name in sorted(p.name for p in (tuned_workspace / "models/trained").iterdir()):
         same = (tuned_copy / "models/trained" / name).read_bytes() == (
             tuned_workspace / "models/trained" / name
@@ -466,3 +518,44 @@ print("done")
     assert result.returncode == 0 and result.stdout.strip() == "done", result.stderr[-3000:]
     for noise in ("gemm_4bit_forward", "kernels-community", "is_gradient_checkpointing", "Using default tokenizer"):
         assert noise not in result.stderr, result.stderr[-3000:]
+
+
+def test_precision_auto_is_fp16_below_compute_capability_8_and_bf16_from_it(monkeypatch, caplog):
+    """A T4 (compute capability 7.5), where torch's own check says bf16 is supported because it counts
+    emulation: fp16 for training, decoding and export. An A100 (8.0): bf16. Faked at torch's functions, which
+    read_hardware alone calls; the committed params leave the choice to it."""
+    from lorapipe.modeling import USES, pick_dtype
+    from lorapipe.params import ExportParams, TrainParams
+
+    gpu = {"name": "Tesla T4", "capability": (7, 5)}
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: gpu["name"])
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: gpu["capability"])
+    monkeypatch.setattr(
+        torch.cuda,
+        "is_bf16_supported",
+        lambda including_emulation=True: including_emulation or gpu["capability"] >= (8, 0),
+    )
+    assert torch.cuda.is_bf16_supported()  # what made `auto` train a T4 in emulated bf16
+    cuda = torch.device("cuda", 0)
+    with caplog.at_level("INFO", logger="lorapipe"):
+        assert {use: pick_dtype("auto", cuda, use) for use in USES} == dict.fromkeys(USES, torch.float16)
+    assert "precision: fp16 for training on cuda (Tesla T4 (compute capability 7.5) has no native bf16)" in caplog.text
+    gpu.update(name="NVIDIA A100-SXM4-40GB", capability=(8, 0))
+    assert {use: pick_dtype("auto", cuda, use) for use in USES} == dict.fromkeys(USES, torch.bfloat16)
+    assert params_of(TrainParams).precision == params_of(ExportParams).dtype == "auto"
+
+
+def test_a_resumed_run_keeps_its_dtype_where_the_device_computes_it_and_is_refused_in_one_line_where_not():
+    """A T4's fp16 run resumed on an L4 goes on in fp16 (auto would pick bf16 there); an A100's bf16 run
+    resumed on a T4 is refused; the CPU computes every dtype."""
+    from lorapipe.cli import UserError
+    from lorapipe.modeling import Hardware, choose_dtype
+
+    t4, l4 = Hardware("cuda", "Tesla T4", (7, 5)), Hardware("cuda", "NVIDIA L4", (8, 9))
+    assert choose_dtype("auto", l4, "train")[0] == torch.bfloat16
+    assert choose_dtype("auto", l4, "train", started_in="fp16")[0] == torch.float16
+    assert choose_dtype("auto", Hardware("cpu", "cpu"), "train", started_in="bf16")[0] == torch.bfloat16
+    with pytest.raises(UserError) as refused:
+        choose_dtype("auto", t4, "train", started_in="bf16")
+    assert "\n" not in str(refused.value)
+    assert "trained in bf16 so far, which Tesla T4 (compute capability 7.5) does not compute" in str(refused.value)

@@ -179,6 +179,17 @@ STUDY_RUN = {
 }
 
 
+# A whole job (the notebook's cells, cloud/job.sh) on the tiny Llama, kept short: 4 training steps, a checkpoint
+# every 2 (mirrored), 4 test samples decoded.
+SHORT_JOB = {
+    "sample": {"size": 300},
+    "tokenize": {"seq_len": 256},
+    "train": {"max_steps": 4, "micro_batch": 2, "grad_accum": 2, "lr": 0.002, "eval_every": 100},
+    "ops": {"save_every": 2},
+    "eval": {"max_samples": 4, "batch_size": 4, "max_new_tokens": 8},
+}
+
+
 # The shared trained workspace's params: checkpoints at steps 10, 20 and 30 leave time to kill a rerun
 # between two of them (test_training).
 TUNED = {
