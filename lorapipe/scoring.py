@@ -66,7 +66,7 @@ def score_models(
     titles: Sequence[str], references: Sequence[str], outputs: dict[str, ModelOutputs]
 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, float]]]:
     """`score_outputs` of the base and the tuned model, and the headline's change from one to the other:
-    the per-sample scores by model, and eval.json's base, tuned and delta scores."""
+    the per-sample scores by model, and eval_details.json's base, tuned and delta scores."""
     per_sample, results = {}, {}
     for name in ("base", "tuned"):
         per_sample[name], results[name] = score_outputs(titles, references, outputs[name])

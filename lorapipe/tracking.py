@@ -180,7 +180,7 @@ def training_tracker(checkpoints: Path, enabled: bool = True) -> Tracker:
 def finish_training(
     tracker: Tracker, summary: dict[str, Any], val_history: list[dict], metric_files: list[Path], adapter_weights: Path
 ) -> None:
-    """End a finished training's run with its results: the validation history, train.json's numbers, the
+    """End a finished training's run with its results: the validation history, train_details.json's numbers, the
     metric files, the adapter's hash (how evaluate finds this run) and, with LORAPIPE_MLFLOW_LOG_ADAPTER=1,
     the adapter's folder."""
     tracker.log_history(val_history)

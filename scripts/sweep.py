@@ -31,7 +31,7 @@ from lorapipe.profiles import apply_profile, parse_sets, split_sets
 TASK = Path("cloud/train.yaml")
 MAX_JOBS = 8  # a sweep larger than this is refused unless --max-jobs says so: each job is hours of GPU
 # Estimates, not measurements (no GPU run has been timed yet): set yours from a first run's
-# metrics/train.json (train_seconds) and `sky show-gpus <GPU>` (today's spot prices).
+# metrics/train_details.json (train_seconds) and `sky show-gpus <GPU>` (today's spot prices).
 HOURS_PER_JOB = 3.0  # one TinyLlama 1.1B QLoRA run on the 40k sample, data stages and evaluation included
 USD_PER_GPU_HOUR = 0.30  # approximate spot price of a T4/L4/A10G GPU (2026); on-demand is about 3x
 

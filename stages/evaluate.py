@@ -43,7 +43,8 @@ def main() -> None:
     parser.add_argument("model", type=Path)
     parser.add_argument("base_outputs", type=Path, help="the base model's outputs (generate_base stage)")
     parser.add_argument("trained", type=Path, help="the train stage's adapter, or whole model (lora.method full)")
-    parser.add_argument("summary", type=Path, help="JSON: base, tuned and delta scores")
+    parser.add_argument("summary", type=Path, help="JSON: the headline scores (a DVC metric)")
+    parser.add_argument("details", type=Path, help="JSON: base, tuned and delta: every score, output health")
     parser.add_argument("samples", type=Path, help="JSON lines: the first eval.report_samples texts")
     parser.add_argument("scores", type=Path, help="JSON lines: every sample's texts and scores")
     parser.add_argument("eval_run", type=Path, help="JSON: experiment name and MLflow run")
@@ -60,6 +61,7 @@ def main() -> None:
         read_base_outputs,
         weights_sha256,
     )
+    from lorapipe.metric_files import EVAL_HEADLINE, write_numbers
     from lorapipe.modeling import load_tuned_model
     from lorapipe.scoring import score_models
     from lorapipe.tracking import ADAPTER_TAG, Tracker
@@ -85,7 +87,7 @@ def main() -> None:
     tracker.log_params({"eval": params})
     summary = {**results, "samples": len(inputs.titles), "generation_tokens_per_s": tuned.tokens_per_s}
     check_params_unchanged()
-    write_json(args.summary, summary)
+    write_numbers(args.summary, args.details, summary, EVAL_HEADLINE)
     texts = {name: outputs[name].texts for name in outputs}
     write_sample_files(
         args.samples, args.scores, inputs.titles, inputs.references, texts, per_sample, params.report_samples
@@ -94,7 +96,7 @@ def main() -> None:
     write_json(args.eval_run, {**eval_run, "mlflow_run_url": mlflow_run_url(tracker.mlflow_run_id)})
     by_model = {model: summary[model] for model in ("base", "tuned", "delta")}  # logged as base.bleu, ...
     tracker.log_metrics({**by_model, "eval.samples": summary["samples"]})
-    tracker.log_artifacts([args.summary, args.samples, args.scores], "metrics")
+    tracker.log_artifacts([args.details, args.samples, args.scores], "metrics")
     tracker.finish()
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from lorapipe.artifacts import CHECKPOINTS
 from lorapipe.cli import log, run_cli
-from lorapipe.outputs import atomic_dir, write_json
+from lorapipe.outputs import atomic_dir
 from lorapipe.params import (
     LoraParams,
     OpsParams,
@@ -81,7 +81,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("tokenized", type=Path)
     parser.add_argument("model", type=Path)
     parser.add_argument("trained", type=Path, help="the adapter, or the whole model with lora.method full")
-    parser.add_argument("summary", type=Path, help="JSON: loss, perplexity, speed, memory")
+    parser.add_argument("summary", type=Path, help="JSON: the headline losses (a DVC metric)")
+    parser.add_argument("details", type=Path, help="JSON: every figure of the run (speed, memory, device, versions)")
     parser.add_argument("train_log", type=Path, help="CSV of the per-step loss and learning rate")
     parser.add_argument("val_log", type=Path, help="CSV of the validation loss")
     parser.add_argument("curve", type=Path, help="PNG of both losses")
@@ -201,8 +202,9 @@ def fit(job: Setup, stop: GracefulStop) -> TrainState:
 
 
 def save(job: Setup, state: TrainState, params: StageParams, args: argparse.Namespace, started: float) -> None:
-    """The trained weights with their tokenizer and params record, the logs and plots, train.json; the MLflow run
-    ends."""
+    """The trained weights with their tokenizer and params record, the logs and plots, train.json and its details;
+    the MLflow run ends."""
+    from lorapipe.metric_files import TRAIN_HEADLINE, write_numbers
     from lorapipe.modeling import dtype_name, read_hardware
     from lorapipe.plots import write_loss_plots
     from lorapipe.tracking import finish_training
@@ -230,8 +232,8 @@ def save(job: Setup, state: TrainState, params: StageParams, args: argparse.Name
         "trainable_params": job.trainable,
         "versions": job.versions,
     }
-    write_json(args.summary, summary)
-    metric_files = [args.summary, args.train_log, args.val_log, args.curve]
+    write_numbers(args.summary, args.details, summary, TRAIN_HEADLINE)
+    metric_files = [args.details, args.train_log, args.val_log, args.curve]
     weights = args.trained / weight_files(params.lora.method)[1]
     finish_training(job.tracker, summary, state.val_history, metric_files, weights)
     if job.mirror:

@@ -33,7 +33,7 @@ DATASET_TERMS = (
 )
 
 
-# eval.json's headline scores as the Hub's model-index metric types (https://hf.co/metrics).
+# eval_details.json's headline scores as the Hub's model-index metric types (https://hf.co/metrics).
 HUB_METRIC_TYPES = {"bleu": "bleu", "rougeL": "rouge", "perplexity": "perplexity"}
 
 
@@ -92,7 +92,7 @@ class CardFacts:
     chat_template: bool  # the tokenizer has one; else PLAIN_TEMPLATE
     prompt_example: str  # the exact prompt of EXAMPLE_TITLE
     download: dict  # metrics/download.json: the raw file's sha256
-    scores: dict  # metrics/eval.json
+    scores: dict  # metrics/eval_details.json
     trained_at: str  # markdown: the commit, or the experiment whose params were not committed
     license: str
     gguf_files: list[str] = field(default_factory=list)  # smallest first: the one the examples use
@@ -220,7 +220,7 @@ def requirements(facts: CardFacts) -> str:
 
 
 def model_index(facts: CardFacts, data_name: str, synthetic: bool) -> list[dict]:
-    """The Hub's evaluation-results metadata: the tuned model's headline scores of eval.json."""
+    """The Hub's evaluation-results metadata: the tuned model's headline scores of eval_details.json."""
     tuned = facts.scores.get("tuned") or {}
     metrics = [
         {"type": HUB_METRIC_TYPES[name], "name": METRICS[name].label, "value": tuned[name]}

@@ -22,7 +22,7 @@ import re
 import shutil
 from pathlib import Path
 
-from lorapipe.artifacts import BASE_MODEL_JSON, DOWNLOAD_JSON, EVAL_JSON, EXPORT_COMMAND, GGUF, MERGED, TRAINED
+from lorapipe.artifacts import BASE_MODEL_JSON, DOWNLOAD_JSON, EVAL_DETAILS, EXPORT_COMMAND, GGUF, MERGED, TRAINED
 from lorapipe.cli import UserError, log, run_cli
 from lorapipe.eval_files import read_eval_run
 from lorapipe.generation import decoding_record
@@ -177,7 +177,7 @@ def main() -> None:
             chat_template=bool(tokenizer.chat_template),
             prompt_example=build_prompt(tokenizer, EXAMPLE_TITLE),
             download=read_json(DOWNLOAD_JSON, "run the pipeline first (dvc repro)"),
-            scores=read_result(EVAL_JSON),
+            scores=read_result(EVAL_DETAILS),
             trained_at=trained_at(trained, read_eval_run().get("experiment")),
             license=args.license,
             gguf_files=[f.name for f in files if f.suffix == ".gguf"],

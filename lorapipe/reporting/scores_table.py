@@ -26,7 +26,7 @@ HEALTH_NOTE = (
 
 @dataclass(frozen=True)
 class ScoreRow:
-    metric: str  # eval.json's key: rougeL, bleu, ...
+    metric: str  # eval_details.json's key: rougeL, bleu, ...
     base: float
     tuned: float
     change: Change | None = None  # tuned vs base over the per-sample scores: the delta's interval
@@ -54,7 +54,7 @@ class ScoreRow:
 def score_rows(
     result: dict | None = None, samples: Sequence[dict] | None = None, run: str = "", health: bool = False
 ) -> list[ScoreRow]:
-    """One row per metric: the base and tuned scores of an eval.json (`result`), else of the per-sample
+    """One row per metric: the base and tuned scores of an eval_details.json (`result`), else of the per-sample
     `samples` (artifacts.EVAL_SCORES rows); with `samples`, each delta's 95% interval over them. The
     quality metrics, or with `health` the output-health ones: two tables, never one."""
     wanted = [name for name, metric in METRICS.items() if metric.health == health]
@@ -62,7 +62,7 @@ def score_rows(
     if result is None:
         return [ScoreRow(name, c.old, c.new, c, run) for name, c in changes.items()]
     base, tuned = result.get("base") or {}, result.get("tuned") or {}
-    others = [] if health else [name for name in base if name not in METRICS]  # an eval.json of another version
+    others = [] if health else [name for name in base if name not in METRICS]  # an eval_details.json of another version
     names = [name for name in wanted if name in base] + others
     return [ScoreRow(name, base[name], tuned[name], changes.get(name), run) for name in names if name in tuned]
 

@@ -1,6 +1,6 @@
-"""Print base vs tuned scores from metrics/eval.json as small tables (the end of `make demo`).
+"""Print base vs tuned scores from metrics/eval_details.json as small tables (the end of `make demo`).
 
-python -m lorapipe.reporting.summary [metrics/eval.json]
+python -m lorapipe.reporting.summary [metrics/eval_details.json]
 
 With the per-sample scores beside it (artifacts.EVAL_SCORES), each delta gets its 95% bootstrap
 interval over the test samples: a delta whose interval spans zero is not a clear change. Output health
@@ -13,14 +13,14 @@ import json
 import sys
 from pathlib import Path
 
-from lorapipe.artifacts import EVAL_JSON, EVAL_SCORES
+from lorapipe.artifacts import EVAL_DETAILS, EVAL_SCORES
 from lorapipe.cli import UserError, run_cli
 from lorapipe.eval_files import read_scores
 from lorapipe.reporting.scores_table import HEALTH_NOTE, markdown_table, score_rows
 
 
 def read_result(path: Path) -> dict:
-    """An eval.json: its base and tuned scores, or one error line saying what is wrong with it."""
+    """An eval_details.json: its base and tuned scores, or one error line saying what is wrong with it."""
     if not path.is_file():
         raise UserError(f"{path} not found; run the pipeline first (dvc repro)")
     try:
@@ -33,7 +33,7 @@ def read_result(path: Path) -> dict:
 
 
 def main() -> None:
-    path = Path(sys.argv[1]) if len(sys.argv) > 1 else EVAL_JSON
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else EVAL_DETAILS
     result = read_result(path)
     samples = read_scores(path=path.with_name(EVAL_SCORES.name))
     print(markdown_table(score_rows(result, samples)))

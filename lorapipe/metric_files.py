@@ -1,0 +1,56 @@
+"""A stage's numbers on disk: a few headline figures as DVC metrics, everything else in a details file.
+
+DVC lists every number of every metrics file as a column of `dvc exp show` and a row of `dvc metrics diff`.
+The headline files (train.json, eval.json) hold only what a reviewer compares across experiments: the
+losses, and the tuned model's BLEU and ROUGE-L with their change against the base model. The details
+files beside them (train_details.json, eval_details.json: plain outputs, git-tracked, not metrics) hold
+the whole record, headline included: speed, memory, device and versions, every score of both models,
+output health. The report, the results page and the summary read the details.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from lorapipe.cli import UserError
+from lorapipe.outputs import write_json
+from lorapipe.vcs import file_at
+
+TRAIN_HEADLINE = ("train_loss", "val_loss")
+EVAL_HEADLINE = ("tuned.bleu", "tuned.rougeL", "delta.bleu", "delta.rougeL")
+
+
+def headline(numbers: dict[str, Any], keys: Iterable[str]) -> dict[str, Any]:
+    """The dotted `keys` of `numbers`, nested as in `numbers` ("tuned.bleu" -> {"tuned": {"bleu": ...}})."""
+    picked: dict[str, Any] = {}
+    for key in keys:
+        *sections, name = key.split(".")
+        source, target = numbers, picked
+        for section in sections:
+            source, target = source[section], target.setdefault(section, {})
+        target[name] = source[name]
+    return picked
+
+
+def write_numbers(metrics: Path, details: Path, numbers: dict[str, Any], keys: Iterable[str]) -> None:
+    """The details file first: a run stopped between the two writes leaves no headline without its record."""
+    write_json(details, numbers)
+    write_json(metrics, headline(numbers, keys))
+
+
+def read_details(path: Path, rev: str | None = None) -> dict[str, Any] | None:
+    """A details file in the workspace (rev None) or at a git revision; None where there is none."""
+    raw = (path.read_bytes() if path.is_file() else None) if rev is None else file_at(rev, path.as_posix())
+    if raw is None:
+        return None
+    where = path if rev is None else f"{rev}:{path}"
+    try:
+        numbers = json.loads(raw)
+    except (ValueError, RecursionError) as err:
+        raise UserError(f"{where}: not valid JSON ({str(err)[:200]})") from None
+    if not isinstance(numbers, dict):
+        raise UserError(f"{where}: expected a JSON object, got {type(numbers).__name__}")
+    return numbers
