@@ -8,6 +8,7 @@ calls `mlflow_run` (`mlflow_run_id`, mlflow_run.json).
 """
 
 import logging
+import os
 import warnings
 
 # Third-party lines that no user can act on, silenced here because every stage and tool imports lorapipe
@@ -20,6 +21,15 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(
 )
 # rouge_score logs "Using default tokenizer." at INFO each time a scorer is made (base and tuned: twice).
 logging.getLogger("absl").setLevel(logging.WARNING)
+# MLflow logs at INFO through a handler of its own ("Creating initial MLflow database tables...", each run's
+# link, which our `mlflow: run ...` line gives): its documented level, read when mlflow is imported; a
+# user's own MLFLOW_LOGGING_LEVEL wins.
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+# transformers warns on every dequantize (evaluate and export merge a QLoRA adapter) that it dequantized in
+# the dtype we asked for.
+logging.getLogger("transformers.integrations.bitsandbytes").addFilter(
+    lambda record: not record.getMessage().startswith("The modules are dequantized in")
+)
 # peft's PeftModel reads transformers' `is_gradient_checkpointing`, deprecated in favour of
 # `is_activation_checkpointing`: peft's to change, not ours.
 warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
