@@ -140,3 +140,18 @@ def test_stages_log_their_time_and_memory_when_asked(prepared, tmp_path, monkeyp
     monkeypatch.delenv("LORAPIPE_TIMINGS", raising=False)
     subprocess.run(command, check=True, capture_output=True)
     assert len(log.read_text().splitlines()) == 1
+
+
+def test_a_quiet_dvc_run_that_fails_names_the_command_that_says_why(tmp_path, monkeypatch, capsys):
+    """make demo runs `dvc repro -q`, which prints none of DVC's own errors (here: a dvc.yaml that is no YAML);
+    the line after the timing table names the command that does."""
+    from lorapipe.timings import run_timed
+
+    for command in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        subprocess.run(command, cwd=tmp_path, check=True, env=child_env())
+    (tmp_path / "dvc.yaml").write_text("stages:\n  a:\n    cmd: echo a: b\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    code = run_timed(["dvc", "repro", "-q"], tmp_path / "timings.jsonl")
+    said = capsys.readouterr().err
+    assert code != 0 and said == f"error: dvc repro -q failed (exit {code}); `dvc repro` says why in DVC's words\n"
