@@ -39,15 +39,11 @@ def record_stage(name: str) -> None:
 
 
 def progress(iterable: Any = None, **kwargs: Any) -> tqdm:
-    """A progress bar for work that may take long (a download, decoding the test set): it shows once the
-    work has run a while and is erased when it ends, where the stage's own line says what was done, so
-    brief work prints nothing. On a terminal it shows after 2 s; where stderr is no terminal (Colab's `!`
-    cells, CI logs) after 30 s, then updates every 30 s, rate and ETA included."""
-    terminal = sys.stderr.isatty()
-    kwargs.setdefault("delay", 2 if terminal else 30)
+    """A progress bar for work that may take long (a download, decoding the test set): it shows only once
+    the work has run a while (tqdm's defaults as lorapipe/__init__.py sets them: 2 s on a terminal; 30 s
+    where stderr is no terminal, Colab's `!` cells or a CI log, updated every 30 s) and is erased when it
+    ends, where the stage's own line says what was done. Brief work prints nothing."""
     kwargs.setdefault("leave", False)
-    if not terminal:
-        kwargs.setdefault("mininterval", 30)
     return tqdm(iterable, **kwargs)
 
 
@@ -59,20 +55,6 @@ def duration(seconds: float) -> str:
     if s < 3600:
         return f"{s // 60}m {s % 60:02d}s"
     return f"{s // 3600}h {s % 3600 // 60:02d}m"
-
-
-def quiet_transformers() -> None:
-    """transformers' own progress bars off: loading weights, writing shards, reading a GGUF take seconds, and
-    the stages say what they loaded. The Hub's bars, which transformers' switch turns off too, come back on
-    (a model upload), unless the user turned them off (HF_HUB_DISABLE_PROGRESS_BARS). For the entry points
-    that load a model: transformers takes a second to import, too long for the others."""
-    from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
-    from transformers.utils import logging as transformers_logging
-
-    hub_bars = not are_progress_bars_disabled()
-    transformers_logging.disable_progress_bar()
-    if hub_bars:
-        enable_progress_bars()
 
 
 class UserError(Exception):

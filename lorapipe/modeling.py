@@ -11,10 +11,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedTokenizerBase
 
-from lorapipe.cli import UserError, log, quiet_transformers
+from lorapipe.cli import UserError, log
 from lorapipe.params import PARAMS_FILE, LoraParams, QuantParams
-
-quiet_transformers()  # every model this module loads or saves, without transformers' bars
 
 
 def pick_device() -> torch.device:

@@ -13,7 +13,7 @@ import shutil
 import time
 from pathlib import Path
 
-from lorapipe.cli import UserError, log, quiet_transformers, run_cli
+from lorapipe.cli import UserError, log, run_cli
 from lorapipe.download import verify
 from lorapipe.outputs import atomic_dir, write_json
 from lorapipe.params import ModelParams, check_params_unchanged, load_params
@@ -37,7 +37,6 @@ def from_gguf(path: Path, out: Path) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    quiet_transformers()
     folder, name = path.parent, path.name
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
