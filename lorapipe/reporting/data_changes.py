@@ -19,6 +19,7 @@ hold plain text, and each renderer escapes every piece of it with the escaping i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -90,29 +91,36 @@ def read_side(rev: str | None, label: str, scores: list[dict] | None = None) -> 
     ids = read_file(rev, TEST_IDS)
     test_ids = None if ids is None else frozenset(ids.decode("ascii", "replace").split())
     rows = read_file(rev, NEAR_LIMITS)
-    near = None if rows is None else [NearLimit(**row) for row in parse_jsonl(rows, f"{NEAR_LIMITS}{where}", _fields)]
+    near = None
+    if rows is not None:
+        parsed_rows = parse_jsonl(rows, f"{NEAR_LIMITS}{where}", _problems)
+        near = [NearLimit(**{key: row[key] for key in NEAR_LIMIT_FIELDS}) for row in parsed_rows]
     return Side(label, lock, stats, test_ids, near, scores)
 
 
-def _fields(row: dict) -> list[str]:
+# A near-limit line's fields and their types (a later version's extra fields are left alone).
+NEAR_LIMIT_FIELDS = {field.name: field.type for field in dataclasses.fields(NearLimit)}
+
+
+def _problems(row: dict) -> list[str]:
     """What a near-limit line lacks or holds of the wrong type."""
-    types = {"rule": str, "kept": bool, "line": int, "id": str, "title_chars": int, "content_chars": int}
-    wrong = [key for key, kind in {**types, "title": str, "content": str}.items() if type(row.get(key)) is not kind]
-    if not wrong and row["rule"] not in LIMITS:
-        wrong.append("rule")
-    return wrong + sorted(set(row) - {*types, "title", "content"})
+    kinds = {"str": str, "bool": bool, "int": int}
+    wrong = [key for key, kind in NEAR_LIMIT_FIELDS.items() if type(row.get(key)) is not kinds[kind]]
+    return wrong or ([] if row["rule"] in LIMITS else ["rule"])
 
 
 # --- what changed, as dvc.lock tells it ---------------------------------------------------------------
 
 
+def _hash(item: dict) -> str | None:
+    """The hash dvc.lock records for a dep or an out: md5, or a cloud file's etag or checksum."""
+    return next((str(item[key]) for key in ("md5", "etag", "checksum") if key in item), None)
+
+
 def out_hash(lock: dict[str, dict], path: Path) -> str | None:
-    """The hash dvc.lock records for an output path (md5, or a remote's etag/checksum), or None."""
-    for stage in lock.values():
-        for out in stage.get("outs") or []:
-            if out.get("path") == path.as_posix():
-                return next((str(out[key]) for key in ("md5", "etag", "checksum") if key in out), None)
-    return None
+    """The hash dvc.lock records for an output path, or None where no stage has that output."""
+    outs = (out for stage in lock.values() for out in stage.get("outs") or [])
+    return next((_hash(out) for out in outs if out.get("path") == path.as_posix()), None)
 
 
 def data_hashes(lock: dict[str, dict]) -> dict[str, str | None]:
@@ -121,7 +129,7 @@ def data_hashes(lock: dict[str, dict]) -> dict[str, str | None]:
 
 
 def _deps(entry: dict) -> dict[str, str | None]:
-    return {dep["path"]: dep.get("md5") or dep.get("etag") or dep.get("checksum") for dep in entry.get("deps") or []}
+    return {dep["path"]: _hash(dep) for dep in entry.get("deps") or []}
 
 
 def _params(entry: dict) -> dict[str, Any]:
