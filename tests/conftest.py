@@ -37,6 +37,7 @@ from tests.workspace import (
     sh,
     stage,
     wait_for,
+    write_params,
 )
 
 LLAMA_SPM_VOCAB = "models/ggml-vocab-llama-spm.gguf"  # in llama.cpp's tree: LLaMA's SentencePiece vocabulary
@@ -269,15 +270,13 @@ def stricter_cleaning(tmp_path_factory, tiny_model_dir) -> StricterCleaning:
 
     def build(repo: Path) -> list[str]:
         copy_tree(repo)
-        params = yaml.safe_load((repo / "params.yaml").read_text())
-        params["model"].update({"name": str(tiny_model_dir), "revision": "", "sha256": ""})
-        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        model = {"name": str(tiny_model_dir), "revision": "", "sha256": ""}
+        write_params(repo, model=model)
         sh(repo, "dvc", "repro", "tokenize")
         commit(repo, "the baseline's data")
         base = sh(repo, "git", "rev-parse", "HEAD").stdout.strip()
         sh(repo, "git", "checkout", "-qb", "stricter-cleaning")
-        params["clean"]["min_content_chars"] = min_content_chars
-        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        write_params(repo, model=model, clean={"min_content_chars": min_content_chars})
         rerun = sh(repo, "dvc", "repro", "tokenize").stdout
         commit(repo, f"clean.min_content_chars {min_content_chars}")
         return [base, rerun]
