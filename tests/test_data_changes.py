@@ -221,8 +221,14 @@ def scores(ids) -> list[dict]:
             "unpaired",
         ),
         (None, IDS, IDS, "changed; this revision has no metrics/split_test_ids.txt"),
+        (
+            IDS - {f"{i:012x}" for i in range(40)},
+            sorted(IDS)[:50],
+            sorted(IDS)[50:60],
+            "None of the 10 test samples this revision scored was scored by main too, so the scores below are unpaired",
+        ),
     ],
-    ids=["same-split", "changed-but-paired", "changed-unpaired", "no-ids"],
+    ids=["same-split", "changed-but-paired", "changed-unpaired", "no-ids", "none-scored-by-both"],
 )
 def test_the_test_split_overlap_says_what_it_means_for_the_scores(new_ids, old_scored, new_scored, said):
     old = side("main", LOCK, test_ids=IDS, scores=scores(old_scored), stats={"split": {"test": 100}})

@@ -474,8 +474,9 @@ def pairing(old: Side, new: Side, same_split: bool, compared: str) -> str:
             f"The {len(pairs):,} test samples scored on one side were all scored on the other too, so {compared} "
             "are still paired over them."
         )
+    shared = f"Only {scored:,} of the" if scored else "None of the"
     return (
-        f"Only {scored:,} of the {len(new.scores):,} test samples {new.label} scored were scored by "
+        f"{shared} {len(new.scores):,} test samples {new.label} scored {'was' if not scored else 'were'} scored by "
         f"{old.label} too, so {compared} are unpaired: each side is resampled on its own, the intervals are "
         "wider, and part of any change comes from the change of test samples, not of the model."
     )
