@@ -246,12 +246,16 @@ def _near_limits(
     """nearest_limits of a chunk's parsed records (the same `nearness` order), picked in numpy: only the few
     picked become objects."""
     picked = []
+    kept_rows = np.flatnonzero(failed < 0)
     for rule, (field, _, minimum) in LIMITS.items():
         for kept in (False, True):
-            rows = np.flatnonzero(failed < 0 if kept else failed == REASONS.index(rule))
-            chars = lengths[field][rows]
-            nearest = rows[np.lexsort((rows, -chars if minimum != kept else chars))[:NEAR_LIMIT]]
-            picked += [(rule, kept, int(i)) for i in nearest]
+            rows = kept_rows if kept else np.flatnonzero(failed == REASONS.index(rule))
+            chars = lengths[field][rows].astype(np.int64)
+            key = -chars if minimum != kept else chars
+            if len(rows) > NEAR_LIMIT:  # sort only the nearest (and their ties): a partition is linear
+                near = key <= np.partition(key, NEAR_LIMIT - 1)[NEAR_LIMIT - 1]
+                rows, key = rows[near], key[near]
+            picked += [(rule, kept, int(i)) for i in rows[np.lexsort((rows, key))[:NEAR_LIMIT]]]
     records = []
     for rule, kept, i in picked:
         title, content = titles[i].as_py(), contents[i].as_py()
