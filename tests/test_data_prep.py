@@ -129,7 +129,7 @@ def test_stages_log_their_time_and_memory_when_asked(prepared, tmp_path, monkeyp
     monkeypatch.chdir(prepared)
     monkeypatch.setenv("PYTHONPATH", child_env()["PYTHONPATH"])  # run_timed's child inherits os.environ
     log = tmp_path / "timings.jsonl"
-    outs = [str(tmp_path / "split"), str(tmp_path / "split.json")]
+    outs = [str(tmp_path / "split"), str(tmp_path / "split.json"), str(tmp_path / "test_ids.txt")]
     command = [sys.executable, str(ROOT / "stages/split.py"), "sample.parquet", *outs]
     assert run_timed(command, log) == 0
     (entry,) = [json.loads(line) for line in log.read_text().splitlines()]
