@@ -262,7 +262,7 @@ def report_of(repo: Path, base: str, out: Path) -> tuple[str, str]:
 def data_part(report: str) -> str:
     """The Data section: from its heading to its last paragraph, the test split's."""
     section = report.split("### Data\n")[1]
-    return "### Data\n" + section[: section.index("\n", section.index("\nTest split: ")) + 1]
+    return "### Data\n" + section[: section.index("\n", section.index("\nTest split: ") + 1) + 1]
 
 
 def counts(section: str) -> dict[tuple[str, str], list[str]]:
