@@ -197,7 +197,7 @@ def data_section(rows: list[dict]) -> str:
 
 def text(value: str) -> str:
     """Plain text in HTML: escaped, with no bidirectional control."""
-    return html.escape(without_bidi(value))
+    return html.escape(visible_text(value))
 
 
 def run_scores(rows: list[dict]) -> list[tuple[str, dict]]:
