@@ -215,6 +215,9 @@ def test_report_of_two_real_experiments_overlays_their_curves_and_imports_no_tor
     assert f"vs `{base[:7]}`" in report.splitlines()[0]
     assert [v[0] for v in VERDICT.findall(report)] == ["ROUGE-L", "BLEU", "perplexity"]
     assert "paired over the 4 test samples both scored" in report
+    # lora.r changed, the data did not: one line above the verdict, no Data section.
+    unchanged = "\nData unchanged: same hashes for raw, clean, sample, split, tokenized.\n"
+    assert unchanged in report.split("- ROUGE-L")[0] and "### Data" not in report
     assert "![loss curves, both revisions](./report_images/loss.png)" in report
     for image in ("loss.png", "scores.png"):
         assert (tmp_path / "report_images" / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -31,6 +31,10 @@ def test_page_lists_every_experiment_with_curves_and_opens_offline_in_a_browser(
     by_name = {row.split()[0]: row.split() for row in rows[1:]}
     assert by_name["smollm2-r16"][2:4] == ["lora", "16"] and by_name["smollm2-r8"][2:4] == ["lora", "8"]
     assert by_name["smollm2-dora"][2:4] == ["dora", "16"]
+    # Their data is the same: a line each against the earliest run.
+    for name in ("smollm2-dora", "smollm2-r8"):
+        line = f"{name} against smollm2-r16: Data unchanged: same hashes for raw, clean, sample, split, tokenized."
+        assert f"<p>{line}</p>" in page
     # The workspace holds smollm2-r8's results: one row for that run, not two.
     assert "workspace" not in by_name and "The workspace holds the results of smollm2-r8." in page
     shown = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
