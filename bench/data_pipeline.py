@@ -104,9 +104,9 @@ def main() -> None:
     (work / "params.yaml").write_bytes(committed)
 
     steps = {
-        "clean": ["stages/clean.py", str(raw), "clean.parquet", "rejects.jsonl", "clean.json"],
+        "clean": ["stages/clean.py", str(raw), "clean.parquet", "rejects.jsonl", "clean.json", "near_limits.jsonl"],
         "sample": ["stages/sample.py", "clean.parquet", "sample.parquet", "sample.json"],
-        "split": ["stages/split.py", "sample.parquet", "split", "split.json"],
+        "split": ["stages/split.py", "sample.parquet", "split", "split.json", "test_ids.txt"],
     }
     results = {}
     for name, (script, *rest) in steps.items():

@@ -8,6 +8,8 @@ calls `mlflow_run` (`mlflow_run_id`, mlflow_run.json).
 """
 
 import logging
+import os
+import sys
 import warnings
 
 # Third-party lines that no user can act on, silenced here because every stage and tool imports lorapipe
@@ -20,6 +22,25 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(
 )
 # rouge_score logs "Using default tokenizer." at INFO each time a scorer is made (base and tuned: twice).
 logging.getLogger("absl").setLevel(logging.WARNING)
+# Progress bars, ours and every library's (transformers loading weights or reading a GGUF, the Hub's
+# downloads): none for brief work. A bar shows once its work has run 2 s on a terminal; where stderr is no
+# terminal (Colab's `!` cells, a CI log), after 30 s, then updated every 30 s. tqdm's own settings, read
+# when tqdm is first imported, which every stage does after lorapipe (torch and transformers import it);
+# a user's own TQDM_DELAY or TQDM_MININTERVAL wins.
+if sys.stderr is not None and sys.stderr.isatty():
+    os.environ.setdefault("TQDM_DELAY", "2")
+else:
+    os.environ.setdefault("TQDM_DELAY", "30")
+    os.environ.setdefault("TQDM_MININTERVAL", "30")
+# MLflow logs at INFO through a handler of its own ("Creating initial MLflow database tables...", each run's
+# link, which our `mlflow: run ...` line gives): its documented level, read when mlflow is imported; a
+# user's own MLFLOW_LOGGING_LEVEL wins.
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+# transformers warns on every dequantize (evaluate and export merge a QLoRA adapter) that it dequantized in
+# the dtype we asked for.
+logging.getLogger("transformers.integrations.bitsandbytes").addFilter(
+    lambda record: not record.getMessage().startswith("The modules are dequantized in")
+)
 # peft's PeftModel reads transformers' `is_gradient_checkpointing`, deprecated in favour of
 # `is_activation_checkpointing`: peft's to change, not ours.
 warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)

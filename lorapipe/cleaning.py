@@ -1,4 +1,5 @@
-"""Cleaning rules for raw gzip JSON lines: each line becomes a (title, content) pair or a reason."""
+"""Cleaning raw gzip JSON lines: each line becomes a (title, content) pair or a reason (lorapipe.clean_rules),
+and the records nearest each length limit are picked out for the PR report's Data section."""
 
 from __future__ import annotations
 
@@ -8,15 +9,16 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lorapipe.clean_rules import LIMITS, NEAR_LIMIT, REASONS, TEXT_CHARS, NearLimit, Reason, length_checks
 from lorapipe.data_files import TEXT_SCHEMA
 from lorapipe.params import CleanParams
+from lorapipe.record_ids import record_id
 
 # The characters clean_text removes, as (first, last) code points. Whitespace controls (\t \n \r)
 # are not among them: the whitespace rule folds those into spaces.
@@ -52,25 +54,6 @@ _ASCII_INVISIBLE = _char_class((lo, min(hi, 0x7F)) for lo, hi in INVISIBLE_RANGE
 _ASCII_SPACE_RUN = r"[\t\n\r ]{2,}|[\t\n\r]"  # what `" ".join(text.split())` changes, bar the ends
 
 
-class Reason:
-    """Why a line was dropped; the keys of `dropped` in metrics/clean.json."""
-
-    NOT_UTF8 = "not_utf8"
-    BAD_JSON = "bad_json"
-    NOT_OBJECT = "not_object"
-    MISSING_FIELD = "missing_field"
-    WRONG_TYPE = "wrong_type"
-    EMPTY_TITLE = "empty_title"
-    EMPTY_CONTENT = "empty_content"
-    TITLE_TOO_SHORT = "title_too_short"
-    TITLE_TOO_LONG = "title_too_long"
-    CONTENT_TOO_SHORT = "content_too_short"
-    CONTENT_TOO_LONG = "content_too_long"
-
-    MALFORMED = (NOT_UTF8, BAD_JSON, NOT_OBJECT, MISSING_FIELD, WRONG_TYPE)
-
-
-REASONS = tuple(v for k, v in vars(Reason).items() if k.isupper() and isinstance(v, str))
 _EMPTY_CONTENT = REASONS.index(Reason.EMPTY_CONTENT)
 
 
@@ -117,25 +100,13 @@ def read_fields(line: bytes, params: CleanParams) -> tuple[str, str] | Rejected:
     return raw_title, raw_content
 
 
-def _length_checks(title_len: Any, content_len: Any, params: CleanParams) -> list[tuple[str, Any]]:
-    """The length rules in the order they are checked; lengths are ints or numpy arrays alike."""
-    return [
-        (Reason.EMPTY_TITLE, title_len == 0),
-        (Reason.EMPTY_CONTENT, content_len == 0),
-        (Reason.TITLE_TOO_SHORT, title_len < params.min_title_chars),
-        (Reason.TITLE_TOO_LONG, title_len > params.max_title_chars),
-        (Reason.CONTENT_TOO_SHORT, content_len < params.min_content_chars),
-        (Reason.CONTENT_TOO_LONG, content_len > params.max_content_chars),
-    ]
-
-
 def parse_line(line: bytes, params: CleanParams) -> tuple[str, str] | Rejected:
     """One raw line to a cleaned (title, content), or the reason it was dropped: the rules, line by line."""
     fields = read_fields(line, params)
     if isinstance(fields, Rejected):
         return fields
     title, content = clean_text(fields[0]), clean_text(fields[1])
-    for reason, failed in _length_checks(len(title), len(content), params):
+    for reason, failed in length_checks(len(title), len(content), params):
         if failed:
             return Rejected(reason)
     return title, content
@@ -147,9 +118,32 @@ class CleanedChunk:
     kept: pa.Table  # (title, content) rows kept, in line order
     rejected_at: np.ndarray  # indices into `lines` of the dropped lines, ascending
     rejected_why: np.ndarray  # their reasons, as indices into REASONS
+    near_limits: list[NearLimit]  # nearest_limits of the chunk's records; `line` counts from 1 in the chunk
 
     def rejected(self) -> list[tuple[int, str]]:
         return [(int(i), REASONS[w]) for i, w in zip(self.rejected_at, self.rejected_why, strict=True)]
+
+
+def nearness(record: NearLimit) -> tuple[int, int]:
+    """How far a record is from its limit, in the order nearest_limits sorts: the longest of the records a
+    minimum drops and the shortest it keeps come first (the other way round for a maximum); then line order."""
+    field, _, minimum = LIMITS[record.rule]
+    chars = record.title_chars if field == "title" else record.content_chars
+    return (-chars if minimum != record.kept else chars), record.line
+
+
+def nearest_limits(records: Iterable[NearLimit], per_side: int = NEAR_LIMIT) -> list[NearLimit]:
+    """The `per_side` records nearest each length limit among those it dropped, and among those kept:
+    the records that a slightly looser or tighter limit would decide otherwise. By rule, then nearness."""
+    sides: dict[tuple[str, bool], list[NearLimit]] = {}
+    for record in records:
+        sides.setdefault((record.rule, record.kept), []).append(record)
+    order = {rule: i for i, rule in enumerate(LIMITS)}
+    return [
+        record
+        for key in sorted(sides, key=lambda key: (order[key[0]], key[1]))
+        for record in sorted(sides[key], key=nearness)[:per_side]
+    ]
 
 
 def clean_chunks(
@@ -234,14 +228,42 @@ def _parse_chunk(lines: Sequence[bytes], params: CleanParams) -> _ParsedChunk:
 
 def _finish_chunk(parsed: _ParsedChunk, params: CleanParams) -> CleanedChunk:
     titles, contents = _clean_ascii(parsed.titles), _clean_ascii(parsed.contents)
-    checks = _length_checks(pc.utf8_length(titles).to_numpy(), pc.utf8_length(contents).to_numpy(), params)
+    lengths = {"title": pc.utf8_length(titles).to_numpy(), "content": pc.utf8_length(contents).to_numpy()}
+    checks = length_checks(lengths["title"], lengths["content"], params)
     failed = np.select([bad for _, bad in checks], [REASONS.index(reason) for reason, _ in checks], default=-1)
     at = np.asarray(parsed.at, dtype=np.int64)
     rejected_at = np.concatenate([np.array([i for i, _ in parsed.dropped], dtype=np.int64), at[failed >= 0]])
     rejected_why = np.concatenate([np.array([w for _, w in parsed.dropped], dtype=np.int64), failed[failed >= 0]])
     order = np.argsort(rejected_at, kind="stable")
     kept = pa.table([titles, contents], schema=TEXT_SCHEMA).filter(pa.array(failed < 0))
-    return CleanedChunk(parsed.lines, kept, rejected_at[order], rejected_why[order])
+    near = _near_limits(titles, contents, lengths, failed, at)
+    return CleanedChunk(parsed.lines, kept, rejected_at[order], rejected_why[order], near)
+
+
+def _near_limits(
+    titles: pa.Array, contents: pa.Array, lengths: dict[str, np.ndarray], failed: np.ndarray, at: np.ndarray
+) -> list[NearLimit]:
+    """nearest_limits of a chunk's parsed records (the same `nearness` order), picked in numpy: only the few
+    picked become objects."""
+    picked = []
+    kept_rows = np.flatnonzero(failed < 0)
+    for rule, (field, _, minimum) in LIMITS.items():
+        for kept in (False, True):
+            rows = kept_rows if kept else np.flatnonzero(failed == REASONS.index(rule))
+            chars = lengths[field][rows].astype(np.int64)
+            key = -chars if minimum != kept else chars
+            if len(rows) > NEAR_LIMIT:  # sort only the nearest (and their ties): a partition is linear
+                near = key <= np.partition(key, NEAR_LIMIT - 1)[NEAR_LIMIT - 1]
+                rows, key = rows[near], key[near]
+            picked += [(rule, kept, int(i)) for i in rows[np.lexsort((rows, key))[:NEAR_LIMIT]]]
+    records = []
+    for rule, kept, i in picked:
+        title, content = titles[i].as_py(), contents[i].as_py()
+        title_chars, content_chars = int(lengths["title"][i]), int(lengths["content"][i])
+        texts = {"title": title[:TEXT_CHARS], "content": content[:TEXT_CHARS]}
+        line = int(at[i]) + 1
+        records.append(NearLimit(rule, kept, line, record_id(title, content), title_chars, content_chars, **texts))
+    return records
 
 
 def _clean_ascii(texts: list[str]) -> pa.Array:

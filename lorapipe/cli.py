@@ -1,6 +1,6 @@
 """What every entry point shares (stages, `python -m lorapipe...` tools, scripts/, app.py): one
-error type for mistakes a user can fix, one-line failures, plain logging and progress bars, and
-the optional log of each one's time and memory."""
+error type for mistakes a user can fix, one-line failures, plain logging and progress bars (quiet:
+a line per thing done, no library's chatter), and the optional log of each one's time and memory."""
 
 from __future__ import annotations
 
@@ -39,11 +39,22 @@ def record_stage(name: str) -> None:
 
 
 def progress(iterable: Any = None, **kwargs: Any) -> tqdm:
-    """A progress bar that also shows where stderr is no terminal (Colab's `!` cells, CI logs):
-    there it updates every 30 s, rate and ETA included, instead of switching itself off."""
-    if not sys.stderr.isatty():
-        kwargs.setdefault("mininterval", 30)
+    """A progress bar for work that may take long (a download, decoding the test set): it shows only once
+    the work has run a while (tqdm's defaults as lorapipe/__init__.py sets them: 2 s on a terminal; 30 s
+    where stderr is no terminal, Colab's `!` cells or a CI log, updated every 30 s) and is erased when it
+    ends, where the stage's own line says what was done. Brief work prints nothing."""
+    kwargs.setdefault("leave", False)
     return tqdm(iterable, **kwargs)
+
+
+def duration(seconds: float) -> str:
+    """`42s`, `4m 18s`, `2h 05m`: a time span as a progress line shows it."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"
 
 
 class UserError(Exception):
@@ -55,8 +66,10 @@ def run_cli(main: Callable[[], int | None]) -> None:
     """Run an entry point's main() and exit with its status (None: 0). UserError and Ctrl-C end it
     with one `error: ...` line and exit 1 or 130; anything else is a bug and keeps its traceback. Every
     line logged, ours or a library's that reaches the root logger (urllib3's retries), and the error line
-    are redacted (lorapipe.credentials.redact)."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    are redacted (lorapipe.credentials.redact). Our lines from INFO up, a library's from WARNING up: their
+    INFO lines (matplotlib's new font cache, ...) say nothing a user acts on."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    log.setLevel(logging.INFO)
     redact_handlers(logging.getLogger())
     try:
         status = main()

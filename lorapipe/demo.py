@@ -1,8 +1,9 @@
 """`make demo`'s git side: the demo runs on a local branch whose commits hold its params and results.
 
     python -m lorapipe.demo start    # git identity, the local branch `demo`, the offline profile committed
-    dvc repro                        # (make demo times it)
+    dvc repro -q                     # (make demo times it)
     python -m lorapipe.demo record   # dvc.lock and metrics/ committed to `demo`
+    python -m lorapipe.demo next     # what to run next (NEXT_STEPS), the last lines make demo prints
 
 So the demo's run is a commit: `dvc exp run -S lora.r=8` is an experiment based on it,
 `dvc exp show --only-changed` shows only what the experiment changed, the results page and
@@ -34,6 +35,14 @@ PROFILE = "offline"
 # What the demo's run writes into tracked files: `record` commits them. An interrupted run leaves them
 # changed, and `start` goes on from there.
 RUN_OUTPUTS = ("dvc.lock", "metrics")
+# The README's next steps, which make demo's last lines repeat: (command, what it shows).
+NEXT_STEPS = (
+    ("dvc exp run -S lora.r=8", "a variant: re-runs only train and evaluate"),
+    ("dvc exp show", "both runs side by side"),
+    ("python -m lorapipe.reporting.report --base demo -o report.md", "the pull-request report, locally"),
+    ("python app.py", "base vs tuned in the browser, http://127.0.0.1:7860"),
+    ("python -m lorapipe.reporting.results_page", "results/index.html: every experiment"),
+)
 
 
 def run_git(*args: str) -> None:
@@ -121,10 +130,18 @@ def record() -> None:
     commit(f"demo: results of the {PROFILE} run (dvc.lock, metrics/)", *RUN_OUTPUTS)
 
 
+def next_steps() -> None:
+    """What to run next, in the venv make demo made."""
+    width = max(len(command) for command, _ in NEXT_STEPS)
+    print("Next, after `source .venv/bin/activate`:")
+    for command, what in NEXT_STEPS:
+        print(f"  {command:<{width}}  # {what}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=["start", "record"])
-    {"start": start, "record": record}[parser.parse_args(argv).step]()
+    parser.add_argument("step", choices=["start", "record", "next"])
+    {"start": start, "record": record, "next": next_steps}[parser.parse_args(argv).step]()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The per-sample files evaluate writes and the report and results page read.
 
 EVAL_SAMPLES: the first `eval.report_samples` texts (title, reference, base, tuned).
-EVAL_SCORES: every scored sample, one line each: a stable `id`, title, reference,
+EVAL_SCORES: every scored sample, one line each: its `id` (record_ids.record_id), title, reference,
 and per model its text and sentence-level scores (scoring.sample_scores, plus the reference's
 mean token `loss` and its `tokens`) and its health (output_health.sample_health), so any two runs
 can be compared sample by sample. Files written before output health have no health fields.
@@ -11,18 +11,16 @@ Reading never raises a traceback: a malformed line is one `error:` naming the fi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from lorapipe.artifacts import EVAL_RUN, EVAL_SAMPLES, EVAL_SCORES
 from lorapipe.cli import UserError
-from lorapipe.outputs import atomic_path
+from lorapipe.outputs import write_jsonl
+from lorapipe.record_ids import record_id
 from lorapipe.vcs import file_at
 
 MODELS = ("base", "tuned")
@@ -36,17 +34,6 @@ HEALTH_FIELDS: dict[str, Callable[[Any], bool]] = {
     "length_ratio": lambda value: is_number(value),
     "unsupported_figures": lambda value: isinstance(value, list) and all(isinstance(v, str) for v in value),
 }
-
-
-def sample_id(title: str, reference: str) -> str:
-    """12 hex digits of the sample's content: the same sample gets the same id in any run or split."""
-    return hashlib.sha256(f"{title}\x1f{reference}".encode()).hexdigest()[:12]
-
-
-def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        for row in rows:
-            f.write(orjson.dumps(row) + b"\n")
 
 
 def write_sample_files(
@@ -63,7 +50,7 @@ def write_sample_files(
     rows = []
     for i, (title, reference) in enumerate(zip(titles, references, strict=True)):
         models = {m: {"text": outputs[m][i], **{k: _round(v) for k, v in scores[m][i].items()}} for m in MODELS}
-        rows.append({"id": sample_id(title, reference), "title": title, "reference": reference, **models})
+        rows.append({"id": record_id(title, reference), "title": title, "reference": reference, **models})
     write_jsonl(scores_path, rows)
     write_jsonl(samples_path, ({**row, **{m: row[m]["text"] for m in MODELS}} for row in rows[:keep_texts]))
 

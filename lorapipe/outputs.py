@@ -12,10 +12,12 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from lorapipe.cli import UserError
 
@@ -125,6 +127,13 @@ def write_json(path: str | Path, data: Any) -> None:
     """Write JSON atomically, pretty-printed so `git diff` and `dvc metrics diff` read well."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Write JSON lines atomically, one object a line."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        for row in rows:
+            f.write(orjson.dumps(row) + b"\n")
 
 
 def sha256_of(path: str | Path) -> str:

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from lorapipe.cli import TIMINGS_ENV, UserError, run_cli
+
+QUIET = {"-q", "--quiet"}  # DVC's flags that drop its own lines, errors included
 
 
 def timing_table(entries: list[dict]) -> str:
@@ -30,7 +33,11 @@ def timing_table(entries: list[dict]) -> str:
 
 
 def run_timed(command: list[str], log: Path) -> int:
-    """Run `command` (e.g. `dvc exp run`) with the log set; add DVC's own share and print the table."""
+    """Run `command` (e.g. `dvc exp run`) with the log set; add DVC's own share and print the table.
+
+    A quiet DVC command (`dvc repro -q`, as make demo runs) that fails says nothing of its own, errors
+    included: a failing stage has printed its error, but DVC's (a broken dvc.yaml, a held lock) is lost,
+    so a line after the table names the command that shows it."""
     log.parent.mkdir(parents=True, exist_ok=True)
     log.unlink(missing_ok=True)
     started = time.perf_counter()
@@ -38,7 +45,10 @@ def run_timed(command: list[str], log: Path) -> int:
     entries = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
     rest = time.perf_counter() - started - sum(e["seconds"] for e in entries)
     entries.append({"step": "dvc (hash, cache, git)", "seconds": round(max(rest, 0.0), 1)})
-    print(timing_table(entries))
+    print(timing_table(entries), flush=True)
+    if code and QUIET & set(command):
+        loud = shlex.join(arg for arg in command if arg not in QUIET)
+        print(f"error: {shlex.join(command)} failed (exit {code}); `{loud}` says why in DVC's words", file=sys.stderr)
     return code
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from lorapipe.checkpoints import TrainState, resume_checkpoint, save_checkpoint
-from lorapipe.cli import UserError, log, progress
+from lorapipe.cli import UserError, duration, log
 from lorapipe.distributed import SINGLE, World, sum_across
 from lorapipe.losses import completion_loss, mean_loss
 from lorapipe.modeling import dtype_name, peak_memory_mb, read_hardware
@@ -166,7 +166,9 @@ def _train_loop(model: torch.nn.Module, data: TrainData, config: TrainConfig, ho
     amp = autocast(device, config.dtype)
 
     model.train()
-    bar = progress(total=steps, initial=state.step, desc="train", unit="step", disable=not world.main)
+    # The progress is the step line every ops.log_every steps: its pace and ETA are this process's, since it
+    # started or resumed (a resumed run's earlier steps ran on another machine, maybe).
+    since, first_step = time.perf_counter(), state.step
     while state.step < steps:
         started = time.perf_counter()
         rows = micro_batch_rows(state.step, params.grad_accum, params.micro_batch, len(data.train), params.seed)
@@ -189,13 +191,15 @@ def _train_loop(model: torch.nn.Module, data: TrainData, config: TrainConfig, ho
         state.train_seconds += seconds
         row = {"step": state.step, "loss": round(loss_sum, 5), "lr": lr, "grad_norm": round(grad_norm, 4)}
         state.history.append(row)
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_sum:.3f}")
         stop_now = bool(stopping.item())
         if world.main:  # the main process alone validates, reports and saves
             last = state.step == steps
             if state.step % ops.log_every == 0 or last:
-                log.info(f"step {state.step}/{steps} | loss {loss_sum:.4f} | lr {lr:.2e} | {seconds * 1000:.0f} ms")
+                pace = (time.perf_counter() - since) / (state.step - first_step)
+                log.info(
+                    f"step {state.step}/{steps} | loss {loss_sum:.4f} | lr {lr:.2e} | {pace:.2f} s/step | "
+                    f"{duration(pace * (steps - state.step))} left"
+                )
             if data.val and (state.step % params.eval_every == 0 or last):
                 val = mean_loss(model, data.val, params.micro_batch, data.pad_id, device, amp)
                 state.val_history.append({"step": state.step, "val_loss": round(val, 5)})
@@ -210,9 +214,7 @@ def _train_loop(model: torch.nn.Module, data: TrainData, config: TrainConfig, ho
                 if hooks.on_save:
                     hooks.on_save(saved)
         if stop_now:
-            bar.close()
             raise Stopped(f"stopped on request at step {state.step} of {steps}; that step is saved, rerun to resume")
-    bar.close()
     return state
 
 

@@ -9,17 +9,18 @@ each kind are written to the rejects file.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
 import numpy as np
-import orjson
 import pyarrow.parquet as pq
 
-from lorapipe.cleaning import REASONS, CleanedChunk, Reason, clean_chunks
+from lorapipe.clean_rules import REASONS, NearLimit, Reason
+from lorapipe.cleaning import CleanedChunk, clean_chunks, nearest_limits
 from lorapipe.cli import UserError, log, run_cli
 from lorapipe.data_files import TEXT_SCHEMA, iter_gzip_chunks
-from lorapipe.outputs import atomic_path, write_json
+from lorapipe.outputs import atomic_path, write_json, write_jsonl
 from lorapipe.params import CleanParams, check_params_unchanged, load_params
 
 
@@ -29,23 +30,26 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("rejects", type=Path)
     parser.add_argument("metrics", type=Path)
+    parser.add_argument("near_limits", type=Path, help="JSON lines: the records nearest each length limit")
     args = parser.parse_args()
     params = load_params(CleanParams)
 
     started = time.perf_counter()
     counts = np.zeros(len(REASONS), dtype=np.int64)
     examples: list[dict] = []
+    near: list[NearLimit] = []
     read = kept = 0
     with atomic_path(args.out) as tmp:
         writer = pq.ParquetWriter(tmp, TEXT_SCHEMA, compression="zstd")
         for chunk in clean_chunks(iter_gzip_chunks(args.raw, desc="clean"), params, writer.write_table):
             kept += chunk.kept.num_rows
             examples += _examples(chunk, read, counts, params.rejects_per_reason)
+            near = nearest_limits([*near, *(dataclasses.replace(r, line=read + r.line) for r in chunk.near_limits)])
             counts += np.bincount(chunk.rejected_why, minlength=len(REASONS))
             read += len(chunk.lines)
         writer.close()
         dropped = {reason: int(n) for reason, n in zip(REASONS, counts, strict=True) if n}
-        _write_rejects(args.rejects, examples)  # first, so a failing run still shows examples
+        write_jsonl(args.rejects, examples)  # first, so a failing run still shows examples
         malformed = sum(dropped.get(r, 0) for r in Reason.MALFORMED)
         if read and malformed / read > params.max_bad_fraction:
             raise UserError(
@@ -57,6 +61,7 @@ def main() -> None:
             raise UserError(f"{args.raw}: no record left after cleaning ({dict(dropped)}); check clean.* limits")
         check_params_unchanged()
 
+    write_jsonl(args.near_limits, [record.to_json() for record in near])
     write_json(
         args.metrics,
         {
@@ -81,12 +86,6 @@ def _examples(chunk: CleanedChunk, first_line: int, counts: np.ndarray, per_reas
         {"line": first_line + i + 1, "reason": REASONS[why], "text": chunk.lines[i][:300].decode("utf-8", "replace")}
         for i, why in sorted(picked)
     ]
-
-
-def _write_rejects(path: Path, examples: list[dict]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        for example in examples:
-            f.write(orjson.dumps(example) + b"\n")
 
 
 if __name__ == "__main__":

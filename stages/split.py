@@ -10,8 +10,9 @@ from pathlib import Path
 
 from lorapipe.cli import UserError, log, run_cli
 from lorapipe.data_files import read_text_table, write_table
-from lorapipe.outputs import atomic_dir, write_json
+from lorapipe.outputs import atomic_dir, atomic_path, write_json
 from lorapipe.params import SplitParams, check_params_unchanged, load_params
+from lorapipe.record_ids import record_id
 from lorapipe.row_selection import split_indices
 
 
@@ -20,6 +21,7 @@ def main() -> None:
     parser.add_argument("sample", type=Path)
     parser.add_argument("out", type=Path, help="folder for train/val/test.parquet")
     parser.add_argument("metrics", type=Path)
+    parser.add_argument("test_ids", type=Path, help="the test records' ids, sorted, one a line")
     args = parser.parse_args()
     params = load_params(SplitParams)
 
@@ -35,6 +37,10 @@ def main() -> None:
     with atomic_dir(args.out) as tmp:
         for name, rows in parts.items():
             write_table(table.take(rows), tmp / f"{name}.parquet")
+    test = table.take(parts["test"])
+    ids = sorted(map(record_id, test["title"].to_pylist(), test["content"].to_pylist()))
+    with atomic_path(args.test_ids) as tmp:
+        tmp.write_text("".join(f"{record}\n" for record in ids))
     sizes = {name: len(rows) for name, rows in parts.items()}
     write_json(args.metrics, sizes)
     log.info("split: " + ", ".join(f"{name} {size:,}" for name, size in sizes.items()))

@@ -37,6 +37,7 @@ from tests.workspace import (
     sh,
     stage,
     wait_for,
+    write_params,
 )
 
 LLAMA_SPM_VOCAB = "models/ggml-vocab-llama-spm.gguf"  # in llama.cpp's tree: LLaMA's SentencePiece vocabulary
@@ -58,6 +59,7 @@ HEAVY_FIXTURES = {
     "llama_tokenizer_dir",
     "pristine_repo",
     "experiments",
+    "stricter_cleaning",
     "s3_endpoint",
     "mlflow_server",
     "browser",
@@ -249,6 +251,39 @@ def experiments(tmp_path_factory, smollm2_gguf) -> Experiments:
 
     repo, (first, second, export, dora) = built_once(tmp_path_factory, "experiments", build)
     return Experiments(repo, first, second, export, dora)
+
+
+@dataclass(frozen=True)
+class StricterCleaning:
+    """A repo whose commit `base` ran the data stages (download to tokenize, on the tiny Llama), then a branch
+    that raised clean.min_content_chars to `min_content_chars` and re-ran what that changes; `rerun` is what
+    that `dvc repro` printed. The tests' pull request that touches a cleaning rule."""
+
+    repo: Path
+    base: str
+    min_content_chars: int
+    rerun: str
+
+
+@pytest.fixture(scope="session")
+def stricter_cleaning(tmp_path_factory, tiny_model_dir) -> StricterCleaning:
+    min_content_chars = 150  # the synthetic descriptions run 108 to 210 characters: a quarter of them goes
+
+    def build(repo: Path) -> list[str]:
+        copy_tree(repo)
+        model = {"name": str(tiny_model_dir), "revision": "", "sha256": ""}
+        write_params(repo, model=model)
+        sh(repo, "dvc", "repro", "tokenize")
+        commit(repo, "the baseline's data")
+        base = sh(repo, "git", "rev-parse", "HEAD").stdout.strip()
+        sh(repo, "git", "checkout", "-qb", "stricter-cleaning")
+        write_params(repo, model=model, clean={"min_content_chars": min_content_chars})
+        rerun = sh(repo, "dvc", "repro", "tokenize").stdout
+        commit(repo, f"clean.min_content_chars {min_content_chars}")
+        return [base, rerun]
+
+    repo, (base, rerun) = built_once(tmp_path_factory, "stricter-cleaning", build)
+    return StricterCleaning(repo, base, min_content_chars, rerun)
 
 
 @pytest.fixture(scope="session")

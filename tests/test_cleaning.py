@@ -6,8 +6,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lorapipe.cleaning import INVISIBLE_RANGES, Reason, Rejected, clean_chunk, clean_text, parse_line
+from lorapipe.clean_rules import LIMITS, TEXT_CHARS, NearLimit, Reason, length_decision
+from lorapipe.cleaning import (
+    INVISIBLE_RANGES,
+    Rejected,
+    clean_chunk,
+    clean_text,
+    nearest_limits,
+    parse_line,
+    read_fields,
+)
 from lorapipe.params import CleanParams
+from lorapipe.record_ids import record_id
 from tests.workspace import params_of
 
 PARAMS = params_of(CleanParams, min_title_chars=3, max_title_chars=40, min_content_chars=10, max_content_chars=80)
@@ -128,6 +138,21 @@ def test_clean_chunk_gives_what_parse_line_gives_line_by_line(lines):
     results = [parse_line(raw, params) for raw in lines]
     assert chunk.kept.to_pylist() == [{"title": r[0], "content": r[1]} for r in results if not isinstance(r, Rejected)]
     assert chunk.rejected() == [(i, r.reason) for i, r in enumerate(results) if isinstance(r, Rejected)]
+    # The records nearest each length limit, picked in numpy, are those the line-by-line rules pick, and the
+    # report's replay of the limits (length_decision) decides each line as the stage did.
+    records = []
+    for number, (raw, result) in enumerate(zip(lines, results, strict=True), 1):
+        fields = read_fields(raw, params)
+        if isinstance(fields, Rejected):
+            continue
+        title, content = map(clean_text, fields)
+        decision = length_decision(len(title), len(content), params)
+        assert decision == (result.reason if isinstance(result, Rejected) else None)
+        rules = LIMITS if decision is None else [decision] if decision in LIMITS else []
+        text = {"title": title[:TEXT_CHARS], "content": content[:TEXT_CHARS]}
+        ids = record_id(title, content)
+        records += [NearLimit(rule, decision is None, number, ids, len(title), len(content), **text) for rule in rules]
+    assert chunk.near_limits == nearest_limits(records)
 
 
 @pytest.mark.parametrize(("first", "last"), INVISIBLE_RANGES)

@@ -10,6 +10,7 @@ from scipy import stats
 from lorapipe.corpus_metrics import corpus_bleu
 from lorapipe.evaluation import ModelOutputs
 from lorapipe.reporting.compare import METRICS, columns, pair_up, run_vs_run, tuned_vs_base
+from lorapipe.reporting.scores_table import score_rows
 from lorapipe.scoring import sample_scores, score_outputs
 
 WORDS = ["the", "a", "blue", "red", "steel", "mug", "lamp", "bottle", "lid", "for", "desk", "travel", "warm", "light"]
@@ -128,6 +129,24 @@ def test_lower_perplexity_is_better():
     new = [{**row, "tuned": {**row["tuned"], "loss": row["tuned"]["loss"] - 0.3}} for row in old]
     change = run_vs_run(old, new, "perplexity")
     assert change.delta < 0 and change.high < 0 and change.verdict == "better"
+
+
+def test_a_length_ratio_that_moved_past_1_reads_lower_and_not_clearly_closer_to_1():
+    """Base outputs 10% too long, tuned 10% too short: the ratio clearly fell, its distance to 1 did not
+    clearly change. The words beside each interval say what that interval says (summary, PR report, page)."""
+    rng = np.random.default_rng(9)
+    health = {"runaway": False, "repeat4": 0.0, "echo": False, "unsupported_figures": [], "text": "a mug for a desk"}
+    rows = [
+        {"base": {**health, "length_ratio": 1.1 + rng.normal(0, 0.05)}, "tuned": {**health, "length_ratio": x}}
+        for x in 0.9 + rng.normal(0, 0.05, 200)
+    ]
+    change = tuned_vs_base(rows, "length_ratio")
+    assert change.high < 0 and change.distance[0] < 0 < change.distance[1] and change.verdict == "no clear change"
+    low, high = change.distance
+    words = f"lower; distance to 1: no clear change, {low:+.3f}..{high:+.3f}"
+    row = next(row for row in score_rows(samples=rows, health=True) if row.metric == "length_ratio")
+    assert row.interval() == f"{change.bounds()} ({words})"
+    assert change.line().endswith(f"95% CI {change.bounds()}): {words}")
 
 
 def test_runs_of_other_samples_are_compared_unpaired():

@@ -91,9 +91,9 @@ def prepared(tmp_path_factory) -> Path:
     ws = tmp_path_factory.mktemp("prep")
     dirty_file(ws / "trn.json.gz")
     write_params(ws, sample={"size": 2000, "seed": 11}, split={"seed": 3})
-    stage(ws, "clean.py", "trn.json.gz", "clean.parquet", "rejects.jsonl", "clean.json")
+    stage(ws, "clean.py", "trn.json.gz", "clean.parquet", "rejects.jsonl", "clean.json", "near_limits.jsonl")
     stage(ws, "sample.py", "clean.parquet", "sample.parquet", "sample.json")
-    stage(ws, "split.py", "sample.parquet", "split", "split.json")
+    stage(ws, "split.py", "sample.parquet", "split", "split.json", "test_ids.txt")
     return ws
 
 
@@ -113,9 +113,9 @@ if __name__ == "__main__":  # print fresh digests (only when the rules change on
         dirty_file(ws / "trn.json.gz")
         write_params(ws, sample={"size": 2000, "seed": 11}, split={"seed": 3})
         for script, *args in (
-            ("clean.py", "trn.json.gz", "clean.parquet", "rejects.jsonl", "clean.json"),
+            ("clean.py", "trn.json.gz", "clean.parquet", "rejects.jsonl", "clean.json", "near_limits.jsonl"),
             ("sample.py", "clean.parquet", "sample.parquet", "sample.json"),
-            ("split.py", "sample.parquet", "split", "split.json"),
+            ("split.py", "sample.parquet", "split", "split.json", "test_ids.txt"),
         ):
             subprocess.run([sys.executable, str(ROOT / "stages" / script), *args], cwd=ws, check=True)
         for name in PINNED:
@@ -129,7 +129,7 @@ def test_stages_log_their_time_and_memory_when_asked(prepared, tmp_path, monkeyp
     monkeypatch.chdir(prepared)
     monkeypatch.setenv("PYTHONPATH", child_env()["PYTHONPATH"])  # run_timed's child inherits os.environ
     log = tmp_path / "timings.jsonl"
-    outs = [str(tmp_path / "split"), str(tmp_path / "split.json")]
+    outs = [str(tmp_path / "split"), str(tmp_path / "split.json"), str(tmp_path / "test_ids.txt")]
     command = [sys.executable, str(ROOT / "stages/split.py"), "sample.parquet", *outs]
     assert run_timed(command, log) == 0
     (entry,) = [json.loads(line) for line in log.read_text().splitlines()]
@@ -140,3 +140,18 @@ def test_stages_log_their_time_and_memory_when_asked(prepared, tmp_path, monkeyp
     monkeypatch.delenv("LORAPIPE_TIMINGS", raising=False)
     subprocess.run(command, check=True, capture_output=True)
     assert len(log.read_text().splitlines()) == 1
+
+
+def test_a_quiet_dvc_run_that_fails_names_the_command_that_says_why(tmp_path, monkeypatch, capsys):
+    """make demo runs `dvc repro -q`, which prints none of DVC's own errors (here: a dvc.yaml that is no YAML);
+    the line after the timing table names the command that does."""
+    from lorapipe.timings import run_timed
+
+    for command in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        subprocess.run(command, cwd=tmp_path, check=True, env=child_env())
+    (tmp_path / "dvc.yaml").write_text("stages:\n  a:\n    cmd: echo a: b\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    code = run_timed(["dvc", "repro", "-q"], tmp_path / "timings.jsonl")
+    said = capsys.readouterr().err
+    assert code != 0 and said == f"error: dvc repro -q failed (exit {code}); `dvc repro` says why in DVC's words\n"

@@ -10,7 +10,8 @@ import pytest
 
 from lorapipe.artifacts import EVAL_SCORES, EXPORT_JSON, MERGED
 from lorapipe.corpus_metrics import corpus_bleu, perplexity
-from lorapipe.eval_files import read_scores, sample_id
+from lorapipe.eval_files import read_scores
+from lorapipe.record_ids import record_id
 from lorapipe.reporting.compare import HEALTH, METRICS, columns, tuned_vs_base
 from tests.workspace import ran, sh
 
@@ -73,7 +74,7 @@ def test_whole_dag_on_smollm2_then_lora_r8_reruns_only_train_and_evaluate(experi
     assert samples and set(samples[0]) == {"id", "title", "reference", "base", "tuned"}
     # Per-sample scores of every test sample, from which the headline numbers are recomputed exactly.
     scores = read_scores(path=repo / EVAL_SCORES)
-    assert len(scores) == 4 and [s["id"] for s in scores] == [sample_id(s["title"], s["reference"]) for s in scores]
+    assert len(scores) == 4 and [s["id"] for s in scores] == [record_id(s["title"], s["reference"]) for s in scores]
     assert [s["tuned"]["text"] for s in scores[: len(samples)]] == [s["tuned"] for s in samples]
     for name in ("base", "tuned"):
         assert corpus_bleu(columns(scores, name, METRICS["bleu"])) == pytest.approx(result[name]["bleu"], abs=1e-4)

@@ -102,12 +102,21 @@ def test_results_page_section_lays_the_runs_side_by_side_ordered_by_bits():
     assert html.count("<svg") == 1
 
 
-def test_results_page_section_asks_for_the_missing_runs_and_shows_lengths():
+def test_results_page_leaves_out_studies_that_did_not_run_and_asks_for_missing_runs():
+    """The demo alone (one run): no study section, one line naming the targets that run them; the length
+    analysis shows. Two bit widths: the quantization section, asking for the third."""
     from lorapipe.reporting.results_page import cell
 
     lengths = {"examples": 1170, "prompt.title.budget": 75, "prompt.title.cut_share": 0.0, "description.budget": 450}
     row = run_row("only4", 4, 60.0, 700.0, 2.3, 0.45)
     row["metrics"]["metrics/lengths.json"] = lengths
     html = study_sections([row], lambda spec: "<svg></svg>", cell)
-    assert "dvc exp run --queue -S quant.bits=4,8,16 &amp;&amp; dvc exp run --run-all" in html
+    assert "<h2>Quantization study" not in html and "<h2>Method study" not in html and "<svg" not in html
+    assert "Not run yet: the quantization study (<code>make quant-study</code>" in html
+    assert "the method study (<code>make method-study</code>" in html
     assert "Token lengths (1170 train examples)" in html and '<td class="num">450</td>' in html
+
+    html = study_sections([row, run_row("b8", 8, 40.0, 800.0, 2.2, 0.47)], lambda spec: "<svg></svg>", cell)
+    assert "<h2>Quantization study" in html and "quant.bits 4, 8." in html
+    assert "Run all three: <code>dvc exp run --queue -S quant.bits=4,8,16 &amp;&amp; dvc exp run --run-all" in html
+    assert "make quant-study" not in html and "<code>make method-study</code>" in html

@@ -146,8 +146,8 @@ def test_report_gives_output_health_verdicts_and_shows_the_worst_outputs_inert(r
     assert list(verdicts) == HEALTH_LABELS
     # 4 of 200 tuned outputs still run away (hostile_every=50), against all of the base's or old tuned's.
     assert verdicts["runaway share"] == ("-0.980", "better")
-    # 3.0 -> about 1: closer to 1, though lower; the verdict names the interval it reads
-    assert re.fullmatch(r"better \(distance to 1: 95% CI -[\d.]+\.\.-[\d.]+\)", verdicts["length ratio (best 1)"][1])
+    # 3.0 -> about 1: lower, and closer to 1; the verdict names the interval it reads
+    assert re.fullmatch(r"lower; distance to 1: better, -[\d.]+\.\.-[\d.]+", verdicts["length ratio (best 1)"][1])
     assert verdicts["title echo or empty"] == ("+0.000", "no clear change")
     against = "against `HEAD~1`:" if base_has_health else "tuned against base model in this revision"
     assert against in health and health.index("- runaway share") < report.index("###")
@@ -215,6 +215,9 @@ def test_report_of_two_real_experiments_overlays_their_curves_and_imports_no_tor
     assert f"vs `{base[:7]}`" in report.splitlines()[0]
     assert [v[0] for v in VERDICT.findall(report)] == ["ROUGE-L", "BLEU", "perplexity"]
     assert "paired over the 4 test samples both scored" in report
+    # lora.r changed, the data did not: one line above the verdict, no Data section.
+    unchanged = "\nData unchanged: same hashes for raw, clean, sample, split, tokenized.\n"
+    assert unchanged in report.split("- ROUGE-L")[0] and "### Data" not in report
     assert "![loss curves, both revisions](./report_images/loss.png)" in report
     for image in ("loss.png", "scores.png"):
         assert (tmp_path / "report_images" / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -453,7 +456,7 @@ def test_summary_prints_output_health_in_a_table_of_its_own(tmp_path):
     table = {cells[0]: cells[1:] for cells in table_rows(health_part)}
     assert list(table) == HEALTH_LABELS
     assert table["runaway share"][:3] == ["1.000", "0.000", "-1.000"] and table["runaway share"][3].endswith("(better)")
-    assert table["length ratio (best 1)"][3].endswith("(better (distance to 1: 95% CI -2.000..-2.000))")
+    assert table["length ratio (best 1)"][3].endswith("(lower; distance to 1: better, -2.000..-2.000)")
     assert table["distinct-2"][0] == "0.010"
     assert printed.rstrip().endswith(HEALTH_NOTE)
 

@@ -31,6 +31,10 @@ def test_page_lists_every_experiment_with_curves_and_opens_offline_in_a_browser(
     by_name = {row.split()[0]: row.split() for row in rows[1:]}
     assert by_name["smollm2-r16"][2:4] == ["lora", "16"] and by_name["smollm2-r8"][2:4] == ["lora", "8"]
     assert by_name["smollm2-dora"][2:4] == ["dora", "16"]
+    # Their data is the same: a line each against the earliest run.
+    for name in ("smollm2-dora", "smollm2-r8"):
+        line = f"{name} against smollm2-r16: Data unchanged: same hashes for raw, clean, sample, split, tokenized."
+        assert f"<p>{line}</p>" in page
     # The workspace holds smollm2-r8's results: one row for that run, not two.
     assert "workspace" not in by_name and "The workspace holds the results of smollm2-r8." in page
     shown = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
@@ -70,9 +74,9 @@ def test_page_lists_every_experiment_with_curves_and_opens_offline_in_a_browser(
 
     charts = browser.find_elements(By.CSS_SELECTOR, "figure svg")
     titles = " ".join(c.text for c in charts)
-    # loss curves, the two length histograms, the score bars, and the quantization study's chart
-    assert len(charts) == 6 and TRAIN_LOG.as_posix() in titles and VAL_LOG.as_posix() in titles
-    assert "prompt tokens" in titles and "description tokens" in titles and "quant.bits" in titles
+    # loss curves, the two length histograms and the score bars; no quantization study ran (one bit width)
+    assert len(charts) == 5 and TRAIN_LOG.as_posix() in titles and VAL_LOG.as_posix() in titles
+    assert "prompt tokens" in titles and "description tokens" in titles and "quant.bits" not in titles
     assert all(c.size["width"] > 200 and c.size["height"] > 200 for c in charts)
     assert "smollm2-r8" in titles and "smollm2-r16" in titles  # one curve per experiment, in the legend
     samples = browser.find_elements(By.CSS_SELECTOR, "table:last-of-type tr")

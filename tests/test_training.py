@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from lorapipe.checkpoints import TrainState, list_checkpoints, resume_checkpoint, save_checkpoint
 from lorapipe.packing import read_rows
@@ -24,6 +25,7 @@ from tests.workspace import (
     ROOT,
     TUNED,
     child_env,
+    copy_workspace,
     params_of,
     stage,
     stage_args,
@@ -491,33 +493,33 @@ def test_a_second_experiment_resumes_its_own_checkpoint_and_keeps_the_first_runs
     assert {c.parent.name: c.name for c in saved(ckpts) if c.parent.name in first_run} == first_run
 
 
-def test_training_s_third_party_noise_is_silenced(tiny_model_dir):
-    """What a train and evaluate print and no user can act on: bitsandbytes' optional Hub kernel it did not
-    find (on CPUs with AVX512-BF16), peft's use of a deprecated transformers property, rouge_score's
-    "Using default tokenizer." per scorer. The stages' own imports, logging and calls, in a fresh process."""
-    from lorapipe.params import LoraParams, QuantParams
+# What train and evaluate may print: their own lines (lorapipe's logger), nothing of a library's.
+OWN_LINE = re.compile(r"(train|evaluate|mlflow|precision|step \d+/\d+ \|)[ :]")
 
-    quant, lora = params_of(QuantParams), params_of(LoraParams)
-    script = f"""
-import logging, sys
-import torch
-from lorapipe.checkpoints import fingerprint  # imports peft, and through it bitsandbytes, as train does
-from lorapipe.modeling import add_lora, load_model
-from lorapipe.params import LoraParams, QuantParams
-from lorapipe.scoring import sample_scores
-logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)  # as run_cli sets it
-model = load_model({str(tiny_model_dir)!r}, torch.float32, torch.device("cpu"), {quant!r})
-add_lora(model, {lora!r}, grad_checkpointing=False, quantized=True)
-sample_scores(["a mug"], ["a fine mug"])
-sample_scores(["a cup"], ["a fine cup"])
-print("done")
-"""
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=child_env(), timeout=300, check=False
-    )
-    assert result.returncode == 0 and result.stdout.strip() == "done", result.stderr[-3000:]
-    for noise in ("gemm_4bit_forward", "kernels-community", "is_gradient_checkpointing", "Using default tokenizer"):
-        assert noise not in result.stderr, result.stderr[-3000:]
+
+def test_train_and_evaluate_print_their_own_lines_and_a_step_line_every_log_every_steps(prepared, tmp_path):
+    """Quiet by default: a real train and evaluate, in fresh processes (a new MLflow store, an empty matplotlib
+    cache), print a step line every ops.log_every steps with its pace and ETA, and no progress bar and no line
+    of a library's: bitsandbytes' optional Hub kernel (CPUs with AVX512-BF16), peft's use of a deprecated
+    transformers property, rouge_score's "Using default tokenizer.", MLflow's database setup, matplotlib's font
+    cache, transformers' loading bars and dequantization notice."""
+    ws = copy_workspace(prepared, tmp_path / "ws")
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    params["ops"]["log_every"] = 2
+    (ws / "params.yaml").write_text(yaml.safe_dump(params))
+    steps, eval_every = params["train"]["max_steps"], params["train"]["eval_every"]  # 6 and 3 (STUDY_RUN)
+    env = {"MPLCONFIGDIR": str(tmp_path / "matplotlib")}
+    printed = ""
+    for name in ("train", "evaluate"):
+        result = stage(ws, f"{name}.py", *stage_args(name), env=env)
+        printed += result.stdout + result.stderr
+    lines = printed.splitlines()
+    assert lines and not [line for line in lines if not OWN_LINE.match(line)], printed
+    assert "\r" not in printed and "%|" not in printed, printed  # no progress bar, not even a cleared one
+    progress = [line for line in lines if re.match(r"step \d+/\d+ \| loss ", line)]
+    assert [line.split("/")[0] for line in progress] == [f"step {n}" for n in range(2, steps + 1, 2)], printed
+    assert all(re.search(r"\| \d+\.\d\d s/step \| (\d+m )?\d+s left$", line) for line in progress), progress
+    assert len([line for line in lines if "| val_loss " in line]) == steps // eval_every
 
 
 def test_precision_auto_is_fp16_below_compute_capability_8_and_bf16_from_it(monkeypatch, caplog):

@@ -234,14 +234,16 @@ def write_params(ws: Path, **sections: dict[str, Any]) -> None:
     (ws / "params.yaml").write_text(yaml.safe_dump(params))
 
 
-def stage(ws: Path, script: str, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+def stage(
+    ws: Path, script: str, *args: str, check: bool = True, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     result = subprocess.run(
         [sys.executable, str(ROOT / "stages" / script), *args],
         cwd=ws,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=child_env(),
+        env=child_env(**(env or {})),
     )
     if check and result.returncode != 0:
         raise AssertionError(f"{script} failed:\n{result.stderr[-3000:]}")

@@ -158,14 +158,17 @@ class Change:
         return "better" if (low > 0) == higher_is_better else "worse"
 
     def judgement(self) -> str:
-        """The verdict as a reader needs it: for a metric with a target, with the interval it reads, since
-        the delta's interval alone can exclude zero while the distance to the target did not clearly change."""
+        """The verdict in words that agree with the intervals beside them. For a metric with a target the
+        delta's interval says which way the value moved, and the verdict reads another interval, the change
+        of the distance to the target, shown with it: `lower; distance to 1: no clear change, -0.237..+0.035`
+        (shorter outputs, but not clearly closer to 1)."""
         target = METRICS[self.metric].target
         if self.distance is None or target is None:
             return self.verdict
         d = METRICS[self.metric].decimals
         low, high = self.distance
-        return f"{self.verdict} (distance to {target:g}: 95% CI {low:+.{d}f}..{high:+.{d}f})"
+        moved = "lower; " if self.high < 0 else "higher; " if self.low > 0 else ""
+        return f"{moved}distance to {target:g}: {self.verdict}, {low:+.{d}f}..{high:+.{d}f}"
 
     def bounds(self) -> str:
         """`+0.007..+0.031`: the interval of the delta (n/a for a single sample)."""

@@ -3,14 +3,15 @@
     python -m lorapipe.reporting.report --base origin/main -o report.md --summary summary.md
     python scripts/post_report.py report.md     # in report.yml: one PR comment, through CML or GitHub's API
 
-It opens with one line per headline metric (better / worse / no clear change) for the tuned
+It opens with what changed in the data (lorapipe.reporting.data_changes; one line when nothing did),
+then one line per headline metric (better / worse / no clear change) for the tuned
 model of this revision against the base revision's, resampled over the test samples both scored
 (lorapipe.reporting.compare). Then: tuned vs base model in both revisions, both revisions' loss curves on
 one chart and their score bars (PNG files beside the report, which scripts/post_report.py uploads),
 the samples whose score changed most, the params that changed, training metrics, and speed and
 memory on their own. A job summary cannot show the runner's files and a fork's read-only token
 cannot upload them: `--summary` writes the same report with each image replaced by a line that
-says so.
+says so, and with the Data section's full lists (every count, every example found).
 
 Model outputs are untrusted text: every sample is escaped so that it cannot inject markdown,
 HTML or links, nor mention people or reference issues. Imports no torch: the report job is light.
@@ -29,6 +30,7 @@ from lorapipe.artifacts import EVAL_JSON, EVAL_SAMPLES, EVAL_SCORES
 from lorapipe.cli import run_cli
 from lorapipe.credentials import redact, url_credentials
 from lorapipe.eval_files import has_health, read_eval_run, read_samples, read_scores
+from lorapipe.reporting import data_changes
 from lorapipe.reporting.charts import LOSS_LOGS, loss_spec, png, scores_spec
 from lorapipe.reporting.compare import HEADLINE, HEALTH, METRICS, pair_up, run_vs_run, tuned_vs_base
 from lorapipe.reporting.scores_table import HEALTH_NOTE, ScoreRow, markdown_table, score_rows
@@ -260,6 +262,21 @@ class Image:
     path: str  # relative to the report
 
 
+@dataclass(frozen=True)
+class Brief:
+    """A part in two lengths: what fits a pull-request comment, and the full lists for the job summary."""
+
+    comment: str
+    summary: str
+
+
+def data_section(base: str, label: str, old: list[dict] | None, new: list[dict] | None) -> Brief:
+    """What changed in the data (lorapipe.reporting.data_changes), the base revision against this one."""
+    sides = data_changes.read_side(base, label, old), data_changes.read_side(None, THIS, new)
+    comment, summary = (data_changes.data_blocks(*sides, full=full) for full in (False, True))
+    return Brief(data_changes.markdown(comment, escape_cell), data_changes.markdown(summary, escape_cell))
+
+
 def heading(base: str) -> str:
     """What is compared with what: the experiment or commit, its MLflow run, the base revision."""
     eval_run = read_eval_run()
@@ -284,13 +301,14 @@ def bar_scores(rows: list[ScoreRow]) -> dict[str, float]:
     return {f"{model}.{row.metric}": getattr(row, model) for row in rows for model in ("base", "tuned")}
 
 
-def build_report(base: str, samples: int, images: Path) -> list[str | Image]:
+def build_report(base: str, samples: int, images: Path) -> list[str | Image | Brief]:
     """The report's parts in order; charts are written into `images` as PNG."""
     old, new, label = read_scores(base), read_scores(), rev_label(base)
     named = ((label, old), (THIS, new))
     runs = [(name, score_rows(samples=rows, run=escape_cell(name, 60))) for name, rows in named if rows]
     health = [(name, score_rows(samples=rows, run=escape_cell(name, 60), health=True)) for name, rows in named if rows]
-    parts: list[str | Image] = [heading(base), verdict(old, new, label), tuned_vs_base_table(runs)]
+    parts: list[str | Image | Brief] = [heading(base), data_section(base, label, old, new), verdict(old, new, label)]
+    parts.append(tuned_vs_base_table(runs))
     parts.append(tuned_vs_base_table(health, "Output health, tuned vs base model"))
 
     images.mkdir(parents=True, exist_ok=True)
@@ -315,11 +333,14 @@ def build_report(base: str, samples: int, images: Path) -> list[str | Image]:
     return [p for p in parts if p]
 
 
-def render(parts: list[str | Image], images: bool) -> str:
-    """Markdown of the parts; without `images`, each image is a line saying why it is missing."""
+def render(parts: list[str | Image | Brief], images: bool) -> str:
+    """Markdown of the parts for the comment; without `images`, for the job summary: each image is a line
+    saying why it is missing, and each part in two lengths is its full one."""
     out = []
     for part in parts:
-        if isinstance(part, Image):
+        if isinstance(part, Brief):
+            part = part.comment if images else part.summary
+        elif isinstance(part, Image):
             part = f"![{part.alt}](./{part.path})\n" if images else IMAGE_MISSING.format(alt=part.alt) + "\n"
         out.append(part)
     return "\n".join(out)

@@ -23,6 +23,7 @@ from lorapipe.cli import UserError, run_cli
 from lorapipe.eval_files import read_samples, read_scores
 from lorapipe.outputs import atomic_path
 from lorapipe.params import flatten
+from lorapipe.reporting import data_changes
 from lorapipe.reporting.charts import scores_spec, svg
 from lorapipe.reporting.compare import HEALTH, METRICS, Change, run_vs_run
 from lorapipe.reporting.report import SAMPLE_COLUMNS, bar_scores, rev_label, sample_texts, shorten, visible_text
@@ -171,6 +172,34 @@ def pairs_table(pairs: list[tuple[dict, dict, dict[str, Change]]]) -> str:
     return html_table(head, body, cell)
 
 
+def data_section(rows: list[dict]) -> str:
+    """What changed in each run's data against the earliest run's (lorapipe.reporting.data_changes): a line
+    per run whose data is the same, the counts, examples and test split of each run whose data changed."""
+    ordered = sorted(rows, key=lambda row: row["time"])
+    if len(ordered) < 2:
+        return "<p>One run: no other run's data to compare with.</p>"
+    sides = [
+        data_changes.read_side(None if row["rev"] == "workspace" else row["rev"], row["name"], row["samples"])
+        for row in ordered
+    ]
+    parts = []
+    for side in sides[1:]:
+        blocks = data_changes.data_blocks(
+            sides[0], side, full=False, compared="their scores (Experiment vs experiment)"
+        )
+        against = f"{text(side.label)} against {text(sides[0].label)}"
+        if len(blocks) == 1:  # the same data, or no dvc.lock to tell
+            parts.append(f"<p>{against}: {text(blocks[0])}</p>")
+        else:
+            parts += [f"<h3>{against}</h3>", data_changes.html(blocks, cell, text)]
+    return "\n".join(parts)
+
+
+def text(value: str) -> str:
+    """Plain text in HTML: escaped, with no bidirectional control."""
+    return html.escape(visible_text(value))
+
+
 def run_scores(rows: list[dict]) -> list[tuple[str, dict]]:
     """(experiment, its base and tuned scores) for the score bars."""
     return [(row["name"], bar_scores(list(row["scores"].values()))) for row in rows if row["scores"]]
@@ -203,6 +232,9 @@ def render_page(rows: list[dict], specs: list[dict], samples: list[dict]) -> str
 <h1>lorapipe experiments</h1>
 <p>{len(rows)} runs from <code>dvc exp show</code>; columns are the params that differ between them.{held}</p>
 {experiments_table(rows)}
+<h2>Data</h2>
+<p>Each run's data against the earliest run's, from the hashes, counts and records its data stages committed.</p>
+{data_section(rows)}
 <h2>Output health</h2>
 <p>What BLEU and ROUGE hardly show: outputs that loop to the token limit, repeat themselves, collapse to one
 template, miss the reference's length, invent figures, or only echo the title.</p>

@@ -166,25 +166,27 @@ def lengths_table(lengths: dict, cell: Cell) -> str:
 
 
 def study_sections(rows: list[dict], svg: Callable[[dict], str], cell: Cell) -> str:
-    """HTML of the quantization study and the length analysis, for the results page.
+    """HTML of the quantization and method studies and the length analysis, for the results page.
 
-    `svg` renders a Vega-Lite spec and `cell` one escaped table cell, as the page's own tables do.
+    A study's section shows once it ran, i.e. its runs differ in the studied key (two bit widths, two
+    methods); until then one line names the make target that runs it. `svg` renders a Vega-Lite spec and
+    `cell` one escaped table cell, as the page's own tables do.
     """
-    runs = quant_rows(rows)
-    parts = ["<h2>Quantization study (4/8/16-bit)</h2>"]
-    if runs:
+    runs, methods = quant_rows(rows), method_rows(rows)
+    parts, not_run = [], []
+    if len(bit_widths(runs)) > 1:
         shown = bit_widths(runs)
         missing = "" if len(shown) >= 3 else f" Run all three: <code>{html.escape(STUDY_COMMAND)}</code>."
         parts += [
+            "<h2>Quantization study (4/8/16-bit)</h2>",
             f"<p>quant.bits {', '.join(shown)}. Peak memory is the GPU allocator's peak on a GPU and the whole "
             f"process's peak RSS on the CPU (column <em>memory measured as</em>).{missing}</p>",
             quant_table(runs, cell),
             f'<div class="charts"><figure>{svg(quant_spec(runs))}</figure></div>',
         ]
     else:
-        parts.append("<p>No run has both train and evaluate metrics yet.</p>")
-    methods = method_rows(rows)
-    if methods:
+        not_run.append("the quantization study (<code>make quant-study</code>: 4, 8 and 16 bits)")
+    if len({method_of(row) for row in methods}) > 1:
         shown = {method_of(row) for row in methods}
         missing = "" if shown >= set(METHODS) else f" Run all four: <code>{html.escape(METHOD_STUDY_COMMAND)}</code>."
         parts += [
@@ -194,6 +196,10 @@ def study_sections(rows: list[dict], svg: Callable[[dict], str], cell: Cell) -> 
             f"samples, with its 95% bootstrap interval.{missing}</p>",
             method_table(methods, cell),
         ]
+    else:
+        not_run.append("the method study (<code>make method-study</code>: LoRA, DoRA, rsLoRA, full fine-tuning)")
+    if not_run:
+        parts.append(f"<p>Not run yet: {'; '.join(not_run)}.</p>")
     lengths = read_lengths(rows)
     if lengths:
         parts += [

@@ -53,6 +53,7 @@ def test_sigkill_during_clean_leaves_the_previous_output_intact(tmp_path):
         "data/clean.parquet",
         "data/r.jsonl",
         "m.json",
+        "n.jsonl",
     ]
     proc = subprocess.Popen(args, cwd=tmp_path, env=child_env(), stderr=subprocess.DEVNULL)
     wait_for(lambda: list((tmp_path / "data").glob(".clean.parquet.*.tmp")), timeout=60, proc=proc, every=0.01)
@@ -88,7 +89,15 @@ def test_a_full_disk_is_one_line_naming_the_output_and_keeps_the_previous_one(tm
     (tmp_path / "data/raw.json.gz").write_bytes(gzip.compress(b"\n".join(lines), mtime=0))
     out = small_disk / "clean.parquet"
     out.write_bytes(b"previous complete output")
-    args = [sys.executable, str(ROOT / "stages/clean.py"), "data/raw.json.gz", str(out), "data/r.jsonl", "m.json"]
+    args = [
+        sys.executable,
+        str(ROOT / "stages/clean.py"),
+        "data/raw.json.gz",
+        str(out),
+        "data/r.jsonl",
+        "m.json",
+        "n.jsonl",
+    ]
     result = subprocess.run(args, cwd=tmp_path, env=child_env(), capture_output=True, text=True)
     assert_one_line_error(result, f"{out}: not written: no space left on the device")
     assert out.read_bytes() == b"previous complete output"
