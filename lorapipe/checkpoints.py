@@ -126,7 +126,8 @@ class TrainState:
         return self.val_history[-1]["val_loss"] if self.val_history else float("nan")
 
     def summary(self, wall_seconds: float, device: torch.device) -> dict[str, Any]:
-        """The run's numbers for train_details.json (train.json has its losses): steps, losses, tokens, speed, time and memory."""
+        """The run's numbers for train_details.json (train.json takes its losses): steps, losses, tokens,
+        speed, time and memory."""
         recent = [row["loss"] for row in self.history[-10:]]
         return {
             "steps": self.step,

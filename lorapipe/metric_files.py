@@ -15,12 +15,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from lorapipe.artifacts import EVAL_DETAILS, EVAL_JSON, TRAIN_DETAILS, TRAIN_JSON
 from lorapipe.cli import UserError
 from lorapipe.outputs import write_json
+from lorapipe.params import flatten
 from lorapipe.vcs import file_at
 
 TRAIN_HEADLINE = ("train_loss", "val_loss")
 EVAL_HEADLINE = ("tuned.bleu", "tuned.rougeL", "delta.bleu", "delta.rougeL")
+DETAILS = {TRAIN_JSON: TRAIN_DETAILS, EVAL_JSON: EVAL_DETAILS}  # each headline file -> its details file
 
 
 def headline(numbers: dict[str, Any], keys: Iterable[str]) -> dict[str, Any]:
@@ -54,3 +57,27 @@ def read_details(path: Path, rev: str | None = None) -> dict[str, Any] | None:
     if not isinstance(numbers, dict):
         raise UserError(f"{where}: expected a JSON object, got {type(numbers).__name__}")
     return numbers
+
+
+def read_record(metrics: Path, rev: str | None = None) -> dict[str, Any] | None:
+    """A stage's whole record in the workspace (rev None) or at `rev`: its details file; at a revision made
+    before the details files existed, its metrics file, which then held the whole record."""
+    details = read_details(DETAILS[metrics], rev)
+    return details if details is not None else read_details(metrics, rev)
+
+
+def records_diff(old_rev: str | None, new_rev: str | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every figure that differs between two revisions' records (None: the workspace), in the shape of
+    `dvc metrics diff --json`: {details file: {dotted key: {"old", "new", "diff"}}}; "diff" for numbers only."""
+    diff: dict[str, dict[str, dict[str, Any]]] = {}
+    for metrics, details in DETAILS.items():
+        old, new = (flatten(read_record(metrics, rev) or {}) for rev in (old_rev, new_rev))
+        for key in sorted(old.keys() | new.keys()):
+            before, after = old.get(key), new.get(key)
+            if before == after:
+                continue
+            change: dict[str, Any] = {"old": before, "new": after}
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (before, after)):
+                change["diff"] = after - before
+            diff.setdefault(str(details), {})[key] = change
+    return diff

@@ -227,7 +227,10 @@ def test_a_job_relaunched_after_a_fix_lands_the_fixed_codes_results(tmp_path, ti
     evaluate = laptop / "stages/evaluate.py"  # the fix: evaluate's metrics say it ran
     source = evaluate.read_text()
     evaluate.write_text(
-        source.replace("write_json(args.summary, summary)", 'write_json(args.summary, {**summary, "fixed": 1})')
+        source.replace(
+            "write_numbers(args.summary, args.details, summary, EVAL_HEADLINE)",
+            'write_numbers(args.summary, args.details, {**summary, "fixed": 1}, (*EVAL_HEADLINE, "fixed"))',
+        )
     )
     assert evaluate.read_text() != source
     commit(laptop, "fix evaluate")

@@ -80,7 +80,7 @@ def test_two_processes_train_the_same_steps_as_one(workspace):
         torch.testing.assert_close(
             logged(workspace / "two", column), logged(workspace / "one", column), rtol=1e-3, atol=1e-5
         )
-    one, two = (json.loads((workspace / f"{d}/train.json").read_text()) for d in ("one", "two"))
+    one, two = (json.loads((workspace / f"{d}/train_details.json").read_text()) for d in ("one", "two"))
     assert (two["steps"], two["tokens"]) == (one["steps"], one["tokens"]) == (6, one["tokens"])
     assert two["val_loss"] == pytest.approx(one["val_loss"], rel=1e-4)
     weights = [load_file(workspace / f"{d}/trained/adapter_model.safetensors") for d in ("one", "two")]

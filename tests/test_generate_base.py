@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from lorapipe.artifacts import BASE_OUTPUTS, EVAL_JSON, EVAL_SAMPLES, EVAL_SCORES
+from lorapipe.artifacts import BASE_OUTPUTS, EVAL_DETAILS, EVAL_SAMPLES, EVAL_SCORES
 from tests.workspace import assert_one_line_error, copy_workspace, params_of, stage, stage_args
 
 EVAL = {"max_samples": 6, "batch_size": 4, "max_new_tokens": 8, "report_samples": 2}
@@ -63,7 +63,7 @@ def test_evaluate_reports_the_base_scores_of_a_direct_decoding(workspace):
     health = [sample_health(text, title, reference, g.runaway) for text, title, reference, g in per_sample]
     direct |= health_scores(health, texts)
 
-    result = json.loads((ws / EVAL_JSON).read_text())
+    result = json.loads((ws / EVAL_DETAILS).read_text())
     assert result["base"] == {k: round(v, 4) for k, v in direct.items()}
     assert result["samples"] == 6 and set(result) == {"base", "tuned", "delta", "samples", "generation_tokens_per_s"}
     scores = [json.loads(line) for line in (ws / EVAL_SCORES).read_text().splitlines()]

@@ -46,7 +46,7 @@ def test_each_method_trains_resumes_evaluates_exports_and_reloads(prepared, tmp_
     write_params(ws, **method_params(method))
     stage(ws, "train.py", *stage_args("train"), "--checkpoints", "ckpt")
     reference = train_losses(ws / "metrics")
-    summary = json.loads((ws / "metrics/train.json").read_text())
+    summary = json.loads((ws / "metrics/train_details.json").read_text())
     trained = ws / "models/trained"
     record = load_training_record(trained)
     weights = trained / weight_files(method)[1]
@@ -65,7 +65,7 @@ def test_each_method_trains_resumes_evaluates_exports_and_reloads(prepared, tmp_
     assert train_losses(ws / "resumed") == pytest.approx(reference, rel=1e-4)
 
     stage(ws, "evaluate.py", *stage_args("evaluate"))
-    assert json.loads((ws / "metrics/eval.json").read_text())["samples"] == 4
+    assert json.loads((ws / "metrics/eval_details.json").read_text())["samples"] == 4
 
     write_params(ws, **method_params(method), export={"dtype": "fp32", "gguf_types": ["f16"]})
     stage(ws, "export.py")

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lorapipe.artifacts import EVAL_SCORES, EXPORT_JSON, MERGED
+from lorapipe.artifacts import EVAL_DETAILS, EVAL_JSON, EVAL_SCORES, EXPORT_JSON, MERGED, TRAIN_DETAILS, TRAIN_JSON
 from lorapipe.corpus_metrics import corpus_bleu, perplexity
 from lorapipe.eval_files import read_scores
+from lorapipe.metric_files import EVAL_HEADLINE, TRAIN_HEADLINE, headline
 from lorapipe.record_ids import record_id
 from lorapipe.reporting.compare import HEALTH, METRICS, columns, tuned_vs_base
 from tests.workspace import ran, sh
@@ -66,8 +68,12 @@ def test_whole_dag_on_smollm2_then_lora_r8_reruns_only_train_and_evaluate(experi
     `-S lora.method=lora -S lora.r=8`."""
     repo = experiments.repo
     assert set(ran(experiments.first)) >= {"base_model", "tokenize", "train", "evaluate"}
-    result = json.loads((repo / "metrics/eval.json").read_text())
+    result = json.loads((repo / EVAL_DETAILS).read_text())
     assert set(result) >= {"base", "tuned", "delta"} and result["samples"] == 4
+    # The DVC metric holds the headline figures alone; the details file is the whole record.
+    assert json.loads((repo / EVAL_JSON).read_text()) == headline(result, EVAL_HEADLINE)
+    train_record = json.loads((repo / TRAIN_DETAILS).read_text())
+    assert json.loads((repo / TRAIN_JSON).read_text()) == headline(train_record, TRAIN_HEADLINE)
     for name in ("base", "tuned"):
         assert set(result[name]) == {"bleu", "rouge1", "rouge2", "rougeL", "perplexity", *HEALTH}
     samples = [json.loads(line) for line in (repo / "metrics/eval_samples.jsonl").read_text().splitlines()]
@@ -81,7 +87,7 @@ def test_whole_dag_on_smollm2_then_lora_r8_reruns_only_train_and_evaluate(experi
         assert np.mean([s[name]["rougeL"] for s in scores]) == pytest.approx(result[name]["rougeL"], abs=1e-4)
         ppl = perplexity(columns(scores, name, METRICS["perplexity"]))
         assert ppl == pytest.approx(result[name]["perplexity"], rel=1e-3)
-        for metric in HEALTH:  # the report's statistic of the per-sample health is eval.json's headline
+        for metric in HEALTH:  # the report's statistic of the per-sample health is the record's
             change = tuned_vs_base(scores, metric)
             assert (change.old, change.new)[name == "tuned"] == pytest.approx(result[name][metric], abs=1e-4)
     assert json.loads((repo / "metrics/base_model.json").read_text())["sha256"].startswith("b179c952")
@@ -91,13 +97,15 @@ def test_whole_dag_on_smollm2_then_lora_r8_reruns_only_train_and_evaluate(experi
     assert ran(experiments.second) == ["train", "evaluate"]
     assert ran(experiments.dora) == ["train", "evaluate"]  # lora.method is a lora.* key like lora.r
     table = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
-    runs = {
-        r.get("name"): r["data"] for rev in table for exp in rev.get("experiments") or [] for r in exp.get("revs", [])
-    }
+    runs = {r.get("name"): r for rev in table for exp in rev.get("experiments") or [] for r in exp.get("revs", [])}
     assert {"smollm2-r16", "smollm2-r8", "smollm2-dora"} <= set(runs)
-    trained = runs["smollm2-dora"]["metrics"]["metrics/train.json"]["data"]
-    assert trained["lora_method"] == "dora" and runs["smollm2-dora"]["params"]["params.yaml"]["data"]["lora"]["r"] == 16
-    base = [runs[name]["metrics"]["metrics/eval.json"]["data"]["base"] for name in ("smollm2-r16", "smollm2-r8")]
+
+    def record(name: str, path: Path) -> dict:  # an experiment's details file, from its commit
+        return json.loads(sh(repo, "git", "show", f"{runs[name]['rev']}:{path}").stdout)
+
+    assert record("smollm2-dora", TRAIN_DETAILS)["lora_method"] == "dora"
+    assert runs["smollm2-dora"]["data"]["params"]["params.yaml"]["data"]["lora"]["r"] == 16
+    base = [record(name, EVAL_DETAILS)["base"] for name in ("smollm2-r16", "smollm2-r8")]
     assert base[0] == base[1] == result["base"]
 
     # The export ran after the experiments, outside DVC: nothing to re-run, `dvc status` clean.

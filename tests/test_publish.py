@@ -64,7 +64,7 @@ def test_dry_run_puts_the_repo_together_and_prints_the_card(experiments, tmp_pat
     download = json.loads((repo / "metrics/download.json").read_text())
     assert f"sha256\n`{download['sha256']}`" in card and ".cache/" not in card and "md5" not in card
     assert "Extreme Classification Repository" in card and "No open licence" in card
-    scores = yaml.safe_load((repo / "metrics/eval.json").read_text())
+    scores = yaml.safe_load((repo / "metrics/eval_details.json").read_text())
     rouge = next(line for line in card.splitlines() if line.startswith("| ROUGE-L "))
     cells = [c.strip() for c in rouge.strip("|").split("|")]
     assert cells[1:3] == [f"{scores['base']['rougeL']:.3f}", f"{scores['tuned']['rougeL']:.3f}"]
@@ -173,8 +173,8 @@ def test_publish_reads_the_metrics_as_json_so_every_score_is_a_number(tiny_model
     (metrics / "download.json").write_text(json.dumps({"sha256": "ab" * 32}))
     scores = {"base": {"bleu": 5e-05, "rougeL": 0.1, "perplexity": 30.0}, "samples": 4}
     scores["tuned"] = {"bleu": 6e-05, "rougeL": 0.2, "perplexity": 12.5}
-    (metrics / "eval.json").write_text(json.dumps(scores))
-    assert '"bleu": 6e-05' in (metrics / "eval.json").read_text()
+    (metrics / "eval_details.json").write_text(json.dumps(scores))
+    assert '"bleu": 6e-05' in (metrics / "eval_details.json").read_text()
     result = publish(tmp_path, "you/x", "--dry-run", "--out", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
     card = (tmp_path / "out/README.md").read_text()

@@ -1,4 +1,4 @@
-"""The 4/8/16-bit study: 8-bit and 16-bit LoRA train and evaluate end to end, train.json records what the
+"""The 4/8/16-bit study: 8-bit and 16-bit LoRA train and evaluate end to end, the training record holds what the
 study compares, the documented command queues the three runs, and the results page lays them side by side."""
 
 from __future__ import annotations
@@ -34,13 +34,13 @@ def test_bits_train_and_evaluate_end_to_end(prepared, tmp_path, bits):
     stage(ws, "train.py", *stage_args("train", metrics, trained=adapter), "--checkpoints", f"ckpt-{bits}")
     stage(ws, "evaluate.py", *stage_args("evaluate", metrics, trained=adapter))
 
-    train = json.loads((ws / metrics / "train.json").read_text())
+    train = json.loads((ws / metrics / "train_details.json").read_text())
     assert train["quant_bits"] == bits and train["steps"] == 6 and train["tokens_per_s"] > 0
     assert train["peak_memory_kind"] == "cpu_peak_rss" and train["peak_memory_mb"] > 100  # torch alone is more
     size = (ws / adapter / "adapter_model.safetensors").stat().st_size
     assert train["weights_mb"] == pytest.approx(size / 2**20, abs=1e-3) and train["lora_method"] == "lora"
     assert json.loads((ws / adapter / "train_params.json").read_text())["quant"]["bits"] == bits
-    scores = json.loads((ws / metrics / "eval.json").read_text())
+    scores = json.loads((ws / metrics / "eval_details.json").read_text())
     assert scores["samples"] == 4 and set(scores["tuned"]) >= {"bleu", "rougeL", "perplexity"}
 
     # Evaluate's merged model computes what the training-time model (8-bit or plain base + adapter) did.

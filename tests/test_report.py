@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
-from lorapipe.artifacts import EVAL_JSON, EVAL_SAMPLES, EVAL_SCORES
+from lorapipe.artifacts import EVAL_DETAILS, EVAL_JSON, EVAL_SAMPLES, EVAL_SCORES, TRAIN_DETAILS
+from lorapipe.metric_files import EVAL_HEADLINE, write_numbers
 from lorapipe.reporting.charts import LOSS_LOGS, loss_spec
 from lorapipe.reporting.report import THIS, code, escape_cell, samples_table
 from lorapipe.reporting.results_page import cell as results_cell
@@ -32,12 +33,12 @@ BIDI_CONTROL = "[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
 
 
 def commit_metrics(repo: Path, rouge_l: float, r: int, message: str) -> None:
-    """A commit with eval.json and params, and no per-sample scores (as before they existed)."""
+    """A commit with the evaluate stage's record and params, and no per-sample scores (as before they existed)."""
     scores = {"bleu": 1.0, "rouge1": 0.3, "rouge2": 0.1, "rougeL": rouge_l, "perplexity": 9.0}
     result = {"base": {**scores, "rougeL": 0.2}, "tuned": scores, "samples": 4}
     (repo / "metrics").mkdir(exist_ok=True)
     (repo / EVAL_SCORES).unlink(missing_ok=True)
-    (repo / EVAL_JSON).write_text(json.dumps(result))
+    write_numbers(repo / EVAL_JSON, repo / EVAL_DETAILS, result, EVAL_HEADLINE)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["lora"]["r"] = r
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -177,7 +178,7 @@ def test_base_without_scores_gets_tuned_vs_base_of_this_revision(repo, tmp_path)
     report = build_report(repo, tmp_path, base=root)
     assert f"`{root[:7]}` has no per-sample scores" in report
     assert VERDICT.findall(report)[0][3] == "better"  # the tuned model, 0.2 above the base model
-    assert "eval.json" not in report.split("### Speed")[0].split("### Params")[1]  # shown with intervals
+    assert "eval\\_details.json" not in report.split("### Speed")[0].split("### Params")[1]  # shown with intervals
 
 
 def test_speed_is_labelled_as_the_machine_s_and_intervals_say_what_they_cover(repo, tmp_path):
@@ -186,11 +187,11 @@ def test_speed_is_labelled_as_the_machine_s_and_intervals_say_what_they_cover(re
     rows = score_rows(range(50), shift=0.1)
     for tokens_per_s, message in ((13.7, "base branch on a loaded machine"), (71.7, "pull request, idle machine")):
         (repo / "metrics").mkdir(exist_ok=True)
-        (repo / "metrics/train.json").write_text(json.dumps({"tokens_per_s": tokens_per_s, "val_loss": 2.0}))
+        (repo / TRAIN_DETAILS).write_text(json.dumps({"tokens_per_s": tokens_per_s, "val_loss": 2.0}))
         commit_scores(repo, rows, message)
     report = build_report(repo, tmp_path)
     speed = report.split("### Speed and memory\n\n")[1].split("###")[0]
-    assert speed.startswith(SPEED_NOTE) and "| metrics/train.json: tokens\\_per\\_s | 13.7 | 71.7 |" in speed
+    assert speed.startswith(SPEED_NOTE) and "| metrics/train\\_details.json: tokens\\_per\\_s | 13.7 | 71.7 |" in speed
     assert "machine" in SPEED_NOTE and "load" in SPEED_NOTE
     verdict = report.split("###")[0]
     assert INTERVALS_NOTE in verdict and "not seed-to-seed variance" in INTERVALS_NOTE
@@ -230,7 +231,7 @@ def test_report_of_two_real_experiments_overlays_their_curves_and_imports_no_tor
     sections = {part.split("\n")[0]: part for part in report.split("### ")[1:]}
     assert "| params.yaml: lora.r | 16 | 8 |" in sections["Params"]
     assert "trainable\\_params" in sections["Speed and memory"] and "val\\_loss" in sections["Metrics"]
-    assert "trainable" not in sections["Metrics"] and "eval.json" not in sections["Metrics"]
+    assert "trainable" not in sections["Metrics"] and "eval\\_details.json" not in sections["Metrics"]
     summary = (tmp_path / "summary.md").read_text()
     assert "](./" not in summary and summary.count("not shown in a job summary") == 2
 
@@ -404,7 +405,7 @@ EVAL_RESULT = {
 }
 
 
-@pytest.mark.parametrize("per_sample", [True, False], ids=["with-per-sample-scores", "eval-json-only"])
+@pytest.mark.parametrize("per_sample", [True, False], ids=["with-per-sample-scores", "record-only"])
 def test_summary_and_model_card_print_one_scores_table(tmp_path, per_sample):
     from lorapipe.generation import decoding_record
     from lorapipe.params import EvalParams, LoraParams, QuantParams, TrainParams
@@ -412,15 +413,15 @@ def test_summary_and_model_card_print_one_scores_table(tmp_path, per_sample):
     from lorapipe.training_record import TrainingRecord
 
     (tmp_path / "metrics").mkdir()
-    (tmp_path / EVAL_JSON).write_text(json.dumps(EVAL_RESULT))
+    (tmp_path / EVAL_DETAILS).write_text(json.dumps(EVAL_RESULT))
     if per_sample:
         rows = score_rows(range(200), shift=0.1)
         (tmp_path / EVAL_SCORES).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    printed = sh(tmp_path, sys.executable, "-m", "lorapipe.reporting.summary").stdout  # metrics/eval.json
+    printed = sh(tmp_path, sys.executable, "-m", "lorapipe.reporting.summary").stdout  # metrics/eval_details.json
     table = {cells[0]: cells[1:] for cells in table_rows(printed)}
     assert list(table) == ["ROUGE-L", "BLEU", "perplexity", "ROUGE-1", "ROUGE-2"]  # headline metrics first
-    assert table["ROUGE-L"][:3] == ["0.200", "0.312", "+0.112"]  # eval.json's scores, to ROUGE-L's decimals
-    assert "Output health" not in printed  # an eval.json from before output health: the quality table alone
+    assert table["ROUGE-L"][:3] == ["0.200", "0.312", "+0.112"]  # the record's scores, to ROUGE-L's decimals
+    assert "Output health" not in printed  # a record from before output health: the quality table alone
     assert table["BLEU"][:3] == ["5.00", "5.00", "+0.00"]
     assert printed.rstrip().endswith("(200 test samples; BLEU 0-100, ROUGE F1 0-1, lower perplexity is better)")
     if per_sample:
@@ -449,7 +450,7 @@ def test_summary_prints_output_health_in_a_table_of_its_own(tmp_path):
     health = {"runaway": 1.0, "repeat4": 0.6, "distinct2": 0.01, "length_ratio": 3.0, "unsupported": 1.0, "echo": 0.0}
     healthy = {**health, "runaway": 0.0, "repeat4": 0.0, "distinct2": 0.02, "length_ratio": 1.0, "unsupported": 0.0}
     result = {**EVAL_RESULT, "base": {**EVAL_RESULT["base"], **health}, "tuned": {**EVAL_RESULT["tuned"], **healthy}}
-    (tmp_path / EVAL_JSON).write_text(json.dumps(result))
+    (tmp_path / EVAL_DETAILS).write_text(json.dumps(result))
     printed = sh(tmp_path, sys.executable, "-m", "lorapipe.reporting.summary").stdout
     quality, health_part = printed.split("Output health")
     assert "runaway" not in quality and table_rows(quality)[0][0] == "ROUGE-L"
@@ -463,11 +464,15 @@ def test_summary_prints_output_health_in_a_table_of_its_own(tmp_path):
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [(None, "metrics/eval.json not found"), ("{", "not valid JSON"), ('{"base": 1}', "no base and tuned scores")],
+    [
+        (None, "metrics/eval_details.json not found"),
+        ("{", "not valid JSON"),
+        ('{"base": 1}', "no base and tuned scores"),
+    ],
 )
-def test_summary_of_a_missing_or_broken_eval_json_is_one_error_line(tmp_path, text, message):
+def test_summary_of_a_missing_or_broken_eval_record_is_one_error_line(tmp_path, text, message):
     if text is not None:
         (tmp_path / "metrics").mkdir()
-        (tmp_path / EVAL_JSON).write_text(text)
+        (tmp_path / EVAL_DETAILS).write_text(text)
     result = sh(tmp_path, sys.executable, "-m", "lorapipe.reporting.summary", check=False)
     assert_one_line_error(result, message)

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from lorapipe.artifacts import EVAL_SCORES, TRAIN_LOG, VAL_LOG
+from lorapipe.artifacts import EVAL_DETAILS, EVAL_SCORES, TRAIN_LOG, VAL_LOG
 from lorapipe.reporting.results_page import samples_table
 from tests.browser import save_screenshot
 from tests.workspace import sh
@@ -51,7 +51,7 @@ def test_page_lists_every_experiment_with_curves_and_opens_offline_in_a_browser(
     assert health[0].startswith("experiment runaway share: tuned, Δ vs base (95% CI)"), health
     for exp in shown[1]["experiments"]:
         rev = exp["revs"][0]
-        runaway = rev["data"]["metrics"]["metrics/eval.json"]["data"]["tuned"]["runaway"]
+        runaway = json.loads(sh(repo, "git", "show", f"{rev['rev']}:{EVAL_DETAILS}").stdout)["tuned"]["runaway"]
         row = next(line for line in health if line.startswith(rev["name"] + " "))
         assert row.startswith(f"{rev['name']} {runaway:.3f}, ") and re.search(
             r"\((better|worse|no clear change)\)", row

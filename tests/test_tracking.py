@@ -92,7 +92,7 @@ def test_train_and_evaluate_log_one_run_to_a_real_server(workspace, mlflow_serve
     for key in ("base.rougeL", "tuned.rougeL", "delta.bleu", "tokens_per_s", "tuned.runaway", "delta.distinct2"):
         assert key in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "metrics")}
-    assert {f"metrics/{PATHS[name].name}" for name in ("loss_curve", "train_log", "eval_json")} <= artifacts
+    assert {f"metrics/{PATHS[name].name}" for name in ("loss_curve", "train_log", "eval_details")} <= artifacts
     assert f"metrics/{EVAL_SCORES.name}" in artifacts
     # The PR report links the run: the experiment and the run's page on the tracking server.
     linked = json.loads((workspace / "metrics/eval_run.json").read_text())

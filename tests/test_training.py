@@ -49,7 +49,7 @@ def saved(root: Path, step: int | None = None) -> list[Path]:
 
 def test_train_stage_writes_adapter_metrics_and_plots(tuned_workspace):
     ws = tuned_workspace
-    metrics = json.loads((ws / "metrics/train.json").read_text())
+    metrics = json.loads((ws / "metrics/train_details.json").read_text())
     assert metrics["steps"] == 30
     assert metrics["tokens"] > 0 and metrics["tokens_per_s"] > 0
     assert metrics["val_loss"] < 10.9  # below the ~ln(49152) of a random model
@@ -141,12 +141,12 @@ def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(tuned_workspace, 
     wait_for(lambda: saved(ckpts, 10), timeout=300, proc=proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (metrics / "train.json").exists()
+    assert not (metrics / "train_details.json").exists()
     resumed = stage(workspace, "train.py", *stage_args("train", str(metrics)), "--checkpoints", str(ckpts))
     assert "resuming from" in resumed.stderr
-    summary = json.loads((metrics / "train.json").read_text())
+    summary = json.loads((metrics / "train_details.json").read_text())
     assert summary["steps"] == 30 and len(summary["sessions"]) == 2  # its time and memory cover both processes
-    reference_summary = json.loads((tuned_workspace / "metrics/train.json").read_text())
+    reference_summary = json.loads((tuned_workspace / "metrics/train_details.json").read_text())
     assert summary["tokens"] == reference_summary["tokens"]
     after = train_losses(metrics)
     # Equal up to float reassociation in multithreaded CPU kernels; a lost step, a restarted
@@ -167,7 +167,7 @@ def test_sigterm_saves_the_step_it_stopped_at_and_the_rerun_ends_like_an_uninter
     stopped_at = int(re.search(r"error: stopped on request at step (\d+) of 30", err).group(1))
     # Saved where it stopped, not only at the last save_every multiple.
     assert 10 < stopped_at < 30 and saved(ckpts)[0].name == f"step-{stopped_at:06d}"
-    assert not (metrics / "train.json").exists()
+    assert not (metrics / "train_details.json").exists()
     resumed = stage(workspace, "train.py", *stage_args("train", str(metrics)), "--checkpoints", str(ckpts))
     assert f"(step {stopped_at})" in resumed.stderr
     assert train_losses(metrics) == pytest.approx(reference, rel=1e-3)
@@ -240,7 +240,7 @@ def test_changed_params_do_not_resume_a_foreign_checkpoint(tuned_copy):
     write_params(workspace, data={"url": "data/trn.json.gz"}, **sections, lora={"r": 4})
     result = stage(workspace, "train.py", *TRAIN_ARGS)
     assert "resuming from" not in result.stderr  # its own, empty folder: a fresh start
-    assert json.loads((workspace / "metrics/train.json").read_text())["steps"] == 2
+    assert json.loads((workspace / "metrics/train_details.json").read_text())["steps"] == 2
 
 
 def test_corrupt_newest_checkpoint_falls_back_to_previous(tiny_model_dir, tmp_path):
@@ -365,7 +365,7 @@ def test_a_killed_fp16_run_resumes_with_its_gradient_scaler_to_the_uninterrupted
     assert adapters[0].keys() == adapters[1].keys()
     assert all(torch.equal(adapters[0][name], adapters[1][name]) for name in adapters[0])
     session = {"device": "cpu", "dtype": "fp16", "threads": torch.get_num_threads(), "processes": 1}
-    assert resumed.sessions == [session, session]  # train.json's record of who trained the steps
+    assert resumed.sessions == [session, session]  # the training record's sessions: who trained the steps
 
 
 def interrupted_after_step_20(workspace: Path) -> Path:
@@ -436,7 +436,7 @@ def test_a_finished_run_forced_again_trains_from_scratch_to_the_same_adapter(tun
     result = stage(tuned_copy, "train.py", *TRAIN_ARGS)
     assert "trains again from scratch" in result.stderr and "resuming from" not in result.stderr
     assert train_losses(tuned_copy / "metrics") == train_losses(tuned_workspace / "metrics")
-    summary = json.loads((tuned_copy / "metrics/train.json").read_text())
+    summary = json.loads((tuned_copy / "metrics/train_details.json").read_text())
     assert summary["steps"] == 30 and len(summary["sessions"]) == 1
     for name in sorted(p.name for p in (tuned_workspace / "models/trained").iterdir()):
         same = (tuned_copy / "models/trained" / name).read_bytes() == (

@@ -26,10 +26,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lorapipe.artifacts import EVAL_JSON, EVAL_SAMPLES, EVAL_SCORES
+from lorapipe.artifacts import EVAL_DETAILS, EVAL_SAMPLES, EVAL_SCORES
 from lorapipe.cli import run_cli
 from lorapipe.credentials import redact, url_credentials
 from lorapipe.eval_files import has_health, read_eval_run, read_samples, read_scores
+from lorapipe.metric_files import records_diff
 from lorapipe.reporting import data_changes
 from lorapipe.reporting.charts import LOSS_LOGS, loss_spec, png, scores_spec
 from lorapipe.reporting.compare import HEADLINE, HEALTH, METRICS, pair_up, run_vs_run, tuned_vs_base
@@ -49,7 +50,7 @@ ZERO_WIDTH_SPACE = "\u200b"
 # isolates, marks), which reorder what a reader sees ("Trojan Source"), and control characters (C0 but tab
 # and newline, DEL, C1: a NUL a model wrote), which a file or page must not hold as they are.
 _UNSHOWN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-# train.json's quality figures; every other train.json key is speed, memory or size.
+# the training record's quality figures; every other key of it is speed, memory or size.
 TRAINING_QUALITY = {"train_loss", "val_loss", "val_perplexity"}
 # Why a speed change is no verdict: the two revisions ran on whatever machine was free, at whatever load.
 SPEED_NOTE = (
@@ -130,7 +131,7 @@ def diff_table(diff: dict, title: str, with_delta: bool, note: str = "") -> str:
 
 
 def split_metrics(diff: dict, old_scored: bool, new_scored: bool) -> tuple[dict, dict]:
-    """`dvc metrics diff` as (quality, speed and memory). eval.json's scores are left out where the
+    """The records' diff (metric_files.records_diff) as (quality, speed and memory). The scores are left out where the
     per-sample scores show them with intervals: both revisions have them, or only this one and the
     base has no value to show."""
     quality: dict[str, dict] = {}
@@ -138,7 +139,7 @@ def split_metrics(diff: dict, old_scored: bool, new_scored: bool) -> tuple[dict,
     for path, entries in diff.items():
         for key, change in entries.items():
             name = key.split(".")[-1]
-            if path == str(EVAL_JSON) and name in METRICS:
+            if path == str(EVAL_DETAILS) and name in METRICS:
                 shown = new_scored and (old_scored or change.get("old") is None)
                 target = None if shown else quality
             else:
@@ -326,7 +327,7 @@ def build_report(base: str, samples: int, images: Path) -> list[str | Image | Br
     parts.append(changed_most(old, new, label, count=3))
     parts.append(worst_outputs(new, count=3))
     parts.append(diff_table(dvc_json("params", "diff", base), "Params", with_delta=False))
-    quality, speed = split_metrics(dvc_json("metrics", "diff", base), bool(old), bool(new))
+    quality, speed = split_metrics(records_diff(base), bool(old), bool(new))
     parts.append(diff_table(quality, "Metrics", with_delta=True))
     parts.append(diff_table(speed, "Speed and memory", with_delta=True, note=SPEED_NOTE))
     parts.append(samples_table(read_samples(EVAL_SAMPLES)[:samples]))

@@ -18,9 +18,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lorapipe.artifacts import EVAL_JSON, EVAL_SCORES, TRAIN_JSON
+from lorapipe.artifacts import EVAL_DETAILS, EVAL_JSON, EVAL_SCORES, TRAIN_JSON
 from lorapipe.cli import UserError, run_cli
 from lorapipe.eval_files import read_samples, read_scores
+from lorapipe.metric_files import DETAILS, read_record
 from lorapipe.outputs import atomic_path
 from lorapipe.params import flatten
 from lorapipe.reporting import data_changes
@@ -31,7 +32,7 @@ from lorapipe.reporting.scores_table import HEALTH_NOTE, ScoreRow, html_cell, sc
 from lorapipe.reporting.study_sections import html_table, study_sections
 from lorapipe.vcs import dvc_json
 
-EVAL, TRAIN = str(EVAL_JSON), str(TRAIN_JSON)  # as `dvc exp show` names them
+EVAL, TRAIN = str(EVAL_JSON), str(TRAIN_JSON)  # as `dvc exp show` names them; a row holds their whole records
 # The scores and training figures worth comparing at a glance. Scores: (column of the scores table,
 # metric, title); a delta shows its 95% interval when the experiment has per-sample scores.
 SCORE_COLUMNS = [
@@ -40,7 +41,7 @@ SCORE_COLUMNS = [
     ("tuned", "bleu", "BLEU"),
     ("delta", "bleu", "Δ BLEU (95% CI)"),
 ]
-TRAIN_COLUMNS = [("val_loss", "val loss"), ("tokens_per_s", "tokens/s")]  # (train.json key, title)
+TRAIN_COLUMNS = [("val_loss", "val loss"), ("tokens_per_s", "tokens/s")]  # (training record key, title)
 STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #1f2328; }
 table { border-collapse: collapse; margin: 1rem 0; font-size: 14px; }
@@ -63,6 +64,9 @@ def experiment_rows(show: list[dict]) -> list[dict]:
     for name, entry in entries:
         data = entry.get("data") or {}
         nested = {path: m.get("data") or {} for path, m in (data.get("metrics") or {}).items()}
+        # `dvc exp show` holds the headline figures; the tables and studies read each run's whole records
+        rev = None if entry["rev"] == "workspace" else entry["rev"]
+        nested.update({str(path): record for path in DETAILS if (record := read_record(path, rev)) is not None})
         metrics = {path: flatten(values) for path, values in nested.items()}
         if entry.get("error") or not any(metrics.values()):
             continue  # a failed experiment, or a commit the pipeline never ran on
@@ -76,7 +80,7 @@ def experiment_rows(show: list[dict]) -> list[dict]:
 def drop_repeated_workspace(rows: list[dict]) -> None:
     """After `dvc exp run` the workspace holds that experiment's results: when its params, metrics and
     per-sample scores are a listed run's, its row would repeat that run's, so it is left out and that run
-    is marked `in_workspace`. (Same metrics is one run: train.json's timings differ from run to run.)"""
+    is marked `in_workspace`. (Same metrics is one run: the training record's timings differ from run to run.)"""
     workspace = next((row for row in rows if row["rev"] == "workspace"), None)
     same = [row for row in rows if workspace and row is not workspace and row_data(row) == row_data(workspace)]
     if same:
@@ -128,7 +132,7 @@ def health_table(rows: list[dict]) -> str:
     """Each run's output health: the tuned model's value and its change from the base model (95% interval)."""
     shown = [row for row in rows if row["health"]]
     if not shown:
-        return f"<p>No run has output health yet (evaluate writes it to {EVAL_JSON}).</p>"
+        return f"<p>No run has output health yet (evaluate writes it to {EVAL_DETAILS}).</p>"
     head = ["experiment", *(f"{METRICS[name].label}: tuned, Δ vs base (95% CI)" for name in HEALTH)]
     lines = ["<table>", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
     for row in shown:

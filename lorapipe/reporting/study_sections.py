@@ -40,7 +40,7 @@ QUANT_COLUMNS = [
     (EVAL, "generation_tokens_per_s", "generate tokens/s", False),
     (TRAIN, "device", "device", False),
 ]
-# (train.json key, column title) of the method table; then BLEU and ROUGE-L, tuned and Δ vs base (95% CI).
+# (training record key, column title) of the method table; then BLEU and ROUGE-L, tuned and Δ vs base (95% CI).
 METHOD_COLUMNS = [
     ("trainable_params", "trainable params"),
     ("tokens_per_s", "train tokens/s"),
@@ -56,7 +56,7 @@ LENGTH_COLUMNS = ["budget", "cut_share", "budget_for_95pct", "budget_for_99pct",
 
 
 def bits_of(row: dict) -> Any:
-    """The run's quant.bits: as train.json recorded it, else from its params."""
+    """The run's quant.bits: as its training record has it, else from its params."""
     return row["metrics"].get(TRAIN, {}).get("quant_bits", row["params"].get("quant.bits"))
 
 
@@ -66,7 +66,7 @@ def bit_widths(rows: list[dict]) -> list[str]:
 
 
 def method_of(row: dict) -> Any:
-    """The run's lora.method: as train.json recorded it, else from its params; runs before the key were LoRA."""
+    """The run's lora.method: as its training record has it, else from its params; runs before the key were LoRA."""
     return row["metrics"].get(TRAIN, {}).get("lora_method", row["params"].get("lora.method", "lora"))
 
 

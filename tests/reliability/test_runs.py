@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lorapipe.artifacts import TRAIN_LOG
+from lorapipe.artifacts import TRAIN_DETAILS, TRAIN_LOG
 from tests.workspace import child_env, commit, copy_tree, copy_workspace, dvc_stages, ran, sh, wait_for
 
 QUICK = {
@@ -83,14 +83,14 @@ def test_a_second_exp_run_cannot_attribute_the_first_runs_results_to_its_params(
 
 def test_failed_run_then_one_command_restores_the_last_good_experiment(repo):
     sh(repo, "dvc", "exp", "run", "-n", "good")
-    good_metrics = (repo / "metrics/train.json").read_text()
+    good_metrics = (repo / TRAIN_DETAILS).read_text()
     good_log = (repo / TRAIN_LOG).read_text()
     failed = sh(repo, "dvc", "exp", "run", "-S", "lora.target_modules=[nonexistent_proj]", check=False)
     assert failed.returncode != 0 and "lora.target_modules" in failed.stderr + failed.stdout
-    assert not (repo / "metrics/train.json").exists()  # DVC removes a stage's outputs before it runs
+    assert not (repo / TRAIN_DETAILS).exists()  # DVC removes a stage's outputs before it runs
 
     sh(repo, "dvc", "exp", "apply", "good")  # the documented recovery (README, docs/reliability.md)
-    assert (repo / "metrics/train.json").read_text() == good_metrics
+    assert (repo / TRAIN_DETAILS).read_text() == good_metrics
     assert (repo / TRAIN_LOG).read_text() == good_log
     assert (repo / "models/trained/adapter_model.safetensors").is_file()
     assert "up to date" in sh(repo, "dvc", "status", "dvc.yaml").stdout
@@ -99,15 +99,15 @@ def test_failed_run_then_one_command_restores_the_last_good_experiment(repo):
 def test_failed_run_after_a_committed_one_is_restored_from_the_run_cache(repo):
     sh(repo, "dvc", "repro")
     commit(repo, "good run")
-    good_metrics = (repo / "metrics/train.json").read_text()
+    good_metrics = (repo / TRAIN_DETAILS).read_text()
     set_params(repo, {"lora": {"target_modules": ["nonexistent_proj"]}})
     assert sh(repo, "dvc", "repro", check=False).returncode != 0
-    assert not (repo / "metrics/train.json").exists()
+    assert not (repo / TRAIN_DETAILS).exists()
 
     restored = sh(repo, "bash", "-c", "git checkout -- params.yaml && dvc repro")  # the documented recovery
     assert ran(restored.stdout) == []  # nothing trains again: train comes back from DVC's run-cache
     assert "Stage 'train' is cached - skipping run" in restored.stdout
-    assert (repo / "metrics/train.json").read_text() == good_metrics
+    assert (repo / TRAIN_DETAILS).read_text() == good_metrics
 
 
 def test_checkpoints_and_operational_settings_are_not_part_of_the_record(repo):
