@@ -15,7 +15,7 @@ export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-quick pytest lint format venv smollm2 gguf-converter sky sweep quant-study method-study lock \
+.PHONY: demo test test-quick pytest lint format venv smollm2 gguf-converter sky sweep quant-study method-study doc-images lock \
 	bench-data clean-outputs
 
 # Quiet: a line or two per stage, then the timing table, the scores and what to run next. The steps that
@@ -108,6 +108,11 @@ quant-study: $(VENV)/.installed $(SMOLLM2)
 method-study: $(VENV)/.installed $(SMOLLM2)
 	source $(BIN)/activate && bash -c "$$(python -c 'from lorapipe.reporting.study_sections import METHOD_STUDY_COMMAND; print(METHOD_STUDY_COMMAND)')"
 	$(BIN)/python -m lorapipe.reporting.results_page
+
+# After `make demo`: docs/images/report.png and results.png from the demo's run against one experiment
+# (lora.r=8, run once in a temp copy; a few minutes on a CPU). Needs Debian's chromium.
+doc-images: $(VENV)/.installed $(SMOLLM2)
+	$(BIN)/python scripts/doc_images.py
 
 lock: $(VENV)/.installed $(SKY_VENV)/.installed
 	{ echo "# Tested versions of every package (pip freeze of a fresh .venv, torch excluded so Colab keeps its own)."; \

@@ -1,5 +1,5 @@
-"""The headless browser that tests of the app, the report and the results page drive (the fixture is
-`browser` in tests/conftest.py)."""
+"""Screenshots the browser tests take (the browser itself: lorapipe/reporting/browser.py, the `browser`
+fixture in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,10 @@ import os
 import shutil
 from pathlib import Path
 
-# Debian's packages by default; GitHub's runners point these at their preinstalled Chrome.
-CHROMIUM = Path(os.environ.get("LORAPIPE_CHROMIUM", "/usr/bin/chromium"))
-CHROMEDRIVER = Path(os.environ.get("LORAPIPE_CHROMEDRIVER", "/usr/bin/chromedriver"))
-
 
 def save_screenshot(driver, path: Path) -> Path:
-    """Screenshot to `path`; also into $LORAPIPE_SCREENSHOTS when set (how docs/images/ are made)."""
+    """Screenshot to `path`; also into $LORAPIPE_SCREENSHOTS when set (how docs/images/app.png and
+    report-data.png are made; report.png and results.png come from the demo's run: `make doc-images`)."""
     driver.save_screenshot(str(path))
     if os.environ.get("LORAPIPE_SCREENSHOTS"):
         shutil.copy(path, Path(os.environ["LORAPIPE_SCREENSHOTS"]) / path.name)

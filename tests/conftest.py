@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.browser import CHROMEDRIVER, CHROMIUM
+from lorapipe.reporting.browser import chromium, has_chromium
 from tests.workspace import (
     QUICK_RUN,
     ROOT,
@@ -397,30 +397,11 @@ def small_disk(tmp_path):
 def browser(tmp_path):
     """Headless Debian Chromium driven by Selenium. CI installs it and sets LORAPIPE_REQUIRE_BROWSER=1,
     which turns a missing browser into a failure instead of a skip."""
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+    if not has_chromium():
         message = "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
         if os.environ.get("LORAPIPE_REQUIRE_BROWSER") == "1":
             pytest.fail(message)
         pytest.skip(message)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    # No background traffic: this machine's network is closed and Chromium would keep retrying.
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1280,1000",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver = chromium(tmp_path / "chromium-profile")
     yield driver
     driver.quit()

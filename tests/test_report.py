@@ -19,7 +19,6 @@ from lorapipe.reporting.charts import LOSS_LOGS, loss_spec
 from lorapipe.reporting.report import THIS, code, escape_cell, samples_table
 from lorapipe.reporting.results_page import cell as results_cell
 from lorapipe.reporting.scores_table import HEALTH_NOTE
-from tests.browser import save_screenshot
 from tests.workspace import ROOT, assert_one_line_error, params_of, sh
 
 WORKFLOWS = sorted((ROOT / ".github/workflows").glob("*.yml"))
@@ -238,20 +237,15 @@ def test_report_of_two_real_experiments_overlays_their_curves_and_imports_no_tor
 
 @pytest.mark.slow
 def test_report_renders_with_its_charts_in_a_browser(experiments, browser, tmp_path):
-    """The comment as GitHub would show it (markdown-it's CommonMark with tables): the README's screenshot."""
-    from markdown_it import MarkdownIt
+    """The comment as GitHub would show it (markdown-it's CommonMark with tables), both charts loaded."""
+    from lorapipe.reporting.browser import comment_page, full_page_screenshot
 
     base = experiment_rev(experiments.repo, "smollm2-r16")
     build_report(experiments.repo, tmp_path, base)
-    body = MarkdownIt("commonmark").enable("table").render((tmp_path / "report.md").read_text())
-    style = "body{font:14px system-ui;max-width:980px;margin:1rem} td,th{border:1px solid #d0d7de;padding:3px 6px}"
-    page = tmp_path / "report.html"
-    page.write_text(f"<!doctype html><meta charset=utf-8><style>{style} img{{max-width:100%}}</style>{body}")
-    browser.get(page.as_uri())
+    shot = full_page_screenshot(browser, comment_page(tmp_path / "report.md").as_uri(), tmp_path / "report.png")
     images = browser.execute_script("return [...document.images].map(i => i.naturalWidth)")
     assert len(images) == 2 and all(width > 500 for width in images)
-    browser.set_window_size(1024, min(browser.execute_script("return document.body.scrollHeight") + 40, 3000))
-    assert save_screenshot(browser, tmp_path / "report.png").stat().st_size > 20_000
+    assert shot.stat().st_size > 20_000
 
 
 def test_report_shows_old_new_and_delta(repo):
