@@ -6,14 +6,7 @@ import json
 
 import yaml
 
-from tests.workspace import sh, wait_for
-
-
-def queue_status(repo) -> dict[str, str]:
-    """experiment name -> Queued/Running/Success/Failed, from `dvc queue status`."""
-    rows = [line.split() for line in sh(repo, "dvc", "queue", "status").stdout.splitlines()]
-    states = {"Queued", "Running", "Success", "Failed"}
-    return {row[1]: row[-1] for row in rows if len(row) >= 4 and row[-1] in states}
+from tests.workspace import queue_status, sh, wait_for
 
 
 def experiment_params(repo) -> dict[str, dict]:

@@ -10,6 +10,7 @@ import csv
 import functools
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -361,3 +362,37 @@ def params_of(cls: type[T], **overrides: Any) -> T:
     from lorapipe.params import SECTION_OF, parse_section
 
     return parse_section(cls, {**default_params()[SECTION_OF[cls]], **overrides}, source="HEAD:params.yaml")
+
+
+def queue_status(repo) -> dict[str, str]:
+    """experiment name -> Queued/Running/Success/Failed, from `dvc queue status`."""
+    rows = [line.split() for line in sh(repo, "dvc", "queue", "status").stdout.splitlines()]
+    states = {"Queued", "Running", "Success", "Failed"}
+    return {row[1]: row[-1] for row in rows if len(row) >= 4 and row[-1] in states}
+
+
+def readme_commands(heading: str, readme: Path = ROOT / "README.md") -> list[str]:
+    """The shell commands of the ```bash blocks in `readme`'s section `## heading`: comments and blank lines
+    left out, one command a line."""
+    section = readme.read_text().split(f"\n## {heading}\n")[1].split("\n## ")[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    lines = (line.split(" #")[0].strip() for block in blocks for line in block.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def exp_run_sweep(command: str) -> list[dict[str, list[str]]]:
+    """The experiments a `dvc exp run` command makes, by DVC's own argument parser and its hydra sweep
+    expansion (one dict of params-file overrides each). A key set twice fails: DVC keeps the last value,
+    so `-S lora.r=4 -S lora.r=32` is one experiment (r=32), not the sweep it reads as."""
+    from dvc.cli import parse_args
+    from dvc.utils.cli_parse import to_path_overrides
+    from dvc.utils.hydra import get_hydra_sweeps, to_hydra_overrides
+
+    argv = shlex.split(command)
+    assert argv[:3] == ["dvc", "exp", "run"], command
+    overrides = to_path_overrides(parse_args(argv[1:]).set_param or [])
+    for path, values in overrides.items():
+        keys = [override.key_or_group for override in to_hydra_overrides(values)]
+        twice = sorted({key for key in keys if keys.count(key) > 1})
+        assert not twice, f"{command}: sets {', '.join(twice)} more than once, and DVC keeps only the last ({path})"
+    return get_hydra_sweeps(overrides)

@@ -1,0 +1,56 @@
+"""The commands the README and docs/ give are the ones that work: the README's two commands and next
+steps are what `make demo` prints and the user flow (tests/test_user_flow.py) runs verbatim, and every
+documented `dvc exp run` makes the experiments it reads as, by DVC's own parser."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from lorapipe.demo import NEXT_STEPS
+from tests.workspace import ROOT, exp_run_sweep, readme_commands
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def check_readme(readme: Path) -> None:
+    assert readme_commands("Two commands", readme) == ["make demo", "make test"]
+    steps = readme_commands("Next steps", readme)
+    printed = [command for command, _ in NEXT_STEPS]  # the lines make demo ends with
+    assert [step for step in steps if step in printed] == printed, steps
+    sweeps = [step for step in steps if step.startswith("dvc exp run --queue")]
+    assert sweeps and all(len(exp_run_sweep(sweep)) >= 2 for sweep in sweeps), sweeps  # a sweep, not one run
+
+
+def documented_exp_runs(page: Path) -> list[str]:
+    blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", page.read_text(), re.S)
+    lines = (line.split(" #")[0].strip() for block in blocks for line in block.splitlines())
+    return [line for line in lines if line.startswith("dvc exp run ")]
+
+
+def test_readme_gives_the_commands_the_demo_prints_and_a_real_sweep():
+    check_readme(ROOT / "README.md")
+
+
+def test_the_check_fails_on_a_sweep_that_queues_one_experiment(tmp_path):
+    planted = tmp_path / "README.md"
+    planted.write_text((ROOT / "README.md").read_text().replace("-S lora.r=4,32", "-S lora.r=4 -S lora.r=32"))
+    with pytest.raises(AssertionError, match=re.escape("sets lora.r more than once")):
+        check_readme(planted)
+
+
+@pytest.mark.parametrize("page", DOCS, ids=lambda page: page.name)
+def test_every_documented_exp_run_sets_each_param_once(page):
+    for command in documented_exp_runs(page):
+        filled = re.sub(r"<[^>]+>", "x", command.replace("\\", ""))  # a placeholder (`<sha>`) is one value
+        assert exp_run_sweep(filled), command
+
+
+def test_the_study_commands_queue_one_experiment_per_combination():
+    from lorapipe.reporting.study_sections import METHOD_STUDY_COMMAND, STUDY_COMMAND
+
+    for command, runs in ((STUDY_COMMAND, 3), (METHOD_STUDY_COMMAND, 4)):
+        queue = next(part.strip() for part in command.split("&&") if part.strip().startswith("dvc exp run --queue"))
+        assert len(exp_run_sweep(queue)) == runs, command
