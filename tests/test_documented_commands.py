@@ -1,6 +1,7 @@
-"""The commands the README and docs/ give are the ones that work: the README's two commands and next
-steps are what `make demo` prints and the user flow (tests/test_user_flow.py) runs verbatim, and every
-documented `dvc exp run` makes the experiments it reads as, by DVC's own parser."""
+"""What the README and docs/ say is what the code does: the architecture page lists every file; the
+README's two commands and next steps are what `make demo` prints and the user flow
+(tests/test_user_flow.py) runs verbatim; every documented `dvc exp run` makes the experiments it reads as,
+by DVC's own parser."""
 
 from __future__ import annotations
 
@@ -54,3 +55,11 @@ def test_the_study_commands_queue_one_experiment_per_combination():
     for command, runs in ((STUDY_COMMAND, 3), (METHOD_STUDY_COMMAND, 4)):
         queue = next(part.strip() for part in command.split("&&") if part.strip().startswith("dvc exp run --queue"))
         assert len(exp_run_sweep(queue)) == runs, command
+
+
+def test_architecture_lists_every_file_of_the_code():
+    listed = set(re.findall(r"^\| `([^`]+)` \|", (ROOT / "docs/architecture.md").read_text(), re.M))
+    folders = ("stages/*.py", "lorapipe/*.py", "lorapipe/reporting/*.py", "scripts/*", "cloud/*.py", "cloud/*.sh")
+    files = {p.relative_to(ROOT).as_posix() for pattern in folders for p in ROOT.glob(pattern) if p.is_file()}
+    files = {f for f in files if not f.endswith("__init__.py")} | {"app.py"}
+    assert files - listed == set() and listed - files == set()
