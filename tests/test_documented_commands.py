@@ -63,3 +63,16 @@ def test_architecture_lists_every_file_of_the_code():
     files = {p.relative_to(ROOT).as_posix() for pattern in folders for p in ROOT.glob(pattern) if p.is_file()}
     files = {f for f in files if not f.endswith("__init__.py")} | {"app.py"}
     assert files - listed == set() and listed - files == set()
+
+
+def defines(path: str, name: str) -> bool:
+    """Whether tests/`path` defines test `name`; `name*` stands for a family (..._bytes, ..._records)."""
+    pattern = "^def " + re.escape(name.rstrip("*")) + (r"\w+\(" if name.endswith("*") else r"\(")
+    return (ROOT / path).is_file() and re.search(pattern, (ROOT / path).read_text(), re.M) is not None
+
+
+def test_every_test_the_docs_name_exists():
+    """docs/reliability.md maps each failure scenario to its test: a renamed or removed test fails here."""
+    named = {ref for page in DOCS for ref in re.findall(r"(tests/[\w/]+\.py)::(\w+\*?)", page.read_text())}
+    missing = [f"{path}::{name}" for path, name in sorted(named) if not defines(path, name)]
+    assert named and not missing, missing
