@@ -120,9 +120,6 @@ class CleanedChunk:
     rejected_why: np.ndarray  # their reasons, as indices into REASONS
     near_limits: list[NearLimit]  # nearest_limits of the chunk's records; `line` counts from 1 in the chunk
 
-    def rejected(self) -> list[tuple[int, str]]:
-        return [(int(i), REASONS[w]) for i, w in zip(self.rejected_at, self.rejected_why, strict=True)]
-
 
 def nearness(record: NearLimit) -> tuple[int, int]:
     """How far a record is from its limit, in the order nearest_limits sorts: the longest of the records a
@@ -149,7 +146,11 @@ def nearest_limits(records: Iterable[NearLimit], per_side: int = NEAR_LIMIT) -> 
 def clean_chunks(
     chunks: Iterable[Sequence[bytes]], params: CleanParams, write: Callable[[pa.Table], None]
 ) -> Iterator[CleanedChunk]:
-    """`clean_chunk` over a stream of chunks, each chunk's kept rows passed to `write` in order.
+    """Clean a stream of chunks of lines, with what `parse_line` gives line by line, each chunk's kept rows
+    passed to `write` in order. Parsing stays a Python loop (orjson), but most texts are ASCII once their
+    entities are unescaped: for those, clean_text's other rules reduce to removing control characters and
+    collapsing whitespace, which Arrow's kernels do in C++ for the whole chunk. Non-ASCII texts get every
+    rule in Python; the Arrow pass then leaves them as they are.
 
     A thread runs the Arrow half of one chunk and writes it while this one parses the next:
     Arrow's kernels and the Parquet writer release the GIL.
@@ -169,17 +170,6 @@ def clean_chunks(
             pending = pool.submit(finish, parsed)
         if pending is not None:
             yield pending.result()
-
-
-def clean_chunk(lines: Sequence[bytes], params: CleanParams) -> CleanedChunk:
-    """`parse_line` over many lines at once, with the same result.
-
-    Parsing stays a Python loop (orjson), but most texts are ASCII once their entities are
-    unescaped: for those, clean_text's other rules reduce to removing control characters and
-    collapsing whitespace, which Arrow's kernels do in C++ for the whole chunk. Non-ASCII texts
-    get every rule in Python; the Arrow pass then leaves them as they are.
-    """
-    return _finish_chunk(_parse_chunk(lines, params), params)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,29 +26,6 @@ class Dedup:
     title_duplicates: int  # same normalised title, other content
 
 
-def dedupe(titles: Iterable[str], contents: Iterable[str]) -> Dedup:
-    """Keep the first record of each normalised title; count exact and title-only repeats.
-
-    The rule, row by row (the sample stage runs `dedupe_table`, which gives the same result).
-    """
-    seen_pairs: set[int] = set()
-    seen_titles: set[str] = set()
-    keep: list[int] = []
-    exact = same_title = 0
-    for i, (title, content) in enumerate(zip(titles, contents, strict=True)):
-        pair = hash((title, content))
-        key = title_key(title)
-        if pair in seen_pairs:
-            exact += 1
-        elif key in seen_titles:
-            same_title += 1
-        else:
-            keep.append(i)
-        seen_pairs.add(pair)
-        seen_titles.add(key)
-    return Dedup(keep, exact, same_title)
-
-
 def title_keys(titles: pa.Array | pa.ChunkedArray) -> pa.Array:
     """title_key of every title. For ASCII titles (casefold is lower, \\w is [a-z0-9_]) Arrow's
     kernels give the same key in C++; the others go through title_key."""
@@ -65,7 +42,8 @@ def title_keys(titles: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 
 def dedupe_table(table: pq.ParquetFile) -> Dedup:
-    """`dedupe` of a Parquet (title, content) table, holding only the title keys in memory.
+    """Keep the first record of each normalised title (title_key) of a Parquet (title, content) table and
+    count exact (same title and content) and title-only repeats, holding only the title keys in memory.
 
     Only rows whose key repeats can be duplicates of either kind, so those rows alone are read
     again (a row group at a time) to tell exact from title duplicates.

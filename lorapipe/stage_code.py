@@ -1,7 +1,7 @@
 """The code a stage runs, as dvc.yaml declares it: the script and the lorapipe modules it imports.
 
-One definition, two readers: tests/test_dvc_yaml.py checks each stage's code deps against it, and
-train identifies a run by these files' bytes, so a checkpoint of other code is never resumed.
+One definition, two readers: tests/test_dvc_yaml.py checks each stage's code deps in dvc.yaml against
+it, and train identifies a run by these files' bytes, so a checkpoint of other code is never resumed.
 """
 
 from __future__ import annotations
@@ -43,11 +43,6 @@ def lorapipe_imports(path: Path, seen: set[str] | None = None) -> set[str]:
                 seen.add(module)
                 lorapipe_imports(CODE_ROOT / module, seen)
     return seen
-
-
-def code_deps(script: str) -> list[str]:
-    """A stage's code deps (`stages/train.py` and the modules it computes with), sorted, as dvc.yaml lists them."""
-    return sorted({script} | (lorapipe_imports(CODE_ROOT / script) - INFRASTRUCTURE))
 
 
 def code_files(script: Path) -> dict[str, Path]:

@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lorapipe.clean_rules import LIMITS, TEXT_CHARS, NearLimit, Reason, length_decision
+from lorapipe.clean_rules import LIMITS, REASONS, TEXT_CHARS, NearLimit, Reason, length_decision
 from lorapipe.cleaning import (
     INVISIBLE_RANGES,
     Rejected,
-    clean_chunk,
+    clean_chunks,
     clean_text,
     nearest_limits,
     parse_line,
@@ -132,12 +132,15 @@ RECORD_LINES = st.one_of(
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(RECORD_LINES, max_size=20))
-def test_clean_chunk_gives_what_parse_line_gives_line_by_line(lines):
+def test_clean_chunks_gives_what_parse_line_gives_line_by_line(lines):
     params = params_of(CleanParams, min_title_chars=2, max_title_chars=30, min_content_chars=3, max_content_chars=40)
-    chunk = clean_chunk(lines, params)
+    written = []
+    (chunk,) = clean_chunks([lines], params, written.append)
+    assert written == [chunk.kept]
     results = [parse_line(raw, params) for raw in lines]
     assert chunk.kept.to_pylist() == [{"title": r[0], "content": r[1]} for r in results if not isinstance(r, Rejected)]
-    assert chunk.rejected() == [(i, r.reason) for i, r in enumerate(results) if isinstance(r, Rejected)]
+    rejected = [(int(i), REASONS[w]) for i, w in zip(chunk.rejected_at, chunk.rejected_why, strict=True)]
+    assert rejected == [(i, r.reason) for i, r in enumerate(results) if isinstance(r, Rejected)]
     # The records nearest each length limit, picked in numpy, are those the line-by-line rules pick, and the
     # report's replay of the limits (length_decision) decides each line as the stage did.
     records = []
@@ -168,4 +171,5 @@ def test_every_invisible_character_is_removed_on_both_paths(first, last):
                 continue  # a lone surrogate makes the line bad JSON to orjson, before any cleaning
             raw = json.dumps({"title": title, "content": "ok"}).encode()
             assert parse_line(raw, params) == (expected, "ok")
-            assert clean_chunk([raw], params).kept.to_pylist() == [{"title": expected, "content": "ok"}]
+            (chunk,) = clean_chunks([[raw]], params, lambda table: None)
+            assert chunk.kept.to_pylist() == [{"title": expected, "content": "ok"}]

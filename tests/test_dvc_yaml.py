@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from lorapipe.artifacts import PATHS
-from lorapipe.stage_code import code_deps
+from lorapipe.stage_code import code_files
 from tests.workspace import ROOT, dvc_stages
 
 # The pipeline as DVC resolves it (${paths.NAME} filled in).
@@ -42,7 +42,7 @@ def test_code_deps_are_the_modules_the_script_imports(name):
     stage = STAGES[name]
     script = script_of(stage)
     declared = {d for d in stage["deps"] if d.startswith(("stages/", "lorapipe/"))}
-    assert declared == set(code_deps(script))
+    assert declared == set(code_files(ROOT / script))
 
 
 @pytest.mark.parametrize("name", list(STAGES))
