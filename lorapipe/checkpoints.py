@@ -104,6 +104,16 @@ def is_checkpoint_name(name: str) -> bool:
     return digits.isascii() and digits.isdigit() and checkpoint_name(int(digits)) == name
 
 
+def speed(session: dict[str, Any]) -> dict[str, Any]:
+    """A session's seconds rounded and its tokens/s; sessions saved before they counted their steps have neither."""
+    if "seconds" not in session:
+        return {}
+    return {
+        "seconds": round(session["seconds"], 1),
+        "tokens_per_s": round(session["tokens"] / max(session["seconds"], 1e-9), 1),
+    }
+
+
 @dataclass
 class TrainState:
     step: int = 0  # optimizer steps done
@@ -129,7 +139,10 @@ class TrainState:
         """The run's numbers for train_details.json (train.json takes its losses): steps, losses, tokens,
         speed, time and memory."""
         recent = [row["loss"] for row in self.history[-10:]]
+        # First, as the file's first list: what DVC plots of it (dvc.yaml), each session's speed.
+        sessions = [session | speed(session) for session in self.sessions]
         return {
+            "sessions": sessions,
             "steps": self.step,
             "train_loss": round(sum(recent) / len(recent), 4),
             "val_loss": self.val_loss,
@@ -139,7 +152,6 @@ class TrainState:
             # trained this run's steps (`sessions`: the first and each resume), not only this one.
             "tokens_per_s": round(self.tokens / max(self.train_seconds, 1e-9), 1),
             "train_seconds": round(self.train_seconds, 1),
-            "sessions": self.sessions,
             "wall_seconds": round(wall_seconds, 1),  # this process's, resumed or not
             "peak_memory_mb": self.peak_memory_mb,
             # what peak_memory_mb measured: the allocator's peak on a GPU, the whole process's peak RSS on the CPU

@@ -162,6 +162,7 @@ def _train_loop(model: torch.nn.Module, data: TrainData, config: TrainConfig, ho
         )
     threads = torch.get_num_threads()
     session = {"device": read_hardware(device).name, "dtype": state.dtype, "threads": threads, "processes": world.size}
+    session |= {"steps": 0, "tokens": 0, "seconds": 0.0}  # what this process trained, for its speed
     state.sessions.append(session)
     amp = autocast(device, config.dtype)
 
@@ -173,7 +174,8 @@ def _train_loop(model: torch.nn.Module, data: TrainData, config: TrainConfig, ho
         started = time.perf_counter()
         rows = micro_batch_rows(state.step, params.grad_accum, params.micro_batch, len(data.train), params.seed)
         batches = [collate([data.train[i] for i in r], data.pad_id) for r in rows]
-        state.tokens += sum(int((b["input_ids"] != data.pad_id).sum()) for b in batches)  # counted on the CPU
+        step_tokens = sum(int((b["input_ids"] != data.pad_id).sum()) for b in batches)  # counted on the CPU
+        state.tokens += step_tokens
         loss = backward(model, batches, world, device, amp, scaler)
         # Every process stops at the same step: the stop request rides along in the same all-reduce.
         stopping = torch.tensor([float(bool(hooks.stop and hooks.stop.requested))], device=loss.device)
@@ -189,6 +191,8 @@ def _train_loop(model: torch.nn.Module, data: TrainData, config: TrainConfig, ho
         state.step += 1
         seconds = time.perf_counter() - started
         state.train_seconds += seconds
+        session["steps"], session["tokens"] = session["steps"] + 1, session["tokens"] + step_tokens
+        session["seconds"] += seconds
         row = {"step": state.step, "loss": round(loss_sum, 5), "lr": lr, "grad_norm": round(grad_norm, 4)}
         state.history.append(row)
         stop_now = bool(stopping.item())

@@ -131,7 +131,7 @@ def test_dry_run_of_the_merged_model_with_its_gguf(experiments, tmp_path):
     assert "the local GGUF file `SmolLM2-135M-Instruct.Q4_1.gguf` (sha256 `b179c952" in card and ".cache/" not in card
     assert "from the Hugging Face Hub" not in card.replace("not downloaded from the Hugging Face Hub", "")
     assert "`pip install torch transformers`" in card  # a merged model needs neither peft nor bitsandbytes
-    scores = json.loads((experiments.repo / "metrics/eval.json").read_text())["tuned"]
+    scores = json.loads((experiments.repo / "metrics/eval_details.json").read_text())["tuned"]
     [result] = meta["model-index"][0]["results"]
     assert {m["name"]: m["value"] for m in result["metrics"]} == {
         "ROUGE-L": scores["rougeL"],

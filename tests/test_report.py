@@ -35,6 +35,7 @@ def commit_metrics(repo: Path, rouge_l: float, r: int, message: str) -> None:
     """A commit with the evaluate stage's record and params, and no per-sample scores (as before they existed)."""
     scores = {"bleu": 1.0, "rouge1": 0.3, "rouge2": 0.1, "rougeL": rouge_l, "perplexity": 9.0}
     result = {"base": {**scores, "rougeL": 0.2}, "tuned": scores, "samples": 4}
+    result["delta"] = {name: scores[name] - result["base"][name] for name in scores}
     (repo / "metrics").mkdir(exist_ok=True)
     (repo / EVAL_SCORES).unlink(missing_ok=True)
     write_numbers(repo / EVAL_JSON, repo / EVAL_DETAILS, result, EVAL_HEADLINE)

@@ -365,7 +365,10 @@ def test_a_killed_fp16_run_resumes_with_its_gradient_scaler_to_the_uninterrupted
     assert adapters[0].keys() == adapters[1].keys()
     assert all(torch.equal(adapters[0][name], adapters[1][name]) for name in adapters[0])
     session = {"device": "cpu", "dtype": "fp16", "threads": torch.get_num_threads(), "processes": 1}
-    assert resumed.sessions == [session, session]  # the training record's sessions: who trained the steps
+    # The training record's sessions: who trained which steps, at what speed.
+    assert [{k: s[k] for k in session} for s in resumed.sessions] == [session, session]
+    assert [s["steps"] for s in resumed.sessions] == [3, 3] and all(s["seconds"] > 0 for s in resumed.sessions)
+    assert sum(s["tokens"] for s in resumed.sessions) == uninterrupted.tokens
 
 
 def interrupted_after_step_20(workspace: Path) -> Path:
