@@ -4,6 +4,7 @@ hooks live here; what tests import (ROOT, child_env, sh, ...) is in tests/worksp
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -16,26 +17,33 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
+from lorapipe.artifacts import EVAL_SCORES
 from lorapipe.reporting.browser import chromium, has_chromium
 from tests.workspace import (
-    QUICK_RUN,
+    README_SKIPS,
     ROOT,
     S3_KEY_ID,
     S3_SECRET,
+    SHORT_JOB,
     SKY_PYTHON,
     SMOLLM2_GGUF,
     STUDY_RUN,
     TUNED,
+    clean_clone,
     commit,
     copy_tree,
     copy_workspace,
     data_workspace,
     free_port,
     kept_read_only,
+    queue_status,
+    readme_commands,
     sh,
     stage,
+    stage_args,
+    update_params,
+    user_machine_env,
     wait_for,
     write_params,
 )
@@ -58,7 +66,7 @@ HEAVY_FIXTURES = {
     "prepared",
     "llama_tokenizer_dir",
     "pristine_repo",
-    "experiments",
+    "readme_flow",
     "stricter_cleaning",
     "s3_endpoint",
     "mlflow_server",
@@ -219,38 +227,88 @@ def repo(pristine_repo, tmp_path) -> Path:
     return copy_workspace(pristine_repo, tmp_path / "repo")
 
 
+@pytest.fixture(scope="session")
+def tiny_repo(tmp_path_factory, pristine_repo, tiny_model_dir) -> Iterator[Path]:
+    """The pristine repo on the tiny Llama (SHORT_JOB), after a whole `dvc repro`, committed: what a clone holds
+    after its first run, DVC's cache and run-cache included. Read-only: `tiny_repo_copy` to run DVC in."""
+
+    def build(repo: Path) -> None:
+        repo.rmdir()
+        copy_workspace(pristine_repo, repo)
+        model = {"name": str(tiny_model_dir), "revision": "", "sha256": ""}
+        update_params(repo / "params.yaml", {**SHORT_JOB, "model": model})
+        sh(repo, "dvc", "repro")
+        commit(repo, "the first run, on the tiny Llama")
+
+    with kept_read_only(built_once(tmp_path_factory, "tiny-repo", build)[0]) as repo:
+        yield repo
+
+
+@pytest.fixture
+def tiny_repo_copy(tiny_repo, tmp_path) -> Path:
+    """This test's own copy of tiny_repo (git, DVC's cache, run-cache and outputs)."""
+    return copy_workspace(tiny_repo, tmp_path / "tiny-repo")
+
+
 @dataclass(frozen=True)
-class Experiments:
-    """A repo after `dvc exp run` three times (lora.r 16; lora.method dora; back to lora with lora.r 8) and the
-    export; each one's output."""
+class ReadmeFlow:
+    """The README's main flow on SmolLM2, on a machine set up like a user's (a fresh clone, no git identity, an
+    empty HOME; the offline profile shortened by QUICK_RUN): `make demo` twice, the README's next steps as written
+    (the lora.r=8 experiment, `dvc exp show`, the PR report against `demo`, the results page, the queued lora.r=4
+    and 32 sweep), then `dvc exp apply` of the lora.r=4 run and the export. The one SmolLM2 repo of the tests:
+    the report, results page, app, publish and GGUF tests read it."""
 
     repo: Path
-    first: str
-    second: str
-    export: str
-    dora: str
+    printed: dict[str, str]  # each command -> what it printed (stdout and stderr)
+    status: dict[str, str]  # after each command -> what `dvc status` printed
+    experiments: dict[str, str]  # lora.r -> the name of its experiment (8, 4, 32)
 
 
 @pytest.fixture(scope="session")
-def experiments(tmp_path_factory, smollm2_gguf) -> Experiments:
+def readme_flow(tmp_path_factory, smollm2_gguf, llama_cpp_converter) -> ReadmeFlow:
     from lorapipe.artifacts import EXPORT_COMMAND
 
-    def build(repo: Path) -> list[str]:
-        copy_tree(repo)
-        params = yaml.safe_load((repo / "params.yaml").read_text())
-        for section, values in QUICK_RUN.items():
-            params[section].update(values)
-        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        commit(repo, "quick run")
-        first = sh(repo, "dvc", "exp", "run", "-n", "smollm2-r16").stdout
-        dora = sh(repo, "dvc", "exp", "run", "-n", "smollm2-dora", "-S", "lora.method=dora").stdout
-        # The workspace ends on this run, which the export and the app serve.
-        second = sh(repo, "dvc", "exp", "run", "-n", "smollm2-r8", "-S", "lora.method=lora", "-S", "lora.r=8").stdout
-        export = sh(repo, sys.executable, *EXPORT_COMMAND.split()[1:]).stderr  # its log
-        return [first, second, export, dora]
+    def build(root: Path) -> list[dict[str, str]]:
+        repo = clean_clone(root / "lorapipe")
+        env = user_machine_env(root / "home", PATH=f"{Path(sys.prefix) / 'bin'}:/usr/bin:/bin")
+        printed: dict[str, str] = {}
+        status: dict[str, str] = {}
 
-    repo, (first, second, export, dora) = built_once(tmp_path_factory, "experiments", build)
-    return Experiments(repo, first, second, export, dora)
+        def run(command: str, key: str = "", status_after: bool = True) -> str:
+            """`command` in a shell; its output, stderr merged (in order, as a terminal shows it) but for a CSV."""
+            merged = "" if "--csv" in command else " 2>&1"
+            printed[key or command] = sh(repo, "bash", "-c", command + merged, env=env).stdout
+            if status_after:
+                status[key or command] = sh(repo, "dvc", "status", env=env).stdout
+            return printed[key or command]
+
+        run("make -n demo", status_after=False)
+        run("make demo")
+        for command in ("git branch --show-current", "git status --porcelain --untracked-files=no"):
+            run(command, status_after=False)
+        run(f"git ls-files dvc.lock {EVAL_SCORES}", "git ls-files", status_after=False)
+        run("make demo", "make demo, again", status_after=False)  # idempotent: nothing re-run or committed
+        run("git rev-list --count HEAD", status_after=False)
+        for command in readme_commands("Next steps"):
+            if command not in README_SKIPS:
+                run(command)
+
+        def swept() -> bool:
+            states = queue_status(repo)
+            assert "Failed" not in states.values(), sh(repo, "dvc", "queue", "status", check=False).stdout
+            return len(states) == 2 and set(states.values()) == {"Success"}
+
+        wait_for(swept, timeout=1200, every=3)
+        shown = run("dvc exp show --only-changed --csv", "the queued sweep")
+        rows = csv.DictReader(shown.splitlines())
+        experiments = {row["lora.r"]: row["Experiment"] for row in rows if row["typ"].startswith("branch")}
+        # The sweep's lora.r=4 run into the workspace, then exported (outside DVC)
+        run(f"dvc exp apply {experiments['4']}", "dvc exp apply")
+        run(f"python {' '.join(EXPORT_COMMAND.split()[1:])}", "the export")
+        return [printed, status, experiments]
+
+    repo, (printed, status, experiments) = built_once(tmp_path_factory, "readme-flow", build)
+    return ReadmeFlow(repo / "lorapipe", printed, status, experiments)
 
 
 @dataclass(frozen=True)
@@ -288,9 +346,9 @@ def stricter_cleaning(tmp_path_factory, tiny_model_dir) -> StricterCleaning:
 
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory, tiny_model_dir) -> Iterator[Path]:
-    """The tiny Llama's data built and its base outputs decoded (STUDY_RUN), as `dvc exp run` leaves them for
-    every experiment of a study; read-only: each test trains in its own copy."""
-    from tests.workspace import stage_args
+    """The tiny Llama's data built by the real stages and its base outputs decoded (STUDY_RUN), as `dvc exp run`
+    leaves them for every experiment of a study: the one data build of the tests that run stages directly.
+    Read-only: `prepared_copy` to train or change params in."""
 
     def build(ws: Path) -> None:
         data_workspace(ws, tiny_model_dir, **STUDY_RUN)
@@ -300,14 +358,21 @@ def prepared(tmp_path_factory, tiny_model_dir) -> Iterator[Path]:
         yield ws
 
 
+@pytest.fixture
+def prepared_copy(prepared, tmp_path) -> Path:
+    """This test's own copy of prepared, to train, evaluate or change params in."""
+    return copy_workspace(prepared, tmp_path / "prepared")
+
+
 @pytest.fixture(scope="session")
-def tuned_workspace(tmp_path_factory, tiny_model_dir) -> Iterator[Path]:
-    """A workspace where the real stages built data, then trained an nf4 LoRA adapter on the tiny Llama once
-    (models/trained, models/checkpoints, metrics/). Shared by many tests, so read-only: `tuned_copy` to change it."""
-    from tests.workspace import stage_args
+def tuned_workspace(tmp_path_factory, prepared) -> Iterator[Path]:
+    """prepared, then the train stage's nf4 LoRA adapter on the tiny Llama, trained once (models/trained,
+    models/checkpoints, metrics/). Shared by many tests, so read-only: `tuned_copy` to change it."""
 
     def build(ws: Path) -> None:
-        data_workspace(ws, tiny_model_dir, **TUNED)
+        ws.rmdir()
+        copy_workspace(prepared, ws)
+        write_params(ws, data={"url": "data/trn.json.gz"}, **TUNED)
         stage(ws, "train.py", *stage_args("train"))
 
     with kept_read_only(built_once(tmp_path_factory, "tuned", build)[0]) as ws:
@@ -318,6 +383,21 @@ def tuned_workspace(tmp_path_factory, tiny_model_dir) -> Iterator[Path]:
 def tuned_copy(tuned_workspace, tmp_path) -> Path:
     """This test's own copy of tuned_workspace, to change params, train or export in."""
     return copy_workspace(tuned_workspace, tmp_path / "tuned")
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory, tuned_workspace, llama_cpp_converter) -> Iterator[Path]:
+    """A copy of tuned_workspace after the export stage: models/merged in fp32 (so it decodes exactly as the
+    adapter does), models/gguf in f16 and q8_0, the decoding record of eval.max_new_tokens 16; read-only."""
+
+    def build(ws: Path) -> None:
+        ws.rmdir()
+        copy_workspace(tuned_workspace, ws)
+        write_params(ws, export={"dtype": "fp32", "gguf_types": ["f16", "q8_0"]}, eval={"max_new_tokens": 16})
+        stage(ws, "export.py")  # the defaults: the workspace's models
+
+    with kept_read_only(built_once(tmp_path_factory, "exported", build)[0]) as ws:
+        yield ws
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
 import json
 import random
 import subprocess
@@ -19,8 +20,16 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from bench.data_pipeline import generate
 from tests.workspace import ROOT, child_env, stage, write_params
+
+
+def dump_like_file(path: Path, records: int, seed: int) -> None:
+    """scripts/make_synthetic_data.py's dump-shaped records (the data benchmark's generator), at `path`."""
+    spec = importlib.util.spec_from_file_location("make_synthetic_data", ROOT / "scripts/make_synthetic_data.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.dump_like_file(path, records, seed)
+
 
 PINNED = {
     "clean.parquet": "e4c4fd28d2f661cc222c71f8a58cef0633d22c9cb02be550c5ca2a1bfd3c773d",
@@ -59,7 +68,7 @@ BAD_LINES = [b"{not json\n", b"[1, 2, 3]\n", b'{"title": "caf\xe9", "content": "
 
 def dirty_file(path: Path) -> None:
     """Random real-shaped records with the odd ones and bad lines scattered through (two gzip members)."""
-    generate(path, 6000, seed=3)
+    dump_like_file(path, 6000, seed=3)
     rng = random.Random(5)
     # Half of them with non-ASCII written as \\uXXXX escapes, as some dumps do (lone surrogates can only be).
     lines = [
@@ -87,7 +96,7 @@ def file_digest(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
+def dirty_data_outputs(tmp_path_factory) -> Path:
     ws = tmp_path_factory.mktemp("prep")
     dirty_file(ws / "trn.json.gz")
     write_params(ws, sample={"size": 2000, "seed": 11}, split={"seed": 3})
@@ -97,9 +106,11 @@ def prepared(tmp_path_factory) -> Path:
     return ws
 
 
-def test_outputs_match_the_pinned_digests(prepared):
+def test_outputs_match_the_pinned_digests(dirty_data_outputs):
     digests = {
-        name: table_digest(prepared / name) if name.endswith(".parquet") else file_digest(prepared / name)
+        name: table_digest(dirty_data_outputs / name)
+        if name.endswith(".parquet")
+        else file_digest(dirty_data_outputs / name)
         for name in PINNED
     }
     assert digests == PINNED
@@ -123,10 +134,10 @@ if __name__ == "__main__":  # print fresh digests (only when the rules change on
             print(f'    "{name}": "{table_digest(path) if name.endswith(".parquet") else file_digest(path)}",')
 
 
-def test_stages_log_their_time_and_memory_when_asked(prepared, tmp_path, monkeypatch, capsys):
+def test_stages_log_their_time_and_memory_when_asked(dirty_data_outputs, tmp_path, monkeypatch, capsys):
     from lorapipe.timings import run_timed
 
-    monkeypatch.chdir(prepared)
+    monkeypatch.chdir(dirty_data_outputs)
     monkeypatch.setenv("PYTHONPATH", child_env()["PYTHONPATH"])  # run_timed's child inherits os.environ
     log = tmp_path / "timings.jsonl"
     outs = [str(tmp_path / "split"), str(tmp_path / "split.json"), str(tmp_path / "test_ids.txt")]

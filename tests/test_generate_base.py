@@ -17,7 +17,7 @@ EVAL = {"max_samples": 6, "batch_size": 4, "max_new_tokens": 8, "report_samples"
 
 
 @pytest.fixture(scope="module")
-def workspace(tuned_workspace, tmp_path_factory) -> Path:
+def evaluated(tuned_workspace, tmp_path_factory) -> Path:
     """A copy of the trained tiny-Llama workspace after generate_base and evaluate."""
     ws = copy_workspace(tuned_workspace, tmp_path_factory.mktemp("base") / "ws")
     params = yaml.safe_load((ws / "params.yaml").read_text())
@@ -28,7 +28,7 @@ def workspace(tuned_workspace, tmp_path_factory) -> Path:
     return ws
 
 
-def test_evaluate_reports_the_base_scores_of_a_direct_decoding(workspace):
+def test_evaluate_reports_the_base_scores_of_a_direct_decoding(evaluated):
     """What evaluate did itself before generate_base existed: same rows, prompts and decoding."""
     import torch
 
@@ -41,7 +41,7 @@ def test_evaluate_reports_the_base_scores_of_a_direct_decoding(workspace):
     from lorapipe.prompt import build_prompt, encode_examples, truncate_title
     from lorapipe.scoring import corpus_scores, sample_scores
 
-    ws, params = workspace, params_of(EvalParams, **EVAL)
+    ws, params = evaluated, params_of(EvalParams, **EVAL)
     tok_params = params_of(TokenizeParams, **yaml.safe_load((ws / "params.yaml").read_text())["tokenize"])
     table = read_text_table(ws / "data/split/test.parquet")
     rows = np.sort(np.random.default_rng(params.seed).permutation(table.num_rows)[: params.max_samples])
@@ -98,12 +98,12 @@ MISMATCHES = {
 
 
 @pytest.mark.parametrize("case", [*MISMATCHES, "missing", "not-json"])
-def test_evaluate_refuses_a_missing_or_mismatched_base_outputs_file(workspace, tmp_path, case):
+def test_evaluate_refuses_a_missing_or_mismatched_base_outputs_file(evaluated, tmp_path, case):
     """One line naming the file and the stage to run, before any model is loaded."""
     path = tmp_path / "base_outputs.json"
     if case in MISMATCHES:
         change, fragment = MISMATCHES[case]
-        tampered(workspace, path, change)
+        tampered(evaluated, path, change)
     elif case == "not-json":
         path.write_text('{"settings": ')
         fragment = "not a base outputs file"
@@ -111,18 +111,18 @@ def test_evaluate_refuses_a_missing_or_mismatched_base_outputs_file(workspace, t
         fragment = "not found"
     args = list(stage_args("evaluate", str(tmp_path / "metrics")))
     args[2] = str(path)
-    result = stage(workspace, "evaluate.py", *args, check=False)
+    result = stage(evaluated, "evaluate.py", *args, check=False)
     assert_one_line_error(result, str(path), fragment, "dvc repro generate_base")
     assert not (tmp_path / "metrics").exists()
 
 
-def test_base_outputs_of_another_dtype_are_scored_with_one_warning(workspace, tmp_path):
+def test_base_outputs_of_another_dtype_are_scored_with_one_warning(evaluated, tmp_path):
     """Base outputs another device decoded (a GPU's bf16 copy from the remote) are scored, with a warning."""
-    path = tampered(workspace, tmp_path / "base_outputs.json", lambda m: m.update(dtype="torch.float64"))
+    path = tampered(evaluated, tmp_path / "base_outputs.json", lambda m: m.update(dtype="torch.float64"))
     args = list(stage_args("evaluate", str(tmp_path / "metrics")))
     args[2] = path
-    result = stage(workspace, "evaluate.py", *args)
+    result = stage(evaluated, "evaluate.py", *args)
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
     assert len(warnings) == 1 and f"{path} was decoded in torch.float64, the tuned model decodes in" in warnings[0]
     scores = (tmp_path / "metrics" / EVAL_SCORES.name).read_text()
-    assert scores == (workspace / EVAL_SCORES).read_text()
+    assert scores == (evaluated / EVAL_SCORES).read_text()

@@ -27,7 +27,7 @@ LENGTHS_ARGS = (
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, tiny_model_dir) -> Iterator[Path]:
+def lengths_workspace(tmp_path_factory, tiny_model_dir) -> Iterator[Path]:
     ws = data_workspace(tmp_path_factory.mktemp("lengths"), tiny_model_dir, sample={"size": 300}, tokenize=TOKENIZE)
     stage(ws, "lengths.py", *LENGTHS_ARGS)
     with kept_read_only(ws):
@@ -67,9 +67,9 @@ def test_token_lengths_match_the_tokenizer_one_by_one(smollm2_tokenizer):
     assert token_lengths(smollm2_tokenizer, texts, batch=3).tolist() == expected
 
 
-def test_stage_agrees_with_what_tokenize_cut_and_packed(workspace):
-    metrics = json.loads((workspace / "metrics/lengths.json").read_text())
-    tokenized = json.loads((workspace / "metrics/tokenize.json").read_text())["train"]
+def test_stage_agrees_with_what_tokenize_cut_and_packed(lengths_workspace):
+    metrics = json.loads((lengths_workspace / "metrics/lengths.json").read_text())
+    tokenized = json.loads((lengths_workspace / "metrics/tokenize.json").read_text())["train"]
     assert metrics["examples"] == tokenized["examples"]
     title, description = metrics["prompt"]["title"], metrics["description"]
     # The shares the budgets cut are the examples tokenize truncated.
@@ -85,23 +85,23 @@ def test_stage_agrees_with_what_tokenize_cut_and_packed(workspace):
     assert packing["longest_example"] <= 128 and packing["examples_per_row"] > 1
 
 
-def test_histograms_hold_every_example_with_the_budget_marked(workspace):
-    metrics = json.loads((workspace / "metrics/lengths.json").read_text())
-    prompt = read_csv(workspace / "metrics/lengths_prompt.csv")
-    description = read_csv(workspace / "metrics/lengths_description.csv")
+def test_histograms_hold_every_example_with_the_budget_marked(lengths_workspace):
+    metrics = json.loads((lengths_workspace / "metrics/lengths.json").read_text())
+    prompt = read_csv(lengths_workspace / "metrics/lengths_prompt.csv")
+    description = read_csv(lengths_workspace / "metrics/lengths_description.csv")
     for rows in (prompt, description):
         assert sum(r["examples"] for r in rows) == metrics["examples"]
     assert {r["budget"] for r in prompt} == {metrics["prompt"]["template_tokens"] + 8}
     assert {r["budget"] for r in description} == {24}
 
 
-def test_dvc_plots_render_the_histograms_with_the_budget_rule(workspace, tmp_path):
+def test_dvc_plots_render_the_histograms_with_the_budget_rule(lengths_workspace, tmp_path):
     """`dvc plots show` with the repo's histogram template gives a spec that renders to SVG."""
     import vl_convert
 
     repo = tmp_path / "repo"
     (repo / "metrics").mkdir(parents=True)
-    shutil.copy(workspace / "metrics/lengths_description.csv", repo / "metrics")
+    shutil.copy(lengths_workspace / "metrics/lengths_description.csv", repo / "metrics")
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     subprocess.run(["dvc", "init", "-q"], cwd=repo, check=True)
     shutil.copytree(ROOT / ".dvc/plots", repo / ".dvc/plots")
@@ -116,21 +116,23 @@ def test_dvc_plots_render_the_histograms_with_the_budget_rule(workspace, tmp_pat
     assert "<svg" in vl_convert.vegalite_to_svg(spec)
 
 
-def test_missing_packed_rows_is_one_line_error(workspace, tmp_path):
+def test_missing_packed_rows_is_one_line_error(lengths_workspace, tmp_path):
     args = list(LENGTHS_ARGS)
     args[2] = str(tmp_path / "nothing.parquet")
     args[3:] = [str(tmp_path / name) for name in ("l.json", "p.csv", "d.csv")]
-    assert_one_line_error(stage(workspace, "lengths.py", *args, check=False), "nothing.parquet", "dvc repro tokenize")
+    assert_one_line_error(
+        stage(lengths_workspace, "lengths.py", *args, check=False), "nothing.parquet", "dvc repro tokenize"
+    )
     assert not (tmp_path / "l.json").exists()
 
 
-def test_results_page_shows_the_stage_s_lengths(workspace, monkeypatch):
+def test_results_page_shows_the_stage_s_lengths(lengths_workspace, monkeypatch):
     """The page reads lengths.json as the stage writes it (nested), not a dash in every cell."""
     from lorapipe.reporting.results_page import cell
     from lorapipe.reporting.study_sections import study_sections
 
-    metrics = json.loads((workspace / "metrics/lengths.json").read_text())
-    monkeypatch.chdir(workspace)  # the page reads the workspace's lengths.json, a plain output
+    metrics = json.loads((lengths_workspace / "metrics/lengths.json").read_text())
+    monkeypatch.chdir(lengths_workspace)  # the page reads the workspace's lengths.json, a plain output
     html = study_sections([], lambda spec: "<svg></svg>", cell)
     table = html.split("Token lengths")[1]
     title, description = metrics["prompt"]["title"], metrics["description"]

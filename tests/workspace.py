@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import json
 import os
 import re
 import shlex
@@ -22,9 +23,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import yaml
 
-from lorapipe.artifacts import BASE, PATHS, TRAIN_LOG
+from lorapipe.artifacts import BASE, EVAL_DETAILS, EVAL_JSON, EVAL_SCORES, PATHS, TRAIN_LOG
+from lorapipe.metric_files import EVAL_HEADLINE, write_numbers
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOLLM2_GGUF = ROOT / ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -136,6 +139,26 @@ def copy_tree(repo: Path) -> Path:
     return repo
 
 
+def update_params(path: Path, sections: dict[str, dict[str, Any]]) -> None:
+    """`path` (a params.yaml or a profile) with each section's keys set to `sections`' values, the rest kept."""
+    params = yaml.safe_load(path.read_text()) or {}
+    for section, values in sections.items():
+        params.setdefault(section, {}).update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def clean_clone(to: Path) -> Path:
+    """A fresh clone of this checkout on `main`, its offline profile shortened (QUICK_RUN); this interpreter's
+    venv as .venv (make demo's install is done) and llama.cpp's converter where make demo expects them."""
+    repo = copy_checkout(to)
+    update_params(repo / "profiles/offline.yaml", QUICK_RUN)
+    sh(repo, "git", "init", "-q", "-b", "main")
+    commit(repo, "the project, as cloned")  # the fixture's own identity: the flow has none
+    (repo / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
+    (repo / ".cache/llama.cpp").symlink_to(ROOT / ".cache/llama.cpp", target_is_directory=True)
+    return repo
+
+
 def commit(repo: Path, message: str) -> None:
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
@@ -146,10 +169,7 @@ def pushed_to_origin(repo: Path, origin: Path, model_dir: Path, sections: dict[s
     `main` and pushed to `origin`, a new bare repository that plays GitHub."""
     sh(repo.parent, "git", "init", "-q", "--bare", str(origin))
     copy_tree(repo)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    for section, values in {**sections, "model": {"name": str(model_dir), "revision": "", "sha256": ""}}.items():
-        params[section].update(values)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    update_params(repo / "params.yaml", {**sections, "model": {"name": str(model_dir), "revision": "", "sha256": ""}})
     commit(repo, "quick run on the tiny model")
     sh(repo, "git", "branch", "-M", "main")
     sh(repo, "git", "remote", "add", "origin", str(origin))
@@ -164,10 +184,14 @@ QUICK_RUN = {
 }
 
 
-# The method and bit-width studies' tests: a small sample, 6 short steps, 4 test samples decoded.
+# The tests' runs on the tiny Llama share one data build (conftest `prepared`): the synthetic sample's first 200
+# products in 256-token rows. Each dict below is one purpose's run on top of it.
+TINY_DATA = {"sample": {"size": 200}, "tokenize": {"seq_len": 256}}
+
+
+# `prepared`'s params, and the runs that tests train in a copy of it: 6 short steps, 4 test samples decoded.
 STUDY_RUN = {
-    "sample": {"size": 200},
-    "tokenize": {"seq_len": 256},
+    **TINY_DATA,
     "train": {
         "max_steps": 6,
         "micro_batch": 2,
@@ -180,22 +204,20 @@ STUDY_RUN = {
 }
 
 
-# A whole job (the notebook's cells, cloud/job.sh) on the tiny Llama, kept short: 4 training steps, a checkpoint
-# every 2 (mirrored), 4 test samples decoded.
+# A whole DAG through DVC on the tiny Llama (a repo, the notebook's cells, cloud/job.sh), kept short: 4 training
+# steps, a checkpoint every 2 (mirrored where the profile mirrors), 4 test samples decoded.
 SHORT_JOB = {
-    "sample": {"size": 300},
-    "tokenize": {"seq_len": 256},
+    **TINY_DATA,
     "train": {"max_steps": 4, "micro_batch": 2, "grad_accum": 2, "lr": 0.002, "eval_every": 100},
     "ops": {"save_every": 2},
-    "eval": {"max_samples": 4, "batch_size": 4, "max_new_tokens": 8},
+    "eval": STUDY_RUN["eval"],
 }
 
 
-# The shared trained workspace's params: checkpoints at steps 10, 20 and 30 leave time to kill a rerun
-# between two of them (test_training).
+# The shared trained workspace's params (on `prepared`'s data): checkpoints at steps 10, 20 and 30 leave time to
+# kill a rerun between two of them (test_training).
 TUNED = {
-    "sample": {"size": 300},
-    "tokenize": {"seq_len": 256},
+    **TINY_DATA,
     "train": {
         "max_steps": 30,
         "micro_batch": 2,
@@ -208,8 +230,19 @@ TUNED = {
 }
 
 
+# Product titles that tests decode with a model (the export's, the GGUF's), besides the test split's.
+TITLES = ["Acme Stainless Steel Travel Mug 16oz", "USB-C Charging Cable 2m", "Kids Rain Boots Size 10", "Oak Desk"]
+
+
 # Built at run time, so no credential-shaped string sits in a tracked file.
 S3_KEY_ID, S3_SECRET = "AKIA" + "TESTONLY" * 2, "fake/secret+key0123456789" + "abcdefABCDEF01"
+
+
+def use_remote(repo: Path, endpoint: str) -> None:
+    """The S3 server at `endpoint` as `repo`'s default DVC remote, set up as users do (scripts/remote.py)."""
+    env = child_env(AWS_ACCESS_KEY_ID=S3_KEY_ID, AWS_SECRET_ACCESS_KEY=S3_SECRET)
+    command = [sys.executable, str(ROOT / "scripts/remote.py"), "--endpoint", endpoint, "--default"]
+    subprocess.run(command, cwd=repo, env=env, check=True, capture_output=True)
 
 
 def mirrored_steps(endpoint: str) -> dict[str, int]:
@@ -371,6 +404,13 @@ def queue_status(repo) -> dict[str, str]:
     return {row[1]: row[-1] for row in rows if len(row) >= 4 and row[-1] in states}
 
 
+# The README's next steps that the flow (conftest `readme_flow`) leaves out, and why.
+README_SKIPS = {
+    "source .venv/bin/activate": "the flow's PATH starts with the venv's bin/",
+    "python app.py": "a server that runs until stopped: tests/test_app.py drives it in a browser",
+}
+
+
 def readme_commands(heading: str, readme: Path = ROOT / "README.md") -> list[str]:
     """The shell commands of the ```bash blocks in `readme`'s section `## heading`: comments and blank lines
     left out, one command a line."""
@@ -396,3 +436,69 @@ def exp_run_sweep(command: str) -> list[dict[str, list[str]]]:
         twice = sorted({key for key in keys if keys.count(key) > 1})
         assert not twice, f"{command}: sets {', '.join(twice)} more than once, and DVC keeps only the last ({path})"
     return get_hydra_sweeps(overrides)
+
+
+# Model text and data that would be live in a PR comment or a page: a mention, references, links, math, HTML, an
+# autolinked GH id, right-to-left overrides. Reports and pages must show it inert.
+HOSTILE = (
+    "@octocat see #1 and org/repo#2 at http://evil.example/x or www.evil.example, mail a@b.example, $x^2$ <b>, "
+    "GH-123 gh-7, \u202ecod.exe\u2066 \u200f"
+)
+BIDI_CONTROL = "[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+
+
+def commit_metrics(repo: Path, rouge_l: float, r: int, message: str) -> None:
+    """A commit with the evaluate stage's record and params, and no per-sample scores (as before they existed)."""
+    scores = {"bleu": 1.0, "rouge1": 0.3, "rouge2": 0.1, "rougeL": rouge_l, "perplexity": 9.0}
+    result = {"base": {**scores, "rougeL": 0.2}, "tuned": scores, "samples": 4}
+    result["delta"] = {name: scores[name] - result["base"][name] for name in scores}
+    (repo / "metrics").mkdir(exist_ok=True)
+    (repo / EVAL_SCORES).unlink(missing_ok=True)
+    write_numbers(repo / EVAL_JSON, repo / EVAL_DETAILS, result, EVAL_HEADLINE)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["lora"]["r"] = r
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "--allow-empty", "-qm", message)
+
+
+def score_rows(ids: range, shift: float, tuned_text: str = "a fine mug") -> list[dict]:
+    """EVAL_SCORES rows: the tuned model `shift` above the base in ROUGE-L, with noise."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in ids:
+        base = {"text": "hmm", "rouge1": 0.3, "rouge2": 0.1, "rougeL": float(rng.uniform(0.1, 0.5)), "bleu": 5.0}
+        base |= {"bleu_stats": [20, 25, 10, 5, 2, 1, 20, 19, 18, 17], "loss": 2.0, "tokens": 30}
+        tuned = {**base, "text": tuned_text, "rougeL": base["rougeL"] + shift + float(rng.normal(0, 0.05))}
+        rows.append({"id": f"s{i:04d}", "title": f"Mug {i}", "reference": "A mug.", "base": base, "tuned": tuned})
+    return rows
+
+
+def commit_scores(repo: Path, rows: list[dict], message: str) -> None:
+    (repo / "metrics").mkdir(exist_ok=True)
+    (repo / EVAL_SCORES).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "--allow-empty", "-qm", message)
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """The body rows of the first markdown table in `text`, each as its stripped cells."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+
+
+# What a secret scan flags in a tracked file: AWS keys, HF and GitHub tokens, a secret-named key with a value.
+CREDENTIAL = re.compile(
+    r"(AKIA[0-9A-Z]{16}|hf_[A-Za-z0-9]{30,}|ghp_[A-Za-z0-9]{30,}|"
+    r"(secret_access_key|password|token)\s*[:=]\s*[\"']?[A-Za-z0-9/+]{16,})"
+)
+
+
+NOTEBOOK = ROOT / "notebooks/colab.ipynb"
+
+
+def shell_commands(skip_templated: bool = True) -> list[str]:
+    """The notebook's `!` commands; those holding a {PARAM} are skipped unless asked for."""
+    cells = json.loads(NOTEBOOK.read_text())["cells"]
+    lines = [line.strip() for c in cells if c["cell_type"] == "code" for line in "".join(c["source"]).splitlines()]
+    return [line[1:] for line in lines if line.startswith("!") and not (skip_templated and "{" in line)]
