@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,24 +12,16 @@ from safetensors.torch import load_file
 
 from lorapipe.artifacts import TRAIN_LOG
 from tests.workspace import (
+    STUDY_RUN,
     assert_one_line_error,
-    copy_workspace,
-    data_workspace,
-    kept_read_only,
     stage,
     stage_args,
     write_params,
 )
 
-TRAIN = {
-    "max_steps": 6,
-    "micro_batch": 2,
-    "grad_accum": 2,
-    "lr": 0.003,
-    "grad_checkpointing": False,
-    "eval_every": 3,
-    "precision": "fp32",  # the arithmetic is compared number for number; bf16 would blur it
-}
+# prepared's run, its micro-batches split across 2 processes; fp32: the arithmetic is compared number for number,
+# bf16 would blur it.
+TRAIN = {**STUDY_RUN["train"], "grad_accum": 2, "precision": "fp32"}
 OPS = {"save_every": 3}
 
 
@@ -45,31 +36,12 @@ def logged(metrics: Path, column: str) -> list[float]:
         return [float(row[column]) for row in csv.DictReader(f)]
 
 
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory, tiny_model_dir) -> Iterator[Path]:
-    """Data and base model built; each test trains in its own copy (`workspace`)."""
-    # No dropout: each process draws its own masks, so only then are the runs comparable number for number.
-    ws = data_workspace(
-        tmp_path_factory.mktemp("ddp"),
-        tiny_model_dir,
-        sample={"size": 200},
-        tokenize={"seq_len": 256},
-        lora={"dropout": 0.0},
-        train=TRAIN,
-        ops=OPS,
-    )
-    with kept_read_only(ws):
-        yield ws
-
-
-@pytest.fixture
-def workspace(prepared, tmp_path) -> Path:
-    return copy_workspace(prepared, tmp_path / "ws")
-
-
-def test_two_processes_train_the_same_steps_as_one(workspace):
+def test_two_processes_train_the_same_steps_as_one(prepared_copy):
     from mlflow.tracking import MlflowClient
 
+    workspace = prepared_copy
+    # No dropout: each process draws its own masks, so only then are the runs comparable number for number.
+    write_params(workspace, lora={"dropout": 0.0}, train=TRAIN, ops=OPS)
     run(workspace, "one")
     write_params(workspace, lora={"dropout": 0.0}, train={**TRAIN, "processes": 2}, ops=OPS)
     log = run(workspace, "two")
@@ -94,7 +66,8 @@ def test_two_processes_train_the_same_steps_as_one(workspace):
     assert len(runs) == 2
 
 
-def test_grad_accum_must_split_evenly_across_processes(workspace, tmp_path):
+def test_grad_accum_must_split_evenly_across_processes(prepared_copy, tmp_path):
+    workspace = prepared_copy
     write_params(workspace, train={**TRAIN, "processes": 2, "grad_accum": 3}, ops=OPS)
     result = stage(
         workspace,

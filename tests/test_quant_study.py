@@ -11,7 +11,6 @@ import torch
 from lorapipe.reporting.study_sections import quant_spec, study_sections
 from tests.workspace import (
     STUDY_RUN,
-    copy_workspace,
     params_of,
     sh,
     stage,
@@ -21,14 +20,14 @@ from tests.workspace import (
 
 
 @pytest.mark.parametrize("bits", [8, 16])
-def test_bits_train_and_evaluate_end_to_end(prepared, tmp_path, bits):
+def test_bits_train_and_evaluate_end_to_end(prepared_copy, bits):
     from peft import PeftModel
 
     from lorapipe.modeling import load_model, load_tuned_model
     from lorapipe.params import QuantParams
     from lorapipe.training_record import load_training_record
 
-    ws = copy_workspace(prepared, tmp_path / "ws")
+    ws = prepared_copy
     write_params(ws, data={"url": "data/trn.json.gz"}, **STUDY_RUN, quant={"bits": bits})
     adapter, metrics = f"models/trained-{bits}", f"metrics-{bits}"
     stage(ws, "train.py", *stage_args("train", metrics, trained=adapter), "--checkpoints", f"ckpt-{bits}")

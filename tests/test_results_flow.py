@@ -21,6 +21,7 @@ from tests.workspace import (
     ROOT,
     S3_KEY_ID,
     S3_SECRET,
+    SHORT_JOB,
     assert_one_line_error,
     child_env,
     commit,
@@ -29,14 +30,8 @@ from tests.workspace import (
     pushed_to_origin,
     ran,
     sh,
+    use_remote,
 )
-
-QUICK = {
-    "sample": {"size": 200},
-    "tokenize": {"seq_len": 256},
-    "train": {"max_steps": 4, "micro_batch": 2, "grad_accum": 1, "eval_every": 2},
-    "eval": {"max_samples": 4, "batch_size": 4, "max_new_tokens": 8},
-}
 
 
 def assert_same_files(got: Path, want: Path) -> None:
@@ -45,16 +40,10 @@ def assert_same_files(got: Path, want: Path) -> None:
     assert all((got / f).read_bytes() == (want / f).read_bytes() for f in files)
 
 
-def use_remote(repo: Path, endpoint: str) -> None:
-    env = child_env(AWS_ACCESS_KEY_ID=S3_KEY_ID, AWS_SECRET_ACCESS_KEY=S3_SECRET)
-    command = [sys.executable, str(ROOT / "scripts/remote.py"), "--endpoint", endpoint, "--default"]
-    subprocess.run(command, cwd=repo, env=env, check=True, capture_output=True)
-
-
 @pytest.mark.slow
 def test_each_stage_reaches_origin_and_a_new_machine_runs_none_again(tmp_path, tiny_model_dir, s3_endpoint):
     origin = tmp_path / "origin.git"
-    repo = pushed_to_origin(tmp_path / "colab", origin, tiny_model_dir, QUICK)
+    repo = pushed_to_origin(tmp_path / "colab", origin, tiny_model_dir, SHORT_JOB)
     use_remote(repo, s3_endpoint)
 
     run = sh(repo, "bash", "scripts/repro_and_push.sh", "results/colab")

@@ -5,19 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from lorapipe.artifacts import EVAL_SCORES, PATHS
 from tests.workspace import (
+    STUDY_RUN,
     child_env,
     commit,
-    copy_workspace,
-    data_workspace,
     free_port,
-    kept_read_only,
     sh,
     stage,
     stage_args,
@@ -26,39 +23,7 @@ from tests.workspace import (
     write_params,
 )
 
-TRAIN = {
-    "max_steps": 4,
-    "micro_batch": 2,
-    "grad_accum": 1,
-    "eval_every": 2,
-    "grad_checkpointing": False,
-}
-OPS = {"save_every": 2, "log_every": 1}
-EVAL = {"max_samples": 4, "batch_size": 4, "max_new_tokens": 4}
-TRAIN_ARGS = stage_args("train")
 SECRET = "s3cr3t-do-not-leak-0123456789"
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory, tiny_model_dir) -> Iterator[Path]:
-    """Data and base model built, nothing trained; tests train in their own copy (`workspace`)."""
-    ws = data_workspace(
-        tmp_path_factory.mktemp("track"),
-        tiny_model_dir,
-        sample={"size": 200},
-        tokenize={"seq_len": 256},
-        train=TRAIN,
-        ops=OPS,
-        eval=EVAL,
-    )
-    subprocess.run(["git", "init", "-q"], cwd=ws, check=True)
-    with kept_read_only(ws):
-        yield ws
-
-
-@pytest.fixture
-def workspace(prepared, tmp_path) -> Path:
-    return copy_workspace(prepared, tmp_path / "ws")
 
 
 def run_with(monkeypatch, ws: Path, uri: str, script: str, *args: str) -> subprocess.CompletedProcess:
@@ -71,11 +36,11 @@ def run_with(monkeypatch, ws: Path, uri: str, script: str, *args: str) -> subpro
         return stage(ws, script, *args)
 
 
-def test_train_and_evaluate_log_one_run_to_a_real_server(workspace, mlflow_server, monkeypatch):
+def test_train_and_evaluate_log_one_run_to_a_real_server(prepared_copy, mlflow_server, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    train = run_with(monkeypatch, workspace, mlflow_server, "train.py", *TRAIN_ARGS)
-    stage(workspace, "generate_base.py", *stage_args("generate_base"))  # no MLflow: evaluate logs both models' scores
+    workspace = prepared_copy  # its base outputs decoded (no MLflow): evaluate logs both models' scores
+    train = run_with(monkeypatch, workspace, mlflow_server, "train.py", *stage_args("train"))
     evaluate = run_with(monkeypatch, workspace, mlflow_server, "evaluate.py", *stage_args("evaluate"))
     client = MlflowClient(mlflow_server)
     # The server is the module's: other tests' runs are there too, under other (or no) experiment names.
@@ -85,10 +50,12 @@ def test_train_and_evaluate_log_one_run_to_a_real_server(workspace, mlflow_serve
     run = runs[0]
     assert run.info.status == "FINISHED"
     assert run.data.tags["dvc.exp_name"] == "brave-lora" and run.info.run_name.startswith("brave-lora")
-    assert run.data.params["lora.r"] == "16" and run.data.params["train.max_steps"] == "4"
-    assert run.data.params["eval.max_new_tokens"] == "4"
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3, 4]
-    assert len(client.get_metric_history(run.info.run_id, "val_loss")) == 2
+    train_params, eval_params = STUDY_RUN["train"], STUDY_RUN["eval"]
+    assert run.data.params["lora.r"] == "16" and run.data.params["train.max_steps"] == str(train_params["max_steps"])
+    assert run.data.params["eval.max_new_tokens"] == str(eval_params["max_new_tokens"])
+    steps = train_params["max_steps"]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == list(range(1, steps + 1))
+    assert len(client.get_metric_history(run.info.run_id, "val_loss")) == steps // train_params["eval_every"]
     for key in ("base.rougeL", "tuned.rougeL", "delta.bleu", "tokens_per_s", "tuned.runaway", "delta.distinct2"):
         assert key in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "metrics")}
@@ -162,21 +129,24 @@ def test_an_experiment_s_run_names_its_baseline_and_the_uncommitted_params(tmp_p
     assert tags["git.dirty"] == "true" and tags["git.modified"] == "params.yaml"
 
 
-def test_server_down_warns_once_and_the_stage_finishes(workspace, monkeypatch):
-    dead = f"http://127.0.0.1:{free_port()}"
-    result = run_with(monkeypatch, workspace, dead, "train.py", *TRAIN_ARGS)
+def test_server_down_warns_once_and_the_stage_finishes(prepared_copy, monkeypatch):
+    workspace, dead = prepared_copy, f"http://127.0.0.1:{free_port()}"
+    result = run_with(monkeypatch, workspace, dead, "train.py", *stage_args("train"))
     assert result.stderr.count("mlflow tracking is off") == 1
     assert (workspace / "metrics/train.json").is_file() and (workspace / "models/trained").is_dir()
     assert "Traceback" not in result.stderr and SECRET not in result.stderr
 
 
 @pytest.mark.parametrize("server", ["up", "down"])
-def test_credentials_in_the_tracking_uri_are_printed_and_written_nowhere(workspace, mlflow_server, server, monkeypatch):
+def test_credentials_in_the_tracking_uri_are_printed_and_written_nowhere(
+    prepared_copy, mlflow_server, server, monkeypatch
+):
     """A URI with user:pass@ (which MLflow sends as basic auth) shows in the `mlflow: run ... at` line
     and in the warning of a server that is down only without them."""
     host = mlflow_server.removeprefix("http://") if server == "up" else f"127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://alice:{SECRET}@{host}")
-    result = stage(workspace, "train.py", *TRAIN_ARGS)
+    workspace = prepared_copy
+    result = stage(workspace, "train.py", *stage_args("train"))
     if server == "up":
         assert f"at http://{host}\n" in result.stderr
     else:
@@ -186,10 +156,10 @@ def test_credentials_in_the_tracking_uri_are_printed_and_written_nowhere(workspa
         assert SECRET not in text
 
 
-def test_default_store_is_local_sqlite_in_the_repo(workspace, monkeypatch):
+def test_default_store_is_local_sqlite_in_the_repo(prepared_copy, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    stage(workspace, "train.py", *TRAIN_ARGS)
-    assert (workspace / "mlflow.db").is_file()
+    stage(prepared_copy, "train.py", *stage_args("train"))
+    assert (prepared_copy / "mlflow.db").is_file()
 
 
 def newest_step(checkpoints: Path, skip: set[str] = frozenset()) -> int:
@@ -198,20 +168,20 @@ def newest_step(checkpoints: Path, skip: set[str] = frozenset()) -> int:
 
 
 def test_no_run_is_left_running_and_a_resumed_training_continues_its_run(
-    workspace, mlflow_server, tmp_path, monkeypatch
+    prepared_copy, mlflow_server, tmp_path, monkeypatch
 ):
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(mlflow_server)
+    client, workspace = MlflowClient(mlflow_server), prepared_copy
     ckpts = tmp_path / "ckpts"
-    long = {**TRAIN, "max_steps": 40}
-    write_params(workspace, train=long, lora={"r": 4}, ops=OPS)  # experiment B: SIGKILLed, never resumed
+    long, ops = {**STUDY_RUN["train"], "max_steps": 40}, {"save_every": 2, "log_every": 1}
+    write_params(workspace, train=long, lora={"r": 4}, ops=ops)  # experiment B: SIGKILLed, never resumed
     proc = start_training(workspace, tmp_path / "b", ckpts, MLFLOW_TRACKING_URI=mlflow_server)
     wait_for(lambda: newest_step(ckpts) > 0, timeout=300, proc=proc)
     proc.kill()
     proc.wait()
     b_folder = {p.name for p in ckpts.iterdir()}
-    write_params(workspace, train=long, ops=OPS)  # experiment A: SIGTERM, SIGKILL, then resumed to the end
+    write_params(workspace, train=long, ops=ops)  # experiment A: SIGTERM, SIGKILL, then resumed to the end
     proc = start_training(workspace, tmp_path / "a", ckpts, MLFLOW_TRACKING_URI=mlflow_server)
     wait_for(lambda: newest_step(ckpts, b_folder) > 0, timeout=300, proc=proc)
     proc.terminate()

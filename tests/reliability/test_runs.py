@@ -1,7 +1,7 @@
 """Reliability across runs: concurrent experiments, failed runs, leftovers of the last good one.
 
-Each test copies one prepared repo (data and base model already built by `dvc repro`, on a
-tiny random Llama so training takes seconds) and plays the scenario with real DVC and git.
+Each test copies one repo after its first whole `dvc repro` (`tiny_repo`: a tiny random Llama, so training
+takes seconds) and plays the scenario with real DVC and git.
 """
 
 from __future__ import annotations
@@ -10,19 +10,10 @@ import json
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
 from lorapipe.artifacts import TRAIN_DETAILS, TRAIN_LOG
-from tests.workspace import child_env, commit, copy_tree, copy_workspace, dvc_stages, ran, sh, wait_for
-
-QUICK = {
-    "sample": {"size": 200},
-    "tokenize": {"seq_len": 256},
-    "train": {"max_steps": 4, "micro_batch": 2, "grad_accum": 1, "eval_every": 2},
-    "ops": {"save_every": 2, "log_every": 1},
-    "eval": {"max_samples": 4, "batch_size": 4, "max_new_tokens": 8},
-}
+from tests.workspace import child_env, commit, dvc_stages, ran, sh, wait_for
 
 
 def set_params(repo: Path, sections: dict) -> None:
@@ -32,28 +23,18 @@ def set_params(repo: Path, sections: dict) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory, tiny_model_dir) -> Path:
-    """A committed repo on the tiny model whose stages up to tokenize have run."""
-    repo = copy_tree(tmp_path_factory.mktemp("runs"))
-    set_params(repo, {**QUICK, "model": {"name": str(tiny_model_dir), "revision": "", "sha256": ""}})
-    sh(repo, "dvc", "repro", "tokenize")
-    commit(repo, "tiny model, data built")
-    return repo
-
-
-@pytest.fixture
-def repo(prepared, tmp_path) -> Path:
-    return copy_workspace(prepared, tmp_path / "repo")
-
-
 def lock_params(repo: Path, stage: str) -> dict | None:
     entry = yaml.safe_load((repo / "dvc.lock").read_text())["stages"].get(stage)
     return entry and entry["params"]["params.yaml"]
 
 
-def test_a_second_exp_run_cannot_attribute_the_first_runs_results_to_its_params(repo):
-    set_params(repo, {"train": {"max_steps": 2000}, "ops": {"save_every": 20}})
+def test_a_second_exp_run_cannot_attribute_the_first_runs_results_to_its_params(tiny_repo_copy):
+    repo = tiny_repo_copy
+    recorded = lock_params(repo, "train")  # the run committed before
+    adapter = repo / "models/trained/adapter_model.safetensors"
+    weights = adapter.read_bytes()
+    # log_every 1: the check that params.yaml is unchanged runs at every step
+    set_params(repo, {"train": {"max_steps": 2000}, "ops": {"save_every": 20, "log_every": 1}})
     commit(repo, "a longer run")
     first = subprocess.Popen(
         ["dvc", "exp", "run", "-n", "first"],
@@ -75,14 +56,16 @@ def test_a_second_exp_run_cannot_attribute_the_first_runs_results_to_its_params(
     assert len(errors) == 1, out[-3000:]
     assert "changed while this stage ran" in errors[0] and "train.lr" in errors[0].split(" changed ")[0]
     assert "dvc exp run --queue" in out
-    # Nothing recorded the first run's weights under the second run's params.
-    assert lock_params(repo, "train") is None
-    assert not (repo / "models/trained").exists()
+    # Nothing recorded the first run's weights under the second run's params: dvc.lock and the adapter are still
+    # the committed run's (or DVC removed the adapter before training).
+    assert lock_params(repo, "train") == recorded
+    assert not adapter.exists() or adapter.read_bytes() == weights
     assert "first" not in sh(repo, "dvc", "exp", "list", "--name-only").stdout.split()
 
 
-def test_failed_run_then_one_command_restores_the_last_good_experiment(repo):
-    sh(repo, "dvc", "exp", "run", "-n", "good")
+def test_failed_run_then_one_command_restores_the_last_good_experiment(tiny_repo_copy):
+    repo = tiny_repo_copy
+    sh(repo, "dvc", "exp", "save", "-n", "good")  # the last good run, kept as an experiment
     good_metrics = (repo / TRAIN_DETAILS).read_text()
     good_log = (repo / TRAIN_LOG).read_text()
     failed = sh(repo, "dvc", "exp", "run", "-S", "lora.target_modules=[nonexistent_proj]", check=False)
@@ -96,9 +79,8 @@ def test_failed_run_then_one_command_restores_the_last_good_experiment(repo):
     assert "up to date" in sh(repo, "dvc", "status", "dvc.yaml").stdout
 
 
-def test_failed_run_after_a_committed_one_is_restored_from_the_run_cache(repo):
-    sh(repo, "dvc", "repro")
-    commit(repo, "good run")
+def test_failed_run_after_a_committed_one_is_restored_from_the_run_cache(tiny_repo_copy):
+    repo = tiny_repo_copy  # its good run committed
     good_metrics = (repo / TRAIN_DETAILS).read_text()
     set_params(repo, {"lora": {"target_modules": ["nonexistent_proj"]}})
     assert sh(repo, "dvc", "repro", check=False).returncode != 0
@@ -110,8 +92,8 @@ def test_failed_run_after_a_committed_one_is_restored_from_the_run_cache(repo):
     assert (repo / TRAIN_DETAILS).read_text() == good_metrics
 
 
-def test_checkpoints_and_operational_settings_are_not_part_of_the_record(repo):
-    sh(repo, "dvc", "repro")
+def test_checkpoints_and_operational_settings_are_not_part_of_the_record(tiny_repo_copy):
+    repo = tiny_repo_copy
     ops = {"log_every": 7, "save_every": 3, "keep_checkpoints": 5, "download_timeout_s": 5, "download_retries": 1}
     set_params(repo, {"ops": ops})
     assert "up to date" in sh(repo, "dvc", "status", "dvc.yaml").stdout
@@ -144,9 +126,10 @@ def cached_outputs(repo: Path) -> dict[str, str]:
     }
 
 
-def test_two_runs_of_the_same_inputs_give_the_same_cached_outputs(repo):
+def test_two_runs_of_the_same_inputs_give_the_same_cached_outputs(tiny_repo_copy):
     """Same commit, same machine, another hash seed and another HF_HUB_OFFLINE: every output DVC caches
     (the adapter too) has the same hash, so DVC sees nothing changed and re-runs nothing downstream."""
+    repo = tiny_repo_copy
 
     def repro(*args: str, **env: str) -> dict[str, str]:
         environment = {k: v for k, v in child_env(**env).items() if k != "HF_HUB_OFFLINE" or "HF_HUB_OFFLINE" in env}
@@ -154,7 +137,7 @@ def test_two_runs_of_the_same_inputs_give_the_same_cached_outputs(repo):
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         return cached_outputs(repo)
 
-    first = repro(PYTHONHASHSEED="1", HF_HUB_OFFLINE="1")
+    first = cached_outputs(repo)  # tiny_repo's run: a random hash seed per process, HF_HUB_OFFLINE=1
     assert "models/trained" in first and "data/base_outputs.json" in first
     second = repro("--force", PYTHONHASHSEED="2")
     assert second == first

@@ -14,12 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.workspace import ROOT, child_env, params_of, sh, stage, stage_args
+from tests.workspace import CREDENTIAL, ROOT, child_env, params_of, sh, stage, stage_args
 
-CREDENTIAL = re.compile(
-    r"(AKIA[0-9A-Z]{16}|hf_[A-Za-z0-9]{30,}|ghp_[A-Za-z0-9]{30,}|"
-    r"(secret_access_key|password|token)\s*[:=]\s*[\"']?[A-Za-z0-9/+]{16,})"
-)
 # Built at run time, so this file holds no credential-shaped string for the scans to find.
 SECRETS = {
     "HF_TOKEN": "hf_" + "FAKEfake" * 4 + "01",
@@ -144,7 +140,8 @@ def test_pickled_weights_are_never_unpickled(tiny_model_dir, tmp_path):
     assert marker.exists()
 
 
-def test_fake_secrets_in_the_environment_never_reach_outputs_or_logs(repo, monkeypatch):
+def test_fake_secrets_in_the_environment_never_reach_outputs_or_logs(tiny_repo_copy, monkeypatch):
+    repo = tiny_repo_copy
     for key, value in SECRETS.items():
         monkeypatch.setenv(key, value)
     runs = [sh(repo, "dvc", "repro", "-f", "split")]
@@ -155,19 +152,11 @@ def test_fake_secrets_in_the_environment_never_reach_outputs_or_logs(repo, monke
         assert not any(secret in text for text in texts), secret
 
 
-def test_training_with_secrets_keeps_them_out_of_mlflow_and_outputs(tmp_path, tiny_model_dir, monkeypatch):
-    from tests.workspace import data_workspace
-
+def test_training_with_secrets_keeps_them_out_of_mlflow_and_outputs(prepared_copy, monkeypatch):
     for key, value in SECRETS.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the local SQLite store
-    ws = data_workspace(
-        tmp_path,
-        tiny_model_dir,
-        sample={"size": 100},
-        tokenize={"seq_len": 256},
-        train={"max_steps": 2, "micro_batch": 2, "grad_accum": 1, "grad_checkpointing": False},
-    )
+    ws = prepared_copy
     result = stage(ws, "train.py", *stage_args("train"))
     blobs = [result.stderr] + [p.read_bytes().decode("latin-1") for p in ws.rglob("*") if p.is_file()]
     assert (ws / "mlflow.db").is_file()

@@ -3,59 +3,29 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.http_server import serve_status
-from tests.workspace import copy_workspace, data_workspace, free_port, kept_read_only, sh, stage, stage_args
-
-TRAIN = {
-    "max_steps": 2,
-    "micro_batch": 2,
-    "grad_accum": 1,
-    "eval_every": 2,
-    "grad_checkpointing": False,
-}
-TRAIN_ARGS = stage_args("train")
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory, tiny_model_dir) -> Iterator[Path]:
-    """Data and base model built; each test trains in its own copy (`workspace`)."""
-    ws = data_workspace(
-        tmp_path_factory.mktemp("services"),
-        tiny_model_dir,
-        sample={"size": 100},
-        tokenize={"seq_len": 256},
-        train=TRAIN,
-        ops={"save_every": 1},
-    )
-    with kept_read_only(ws):
-        yield ws
-
-
-@pytest.fixture
-def workspace(prepared, tmp_path) -> Path:
-    return copy_workspace(prepared, tmp_path / "ws")
+from tests.workspace import free_port, sh, stage, stage_args
 
 
 @pytest.mark.parametrize("status", [401, 403, 500])
-def test_mlflow_refusing_requests_warns_once_and_training_finishes(workspace, status, monkeypatch):
+def test_mlflow_refusing_requests_warns_once_and_training_finishes(prepared_copy, status, monkeypatch):
+    workspace = prepared_copy
     with serve_status(status) as url:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong-password-123456")
-        result = stage(workspace, "train.py", *TRAIN_ARGS)
+        result = stage(workspace, "train.py", *stage_args("train"))
     assert result.stderr.count("mlflow tracking is off") == 1
     assert "wrong-password-123456" not in result.stderr
     assert (workspace / "metrics/train.json").is_file()
     assert (workspace / "models/trained/adapter_model.safetensors").is_file()
 
 
-def test_unreachable_s3_remote_fails_clearly_and_keeps_local_data(repo, monkeypatch):
-    sh(repo, "dvc", "repro", "split")
+def test_unreachable_s3_remote_fails_clearly_and_keeps_local_data(tiny_repo_copy, monkeypatch):
+    repo = tiny_repo_copy
     port = free_port()
     sh(repo, "dvc", "remote", "add", "-f", "down", "s3://dvc")
     sh(repo, "dvc", "remote", "modify", "down", "endpointurl", f"http://127.0.0.1:{port}")
