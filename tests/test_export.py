@@ -6,26 +6,24 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 from safetensors import safe_open
 
+from lorapipe.artifacts import EXPORT_JSON, MERGED
 from lorapipe.generation import generate_texts
 from lorapipe.modeling import load_model, load_tokenizer
-from lorapipe.params import EvalParams, QuantParams
+from lorapipe.params import EvalParams, QuantParams, load_params
 from lorapipe.prompt import encode_prompts
-from tests.workspace import assert_one_line_error, params_of, stage, write_params
-
-TITLES = ["Acme Stainless Steel Travel Mug 16oz", "USB-C Charging Cable 2m", "Kids Rain Boots Size 10", "Oak Desk"]
+from tests.workspace import TITLES, assert_one_line_error, params_of, stage
 
 
-def test_merged_model_decodes_like_the_adapter_model(tuned_copy):
+def test_merged_model_decodes_like_the_adapter_model(exported):
     """Greedy output of the merged fp32 export equals nf4 base + unmerged adapter, as trained."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    ws = tuned_copy
-    write_params(ws, export={"dtype": "fp32"}, eval={"max_new_tokens": 16})
-    stage(ws, "export.py")  # the defaults: the workspace's models
+    ws = exported
     assert not list((ws / "models/merged").glob("*.bin"))
     assert "quantization_config" not in json.loads((ws / "models/merged/config.json").read_text())
 
@@ -42,18 +40,19 @@ def test_merged_model_decodes_like_the_adapter_model(tuned_copy):
     assert generate_texts(load_model(ws / "models/base", torch.float32, cpu), tokenizer, prompts, params) != expected
 
 
-def test_default_export_is_bf16_with_decoding_settings_and_loads_without_peft(tuned_copy, tmp_path):
-    ws = tuned_copy
-    write_params(ws, eval={"max_new_tokens": 40, "repetition_penalty": 1.1})
-    out = tmp_path / "merged"
-    gguf, metrics = str(tmp_path / "gguf"), str(tmp_path / "export.json")
-    stage(ws, "export.py", "--out", str(out), "--gguf", gguf, "--metrics", metrics)
+@pytest.mark.slow
+def test_default_export_is_bf16_with_decoding_settings_and_loads_without_peft(readme_flow):
+    """The demo's export (export.dtype auto on the CPU) of SmolLM2: bf16 weights, the eval params' decoding
+    record as its generation_config.json, and a plain transformers loads and runs it."""
+    repo = readme_flow.repo
+    out = repo / MERGED
     with safe_open(out / "model.safetensors", "pt") as f:
         assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}  # noqa: SIM118 (not a dict)
     generation = json.loads((out / "generation_config.json").read_text())
-    assert generation["max_new_tokens"] == 40 and generation["repetition_penalty"] == 1.1
+    eval_params = load_params(EvalParams, repo / "params.yaml")  # the run's (QUICK_RUN), not the defaults
+    assert generation["max_new_tokens"] == eval_params.max_new_tokens != params_of(EvalParams).max_new_tokens
     assert generation["do_sample"] is False and "temperature" not in generation
-    metrics = json.loads((tmp_path / "export.json").read_text())
+    metrics = json.loads((repo / EXPORT_JSON).read_text())
     assert metrics["dtype"] == "bf16" and metrics["size_mb"] > 0
 
     # A user's plain transformers, with peft not importable at all.

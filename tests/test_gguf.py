@@ -23,8 +23,7 @@ from lorapipe.modeling import load_tokenizer
 from lorapipe.params import EvalParams, ExportParams, LoraParams, QuantParams, TrainParams
 from lorapipe.prompt import build_prompt, encode_prompts
 from lorapipe.training_record import TrainingRecord, save_training_record
-from tests.test_export import TITLES
-from tests.workspace import ROOT, assert_one_line_error, child_env, params_of, stage, write_params
+from tests.workspace import ROOT, TITLES, assert_one_line_error, child_env, params_of, stage, write_params
 
 DECODING = params_of(EvalParams, max_new_tokens=16, batch_size=4)
 
@@ -65,14 +64,12 @@ def first_tokens_agree(texts: list[str], expected: list[str], tokenizer, n: int 
     return sum(encode(a) == encode(b) for a, b in zip(texts, expected, strict=True))
 
 
-def test_gguf_round_trip_decodes_like_the_merged_model(tuned_copy, tmp_path, llama_cpp_converter):
+def test_gguf_round_trip_decodes_like_the_merged_model(exported):
     """SmolLM2's BPE tokenizer on a Llama: f16 decodes exactly as the merged model, q8_0 nearly."""
-    ws = tuned_copy
-    write_params(ws, export={"dtype": "fp32", "gguf_types": ["f16", "q8_0"]}, eval={"max_new_tokens": 16})
-    merged, out = tmp_path / "merged", tmp_path / "gguf"
-    stage(ws, "export.py", "--out", str(merged), "--gguf", str(out), "--metrics", str(tmp_path / "export.json"))
+    ws = exported
+    merged, out = ws / "models/merged", ws / "models/gguf"
     assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "model-F16.gguf", "model-Q8_0.gguf"]
-    metrics = json.loads((tmp_path / "export.json").read_text())["gguf"]
+    metrics = json.loads((ws / EXPORT_JSON).read_text())["gguf"]
     assert set(metrics) == {"f16", "q8_0"} and metrics["q8_0"]["size_mb"] < metrics["f16"]["size_mb"]
 
     # The tokenizer metadata llama.cpp needs, as in llama.cpp's own SmolLM2 GGUF.
@@ -252,10 +249,10 @@ def test_unpack_keeps_only_the_converter_files(tmp_path):
 
 
 @pytest.mark.slow
-def test_export_pipeline_writes_smollm2_as_llama_cpp_does(experiments, smollm2_gguf):
+def test_export_pipeline_writes_smollm2_as_llama_cpp_does(readme_flow, smollm2_gguf):
     """The real architecture and tokenizer: `python stages/export.py` on the demo's SmolLM2 writes the
     same tokenizer and hyperparameters as llama.cpp's own SmolLM2 GGUF, and decodes as the merged model."""
-    repo = experiments.repo
+    repo = readme_flow.repo
     keys = [
         *(f"tokenizer.ggml.{k}" for k in ("model", "pre", "tokens", "merges", "token_type", "add_bos_token")),
         *(f"tokenizer.ggml.{k}_token_id" for k in ("bos", "eos", "padding")),

@@ -7,13 +7,12 @@ import json
 import shutil
 
 import pytest
-import torch
 
+from lorapipe.artifacts import EVAL_SAMPLES
 from lorapipe.modeling import FULL_BYTES_PER_PARAM, full_finetune_refusal
 from tests.workspace import (
     STUDY_RUN,
     assert_one_line_error,
-    copy_workspace,
     params_of,
     sh,
     stage,
@@ -21,8 +20,6 @@ from tests.workspace import (
     train_losses,
     write_params,
 )
-
-TITLES = ["Acme Stainless Steel Travel Mug 16oz", "USB-C Charging Cable 2m", "Kids Rain Boots Size 10", "Oak Desk"]
 
 
 def method_params(method: str, **sections: dict) -> dict:
@@ -33,16 +30,19 @@ def method_params(method: str, **sections: dict) -> dict:
 
 
 @pytest.mark.parametrize("method", ["dora", "rslora", "full"])
-def test_each_method_trains_resumes_evaluates_exports_and_reloads(prepared, tmp_path, method):
+def test_each_method_trains_resumes_evaluates_exports_and_reloads(prepared_copy, method):
+    """Each method trains, resumes exactly, and the texts evaluate scored are decoded again, one title at a time,
+    by the app and by the exported model."""
     from transformers import AutoModelForCausalLM
 
+    from app import Describer
     from lorapipe.generation import generate_texts
-    from lorapipe.modeling import load_tokenizer, load_tuned_model
-    from lorapipe.params import EvalParams
+    from lorapipe.modeling import load_tokenizer
+    from lorapipe.params import EvalParams, TokenizeParams
     from lorapipe.prompt import encode_prompts
     from lorapipe.training_record import load_training_record, weight_files
 
-    ws = copy_workspace(prepared, tmp_path / "ws")
+    ws = prepared_copy
     write_params(ws, **method_params(method))
     stage(ws, "train.py", *stage_args("train"), "--checkpoints", "ckpt")
     reference = train_losses(ws / "metrics")
@@ -65,36 +65,12 @@ def test_each_method_trains_resumes_evaluates_exports_and_reloads(prepared, tmp_
     assert train_losses(ws / "resumed") == pytest.approx(reference, rel=1e-4)
 
     stage(ws, "evaluate.py", *stage_args("evaluate"))
-    assert json.loads((ws / "metrics/eval_details.json").read_text())["samples"] == 4
-
+    samples = [json.loads(line) for line in (ws / EVAL_SAMPLES).read_text().splitlines()]
+    assert len(samples) == json.loads((ws / "metrics/eval_details.json").read_text())["samples"] == 4
+    assert any(s["tuned"] != s["base"] for s in samples)  # the comparisons below can tell the models apart
     write_params(ws, **method_params(method), export={"dtype": "fp32", "gguf_types": ["f16"]})
     stage(ws, "export.py")
-    assert (ws / "models/gguf").glob("*f16.gguf")
-    cpu, params = torch.device("cpu"), params_of(EvalParams, max_new_tokens=8, batch_size=4)
-    tokenizer = load_tokenizer(ws / "models/base")
-    prompts = encode_prompts(tokenizer, TITLES)
-    tuned = load_tuned_model(ws / "models/base", trained, method, record.quant, torch.float32, cpu)
-    expected = generate_texts(tuned, tokenizer, prompts, params)
-    exported = AutoModelForCausalLM.from_pretrained(ws / "models/merged")
-    assert generate_texts(exported, load_tokenizer(ws / "models/merged"), prompts, params) == expected
-
-
-def test_a_full_fine_tune_decodes_in_the_app_and_the_export_as_evaluate_did(prepared, tmp_path):
-    """The texts evaluate scored, decoded again one title at a time by the app and by the exported model."""
-    from transformers import AutoModelForCausalLM
-
-    from app import Describer
-    from lorapipe.generation import generate_texts
-    from lorapipe.modeling import load_tokenizer
-    from lorapipe.params import EvalParams, TokenizeParams
-    from lorapipe.prompt import encode_prompts
-
-    ws = copy_workspace(prepared, tmp_path / "ws")
-    write_params(ws, **method_params("full"), export={"dtype": "fp32", "gguf_types": ["f16"]})
-    stage(ws, "train.py", *stage_args("train"), "--checkpoints", "ckpt")
-    stage(ws, "evaluate.py", *stage_args("evaluate"))
-    stage(ws, "export.py")
-    samples = [json.loads(line) for line in (ws / "metrics/eval_samples.jsonl").read_text().splitlines()]
+    assert (ws / "models/gguf/model-F16.gguf").is_file()
     params = params_of(EvalParams, **STUDY_RUN["eval"])
     app = Describer(ws / "models", params_of(TokenizeParams).prompt_tokens)
     exported = AutoModelForCausalLM.from_pretrained(ws / "models/merged")
@@ -111,8 +87,8 @@ def test_full_fine_tuning_on_a_quantized_base_is_refused_in_one_line(tmp_path):
     assert_one_line_error(result, "lora.method full", "quant.bits 16", "got quant.bits 4")
 
 
-def test_dora_on_an_8_bit_base_is_refused_on_the_cpu_in_one_line(prepared, tmp_path):
-    ws = copy_workspace(prepared, tmp_path / "ws")
+def test_dora_on_an_8_bit_base_is_refused_on_the_cpu_in_one_line(prepared_copy):
+    ws = prepared_copy
     write_params(ws, **{**method_params("dora"), "quant": {"bits": 8}})
     result = stage(ws, "train.py", *stage_args("train"), "--checkpoints", "ckpt", check=False)
     assert_one_line_error(result, "lora.method dora on quant.bits 8", "quant.bits 4 or 16")
