@@ -1,4 +1,4 @@
-"""The Gradio demo app in a real headless browser, on the models of a real (shortened) demo run."""
+"""The Gradio demo app in a real headless browser, on the models of the README flow (a real, shortened demo run)."""
 
 from __future__ import annotations
 
@@ -28,9 +28,9 @@ def start_app(repo, port: int, *args: str) -> subprocess.Popen:
 
 
 @pytest.fixture
-def app_url(experiments):
+def app_url(readme_flow):
     port = free_port()
-    process = start_app(experiments.repo, port)
+    process = start_app(readme_flow.repo, port)
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_for(url, timeout=180, proc=process, every=1)
@@ -41,12 +41,12 @@ def app_url(experiments):
 
 
 @pytest.mark.slow
-def test_type_a_title_and_read_base_and_tuned_side_by_side(experiments, app_url, browser, tmp_path):
+def test_type_a_title_and_read_base_and_tuned_side_by_side(readme_flow, app_url, browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     # A title the evaluate stage decoded with the same params: the app must show the same texts.
-    sample = json.loads((experiments.repo / "metrics/eval_samples.jsonl").read_text().splitlines()[0])
+    sample = json.loads((readme_flow.repo / "metrics/eval_samples.jsonl").read_text().splitlines()[0])
     browser.get(app_url)
     wait = WebDriverWait(browser, 180)
     title = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#title textarea"))
@@ -65,10 +65,10 @@ def test_type_a_title_and_read_base_and_tuned_side_by_side(experiments, app_url,
 
 
 @pytest.mark.slow
-def test_app_says_which_experiment_it_serves_and_asks_for_a_share_link(experiments):
-    """The workspace holds the last run (lora.r 8): the page names its experiment; --share reaches Gradio."""
+def test_app_says_which_experiment_it_serves_and_asks_for_a_share_link(readme_flow):
+    """The workspace holds the sweep's lora.r=4 run: the page names its experiment; --share reaches Gradio."""
     port = free_port()
-    process = start_app(experiments.repo, port, "--share")
+    process = start_app(readme_flow.repo, port, "--share")
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_for(url, timeout=180, proc=process, every=1)
@@ -78,7 +78,8 @@ def test_app_says_which_experiment_it_serves_and_asks_for_a_share_link(experimen
     finally:
         process.terminate()
         process.wait(timeout=30)
-    assert "experiment `smollm2-r8`" in page and "lora.r 8" in page and "quant.bits 4" in page
+    experiment = readme_flow.experiments["4"]
+    assert f"experiment `{experiment}`" in page and "lora.r 4" in page and "quant.bits 4" in page
     assert "serving models/trained" in output
     assert "Could not create share link" in output  # Gradio tried for a public link; this machine is offline
 

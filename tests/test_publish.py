@@ -44,8 +44,8 @@ def python_block(card: str, heading: str) -> str:
 
 
 @pytest.mark.slow
-def test_dry_run_puts_the_repo_together_and_prints_the_card(experiments, tmp_path):
-    repo, out = experiments.repo, tmp_path / "you/product-descriptions"
+def test_dry_run_puts_the_repo_together_and_prints_the_card(readme_flow, tmp_path):
+    repo, out = readme_flow.repo, tmp_path / "you/product-descriptions"
     pinned = ("--base-model", f"{BASE_ID}@abc123")
     result = publish(repo, "you/product-descriptions", "--dry-run", *pinned, "--out", str(out))
     assert result.returncode == 0, result.stderr
@@ -68,25 +68,25 @@ def test_dry_run_puts_the_repo_together_and_prints_the_card(experiments, tmp_pat
     rouge = next(line for line in card.splitlines() if line.startswith("| ROUGE-L "))
     cells = [c.strip() for c in rouge.strip("|").split("|")]
     assert cells[1:3] == [f"{scores['base']['rougeL']:.3f}", f"{scores['tuned']['rougeL']:.3f}"]
-    assert "SYNTHETIC" in card and "r: 8" in card and "b179c952" in card
+    assert "SYNTHETIC" in card and "r: 4" in card and "b179c952" in card  # the workspace's run: lora.r=4
     assert "<|im_start|>system\nWrite the product description" in card  # the exact prompt of an example
     assert "Intended use and limits" in card and "## License" in card
     assert FAKE_TOKEN not in card + result.stdout + result.stderr
 
 
 @pytest.mark.slow
-def test_a_local_base_needs_its_hub_id_for_an_adapter(experiments, tmp_path):
-    result = publish(experiments.repo, "you/x", "--dry-run", "--out", str(tmp_path / "out"))
+def test_a_local_base_needs_its_hub_id_for_an_adapter(readme_flow, tmp_path):
+    result = publish(readme_flow.repo, "you/x", "--dry-run", "--out", str(tmp_path / "out"))
     assert_one_line_error(result, "came from a local file", "--base-model", "--merged")
     assert not (tmp_path / "out").exists()
-    bad = publish(experiments.repo, "you/x", "--dry-run", "--base-model", "not-a-hub-id", "--out", str(tmp_path / "o"))
+    bad = publish(readme_flow.repo, "you/x", "--dry-run", "--base-model", "not-a-hub-id", "--out", str(tmp_path / "o"))
     assert_one_line_error(bad, "--base-model 'not-a-hub-id'", "owner/name")
 
 
 @pytest.mark.slow
-def test_published_adapter_loads_from_a_hub_stand_in_and_decodes_like_evaluate(experiments, tmp_path):
+def test_published_adapter_loads_from_a_hub_stand_in_and_decodes_like_evaluate(readme_flow, tmp_path):
     """A new user's view: the uploaded folder, in another directory, run with the card's own snippet."""
-    repo, hub = experiments.repo, tmp_path / "hub"
+    repo, hub = readme_flow.repo, tmp_path / "hub"
     shutil.copytree(repo / "models/base", hub / BASE_ID)  # the base's Hub repo
     out = hub / "you/product-descriptions"
     result = publish(repo, "you/product-descriptions", "--dry-run", "--base-model", BASE_ID, "--out", str(out))
@@ -115,9 +115,9 @@ def test_published_adapter_loads_from_a_hub_stand_in_and_decodes_like_evaluate(e
 
 
 @pytest.mark.slow
-def test_dry_run_of_the_merged_model_with_its_gguf(experiments, tmp_path):
+def test_dry_run_of_the_merged_model_with_its_gguf(readme_flow, tmp_path):
     out = tmp_path / "merged-repo"
-    result = publish(experiments.repo, "you/product-descriptions", "--merged", "--gguf", "--dry-run", "--out", str(out))
+    result = publish(readme_flow.repo, "you/product-descriptions", "--merged", "--gguf", "--dry-run", "--out", str(out))
     assert result.returncode == 0, result.stderr
     names = sorted(p.name for p in out.iterdir())
     assert {"model.safetensors", "model-F16.gguf", "model-Q8_0.gguf", "Modelfile", "README.md"} <= set(names)
@@ -131,20 +131,21 @@ def test_dry_run_of_the_merged_model_with_its_gguf(experiments, tmp_path):
     assert "the local GGUF file `SmolLM2-135M-Instruct.Q4_1.gguf` (sha256 `b179c952" in card and ".cache/" not in card
     assert "from the Hugging Face Hub" not in card.replace("not downloaded from the Hugging Face Hub", "")
     assert "`pip install torch transformers`" in card  # a merged model needs neither peft nor bitsandbytes
-    scores = json.loads((experiments.repo / "metrics/eval_details.json").read_text())["tuned"]
+    scores = json.loads((readme_flow.repo / "metrics/eval_details.json").read_text())["tuned"]
     [result] = meta["model-index"][0]["results"]
     assert {m["name"]: m["value"] for m in result["metrics"]} == {
         "ROUGE-L": scores["rougeL"],
         "BLEU": scores["bleu"],
         "perplexity": scores["perplexity"],
     }
-    # The workspace's params are smollm2-r8's, never committed: the card says so instead of citing HEAD.
-    assert "in the DVC experiment `smollm2-r8`, on top of commit" in card and "r: 8" in card
+    # The workspace's params are the lora.r=4 experiment's, never committed: the card says so instead of citing HEAD.
+    experiment = readme_flow.experiments["4"]
+    assert f"in the DVC experiment `{experiment}`, on top of commit" in card and "r: 4" in card
 
 
 @pytest.mark.slow
-def test_upload_needs_hf_token_and_fails_in_one_line_without_leaking_it(experiments):
-    repo = experiments.repo
+def test_upload_needs_hf_token_and_fails_in_one_line_without_leaking_it(readme_flow):
+    repo = readme_flow.repo
     base = ("--base-model", BASE_ID)
     assert_one_line_error(publish(repo, "you/x", *base, HF_TOKEN=""), "HF_TOKEN is not set")
     assert_one_line_error(publish(repo, "you/x", *base, HF_HUB_OFFLINE="1"), "HF_HUB_OFFLINE")

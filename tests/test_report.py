@@ -9,60 +9,30 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
-from lorapipe.artifacts import EVAL_DETAILS, EVAL_JSON, EVAL_SAMPLES, EVAL_SCORES, TRAIN_DETAILS
-from lorapipe.metric_files import EVAL_HEADLINE, write_numbers
+from lorapipe.artifacts import EVAL_DETAILS, EVAL_SAMPLES, EVAL_SCORES, TRAIN_DETAILS
 from lorapipe.reporting.charts import LOSS_LOGS, loss_spec
 from lorapipe.reporting.report import THIS, code, escape_cell, samples_table
 from lorapipe.reporting.results_page import cell as results_cell
 from lorapipe.reporting.scores_table import HEALTH_NOTE
-from tests.workspace import ROOT, assert_one_line_error, params_of, sh
+from tests.workspace import (
+    BIDI_CONTROL,
+    HOSTILE,
+    ROOT,
+    assert_one_line_error,
+    commit_metrics,
+    commit_scores,
+    params_of,
+    score_rows,
+    sh,
+    table_rows,
+)
 
 WORKFLOWS = sorted((ROOT / ".github/workflows").glob("*.yml"))
 # `- ROUGE-L 0.312 -> 0.331 (+0.019, 95% CI +0.007..+0.031): better`
 VERDICT = re.compile(r"^- (ROUGE-L|BLEU|perplexity) [\d.]+ -> [\d.]+ \(([+-][\d.]+), 95% CI (\S+)\): (.+)$", re.M)
-HOSTILE = (
-    "@octocat see #1 and org/repo#2 at http://evil.example/x or www.evil.example, mail a@b.example, $x^2$ <b>, "
-    "GH-123 gh-7, \u202ecod.exe\u2066 \u200f"
-)
-BIDI_CONTROL = "[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
-
-
-def commit_metrics(repo: Path, rouge_l: float, r: int, message: str) -> None:
-    """A commit with the evaluate stage's record and params, and no per-sample scores (as before they existed)."""
-    scores = {"bleu": 1.0, "rouge1": 0.3, "rouge2": 0.1, "rougeL": rouge_l, "perplexity": 9.0}
-    result = {"base": {**scores, "rougeL": 0.2}, "tuned": scores, "samples": 4}
-    result["delta"] = {name: scores[name] - result["base"][name] for name in scores}
-    (repo / "metrics").mkdir(exist_ok=True)
-    (repo / EVAL_SCORES).unlink(missing_ok=True)
-    write_numbers(repo / EVAL_JSON, repo / EVAL_DETAILS, result, EVAL_HEADLINE)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["lora"]["r"] = r
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "--allow-empty", "-qm", message)
-
-
-def score_rows(ids: range, shift: float, tuned_text: str = "a fine mug") -> list[dict]:
-    """EVAL_SCORES rows: the tuned model `shift` above the base in ROUGE-L, with noise."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in ids:
-        base = {"text": "hmm", "rouge1": 0.3, "rouge2": 0.1, "rougeL": float(rng.uniform(0.1, 0.5)), "bleu": 5.0}
-        base |= {"bleu_stats": [20, 25, 10, 5, 2, 1, 20, 19, 18, 17], "loss": 2.0, "tokens": 30}
-        tuned = {**base, "text": tuned_text, "rougeL": base["rougeL"] + shift + float(rng.normal(0, 0.05))}
-        rows.append({"id": f"s{i:04d}", "title": f"Mug {i}", "reference": "A mug.", "base": base, "tuned": tuned})
-    return rows
-
-
-def commit_scores(repo: Path, rows: list[dict], message: str) -> None:
-    (repo / "metrics").mkdir(exist_ok=True)
-    (repo / EVAL_SCORES).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "--allow-empty", "-qm", message)
 
 
 def build_report(repo: Path, out: Path, base: str = "HEAD~1") -> str:
@@ -72,12 +42,6 @@ def build_report(repo: Path, out: Path, base: str = "HEAD~1") -> str:
 
 def change_rougel(rows: list[dict], by: float, text: str) -> list[dict]:
     return [{**r, "tuned": {**r["tuned"], "rougeL": r["tuned"]["rougeL"] + by, "text": text}} for r in rows]
-
-
-def table_rows(text: str) -> list[list[str]]:
-    """The body rows of the first markdown table in `text`, each as its stripped cells."""
-    lines = [line for line in text.splitlines() if line.startswith("|")]
-    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
 
 
 VERDICTS = {"better": (0.05, "better"), "worse": (-0.05, "worse"), "identical": (0.0, "no clear change")}
@@ -197,23 +161,19 @@ def test_speed_is_labelled_as_the_machine_s_and_intervals_say_what_they_cover(re
     assert INTERVALS_NOTE in verdict and "not seed-to-seed variance" in INTERVALS_NOTE
 
 
-def experiment_rev(repo: Path, name: str) -> str:
-    shown = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
-    return next(run["rev"] for exp in shown[1]["experiments"] for run in exp["revs"] if run["name"] == name)
-
-
 @pytest.mark.slow
-def test_report_of_two_real_experiments_overlays_their_curves_and_imports_no_torch(experiments, tmp_path):
-    """The workspace holds the lora.r=8 run; the base is the lora.r=16 experiment's commit."""
-    repo, base = experiments.repo, experiment_rev(experiments.repo, "smollm2-r16")
+def test_report_of_two_real_experiments_overlays_their_curves_and_imports_no_torch(readme_flow, tmp_path):
+    """The workspace holds the sweep's lora.r=4 run; the base is `demo`, the demo's run (lora.r=16)."""
+    repo, base = readme_flow.repo, "demo"
     out = ("-o", str(tmp_path / "report.md"), "--summary", str(tmp_path / "summary.md"))
     result = sh(repo, sys.executable, "-X", "importtime", "-m", "lorapipe.reporting.report", "--base", base, *out)
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
     assert "lorapipe.reporting.compare" in imported and "torch" not in imported  # the report job needs no torch
 
     report = (tmp_path / "report.md").read_text()
-    assert report.startswith("## lorapipe report: experiment `smollm2-r8` on ")
-    assert f"vs `{base[:7]}`" in report.splitlines()[0]
+    assert report.startswith(f"## lorapipe report: experiment `{readme_flow.experiments['4']}` on ")
+    demo = sh(repo, "git", "rev-parse", "--short", "demo").stdout.strip()
+    assert report.splitlines()[0].endswith(f" vs `demo` ({demo})")
     assert [v[0] for v in VERDICT.findall(report)] == ["ROUGE-L", "BLEU", "perplexity"]
     assert "paired over the 4 test samples both scored" in report
     # lora.r changed, the data did not: one line above the verdict, no Data section.
@@ -224,12 +184,12 @@ def test_report_of_two_real_experiments_overlays_their_curves_and_imports_no_tor
         assert (tmp_path / "report_images" / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # The loss chart draws train and validation loss of both revisions, from `dvc plots diff`.
     plots = json.loads(sh(repo, "dvc", "plots", "diff", base, "--targets", *LOSS_LOGS, "--json").stdout)["data"]
-    values = loss_spec(plots, {"workspace": THIS, base: base[:7]})["data"]["values"]
+    values = loss_spec(plots, {"workspace": THIS, base: base})["data"]["values"]
     curves = {(v["run"], v["curve"]) for v in values}
-    assert curves == {(run, curve) for run in (THIS, base[:7]) for curve in ("train", "validation")}
+    assert curves == {(run, curve) for run in (THIS, base) for curve in ("train", "validation")}
 
     sections = {part.split("\n")[0]: part for part in report.split("### ")[1:]}
-    assert "| params.yaml: lora.r | 16 | 8 |" in sections["Params"]
+    assert "| params.yaml: lora.r | 16 | 4 |" in sections["Params"]
     assert "trainable\\_params" in sections["Speed and memory"] and "val\\_loss" in sections["Metrics"]
     assert "trainable" not in sections["Metrics"] and "eval\\_details.json" not in sections["Metrics"]
     summary = (tmp_path / "summary.md").read_text()
@@ -237,12 +197,11 @@ def test_report_of_two_real_experiments_overlays_their_curves_and_imports_no_tor
 
 
 @pytest.mark.slow
-def test_report_renders_with_its_charts_in_a_browser(experiments, browser, tmp_path):
+def test_report_renders_with_its_charts_in_a_browser(readme_flow, browser, tmp_path):
     """The comment as GitHub would show it (markdown-it's CommonMark with tables), both charts loaded."""
     from lorapipe.reporting.browser import comment_page, full_page_screenshot
 
-    base = experiment_rev(experiments.repo, "smollm2-r16")
-    build_report(experiments.repo, tmp_path, base)
+    build_report(readme_flow.repo, tmp_path, "demo")
     shot = full_page_screenshot(browser, comment_page(tmp_path / "report.md").as_uri(), tmp_path / "report.png")
     images = browser.execute_script("return [...document.images].map(i => i.naturalWidth)")
     assert len(images) == 2 and all(width > 500 for width in images)

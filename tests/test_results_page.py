@@ -10,14 +10,16 @@ import pytest
 from lorapipe.artifacts import EVAL_DETAILS, EVAL_SCORES, TRAIN_LOG, VAL_LOG
 from lorapipe.reporting.results_page import samples_table
 from tests.browser import save_screenshot
-from tests.workspace import sh
+from tests.workspace import commit_metrics, commit_scores, score_rows, sh
 
 
 @pytest.mark.slow
-def test_page_lists_every_experiment_with_curves_and_opens_offline_in_a_browser(experiments, browser, tmp_path):
+def test_page_lists_every_experiment_with_curves_and_opens_offline_in_a_browser(readme_flow, browser, tmp_path):
+    """The demo's run (`demo`), the lora.r=8 experiment and the sweep's lora.r=4 and 32 runs; the workspace holds
+    the lora.r=4 run's results."""
     from selenium.webdriver.common.by import By
 
-    repo = experiments.repo
+    repo, named = readme_flow.repo, readme_flow.experiments
     out = tmp_path / "site/index.html"
     sh(repo, "python", "-m", "lorapipe.reporting.results_page", "-o", str(out))
     page = out.read_text()
@@ -26,17 +28,18 @@ def test_page_lists_every_experiment_with_curves_and_opens_offline_in_a_browser(
 
     browser.get(out.as_uri())
     rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "table:first-of-type tr")]
-    # lora.method and lora.r are what the experiments changed
-    assert rows[0].split()[:4] == ["experiment", "rev", "lora.method", "lora.r"]
+    # lora.r is what the experiments changed
+    assert rows[0].split()[:3] == ["experiment", "rev", "lora.r"]
     by_name = {row.split()[0]: row.split() for row in rows[1:]}
-    assert by_name["smollm2-r16"][2:4] == ["lora", "16"] and by_name["smollm2-r8"][2:4] == ["lora", "8"]
-    assert by_name["smollm2-dora"][2:4] == ["dora", "16"]
+    assert {name: by_name[name][2] for name in ["demo", *named.values()]} == {"demo": "16"} | {
+        name: r for r, name in named.items()
+    }
     # Their data is the same: a line each against the earliest run.
-    for name in ("smollm2-dora", "smollm2-r8"):
-        line = f"{name} against smollm2-r16: Data unchanged: same hashes for raw, clean, sample, split, tokenized."
+    for name in named.values():
+        line = f"{name} against demo: Data unchanged: same hashes for raw, clean, sample, split, tokenized."
         assert f"<p>{line}</p>" in page
-    # The workspace holds smollm2-r8's results: one row for that run, not two.
-    assert "workspace" not in by_name and "The workspace holds the results of smollm2-r8." in page
+    # The workspace holds the lora.r=4 run's results: one row for that run, not two.
+    assert "workspace" not in by_name and f"The workspace holds the results of {named['4']}." in page
     shown = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
     for exp in shown[1]["experiments"]:
         rev = exp["revs"][0]
@@ -57,12 +60,12 @@ def test_page_lists_every_experiment_with_curves_and_opens_offline_in_a_browser(
             r"\((better|worse|no clear change)\)", row
         )
 
-    # Experiment vs experiment: r=8's tuned model against r=16's, paired over the 4 samples both scored.
+    # Experiment vs experiment: r=8's tuned model against the demo's (r=16), paired over the 4 samples both scored.
     pairs = [
         r.text for r in browser.find_elements(By.XPATH, "//h2[.='Experiment vs experiment']/following::table[1]//tr")
     ]
     assert pairs[0].startswith("experiment vs Δ ROUGE-L (95% CI) Δ BLEU (95% CI)"), pairs
-    pair = next(p for p in pairs if p.startswith("smollm2-r8 smollm2-r16 "))
+    pair = next(p for p in pairs if p.startswith(f"{named['8']} demo "))
     assert re.search(r"[+-]\d\.\d{3} \([+-]\d\.\d{3}\.\.[+-]\d\.\d{3}\) ", pair) and pair.endswith("4 paired"), pair
 
     # The token lengths table shows lengths.json's numbers, as the lengths stage wrote them.
@@ -74,11 +77,13 @@ def test_page_lists_every_experiment_with_curves_and_opens_offline_in_a_browser(
 
     charts = browser.find_elements(By.CSS_SELECTOR, "figure svg")
     titles = " ".join(c.text for c in charts)
-    # loss curves, the two length histograms and the score bars; no quantization study ran (one bit width)
-    assert len(charts) == 5 and TRAIN_LOG.as_posix() in titles and VAL_LOG.as_posix() in titles
+    # loss curves, each training process's speed, the two length histograms and the score bars; no quantization
+    # study ran (one bit width)
+    assert len(charts) == 6 and TRAIN_LOG.as_posix() in titles and VAL_LOG.as_posix() in titles
+    assert "tokens_per_s" in titles
     assert "prompt tokens" in titles and "description tokens" in titles and "quant.bits" not in titles
     assert all(c.size["width"] > 200 and c.size["height"] > 200 for c in charts)
-    assert "smollm2-r8" in titles and "smollm2-r16" in titles  # one curve per experiment, in the legend
+    assert named["8"] in titles and "demo" in titles  # one curve per experiment, in the legend
     samples = browser.find_elements(By.CSS_SELECTOR, "table:last-of-type tr")
     assert len(samples) == 1 + 4  # header + the run's 4 samples
     shot = save_screenshot(browser, tmp_path / "results.png")
@@ -92,8 +97,6 @@ def test_samples_are_escaped_and_cut_like_the_reports():
 
 
 def test_the_workspace_row_is_left_out_only_while_it_repeats_a_listed_run(repo, tmp_path):
-    from tests.test_report import commit_metrics, commit_scores, score_rows
-
     commit_metrics(repo, 0.3, 16, "a run")
     commit_scores(repo, score_rows(range(20), shift=0.1), "its per-sample scores")
     out = tmp_path / "index.html"
