@@ -72,7 +72,9 @@ def defines(path: str, name: str) -> bool:
 
 
 def test_every_test_the_docs_name_exists():
-    """docs/reliability.md maps each failure scenario to its test: a renamed or removed test fails here."""
-    named = {ref for page in DOCS for ref in re.findall(r"(tests/[\w/]+\.py)::(\w+\*?)", page.read_text())}
+    """docs/reliability.md maps each failure scenario to its test, tests/README.md each claim: a renamed or removed
+    test fails here."""
+    pages = [*DOCS, ROOT / "tests/README.md"]
+    named = {ref for page in pages for ref in re.findall(r"(tests/[\w/]+\.py)::(\w+\*?)", page.read_text())}
     missing = [f"{path}::{name}" for path, name in sorted(named) if not defines(path, name)]
     assert named and not missing, missing
