@@ -79,6 +79,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.heavy)
+    # The README flow takes minutes to build: its tests go first (pytest-randomly has shuffled the items already,
+    # the same way in every worker), so under `-n 2 --dist worksteal`, which hands each worker a contiguous block
+    # of the items, they start one worker's block and the other worker runs the rest meanwhile instead of waiting.
+    items.sort(key=lambda item: "readme_flow" not in getattr(item, "fixturenames", ()))
 
 
 def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Any]) -> tuple[Path, Any]:
