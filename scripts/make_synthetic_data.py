@@ -21,7 +21,7 @@ from pathlib import Path
 import orjson
 from isal import igzip
 
-from lorapipe.cli import run_cli
+from lorapipe.core.cli import run_cli
 
 BRANDS = ["Acme", "Northwind", "Bluepeak", "Solara", "Kestrel", "Everline", "Tidewater", "Ironbark", "Lumo", "Vantage"]
 COLORS = ["Black", "White", "Navy Blue", "Forest Green", "Red", "Charcoal Gray", "Sky Blue", "Sand", "Purple", "Orange"]

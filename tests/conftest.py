@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from lorapipe.artifacts import EVAL_SCORES
+from lorapipe.core.artifacts import EVAL_SCORES
 from lorapipe.reporting.browser import chromium, has_chromium
 from tests.workspace import (
     README_SKIPS,
@@ -138,7 +138,7 @@ def smollm2_tokenizer(smollm2_gguf: Path):
 
 @pytest.fixture(scope="session")
 def llama_cpp_converter() -> Path:
-    from lorapipe.gguf_export import CONVERTER_DIR
+    from lorapipe.model.gguf_export import CONVERTER_DIR
 
     if not (CONVERTER_DIR / "convert_hf_to_gguf.py").is_file():
         pytest.fail(f"{CONVERTER_DIR} is missing: run `make gguf-converter` (make test does it)")
@@ -184,7 +184,7 @@ def llama_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory, llama_cpp_conv
 
 @pytest.fixture(scope="session")
 def llama_tokenizer(llama_tokenizer_dir: Path):
-    from lorapipe.modeling import load_tokenizer
+    from lorapipe.model.modeling import load_tokenizer
 
     return load_tokenizer(llama_tokenizer_dir)
 
@@ -270,7 +270,7 @@ class ReadmeFlow:
 
 @pytest.fixture(scope="session")
 def readme_flow(tmp_path_factory, smollm2_gguf, llama_cpp_converter) -> ReadmeFlow:
-    from lorapipe.artifacts import EXPORT_COMMAND
+    from lorapipe.core.artifacts import EXPORT_COMMAND
 
     def build(root: Path) -> list[dict[str, str]]:
         repo = clean_clone(root / "lorapipe")

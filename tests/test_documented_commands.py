@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lorapipe.demo import NEXT_STEPS
+from lorapipe.workspace.demo import NEXT_STEPS
 from tests.workspace import ROOT, exp_run_sweep, readme_commands
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

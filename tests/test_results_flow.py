@@ -81,7 +81,7 @@ def test_each_stage_reaches_origin_and_a_new_machine_runs_none_again(tmp_path, t
         sh(teammate, "dvc", "artifacts", "get", str(origin), name, "-o", f"models/{name}", *remote, env=fetch_env)
     assert_same_files(teammate / "models/trained", clone / "models/trained")
     from app import Describer
-    from lorapipe.params import EvalParams, TokenizeParams, load_params
+    from lorapipe.core.params import EvalParams, TokenizeParams, load_params
 
     params = clone / "params.yaml"
     describer = Describer(teammate / "models", load_params(TokenizeParams, params).prompt_tokens)
@@ -114,7 +114,7 @@ def results_repo(tmp_path_factory) -> Path:
     sh(root, "git", "init", "-q", "--bare", str(origins / "origin.git"))
     repo.mkdir()
     sh(repo, "git", "init", "-q")
-    sh(repo, "python", "-m", "lorapipe.git_identity")  # DVC commits the experiments
+    sh(repo, "python", "-m", "lorapipe.workspace.git_identity")  # DVC commits the experiments
     sh(repo, "dvc", "init", "-q")
     sh(repo, "dvc", "remote", "add", "-q", "-d", "local", "../store")
     (repo / "params.yaml").write_text(committed_params_text())

@@ -12,8 +12,8 @@ import re
 
 import pytest
 
-from lorapipe.artifacts import EXPORT_JSON
-from lorapipe.demo import NEXT_STEPS
+from lorapipe.core.artifacts import EXPORT_JSON
+from lorapipe.workspace.demo import NEXT_STEPS
 from tests.workspace import README_SKIPS, readme_commands
 
 SCREEN_LINES = 40  # a terminal window's height, about: make demo's output above its timing table fits it

@@ -26,8 +26,8 @@ from typing import Any, TypeVar
 import numpy as np
 import yaml
 
-from lorapipe.artifacts import BASE, EVAL_DETAILS, EVAL_JSON, EVAL_SCORES, PATHS, TRAIN_LOG
-from lorapipe.metric_files import EVAL_HEADLINE, write_numbers
+from lorapipe.core.artifacts import BASE, EVAL_DETAILS, EVAL_JSON, EVAL_SCORES, PATHS, TRAIN_LOG
+from lorapipe.core.metric_files import EVAL_HEADLINE, write_numbers
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOLLM2_GGUF = ROOT / ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -82,7 +82,7 @@ def copy_workspace(source: Path, to: Path) -> Path:
 def default_params() -> dict:
     """The real run: params.yaml as committed, the one home of every default. Not the working copy,
     which `make demo` rewrites with the offline profile and `dvc exp run -S` with an experiment's values."""
-    from lorapipe.params import parse_yaml
+    from lorapipe.core.params import parse_yaml
 
     return parse_yaml(committed_params_text(), "HEAD:params.yaml")
 
@@ -133,8 +133,8 @@ def copy_tree(repo: Path) -> Path:
     """A clone-like copy of the working tree in `repo`, with default params + the offline profile, committed."""
     copy_checkout(repo)
     sh(repo, "git", "init", "-q")
-    sh(repo, "python", "-m", "lorapipe.git_identity")  # as make demo and the notebook do: DVC commits experiments
-    sh(repo, "python", "-m", "lorapipe.profiles", "offline")
+    sh(repo, "python", "-m", "lorapipe.workspace.git_identity")  # as make demo and the notebook do: DVC commits experiments
+    sh(repo, "python", "-m", "lorapipe.workspace.profiles", "offline")
     commit(repo, "offline profile")
     return repo
 
@@ -392,7 +392,7 @@ def stage_args(name: str, metrics: str | Path = "metrics", **paths: str | Path) 
 
 def params_of(cls: type[T], **overrides: Any) -> T:
     """`cls`'s section of the committed params.yaml (where every default lives), with `overrides`, validated."""
-    from lorapipe.params import SECTION_OF, parse_section
+    from lorapipe.core.params import SECTION_OF, parse_section
 
     return parse_section(cls, {**default_params()[SECTION_OF[cls]], **overrides}, source="HEAD:params.yaml")
 

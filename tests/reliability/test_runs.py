@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from lorapipe.artifacts import TRAIN_DETAILS, TRAIN_LOG
+from lorapipe.core.artifacts import TRAIN_DETAILS, TRAIN_LOG
 from tests.workspace import child_env, commit, dvc_stages, ran, sh, wait_for
 
 
