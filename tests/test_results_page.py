@@ -74,8 +74,10 @@ def test_page_lists_every_experiment_with_curves_and_opens_offline_in_a_browser(
 
     charts = browser.find_elements(By.CSS_SELECTOR, "figure svg")
     titles = " ".join(c.text for c in charts)
-    # loss curves, the two length histograms and the score bars; no quantization study ran (one bit width)
-    assert len(charts) == 5 and TRAIN_LOG.as_posix() in titles and VAL_LOG.as_posix() in titles
+    # loss curves, each training process's speed, the two length histograms and the score bars; no quantization
+    # study ran (one bit width)
+    assert len(charts) == 6 and TRAIN_LOG.as_posix() in titles and VAL_LOG.as_posix() in titles
+    assert "training speed (tokens/s)" in titles
     assert "prompt tokens" in titles and "description tokens" in titles and "quant.bits" not in titles
     assert all(c.size["width"] > 200 and c.size["height"] > 200 for c in charts)
     assert "smollm2-r8" in titles and "smollm2-r16" in titles  # one curve per experiment, in the legend
