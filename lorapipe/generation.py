@@ -10,22 +10,8 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from lorapipe.cli import progress
+from lorapipe.decoding import SAMPLING_ONLY, decoding_record
 from lorapipe.params import EvalParams
-
-
-def decoding_record(params: EvalParams) -> dict[str, Any]:
-    """The one decoding record: the `eval` params as `generate()`/GenerationConfig settings, only those
-    that apply (greedy decoding has no temperature). Evaluate and the app decode with it, export saves it
-    as the merged model's generation_config.json, the model card and the Ollama Modelfile render it."""
-    record: dict[str, Any] = {"max_new_tokens": params.max_new_tokens, "do_sample": params.do_sample}
-    if params.do_sample:
-        record |= {"temperature": params.temperature, "top_p": params.top_p}
-    return record | {"repetition_penalty": params.repetition_penalty}
-
-
-# Settings of sampling only: greedy decoding sets them to None, clearing what a model's own generation
-# config may carry (else transformers warns that they are ignored).
-SAMPLING_ONLY = ("temperature", "top_p", "top_k")
 
 
 def generate_kwargs(record: dict[str, Any]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from transformers import PreTrainedTokenizerBase
 from transformers.utils import GENERATION_CONFIG_NAME
 
 from lorapipe.cli import UserError, log, run_cli
-from lorapipe.generation import SAMPLING_ONLY
+from lorapipe.decoding import llama_cpp_settings
 from lorapipe.outputs import atomic_dir
 from lorapipe.params import GGUF_TYPES, ExportParams, load_params
 from lorapipe.prompt import build_prompt
@@ -68,31 +68,6 @@ def convert(model_dir: Path, out: Path, outtype: str) -> None:
         errors = [line for line in lines if line.startswith("ERROR:")] or lines[-1:] or ["no output"]
         reason = errors[-1].split(":", 2)[-1].strip() if errors[-1].startswith("ERROR:") else errors[-1]
         raise UserError(f"{model_dir}: GGUF conversion to {outtype} failed: {reason[:300]}")
-
-
-# The decoding record's transformers names as Ollama's Modelfile PARAMETERs and llama.cpp's command-line flags.
-LLAMA_CPP_NAMES = {
-    "max_new_tokens": ("num_predict", "-n"),
-    # Ollama's default repeat_penalty is 1.1: it is always set, so both decode alike.
-    "repetition_penalty": ("repeat_penalty", "--repeat-penalty"),
-    "temperature": ("temperature", "--temp"),
-    "top_p": ("top_p", "--top-p"),
-    "top_k": ("top_k", "--top-k"),
-}
-
-
-def llama_cpp_settings(decoding: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-    """(Ollama name, llama.cpp flag, value) of each setting a decoding record (or a generation config's dict)
-    sets; greedy decoding is temperature 0 and no other sampling setting."""
-    greedy = not decoding.get("do_sample")
-    settings = []
-    for name, (ollama, flag) in LLAMA_CPP_NAMES.items():
-        value = decoding.get(name)
-        if greedy and name in SAMPLING_ONLY:
-            value = 0 if name == "temperature" else None  # llama.cpp decodes greedily at temperature 0
-        if value is not None:
-            settings.append((ollama, flag, f"{value:g}" if isinstance(value, float) else str(value)))
-    return settings
 
 
 def saved_decoding(model_dir: Path) -> dict[str, Any]:

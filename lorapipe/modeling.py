@@ -118,16 +118,10 @@ def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
 
 
 def quantization_config(quant: QuantParams, compute_dtype: torch.dtype) -> BitsAndBytesConfig | None:
-    if quant.bits == 16:
+    settings = quant.bitsandbytes_settings()
+    if settings is None:
         return None
-    if quant.bits == 8:
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type=quant.quant_type,
-        bnb_4bit_use_double_quant=quant.double_quant,
-        bnb_4bit_compute_dtype=compute_dtype,
-    )
+    return BitsAndBytesConfig(**settings, **({"bnb_4bit_compute_dtype": compute_dtype} if quant.bits == 4 else {}))
 
 
 def load_model(

@@ -122,6 +122,19 @@ class QuantParams:
     quant_type: str = param(choices=("nf4", "fp4"))
     double_quant: bool
 
+    def bitsandbytes_settings(self) -> dict[str, Any] | None:
+        """transformers' BitsAndBytesConfig arguments for these bits, but the compute dtype (the device's):
+        what modeling loads the base with and the model card's snippet shows. None: 16 bits, no quantization."""
+        if self.bits == 16:
+            return None
+        if self.bits == 8:
+            return {"load_in_8bit": True}
+        return {
+            "load_in_4bit": True,
+            "bnb_4bit_quant_type": self.quant_type,
+            "bnb_4bit_use_double_quant": self.double_quant,
+        }
+
 
 METHODS = ("lora", "dora", "rslora", "full")  # lora.method: the adapters PEFT adds, or every weight (full)
 

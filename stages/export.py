@@ -25,7 +25,7 @@ from transformers import GenerationConfig
 
 from lorapipe.artifacts import BASE, EXPORT_JSON, GGUF, MERGED, TRAINED
 from lorapipe.cli import log, run_cli
-from lorapipe.generation import decoding_record
+from lorapipe.decoding import decoding_record
 from lorapipe.gguf_export import converter, write_gguf
 from lorapipe.modeling import dtype_name, load_tokenizer, load_tuned_model, pick_device, pick_dtype
 from lorapipe.outputs import atomic_dir, write_json

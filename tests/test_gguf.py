@@ -17,7 +17,8 @@ import torch
 
 from lorapipe.artifacts import EXPORT_JSON
 from lorapipe.data_files import read_text_table
-from lorapipe.generation import decoding_record, generate_texts
+from lorapipe.decoding import decoding_record
+from lorapipe.generation import generate_texts
 from lorapipe.gguf_export import modelfile, saved_decoding, unpack
 from lorapipe.modeling import load_tokenizer
 from lorapipe.params import EvalParams, ExportParams, LoraParams, QuantParams, TrainParams

@@ -7,6 +7,8 @@ remove it), so each module can be read, and changed, after the modules it builds
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.workspace import ROOT
@@ -65,3 +67,12 @@ def test_no_module_imports_itself_through_others():
 def test_the_cycle_finder_finds_a_lazy_cycle():
     assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_reporting_loads_without_torch():
+    """The report job and the results page install no torch: no reporting module imports it when loaded
+    (publish loads the tokenizer, which needs it, only when it builds a card)."""
+    modules = sorted(f"lorapipe.reporting.{p.stem}" for p in (ROOT / "lorapipe/reporting").glob("*.py"))
+    code = f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\nprint(sorted(sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "'lorapipe.reporting.publish'" in loaded and "'torch'" not in loaded

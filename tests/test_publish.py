@@ -195,7 +195,7 @@ def test_bad_repo_id_and_missing_run_are_one_line_errors(tmp_path):
 
 def card_facts(origin: dict, merged: bool, base: tuple[str, str] | None = None, bits: int = 4, method: str = "lora"):
     """The card's facts of a run, built as publish builds them from the run's files."""
-    from lorapipe.generation import decoding_record
+    from lorapipe.decoding import decoding_record
     from lorapipe.params import EvalParams, LoraParams, QuantParams, TrainParams
     from lorapipe.reporting.model_card import BaseModel, BaseOrigin, CardFacts
     from lorapipe.training_record import TrainingRecord
@@ -293,7 +293,7 @@ def test_card_loads_the_base_with_the_quantization_config_training_used(bits):
 def test_card_renders_the_decoding_record_in_its_snippet_and_llama_cpp_line():
     import dataclasses
 
-    from lorapipe.generation import decoding_record
+    from lorapipe.decoding import decoding_record
     from lorapipe.params import EvalParams
     from lorapipe.reporting.model_card import model_card
 

@@ -402,7 +402,7 @@ EVAL_RESULT = {
 
 @pytest.mark.parametrize("per_sample", [True, False], ids=["with-per-sample-scores", "record-only"])
 def test_summary_and_model_card_print_one_scores_table(tmp_path, per_sample):
-    from lorapipe.generation import decoding_record
+    from lorapipe.decoding import decoding_record
     from lorapipe.params import EvalParams, LoraParams, QuantParams, TrainParams
     from lorapipe.reporting.model_card import BaseOrigin, CardFacts, model_card
     from lorapipe.training_record import TrainingRecord

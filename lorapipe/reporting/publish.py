@@ -24,9 +24,8 @@ from pathlib import Path
 
 from lorapipe.artifacts import BASE_MODEL_JSON, DOWNLOAD_JSON, EVAL_DETAILS, EXPORT_COMMAND, GGUF, MERGED, TRAINED
 from lorapipe.cli import UserError, log, run_cli
+from lorapipe.decoding import decoding_record
 from lorapipe.eval_files import read_eval_run
-from lorapipe.generation import decoding_record
-from lorapipe.modeling import load_tokenizer
 from lorapipe.outputs import atomic_dir
 from lorapipe.params import PARAMS_FILE, EvalParams, parse_section, parse_yaml, read_params_file
 from lorapipe.prompt import build_prompt
@@ -164,6 +163,8 @@ def main() -> None:
             "--base-model owner/name[@revision] naming the Hub copy of exactly those weights, or publish "
             "--merged (self-contained)"
         )
+    from lorapipe.modeling import load_tokenizer  # torch: only when a card is built
+
     tokenizer = load_tokenizer(folder)
     card = model_card(
         CardFacts(
