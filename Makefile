@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# The CPU build of torch that this workplace keeps on disk; Colab brings its own CUDA build.
+# The CPU build of torch for a machine without a GPU; Colab brings its own CUDA build.
 TORCH ?= torch==2.13.0
 SMOLLM2 := .cache/models/SmolLM2-135M-Instruct.Q4_1.gguf
 GGUF_CONVERTER := .cache/llama.cpp/convert_hf_to_gguf.py
