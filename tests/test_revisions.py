@@ -4,6 +4,8 @@ experiment stays unresolvable until it ran. The report of real experiments by na
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ import yaml
 
 from lorapipe.cli import UserError
 from lorapipe.vcs import QUEUE_STASH, Revision, resolve_revision
-from tests.workspace import commit, sh
+from tests.workspace import assert_one_line_error, commit, sh
 
 
 def head(repo: Path, rev: str = "HEAD") -> str:
@@ -73,6 +75,14 @@ def test_revisions_resolve_as_dvc_resolves_them(history):
     for unknown in ("nope", "EXEC_HEAD"):
         with pytest.raises(UserError, match=r"not a git revision .* nor the name of a finished experiment"):
             resolve_revision(unknown)
+
+
+def test_report_of_an_unknown_revision_is_one_error_line(history, tmp_path):
+    out = tmp_path / "report.md"
+    command = [sys.executable, "-m", "lorapipe.reporting.report", "--base", "main", "-o", str(out)]
+    result = subprocess.run([*command, "--run", "nope"], capture_output=True, text=True)
+    assert_one_line_error(result, "unknown revision 'nope'", "not a git revision", "experiment", "dvc queue status")
+    assert not out.exists()
 
 
 @pytest.mark.heavy  # a real DVC queue and its worker: about 10 s
