@@ -21,7 +21,7 @@ from lorapipe.artifacts import EVAL_RUN, EVAL_SAMPLES, EVAL_SCORES
 from lorapipe.cli import UserError
 from lorapipe.outputs import write_jsonl
 from lorapipe.record_ids import record_id
-from lorapipe.vcs import file_at
+from lorapipe.vcs import read_file
 
 MODELS = ("base", "tuned")
 # Numbers each model of an EVAL_SCORES line must have; bleu_stats is a list of 10 counts.
@@ -113,29 +113,34 @@ def has_health(rows: Sequence[dict]) -> bool:
     return bool(rows) and all("runaway" in row[model] for row in rows for model in MODELS)
 
 
-def read_samples(path: Path = EVAL_SAMPLES) -> list[dict]:
-    """The rows of an eval_samples.jsonl in the workspace; none when the file is absent."""
-    return parse_jsonl(path.read_bytes(), str(path)) if path.is_file() else []
+def read_samples(rev: str | None = None, path: Path = EVAL_SAMPLES) -> list[dict]:
+    """The rows of an eval_samples.jsonl in the workspace (rev None) or at a git revision; none where absent."""
+    data = read_file(rev, path)
+    return [] if data is None else parse_jsonl(data, _where(path, rev))
 
 
-def read_eval_run(path: Path = EVAL_RUN) -> dict:
-    """eval_run.json (experiment name, MLflow run) in the workspace; empty when absent."""
-    if not path.is_file():
+def read_eval_run(rev: str | None = None, path: Path = EVAL_RUN) -> dict:
+    """eval_run.json (experiment name, MLflow run) in the workspace (rev None) or at a git revision; empty
+    where absent."""
+    data = read_file(rev, path)
+    if data is None:
         return {}
     try:
-        eval_run = json.loads(path.read_bytes())
+        eval_run = json.loads(data)
     except ValueError as err:
-        raise UserError(f"{path}: not valid JSON ({err})") from None
+        raise UserError(f"{_where(path, rev)}: not valid JSON ({err})") from None
     if not isinstance(eval_run, dict):
-        raise UserError(f"{path}: expected a JSON object, got {type(eval_run).__name__}")
+        raise UserError(f"{_where(path, rev)}: expected a JSON object, got {type(eval_run).__name__}")
     return eval_run
 
 
+def _where(path: Path, rev: str | None) -> str:
+    """A file as an error line names it: its path, and the revision unless it is the workspace's."""
+    return str(path) if rev is None else f"{path} at {rev}"
+
+
 def read_scores(rev: str | None = None, path: Path = EVAL_SCORES) -> list[dict] | None:
-    """The rows of `path` in the workspace (rev None) or at a git revision; None if absent."""
-    if rev is None:
-        return parse_jsonl(path.read_bytes(), str(path), score_problems) if path.is_file() else None
-    shown = file_at(rev, str(path))
-    if shown is None:
-        return None  # the revision predates per-sample scores, or never ran evaluate
-    return parse_jsonl(shown, f"{path} at {rev}", score_problems)
+    """The rows of `path` in the workspace (rev None) or at a git revision; None where absent (a revision
+    before per-sample scores, or one that never ran evaluate)."""
+    data = read_file(rev, path)
+    return None if data is None else parse_jsonl(data, _where(path, rev), score_problems)

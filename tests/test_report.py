@@ -202,20 +202,32 @@ def experiment_rev(repo: Path, name: str) -> str:
     return next(run["rev"] for exp in shown[1]["experiments"] for run in exp["revs"] if run["name"] == name)
 
 
+def committed_scores(repo: Path, rev: str) -> list[dict]:
+    """EVAL_SCORES as the commit `rev` holds it (an experiment's results live in its commit only)."""
+    return [json.loads(line) for line in sh(repo, "git", "show", f"{rev}:{EVAL_SCORES}").stdout.splitlines()]
+
+
 @pytest.mark.slow
 def test_report_of_two_real_experiments_overlays_their_curves_and_imports_no_torch(experiments, tmp_path):
-    """The workspace holds the lora.r=8 run; the base is the lora.r=16 experiment's commit."""
+    """The workspace holds the lora.r=8 run; the base is the lora.r=16 experiment, by its name."""
+    from lorapipe.reporting.compare import HEADLINE, run_vs_run
+
     repo, base = experiments.repo, experiment_rev(experiments.repo, "smollm2-r16")
     out = ("-o", str(tmp_path / "report.md"), "--summary", str(tmp_path / "summary.md"))
-    result = sh(repo, sys.executable, "-X", "importtime", "-m", "lorapipe.reporting.report", "--base", base, *out)
+    command = (sys.executable, "-X", "importtime", "-m", "lorapipe.reporting.report", "--base", "smollm2-r16", *out)
+    result = sh(repo, *command)
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
     assert "lorapipe.reporting.compare" in imported and "torch" not in imported  # the report job needs no torch
 
     report = (tmp_path / "report.md").read_text()
     assert report.startswith("## lorapipe report: experiment `smollm2-r8` on ")
-    assert f"vs `{base[:7]}`" in report.splitlines()[0]
-    assert [v[0] for v in VERDICT.findall(report)] == ["ROUGE-L", "BLEU", "perplexity"]
-    assert "paired over the 4 test samples both scored" in report
+    assert report.splitlines()[0].endswith(f" vs experiment `smollm2-r16` ({base[:7]})")
+    # The named experiment's scores are the old side, the workspace's the new: each line as compare.py makes it.
+    old = committed_scores(repo, base)
+    new = [json.loads(line) for line in (repo / EVAL_SCORES).read_text().splitlines()]
+    expected = [f"- {run_vs_run(old, new, name).line()}" for name in HEADLINE]
+    assert [line for line in report.splitlines() if VERDICT.match(line)] == expected
+    assert "Tuned model, this revision against `smollm2-r16`, paired over the 4 test samples both scored." in report
     # lora.r changed, the data did not: one line above the verdict, no Data section.
     unchanged = "\nData unchanged: same hashes for raw, clean, sample, split, tokenized.\n"
     assert unchanged in report.split("- ROUGE-L")[0] and "### Data" not in report
@@ -224,9 +236,9 @@ def test_report_of_two_real_experiments_overlays_their_curves_and_imports_no_tor
         assert (tmp_path / "report_images" / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # The loss chart draws train and validation loss of both revisions, from `dvc plots diff`.
     plots = json.loads(sh(repo, "dvc", "plots", "diff", base, "--targets", *LOSS_LOGS, "--json").stdout)["data"]
-    values = loss_spec(plots, {"workspace": THIS, base: base[:7]})["data"]["values"]
+    values = loss_spec(plots, {"workspace": THIS, base: "smollm2-r16"})["data"]["values"]
     curves = {(v["run"], v["curve"]) for v in values}
-    assert curves == {(run, curve) for run in (THIS, base[:7]) for curve in ("train", "validation")}
+    assert curves == {(run, curve) for run in (THIS, "smollm2-r16") for curve in ("train", "validation")}
 
     sections = {part.split("\n")[0]: part for part in report.split("### ")[1:]}
     assert "| params.yaml: lora.r | 16 | 8 |" in sections["Params"]
@@ -234,6 +246,41 @@ def test_report_of_two_real_experiments_overlays_their_curves_and_imports_no_tor
     assert "trainable" not in sections["Metrics"] and "eval\\_details.json" not in sections["Metrics"]
     summary = (tmp_path / "summary.md").read_text()
     assert "](./" not in summary and summary.count("not shown in a job summary") == 2
+
+
+@pytest.mark.slow
+def test_report_of_an_experiment_not_in_the_workspace_against_the_branch(experiments, tmp_path):
+    """`--run` names an experiment whose results are in DVC's experiment refs only, as a queued one's are once it
+    ran (the workspace holds another run, lora.r=8): the report is of that experiment, against the branch."""
+    from lorapipe.reporting.compare import HEADLINE, tuned_vs_base
+
+    repo, dora = experiments.repo, experiment_rev(experiments.repo, "smollm2-dora")
+    branch = sh(repo, "git", "branch", "--show-current").stdout.strip()
+    command = ("-m", "lorapipe.reporting.report", "--run", "smollm2-dora", "--base", branch)
+    sh(repo, sys.executable, *command, "-o", str(tmp_path / "report.md"))
+    report = (tmp_path / "report.md").read_text()
+    branch_sha = sh(repo, "git", "rev-parse", "--short", branch).stdout.strip()
+    assert (
+        report.splitlines()[0]
+        == f"## lorapipe report: experiment `smollm2-dora` ({dora[:7]}) vs `{branch}` ({branch_sha})"
+    )
+    eval_run = json.loads(sh(repo, "git", "show", f"{dora}:metrics/eval_run.json").stdout)
+    assert f"MLflow run `{eval_run['mlflow_run_id']}`" in report  # the experiment's run, not the workspace's
+    # The branch has no scores (experiments are not committed to it): the experiment's tuned vs base model.
+    rows = committed_scores(repo, dora)
+    assert f"`{branch}` has no per-sample scores" in report and "tuned against base model in `smollm2-dora`" in report
+    assert [line for line in report.splitlines() if VERDICT.match(line)] == [
+        f"- {tuned_vs_base(rows, name).line()}" for name in HEADLINE
+    ]
+    sections = {part.split("\n")[0]: part for part in report.split("### ")[1:]}
+    assert "| params.yaml: lora.method | lora | dora |" in sections["Params"]
+    assert "lora.r" not in sections["Params"]  # the workspace's lora.r=8 is not this run's
+    shown = [row[3] for row in table_rows(sections["Samples (base vs tuned)"])]
+    for samples, same in (
+        (sh(repo, "git", "show", f"{dora}:{EVAL_SAMPLES}").stdout, True),
+        ((repo / EVAL_SAMPLES).read_text(), False),
+    ):
+        assert (shown == [escape_cell(json.loads(line)["tuned"]) for line in samples.splitlines()]) is same
 
 
 @pytest.mark.slow
