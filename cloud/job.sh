@@ -34,6 +34,8 @@ bash scripts/repro_and_push.sh "$branch"
 # The same results as an experiment of the launch commit, so `dvc exp pull origin` and `dvc exp
 # show` on the laptop put every job of a sweep side by side (the outputs are already in the cache).
 git checkout -q --detach "$launched"
-git checkout -q "$branch" -- dvc.lock params.yaml metrics
+list=$(python -m lorapipe.outbound --list)  # dvc.lock, params.yaml, settings.yaml, metrics
+mapfile -t results <<<"$list"
+git checkout -q "$branch" -- "${results[@]}"
 dvc exp save -q -f -n "$experiment"
 bash scripts/push_experiments.sh "$experiment"  # checked for credentials; the token for the GitHub host alone

@@ -24,7 +24,7 @@ import subprocess
 from lorapipe import profiles
 from lorapipe.cli import UserError, run_cli
 from lorapipe.git_identity import ensure_identity
-from lorapipe.params import PARAMS_FILE
+from lorapipe.params import PARAM_FILES
 from lorapipe.vcs import git
 
 BRANCH = "demo"
@@ -117,7 +117,7 @@ def start() -> None:
         print(notice)
     switch_to_branch()
     profiles.main([PROFILE])
-    commit(f"demo: params.yaml with the {PROFILE} profile", PARAMS_FILE)
+    commit(f"demo: {' and '.join(PARAM_FILES)} with the {PROFILE} profile", *PARAM_FILES)
 
 
 def record() -> None:

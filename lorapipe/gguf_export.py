@@ -30,7 +30,7 @@ from transformers.utils import GENERATION_CONFIG_NAME
 from lorapipe.cli import UserError, log, run_cli
 from lorapipe.decoding import llama_cpp_settings
 from lorapipe.outputs import atomic_dir
-from lorapipe.params import GGUF_TYPES, ExportParams, load_params
+from lorapipe.params import FILE_OF, GGUF_TYPES, ExportParams, load_params
 from lorapipe.prompt import build_prompt
 
 SOURCE_PACKAGE = "llama-cpp-python==0.3.36"  # its sdist vendors llama.cpp; nothing of it is built
@@ -151,7 +151,7 @@ def main() -> None:
     convert_command.add_argument("model", type=Path)
     convert_command.add_argument("out", type=Path)
     convert_command.add_argument(
-        "--types", nargs="+", choices=GGUF_TYPES, help="default: params.yaml's export.gguf_types"
+        "--types", nargs="+", choices=GGUF_TYPES, help=f"default: {FILE_OF['export']}'s export.gguf_types"
     )
     args = parser.parse_args()
     if args.command == "fetch":

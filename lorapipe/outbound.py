@@ -4,7 +4,8 @@ message, a DVC experiment's files. The same check the stages apply to `data.url`
 environment (tokens and keys that must only ever be read from there).
 
     python -m lorapipe.outbound params.yaml dvc.lock metrics/train.json --message "Results: ..."
-    python -m lorapipe.outbound --rev refs/exps/ab/cdef.../my-exp params.yaml dvc.lock metrics
+    python -m lorapipe.outbound --rev refs/exps/ab/cdef.../my-exp      # an experiment's RESULTS
+    python -m lorapipe.outbound --list                                 # RESULTS, one a line, for the scripts
 
 Silent when nothing holds a credential; otherwise one error line naming each file and key (or line) and
 the kind of credential, never its value, and exit status 1. scripts/push_results.sh runs it before it
@@ -23,7 +24,11 @@ from typing import Any
 
 from lorapipe.cli import UserError, run_cli
 from lorapipe.credentials import credentials_in
-from lorapipe.params import parse_yaml
+from lorapipe.params import PARAM_FILES, parse_yaml
+
+# What a run sends home (scripts/push_results.sh commits them, push_experiments.sh checks an experiment's,
+# cloud/job.sh takes them back from the results branch): the lock, every params file, the metrics.
+RESULTS = ("dvc.lock", *PARAM_FILES, "metrics")
 
 # Secrets our tools read from the environment; their values must never appear in what is pushed. Short
 # values are left out: a 4-character "secret" would match ordinary text.
@@ -128,11 +133,15 @@ def check(paths: list[str], message: str = "", rev: str | None = None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("paths", nargs="*", help="files or folders to check")
+    parser.add_argument("paths", nargs="*", help=f"files or folders to check (default: {' '.join(RESULTS)})")
     parser.add_argument("--message", default="", help="a commit message to check too")
     parser.add_argument("--rev", help="check the files at this git revision (an experiment's ref) instead")
+    parser.add_argument("--list", action="store_true", help="print the files a run sends home, one a line; check none")
     args = parser.parse_args(argv)
-    check(args.paths, args.message, args.rev)
+    if args.list:
+        print("\n".join(RESULTS))
+        return
+    check(args.paths or list(RESULTS), args.message, args.rev)
 
 
 if __name__ == "__main__":

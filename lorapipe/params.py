@@ -1,11 +1,14 @@
-"""Typed params: one frozen dataclass per `params.yaml` section, validated once on load.
+"""Typed params: one frozen dataclass per section, validated once on load.
 
 A stage calls `load_params(CleanParams)` and gets a `CleanParams`; unknown, missing and mistyped
-keys and out-of-range values stop it with one line naming every such key of the section and what
-was expected. params.yaml is the one home of each key's value (the defaults are the real run: full
-dataset, TinyLlama, QLoRA nf4) and of its meaning, as the comment beside it: it is the file DVC
-users edit (`dvc exp run -S`, profiles/*.yaml) and compare (`dvc params diff`, `dvc exp show`).
-The fields here carry only the type and the bounds the loader checks, so no default can drift.
+keys and out-of-range values stop it with one line naming the file, every such key of the section and
+what was expected. Each section lives in one file (FILE_OF): params.yaml holds what the stages compute
+with, the file DVC users edit (`dvc exp run -S`, profiles/*.yaml) and compare (`dvc params diff`,
+`dvc exp show`, which list every key of it); settings.yaml holds what re-runs no stage (`ops`: how runs
+are operated; `export`: what the export, outside DVC, writes), which no stage tracks, so it is no
+experiment column. Each file is the one home of its keys' values (the defaults are the real run: full
+dataset, TinyLlama, QLoRA nf4) and of their meaning, as the comment beside each. The fields here carry
+only the type and the bounds the loader checks, so no default can drift.
 """
 
 from __future__ import annotations
@@ -28,25 +31,28 @@ from ruamel.yaml.constructor import DuplicateKeyError
 from lorapipe.cli import UserError
 from lorapipe.credentials import HOW_TO_GIVE_CREDENTIALS, redact, url_credentials
 
-PARAMS_FILE = "params.yaml"
+PARAMS_FILE = "params.yaml"  # what the stages compute with: every key is a `dvc exp show` column
+SETTINGS_FILE = "settings.yaml"  # what re-runs no stage: no stage tracks it, so DVC shows none of it
 
 
 def param(*, min: float | None = None, max: float | None = None, choices: tuple = ()) -> Any:
-    """A field with the bounds the loader checks (min/max inclusive); its value comes from params.yaml."""
+    """A field with the bounds the loader checks (min/max inclusive); its value comes from its section's file."""
     return field(metadata={"min": min, "max": max, "choices": choices})
 
 
 def refuse_credentials(key: str, url: str, how: str) -> None:
     """The stages' check of a URL param: one line naming `key` and the parts of `url` that hold credentials
     (never their values), and `how` to give them instead."""
+    file = FILE_OF[key.partition(".")[0]]
     try:
         secrets = url_credentials(url)
     except ValueError as err:
-        raise UserError(f"{PARAMS_FILE}: {key} is not a valid URL ({err})") from None
+        raise UserError(f"{file}: {key} is not a valid URL ({err})") from None
     if secrets:  # named, never echoed: this message is printed
+        shown = "`dvc params diff`, the reports and " if file == PARAMS_FILE else ""
         raise UserError(
-            f"{PARAMS_FILE}: {key} holds credentials ({', '.join(secrets)}), which `dvc params diff`, the reports "
-            f"and a pushed {PARAMS_FILE} would show; remove them from the URL and {how}"
+            f"{file}: {key} holds credentials ({', '.join(secrets)}), which {shown}a pushed {file} would show; "
+            f"remove them from the URL and {how}"
         )
 
 
@@ -201,7 +207,7 @@ class TrainParams:
 
 @dataclass(frozen=True)
 class OpsParams:
-    """How runs are operated, not what they compute: dvc.yaml tracks none of these, so changing
+    """How runs are operated, not what they compute: in settings.yaml, which no stage tracks, so changing
     one re-runs no stage and an interrupted training resumes the same run."""
 
     log_every: int = param(min=1)
@@ -215,7 +221,7 @@ class OpsParams:
     def __post_init__(self) -> None:
         if self.checkpoint_mirror not in ("", "remote") and not self.checkpoint_mirror.startswith("s3://"):
             raise UserError(
-                f"{PARAMS_FILE}: ops.checkpoint_mirror must be '', 'remote' or s3://bucket/prefix, "
+                f"{SETTINGS_FILE}: ops.checkpoint_mirror must be '', 'remote' or s3://bucket/prefix, "
                 f"got {redact(self.checkpoint_mirror)!r}"
             )
         refuse_credentials(
@@ -244,13 +250,15 @@ GGUF_TYPES = ("f32", "f16", "bf16", "q8_0")  # what llama.cpp's Python converter
 
 @dataclass(frozen=True)
 class ExportParams:
+    """What the export (stages/export.py, outside DVC) writes: in settings.yaml, as no stage reads it."""
+
     dtype: str = param(choices=("auto", "bf16", "fp16", "fp32"))
     gguf_types: tuple[str, ...]
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.gguf_types if t not in GGUF_TYPES]
         if unknown:
-            raise UserError(f"{PARAMS_FILE}: export.gguf_types {unknown}: must be among {', '.join(GGUF_TYPES)}")
+            raise UserError(f"{SETTINGS_FILE}: export.gguf_types {unknown}: must be among {', '.join(GGUF_TYPES)}")
 
 
 SECTIONS: dict[str, type] = {
@@ -267,6 +275,11 @@ SECTIONS: dict[str, type] = {
     "export": ExportParams,
     "ops": OpsParams,
 }
+# Which file holds each section: the one place that says so. DVC 3 lists every key of params.yaml as an
+# experiment column (`dvc exp show`, `dvc params diff`), with no setting to hide some, so what re-runs no
+# stage lives in a file of its own, which `dvc exp run -S settings.yaml:ops.log_every=1` sets all the same.
+FILE_OF = {section: SETTINGS_FILE if section in ("export", "ops") else PARAMS_FILE for section in SECTIONS}
+PARAM_FILES = tuple(dict.fromkeys(FILE_OF.values()))  # params.yaml, settings.yaml
 # Keys that moved to the untracked `ops` section: say where, since did-you-mean cannot.
 MOVED = {
     "data.timeout_s": "ops.download_timeout_s",
@@ -274,8 +287,11 @@ MOVED = {
     **{f"train.{k}": f"ops.{k}" for k in ("log_every", "save_every", "keep_checkpoints")},
 }
 
-# A key params.yaml lacks has no value anywhere else: the committed file holds each default and its meaning.
-MISSING_HINT = f"{PARAMS_FILE} sets every key: take it, with its meaning, from `git show HEAD:{PARAMS_FILE}`"
+
+def missing_hint(file: str) -> str:
+    """A key its file lacks has no value anywhere else: the committed file holds each default and its meaning."""
+    return f"{file} sets every key: take it, with its meaning, from `git show HEAD:{file}`"
+
 
 T = TypeVar("T")
 SECTION_OF = {cls: name for name, cls in SECTIONS.items()}
@@ -330,7 +346,7 @@ def _deepest_nesting(text: str) -> str:
 def read_params_file(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: not found; run from the repository root, where params.yaml lives")
+        raise UserError(f"{path}: not found; run from the repository root, where {' and '.join(PARAM_FILES)} live")
     try:
         text = path.read_text(encoding="utf-8")  # as DVC opens it
     except UnicodeDecodeError:
@@ -341,20 +357,40 @@ def read_params_file(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     return data
 
 
-def load_params(cls: type[T], path: str | Path = PARAMS_FILE) -> T:
-    """Read `cls`'s section of params.yaml (e.g. `load_params(LoraParams)`), validating every key."""
+def check_sections_at_home(data: dict[str, Any], path: Path) -> None:
+    """Refuse the sections in `path` (read as `data`) that another file holds, naming their keys and that file:
+    a params.yaml from before settings.yaml still holds `ops` and `export`, which no stage would read there."""
+    strays = [section for section in data if section in FILE_OF and FILE_OF[section] != path.name]
+    if strays:
+        keys = [f"{s}.{k}" for s in strays for k in (data[s] if isinstance(data[s], dict) else {})] or strays
+        homes = " and ".join(dict.fromkeys(FILE_OF[s] for s in strays))
+        why = " (no stage tracks it: they re-run nothing, and `dvc exp show` leaves them out)"
+        raise UserError(
+            f"{path}: {', '.join(keys)} belong in {homes} now{why if homes == SETTINGS_FILE else ''}: move any "
+            f"value you changed there and delete them from {path.name}"
+        )
+
+
+def load_params(cls: type[T], root: str | Path = ".") -> T:
+    """Read `cls`'s section from its file under `root` (e.g. `load_params(LoraParams)` reads params.yaml's
+    lora), validating every key."""
     section = SECTION_OF[cls]
-    raw = read_params_file(path).get(section)
+    path = Path(root, FILE_OF[section])
+    data = read_params_file(path)
+    for other in (Path(root, name) for name in PARAM_FILES):  # a section left in the wrong file is never read
+        if other == path or other.is_file():
+            check_sections_at_home(data if other == path else read_params_file(other), other)
+    raw = data.get(section)
     if raw is None:
-        raise UserError(f"{path}: no '{section}' section ({MISSING_HINT})")
+        raise UserError(f"{path}: no '{section}' section ({missing_hint(path.name)})")
     if cls is not OpsParams:  # how a run is operated: an edit mid-run changes no output, so it stops none
-        _READ.setdefault((Path(path).resolve(), section), copy.deepcopy(raw))
+        _READ.setdefault((path.resolve(), section), copy.deepcopy(raw))
     return parse_section(cls, raw, source=str(path))
 
 
 def check_params_unchanged() -> None:
-    """Fail if a section this process loaded has changed in its file since (`ops` aside: dvc.yaml tracks
-    none of its keys and no output depends on them).
+    """Fail if a section this process loaded has changed in its file since (`ops` aside: no output depends
+    on how a run is operated).
 
     DVC records a stage's outputs with the params it finds *after* the stage ran: outputs computed
     with other values (a second `dvc exp run` rewrote params.yaml meanwhile) would be misattributed.
@@ -375,9 +411,12 @@ def check_params_unchanged() -> None:
             )
 
 
-def parse_section(cls: type[T], raw: Any, source: str = PARAMS_FILE) -> T:
-    """`raw` (one section's mapping) as a `cls`; every problem of the section is in the one error."""
+def parse_section(cls: type[T], raw: Any, source: str | None = None) -> T:
+    """`raw` (one section's mapping) as a `cls`; every problem of the section is in the one error, which
+    starts with `source` (default: the section's file)."""
     section = SECTION_OF[cls]
+    file = FILE_OF[section]
+    source = source or file
     if not isinstance(raw, dict):
         raise UserError(f"{source}: '{section}' must be a mapping of keys, got {_describe(raw)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -388,11 +427,7 @@ def parse_section(cls: type[T], raw: Any, source: str = PARAMS_FILE) -> T:
         if key not in fields:
             close = difflib.get_close_matches(str(key), fields, n=1)
             hint = f"did you mean '{section}.{close[0]}'?" if close else f"known keys: {', '.join(fields)}"
-            problems.append(
-                f"'{name}' is now '{MOVED[name]}' (re-runs nothing)"
-                if name in MOVED
-                else f"unknown key '{name}'; {hint}"
-            )
+            problems.append(_moved(name) if name in MOVED else f"unknown key '{name}'; {hint}")
             continue
         try:
             values[key] = _check(name, value, hints[key], fields[key].metadata)
@@ -400,15 +435,22 @@ def parse_section(cls: type[T], raw: Any, source: str = PARAMS_FILE) -> T:
             problems.append(str(err))
     missing = [f"'{section}.{key}'" for key in fields if key not in raw]
     if missing:
-        hint = f" ({MISSING_HINT})" if PARAMS_FILE in source else ""
+        hint = f" ({missing_hint(file)})" if file in source else ""
         problems.append(f"missing {', '.join(missing)}{hint}")
     if not problems:
         try:
             return cls(**values)
         except UserError as err:  # a rule across keys (__post_init__), checked once each key is valid
-            problems.append(str(err).removeprefix(f"{PARAMS_FILE}: "))
+            problems.append(str(err).removeprefix(f"{file}: "))
     head = f"{source}: " if len(problems) == 1 else f"{source}: {len(problems)} problems in '{section}': "
     raise UserError(head + "; ".join(problems))
+
+
+def _moved(name: str) -> str:
+    """Where a key that moved lives now: its new name, and its file when that is another."""
+    new = MOVED[name]
+    old_file, new_file = (FILE_OF[key.partition(".")[0]] for key in (name, new))
+    return f"'{name}' is now '{new}'" + (f" in {new_file}" if new_file != old_file else "") + " (re-runs nothing)"
 
 
 def _check(key: str, value: Any, hint: Any, meta: Any) -> Any:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from lorapipe.params import PARAM_FILES
 from lorapipe.reporting.browser import chromium, has_chromium
 from tests.workspace import (
     QUICK_RUN,
@@ -91,7 +92,7 @@ def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path
 
 
 # What the pipeline writes in a checkout. Tests work in temp workspaces, never in this one.
-CHECKOUT_OUTPUTS = ("params.yaml", "dvc.lock", "data", "models", "metrics")
+CHECKOUT_OUTPUTS = (*PARAM_FILES, "dvc.lock", "data", "models", "metrics")
 
 
 @pytest.fixture(scope="session", autouse=True)

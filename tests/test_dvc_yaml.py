@@ -30,11 +30,12 @@ def script_of(stage: dict) -> str:
 
 
 def sections_read(script: str) -> set[str]:
-    """Sections the script loads, less `ops`: operational settings are untracked on purpose."""
-    from lorapipe.params import SECTIONS
+    """params.yaml's sections the script loads: settings.yaml's (ops) are untracked on purpose, so they re-run
+    nothing and are no `dvc exp show` column."""
+    from lorapipe.params import FILE_OF, PARAMS_FILE, SECTIONS
 
     classes = set(re.findall(r"load_params\((\w+)\)", (ROOT / script).read_text()))
-    return {name for name, cls in SECTIONS.items() if cls.__name__ in classes} - {"ops"}
+    return {name for name, cls in SECTIONS.items() if cls.__name__ in classes and FILE_OF[name] == PARAMS_FILE}
 
 
 @pytest.mark.parametrize("name", list(STAGES))

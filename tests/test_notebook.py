@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lorapipe.outbound import RESULTS
 from tests.http_server import serve_dagshub
 from tests.workspace import ROOT, S3_KEY_ID, S3_SECRET, SHORT_JOB, pushed_to_origin, sh, user_machine_env
 
@@ -236,10 +237,11 @@ def test_every_cell_runs_twice_and_the_pull_request_branch_holds_the_real_run(tm
         return sh(origin, "git", "show", f"results/colab:{path}").stdout
 
     assert yaml.safe_load(on_branch("params.yaml"))["lora"]["r"] == 16  # the real run, not the experiment
+    assert yaml.safe_load(on_branch("settings.yaml"))["ops"]["checkpoint_mirror"] == "remote"  # the colab profile's
     assert json.loads(on_branch("metrics/eval.json")) and "evaluate" in yaml.safe_load(on_branch("dvc.lock"))["stages"]
     experiments = sh(origin, "git", "for-each-ref", "--format=%(refname)", "refs/exps/").stdout.split()
     assert experiments == [f"refs/exps/{tip[:2]}/{tip[2:]}/lora.r=8"]  # based on the branch's tip
     assert yaml.safe_load(sh(origin, "git", "show", f"{experiments[0]}:params.yaml").stdout)["lora"]["r"] == 8
     installs = (tmp_path / "pip.log").read_text().splitlines()
     assert installs == [" ".join(["install", *args]) for args in pip_installs()] * 2
-    assert sh(content / "lorapipe", "git", "status", "--porcelain", "params.yaml", "dvc.lock", "metrics").stdout == ""
+    assert sh(content / "lorapipe", "git", "status", "--porcelain", *RESULTS).stdout == ""

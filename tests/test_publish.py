@@ -259,10 +259,10 @@ def test_card_of_a_hub_base_names_it_in_the_metadata_and_asks_only_for_what_load
 def test_card_cites_the_commit_only_when_its_params_are_the_trained_ones(tmp_path, monkeypatch):
     from lorapipe.reporting.publish import trained_at
     from lorapipe.training_record import training_record_from
-    from tests.workspace import commit, default_params, sh
+    from tests.workspace import commit, default_params, sh, write_param_files
 
     params = default_params()
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    write_param_files(tmp_path, params)
     sh(tmp_path, "git", "init", "-q")
     commit(tmp_path, "params")
     head = sh(tmp_path, "git", "rev-parse", "HEAD").stdout.strip()

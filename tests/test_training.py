@@ -31,6 +31,7 @@ from tests.workspace import (
     stage_args,
     start_training,
     train_losses,
+    update_params,
     wait_for,
     write_params,
 )
@@ -507,10 +508,9 @@ def test_train_and_evaluate_print_their_own_lines_and_a_step_line_every_log_ever
     transformers property, rouge_score's "Using default tokenizer.", MLflow's database setup, matplotlib's font
     cache, transformers' loading bars and dequantization notice."""
     ws = copy_workspace(prepared, tmp_path / "ws")
-    params = yaml.safe_load((ws / "params.yaml").read_text())
-    params["ops"]["log_every"] = 2
-    (ws / "params.yaml").write_text(yaml.safe_dump(params))
-    steps, eval_every = params["train"]["max_steps"], params["train"]["eval_every"]  # 6 and 3 (STUDY_RUN)
+    update_params(ws, {"ops": {"log_every": 2}})
+    train = yaml.safe_load((ws / "params.yaml").read_text())["train"]
+    steps, eval_every = train["max_steps"], train["eval_every"]  # 6 and 3 (STUDY_RUN)
     env = {"MPLCONFIGDIR": str(tmp_path / "matplotlib")}
     printed = ""
     for name in ("train", "evaluate"):

@@ -77,18 +77,43 @@ def copy_workspace(source: Path, to: Path) -> Path:
 
 
 def default_params() -> dict:
-    """The real run: params.yaml as committed, the one home of every default. Not the working copy,
-    which `make demo` rewrites with the offline profile and `dvc exp run -S` with an experiment's values."""
-    from lorapipe.params import parse_yaml
+    """The real run: every section of params.yaml and settings.yaml as committed, the one home of every
+    default. Not the working copies, which `make demo` rewrites with the offline profile and `dvc exp run -S`
+    with an experiment's values."""
+    from lorapipe.params import PARAM_FILES, parse_yaml
 
-    return parse_yaml(committed_params_text(), "HEAD:params.yaml")
+    return {
+        section: values
+        for name in PARAM_FILES
+        for section, values in parse_yaml(committed_params_text(name), f"HEAD:{name}").items()
+    }
 
 
 @functools.cache
-def committed_params_text() -> str:
-    return subprocess.run(
-        ["git", "show", "HEAD:params.yaml"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout
+def committed_params_text(name: str = "params.yaml") -> str:
+    """A params file (params.yaml, settings.yaml) as committed, comments and all."""
+    return subprocess.run(["git", "show", f"HEAD:{name}"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+
+
+def write_param_files(ws: Path, params: dict[str, dict[str, Any]]) -> None:
+    """Each section of `params` into the file that holds it (params.yaml or settings.yaml), without comments."""
+    from lorapipe.params import FILE_OF, PARAM_FILES
+
+    for name in PARAM_FILES:
+        sections = {section: values for section, values in params.items() if FILE_OF[section] == name}
+        (ws / name).write_text(yaml.safe_dump(sections, sort_keys=False))
+
+
+def update_params(ws: Path, sections: dict[str, dict[str, Any]]) -> None:
+    """The params files in `ws` with `sections`' keys set (each in the file that holds it), comments dropped."""
+    from lorapipe.params import PARAM_FILES
+
+    params = {
+        section: values for name in PARAM_FILES for section, values in yaml.safe_load((ws / name).read_text()).items()
+    }
+    for section, values in sections.items():
+        params[section].update(values)
+    write_param_files(ws, params)
 
 
 def sh(repo: Path, *cmd: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -107,7 +132,7 @@ def ran(output: str) -> list[str]:
 
 def copy_checkout(repo: Path) -> Path:
     """The working tree's files as a clone has them (git-tracked or not ignored), SmolLM2 under .cache/,
-    params.yaml = the real run's defaults; not yet a git repository."""
+    params.yaml and settings.yaml = the real run's defaults; not yet a git repository."""
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
         cwd=ROOT,
@@ -122,7 +147,7 @@ def copy_checkout(repo: Path) -> Path:
             shutil.copy2(ROOT / name, repo / name)
     (repo / ".cache").mkdir()
     (repo / ".cache/models").symlink_to(SMOLLM2_GGUF.parent)
-    (repo / "params.yaml").write_text(yaml.safe_dump(default_params(), sort_keys=False))
+    write_param_files(repo, default_params())
     return repo
 
 
@@ -146,10 +171,7 @@ def pushed_to_origin(repo: Path, origin: Path, model_dir: Path, sections: dict[s
     `main` and pushed to `origin`, a new bare repository that plays GitHub."""
     sh(repo.parent, "git", "init", "-q", "--bare", str(origin))
     copy_tree(repo)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    for section, values in {**sections, "model": {"name": str(model_dir), "revision": "", "sha256": ""}}.items():
-        params[section].update(values)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    update_params(repo, {**sections, "model": {"name": str(model_dir), "revision": "", "sha256": ""}})
     commit(repo, "quick run on the tiny model")
     sh(repo, "git", "branch", "-M", "main")
     sh(repo, "git", "remote", "add", "origin", str(origin))
@@ -227,12 +249,12 @@ T = TypeVar("T")
 
 
 def write_params(ws: Path, **sections: dict[str, Any]) -> None:
-    """params.yaml = the real run's defaults + the offline profile + `sections` overrides."""
+    """params.yaml and settings.yaml = the real run's defaults + the offline profile + `sections` overrides."""
     params = default_params()
     for overrides in (yaml.safe_load((ROOT / "profiles/offline.yaml").read_text()), sections):
         for section, values in overrides.items():
             params[section].update(values)
-    (ws / "params.yaml").write_text(yaml.safe_dump(params))
+    write_param_files(ws, params)
 
 
 def stage(
@@ -358,10 +380,11 @@ def stage_args(name: str, metrics: str | Path = "metrics", **paths: str | Path) 
 
 
 def params_of(cls: type[T], **overrides: Any) -> T:
-    """`cls`'s section of the committed params.yaml (where every default lives), with `overrides`, validated."""
-    from lorapipe.params import SECTION_OF, parse_section
+    """`cls`'s section of its committed file (where every default lives), with `overrides`, validated."""
+    from lorapipe.params import FILE_OF, SECTION_OF, parse_section
 
-    return parse_section(cls, {**default_params()[SECTION_OF[cls]], **overrides}, source="HEAD:params.yaml")
+    section = SECTION_OF[cls]
+    return parse_section(cls, {**default_params()[section], **overrides}, source=f"HEAD:{FILE_OF[section]}")
 
 
 def queue_status(repo) -> dict[str, str]:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from lorapipe.artifacts import TRAIN_DETAILS, TRAIN_LOG
-from tests.workspace import child_env, commit, copy_tree, copy_workspace, dvc_stages, ran, sh, wait_for
+from tests.workspace import child_env, commit, copy_tree, copy_workspace, dvc_stages, ran, sh, update_params, wait_for
 
 QUICK = {
     "sample": {"size": 200},
@@ -25,18 +25,11 @@ QUICK = {
 }
 
 
-def set_params(repo: Path, sections: dict) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    for section, values in sections.items():
-        params[section].update(values)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, tiny_model_dir) -> Path:
     """A committed repo on the tiny model whose stages up to tokenize have run."""
     repo = copy_tree(tmp_path_factory.mktemp("runs"))
-    set_params(repo, {**QUICK, "model": {"name": str(tiny_model_dir), "revision": "", "sha256": ""}})
+    update_params(repo, {**QUICK, "model": {"name": str(tiny_model_dir), "revision": "", "sha256": ""}})
     sh(repo, "dvc", "repro", "tokenize")
     commit(repo, "tiny model, data built")
     return repo
@@ -53,7 +46,7 @@ def lock_params(repo: Path, stage: str) -> dict | None:
 
 
 def test_a_second_exp_run_cannot_attribute_the_first_runs_results_to_its_params(repo):
-    set_params(repo, {"train": {"max_steps": 2000}, "ops": {"save_every": 20}})
+    update_params(repo, {"train": {"max_steps": 2000}, "ops": {"save_every": 20}})
     commit(repo, "a longer run")
     first = subprocess.Popen(
         ["dvc", "exp", "run", "-n", "first"],
@@ -100,7 +93,7 @@ def test_failed_run_after_a_committed_one_is_restored_from_the_run_cache(repo):
     sh(repo, "dvc", "repro")
     commit(repo, "good run")
     good_metrics = (repo / TRAIN_DETAILS).read_text()
-    set_params(repo, {"lora": {"target_modules": ["nonexistent_proj"]}})
+    update_params(repo, {"lora": {"target_modules": ["nonexistent_proj"]}})
     assert sh(repo, "dvc", "repro", check=False).returncode != 0
     assert not (repo / TRAIN_DETAILS).exists()
 
@@ -113,7 +106,7 @@ def test_failed_run_after_a_committed_one_is_restored_from_the_run_cache(repo):
 def test_checkpoints_and_operational_settings_are_not_part_of_the_record(repo):
     sh(repo, "dvc", "repro")
     ops = {"log_every": 7, "save_every": 3, "keep_checkpoints": 5, "download_timeout_s": 5, "download_retries": 1}
-    set_params(repo, {"ops": ops})
+    update_params(repo, {"ops": ops})
     assert "up to date" in sh(repo, "dvc", "status", "dvc.yaml").stdout
     lock = (repo / "dvc.lock").read_text()
     assert "models/checkpoints" not in lock
