@@ -28,6 +28,7 @@ from lorapipe.params import PARAM_FILES
 from lorapipe.vcs import git
 
 BRANCH = "demo"
+COMMIT_PREFIX = "demo: "  # of the subject of every commit make demo makes (what the tests skip for the defaults)
 # Set on the branch make demo made; git removes it with the branch (`git branch -d/-m`), so a later
 # branch of the same name, the user's own, does not carry it.
 MARKER = f"branch.{BRANCH}.lorapipe-demo"
@@ -117,7 +118,7 @@ def start() -> None:
         print(notice)
     switch_to_branch()
     profiles.main([PROFILE])
-    commit(f"demo: {' and '.join(PARAM_FILES)} with the {PROFILE} profile", *PARAM_FILES)
+    commit(f"{COMMIT_PREFIX}{' and '.join(PARAM_FILES)} with the {PROFILE} profile", *PARAM_FILES)
 
 
 def record() -> None:
@@ -127,7 +128,7 @@ def record() -> None:
             f"not on the branch '{BRANCH}' that make demo made: run `python -m lorapipe.demo start` first "
             "(make demo does)"
         )
-    commit(f"demo: results of the {PROFILE} run (dvc.lock, metrics/)", *RUN_OUTPUTS)
+    commit(f"{COMMIT_PREFIX}results of the {PROFILE} run (dvc.lock, metrics/)", *RUN_OUTPUTS)
 
 
 def next_steps() -> None:

@@ -77,22 +77,42 @@ def copy_workspace(source: Path, to: Path) -> Path:
 
 
 def default_params() -> dict:
-    """The real run: every section of params.yaml and settings.yaml as committed, the one home of every
-    default. Not the working copies, which `make demo` rewrites with the offline profile and `dvc exp run -S`
-    with an experiment's values."""
+    """The real run: every section of params.yaml and settings.yaml as committed (real_run_commit), the one
+    home of every default. Not the working copies, which `make demo` rewrites with the offline profile and
+    `dvc exp run -S` with an experiment's values."""
     from lorapipe.params import PARAM_FILES, parse_yaml
 
     return {
         section: values
         for name in PARAM_FILES
-        for section, values in parse_yaml(committed_params_text(name), f"HEAD:{name}").items()
+        for section, values in parse_yaml(committed_params_text(name), f"{real_run_commit()[:7]}:{name}").items()
     }
 
 
 @functools.cache
+def real_run_commit(repo: Path = ROOT) -> str:
+    """The commit whose params files hold the real run: the newest of HEAD's first-parent history that `make
+    demo` did not make. So the tests read the same defaults on `main`, on the demo's branch (whose commits
+    hold the offline profile and its results) and with any uncommitted edit."""
+    from lorapipe.demo import COMMIT_PREFIX
+
+    log = subprocess.run(
+        ["git", "log", "--first-parent", "--format=%H %s", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+    )
+    return next(
+        sha
+        for sha, _, subject in (line.partition(" ") for line in log.stdout.splitlines())
+        if not subject.startswith(COMMIT_PREFIX)
+    )
+
+
+@functools.cache
 def committed_params_text(name: str = "params.yaml") -> str:
-    """A params file (params.yaml, settings.yaml) as committed, comments and all."""
-    return subprocess.run(["git", "show", f"HEAD:{name}"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    """A params file (params.yaml, settings.yaml) of the real run (real_run_commit), comments and all."""
+    shown = subprocess.run(
+        ["git", "show", f"{real_run_commit()}:{name}"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return shown.stdout
 
 
 def write_param_files(ws: Path, params: dict[str, dict[str, Any]]) -> None:
@@ -384,7 +404,9 @@ def params_of(cls: type[T], **overrides: Any) -> T:
     from lorapipe.params import FILE_OF, SECTION_OF, parse_section
 
     section = SECTION_OF[cls]
-    return parse_section(cls, {**default_params()[section], **overrides}, source=f"HEAD:{FILE_OF[section]}")
+    return parse_section(
+        cls, {**default_params()[section], **overrides}, source=f"{real_run_commit()[:7]}:{FILE_OF[section]}"
+    )
 
 
 def queue_status(repo) -> dict[str, str]:
