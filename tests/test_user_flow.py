@@ -130,7 +130,11 @@ def test_fresh_machine_runs_the_demo_then_the_readmes_experiments_and_reports(tm
     assert "no per-sample scores" not in text and "ROUGE-L" in text
 
     # Taking the queued experiment into the workspace, then exporting it (outside DVC): still clean.
-    sh(repo, "dvc", "exp", "apply", by_r["4"], env=env)
+    # A queued experiment (not in the workspace) reported against the demo's baseline, by its name.
+    queued = by_r["4"]
+    sh(repo, "python", "-m", "lorapipe.reporting.report", "--run", queued, "--base", "demo", "-o", "r4.md", env=env)
+    assert (repo / "r4.md").read_text().splitlines()[0].startswith(f"## lorapipe report: experiment `{queued}` (")
+    sh(repo, "dvc", "exp", "apply", queued, env=env)
     assert_dvc_status_clean(repo, env, "dvc exp apply")
     sh(repo, "python", *EXPORT_COMMAND.split()[1:], env=env)
     assert (repo / EXPORT_JSON).is_file()
