@@ -39,7 +39,7 @@ RUN_OUTPUTS = ("dvc.lock", "metrics")
 # The README's next steps, which make demo's last lines repeat: (command, what it shows).
 NEXT_STEPS = (
     ("dvc exp run -S lora.r=8", "a variant: re-runs only train and evaluate"),
-    ("dvc exp show", "both runs side by side"),
+    ("dvc exp show --only-changed", "both runs: the params they differ in, the metrics"),
     ("python -m lorapipe.reporting.report --base demo -o report.md", "the pull-request report, locally"),
     ("python app.py", "base vs tuned in the browser, http://127.0.0.1:7860"),
     ("python -m lorapipe.reporting.results_page", "results/index.html: every experiment"),

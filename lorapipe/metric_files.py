@@ -2,7 +2,7 @@
 
 DVC lists every number of every metrics file as a column of `dvc exp show` and a row of `dvc metrics diff`.
 The headline files (train.json, eval.json) hold only what a reviewer compares across experiments: the
-losses, and the tuned model's BLEU and ROUGE-L with their change against the base model. The details
+validation loss, and the tuned model's BLEU and ROUGE-L with their change against the base model. The details
 files beside them (train_details.json, eval_details.json: plain outputs, git-tracked, not metrics) hold
 the whole record, headline included: speed, memory, device and versions, every score of both models,
 output health. The report, the results page and the summary read the details.
@@ -21,7 +21,7 @@ from lorapipe.outputs import write_json
 from lorapipe.params import flatten
 from lorapipe.vcs import file_at
 
-TRAIN_HEADLINE = ("train_loss", "val_loss")
+TRAIN_HEADLINE = ("val_loss",)  # the training loss is noisier and in the details
 EVAL_HEADLINE = ("tuned.bleu", "tuned.rougeL", "delta.bleu", "delta.rougeL")
 DETAILS = {TRAIN_JSON: TRAIN_DETAILS, EVAL_JSON: EVAL_DETAILS}  # each headline file -> its details file
 

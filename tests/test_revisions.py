@@ -111,3 +111,14 @@ def test_a_queued_experiment_resolves_once_it_ran(tmp_path, monkeypatch):
     baseline = head(repo)
     refs = sh(repo, "git", "for-each-ref", "--format=%(refname)", "refs/exps/").stdout.split()
     assert f"refs/exps/{baseline[:2]}/{baseline[2:]}/later" in refs  # the layout lorapipe.vcs reads
+
+
+def test_the_workspace_with_uncommitted_changes_is_not_named_as_its_head_commit(history):
+    from lorapipe.reporting.report import describe
+
+    assert describe(resolve_revision("workspace")).endswith(" second")  # HEAD's subject: the run is HEAD's
+    Path("params.yaml").write_text("run: edited\n")
+    assert (
+        describe(resolve_revision("workspace"))
+        == f"the workspace, with uncommitted changes, on `{history['second'][:7]}` second"
+    )

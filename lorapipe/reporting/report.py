@@ -302,7 +302,10 @@ def describe(rev: Revision) -> str:
         subject = escape_cell(git("log", "-1", "--format=%s"), 80)
         head = f"{code(git('rev-parse', '--short', 'HEAD') or 'no commit')} {subject}"
         experiment = read_eval_run().get("experiment")
-        return f"experiment {code(str(experiment))} on {head}" if experiment else head
+        if experiment:
+            return f"experiment {code(str(experiment))} on {head}"
+        # A run of edited, uncommitted params is not HEAD's: say so, or the header would name HEAD's commit
+        return f"the workspace, with uncommitted changes, on {head}" if git("status", "--porcelain", "-uno") else head
     sha = git("rev-parse", "--short", rev.commit)
     if rev.experiment:
         return f"experiment {code(rev.experiment)} ({sha})"
