@@ -99,7 +99,7 @@ def main() -> None:
         generate(raw, args.records)
         print(f"generated {raw} ({raw.stat().st_size / 2**20:,.0f} MiB) in {time.perf_counter() - started:.0f} s")
     # The real run's data params (a workspace may have the offline profile applied).
-    # Copied as committed, not re-read and re-written: the stages read it as DVC does (lorapipe.params).
+    # Copied as committed, not re-read and re-written: the stages read it as DVC does (lorapipe.core.params).
     committed = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=ROOT, capture_output=True, check=True).stdout
     (work / "params.yaml").write_bytes(committed)
 

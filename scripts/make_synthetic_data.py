@@ -18,7 +18,7 @@ import json
 import random
 from pathlib import Path
 
-from lorapipe.cli import run_cli
+from lorapipe.core.cli import run_cli
 
 BRANDS = ["Acme", "Northwind", "Bluepeak", "Solara", "Kestrel", "Everline", "Tidewater", "Ironbark", "Lumo", "Vantage"]
 COLORS = ["Black", "White", "Navy Blue", "Forest Green", "Red", "Charcoal Gray", "Sky Blue", "Sand", "Purple", "Orange"]

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import yaml
 
-from lorapipe.cli import UserError, run_cli
-from lorapipe.params import PARAM_FILES
-from lorapipe.profiles import apply_profile, parse_sets, split_sets
+from lorapipe.core.cli import UserError, run_cli
+from lorapipe.core.params import PARAM_FILES
+from lorapipe.workspace.profiles import apply_profile, parse_sets, split_sets
 
 TASK = Path("cloud/train.yaml")
 MAX_JOBS = 8  # a sweep larger than this is refused unless --max-jobs says so: each job is hours of GPU

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lorapipe.params import PARAM_FILES
+from lorapipe.core.params import PARAM_FILES
 from lorapipe.reporting.browser import chromium, has_chromium
 from tests.workspace import (
     QUICK_RUN,
@@ -127,7 +127,7 @@ def smollm2_tokenizer(smollm2_gguf: Path):
 
 @pytest.fixture(scope="session")
 def llama_cpp_converter() -> Path:
-    from lorapipe.gguf_export import CONVERTER_DIR
+    from lorapipe.model.gguf_export import CONVERTER_DIR
 
     if not (CONVERTER_DIR / "convert_hf_to_gguf.py").is_file():
         pytest.fail(f"{CONVERTER_DIR} is missing: run `make gguf-converter` (make test does it)")
@@ -173,7 +173,7 @@ def llama_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory, llama_cpp_conv
 
 @pytest.fixture(scope="session")
 def llama_tokenizer(llama_tokenizer_dir: Path):
-    from lorapipe.modeling import load_tokenizer
+    from lorapipe.model.modeling import load_tokenizer
 
     return load_tokenizer(llama_tokenizer_dir)
 
@@ -234,7 +234,7 @@ class Experiments:
 
 @pytest.fixture(scope="session")
 def experiments(tmp_path_factory, smollm2_gguf) -> Experiments:
-    from lorapipe.artifacts import EXPORT_COMMAND
+    from lorapipe.core.artifacts import EXPORT_COMMAND
 
     def build(repo: Path) -> list[str]:
         copy_tree(repo)

@@ -17,12 +17,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from lorapipe.artifacts import PATHS
-from lorapipe.clean_rules import NearLimit, Reason
-from lorapipe.cleaning import Rejected, parse_line
-from lorapipe.cli import UserError
-from lorapipe.params import CleanParams
-from lorapipe.record_ids import record_id
+from lorapipe.core.artifacts import PATHS
+from lorapipe.core.cli import UserError
+from lorapipe.core.params import CleanParams
+from lorapipe.core.record_ids import record_id
+from lorapipe.data.clean_rules import NearLimit, Reason
+from lorapipe.data.cleaning import Rejected, parse_line
 from lorapipe.reporting.data_changes import (
     COUNTS,
     EXAMPLES,
@@ -63,7 +63,9 @@ def entry(deps: dict[str, str], params: dict, outs: dict[str, str], cmd: str = "
 
 LOCK = {
     "download": entry({"stages/download.py": "d1"}, {"data.url": "a.gz"}, {path("raw"): "raw1"}),
-    "clean": entry({path("raw"): "raw1", "lorapipe/cleaning.py": "c1"}, {"clean": CLEAN}, {path("clean"): "clean1"}),
+    "clean": entry(
+        {path("raw"): "raw1", "lorapipe/data/cleaning.py": "c1"}, {"clean": CLEAN}, {path("clean"): "clean1"}
+    ),
     "sample": entry({path("clean"): "clean1", "stages/sample.py": "s1"}, {"sample.size": 100}, {path("sample"): "s1"}),
     "split": entry({path("sample"): "s1"}, {"split.seed": 42}, {path("split"): "sp1.dir"}),
     "tokenize": entry({path("split"): "sp1.dir"}, {"tokenize.seq_len": 512}, {path("tokenized"): "t1.dir"}),
@@ -104,8 +106,8 @@ def test_the_same_data_is_one_line_whatever_else_changed():
 def test_each_change_traces_to_what_differs_in_dvc_lock():
     stricter = changed(LOCK, "clean", params={"clean": {**CLEAN, "min_content_chars": 150}})
     assert traced_to("clean", LOCK, stricter) == ["params: clean.min_content_chars 20 -> 150"]
-    recoded = changed(LOCK, "clean", deps={"lorapipe/cleaning.py": "c2"})
-    assert traced_to("clean", LOCK, recoded) == ["code: lorapipe/cleaning.py"]
+    recoded = changed(LOCK, "clean", deps={"lorapipe/data/cleaning.py": "c2"})
+    assert traced_to("clean", LOCK, recoded) == ["code: lorapipe/data/cleaning.py"]
     new_raw = changed(changed(LOCK, "download", params={"data.url": "b.gz"}, outs={path("raw"): "raw2"}), "clean")
     new_raw = changed(new_raw, "clean", deps={path("raw"): "raw2"})
     assert traced_to("download", LOCK, new_raw) == ["params: data.url a.gz -> b.gz"]
@@ -113,9 +115,9 @@ def test_each_change_traces_to_what_differs_in_dvc_lock():
     upstream = changed(LOCK, "sample", deps={path("clean"): "clean2"})
     assert traced_to("sample", LOCK, upstream) == [f"input: {path('clean')} (clean)"]
     added = copy.deepcopy(LOCK)
-    added["clean"]["deps"].append({"path": "lorapipe/clean_rules.py", "md5": "r1"})
+    added["clean"]["deps"].append({"path": "lorapipe/data/clean_rules.py", "md5": "r1"})
     assert traced_to("clean", LOCK, changed(added, "clean", cmd="python stages/clean.py more")) == [
-        "dep added: lorapipe/clean_rules.py",
+        "dep added: lorapipe/data/clean_rules.py",
         "command (dvc.yaml)",
     ]
     same = traced_to("split", LOCK, changed(LOCK, "split", outs={path("split"): "sp2.dir"}))

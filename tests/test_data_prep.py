@@ -124,7 +124,7 @@ if __name__ == "__main__":  # print fresh digests (only when the rules change on
 
 
 def test_stages_log_their_time_and_memory_when_asked(prepared, tmp_path, monkeypatch, capsys):
-    from lorapipe.timings import run_timed
+    from lorapipe.core.timings import run_timed
 
     monkeypatch.chdir(prepared)
     monkeypatch.setenv("PYTHONPATH", child_env()["PYTHONPATH"])  # run_timed's child inherits os.environ
@@ -145,7 +145,7 @@ def test_stages_log_their_time_and_memory_when_asked(prepared, tmp_path, monkeyp
 def test_a_quiet_dvc_run_that_fails_names_the_command_that_says_why(tmp_path, monkeypatch, capsys):
     """make demo runs `dvc repro -q`, which prints none of DVC's own errors (here: a dvc.yaml that is no YAML);
     the line after the timing table names the command that does."""
-    from lorapipe.timings import run_timed
+    from lorapipe.core.timings import run_timed
 
     for command in (["git", "init", "-q"], ["dvc", "init", "-q"]):
         subprocess.run(command, cwd=tmp_path, check=True, env=child_env())

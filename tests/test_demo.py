@@ -1,4 +1,4 @@
-"""make demo's git side (lorapipe.demo) on a plain git checkout: it writes to the branch `demo` only when it
+"""make demo's git side (lorapipe.workspace.demo) on a plain git checkout: it writes to the branch `demo` only when it
 made that branch, suggests nothing that deletes work, and commits only the files it wrote."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
-from lorapipe import demo
-from lorapipe.cli import UserError
-from lorapipe.params import PARAM_FILES
+from lorapipe.core.cli import UserError
+from lorapipe.core.params import PARAM_FILES
+from lorapipe.workspace import demo
 from tests.workspace import ROOT, commit, committed_params_text, sh
 
 

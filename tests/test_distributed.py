@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lorapipe.artifacts import TRAIN_LOG
+from lorapipe.core.artifacts import TRAIN_LOG
 from tests.workspace import (
     assert_one_line_error,
     copy_workspace,

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from lorapipe.cli import UserError
-from lorapipe.download import download, resolve_source
-from lorapipe.params import PARAM_FILES, DataParams, parse_section
+from lorapipe.core.cli import UserError
+from lorapipe.core.params import PARAM_FILES, DataParams, parse_section
+from lorapipe.data.download import download, resolve_source
 from tests.http_server import serve
 from tests.workspace import ROOT, assert_one_line_error, child_env, default_params, free_port, write_param_files
 

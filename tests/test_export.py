@@ -9,10 +9,10 @@ import sys
 import torch
 from safetensors import safe_open
 
-from lorapipe.generation import generate_texts
-from lorapipe.modeling import load_model, load_tokenizer
-from lorapipe.params import EvalParams, QuantParams
-from lorapipe.prompt import encode_prompts
+from lorapipe.core.params import EvalParams, QuantParams
+from lorapipe.data.prompt import encode_prompts
+from lorapipe.model.generation import generate_texts
+from lorapipe.model.modeling import load_model, load_tokenizer
 from tests.workspace import assert_one_line_error, params_of, stage, write_params
 
 TITLES = ["Acme Stainless Steel Travel Mug 16oz", "USB-C Charging Cable 2m", "Kids Rain Boots Size 10", "Oak Desk"]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from lorapipe.artifacts import BASE_OUTPUTS, EVAL_DETAILS, EVAL_SAMPLES, EVAL_SCORES
+from lorapipe.core.artifacts import BASE_OUTPUTS, EVAL_DETAILS, EVAL_SAMPLES, EVAL_SCORES
 from tests.workspace import assert_one_line_error, copy_workspace, params_of, stage, stage_args
 
 EVAL = {"max_samples": 6, "batch_size": 4, "max_new_tokens": 8, "report_samples": 2}
@@ -32,14 +32,14 @@ def test_evaluate_reports_the_base_scores_of_a_direct_decoding(workspace):
     """What evaluate did itself before generate_base existed: same rows, prompts and decoding."""
     import torch
 
-    from lorapipe.data_files import read_text_table
-    from lorapipe.generation import generate
-    from lorapipe.losses import reference_losses
-    from lorapipe.modeling import load_model, load_tokenizer, pick_device, pick_dtype
-    from lorapipe.output_health import health_scores, sample_health
-    from lorapipe.params import EvalParams, TokenizeParams
-    from lorapipe.prompt import build_prompt, encode_examples, truncate_title
-    from lorapipe.scoring import corpus_scores, sample_scores
+    from lorapipe.core.params import EvalParams, TokenizeParams
+    from lorapipe.data.data_files import read_text_table
+    from lorapipe.data.prompt import build_prompt, encode_examples, truncate_title
+    from lorapipe.eval.output_health import health_scores, sample_health
+    from lorapipe.eval.scoring import corpus_scores, sample_scores
+    from lorapipe.model.generation import generate
+    from lorapipe.model.modeling import load_model, load_tokenizer, pick_device, pick_dtype
+    from lorapipe.train.losses import reference_losses
 
     ws, params = workspace, params_of(EvalParams, **EVAL)
     tok_params = params_of(TokenizeParams, **yaml.safe_load((ws / "params.yaml").read_text())["tokenize"])

@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from lorapipe.artifacts import EXPORT_JSON
-from lorapipe.data_files import read_text_table
-from lorapipe.decoding import decoding_record
-from lorapipe.generation import generate_texts
-from lorapipe.gguf_export import modelfile, saved_decoding, unpack
-from lorapipe.modeling import load_tokenizer
-from lorapipe.params import EvalParams, ExportParams, LoraParams, QuantParams, TrainParams
-from lorapipe.prompt import build_prompt, encode_prompts
-from lorapipe.training_record import TrainingRecord, save_training_record
+from lorapipe.core.artifacts import EXPORT_JSON
+from lorapipe.core.params import EvalParams, ExportParams, LoraParams, QuantParams, TrainParams
+from lorapipe.data.data_files import read_text_table
+from lorapipe.data.prompt import build_prompt, encode_prompts
+from lorapipe.model.decoding import decoding_record
+from lorapipe.model.generation import generate_texts
+from lorapipe.model.gguf_export import modelfile, saved_decoding, unpack
+from lorapipe.model.modeling import load_tokenizer
+from lorapipe.train.training_record import TrainingRecord, save_training_record
 from tests.test_export import TITLES
 from tests.workspace import ROOT, assert_one_line_error, child_env, params_of, stage, write_params
 
@@ -189,7 +189,7 @@ def test_modelfile_carries_the_decoding_record_saved_with_the_model(smollm2_toke
 
 def convert(*args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "lorapipe.gguf_export", "convert", *args],
+        [sys.executable, "-m", "lorapipe.model.gguf_export", "convert", *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -280,7 +280,7 @@ def test_export_pipeline_writes_smollm2_as_llama_cpp_does(experiments, smollm2_g
 
 
 def test_unknown_gguf_type_is_refused_with_its_key():
-    from lorapipe.cli import UserError
+    from lorapipe.core.cli import UserError
 
     with pytest.raises(UserError, match=r"export.gguf_types \['q4_k_m'\]: must be among f32, f16, bf16, q8_0"):
         params_of(ExportParams, gguf_types=["f16", "q4_k_m"])

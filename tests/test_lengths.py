@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lorapipe.lengths import coverage_budget, histogram_rows, length_summary, packed_examples, token_lengths
+from lorapipe.data.lengths import coverage_budget, histogram_rows, length_summary, packed_examples, token_lengths
 from tests.workspace import ROOT, assert_one_line_error, data_workspace, kept_read_only, stage
 
 TOKENIZE = {"prompt_tokens": 8, "response_tokens": 24, "seq_len": 128}

@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-from lorapipe.modeling import FULL_BYTES_PER_PARAM, full_finetune_refusal
+from lorapipe.model.modeling import FULL_BYTES_PER_PARAM, full_finetune_refusal
 from tests.workspace import (
     STUDY_RUN,
     assert_one_line_error,
@@ -36,11 +36,11 @@ def method_params(method: str, **sections: dict) -> dict:
 def test_each_method_trains_resumes_evaluates_exports_and_reloads(prepared, tmp_path, method):
     from transformers import AutoModelForCausalLM
 
-    from lorapipe.generation import generate_texts
-    from lorapipe.modeling import load_tokenizer, load_tuned_model
-    from lorapipe.params import EvalParams
-    from lorapipe.prompt import encode_prompts
-    from lorapipe.training_record import load_training_record, weight_files
+    from lorapipe.core.params import EvalParams
+    from lorapipe.data.prompt import encode_prompts
+    from lorapipe.model.generation import generate_texts
+    from lorapipe.model.modeling import load_tokenizer, load_tuned_model
+    from lorapipe.train.training_record import load_training_record, weight_files
 
     ws = copy_workspace(prepared, tmp_path / "ws")
     write_params(ws, **method_params(method))
@@ -84,10 +84,10 @@ def test_a_full_fine_tune_decodes_in_the_app_and_the_export_as_evaluate_did(prep
     from transformers import AutoModelForCausalLM
 
     from app import Describer
-    from lorapipe.generation import generate_texts
-    from lorapipe.modeling import load_tokenizer
-    from lorapipe.params import EvalParams, TokenizeParams
-    from lorapipe.prompt import encode_prompts
+    from lorapipe.core.params import EvalParams, TokenizeParams
+    from lorapipe.data.prompt import encode_prompts
+    from lorapipe.model.generation import generate_texts
+    from lorapipe.model.modeling import load_tokenizer
 
     ws = copy_workspace(prepared, tmp_path / "ws")
     write_params(ws, **method_params("full"), export={"dtype": "fp32", "gguf_types": ["f16"]})
@@ -121,7 +121,7 @@ def test_dora_on_an_8_bit_base_is_refused_on_the_cpu_in_one_line(prepared, tmp_p
 def test_a_full_fine_tune_says_in_one_line_which_lora_keys_it_ignores(tmp_path):
     """dvc.yaml tracks the lora section statically, so `-S lora.r=8` re-runs a full fine-tune: train says why
     that trains the same model (here on no data, which stops it next)."""
-    from lorapipe.params import LoraParams, unused_lora_keys
+    from lorapipe.core.params import LoraParams, unused_lora_keys
 
     assert unused_lora_keys(params_of(LoraParams)) is None  # lora, dora and rslora use every key
     write_params(tmp_path, lora={"method": "full"}, quant={"bits": 16})

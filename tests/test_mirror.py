@@ -13,8 +13,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from lorapipe.artifacts import TRAIN_LOG
-from lorapipe.mirror import CheckpointMirror
+from lorapipe.core.artifacts import TRAIN_LOG
+from lorapipe.train.mirror import CheckpointMirror
 from tests.workspace import (
     ROOT,
     S3_KEY_ID,
@@ -145,8 +145,8 @@ def test_a_mirrored_checkpoint_is_restored_into_the_run_folder(tmp_path, s3_endp
 def test_credentials_in_the_mirror_url_are_refused_in_one_line_and_never_printed(tmp_path, caplog):
     """ops.checkpoint_mirror is pushed with the results (settings.yaml): a URL with credentials is refused naming
     the file and the key. A mirror handed one anyway (a DVC remote's URL) prints it nowhere."""
-    from lorapipe.cli import UserError
-    from lorapipe.params import OpsParams
+    from lorapipe.core.cli import UserError
+    from lorapipe.core.params import OpsParams
     from tests.workspace import params_of
 
     secret = "Secret" * 4  # built at run time

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lorapipe.outbound import RESULTS
+from lorapipe.workspace.outbound import RESULTS
 from tests.http_server import serve_dagshub
 from tests.workspace import ROOT, S3_KEY_ID, S3_SECRET, SHORT_JOB, pushed_to_origin, sh, user_machine_env
 
@@ -43,7 +43,7 @@ def test_notebook_is_valid_nbformat_4():
 def test_notebook_commands_match_the_docs():
     readme = ROOT.joinpath("docs/colab.md").read_text()
     commands = shell_commands()
-    assert {"python scripts/remote.py --default", "python -m lorapipe.profiles colab"} <= set(commands)
+    assert {"python scripts/remote.py --default", "python -m lorapipe.workspace.profiles colab"} <= set(commands)
     templated = shell_commands(skip_templated=False)
     assert (
         "bash scripts/repro_and_push.sh {BRANCH}" in templated and "bash scripts/push_results.sh {BRANCH}" in templated
@@ -64,7 +64,7 @@ def test_notebook_gives_a_fresh_vm_a_git_identity_before_dvc_commits(repo, tmp_p
     """Colab's VM has no git identity: the notebook's own command gives the repo one before its
     `dvc exp run`, which can then commit the experiment, queued here (libgit2's path, which needs one)."""
     commands = shell_commands(skip_templated=False)
-    identity = "python -m lorapipe.git_identity"
+    identity = "python -m lorapipe.workspace.git_identity"
     [experiment] = [c for c in commands if c.startswith("dvc exp run")]
     assert commands.index(identity) < commands.index(experiment)
     assert commands.index(identity) < commands.index("python scripts/remote.py --default")  # before any commit
@@ -73,7 +73,7 @@ def test_notebook_gives_a_fresh_vm_a_git_identity_before_dvc_commits(repo, tmp_p
         sh(repo, "git", "config", "--local", "--unset-all", key, check=False)
     env = user_machine_env(tmp_path / "home")
     sh(repo, *identity.split(), env=env)
-    sh(repo, "python", "-m", "lorapipe.profiles", "colab", env=env)  # the notebook's edit, committed later
+    sh(repo, "python", "-m", "lorapipe.workspace.profiles", "colab", env=env)  # the notebook's edit, committed later
     sh(repo, *experiment.split(), "--queue", "-n", "colab", env=env)  # the notebook's, queued
     assert "colab" in sh(repo, "dvc", "queue", "status", env=env).stdout
     sh(repo, "dvc", "queue", "remove", "--all", env=env)
@@ -97,7 +97,7 @@ def test_notebook_logs_in_with_the_dagshub_client(repo, mlflow_server, s3_endpoi
     secrets = {"DAGSHUB_USER": "me", "DAGSHUB_REPO": "lorapipe", "DAGSHUB_TOKEN": token, "GITHUB_TOKEN": "unused"}
     colab = f"import subprocess, sys, types\nsecrets = {secrets!r}\n"
     colab += "sys.modules['google.colab'] = types.SimpleNamespace(userdata=types.SimpleNamespace(get=secrets.get))\n"
-    after = "\nfrom lorapipe.tracking import Tracker\ntracker = Tracker('colab-login')\n"
+    after = "\nfrom lorapipe.train.tracking import Tracker\ntracker = Tracker('colab-login')\n"
     after += "tracker.log_metrics({'colab_login': 1.0})\ntracker.finish()\nprint('run', tracker.mlflow_run_id)\n"
     routes = {"/me/lorapipe.mlflow": mlflow_server, "/me/lorapipe.s3": s3_endpoint}
     with serve_dagshub("me", token, routes) as dagshub:

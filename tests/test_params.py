@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from lorapipe.cli import UserError
-from lorapipe.params import (
+from lorapipe.core.cli import UserError
+from lorapipe.core.params import (
     FILE_OF,
     PARAM_FILES,
     SECTIONS,
@@ -26,7 +26,7 @@ from lorapipe.params import (
     parse_section,
     read_params_file,
 )
-from lorapipe.profiles import apply_profile
+from lorapipe.workspace.profiles import apply_profile
 from tests.workspace import (
     ROOT,
     assert_one_line_error,
@@ -156,7 +156,7 @@ def test_a_params_yaml_from_before_settings_yaml_is_one_line_naming_its_keys_and
     """A workspace whose params.yaml still holds `ops` and `export` (a merge that kept them, an old branch's
     file): every stage and profile stops in one line naming each key and settings.yaml, and nothing is written,
     rather than run on settings.yaml's values while params.yaml says otherwise."""
-    from lorapipe.profiles import apply_profile
+    from lorapipe.workspace.profiles import apply_profile
 
     params = default_params()
     write_param_files(tmp_path, params)
@@ -214,7 +214,7 @@ def test_profile_with_bad_value_leaves_params_untouched(tmp_path):
 
 
 def test_profile_command_takes_single_keys_too(tmp_path, monkeypatch):
-    from lorapipe.profiles import main
+    from lorapipe.workspace.profiles import main
 
     committed_files(tmp_path)
     monkeypatch.chdir(ROOT)  # profiles/ is found from the repository root
@@ -247,7 +247,7 @@ def test_a_tag_or_broken_yaml_in_a_profile_or_set_is_one_line(tmp_path, profile,
     source = ROOT / "profiles" / profile
     (tmp_path / "profiles/bad.yaml").write_text(source.read_text() if source.is_file() else profile)
     original = committed_files(tmp_path)
-    command = [sys.executable, "-m", "lorapipe.profiles", "bad", "--set", setting]
+    command = [sys.executable, "-m", "lorapipe.workspace.profiles", "bad", "--set", setting]
     result = subprocess.run(command, cwd=tmp_path, env=child_env(), capture_output=True, text=True)
     assert_one_line_error(result, message, "is not valid YAML")
     assert texts_in(tmp_path) == original
@@ -256,7 +256,7 @@ def test_a_tag_or_broken_yaml_in_a_profile_or_set_is_one_line(tmp_path, profile,
 
 def test_a_value_nested_thousands_deep_is_one_line_naming_the_key(tmp_path, monkeypatch):
     """`--set "lora.r=[[[[..."` 3,000 deep, or the same in params.yaml: no RecursionError, params.yaml untouched."""
-    from lorapipe.profiles import main
+    from lorapipe.workspace.profiles import main
 
     deep = "[" * 3000 + "]" * 3000
     original = committed_files(tmp_path)
@@ -273,9 +273,9 @@ def test_a_value_nested_thousands_deep_is_one_line_naming_the_key(tmp_path, monk
 
 def test_an_ops_edit_mid_run_stops_nothing_and_a_tracked_edit_still_does(tmp_path, monkeypatch):
     """What train checks at each log step: ops.* changes no output (no stage tracks settings.yaml)."""
-    from lorapipe.params import check_params_unchanged
+    from lorapipe.core.params import check_params_unchanged
 
-    monkeypatch.setattr("lorapipe.params._READ", {})  # this process's record of what it read: this test's only
+    monkeypatch.setattr("lorapipe.core.params._READ", {})  # this process's record of what it read: this test's only
     committed_files(tmp_path)
     load_params(TrainParams, tmp_path), load_params(OpsParams, tmp_path)
     settings, params = tmp_path / "settings.yaml", tmp_path / "params.yaml"
@@ -289,7 +289,7 @@ def test_an_ops_edit_mid_run_stops_nothing_and_a_tracked_edit_still_does(tmp_pat
 
 def test_one_flattener_serves_loaded_params_and_dvc_json_alike():
     """MLflow logs loaded params and the results page reads `dvc exp show`'s nested YAML: the same dotted keys."""
-    from lorapipe.params import flatten
+    from lorapipe.core.params import flatten
 
     raw = default_params()
     loaded = {section: parse_section(cls, raw[section]) for section, cls in SECTIONS.items()}
@@ -326,7 +326,7 @@ def test_a_params_mistake_is_reported_before_loading_torch(tmp_path, script, sec
     imported = {
         line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")
     }
-    assert "lorapipe.params" in imported
+    assert "lorapipe.core.params" in imported
     assert not imported & {"torch", "transformers", "peft"}
 
 
@@ -352,7 +352,7 @@ def test_params_are_read_as_dvc_reads_them(tmp_path):
 def test_a_profile_is_read_as_dvc_reads_params(tmp_path, monkeypatch):
     from dvc.utils.serialize import load_yaml
 
-    from lorapipe.profiles import main
+    from lorapipe.workspace.profiles import main
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "profiles").mkdir()

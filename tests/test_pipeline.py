@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lorapipe.artifacts import EVAL_DETAILS, EVAL_JSON, EVAL_SCORES, EXPORT_JSON, MERGED, TRAIN_DETAILS, TRAIN_JSON
-from lorapipe.corpus_metrics import corpus_bleu, perplexity
-from lorapipe.eval_files import read_scores
-from lorapipe.metric_files import EVAL_HEADLINE, TRAIN_HEADLINE, headline
-from lorapipe.record_ids import record_id
+from lorapipe.core.artifacts import EVAL_DETAILS, EVAL_JSON, EVAL_SCORES, EXPORT_JSON, MERGED, TRAIN_DETAILS, TRAIN_JSON
+from lorapipe.core.metric_files import EVAL_HEADLINE, TRAIN_HEADLINE, headline
+from lorapipe.core.record_ids import record_id
+from lorapipe.eval.corpus_metrics import corpus_bleu, perplexity
+from lorapipe.eval.eval_files import read_scores
 from lorapipe.reporting.compare import HEALTH, METRICS, columns, tuned_vs_base
 from tests.workspace import ran, sh
 

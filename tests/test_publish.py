@@ -12,7 +12,7 @@ import sys
 import pytest
 import yaml
 
-from lorapipe.artifacts import EXPORT_COMMAND
+from lorapipe.core.artifacts import EXPORT_COMMAND
 from tests.workspace import assert_one_line_error, child_env, free_port, params_of
 
 # Built at run time, so this file holds no credential-shaped string for the security scan to find.
@@ -157,8 +157,8 @@ def test_upload_needs_hf_token_and_fails_in_one_line_without_leaking_it(experime
 def test_publish_reads_the_metrics_as_json_so_every_score_is_a_number(tiny_model_dir, tmp_path):
     """json.dumps writes a small score as `5e-05`, which YAML 1.1 (PyYAML) reads as a string: the card's
     scores table and the Hub's model-index get numbers."""
-    from lorapipe.params import LoraParams, QuantParams, TrainParams
-    from lorapipe.training_record import ADAPTER_FILES, TrainingRecord, save_training_record
+    from lorapipe.core.params import LoraParams, QuantParams, TrainParams
+    from lorapipe.train.training_record import ADAPTER_FILES, TrainingRecord, save_training_record
     from tests.workspace import committed_params_text
 
     trained = tmp_path / "models/trained"
@@ -195,10 +195,10 @@ def test_bad_repo_id_and_missing_run_are_one_line_errors(tmp_path):
 
 def card_facts(origin: dict, merged: bool, base: tuple[str, str] | None = None, bits: int = 4, method: str = "lora"):
     """The card's facts of a run, built as publish builds them from the run's files."""
-    from lorapipe.decoding import decoding_record
-    from lorapipe.params import EvalParams, LoraParams, QuantParams, TrainParams
+    from lorapipe.core.params import EvalParams, LoraParams, QuantParams, TrainParams
+    from lorapipe.model.decoding import decoding_record
     from lorapipe.reporting.model_card import BaseModel, BaseOrigin, CardFacts
-    from lorapipe.training_record import TrainingRecord
+    from lorapipe.train.training_record import TrainingRecord
 
     scores = {"base": {"bleu": 1.5, "rougeL": 0.1, "perplexity": 30.0}, "samples": 32}
     scores["tuned"] = {"bleu": 4.25, "rougeL": 0.215, "perplexity": 12.5}
@@ -258,7 +258,7 @@ def test_card_of_a_hub_base_names_it_in_the_metadata_and_asks_only_for_what_load
 
 def test_card_cites_the_commit_only_when_its_params_are_the_trained_ones(tmp_path, monkeypatch):
     from lorapipe.reporting.publish import trained_at
-    from lorapipe.training_record import training_record_from
+    from lorapipe.train.training_record import training_record_from
     from tests.workspace import commit, default_params, sh, write_param_files
 
     params = default_params()
@@ -280,8 +280,8 @@ def test_card_loads_the_base_with_the_quantization_config_training_used(bits):
     import torch
     from transformers import BitsAndBytesConfig
 
-    from lorapipe.modeling import quantization_config
-    from lorapipe.params import QuantParams
+    from lorapipe.core.params import QuantParams
+    from lorapipe.model.modeling import quantization_config
     from lorapipe.reporting.model_card import model_card
 
     card = model_card(card_facts(HUB_BASE, merged=False, base=(HUB_BASE["name"], "12fd25f7"), bits=bits))
@@ -293,8 +293,8 @@ def test_card_loads_the_base_with_the_quantization_config_training_used(bits):
 def test_card_renders_the_decoding_record_in_its_snippet_and_llama_cpp_line():
     import dataclasses
 
-    from lorapipe.decoding import decoding_record
-    from lorapipe.params import EvalParams
+    from lorapipe.core.params import EvalParams
+    from lorapipe.model.decoding import decoding_record
     from lorapipe.reporting.model_card import model_card
 
     sampling = params_of(EvalParams, do_sample=True, temperature=0.7, top_p=0.9, max_new_tokens=64)

@@ -24,9 +24,9 @@ from tests.workspace import (
 def test_bits_train_and_evaluate_end_to_end(prepared, tmp_path, bits):
     from peft import PeftModel
 
-    from lorapipe.modeling import load_model, load_tuned_model
-    from lorapipe.params import QuantParams
-    from lorapipe.training_record import load_training_record
+    from lorapipe.core.params import QuantParams
+    from lorapipe.model.modeling import load_model, load_tuned_model
+    from lorapipe.train.training_record import load_training_record
 
     ws = copy_workspace(prepared, tmp_path / "ws")
     write_params(ws, data={"url": "data/trn.json.gz"}, **STUDY_RUN, quant={"bits": bits})

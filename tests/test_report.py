@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
-from lorapipe.artifacts import EVAL_DETAILS, EVAL_JSON, EVAL_SAMPLES, EVAL_SCORES, TRAIN_DETAILS
-from lorapipe.metric_files import EVAL_HEADLINE, write_numbers
+from lorapipe.core.artifacts import EVAL_DETAILS, EVAL_JSON, EVAL_SAMPLES, EVAL_SCORES, TRAIN_DETAILS
+from lorapipe.core.metric_files import EVAL_HEADLINE, write_numbers
 from lorapipe.reporting.charts import LOSS_LOGS, loss_spec
 from lorapipe.reporting.report import THIS, code, escape_cell, samples_table
 from lorapipe.reporting.results_page import cell as results_cell
@@ -449,10 +449,10 @@ EVAL_RESULT = {
 
 @pytest.mark.parametrize("per_sample", [True, False], ids=["with-per-sample-scores", "record-only"])
 def test_summary_and_model_card_print_one_scores_table(tmp_path, per_sample):
-    from lorapipe.decoding import decoding_record
-    from lorapipe.params import EvalParams, LoraParams, QuantParams, TrainParams
+    from lorapipe.core.params import EvalParams, LoraParams, QuantParams, TrainParams
+    from lorapipe.model.decoding import decoding_record
     from lorapipe.reporting.model_card import BaseOrigin, CardFacts, model_card
-    from lorapipe.training_record import TrainingRecord
+    from lorapipe.train.training_record import TrainingRecord
 
     (tmp_path / "metrics").mkdir()
     (tmp_path / EVAL_DETAILS).write_text(json.dumps(EVAL_RESULT))

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lorapipe.params import PARAM_FILES
+from lorapipe.core.params import PARAM_FILES
 from tests.git_server import serve_git
 from tests.workspace import (
     ROOT,
@@ -93,7 +93,7 @@ def test_each_stage_reaches_origin_and_a_new_machine_runs_none_again(tmp_path, t
         sh(teammate, "dvc", "artifacts", "get", str(origin), name, "-o", f"models/{name}", *remote, env=fetch_env)
     assert_same_files(teammate / "models/trained", clone / "models/trained")
     from app import Describer
-    from lorapipe.params import EvalParams, TokenizeParams, load_params
+    from lorapipe.core.params import EvalParams, TokenizeParams, load_params
 
     describer = Describer(teammate / "models", load_params(TokenizeParams, clone).prompt_tokens)
     sample = json.loads((clone / "metrics/eval_samples.jsonl").read_text().splitlines()[0])
@@ -125,7 +125,7 @@ def results_repo(tmp_path_factory) -> Path:
     sh(root, "git", "init", "-q", "--bare", str(origins / "origin.git"))
     repo.mkdir()
     sh(repo, "git", "init", "-q")
-    sh(repo, "python", "-m", "lorapipe.git_identity")  # DVC commits the experiments
+    sh(repo, "python", "-m", "lorapipe.workspace.git_identity")  # DVC commits the experiments
     sh(repo, "dvc", "init", "-q")
     sh(repo, "dvc", "remote", "add", "-q", "-d", "local", "../store")
     for name in PARAM_FILES:
@@ -142,7 +142,7 @@ def results_repo(tmp_path_factory) -> Path:
     (repo / "README.md").write_text("the next commit\n")
     sh(repo, "git", "add", "README.md")
     sh(repo, "git", "commit", "-qm", "next")  # the results stay uncommitted, for push_results.sh
-    settings = repo / "settings.yaml"  # as `python -m lorapipe.profiles colab` leaves it
+    settings = repo / "settings.yaml"  # as `python -m lorapipe.workspace.profiles colab` leaves it
     settings.write_text(settings.read_text().replace("checkpoint_mirror: ''", "checkpoint_mirror: remote"))
     sh(repo, "dvc", "exp", "save", "-q", "-n", "this-exp")
     return root

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from lorapipe.artifacts import EVAL_DETAILS, EVAL_SCORES, TRAIN_LOG, VAL_LOG
+from lorapipe.core.artifacts import EVAL_DETAILS, EVAL_SCORES, TRAIN_LOG, VAL_LOG
 from lorapipe.reporting.results_page import samples_table
 from tests.browser import save_screenshot
 from tests.workspace import sh

@@ -1,4 +1,4 @@
-"""The names a report's `--base` and `--run` take (lorapipe.vcs.resolve_revision): git revisions, experiment
+"""The names a report's `--base` and `--run` take (lorapipe.core.vcs.resolve_revision): git revisions, experiment
 names and `workspace`, on a small git repo with hand-made experiment refs; then once on a real DVC queue, whose
 experiment stays unresolvable until it ran. The report of real experiments by name: tests/test_report.py."""
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lorapipe.cli import UserError
-from lorapipe.vcs import QUEUE_STASH, Revision, resolve_revision
+from lorapipe.core.cli import UserError
+from lorapipe.core.vcs import QUEUE_STASH, Revision, resolve_revision
 from tests.workspace import assert_one_line_error, commit, sh
 
 
@@ -110,7 +110,7 @@ def test_a_queued_experiment_resolves_once_it_ran(tmp_path, monkeypatch):
     assert sh(repo, "git", "show", f"{ran.commit}:out.txt").stdout == "x: 2\n"
     baseline = head(repo)
     refs = sh(repo, "git", "for-each-ref", "--format=%(refname)", "refs/exps/").stdout.split()
-    assert f"refs/exps/{baseline[:2]}/{baseline[2:]}/later" in refs  # the layout lorapipe.vcs reads
+    assert f"refs/exps/{baseline[:2]}/{baseline[2:]}/later" in refs  # the layout lorapipe.core.vcs reads
 
 
 def test_the_workspace_with_uncommitted_changes_is_not_named_as_its_head_commit(history):

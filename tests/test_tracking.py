@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lorapipe.artifacts import EVAL_SCORES, PATHS
+from lorapipe.core.artifacts import EVAL_SCORES, PATHS
 from tests.workspace import (
     child_env,
     commit,
@@ -109,7 +109,7 @@ def test_train_and_evaluate_log_one_run_to_a_real_server(workspace, mlflow_serve
 def test_a_query_token_in_the_tracking_uri_reaches_no_log_line(tmp_path):
     """A server that is down: urllib3's retry line and our warning quote the URI's query, without its scheme."""
     uri = f"http://127.0.0.1:{free_port()}/?token={SECRET}&sessionid={SECRET}"
-    code = "from lorapipe.cli import run_cli\nfrom lorapipe.tracking import Tracker\n"
+    code = "from lorapipe.core.cli import run_cli\nfrom lorapipe.train.tracking import Tracker\n"
     code += "run_cli(lambda: Tracker('train').finish())"  # logging as every entry point sets it up
     result = subprocess.run(
         [sys.executable, "-c", code],
@@ -127,7 +127,7 @@ def test_a_query_token_in_the_tracking_uri_reaches_no_log_line(tmp_path):
 def test_mlflow_tags_and_params_never_hold_a_credential(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from lorapipe.tracking import Tracker
+    from lorapipe.train.tracking import Tracker
 
     store = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.chdir(tmp_path)
@@ -145,7 +145,7 @@ def test_an_experiment_s_run_names_its_baseline_and_the_uncommitted_params(tmp_p
     """`dvc exp run -S lora.r=8` trains on HEAD plus an uncommitted params.yaml: the tags say both."""
     from mlflow.tracking import MlflowClient
 
-    from lorapipe.tracking import Tracker
+    from lorapipe.train.tracking import Tracker
 
     (tmp_path / "params.yaml").write_text("lora:\n  r: 16\n")
     sh(tmp_path, "git", "init", "-q")

@@ -18,9 +18,9 @@ import pytest
 import torch
 import yaml
 
-from lorapipe.checkpoints import TrainState, list_checkpoints, resume_checkpoint, save_checkpoint
-from lorapipe.packing import read_rows
-from lorapipe.training import lr_factor, micro_batch_rows, total_steps
+from lorapipe.data.packing import read_rows
+from lorapipe.train.checkpoints import TrainState, list_checkpoints, resume_checkpoint, save_checkpoint
+from lorapipe.train.training import lr_factor, micro_batch_rows, total_steps
 from tests.workspace import (
     ROOT,
     TUNED,
@@ -69,9 +69,9 @@ def test_every_lora_weight_changed_and_adapter_reloads_and_generates(tuned_works
     from peft import PeftModel
     from safetensors.torch import load_file
 
-    from lorapipe.modeling import add_lora, load_model, load_tokenizer
-    from lorapipe.params import LoraParams, OpsParams, TrainParams
-    from lorapipe.training import TrainConfig, TrainData, train
+    from lorapipe.core.params import LoraParams, OpsParams, TrainParams
+    from lorapipe.model.modeling import add_lora, load_model, load_tokenizer
+    from lorapipe.train.training import TrainConfig, TrainData, train
 
     ws = tuned_workspace
     weights = load_file(ws / "models/trained/adapter_model.safetensors")
@@ -109,8 +109,8 @@ def test_merged_tuned_model_matches_the_training_time_model(tuned_workspace):
     """Evaluation's merged model computes what the nf4 base + adapter computed in training."""
     from peft import PeftModel
 
-    from lorapipe.modeling import load_model, load_tuned_model
-    from lorapipe.params import QuantParams
+    from lorapipe.core.params import QuantParams
+    from lorapipe.model.modeling import load_model, load_tuned_model
 
     cpu, base, adapter = torch.device("cpu"), tuned_workspace / "models/base", tuned_workspace / "models/trained"
     trained = PeftModel.from_pretrained(load_model(base, torch.float32, cpu, params_of(QuantParams)), adapter)
@@ -178,9 +178,9 @@ def test_a_stop_requested_mid_step_saves_that_step(tuned_workspace, tiny_model_d
     """A stop asked for during step 3's validation is taken at the end of the next step, which is saved."""
     from transformers import AutoModelForCausalLM
 
-    from lorapipe.modeling import add_lora
-    from lorapipe.params import LoraParams, OpsParams, TrainParams
-    from lorapipe.training import GracefulStop, Hooks, Stopped, TrainConfig, TrainData, train
+    from lorapipe.core.params import LoraParams, OpsParams, TrainParams
+    from lorapipe.model.modeling import add_lora
+    from lorapipe.train.training import GracefulStop, Hooks, Stopped, TrainConfig, TrainData, train
 
     rows = read_rows(tuned_workspace / "data/tokenized/train.parquet")
     params = params_of(TrainParams, **{**TRAIN, "max_steps": 6, "eval_every": 3})
@@ -207,10 +207,10 @@ def test_a_stop_requested_mid_step_saves_that_step(tuned_workspace, tiny_model_d
 def test_a_step_out_of_memory_ends_in_one_line_naming_what_to_lower(tmp_path):
     """An allocator that gives out mid-step (CUDA's OutOfMemoryError, the CPU's RuntimeError) becomes a
     UserError saying which params to lower, not a traceback; any other error is left alone."""
-    from lorapipe.cli import UserError
-    from lorapipe.packing import PackedRow
-    from lorapipe.params import OpsParams, TrainParams
-    from lorapipe.training import TrainConfig, TrainData, train
+    from lorapipe.core.cli import UserError
+    from lorapipe.core.params import OpsParams, TrainParams
+    from lorapipe.data.packing import PackedRow
+    from lorapipe.train.training import TrainConfig, TrainData, train
 
     class Failing(torch.nn.Module):
         def __init__(self, error: Exception) -> None:
@@ -247,8 +247,8 @@ def test_changed_params_do_not_resume_a_foreign_checkpoint(tuned_copy):
 def test_corrupt_newest_checkpoint_falls_back_to_previous(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from lorapipe.modeling import add_lora
-    from lorapipe.params import LoraParams
+    from lorapipe.core.params import LoraParams
+    from lorapipe.model.modeling import add_lora
 
     model = add_lora(
         AutoModelForCausalLM.from_pretrained(tiny_model_dir), params_of(LoraParams, r=2), False, quantized=False
@@ -267,8 +267,8 @@ def test_a_foreign_newest_checkpoint_falls_back_to_the_runs_own(tiny_model_dir, 
     """Another run's checkpoint (a stray copy, a mirror's) newest in the folder: skipped, not a fresh start."""
     from transformers import AutoModelForCausalLM
 
-    from lorapipe.modeling import add_lora
-    from lorapipe.params import LoraParams
+    from lorapipe.core.params import LoraParams
+    from lorapipe.model.modeling import add_lora
 
     model = add_lora(
         AutoModelForCausalLM.from_pretrained(tiny_model_dir), params_of(LoraParams, r=2), False, quantized=False
@@ -286,9 +286,9 @@ def test_resume_after_validation_on_the_save_step_trains_the_same_numbers(tuned_
     resumed trains exactly the losses of an uninterrupted one. bitsandbytes' CPU kernel would repack the
     4-bit weights at the first validation and round their scales at the save, so only the uninterrupted
     run would go on with rounded weights."""
-    from lorapipe.modeling import add_lora, load_model
-    from lorapipe.params import LoraParams, OpsParams, QuantParams, TrainParams
-    from lorapipe.training import GracefulStop, Hooks, Stopped, TrainConfig, TrainData, train
+    from lorapipe.core.params import LoraParams, OpsParams, QuantParams, TrainParams
+    from lorapipe.model.modeling import add_lora, load_model
+    from lorapipe.train.training import GracefulStop, Hooks, Stopped, TrainConfig, TrainData, train
 
     rows = read_rows(tuned_workspace / "data/tokenized/train.parquet")
     params = params_of(TrainParams, **{**TRAIN, "max_steps": 12, "eval_every": 6})
@@ -327,10 +327,10 @@ def test_a_killed_fp16_run_resumes_with_its_gradient_scaler_to_the_uninterrupted
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from lorapipe.checkpoints import OPTIMIZER_FILE, resumable_state
-    from lorapipe.modeling import add_lora
-    from lorapipe.params import LoraParams, OpsParams, TrainParams
-    from lorapipe.training import GracefulStop, Hooks, Stopped, TrainConfig, TrainData, train
+    from lorapipe.core.params import LoraParams, OpsParams, TrainParams
+    from lorapipe.model.modeling import add_lora
+    from lorapipe.train.checkpoints import OPTIMIZER_FILE, resumable_state
+    from lorapipe.train.training import GracefulStop, Hooks, Stopped, TrainConfig, TrainData, train
 
     rows = read_rows(tuned_workspace / "data/tokenized/train.parquet")
     params = params_of(TrainParams, **{**TRAIN, "max_steps": 6, "grad_accum": 1, "lr": 0.002, "eval_every": 100})
@@ -389,8 +389,8 @@ def test_edited_training_code_never_resumes_the_old_codes_checkpoint(tuned_works
     code = tmp_path / "code"
     for package in ("stages", "lorapipe"):
         shutil.copytree(ROOT / package, code / package, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", code)  # the paths block the code reads (lorapipe.artifacts)
-    training = code / "lorapipe/training.py"
+    shutil.copy(ROOT / "dvc.yaml", code)  # the paths block the code reads (lorapipe.core.artifacts)
+    training = code / "lorapipe/train/training.py"
     source = training.read_text()
     edited = source.replace(
         '    """Linear warmup, then cosine or linear decay to zero (or constant)."""\n',
@@ -460,7 +460,7 @@ def test_schedule_and_batches_are_pure_functions_of_the_step():
 
 
 def test_total_steps_from_epochs_or_max_steps():
-    from lorapipe.params import TrainParams
+    from lorapipe.core.params import TrainParams
 
     assert total_steps(100, params_of(TrainParams, epochs=1, micro_batch=4, grad_accum=5)) == 5
     assert total_steps(100, params_of(TrainParams, epochs=2.5, micro_batch=4, grad_accum=5)) == 13
@@ -529,8 +529,8 @@ def test_precision_auto_is_fp16_below_compute_capability_8_and_bf16_from_it(monk
     """A T4 (compute capability 7.5), where torch's own check says bf16 is supported because it counts
     emulation: fp16 for training, decoding and export. An A100 (8.0): bf16. Faked at torch's functions, which
     read_hardware alone calls; the committed params leave the choice to it."""
-    from lorapipe.modeling import USES, pick_dtype
-    from lorapipe.params import ExportParams, TrainParams
+    from lorapipe.core.params import ExportParams, TrainParams
+    from lorapipe.model.modeling import USES, pick_dtype
 
     gpu = {"name": "Tesla T4", "capability": (7, 5)}
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: gpu["name"])
@@ -553,8 +553,8 @@ def test_precision_auto_is_fp16_below_compute_capability_8_and_bf16_from_it(monk
 def test_a_resumed_run_keeps_its_dtype_where_the_device_computes_it_and_is_refused_in_one_line_where_not():
     """A T4's fp16 run resumed on an L4 goes on in fp16 (auto would pick bf16 there); an A100's bf16 run
     resumed on a T4 is refused; the CPU computes every dtype."""
-    from lorapipe.cli import UserError
-    from lorapipe.modeling import Hardware, choose_dtype
+    from lorapipe.core.cli import UserError
+    from lorapipe.model.modeling import Hardware, choose_dtype
 
     t4, l4 = Hardware("cuda", "Tesla T4", (7, 5)), Hardware("cuda", "NVIDIA L4", (8, 9))
     assert choose_dtype("auto", l4, "train")[0] == torch.bfloat16

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lorapipe.artifacts import EVAL_SCORES, EXPORT_COMMAND, EXPORT_JSON
-from lorapipe.demo import NEXT_STEPS
+from lorapipe.core.artifacts import EVAL_SCORES, EXPORT_COMMAND, EXPORT_JSON
+from lorapipe.workspace.demo import NEXT_STEPS
 from tests.workspace import (
     QUICK_RUN,
     ROOT,

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from lorapipe.artifacts import BASE, PATHS, TRAIN_LOG
+from lorapipe.core.artifacts import BASE, PATHS, TRAIN_LOG
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOLLM2_GGUF = ROOT / ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -80,7 +80,7 @@ def default_params() -> dict:
     """The real run: every section of params.yaml and settings.yaml as committed (real_run_commit), the one
     home of every default. Not the working copies, which `make demo` rewrites with the offline profile and
     `dvc exp run -S` with an experiment's values."""
-    from lorapipe.params import PARAM_FILES, parse_yaml
+    from lorapipe.core.params import PARAM_FILES, parse_yaml
 
     return {
         section: values
@@ -94,7 +94,7 @@ def real_run_commit(repo: Path = ROOT) -> str:
     """The commit whose params files hold the real run: the newest of HEAD's first-parent history that `make
     demo` did not make. So the tests read the same defaults on `main`, on the demo's branch (whose commits
     hold the offline profile and its results) and with any uncommitted edit."""
-    from lorapipe.demo import COMMIT_PREFIX
+    from lorapipe.workspace.demo import COMMIT_PREFIX
 
     log = subprocess.run(
         ["git", "log", "--first-parent", "--format=%H %s", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
@@ -117,7 +117,7 @@ def committed_params_text(name: str = "params.yaml") -> str:
 
 def write_param_files(ws: Path, params: dict[str, dict[str, Any]]) -> None:
     """Each section of `params` into the file that holds it (params.yaml or settings.yaml), without comments."""
-    from lorapipe.params import FILE_OF, PARAM_FILES
+    from lorapipe.core.params import FILE_OF, PARAM_FILES
 
     for name in PARAM_FILES:
         sections = {section: values for section, values in params.items() if FILE_OF[section] == name}
@@ -126,7 +126,7 @@ def write_param_files(ws: Path, params: dict[str, dict[str, Any]]) -> None:
 
 def update_params(ws: Path, sections: dict[str, dict[str, Any]]) -> None:
     """The params files in `ws` with `sections`' keys set (each in the file that holds it), comments dropped."""
-    from lorapipe.params import PARAM_FILES
+    from lorapipe.core.params import PARAM_FILES
 
     params = {
         section: values for name in PARAM_FILES for section, values in yaml.safe_load((ws / name).read_text()).items()
@@ -175,8 +175,10 @@ def copy_tree(repo: Path) -> Path:
     """A clone-like copy of the working tree in `repo`, with default params + the offline profile, committed."""
     copy_checkout(repo)
     sh(repo, "git", "init", "-q")
-    sh(repo, "python", "-m", "lorapipe.git_identity")  # as make demo and the notebook do: DVC commits experiments
-    sh(repo, "python", "-m", "lorapipe.profiles", "offline")
+    sh(
+        repo, "python", "-m", "lorapipe.workspace.git_identity"
+    )  # as make demo and the notebook do: DVC commits experiments
+    sh(repo, "python", "-m", "lorapipe.workspace.profiles", "offline")
     commit(repo, "offline profile")
     return repo
 
@@ -401,7 +403,7 @@ def stage_args(name: str, metrics: str | Path = "metrics", **paths: str | Path) 
 
 def params_of(cls: type[T], **overrides: Any) -> T:
     """`cls`'s section of its committed file (where every default lives), with `overrides`, validated."""
-    from lorapipe.params import FILE_OF, SECTION_OF, parse_section
+    from lorapipe.core.params import FILE_OF, SECTION_OF, parse_section
 
     section = SECTION_OF[cls]
     return parse_section(

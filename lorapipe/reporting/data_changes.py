@@ -26,13 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lorapipe.artifacts import PATHS
-from lorapipe.clean_rules import LIMITS, REASONS, NearLimit, length_decision
-from lorapipe.cli import UserError
-from lorapipe.eval_files import parse_jsonl
-from lorapipe.params import CleanParams, flatten, parse_section, parse_yaml
+from lorapipe.core.artifacts import PATHS
+from lorapipe.core.cli import UserError
+from lorapipe.core.params import CleanParams, flatten, parse_section, parse_yaml
+from lorapipe.core.vcs import read_file
+from lorapipe.data.clean_rules import LIMITS, REASONS, NearLimit, length_decision
+from lorapipe.eval.eval_files import parse_jsonl
 from lorapipe.reporting.compare import pair_up
-from lorapipe.vcs import read_file
 
 DVC_LOCK = Path("dvc.lock")
 # Each data stage of dvc.yaml: (its data output, its bookkeeping file), as named in dvc.yaml's paths block.

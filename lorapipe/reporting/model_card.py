@@ -10,12 +10,12 @@ from typing import Any
 
 import yaml
 
-from lorapipe.decoding import llama_cpp_settings
-from lorapipe.params import QuantParams
-from lorapipe.prompt import INSTRUCTION, PLAIN_TEMPLATE
+from lorapipe.core.params import QuantParams
+from lorapipe.data.prompt import INSTRUCTION, PLAIN_TEMPLATE
+from lorapipe.model.decoding import llama_cpp_settings
 from lorapipe.reporting.compare import HEADLINE, METRICS
 from lorapipe.reporting.scores_table import markdown_table, score_rows
-from lorapipe.training_record import METHOD_NAMES, TrainingRecord, what_is_trained
+from lorapipe.train.training_record import METHOD_NAMES, TrainingRecord, what_is_trained
 
 SYNTHETIC_MARK = "data/synthetic/"
 EXAMPLE_TITLE = "Stainless Steel Travel Mug, 16 oz"
@@ -84,7 +84,7 @@ class CardFacts:
     origin: BaseOrigin  # where the trained-on base came from
     params: dict[str, Any]
     trained: TrainingRecord  # what was trained (the adapter's train_params.json), not today's params.yaml
-    decoding: dict[str, Any]  # the decoding record (lorapipe.decoding.decoding_record) evaluate used
+    decoding: dict[str, Any]  # the decoding record (lorapipe.model.decoding.decoding_record) evaluate used
     chat_template: bool  # the tokenizer has one; else PLAIN_TEMPLATE
     prompt_example: str  # the exact prompt of EXAMPLE_TITLE
     download: dict  # metrics/download.json: the raw file's sha256

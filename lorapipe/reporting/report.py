@@ -5,7 +5,7 @@
     python -m lorapipe.reporting.report --base main --run r8   # an experiment (queued or not) against main
 
 It compares the run (`--run`: the workspace unless named) against the base revision (`--base`), each a
-branch, tag, sha, experiment name or `workspace` (lorapipe.vcs.resolve_revision). It opens with what
+branch, tag, sha, experiment name or `workspace` (lorapipe.core.vcs.resolve_revision). It opens with what
 changed in the data (lorapipe.reporting.data_changes; one line when nothing did), then one line per
 headline metric (better / worse / no clear change) for the run's tuned model against the base revision's,
 resampled over the test samples both scored
@@ -29,16 +29,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lorapipe.artifacts import EVAL_DETAILS, EVAL_SCORES
-from lorapipe.cli import run_cli
-from lorapipe.credentials import redact, url_credentials
-from lorapipe.eval_files import has_health, read_eval_run, read_samples, read_scores
-from lorapipe.metric_files import records_diff
+from lorapipe.core.artifacts import EVAL_DETAILS, EVAL_SCORES
+from lorapipe.core.cli import run_cli
+from lorapipe.core.credentials import redact, url_credentials
+from lorapipe.core.metric_files import records_diff
+from lorapipe.core.vcs import WORKSPACE, Revision, dvc_json, git, resolve_revision
+from lorapipe.eval.eval_files import has_health, read_eval_run, read_samples, read_scores
 from lorapipe.reporting import data_changes
 from lorapipe.reporting.charts import LOSS_LOGS, loss_spec, png, scores_spec
 from lorapipe.reporting.compare import HEADLINE, HEALTH, METRICS, pair_up, run_vs_run, tuned_vs_base
 from lorapipe.reporting.scores_table import HEALTH_NOTE, ScoreRow, markdown_table, score_rows
-from lorapipe.vcs import WORKSPACE, Revision, dvc_json, git, resolve_revision
 
 THIS = "this revision"  # the workspace, as the report names it
 SAMPLE_COLUMNS = ("title", "reference", "base", "tuned")  # an eval_samples.jsonl row's texts, as tables show them
@@ -74,7 +74,7 @@ IMAGE_MISSING = (
 
 def visible_text(text: str) -> str:
     """`text` as the report, its job summary and the results page show it: credentials redacted
-    (lorapipe.credentials.redact), each bidirectional or control character replaced by U+FFFD, so it
+    (lorapipe.core.credentials.redact), each bidirectional or control character replaced by U+FFFD, so it
     reads in the order it is stored and nothing in it is invisible."""
     return _UNSHOWN.sub("\ufffd", redact(text))
 

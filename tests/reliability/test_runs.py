@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lorapipe.artifacts import TRAIN_DETAILS, TRAIN_LOG
+from lorapipe.core.artifacts import TRAIN_DETAILS, TRAIN_LOG
 from tests.workspace import child_env, commit, copy_tree, copy_workspace, dvc_stages, ran, sh, update_params, wait_for
 
 QUICK = {

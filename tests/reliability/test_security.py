@@ -80,7 +80,7 @@ def test_code_that_comes_with_a_model_never_runs(tiny_model_dir, tmp_path, monke
     on the terminal and the user would answer yes."""
     import torch
 
-    from lorapipe.modeling import load_model, load_tokenizer
+    from lorapipe.model.modeling import load_model, load_tokenizer
 
     marker = tmp_path / "code-ran"
     folder = model_with_custom_code(tiny_model_dir, tmp_path / "custom", marker)
@@ -98,10 +98,10 @@ def test_pickled_weights_are_never_unpickled(tiny_model_dir, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from lorapipe.checkpoints import OPTIMIZER_FILE, TrainState, resume_checkpoint, save_checkpoint
-    from lorapipe.cli import UserError
-    from lorapipe.modeling import load_model, load_tuned_model
-    from lorapipe.params import QuantParams
+    from lorapipe.core.cli import UserError
+    from lorapipe.core.params import QuantParams
+    from lorapipe.model.modeling import load_model, load_tuned_model
+    from lorapipe.train.checkpoints import OPTIMIZER_FILE, TrainState, resume_checkpoint, save_checkpoint
     from tests.workspace import assert_one_line_error, write_params
 
     marker = tmp_path / "unpickled"
@@ -220,7 +220,9 @@ def test_credentials_in_data_url_stop_the_pipeline_before_anything_records_them(
     password, token = SECRETS["MLFLOW_TRACKING_PASSWORD"], SECRETS["DAGSHUB_TOKEN"]
     url = f"https://alice:{password}@data.example/trn.json.gz?token={token}"
     before = (repo / "params.yaml").read_text()
-    profile = sh(repo, sys.executable, "-m", "lorapipe.profiles", "offline", "--set", f"data.url={url}", check=False)
+    profile = sh(
+        repo, sys.executable, "-m", "lorapipe.workspace.profiles", "offline", "--set", f"data.url={url}", check=False
+    )
     assert_one_line_error(profile, "data.url holds credentials (user:password@, ?token=)", "LORAPIPE_DATA_TOKEN")
     assert (repo / "params.yaml").read_text() == before
 
@@ -252,11 +254,11 @@ def test_data_text_never_becomes_a_special_token(name, request):
     """Title and description go through the cleaner and every encoding that sees them (tokenize, the evaluate
     and generate_base prompts, the lengths stage, the app): what they spell stays text, on both demo
     tokenizers; the template's own special tokens stay; and the bidi isolates are gone."""
-    from lorapipe.cleaning import parse_line
-    from lorapipe.evaluation import eval_prompts
-    from lorapipe.lengths import prompt_lengths
-    from lorapipe.params import CleanParams
-    from lorapipe.prompt import encode_examples, encode_prompts
+    from lorapipe.core.params import CleanParams
+    from lorapipe.data.cleaning import parse_line
+    from lorapipe.data.lengths import prompt_lengths
+    from lorapipe.data.prompt import encode_examples, encode_prompts
+    from lorapipe.eval.evaluation import eval_prompts
 
     tokenizer = request.getfixturevalue(name)
     title, content = parse_line(
@@ -288,7 +290,7 @@ def test_data_text_never_becomes_a_special_token(name, request):
 def test_ordinary_text_keeps_its_token_ids(name, request):
     """Titles and descriptions that spell no special token: the ids the whole prompt always had, also in a
     batch beside one that does."""
-    from lorapipe.prompt import build_prompt, encode_prompts, encode_texts
+    from lorapipe.data.prompt import build_prompt, encode_prompts, encode_texts
 
     tokenizer = request.getfixturevalue(name)
     titles = ["Acme Stainless Steel Travel Mug 16oz", "Oak Desk, 120 x 60 cm, naïve café style", "<b>Bold</b> & <i>"]
@@ -302,7 +304,7 @@ def test_ordinary_text_keeps_its_token_ids(name, request):
 def test_query_tokens_session_ids_and_signatures_are_redacted_wherever_a_url_is_quoted():
     """Also where a library quotes a URL without its scheme (urllib3: `Max retries exceeded with url:
     /?token=...`) and in `;jsessionid=` path parameters; the parts our own messages name stay readable."""
-    from lorapipe.credentials import redact, url_credentials
+    from lorapipe.core.credentials import redact, url_credentials
 
     secret = "Secret" * 4  # built at run time
     for name in ("token", "access_token", "api_key", "key", "sig", "X-Amz-Signature", "sessionid", "session_id"):
