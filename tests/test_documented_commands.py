@@ -76,3 +76,12 @@ def test_every_test_the_docs_name_exists():
     named = {ref for page in DOCS for ref in re.findall(r"(tests/[\w/]+\.py)::(\w+\*?)", page.read_text())}
     missing = [f"{path}::{name}" for path, name in sorted(named) if not defines(path, name)]
     assert named and not missing, missing
+
+
+def test_the_readme_links_every_docs_page_and_stays_a_guide():
+    readme = (ROOT / "README.md").read_text()
+    assert {f"docs/{page.name}" for page in (ROOT / "docs").glob("*.md")} <= set(
+        re.findall(r"\]\((docs/[\w-]+\.md)\)", readme)
+    )
+    lines = readme.splitlines()
+    assert len(lines) <= 250 and lines.index("## Two commands") < 40

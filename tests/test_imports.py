@@ -114,4 +114,6 @@ def test_no_test_imports_another_test_module_or_a_benchmark():
     """Shared test code lives in tests/workspace.py (and the fixtures in tests/conftest.py)."""
     graph = import_graph()
     tests = {m: ts for m, ts in graph.items() if m.startswith("tests.")}
-    assert [f"{m} -> {t}" for m, ts in sorted(tests.items()) for t in sorted(ts) if t.startswith(("tests.test_", "bench."))] == []
+    assert [
+        f"{m} -> {t}" for m, ts in sorted(tests.items()) for t in sorted(ts) if t.startswith(("tests.test_", "bench."))
+    ] == []
