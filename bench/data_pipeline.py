@@ -12,14 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import orjson
-from isal import igzip
+from scripts.make_synthetic_data import dump_shaped
 
 ROOT = Path(__file__).resolve().parents[1]
 PANDAS_BASELINE = """
@@ -50,29 +48,6 @@ print(len(kept), len(sample))
 """
 
 
-def generate(path: Path, records: int, seed: int = 0) -> None:
-    """Records shaped like the real dump: ~46% empty content, long-tailed description lengths."""
-    rng = random.Random(seed)
-    words = ["".join(rng.choices("abcdefghijklmnoprstuvwy", k=rng.randint(2, 10))) for _ in range(5000)]
-    entities = ["&#8217;", "&amp;", "&#8211;", "&quot;"]
-    with igzip.open(path, "wb", compresslevel=1) as f:
-        for i in range(records):
-            title = " ".join(rng.choices(words, k=rng.randint(3, 16))).title()
-            if rng.random() < 0.46:
-                content = ""
-            else:
-                n = min(int(rng.lognormvariate(3.9, 0.9)), 2000)  # words; median ~50
-                content = " ".join(rng.choices(words, k=max(n, 1)))
-                if rng.random() < 0.3:
-                    content += " It" + rng.choice(entities) + "s great."
-            if rng.random() < 0.03 and i:  # repeated titles
-                title = title.split()[0] + " Duplicate"
-            labels = rng.sample(range(1_305_265), rng.randint(1, 6))  # the dump's label columns, parsed and unused
-            record = {"uid": f"{i:010d}", "title": title, "content": content}
-            record |= {"target_ind": labels, "target_rel": [1.0] * len(labels)}
-            f.write(orjson.dumps(record) + b"\n")
-
-
 def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
     """Wall seconds and peak RSS (MiB) of one child process (wait4 gives that child's own rusage)."""
     started = time.perf_counter()
@@ -96,7 +71,7 @@ def main() -> None:
     raw = work / f"trn-{args.records}.json.gz"
     if not raw.exists():
         started = time.perf_counter()
-        generate(raw, args.records)
+        dump_shaped(raw, args.records)
         print(f"generated {raw} ({raw.stat().st_size / 2**20:,.0f} MiB) in {time.perf_counter() - started:.0f} s")
     # The real run's data params (a workspace may have the offline profile applied).
     # Copied as committed, not re-read and re-written: the stages read it as DVC does (lorapipe.core.params).

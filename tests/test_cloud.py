@@ -16,8 +16,6 @@ import pytest
 import yaml
 
 from tests.reliability.test_security import CREDENTIAL
-from tests.test_notebook import shell_commands
-from tests.test_results_flow import use_remote
 from tests.workspace import (
     ROOT,
     S3_KEY_ID,
@@ -29,7 +27,9 @@ from tests.workspace import (
     mirrored_steps,
     pushed_to_origin,
     sh,
+    shell_commands,
     train_losses,
+    use_remote,
     user_machine_env,
     wait_for,
 )

@@ -40,8 +40,7 @@ from lorapipe.reporting.data_changes import (
 from lorapipe.reporting.report import escape_cell
 from lorapipe.reporting.results_page import cell, text
 from tests.browser import save_screenshot
-from tests.test_report import BIDI_CONTROL, HOSTILE, table_rows
-from tests.workspace import default_params, params_of, ran, sh
+from tests.workspace import BIDI_CONTROL, HOSTILE, default_params, params_of, ran, sh, table_rows
 
 CLEAN = default_params()["clean"]  # min_content_chars 20
 

@@ -19,7 +19,7 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from bench.data_pipeline import generate
+from scripts.make_synthetic_data import dump_shaped
 from tests.workspace import ROOT, child_env, stage, write_params
 
 PINNED = {
@@ -59,7 +59,7 @@ BAD_LINES = [b"{not json\n", b"[1, 2, 3]\n", b'{"title": "caf\xe9", "content": "
 
 def dirty_file(path: Path) -> None:
     """Random real-shaped records with the odd ones and bad lines scattered through (two gzip members)."""
-    generate(path, 6000, seed=3)
+    dump_shaped(path, 6000, seed=3)
     rng = random.Random(5)
     # Half of them with non-ASCII written as \\uXXXX escapes, as some dumps do (lone surrogates can only be).
     lines = [

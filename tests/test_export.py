@@ -13,9 +13,7 @@ from lorapipe.core.params import EvalParams, QuantParams
 from lorapipe.data.prompt import encode_prompts
 from lorapipe.model.generation import generate_texts
 from lorapipe.model.modeling import load_model, load_tokenizer
-from tests.workspace import assert_one_line_error, params_of, stage, write_params
-
-TITLES = ["Acme Stainless Steel Travel Mug 16oz", "USB-C Charging Cable 2m", "Kids Rain Boots Size 10", "Oak Desk"]
+from tests.workspace import TITLES, assert_one_line_error, params_of, stage, write_params
 
 
 def test_merged_model_decodes_like_the_adapter_model(tuned_copy):

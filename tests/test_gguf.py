@@ -24,8 +24,7 @@ from lorapipe.model.generation import generate_texts
 from lorapipe.model.gguf_export import modelfile, saved_decoding, unpack
 from lorapipe.model.modeling import load_tokenizer
 from lorapipe.train.training_record import TrainingRecord, save_training_record
-from tests.test_export import TITLES
-from tests.workspace import ROOT, assert_one_line_error, child_env, params_of, stage, write_params
+from tests.workspace import ROOT, TITLES, assert_one_line_error, child_env, params_of, stage, write_params
 
 DECODING = params_of(EvalParams, max_new_tokens=16, batch_size=4)
 

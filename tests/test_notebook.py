@@ -18,17 +18,18 @@ import yaml
 
 from lorapipe.workspace.outbound import RESULTS
 from tests.http_server import serve_dagshub
-from tests.workspace import ROOT, S3_KEY_ID, S3_SECRET, SHORT_JOB, pushed_to_origin, sh, user_machine_env
-
-NOTEBOOK = ROOT / "notebooks/colab.ipynb"
-COLAB_FREEZE = ROOT / "tests/data/colab-2026.08-pip-freeze-gpu.txt"  # its first lines say where it is from
-
-
-def shell_commands(skip_templated: bool = True) -> list[str]:
-    """The notebook's `!` commands; those holding a {PARAM} are skipped unless asked for."""
-    cells = json.loads(NOTEBOOK.read_text())["cells"]
-    lines = [line.strip() for c in cells if c["cell_type"] == "code" for line in "".join(c["source"]).splitlines()]
-    return [line[1:] for line in lines if line.startswith("!") and not (skip_templated and "{" in line)]
+from tests.workspace import (
+    COLAB_FREEZE,
+    NOTEBOOK,
+    ROOT,
+    S3_KEY_ID,
+    S3_SECRET,
+    SHORT_JOB,
+    pushed_to_origin,
+    sh,
+    shell_commands,
+    user_machine_env,
+)
 
 
 def test_notebook_is_valid_nbformat_4():

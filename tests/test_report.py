@@ -9,60 +9,30 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
-from lorapipe.core.artifacts import EVAL_DETAILS, EVAL_JSON, EVAL_SAMPLES, EVAL_SCORES, TRAIN_DETAILS
-from lorapipe.core.metric_files import EVAL_HEADLINE, write_numbers
+from lorapipe.core.artifacts import EVAL_DETAILS, EVAL_SAMPLES, EVAL_SCORES, TRAIN_DETAILS
 from lorapipe.reporting.charts import LOSS_LOGS, loss_spec
 from lorapipe.reporting.report import THIS, code, escape_cell, samples_table
 from lorapipe.reporting.results_page import cell as results_cell
 from lorapipe.reporting.scores_table import HEALTH_NOTE
-from tests.workspace import ROOT, assert_one_line_error, params_of, sh
+from tests.workspace import (
+    BIDI_CONTROL,
+    HOSTILE,
+    ROOT,
+    assert_one_line_error,
+    commit_metrics,
+    commit_scores,
+    params_of,
+    score_rows,
+    sh,
+    table_rows,
+)
 
 WORKFLOWS = sorted((ROOT / ".github/workflows").glob("*.yml"))
 # `- ROUGE-L 0.312 -> 0.331 (+0.019, 95% CI +0.007..+0.031): better`
 VERDICT = re.compile(r"^- (ROUGE-L|BLEU|perplexity) [\d.]+ -> [\d.]+ \(([+-][\d.]+), 95% CI (\S+)\): (.+)$", re.M)
-HOSTILE = (
-    "@octocat see #1 and org/repo#2 at http://evil.example/x or www.evil.example, mail a@b.example, $x^2$ <b>, "
-    "GH-123 gh-7, \u202ecod.exe\u2066 \u200f"
-)
-BIDI_CONTROL = "[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
-
-
-def commit_metrics(repo: Path, rouge_l: float, r: int, message: str) -> None:
-    """A commit with the evaluate stage's record and params, and no per-sample scores (as before they existed)."""
-    scores = {"bleu": 1.0, "rouge1": 0.3, "rouge2": 0.1, "rougeL": rouge_l, "perplexity": 9.0}
-    result = {"base": {**scores, "rougeL": 0.2}, "tuned": scores, "samples": 4}
-    result["delta"] = {name: scores[name] - result["base"][name] for name in scores}
-    (repo / "metrics").mkdir(exist_ok=True)
-    (repo / EVAL_SCORES).unlink(missing_ok=True)
-    write_numbers(repo / EVAL_JSON, repo / EVAL_DETAILS, result, EVAL_HEADLINE)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["lora"]["r"] = r
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "--allow-empty", "-qm", message)
-
-
-def score_rows(ids: range, shift: float, tuned_text: str = "a fine mug") -> list[dict]:
-    """EVAL_SCORES rows: the tuned model `shift` above the base in ROUGE-L, with noise."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in ids:
-        base = {"text": "hmm", "rouge1": 0.3, "rouge2": 0.1, "rougeL": float(rng.uniform(0.1, 0.5)), "bleu": 5.0}
-        base |= {"bleu_stats": [20, 25, 10, 5, 2, 1, 20, 19, 18, 17], "loss": 2.0, "tokens": 30}
-        tuned = {**base, "text": tuned_text, "rougeL": base["rougeL"] + shift + float(rng.normal(0, 0.05))}
-        rows.append({"id": f"s{i:04d}", "title": f"Mug {i}", "reference": "A mug.", "base": base, "tuned": tuned})
-    return rows
-
-
-def commit_scores(repo: Path, rows: list[dict], message: str) -> None:
-    (repo / "metrics").mkdir(exist_ok=True)
-    (repo / EVAL_SCORES).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "--allow-empty", "-qm", message)
 
 
 def build_report(repo: Path, out: Path, base: str = "HEAD~1") -> str:
@@ -72,12 +42,6 @@ def build_report(repo: Path, out: Path, base: str = "HEAD~1") -> str:
 
 def change_rougel(rows: list[dict], by: float, text: str) -> list[dict]:
     return [{**r, "tuned": {**r["tuned"], "rougeL": r["tuned"]["rougeL"] + by, "text": text}} for r in rows]
-
-
-def table_rows(text: str) -> list[list[str]]:
-    """The body rows of the first markdown table in `text`, each as its stripped cells."""
-    lines = [line for line in text.splitlines() if line.startswith("|")]
-    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
 
 
 VERDICTS = {"better": (0.05, "better"), "worse": (-0.05, "worse"), "identical": (0.0, "no clear change")}

@@ -30,6 +30,7 @@ from tests.workspace import (
     pushed_to_origin,
     ran,
     sh,
+    use_remote,
 )
 
 QUICK = {
@@ -44,12 +45,6 @@ def assert_same_files(got: Path, want: Path) -> None:
     files = sorted(p.relative_to(want) for p in want.rglob("*") if p.is_file())
     assert files and files == sorted(p.relative_to(got) for p in got.rglob("*") if p.is_file())
     assert all((got / f).read_bytes() == (want / f).read_bytes() for f in files)
-
-
-def use_remote(repo: Path, endpoint: str) -> None:
-    env = child_env(AWS_ACCESS_KEY_ID=S3_KEY_ID, AWS_SECRET_ACCESS_KEY=S3_SECRET)
-    command = [sys.executable, str(ROOT / "scripts/remote.py"), "--endpoint", endpoint, "--default"]
-    subprocess.run(command, cwd=repo, env=env, check=True, capture_output=True)
 
 
 @pytest.mark.slow

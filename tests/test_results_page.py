@@ -10,7 +10,7 @@ import pytest
 from lorapipe.core.artifacts import EVAL_DETAILS, EVAL_SCORES, TRAIN_LOG, VAL_LOG
 from lorapipe.reporting.results_page import samples_table
 from tests.browser import save_screenshot
-from tests.workspace import sh
+from tests.workspace import commit_metrics, commit_scores, score_rows, sh
 
 
 @pytest.mark.slow
@@ -94,7 +94,6 @@ def test_samples_are_escaped_and_cut_like_the_reports():
 
 
 def test_the_workspace_row_is_left_out_only_while_it_repeats_a_listed_run(repo, tmp_path):
-    from tests.test_report import commit_metrics, commit_scores, score_rows
 
     commit_metrics(repo, 0.3, 16, "a run")
     commit_scores(repo, score_rows(range(20), shift=0.1), "its per-sample scores")

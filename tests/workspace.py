@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import json
 import os
 import re
 import shlex
@@ -22,9 +23,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import yaml
 
-from lorapipe.core.artifacts import BASE, PATHS, TRAIN_LOG
+from lorapipe.core.artifacts import BASE, EVAL_DETAILS, EVAL_JSON, EVAL_SCORES, PATHS, TRAIN_LOG
+from lorapipe.core.metric_files import EVAL_HEADLINE, write_numbers
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOLLM2_GGUF = ROOT / ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -443,3 +446,71 @@ def exp_run_sweep(command: str) -> list[dict[str, list[str]]]:
         twice = sorted({key for key in keys if keys.count(key) > 1})
         assert not twice, f"{command}: sets {', '.join(twice)} more than once, and DVC keeps only the last ({path})"
     return get_hydra_sweeps(overrides)
+
+
+# Shared by several test modules: the notebook's commands, the S3 remote, report fixtures, titles.
+NOTEBOOK = ROOT / "notebooks/colab.ipynb"
+COLAB_FREEZE = ROOT / "tests/data/colab-2026.08-pip-freeze-gpu.txt"  # its first lines say where it is from
+
+
+def shell_commands(skip_templated: bool = True) -> list[str]:
+    """The notebook's `!` commands; those holding a {PARAM} are skipped unless asked for."""
+    cells = json.loads(NOTEBOOK.read_text())["cells"]
+    lines = [line.strip() for c in cells if c["cell_type"] == "code" for line in "".join(c["source"]).splitlines()]
+    return [line[1:] for line in lines if line.startswith("!") and not (skip_templated and "{" in line)]
+
+
+def use_remote(repo: Path, endpoint: str) -> None:
+    env = child_env(AWS_ACCESS_KEY_ID=S3_KEY_ID, AWS_SECRET_ACCESS_KEY=S3_SECRET)
+    command = [sys.executable, str(ROOT / "scripts/remote.py"), "--endpoint", endpoint, "--default"]
+    subprocess.run(command, cwd=repo, env=env, check=True, capture_output=True)
+
+
+HOSTILE = (
+    "@octocat see #1 and org/repo#2 at http://evil.example/x or www.evil.example, mail a@b.example, $x^2$ <b>, "
+    "GH-123 gh-7, \u202ecod.exe\u2066 \u200f"
+)
+BIDI_CONTROL = "[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+
+
+def commit_metrics(repo: Path, rouge_l: float, r: int, message: str) -> None:
+    """A commit with the evaluate stage's record and params, and no per-sample scores (as before they existed)."""
+    scores = {"bleu": 1.0, "rouge1": 0.3, "rouge2": 0.1, "rougeL": rouge_l, "perplexity": 9.0}
+    result = {"base": {**scores, "rougeL": 0.2}, "tuned": scores, "samples": 4}
+    result["delta"] = {name: scores[name] - result["base"][name] for name in scores}
+    (repo / "metrics").mkdir(exist_ok=True)
+    (repo / EVAL_SCORES).unlink(missing_ok=True)
+    write_numbers(repo / EVAL_JSON, repo / EVAL_DETAILS, result, EVAL_HEADLINE)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["lora"]["r"] = r
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "--allow-empty", "-qm", message)
+
+
+def score_rows(ids: range, shift: float, tuned_text: str = "a fine mug") -> list[dict]:
+    """EVAL_SCORES rows: the tuned model `shift` above the base in ROUGE-L, with noise."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in ids:
+        base = {"text": "hmm", "rouge1": 0.3, "rouge2": 0.1, "rougeL": float(rng.uniform(0.1, 0.5)), "bleu": 5.0}
+        base |= {"bleu_stats": [20, 25, 10, 5, 2, 1, 20, 19, 18, 17], "loss": 2.0, "tokens": 30}
+        tuned = {**base, "text": tuned_text, "rougeL": base["rougeL"] + shift + float(rng.normal(0, 0.05))}
+        rows.append({"id": f"s{i:04d}", "title": f"Mug {i}", "reference": "A mug.", "base": base, "tuned": tuned})
+    return rows
+
+
+def commit_scores(repo: Path, rows: list[dict], message: str) -> None:
+    (repo / "metrics").mkdir(exist_ok=True)
+    (repo / EVAL_SCORES).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "--allow-empty", "-qm", message)
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """The body rows of the first markdown table in `text`, each as its stripped cells."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+
+
+TITLES = ["Acme Stainless Steel Travel Mug 16oz", "USB-C Charging Cable 2m", "Kids Rain Boots Size 10", "Oak Desk"]
