@@ -66,7 +66,7 @@ def test_each_stage_reaches_origin_and_a_new_machine_runs_none_again(tmp_path, t
     sh(clone, "dvc", "pull", "-q")
     assert (clone / "models/trained/adapter_model.safetensors").is_file()
     assert "up to date" in sh(clone, "dvc", "status", "dvc.yaml").stdout
-    report = sh(clone, sys.executable, "-m", "lorapipe.reporting.report", "--base", "main", "-o", "report.md")
+    report = sh(clone, sys.executable, "-m", "lorapipe.reporting.report", "--base", "origin/main", "-o", "report.md")
     assert report.returncode == 0
     assert f"{tuned:.4g}"[:5] in (clone / "report.md").read_text()
 

@@ -170,7 +170,10 @@ def copy_checkout(repo: Path) -> Path:
             shutil.copy2(ROOT / name, repo / name)
     (repo / ".cache").mkdir()
     (repo / ".cache/models").symlink_to(SMOLLM2_GGUF.parent)
-    write_param_files(repo, default_params())
+    from lorapipe.core.params import PARAM_FILES
+
+    for name in PARAM_FILES:  # as committed, comments and all
+        (repo / name).write_text(committed_params_text(name))
     return repo
 
 
