@@ -1,9 +1,9 @@
 """Credentials never ride in a URL that is recorded, printed or pushed.
 
 `data.url` is a param: DVC copies it into dvc.lock, `dvc params diff`, the PR report and the results page;
-`ops.checkpoint_mirror` is a setting (settings.yaml); scripts/push_results.sh pushes both. So a URL holding credentials is
-refused (`url_credentials` says which parts do), and the download and the mirror take them from the
-environment instead. Whatever leaves the machine is checked the same way (`lorapipe.outbound`), and every
+`ops.checkpoint_mirror` is a setting (settings.yaml); scripts/push_results.sh pushes both. So a URL holding
+credentials is refused (`url_credentials` says which parts do), and the download and the mirror take them
+from the environment instead. Whatever leaves the machine is checked the same way (`lorapipe.outbound`), and every
 line lorapipe prints, logs or writes into a report goes through `redact`.
 """
 
