@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# The CPU build of torch that this workplace keeps on disk; Colab brings its own CUDA build.
+# The CPU build of torch for a machine without a GPU; Colab brings its own CUDA build.
 TORCH ?= torch==2.13.0
 SMOLLM2 := .cache/models/SmolLM2-135M-Instruct.Q4_1.gguf
 GGUF_CONVERTER := .cache/llama.cpp/convert_hf_to_gguf.py
@@ -22,16 +22,16 @@ export TOKENIZERS_PARALLELISM := false
 # print their own lines are not echoed.
 demo: $(VENV)/.installed $(SMOLLM2) $(GGUF_CONVERTER)
 	@# The run is a commit on the local branch `demo` (params, then dvc.lock + metrics/): the baseline
-	@# that experiments, the results page and the PR report compare with (lorapipe/demo.py).
-	@$(BIN)/python -m lorapipe.demo start
+	@# that experiments, the results page and the PR report compare with (lorapipe/workspace/demo.py).
+	@$(BIN)/python -m lorapipe.workspace.demo start
 	@# Each stage logs its wall time and peak memory: the table at the end shows where the time went.
 	@# -q: each stage prints its own lines, DVC's (each stage's name and command, the lock file, a push hint)
-	@# are left out; so are its errors, which lorapipe.timings then says how to see.
-	source $(BIN)/activate && python -m lorapipe.timings .cache/demo-timings.jsonl -- dvc repro -q
-	@$(BIN)/python -m lorapipe.demo record
+	@# are left out; so are its errors, which lorapipe.core.timings then says how to see.
+	source $(BIN)/activate && python -m lorapipe.core.timings .cache/demo-timings.jsonl -- dvc repro -q
+	@$(BIN)/python -m lorapipe.workspace.demo record
 	@echo "install (venv + pip, first make only): $$(cat .cache/install-seconds 2>/dev/null || echo '?') s"
 	@$(BIN)/python -m lorapipe.reporting.summary
-	@$(BIN)/python -m lorapipe.demo next
+	@$(BIN)/python -m lorapipe.workspace.demo next
 
 # The whole suite, a worker per core (tests/conftest.py builds the shared fixtures once for all of them).
 test: $(VENV)/.installed $(SMOLLM2) $(GGUF_CONVERTER) $(SKY_VENV)/.installed
@@ -82,7 +82,7 @@ $(SMOLLM2): | $(VENV)/.installed
 gguf-converter: $(GGUF_CONVERTER)
 
 $(GGUF_CONVERTER): | $(VENV)/.installed
-	@$(BIN)/python -m lorapipe.gguf_export fetch
+	@$(BIN)/python -m lorapipe.model.gguf_export fetch
 
 # The cloud launcher: `source .venv-sky/bin/activate` gives `sky`; cloud/validate.py checks task YAMLs offline.
 sky: $(SKY_VENV)/.installed

@@ -19,14 +19,14 @@ import gradio as gr
 import torch
 import yaml
 
-from lorapipe.artifacts import BASE, TRAINED
-from lorapipe.cli import UserError, log, run_cli
-from lorapipe.generation import generate_texts
-from lorapipe.modeling import load_model, load_tokenizer, load_tuned_model, pick_device, pick_dtype
-from lorapipe.params import EvalParams, TokenizeParams, load_params
-from lorapipe.prompt import encode_prompts, truncate_title
-from lorapipe.training_record import load_training_record
-from lorapipe.vcs import git
+from lorapipe.core.artifacts import BASE, TRAINED
+from lorapipe.core.cli import UserError, log, run_cli
+from lorapipe.core.params import EvalParams, TokenizeParams, load_params
+from lorapipe.core.vcs import git
+from lorapipe.data.prompt import encode_prompts, truncate_title
+from lorapipe.model.generation import generate_texts
+from lorapipe.model.modeling import load_model, load_tokenizer, load_tuned_model, pick_device, pick_dtype
+from lorapipe.train.training_record import load_training_record
 
 # System fonts only: the default theme fetches Google Fonts, which an offline machine cannot reach.
 THEME = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])

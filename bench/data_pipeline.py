@@ -17,10 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+from scripts.make_synthetic_data import dump_shaped
 
-from make_synthetic_data import dump_like_file  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 PANDAS_BASELINE = """
 import html, sys, pandas as pd
@@ -73,7 +72,7 @@ def main() -> None:
     raw = work / f"trn-{args.records}.json.gz"
     if not raw.exists():
         started = time.perf_counter()
-        dump_like_file(raw, args.records)
+        dump_shaped(raw, args.records)
         print(f"generated {raw} ({raw.stat().st_size / 2**20:,.0f} MiB) in {time.perf_counter() - started:.0f} s")
     # The real run's data params (a workspace may have the offline profile applied).
     # Copied as committed, not re-read and re-written: the stages read it as DVC does (lorapipe.core.params).

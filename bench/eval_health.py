@@ -24,9 +24,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from make_synthetic_data import product  # noqa: E402
 
-from lorapipe.output_health import health_scores, sample_health  # noqa: E402
+from lorapipe.eval.output_health import health_scores, sample_health  # noqa: E402
+from lorapipe.eval.scoring import sample_scores  # noqa: E402
 from lorapipe.reporting.compare import HEADLINE, HEALTH, tuned_vs_base  # noqa: E402
-from lorapipe.scoring import sample_scores  # noqa: E402
 
 
 def outputs_like_small_models(titles: list[str], references: list[str]) -> list[tuple[str, bool]]:

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
-from lorapipe.data_files import read_text_table
-from lorapipe.generation import generate_texts
-from lorapipe.modeling import load_model, load_tokenizer, load_tuned_model, pick_device, pick_dtype
-from lorapipe.params import EvalParams, QuantParams, load_params
-from lorapipe.prompt import encode_prompts
-from lorapipe.training_record import load_training_record
+from lorapipe.core.params import EvalParams, QuantParams, load_params
+from lorapipe.data.data_files import read_text_table
+from lorapipe.data.prompt import encode_prompts
+from lorapipe.model.generation import generate_texts
+from lorapipe.model.modeling import load_model, load_tokenizer, load_tuned_model, pick_device, pick_dtype
+from lorapipe.train.training_record import load_training_record
 
 
 def timed_generate(model, tokenizer, prompts, params: EvalParams, sort: bool) -> tuple[list[str], float, int]:

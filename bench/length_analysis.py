@@ -29,7 +29,7 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lorapipe.data_files import TEXT_SCHEMA, write_table  # noqa: E402
+from lorapipe.data.data_files import TEXT_SCHEMA, write_table  # noqa: E402
 
 
 def rows(count: int, seed: int) -> pa.Table:

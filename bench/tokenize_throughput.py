@@ -21,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from lorapipe.cleaning import parse_line
-from lorapipe.params import CleanParams, load_params
+from lorapipe.core.params import CleanParams, load_params
+from lorapipe.data.cleaning import parse_line
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
@@ -37,8 +37,8 @@ VARIANTS = {
 
 def run_variant(kind: str, pairs: Path, model: Path, out: Path) -> None:
     """Encode the pairs one way; write the ids (for the equality check) and the seconds taken."""
-    from lorapipe.modeling import load_tokenizer
-    from lorapipe.prompt import build_prompt, encode_examples
+    from lorapipe.data.prompt import build_prompt, encode_examples
+    from lorapipe.model.modeling import load_tokenizer
 
     rows = json.loads(pairs.read_text())
     titles, contents = [t for t, _ in rows], [c for _, c in rows]

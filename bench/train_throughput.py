@@ -5,7 +5,7 @@
 Baseline (the seed notebooks): prompt+response texts joined with EOS and cut into 128-token
 blocks (examples attend across blocks' boundaries), loss on every token, HF Trainer,
 micro-batch 8, gradient checkpointing, nf4 QLoRA r=16 on all 7 projections.
-Ours: lorapipe.training.train on the tokenize stage's packed rows (no cross-example attention,
+Ours: lorapipe.train.training.train on the tokenize stage's packed rows (no cross-example attention,
 completion-only loss), with the micro-batch and checkpointing given here.
 Both then get the same validation loss: completion-only, on data/tokenized/val.parquet.
 Reads models/base and data/tokenized from a finished `make demo` / `dvc repro tokenize`.
@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-from lorapipe.losses import mean_loss
-from lorapipe.modeling import add_lora, load_model, load_tokenizer, peak_memory_mb, pick_device, pick_dtype
-from lorapipe.packing import PackedRow, read_rows
-from lorapipe.params import LoraParams, OpsParams, QuantParams, TrainParams, load_params
-from lorapipe.training import TrainConfig, TrainData, train
+from lorapipe.core.params import LoraParams, OpsParams, QuantParams, TrainParams, load_params
+from lorapipe.data.packing import PackedRow, read_rows
+from lorapipe.model.modeling import add_lora, load_model, load_tokenizer, peak_memory_mb, pick_device, pick_dtype
+from lorapipe.train.losses import mean_loss
+from lorapipe.train.training import TrainConfig, TrainData, train
 
 BLOCK = 128  # the seed's constant-length packing
 

@@ -16,24 +16,26 @@ launched=$(git rev-parse HEAD)  # the commit launched from: every sweep job's ex
 # relaunched from another commit (a fix) starts a branch of its own (scripts/results_branch.sh).
 bash scripts/results_branch.sh "$branch" "$launched"
 branch=$(git branch --show-current)
-python -m lorapipe.git_identity
+python -m lorapipe.workspace.git_identity
 python scripts/remote.py --default ${S3_ENDPOINT:+--endpoint "$S3_ENDPOINT"}
 if [ -n "${DAGSHUB_USER:-}" ] && [ -z "${MLFLOW_TRACKING_URI:-}" ]; then  # as the notebook does
   # The DagsHub client checks the token (a refused one stops here, in one line) and MLflow's variables follow.
-  mlflow_env=$(python -m lorapipe.dagshub_login) && eval "$mlflow_env"
+  mlflow_env=$(python -m lorapipe.workspace.dagshub_login) && eval "$mlflow_env"
 fi
 
 # The colab profile mirrors each checkpoint to the remote's bucket; SETS are this run's params.
-# SETS is read by lorapipe.profiles.split_sets, as scripts/sweep.py checked it before launching.
+# SETS is read by lorapipe.workspace.profiles.split_sets, as scripts/sweep.py checked it before launching.
 sets=(--sets "${SETS:-}")
 gpus=${SKYPILOT_NUM_GPUS_PER_NODE:-1}  # SkyPilot's: the GPUs this VM was given
 if [ "$gpus" -gt 1 ]; then sets+=(--set "train.processes=$gpus"); fi
-python -m lorapipe.profiles colab "${sets[@]}"
+python -m lorapipe.workspace.profiles colab "${sets[@]}"
 bash scripts/repro_and_push.sh "$branch"
 
 # The same results as an experiment of the launch commit, so `dvc exp pull origin` and `dvc exp
 # show` on the laptop put every job of a sweep side by side (the outputs are already in the cache).
 git checkout -q --detach "$launched"
-git checkout -q "$branch" -- dvc.lock params.yaml metrics
+list=$(python -m lorapipe.workspace.outbound --list)  # dvc.lock, params.yaml, settings.yaml, metrics
+mapfile -t results <<<"$list"
+git checkout -q "$branch" -- "${results[@]}"
 dvc exp save -q -f -n "$experiment"
 bash scripts/push_experiments.sh "$experiment"  # checked for credentials; the token for the GitHub host alone

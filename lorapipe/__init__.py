@@ -2,8 +2,8 @@
 
 A *run* is one execution of the pipeline for one set of params: what `dvc exp run` makes and
 `dvc exp show`, the results page and the PR report list. Its training is identified by a
-fingerprint (lorapipe.checkpoints), what it trained is recorded beside the adapter (the training
-record, lorapipe.training_record), and it is tracked as an MLflow run, which the code always
+fingerprint (lorapipe.train.checkpoints), what it trained is recorded beside the adapter (the training
+record, lorapipe.train.training_record), and it is tracked as an MLflow run, which the code always
 calls `mlflow_run` (`mlflow_run_id`, mlflow_run.json).
 """
 

@@ -11,9 +11,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lorapipe.cli import UserError, log, run_cli
-from lorapipe.demo import BRANCH
+from lorapipe.core.cli import UserError, log, run_cli
 from lorapipe.reporting.browser import chromium, comment_page, full_page_screenshot, has_chromium
+from lorapipe.workspace.demo import BRANCH
 
 EXPERIMENT, CHANGE = "doc-r8", "lora.r=8"
 IMAGES = Path("docs/images")

@@ -167,9 +167,9 @@ def records(n: int, seed: int) -> list[bytes]:
     return lines
 
 
-def dump_like_file(path: Path, records: int, seed: int = 0) -> None:
-    """Records shaped like the real dump, with random words: ~46% empty content, long-tailed description lengths,
-    a few repeated titles (bench/data_pipeline.py's input at the dump's size; tests/test_data_prep.py's, small)."""
+def dump_shaped(path: Path, records: int, seed: int = 0) -> None:
+    """`records` lines shaped like the real dump at any size, for timing the data stages: ~46% empty content,
+    long-tailed description lengths, random words (not the products `main` writes)."""
     rng = random.Random(seed)
     words = ["".join(rng.choices("abcdefghijklmnoprstuvwy", k=rng.randint(2, 10))) for _ in range(5000)]
     entities = ["&#8217;", "&amp;", "&#8211;", "&quot;"]

@@ -32,7 +32,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from lorapipe.cli import UserError, log, run_cli
+from lorapipe.core.cli import UserError, log, run_cli
 
 WATERMARK_TITLE = "lorapipe report"  # `cml --watermark-title`: names this report's comment among CML's others
 WATERMARK_IMAGE = "https://cml.dev/watermark.png"  # CML's (src/watermark.js), the head commit as its #fragment

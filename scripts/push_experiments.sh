@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Push DVC experiments by name to `origin` (git refs) and their outputs and run-cache to the DVC remote,
-# after the credential check of everything they hold (python -m lorapipe.outbound on each one's
-# params.yaml, dvc.lock and metrics/). push_results.sh pushes a run's experiments with it; cloud/job.sh
-# its job's.
+# after the credential check of everything they hold (python -m lorapipe.workspace.outbound on each one's
+# dvc.lock, params.yaml, settings.yaml and metrics/). push_results.sh pushes a run's experiments with it;
+# cloud/job.sh its job's.
 #
 #   GITHUB_TOKEN=... bash scripts/push_experiments.sh NAME...
 #   bash scripts/push_experiments.sh --check NAME...     # the check alone: push nothing
@@ -22,7 +22,7 @@ for name in "$@"; do
   while read -r ref; do refs+=("$ref"); done <<<"$found"
 done
 for ref in "${refs[@]}"; do
-  python -m lorapipe.outbound --rev "$ref" params.yaml dvc.lock metrics
+  python -m lorapipe.workspace.outbound --rev "$ref"  # its lorapipe.workspace.outbound.RESULTS
 done
 if $check_only; then exit 0; fi
 if [ -n "${GITHUB_TOKEN:-}" ]; then

@@ -4,7 +4,7 @@
 
 Writes the remote's URL and endpoint to .dvc/config (tracked) and the token only to
 .dvc/config.local (git-ignored, owner-only). The endpoint is the repository's S3 API on the `dagshub`
-client's host (lorapipe.dagshub_login.repo_url): the HTTPS remote (.dvc) fails on large files.
+client's host (lorapipe.workspace.dagshub_login.repo_url): the HTTPS remote (.dvc) fails on large files.
 `--endpoint` points it at another S3-compatible server.
 """
 
@@ -14,8 +14,8 @@ import argparse
 import os
 from pathlib import Path
 
-from lorapipe.cli import UserError, run_cli
-from lorapipe.dagshub_login import TOKEN_VARIABLES, repo_url, token_from_env
+from lorapipe.core.cli import UserError, run_cli
+from lorapipe.workspace.dagshub_login import TOKEN_VARIABLES, repo_url, token_from_env
 
 REMOTE = "dagshub"
 

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import yaml
 
-from lorapipe.cli import UserError, run_cli
-from lorapipe.params import PARAMS_FILE
-from lorapipe.profiles import apply_profile, parse_sets, split_sets
+from lorapipe.core.cli import UserError, run_cli
+from lorapipe.core.params import PARAM_FILES
+from lorapipe.workspace.profiles import apply_profile, parse_sets, split_sets
 
 TASK = Path("cloud/train.yaml")
 MAX_JOBS = 8  # a sweep larger than this is refused unless --max-jobs says so: each job is hours of GPU
@@ -91,12 +91,12 @@ def check_job(assignments: list[str], gpus: int, branch_prefix: str) -> None:
         )
     sets = [*assignments, *([f"train.processes={gpus}"] if gpus > 1 else [])]
     with tempfile.TemporaryDirectory() as folder:
-        params = Path(folder, PARAMS_FILE)
-        shutil.copy(PARAMS_FILE, params)
+        for name in PARAM_FILES:
+            shutil.copy(name, Path(folder, name))
         try:
-            apply_profile(parse_sets(sets), params)
+            apply_profile(parse_sets(sets), Path(folder))
         except UserError as err:  # named as the user wrote it, not as the temp copy it was tried on
-            raise UserError(f"-S {' '.join(sets)}: {str(err).replace(str(params), PARAMS_FILE)}") from None
+            raise UserError(f"-S {' '.join(sets)}: {str(err).replace(f'{folder}/', '')}") from None
 
 
 def launch_command(assignments: list[str], task: dict, gpus: str | None) -> list[str]:

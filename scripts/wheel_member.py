@@ -8,9 +8,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from lorapipe.cli import UserError, run_cli
-from lorapipe.download import copy_payload
-from lorapipe.outputs import atomic_path
+from lorapipe.core.cli import UserError, run_cli
+from lorapipe.core.outputs import atomic_path
+from lorapipe.data.download import copy_payload
 
 
 def main() -> None:

@@ -13,10 +13,10 @@ import shutil
 import time
 from pathlib import Path
 
-from lorapipe.cli import UserError, log, run_cli
-from lorapipe.download import verify
-from lorapipe.outputs import atomic_dir, write_json
-from lorapipe.params import ModelParams, check_params_unchanged, load_params
+from lorapipe.core.cli import UserError, log, run_cli
+from lorapipe.core.outputs import atomic_dir, write_json
+from lorapipe.core.params import ModelParams, check_params_unchanged, load_params
+from lorapipe.data.download import verify
 
 # What a model folder needs; weights only as safetensors, never pickles.
 MODEL_FILES = [

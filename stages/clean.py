@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from lorapipe.clean_rules import REASONS, NearLimit, Reason
-from lorapipe.cleaning import CleanedChunk, clean_chunks, nearest_limits
-from lorapipe.cli import UserError, log, run_cli
-from lorapipe.data_files import TEXT_SCHEMA, iter_gzip_chunks
-from lorapipe.outputs import atomic_path, write_json, write_jsonl
-from lorapipe.params import CleanParams, check_params_unchanged, load_params
+from lorapipe.core.cli import UserError, log, run_cli
+from lorapipe.core.outputs import atomic_path, write_json, write_jsonl
+from lorapipe.core.params import CleanParams, check_params_unchanged, load_params
+from lorapipe.data.clean_rules import REASONS, NearLimit, Reason
+from lorapipe.data.cleaning import CleanedChunk, clean_chunks, nearest_limits
+from lorapipe.data.data_files import TEXT_SCHEMA, iter_gzip_chunks
 
 
 def main() -> None:

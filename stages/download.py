@@ -4,7 +4,7 @@ Paths: the command line of dvc.yaml's `download` stage (`--help` names each).
 
 `data.url` may be an https URL, a Google Drive share link, a local path or file://. An
 interrupted download resumes from `.cache/download/` on the next run. A server that wants
-credentials gets them from the environment (a bearer token or basic auth: lorapipe/credentials.py)
+credentials gets them from the environment (a bearer token or basic auth: lorapipe/core/credentials.py)
 or ~/.netrc, never from data.url, which dvc.lock records.
 """
 
@@ -15,11 +15,11 @@ import hashlib
 import time
 from pathlib import Path
 
-from lorapipe.cli import UserError, log, run_cli
-from lorapipe.credentials import redact
-from lorapipe.download import CorruptDownload, copy_payload, download, resolve_source, verify
-from lorapipe.outputs import atomic_path, write_json
-from lorapipe.params import DataParams, OpsParams, check_params_unchanged, load_params
+from lorapipe.core.cli import UserError, log, run_cli
+from lorapipe.core.credentials import redact
+from lorapipe.core.outputs import atomic_path, write_json
+from lorapipe.core.params import DataParams, OpsParams, check_params_unchanged, load_params
+from lorapipe.data.download import CorruptDownload, copy_payload, download, resolve_source, verify
 
 CACHE = Path(".cache/download")
 

@@ -8,7 +8,7 @@ prompts, params and base weights scored here, and refused if it was made for oth
 model is the trained adapter merged into the base as training saw it (quantized, then dequantized),
 so it decodes like the training-time model at plain-model speed; with lora.method full it is the
 trained model itself. Writes the scores (base, tuned, delta: corpus BLEU, mean ROUGE, perplexity,
-and beside them the output health of lorapipe.output_health: runaway, repetition, distinct-2,
+and beside them the output health of lorapipe.eval.output_health: runaway, repetition, distinct-2,
 length ratio, unsupported figures, title echo), a few texts, the per-sample scores of both models
 (what the report's intervals resample), and the run record (experiment name, MLflow run and its
 link) for the PR report.
@@ -21,12 +21,12 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from lorapipe.cli import log, run_cli
-from lorapipe.credentials import redact
-from lorapipe.outputs import sha256_of, write_json
-from lorapipe.params import EvalParams, TokenizeParams, check_params_unchanged, load_params
-from lorapipe.training_record import load_training_record, weight_files
-from lorapipe.vcs import DVC_EXP_NAME
+from lorapipe.core.cli import log, run_cli
+from lorapipe.core.credentials import redact
+from lorapipe.core.outputs import sha256_of, write_json
+from lorapipe.core.params import EvalParams, TokenizeParams, check_params_unchanged, load_params
+from lorapipe.core.vcs import DVC_EXP_NAME
+from lorapipe.train.training_record import load_training_record, weight_files
 
 
 def mlflow_run_url(mlflow_run_id: str | None) -> str | None:
@@ -53,18 +53,18 @@ def main() -> None:
     record = load_training_record(args.trained)
     # Imported once the params and the training record are valid: a mistake is one line at once, not after
     # the seconds to a minute that torch and transformers take to load.
-    from lorapipe.eval_files import write_sample_files
-    from lorapipe.evaluation import (
+    from lorapipe.core.metric_files import EVAL_HEADLINE, write_numbers
+    from lorapipe.eval.eval_files import write_sample_files
+    from lorapipe.eval.evaluation import (
         base_settings,
         decode_and_measure,
         load_eval_inputs,
         read_base_outputs,
         weights_sha256,
     )
-    from lorapipe.metric_files import EVAL_HEADLINE, write_numbers
-    from lorapipe.modeling import load_tuned_model
-    from lorapipe.scoring import score_models
-    from lorapipe.tracking import ADAPTER_TAG, Tracker
+    from lorapipe.eval.scoring import score_models
+    from lorapipe.model.modeling import load_tuned_model
+    from lorapipe.train.tracking import ADAPTER_TAG, Tracker
 
     inputs = load_eval_inputs(args.test, args.model, params, tok_params)
     settings, weights = base_settings(params, tok_params), weights_sha256(args.model)

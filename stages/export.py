@@ -3,13 +3,13 @@
     python stages/export.py    # after a run: models/base + models/trained -> models/merged, models/gguf
 
 The adapter is merged into the base as training saw it (quantized, then dequantized; see
-`load_tuned_model`) in fp32, then cast to `export.dtype` (`auto`: lorapipe.modeling.choose_dtype) and
+`load_tuned_model`) in fp32, then cast to `export.dtype` (`auto`: lorapipe.model.modeling.choose_dtype) and
 saved as safetensors with the tokenizer and a generation config holding evaluate's decoding record, so
 `AutoModelForCausalLM.from_pretrained("models/merged")` decodes as the evaluate stage did. A fully
 fine-tuned model (lora.method full) has nothing to merge: it is loaded in fp32 and cast the same way.
 llama.cpp's converter then writes the merged model as GGUF (`export.gguf_types`, f16 and q8_0 by
 default) into models/gguf, with an Ollama Modelfile in the project's prompt format and that decoding.
-Not a DVC stage (lorapipe/artifacts.py says why): it exports what the workspace's models/trained holds, anew each
+Not a DVC stage (lorapipe/core/artifacts.py says why): it exports what the workspace's models/trained holds, anew each
 time it runs.
 """
 
@@ -23,14 +23,14 @@ from pathlib import Path
 import torch
 from transformers import GenerationConfig
 
-from lorapipe.artifacts import BASE, EXPORT_JSON, GGUF, MERGED, TRAINED
-from lorapipe.cli import log, run_cli
-from lorapipe.generation import decoding_record
-from lorapipe.gguf_export import converter, write_gguf
-from lorapipe.modeling import dtype_name, load_tokenizer, load_tuned_model, pick_device, pick_dtype
-from lorapipe.outputs import atomic_dir, write_json
-from lorapipe.params import EvalParams, ExportParams, check_params_unchanged, load_params
-from lorapipe.training_record import load_training_record
+from lorapipe.core.artifacts import BASE, EXPORT_JSON, GGUF, MERGED, TRAINED
+from lorapipe.core.cli import log, run_cli
+from lorapipe.core.outputs import atomic_dir, write_json
+from lorapipe.core.params import EvalParams, ExportParams, check_params_unchanged, load_params
+from lorapipe.model.decoding import decoding_record
+from lorapipe.model.gguf_export import converter, write_gguf
+from lorapipe.model.modeling import dtype_name, load_tokenizer, load_tuned_model, pick_device, pick_dtype
+from lorapipe.train.training_record import load_training_record
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 Paths: the command line of dvc.yaml's `generate_base` stage (`--help` names each).
 
 The base model's texts and reference losses depend only on the base model, the test split and
-the decoding params (lorapipe.evaluation.BASE_SETTINGS), not on lora/train/quant: this stage
+the decoding params (lorapipe.eval.evaluation.BASE_SETTINGS), not on lora/train/quant: this stage
 stays cached while `dvc exp run -S lora.r=8` re-runs train and evaluate, and evaluate decodes
 only the tuned model. It picks the same samples, prompts and decoding evaluate used to, so the
 base scores are those evaluate computed itself before this stage existed.
@@ -14,10 +14,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lorapipe.cli import log, run_cli
-from lorapipe.evaluation import base_settings, decode_and_measure, load_eval_inputs, weights_sha256, write_base_outputs
-from lorapipe.modeling import load_model
-from lorapipe.params import EvalParams, TokenizeParams, check_params_unchanged, load_params
+from lorapipe.core.cli import log, run_cli
+from lorapipe.core.params import EvalParams, TokenizeParams, check_params_unchanged, load_params
+from lorapipe.eval.evaluation import (
+    base_settings,
+    decode_and_measure,
+    load_eval_inputs,
+    weights_sha256,
+    write_base_outputs,
+)
+from lorapipe.model.modeling import load_model
 
 
 def main() -> None:

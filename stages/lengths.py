@@ -19,9 +19,11 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from lorapipe.cli import UserError, log, run_cli
-from lorapipe.data_files import read_text_table
-from lorapipe.lengths import (
+from lorapipe.core.cli import UserError, log, run_cli
+from lorapipe.core.outputs import write_json
+from lorapipe.core.params import TokenizeParams, check_params_unchanged, load_params
+from lorapipe.data.data_files import read_text_table
+from lorapipe.data.lengths import (
     histogram_rows,
     length_summary,
     packed_examples,
@@ -29,11 +31,9 @@ from lorapipe.lengths import (
     prompt_lengths,
     token_lengths,
 )
-from lorapipe.modeling import load_tokenizer
-from lorapipe.outputs import write_json
-from lorapipe.params import TokenizeParams, check_params_unchanged, load_params
-from lorapipe.plots import write_csv
-from lorapipe.prompt import use_tokenizer_threads
+from lorapipe.data.prompt import use_tokenizer_threads
+from lorapipe.model.modeling import load_tokenizer
+from lorapipe.train.plots import write_csv
 
 
 def main() -> None:

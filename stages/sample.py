@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lorapipe.cli import log, run_cli
-from lorapipe.data_files import open_text_table, write_table
-from lorapipe.outputs import atomic_path, write_json
-from lorapipe.params import SampleParams, check_params_unchanged, load_params
-from lorapipe.row_selection import dedupe_table, sample_indices, take_rows
+from lorapipe.core.cli import log, run_cli
+from lorapipe.core.outputs import atomic_path, write_json
+from lorapipe.core.params import SampleParams, check_params_unchanged, load_params
+from lorapipe.data.data_files import open_text_table, write_table
+from lorapipe.data.row_selection import dedupe_table, sample_indices, take_rows
 
 
 def main() -> None:

@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lorapipe.cli import UserError, log, run_cli
-from lorapipe.data_files import read_text_table, write_table
-from lorapipe.outputs import atomic_dir, atomic_path, write_json
-from lorapipe.params import SplitParams, check_params_unchanged, load_params
-from lorapipe.record_ids import record_id
-from lorapipe.row_selection import split_indices
+from lorapipe.core.cli import UserError, log, run_cli
+from lorapipe.core.outputs import atomic_dir, atomic_path, write_json
+from lorapipe.core.params import SplitParams, check_params_unchanged, load_params
+from lorapipe.core.record_ids import record_id
+from lorapipe.data.data_files import read_text_table, write_table
+from lorapipe.data.row_selection import split_indices
 
 
 def main() -> None:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lorapipe.cli import UserError, log, progress, run_cli
-from lorapipe.data_files import read_text_table
-from lorapipe.modeling import load_tokenizer
-from lorapipe.outputs import atomic_dir, write_json
-from lorapipe.packing import IGNORE, pack_examples, write_rows
-from lorapipe.params import TokenizeParams, check_params_unchanged, load_params
-from lorapipe.prompt import encode_examples, use_tokenizer_threads
+from lorapipe.core.cli import UserError, log, progress, run_cli
+from lorapipe.core.outputs import atomic_dir, write_json
+from lorapipe.core.params import TokenizeParams, check_params_unchanged, load_params
+from lorapipe.data.data_files import read_text_table
+from lorapipe.data.packing import IGNORE, pack_examples, write_rows
+from lorapipe.data.prompt import encode_examples, use_tokenizer_threads
+from lorapipe.model.modeling import load_tokenizer
 
 BATCH = 4096  # examples per call to the tokenizer
 

@@ -7,7 +7,7 @@ summary, the per-step loss and LR,
 the validation loss and both drawn as a PNG. Checkpoints (`--checkpoints`) are resume state, not an
 output: dvc.yaml does not track them, so DVC neither hashes them nor loses its run-cache over them.
 
-main reads as setup (model, rows, this run's checkpoint folder), fit (lorapipe.training), save.
+main reads as setup (model, rows, this run's checkpoint folder), fit (lorapipe.train.training), save.
 torch, transformers and PEFT are imported inside them, once the params are valid: they take
 seconds to a minute to load, and a mistake in `dvc exp run -S lora.r=0` is worth one line at once.
 """
@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lorapipe.artifacts import CHECKPOINTS
-from lorapipe.cli import log, run_cli
-from lorapipe.outputs import atomic_dir
-from lorapipe.params import (
+from lorapipe.core.artifacts import CHECKPOINTS
+from lorapipe.core.cli import log, run_cli
+from lorapipe.core.outputs import atomic_dir
+from lorapipe.core.params import (
     LoraParams,
     OpsParams,
     QuantParams,
@@ -38,11 +38,11 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedTokenizerBase
 
-    from lorapipe.checkpoints import TrainState
-    from lorapipe.distributed import World
-    from lorapipe.mirror import CheckpointMirror
-    from lorapipe.tracking import Tracker
-    from lorapipe.training import GracefulStop, TrainConfig, TrainData
+    from lorapipe.train.checkpoints import TrainState
+    from lorapipe.train.distributed import World
+    from lorapipe.train.mirror import CheckpointMirror
+    from lorapipe.train.tracking import Tracker
+    from lorapipe.train.training import GracefulStop, TrainConfig, TrainData
 
 
 @dataclass(frozen=True)
@@ -95,8 +95,8 @@ def main() -> None:
     params = StageParams.load()  # validated before torch and the rest load (see above)
     if unused := unused_lora_keys(params.lora):
         log.info(unused)
-    from lorapipe.distributed import close_world, init_world, relaunch_under_torchrun
-    from lorapipe.training import GracefulStop
+    from lorapipe.train.distributed import close_world, init_world, relaunch_under_torchrun
+    from lorapipe.train.training import GracefulStop
 
     relaunch_under_torchrun(params.train.processes)
     world = init_world(params.train.grad_accum)
@@ -113,17 +113,9 @@ def setup(args: argparse.Namespace, params: StageParams, world: World) -> Setup:
     """The rows, the base model made trainable, and this run's checkpoint folder and MLflow run."""
     import torch
 
-    from lorapipe.checkpoints import (
-        checkpoint_folder,
-        files_of,
-        fingerprint,
-        library_versions,
-        list_checkpoints,
-        resumable_state,
-    )
-    from lorapipe.disk_space import check_disk_space
-    from lorapipe.mirror import CheckpointMirror
-    from lorapipe.modeling import (
+    from lorapipe.core.stage_code import code_files
+    from lorapipe.data.packing import read_rows
+    from lorapipe.model.modeling import (
         add_lora,
         check_method_runs_here,
         load_model,
@@ -132,10 +124,18 @@ def setup(args: argparse.Namespace, params: StageParams, world: World) -> Setup:
         pick_dtype,
         train_all_weights,
     )
-    from lorapipe.packing import read_rows
-    from lorapipe.stage_code import code_files
-    from lorapipe.tracking import training_tracker
-    from lorapipe.training import TrainConfig, TrainData, total_steps
+    from lorapipe.train.checkpoints import (
+        checkpoint_folder,
+        files_of,
+        fingerprint,
+        library_versions,
+        list_checkpoints,
+        resumable_state,
+    )
+    from lorapipe.train.disk_space import check_disk_space
+    from lorapipe.train.mirror import CheckpointMirror
+    from lorapipe.train.tracking import training_tracker
+    from lorapipe.train.training import TrainConfig, TrainData, total_steps
 
     torch.manual_seed(params.train.seed)
     device = pick_device()
@@ -180,7 +180,7 @@ def setup(args: argparse.Namespace, params: StageParams, world: World) -> Setup:
 
 def fit(job: Setup, stop: GracefulStop) -> TrainState:
     """Train, resuming this run's newest checkpoint; a failure or a stop ends the MLflow run too."""
-    from lorapipe.training import Hooks, train
+    from lorapipe.train.training import Hooks, train
 
     log_every = job.config.ops.log_every
     history: list[dict] = []  # steps not yet sent to MLflow
@@ -204,11 +204,11 @@ def fit(job: Setup, stop: GracefulStop) -> TrainState:
 def save(job: Setup, state: TrainState, params: StageParams, args: argparse.Namespace, started: float) -> None:
     """The trained weights with their tokenizer and params record, the logs and plots, train.json and its details;
     the MLflow run ends."""
-    from lorapipe.metric_files import TRAIN_HEADLINE, write_numbers
-    from lorapipe.modeling import dtype_name, read_hardware
-    from lorapipe.plots import write_loss_plots
-    from lorapipe.tracking import finish_training
-    from lorapipe.training_record import TrainingRecord, save_training_record, weight_files
+    from lorapipe.core.metric_files import TRAIN_HEADLINE, write_numbers
+    from lorapipe.model.modeling import dtype_name, read_hardware
+    from lorapipe.train.plots import write_loss_plots
+    from lorapipe.train.tracking import finish_training
+    from lorapipe.train.training_record import TrainingRecord, save_training_record, weight_files
 
     job.tracker.log_history(state.history)  # what came from a checkpoint too, unless the run has it
     check_params_unchanged()

@@ -19,8 +19,10 @@ from typing import Any
 import pytest
 
 from lorapipe.core.artifacts import EVAL_SCORES
+from lorapipe.core.params import PARAM_FILES
 from lorapipe.reporting.browser import chromium, has_chromium
 from tests.workspace import (
+    DEFAULT_CHECKS,
     README_SKIPS,
     ROOT,
     S3_KEY_ID,
@@ -103,7 +105,7 @@ def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path
 
 
 # What the pipeline writes in a checkout. Tests work in temp workspaces, never in this one.
-CHECKOUT_OUTPUTS = ("params.yaml", "dvc.lock", "data", "models", "metrics")
+CHECKOUT_OUTPUTS = (*PARAM_FILES, "dvc.lock", "data", "models", "metrics")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -240,7 +242,7 @@ def tiny_repo(tmp_path_factory, pristine_repo, tiny_model_dir) -> Iterator[Path]
         repo.rmdir()
         copy_workspace(pristine_repo, repo)
         model = {"name": str(tiny_model_dir), "revision": "", "sha256": ""}
-        update_params(repo / "params.yaml", {**SHORT_JOB, "model": model})
+        update_params(repo, {**SHORT_JOB, "model": model})
         sh(repo, "dvc", "repro")
         commit(repo, "the first run, on the tiny Llama")
 
@@ -291,6 +293,8 @@ def readme_flow(tmp_path_factory, smollm2_gguf, llama_cpp_converter) -> ReadmeFl
         for command in ("git branch --show-current", "git status --porcelain --untracked-files=no"):
             run(command, status_after=False)
         run(f"git ls-files dvc.lock {EVAL_SCORES}", "git ls-files", status_after=False)
+        checks = sh(repo, "bash", "-c", f"{DEFAULT_CHECKS} 2>&1; echo exit $?", env={**env, "PYTHONPATH": str(repo)})
+        printed[DEFAULT_CHECKS] = checks.stdout
         run("make demo", "make demo, again", status_after=False)  # idempotent: nothing re-run or committed
         run("git rev-list --count HEAD", status_after=False)
         for command in readme_commands("Next steps"):
@@ -307,6 +311,8 @@ def readme_flow(tmp_path_factory, smollm2_gguf, llama_cpp_converter) -> ReadmeFl
         rows = csv.DictReader(shown.splitlines())
         experiments = {row["lora.r"]: row["Experiment"] for row in rows if row["typ"].startswith("branch")}
         # The sweep's lora.r=4 run into the workspace, then exported (outside DVC)
+        report = f"python -m lorapipe.reporting.report --run {experiments['4']} --base demo -o r4.md"
+        run(report, "the queued run's report", status_after=False)
         run(f"dvc exp apply {experiments['4']}", "dvc exp apply")
         run(f"python {' '.join(EXPORT_COMMAND.split()[1:])}", "the export")
         return [printed, status, experiments]

@@ -6,8 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lorapipe.clean_rules import LIMITS, REASONS, TEXT_CHARS, NearLimit, Reason, length_decision
-from lorapipe.cleaning import (
+from lorapipe.core.params import CleanParams
+from lorapipe.core.record_ids import record_id
+from lorapipe.data.clean_rules import LIMITS, REASONS, TEXT_CHARS, NearLimit, Reason, length_decision
+from lorapipe.data.cleaning import (
     INVISIBLE_RANGES,
     Rejected,
     clean_chunks,
@@ -16,8 +18,6 @@ from lorapipe.cleaning import (
     parse_line,
     read_fields,
 )
-from lorapipe.params import CleanParams
-from lorapipe.record_ids import record_id
 from tests.workspace import params_of
 
 PARAMS = params_of(CleanParams, min_title_chars=3, max_title_chars=40, min_content_chars=10, max_content_chars=80)

@@ -206,7 +206,7 @@ def test_a_preempted_job_resumes_on_a_new_vm_and_lands_its_branch_and_experiment
 
     # Ends with the losses of an uninterrupted run of the same params: the train stage again on the VM's data and
     # base, the mirror off (else it would restore this run's checkpoint), into folders of its own.
-    update_params(second / "params.yaml", {"ops": {"checkpoint_mirror": ""}})
+    update_params(second, {"ops": {"checkpoint_mirror": ""}})
     reference = tmp_path / "reference"
     paths = stage_args("train", str(reference), trained=str(reference / "trained"))
     stage(second, "train.py", *paths, "--checkpoints", str(reference / "checkpoints"))

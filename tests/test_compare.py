@@ -7,11 +7,11 @@ import pytest
 import sacrebleu
 from scipy import stats
 
-from lorapipe.corpus_metrics import corpus_bleu
-from lorapipe.evaluation import ModelOutputs
+from lorapipe.eval.corpus_metrics import corpus_bleu
+from lorapipe.eval.evaluation import ModelOutputs
+from lorapipe.eval.scoring import sample_scores, score_outputs
 from lorapipe.reporting.compare import METRICS, columns, pair_up, run_vs_run, tuned_vs_base
 from lorapipe.reporting.scores_table import score_rows
-from lorapipe.scoring import sample_scores, score_outputs
 
 WORDS = ["the", "a", "blue", "red", "steel", "mug", "lamp", "bottle", "lid", "for", "desk", "travel", "warm", "light"]
 

@@ -18,11 +18,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from lorapipe.core.artifacts import PATHS
-from lorapipe.data.clean_rules import NearLimit, Reason
-from lorapipe.data.cleaning import Rejected, parse_line
 from lorapipe.core.cli import UserError
 from lorapipe.core.params import CleanParams
 from lorapipe.core.record_ids import record_id
+from lorapipe.data.clean_rules import NearLimit, Reason
+from lorapipe.data.cleaning import Rejected, parse_line
 from lorapipe.reporting.data_changes import (
     COUNTS,
     EXAMPLES,
@@ -62,7 +62,9 @@ def entry(deps: dict[str, str], params: dict, outs: dict[str, str], cmd: str = "
 
 LOCK = {
     "download": entry({"stages/download.py": "d1"}, {"data.url": "a.gz"}, {path("raw"): "raw1"}),
-    "clean": entry({path("raw"): "raw1", "lorapipe/data/cleaning.py": "c1"}, {"clean": CLEAN}, {path("clean"): "clean1"}),
+    "clean": entry(
+        {path("raw"): "raw1", "lorapipe/data/cleaning.py": "c1"}, {"clean": CLEAN}, {path("clean"): "clean1"}
+    ),
     "sample": entry({path("clean"): "clean1", "stages/sample.py": "s1"}, {"sample.size": 100}, {path("sample"): "s1"}),
     "split": entry({path("sample"): "s1"}, {"split.seed": 42}, {path("split"): "sp1.dir"}),
     "tokenize": entry({path("split"): "sp1.dir"}, {"tokenize.seq_len": 512}, {path("tokenized"): "t1.dir"}),

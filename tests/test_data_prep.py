@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import importlib.util
 import json
 import random
 import subprocess
@@ -20,16 +19,8 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
+from scripts.make_synthetic_data import dump_shaped
 from tests.workspace import ROOT, child_env, stage, write_params
-
-
-def dump_like_file(path: Path, records: int, seed: int) -> None:
-    """scripts/make_synthetic_data.py's dump-shaped records (the data benchmark's generator), at `path`."""
-    spec = importlib.util.spec_from_file_location("make_synthetic_data", ROOT / "scripts/make_synthetic_data.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.dump_like_file(path, records, seed)
-
 
 PINNED = {
     "clean.parquet": "e4c4fd28d2f661cc222c71f8a58cef0633d22c9cb02be550c5ca2a1bfd3c773d",
@@ -68,7 +59,7 @@ BAD_LINES = [b"{not json\n", b"[1, 2, 3]\n", b'{"title": "caf\xe9", "content": "
 
 def dirty_file(path: Path) -> None:
     """Random real-shaped records with the odd ones and bad lines scattered through (two gzip members)."""
-    dump_like_file(path, 6000, seed=3)
+    dump_shaped(path, 6000, seed=3)
     rng = random.Random(5)
     # Half of them with non-ASCII written as \\uXXXX escapes, as some dumps do (lone surrogates can only be).
     lines = [

@@ -1,4 +1,4 @@
-"""make demo's git side (lorapipe.demo) on a plain git checkout: it writes to the branch `demo` only when it
+"""make demo's git side (lorapipe.workspace.demo) on a plain git checkout: it writes to the branch `demo` only when it
 made that branch, suggests nothing that deletes work, and commits only the files it wrote."""
 
 from __future__ import annotations
@@ -7,15 +7,17 @@ import shutil
 
 import pytest
 
-from lorapipe import demo
-from lorapipe.cli import UserError
+from lorapipe.core.cli import UserError
+from lorapipe.core.params import PARAM_FILES
+from lorapipe.workspace import demo
 from tests.workspace import ROOT, commit, committed_params_text, sh
 
 
 @pytest.fixture
 def checkout(tmp_path, monkeypatch):
     """A project checkout on `main`, as cloned, the working directory of the test."""
-    (tmp_path / "params.yaml").write_text(committed_params_text())
+    for name in PARAM_FILES:
+        (tmp_path / name).write_text(committed_params_text(name))
     shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
     sh(tmp_path, "git", "init", "-q")
     commit(tmp_path, "the project")
@@ -49,6 +51,9 @@ def test_a_users_own_branch_named_demo_is_never_written_to(checkout):
 def test_the_branch_it_made_is_taken_up_again_and_no_refusal_deletes_work(checkout):
     demo.start()
     assert git(checkout, "branch", "--show-current") == "demo"
+    # The profile sets keys of both params files (ops.save_every is in settings.yaml): one commit holds both.
+    assert git(checkout, "show", "--name-only", "--format=", "HEAD").split() == list(PARAM_FILES)
+    assert git(checkout, "status", "--porcelain") == ""
     assert git(checkout, "config", "--get", demo.MARKER) == "true"
     sh(checkout, "git", "checkout", "-q", "main")
     demo.start()  # run again: back on its own branch

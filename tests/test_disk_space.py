@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lorapipe.disk_space import CHECKPOINT_BYTES_PER_PARAM, CheckpointSpace, disk_space_refusal
+from lorapipe.train.disk_space import CHECKPOINT_BYTES_PER_PARAM, CheckpointSpace, disk_space_refusal
 from tests.workspace import ROOT, assert_one_line_error, child_env, copy_workspace, stage_args
 
 TINYLLAMA = 1_100_048_384  # parameters

@@ -14,13 +14,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import yaml
 
-from lorapipe.cli import UserError
-from lorapipe.download import download, resolve_source
-from lorapipe.params import DataParams, parse_section
+from lorapipe.core.cli import UserError
+from lorapipe.core.params import PARAM_FILES, DataParams, parse_section
+from lorapipe.data.download import download, resolve_source
 from tests.http_server import serve
-from tests.workspace import ROOT, assert_one_line_error, child_env, default_params, free_port
+from tests.workspace import ROOT, assert_one_line_error, child_env, default_params, free_port, write_param_files
 
 PAYLOAD = gzip.compress(b"".join(b'{"uid": "%d", "title": "t", "content": "c"}\n' % i for i in range(20000)), mtime=0)
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -39,7 +38,7 @@ def run_download(
     params = default_params()
     params["data"] = {"url": url, "sha256": sha256, "member": member}
     params["ops"] |= {"download_timeout_s": timeout, "download_retries": retries}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    write_param_files(tmp_path, params)
 
     def limit_file_size() -> None:  # `ulimit -f` in the child: Python ignores SIGXFSZ, so a write gets EFBIG
         if file_size_limit:
@@ -242,8 +241,8 @@ TOKEN, PASSWORD = "tok" + "EN" * 8 + "0123", "pass" + "WORD" * 4 + "4567"
 
 
 def written_and_printed(tmp_path: Path, result: subprocess.CompletedProcess) -> str:
-    """What the stage printed and every file it left (params.yaml, which the user wrote, aside)."""
-    files = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "params.yaml"]
+    """What the stage printed and every file it left (the params files, which the user wrote, aside)."""
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and p.name not in PARAM_FILES]
     return result.stdout + result.stderr + "".join(p.read_bytes().decode("latin-1") for p in files)
 
 

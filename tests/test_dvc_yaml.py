@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lorapipe.artifacts import PATHS
-from lorapipe.stage_code import code_files
+from lorapipe.core.artifacts import PATHS
+from lorapipe.core.stage_code import code_files
 from tests.workspace import ROOT, dvc_stages
 
 # The pipeline as DVC resolves it (${paths.NAME} filled in).
@@ -30,11 +30,12 @@ def script_of(stage: dict) -> str:
 
 
 def sections_read(script: str) -> set[str]:
-    """Sections the script loads, less `ops`: operational settings are untracked on purpose."""
-    from lorapipe.params import SECTIONS
+    """params.yaml's sections the script loads: settings.yaml's (ops) are untracked on purpose, so they re-run
+    nothing and are no `dvc exp show` column."""
+    from lorapipe.core.params import FILE_OF, PARAMS_FILE, SECTIONS
 
     classes = set(re.findall(r"load_params\((\w+)\)", (ROOT / script).read_text()))
-    return {name for name, cls in SECTIONS.items() if cls.__name__ in classes} - {"ops"}
+    return {name for name, cls in SECTIONS.items() if cls.__name__ in classes and FILE_OF[name] == PARAMS_FILE}
 
 
 @pytest.mark.parametrize("name", list(STAGES))
@@ -81,7 +82,7 @@ def test_every_output_is_on_the_command_line(name):
 
 
 def test_the_paths_block_names_each_pipeline_output_once():
-    """dvc.yaml's `vars: paths` (lorapipe.artifacts.PATHS, what readers and tests use) is exactly the outputs
+    """dvc.yaml's `vars: paths` (lorapipe.core.artifacts.PATHS, what readers and tests use) is exactly the outputs
     of its stages, one name each: a renamed output cannot leave a reader behind."""
     named = [path.as_posix() for path in PATHS.values()]
     assert len(named) == len(set(named))
@@ -99,7 +100,7 @@ def test_no_stage_types_a_path():
 def test_paths_outside_dvc_are_not_outputs():
     """Checkpoints and the export command's files stay out of dvc.yaml: an out would be hashed into dvc.lock
     (and a persisted one switches off the run-cache that restores train)."""
-    from lorapipe import artifacts
+    from lorapipe.core import artifacts
 
     outside = {artifacts.CHECKPOINTS, *artifacts.EXPORT_OUTPUTS}
     pipeline = set().union(*map(outputs_of, dvc_stages().values())) | {
@@ -110,7 +111,7 @@ def test_paths_outside_dvc_are_not_outputs():
 
 def test_listed_keys_are_real_params():
     """A stage listing single keys (`eval.seed`) names keys that exist: a typo would track nothing."""
-    from lorapipe.params import SECTIONS
+    from lorapipe.core.params import SECTIONS
 
     for name, stage in STAGES.items():
         for param in stage.get("params", []):
@@ -122,7 +123,7 @@ def test_listed_keys_are_real_params():
 def test_generate_base_tracks_exactly_the_settings_its_outputs_record():
     """The base outputs hang on BASE_SETTINGS (recorded in the file, checked by evaluate): DVC must
     re-run generate_base when one changes, and only then (not for eval.report_samples, lora.*, ...)."""
-    from lorapipe.evaluation import BASE_SETTINGS
+    from lorapipe.eval.evaluation import BASE_SETTINGS
 
     assert STAGES["generate_base"]["params"] == list(BASE_SETTINGS)
     assert "data/base_outputs.json" in STAGES["evaluate"]["deps"]
@@ -139,7 +140,7 @@ def test_every_lora_key_re_runs_train_and_evaluate_only():
     reads train's output. No other stage reads a lora key, so `dvc exp run -S lora.method=dora` re-runs those two."""
     import dataclasses
 
-    from lorapipe.params import LoraParams
+    from lorapipe.core.params import LoraParams
 
     keys = {f"lora.{f.name}" for f in dataclasses.fields(LoraParams)}
     assert "lora.method" in keys
@@ -156,7 +157,7 @@ def test_artifacts_name_cached_outputs_by_their_paths_name():
     labels; the merged export, written outside DVC, is none of them."""
     from dvc.repo.artifacts import name_is_compatible
 
-    from lorapipe.artifacts import EXPORT_OUTPUTS
+    from lorapipe.core.artifacts import EXPORT_OUTPUTS
 
     declared = yaml.safe_load((ROOT / "dvc.yaml").read_text())["artifacts"]
     assert {"trained", "base"} <= set(declared)

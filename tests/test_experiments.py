@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import yaml
@@ -43,3 +44,17 @@ def test_queued_sweep_then_show_apply_and_branch(repo):
     sh(repo, "dvc", "exp", "branch", "size-600", "sample-600")
     shown = sh(repo, "git", "show", "sample-600:params.yaml").stdout
     assert yaml.safe_load(shown)["sample"]["size"] == 600
+
+
+def test_settings_are_set_per_experiment_and_are_no_column_of_dvc_exp_show(repo):
+    """What re-runs no stage (ops, export) is in settings.yaml, which no stage tracks: `dvc exp run -S
+    settings.yaml:KEY=VALUE` (docs/experiments.md) sets it for one experiment, whose commit holds it, and
+    `dvc exp show`, which lists every key of params.yaml, shows none of it. One stage runs."""
+    sh(repo, "dvc", "exp", "run", "download", "-n", "patient", "-S", "settings.yaml:ops.download_retries=5")
+    header, *rows = csv.reader(sh(repo, "dvc", "exp", "show", "--csv").stdout.splitlines())
+    assert {"sample.size", "lora.r", "train.lr"} <= set(header)
+    assert not [column for column in header if column.startswith(("ops.", "export."))], header
+    (rev,) = [row[header.index("rev")] for row in rows if row[header.index("Experiment")] == "patient"]
+    settings = sh(repo, "git", "show", f"{rev}:settings.yaml").stdout
+    assert yaml.safe_load(settings)["ops"]["download_retries"] == 5
+    assert sh(repo, "git", "diff", "HEAD", rev, "--name-only", "--", "params.yaml").stdout == ""

@@ -11,10 +11,10 @@ import torch
 from safetensors import safe_open
 
 from lorapipe.core.artifacts import EXPORT_JSON, MERGED
-from lorapipe.model.generation import generate_texts
-from lorapipe.model.modeling import load_model, load_tokenizer
 from lorapipe.core.params import EvalParams, QuantParams, load_params
 from lorapipe.data.prompt import encode_prompts
+from lorapipe.model.generation import generate_texts
+from lorapipe.model.modeling import load_model, load_tokenizer
 from tests.workspace import TITLES, assert_one_line_error, params_of, stage
 
 

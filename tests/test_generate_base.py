@@ -32,14 +32,14 @@ def test_evaluate_reports_the_base_scores_of_a_direct_decoding(evaluated):
     """What evaluate did itself before generate_base existed: same rows, prompts and decoding."""
     import torch
 
-    from lorapipe.data.data_files import read_text_table
-    from lorapipe.model.generation import generate
-    from lorapipe.train.losses import reference_losses
-    from lorapipe.model.modeling import load_model, load_tokenizer, pick_device, pick_dtype
-    from lorapipe.eval.output_health import health_scores, sample_health
     from lorapipe.core.params import EvalParams, TokenizeParams
+    from lorapipe.data.data_files import read_text_table
     from lorapipe.data.prompt import build_prompt, encode_examples, truncate_title
+    from lorapipe.eval.output_health import health_scores, sample_health
     from lorapipe.eval.scoring import corpus_scores, sample_scores
+    from lorapipe.model.generation import generate
+    from lorapipe.model.modeling import load_model, load_tokenizer, pick_device, pick_dtype
+    from lorapipe.train.losses import reference_losses
 
     ws, params = evaluated, params_of(EvalParams, **EVAL)
     tok_params = params_of(TokenizeParams, **yaml.safe_load((ws / "params.yaml").read_text())["tokenize"])

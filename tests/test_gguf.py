@@ -16,12 +16,13 @@ import pytest
 import torch
 
 from lorapipe.core.artifacts import EXPORT_JSON
+from lorapipe.core.params import EvalParams, ExportParams, LoraParams, QuantParams, TrainParams
 from lorapipe.data.data_files import read_text_table
-from lorapipe.model.generation import decoding_record, generate_texts
+from lorapipe.data.prompt import build_prompt, encode_prompts
+from lorapipe.model.decoding import decoding_record
+from lorapipe.model.generation import generate_texts
 from lorapipe.model.gguf_export import modelfile, saved_decoding, unpack
 from lorapipe.model.modeling import load_tokenizer
-from lorapipe.core.params import EvalParams, ExportParams, LoraParams, QuantParams, TrainParams
-from lorapipe.data.prompt import build_prompt, encode_prompts
 from lorapipe.train.training_record import TrainingRecord, save_training_record
 from tests.workspace import ROOT, TITLES, assert_one_line_error, child_env, params_of, stage, write_params
 

@@ -7,6 +7,8 @@ remove it), so each module can be read, and changed, after the modules it builds
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.workspace import ROOT
@@ -58,10 +60,60 @@ def cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_no_module_imports_itself_through_others():
     graph = import_graph()
-    assert {"lorapipe.cli", "tests.workspace", "stages.train"} <= graph.keys()  # the walk found the code
+    assert {"lorapipe.core.cli", "tests.workspace", "stages.train"} <= graph.keys()  # the walk found the code
     assert cycle(graph) is None, " -> ".join(cycle(graph))
 
 
 def test_the_cycle_finder_finds_a_lazy_cycle():
     assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_reporting_loads_without_torch():
+    """The report job and the results page install no torch: no reporting module imports it when loaded
+    (publish loads the tokenizer, which needs it, only when it builds a card)."""
+    modules = sorted(f"lorapipe.reporting.{p.stem}" for p in (ROOT / "lorapipe/reporting").glob("*.py"))
+    code = f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\nprint(sorted(sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "'lorapipe.reporting.publish'" in loaded and "'torch'" not in loaded
+
+
+# The package's layers, lowest first: a module imports from its own layer and those before it, never from a
+# later one. `workspace` (the commands around a checkout) builds on the core alone.
+LAYERS = ("core", "data", "model", "train", "eval", "reporting")
+ALLOWED = {layer: set(LAYERS[: i + 1]) for i, layer in enumerate(LAYERS)} | {"workspace": {"core", "workspace"}}
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """`a -> b` for each import of the package that runs up a layer (or into one it may not use)."""
+    found = []
+    for module, imported in sorted(graph.items()):
+        layer = module.split(".")[1] if module.startswith("lorapipe.") and module.count(".") >= 2 else None
+        if layer is None:
+            continue
+        for target in sorted(imported):
+            parts = target.split(".")
+            if parts[0] == "lorapipe" and len(parts) >= 2 and parts[1] in ALLOWED and parts[1] not in ALLOWED[layer]:
+                found.append(f"{module} -> {target}")
+    return found
+
+
+def test_no_module_imports_from_a_layer_above_its_own():
+    graph = import_graph()
+    assert {m.split(".")[1] for m in graph if m.startswith("lorapipe.") and m.count(".") >= 2} == set(ALLOWED)
+    assert upward_imports(graph) == []
+
+
+def test_the_layer_check_fails_on_a_planted_upward_import():
+    graph = import_graph()
+    graph["lorapipe.core.params"] = graph["lorapipe.core.params"] | {"lorapipe.reporting.report"}
+    assert upward_imports(graph) == ["lorapipe.core.params -> lorapipe.reporting.report"]
+
+
+def test_no_test_imports_another_test_module_or_a_benchmark():
+    """Shared test code lives in tests/workspace.py (and the fixtures in tests/conftest.py)."""
+    graph = import_graph()
+    tests = {m: ts for m, ts in graph.items() if m.startswith("tests.")}
+    assert [
+        f"{m} -> {t}" for m, ts in sorted(tests.items()) for t in sorted(ts) if t.startswith(("tests.test_", "bench."))
+    ] == []

@@ -36,10 +36,10 @@ def test_each_method_trains_resumes_evaluates_exports_and_reloads(prepared_copy,
     from transformers import AutoModelForCausalLM
 
     from app import Describer
-    from lorapipe.model.generation import generate_texts
-    from lorapipe.model.modeling import load_tokenizer
     from lorapipe.core.params import EvalParams, TokenizeParams
     from lorapipe.data.prompt import encode_prompts
+    from lorapipe.model.generation import generate_texts
+    from lorapipe.model.modeling import load_tokenizer
     from lorapipe.train.training_record import load_training_record, weight_files
 
     ws = prepared_copy

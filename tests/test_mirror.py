@@ -92,8 +92,8 @@ def test_a_mirrored_checkpoint_is_restored_into_the_run_folder(tmp_path, s3_endp
 
 
 def test_credentials_in_the_mirror_url_are_refused_in_one_line_and_never_printed(tmp_path, caplog):
-    """ops.checkpoint_mirror is a param (dvc params diff, the reports, a pushed params.yaml): a URL with
-    credentials is refused naming the key. A mirror handed one anyway (a DVC remote's URL) prints it nowhere."""
+    """ops.checkpoint_mirror is pushed with the results (settings.yaml): a URL with credentials is refused naming
+    the file and the key. A mirror handed one anyway (a DVC remote's URL) prints it nowhere."""
     from lorapipe.core.cli import UserError
     from lorapipe.core.params import OpsParams
     from tests.workspace import params_of
@@ -103,7 +103,8 @@ def test_credentials_in_the_mirror_url_are_refused_in_one_line_and_never_printed
         (f"s3://AKEY:{secret}@host/bucket", "user:password@"),
         (f"s3://b/p?X-Amz-Signature={secret}", "?"),
     ):
-        with pytest.raises(UserError, match=rf"ops\.checkpoint_mirror holds credentials \({re.escape(part)}") as err:
+        said = rf"settings\.yaml: ops\.checkpoint_mirror holds credentials \({re.escape(part)}"
+        with pytest.raises(UserError, match=said) as err:
             params_of(OpsParams, checkpoint_mirror=url)
         assert secret not in str(err.value) and "AWS_ACCESS_KEY_ID" in str(err.value)
 

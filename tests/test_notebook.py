@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lorapipe.workspace.outbound import RESULTS
 from tests.http_server import serve_dagshub
 from tests.workspace import (
+    COLAB_FREEZE,
     NOTEBOOK,
     ROOT,
     S3_KEY_ID,
@@ -28,8 +30,6 @@ from tests.workspace import (
     shell_commands,
     user_machine_env,
 )
-
-COLAB_FREEZE = ROOT / "tests/data/colab-2026.08-pip-freeze-gpu.txt"  # its first lines say where it is from
 
 
 def test_notebook_is_valid_nbformat_4():
@@ -238,10 +238,11 @@ def test_every_cell_runs_twice_and_the_pull_request_branch_holds_the_real_run(tm
         return sh(origin, "git", "show", f"results/colab:{path}").stdout
 
     assert yaml.safe_load(on_branch("params.yaml"))["lora"]["r"] == 16  # the real run, not the experiment
+    assert yaml.safe_load(on_branch("settings.yaml"))["ops"]["checkpoint_mirror"] == "remote"  # the colab profile's
     assert json.loads(on_branch("metrics/eval.json")) and "evaluate" in yaml.safe_load(on_branch("dvc.lock"))["stages"]
     experiments = sh(origin, "git", "for-each-ref", "--format=%(refname)", "refs/exps/").stdout.split()
     assert experiments == [f"refs/exps/{tip[:2]}/{tip[2:]}/lora.r=8"]  # based on the branch's tip
     assert yaml.safe_load(sh(origin, "git", "show", f"{experiments[0]}:params.yaml").stdout)["lora"]["r"] == 8
     installs = (tmp_path / "pip.log").read_text().splitlines()
     assert installs == [" ".join(["install", *args]) for args in pip_installs()] * 2
-    assert sh(content / "lorapipe", "git", "status", "--porcelain", "params.yaml", "dvc.lock", "metrics").stdout == ""
+    assert sh(content / "lorapipe", "git", "status", "--porcelain", *RESULTS).stdout == ""

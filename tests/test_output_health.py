@@ -1,11 +1,11 @@
-"""Output health on hand-made outputs: each definition of lorapipe.output_health pinned by a case."""
+"""Output health on hand-made outputs: each definition of lorapipe.eval.output_health pinned by a case."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from lorapipe.output_health import (
+from lorapipe.eval.output_health import (
     DistinctNgrams,
     distinct_ngram_share,
     figures,
@@ -117,10 +117,10 @@ def test_generation_records_runaway_when_no_eos_came_before_max_new_tokens(tiny_
     greedy token of the first prompt the EOS makes that output stop after two tokens, not a runaway."""
     import torch
 
-    from lorapipe.generation import generate
-    from lorapipe.modeling import load_model, load_tokenizer
-    from lorapipe.params import EvalParams
-    from lorapipe.prompt import encode_prompts
+    from lorapipe.core.params import EvalParams
+    from lorapipe.data.prompt import encode_prompts
+    from lorapipe.model.generation import generate
+    from lorapipe.model.modeling import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(tiny_model_dir)
     model = load_model(tiny_model_dir, torch.float32, torch.device("cpu"))

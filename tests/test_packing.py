@@ -7,10 +7,10 @@ import random
 import pytest
 import torch
 
-from lorapipe.cleaning import read_fields
-from lorapipe.packing import IGNORE, PackedRow, collate, example_labels, pack_examples, read_rows, write_rows
-from lorapipe.params import CleanParams
-from lorapipe.prompt import Example, build_prompt, build_prompts, encode_examples
+from lorapipe.core.params import CleanParams
+from lorapipe.data.cleaning import read_fields
+from lorapipe.data.packing import IGNORE, PackedRow, collate, example_labels, pack_examples, read_rows, write_rows
+from lorapipe.data.prompt import Example, build_prompt, build_prompts, encode_examples
 from tests.workspace import ROOT, params_of
 
 
@@ -57,7 +57,7 @@ def test_rows_round_trip_through_parquet_and_other_files_are_refused(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from lorapipe.cli import UserError
+    from lorapipe.core.cli import UserError
 
     rows = pack_examples(make_examples(8, seed=4), 64, completion_only=True)
     write_rows(rows, tmp_path / "train.parquet")
@@ -170,7 +170,7 @@ def test_batched_encoding_equals_one_example_at_a_time(smollm2_tokenizer, templa
 def test_completion_loss_equals_the_full_logits_loss_and_its_gradients(tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
-    from lorapipe.losses import completion_loss
+    from lorapipe.train.losses import completion_loss
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     rows = pack_examples(make_examples(12, seed=3), 128, completion_only=True)

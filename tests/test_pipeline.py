@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from lorapipe.core.artifacts import EVAL_DETAILS, EVAL_JSON, EVAL_SCORES, TRAIN_DETAILS, TRAIN_JSON
-from lorapipe.eval.corpus_metrics import corpus_bleu, perplexity
-from lorapipe.eval.eval_files import read_scores
 from lorapipe.core.metric_files import EVAL_HEADLINE, TRAIN_HEADLINE, headline
 from lorapipe.core.record_ids import record_id
+from lorapipe.eval.corpus_metrics import corpus_bleu, perplexity
+from lorapipe.eval.eval_files import read_scores
 from lorapipe.reporting.compare import HEALTH, METRICS, columns, tuned_vs_base
 from tests.workspace import dvc_stages, ran, sh
 

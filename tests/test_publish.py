@@ -196,8 +196,8 @@ def test_bad_repo_id_and_missing_run_are_one_line_errors(tmp_path):
 
 def card_facts(origin: dict, merged: bool, base: tuple[str, str] | None = None, bits: int = 4, method: str = "lora"):
     """The card's facts of a run, built as publish builds them from the run's files."""
-    from lorapipe.model.generation import decoding_record
     from lorapipe.core.params import EvalParams, LoraParams, QuantParams, TrainParams
+    from lorapipe.model.decoding import decoding_record
     from lorapipe.reporting.model_card import BaseModel, BaseOrigin, CardFacts
     from lorapipe.train.training_record import TrainingRecord
 
@@ -260,10 +260,10 @@ def test_card_of_a_hub_base_names_it_in_the_metadata_and_asks_only_for_what_load
 def test_card_cites_the_commit_only_when_its_params_are_the_trained_ones(tmp_path, monkeypatch):
     from lorapipe.reporting.publish import trained_at
     from lorapipe.train.training_record import training_record_from
-    from tests.workspace import commit, default_params, sh
+    from tests.workspace import commit, default_params, sh, write_param_files
 
     params = default_params()
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    write_param_files(tmp_path, params)
     sh(tmp_path, "git", "init", "-q")
     commit(tmp_path, "params")
     head = sh(tmp_path, "git", "rev-parse", "HEAD").stdout.strip()
@@ -281,8 +281,8 @@ def test_card_loads_the_base_with_the_quantization_config_training_used(bits):
     import torch
     from transformers import BitsAndBytesConfig
 
-    from lorapipe.model.modeling import quantization_config
     from lorapipe.core.params import QuantParams
+    from lorapipe.model.modeling import quantization_config
     from lorapipe.reporting.model_card import model_card
 
     card = model_card(card_facts(HUB_BASE, merged=False, base=(HUB_BASE["name"], "12fd25f7"), bits=bits))
@@ -294,8 +294,8 @@ def test_card_loads_the_base_with_the_quantization_config_training_used(bits):
 def test_card_renders_the_decoding_record_in_its_snippet_and_llama_cpp_line():
     import dataclasses
 
-    from lorapipe.model.generation import decoding_record
     from lorapipe.core.params import EvalParams
+    from lorapipe.model.decoding import decoding_record
     from lorapipe.reporting.model_card import model_card
 
     sampling = params_of(EvalParams, do_sample=True, temperature=0.7, top_p=0.9, max_new_tokens=64)

@@ -23,8 +23,8 @@ from tests.workspace import (
 def test_bits_train_and_evaluate_end_to_end(prepared_copy, bits):
     from peft import PeftModel
 
-    from lorapipe.model.modeling import load_model, load_tuned_model
     from lorapipe.core.params import QuantParams
+    from lorapipe.model.modeling import load_model, load_tuned_model
     from lorapipe.train.training_record import load_training_record
 
     ws = prepared_copy

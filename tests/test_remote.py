@@ -62,9 +62,9 @@ def test_wrong_credentials_fail_clearly_and_keep_local_results(repo, s3_endpoint
 
 
 def test_dagshub_login_checks_the_token_and_exports_mlflow_variables_without_printing_it(tmp_path):
-    """What a shell (cloud/job.sh) runs: `eval "$(python -m lorapipe.dagshub_login)"` sets MLflow's variables for
-    the repo on the client's host; its output names the token's variable, never the token; a refused token is
-    one line. (The notebook's in-process login is tested in test_notebook, against real servers.)"""
+    """What a shell (cloud/job.sh) runs: `eval "$(python -m lorapipe.workspace.dagshub_login)"` sets MLflow's
+    variables for the repo on the client's host; its output names the token's variable, never the token; a
+    refused token is one line. (The notebook's in-process login is tested in test_notebook, against real servers.)"""
     token = "dagshub-app-" + "t0ken" * 6
     with serve_dagshub("alice", token, {}) as dagshub:
 
@@ -77,9 +77,9 @@ def test_dagshub_login_checks_the_token_and_exports_mlflow_variables_without_pri
                 ["bash", "-c", command], env={**env, "DAGSHUB_TOKEN": secret}, capture_output=True, text=True
             )
 
-        printed = run(f"{sys.executable} -m lorapipe.dagshub_login", token)
-        shell = run(f'eval "$({sys.executable} -m lorapipe.dagshub_login)" && env', token)
-        refused = run(f"{sys.executable} -m lorapipe.dagshub_login", "not-" + token)
+        printed = run(f"{sys.executable} -m lorapipe.workspace.dagshub_login", token)
+        shell = run(f'eval "$({sys.executable} -m lorapipe.workspace.dagshub_login)" && env', token)
+        refused = run(f"{sys.executable} -m lorapipe.workspace.dagshub_login", "not-" + token)
     assert printed.returncode == 0 and token not in printed.stdout + printed.stderr
     variables = dict(line.split("=", 1) for line in shell.stdout.splitlines() if "=" in line)
     assert variables["MLFLOW_TRACKING_URI"] == f"{dagshub.url}/me/lorapipe.mlflow"

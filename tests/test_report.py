@@ -161,21 +161,38 @@ def test_speed_is_labelled_as_the_machine_s_and_intervals_say_what_they_cover(re
     assert INTERVALS_NOTE in verdict and "not seed-to-seed variance" in INTERVALS_NOTE
 
 
+def experiment_rev(repo: Path, name: str) -> str:
+    shown = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
+    return next(run["rev"] for exp in shown[1]["experiments"] for run in exp["revs"] if run["name"] == name)
+
+
+def committed_scores(repo: Path, rev: str) -> list[dict]:
+    """EVAL_SCORES as the commit `rev` holds it (an experiment's results live in its commit only)."""
+    return [json.loads(line) for line in sh(repo, "git", "show", f"{rev}:{EVAL_SCORES}").stdout.splitlines()]
+
+
 @pytest.mark.slow
 def test_report_of_two_real_experiments_overlays_their_curves_and_imports_no_torch(readme_flow, tmp_path):
-    """The workspace holds the sweep's lora.r=4 run; the base is `demo`, the demo's run (lora.r=16)."""
-    repo, base = readme_flow.repo, "demo"
+    """The workspace holds the sweep's lora.r=4 run; the base is the lora.r=8 experiment, by its name."""
+    from lorapipe.reporting.compare import HEADLINE, run_vs_run
+
+    repo, name = readme_flow.repo, readme_flow.experiments["8"]
+    base = experiment_rev(repo, name)
     out = ("-o", str(tmp_path / "report.md"), "--summary", str(tmp_path / "summary.md"))
-    result = sh(repo, sys.executable, "-X", "importtime", "-m", "lorapipe.reporting.report", "--base", base, *out)
+    command = (sys.executable, "-X", "importtime", "-m", "lorapipe.reporting.report", "--base", name, *out)
+    result = sh(repo, *command)
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
     assert "lorapipe.reporting.compare" in imported and "torch" not in imported  # the report job needs no torch
 
     report = (tmp_path / "report.md").read_text()
     assert report.startswith(f"## lorapipe report: experiment `{readme_flow.experiments['4']}` on ")
-    demo = sh(repo, "git", "rev-parse", "--short", "demo").stdout.strip()
-    assert report.splitlines()[0].endswith(f" vs `demo` ({demo})")
-    assert [v[0] for v in VERDICT.findall(report)] == ["ROUGE-L", "BLEU", "perplexity"]
-    assert "paired over the 4 test samples both scored" in report
+    assert report.splitlines()[0].endswith(f" vs experiment `{name}` ({base[:7]})")
+    # The named experiment's scores are the old side, the workspace's the new: each line as compare.py makes it.
+    old = committed_scores(repo, base)
+    new = [json.loads(line) for line in (repo / EVAL_SCORES).read_text().splitlines()]
+    expected = [f"- {run_vs_run(old, new, metric).line()}" for metric in HEADLINE]
+    assert [line for line in report.splitlines() if VERDICT.match(line)] == expected
+    assert f"Tuned model, this revision against `{name}`, paired over the 4 test samples both scored." in report
     # lora.r changed, the data did not: one line above the verdict, no Data section.
     unchanged = "\nData unchanged: same hashes for raw, clean, sample, split, tokenized.\n"
     assert unchanged in report.split("- ROUGE-L")[0] and "### Data" not in report
@@ -184,16 +201,55 @@ def test_report_of_two_real_experiments_overlays_their_curves_and_imports_no_tor
         assert (tmp_path / "report_images" / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # The loss chart draws train and validation loss of both revisions, from `dvc plots diff`.
     plots = json.loads(sh(repo, "dvc", "plots", "diff", base, "--targets", *LOSS_LOGS, "--json").stdout)["data"]
-    values = loss_spec(plots, {"workspace": THIS, base: base})["data"]["values"]
+    values = loss_spec(plots, {"workspace": THIS, base: name})["data"]["values"]
     curves = {(v["run"], v["curve"]) for v in values}
-    assert curves == {(run, curve) for run in (THIS, base) for curve in ("train", "validation")}
+    assert curves == {(run, curve) for run in (THIS, name) for curve in ("train", "validation")}
 
     sections = {part.split("\n")[0]: part for part in report.split("### ")[1:]}
-    assert "| params.yaml: lora.r | 16 | 4 |" in sections["Params"]
+    assert "| params.yaml: lora.r | 8 | 4 |" in sections["Params"]
     assert "trainable\\_params" in sections["Speed and memory"] and "val\\_loss" in sections["Metrics"]
     assert "trainable" not in sections["Metrics"] and "eval\\_details.json" not in sections["Metrics"]
     summary = (tmp_path / "summary.md").read_text()
     assert "](./" not in summary and summary.count("not shown in a job summary") == 2
+
+
+@pytest.mark.slow
+def test_report_of_an_experiment_not_in_the_workspace_against_the_branch(readme_flow, tmp_path):
+    """`--run` names an experiment whose results are in DVC's experiment refs only, as a queued one's are once it
+    ran (the workspace holds another run, lora.r=4): the report is of that experiment, against the branch."""
+    from lorapipe.reporting.compare import HEADLINE, run_vs_run
+
+    repo, name = readme_flow.repo, readme_flow.experiments["32"]
+    rev = experiment_rev(repo, name)
+    sh(
+        repo,
+        sys.executable,
+        "-m",
+        "lorapipe.reporting.report",
+        "--run",
+        name,
+        "--base",
+        "demo",
+        "-o",
+        str(tmp_path / "report.md"),
+    )
+    report = (tmp_path / "report.md").read_text()
+    demo = sh(repo, "git", "rev-parse", "--short", "demo").stdout.strip()
+    assert report.splitlines()[0] == f"## lorapipe report: experiment `{name}` ({rev[:7]}) vs `demo` ({demo})"
+    eval_run = json.loads(sh(repo, "git", "show", f"{rev}:metrics/eval_run.json").stdout)
+    assert f"MLflow run `{eval_run['mlflow_run_id']}`" in report  # the experiment's run, not the workspace's
+    # The branch's scores are the old side, the experiment's commit's the new.
+    old, new = committed_scores(repo, "demo"), committed_scores(repo, rev)
+    expected = [f"- {run_vs_run(old, new, metric).line()}" for metric in HEADLINE]
+    assert [line for line in report.splitlines() if VERDICT.match(line)] == expected
+    sections = {part.split("\n")[0]: part for part in report.split("### ")[1:]}
+    assert "| params.yaml: lora.r | 16 | 32 |" in sections["Params"]
+    shown = [row[3] for row in table_rows(sections["Samples (base vs tuned)"])]
+    for samples, same in (
+        (sh(repo, "git", "show", f"{rev}:{EVAL_SAMPLES}").stdout, True),
+        ((repo / EVAL_SAMPLES).read_text(), False),
+    ):
+        assert (shown == [escape_cell(json.loads(line)["tuned"]) for line in samples.splitlines()]) is same
 
 
 @pytest.mark.slow
@@ -361,8 +417,8 @@ EVAL_RESULT = {
 
 @pytest.mark.parametrize("per_sample", [True, False], ids=["with-per-sample-scores", "record-only"])
 def test_summary_and_model_card_print_one_scores_table(tmp_path, per_sample):
-    from lorapipe.model.generation import decoding_record
     from lorapipe.core.params import EvalParams, LoraParams, QuantParams, TrainParams
+    from lorapipe.model.decoding import decoding_record
     from lorapipe.reporting.model_card import BaseOrigin, CardFacts, model_card
     from lorapipe.train.training_record import TrainingRecord
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lorapipe.core.params import PARAM_FILES
 from tests.git_server import serve_git
 from tests.workspace import (
     ROOT,
@@ -59,7 +60,7 @@ def test_each_stage_reaches_origin_and_a_new_machine_runs_none_again(tmp_path, t
     sh(clone, "dvc", "pull", "-q")
     assert (clone / "models/trained/adapter_model.safetensors").is_file()
     assert "up to date" in sh(clone, "dvc", "status", "dvc.yaml").stdout
-    report = sh(clone, sys.executable, "-m", "lorapipe.reporting.report", "--base", "main", "-o", "report.md")
+    report = sh(clone, sys.executable, "-m", "lorapipe.reporting.report", "--base", "origin/main", "-o", "report.md")
     assert report.returncode == 0
     assert f"{tuned:.4g}"[:5] in (clone / "report.md").read_text()
 
@@ -83,10 +84,9 @@ def test_each_stage_reaches_origin_and_a_new_machine_runs_none_again(tmp_path, t
     from app import Describer
     from lorapipe.core.params import EvalParams, TokenizeParams, load_params
 
-    params = clone / "params.yaml"
-    describer = Describer(teammate / "models", load_params(TokenizeParams, params).prompt_tokens)
+    describer = Describer(teammate / "models", load_params(TokenizeParams, clone).prompt_tokens)
     sample = json.loads((clone / "metrics/eval_samples.jsonl").read_text().splitlines()[0])
-    assert describer.describe(sample["title"], load_params(EvalParams, params))[1] == sample["tuned"]
+    assert describer.describe(sample["title"], load_params(EvalParams, clone))[1] == sample["tuned"]
 
     # The VM is lost: on a new one, the same script on the branch runs no finished stage again.
     again = sh(clone, "bash", "scripts/repro_and_push.sh", "results/colab")
@@ -106,9 +106,9 @@ SCORE_STAGE = (
 
 @pytest.fixture(scope="module")
 def results_repo(tmp_path_factory) -> Path:
-    """A DVC repo with the real run's params.yaml and a one-stage pipeline that has run: `main` on `origin`
-    (a bare repo), an experiment of an older commit (`old-exp`) and one of HEAD (`this-exp`), the results
-    not yet committed. Tests push copies of it."""
+    """A DVC repo with the real run's params.yaml and settings.yaml and a one-stage pipeline that has run: `main`
+    on `origin` (a bare repo), an experiment of an older commit (`old-exp`) and one of HEAD (`this-exp`), the
+    results not yet committed, the colab profile's checkpoint mirror among them. Tests push copies of it."""
     root = tmp_path_factory.mktemp("results")
     repo, origins = root / "repo", root / "origins"
     sh(root, "git", "init", "-q", "--bare", str(origins / "origin.git"))
@@ -117,7 +117,8 @@ def results_repo(tmp_path_factory) -> Path:
     sh(repo, "python", "-m", "lorapipe.workspace.git_identity")  # DVC commits the experiments
     sh(repo, "dvc", "init", "-q")
     sh(repo, "dvc", "remote", "add", "-q", "-d", "local", "../store")
-    (repo / "params.yaml").write_text(committed_params_text())
+    for name in PARAM_FILES:
+        (repo / name).write_text(committed_params_text(name))
     stages = {
         "score": {"cmd": SCORE_STAGE, "params": ["data.url"], "metrics": [{"metrics/eval.json": {"cache": False}}]}
     }
@@ -130,6 +131,8 @@ def results_repo(tmp_path_factory) -> Path:
     (repo / "README.md").write_text("the next commit\n")
     sh(repo, "git", "add", "README.md")
     sh(repo, "git", "commit", "-qm", "next")  # the results stay uncommitted, for push_results.sh
+    settings = repo / "settings.yaml"  # as `python -m lorapipe.workspace.profiles colab` leaves it
+    settings.write_text(settings.read_text().replace("checkpoint_mirror: ''", "checkpoint_mirror: remote"))
     sh(repo, "dvc", "exp", "save", "-q", "-n", "this-exp")
     return root
 
@@ -160,6 +163,8 @@ def test_the_token_goes_to_the_github_host_only_for_the_push_and_only_this_runs_
     assert not any(ref.endswith("/old-exp") for ref in refs)  # another commit's experiment stays here
     message = sh(root, "git", "--git-dir", "origins/origin.git", "log", "-1", "--format=%B", "results/colab").stdout
     assert message.startswith("Results: score (dvc.lock") and socket.gethostname() not in message
+    settings = sh(root, "git", "--git-dir", "origins/origin.git", "show", "results/colab:settings.yaml").stdout
+    assert yaml.safe_load(settings)["ops"]["checkpoint_mirror"] == "remote"  # the run's settings went with it
 
     # Nothing left behind: another https host asking git for credentials gets none, token set or not.
     repo = root / "repo"
@@ -186,7 +191,7 @@ def test_the_token_goes_to_the_github_host_only_for_the_push_and_only_this_runs_
 @pytest.mark.parametrize(
     ("plant", "named"),
     [
-        ("ops-userinfo", "params.yaml: ops.checkpoint_mirror (user:password@)"),
+        ("ops-userinfo", "settings.yaml: ops.checkpoint_mirror (user:password@)"),
         ("data-query", "params.yaml: data.url (?sessionid=)"),
         ("metrics", "metrics/eval.json: source (?token=)"),
         ("comment", "params.yaml (the value of $GITHUB_TOKEN, outside any value)"),
@@ -196,13 +201,14 @@ def test_the_token_goes_to_the_github_host_only_for_the_push_and_only_this_runs_
 def test_a_credential_planted_in_what_would_be_pushed_stops_the_push_before_anything_leaves(
     results_repo, tmp_path, plant, named
 ):
-    """After the run, a credential lands in params.yaml (any key), metrics/ or an experiment: nothing is
-    committed or pushed, one line names the file and key, never the value."""
+    """After the run, a credential lands in params.yaml or settings.yaml (any key), metrics/ or an experiment:
+    nothing is committed or pushed, one line names the file and key, never the value."""
     source = copy_workspace(results_repo, tmp_path / "planted")
-    repo, params = source / "repo", source / "repo/params.yaml"
+    repo, params, settings = source / "repo", source / "repo/params.yaml", source / "repo/settings.yaml"
     text = params.read_text()
     if plant == "ops-userinfo":
-        params.write_text(text.replace("checkpoint_mirror: ''", f"checkpoint_mirror: s3://AKEY:{PLANTED}@host/b"))
+        mirror = f"checkpoint_mirror: s3://AKEY:{PLANTED}@host/b"
+        settings.write_text(re.sub(r"checkpoint_mirror: \S+", mirror, settings.read_text()))
     elif plant == "data-query":
         params.write_text(re.sub(r"url: \S+", f"url: https://host/f.zip?sessionid={PLANTED}", text, count=1))
     elif plant == "metrics":

@@ -80,7 +80,7 @@ def test_page_lists_every_experiment_with_curves_and_opens_offline_in_a_browser(
     # loss curves, each training process's speed, the two length histograms and the score bars; no quantization
     # study ran (one bit width)
     assert len(charts) == 6 and TRAIN_LOG.as_posix() in titles and VAL_LOG.as_posix() in titles
-    assert "tokens_per_s" in titles
+    assert "training speed (tokens/s)" in titles
     assert "prompt tokens" in titles and "description tokens" in titles and "quant.bits" not in titles
     assert all(c.size["width"] > 200 and c.size["height"] > 200 for c in charts)
     assert named["8"] in titles and "demo" in titles  # one curve per experiment, in the legend
@@ -97,6 +97,7 @@ def test_samples_are_escaped_and_cut_like_the_reports():
 
 
 def test_the_workspace_row_is_left_out_only_while_it_repeats_a_listed_run(repo, tmp_path):
+
     commit_metrics(repo, 0.3, 16, "a run")
     commit_scores(repo, score_rows(range(20), shift=0.1), "its per-sample scores")
     out = tmp_path / "index.html"

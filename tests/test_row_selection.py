@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lorapipe.data_files import TEXT_SCHEMA
-from lorapipe.row_selection import (
+from lorapipe.data.data_files import TEXT_SCHEMA
+from lorapipe.data.row_selection import (
     Dedup,
     dedupe_table,
     sample_indices,

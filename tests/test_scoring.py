@@ -5,7 +5,7 @@ import math
 import pytest
 import sacrebleu
 
-from lorapipe.scoring import ROUGE_TYPES, corpus_scores, sample_scores
+from lorapipe.eval.scoring import ROUGE_TYPES, corpus_scores, sample_scores
 
 
 def bleu_score(predictions: list[str], references: list[str]) -> float:

@@ -18,8 +18,8 @@ import pytest
 import torch
 import yaml
 
-from lorapipe.train.checkpoints import TrainState, list_checkpoints, resume_checkpoint, save_checkpoint
 from lorapipe.data.packing import read_rows
+from lorapipe.train.checkpoints import TrainState, list_checkpoints, resume_checkpoint, save_checkpoint
 from lorapipe.train.training import lr_factor, micro_batch_rows, total_steps
 from tests.workspace import (
     ROOT,
@@ -31,6 +31,7 @@ from tests.workspace import (
     start_training,
     train_losses,
     tree_state,
+    update_params,
     wait_for,
     write_params,
 )
@@ -68,8 +69,8 @@ def test_every_lora_weight_changed_and_adapter_reloads_and_generates(tuned_works
     from peft import PeftModel
     from safetensors.torch import load_file
 
-    from lorapipe.model.modeling import add_lora, load_model, load_tokenizer
     from lorapipe.core.params import LoraParams, OpsParams, TrainParams
+    from lorapipe.model.modeling import add_lora, load_model, load_tokenizer
     from lorapipe.train.training import TrainConfig, TrainData, train
 
     ws = tuned_workspace
@@ -108,8 +109,8 @@ def test_merged_tuned_model_matches_the_training_time_model(tuned_workspace):
     """Evaluation's merged model computes what the nf4 base + adapter computed in training."""
     from peft import PeftModel
 
-    from lorapipe.model.modeling import load_model, load_tuned_model
     from lorapipe.core.params import QuantParams
+    from lorapipe.model.modeling import load_model, load_tuned_model
 
     cpu, base, adapter = torch.device("cpu"), tuned_workspace / "models/base", tuned_workspace / "models/trained"
     trained = PeftModel.from_pretrained(load_model(base, torch.float32, cpu, params_of(QuantParams)), adapter)
@@ -165,8 +166,8 @@ def test_a_stop_requested_mid_step_saves_that_step(tuned_workspace, tiny_model_d
     """A stop asked for during step 3's validation is taken at the end of the next step, which is saved."""
     from transformers import AutoModelForCausalLM
 
-    from lorapipe.model.modeling import add_lora
     from lorapipe.core.params import LoraParams, OpsParams, TrainParams
+    from lorapipe.model.modeling import add_lora
     from lorapipe.train.training import GracefulStop, Hooks, Stopped, TrainConfig, TrainData, train
 
     rows = read_rows(tuned_workspace / "data/tokenized/train.parquet")
@@ -195,8 +196,8 @@ def test_a_step_out_of_memory_ends_in_one_line_naming_what_to_lower(tmp_path):
     """An allocator that gives out mid-step (CUDA's OutOfMemoryError, the CPU's RuntimeError) becomes a
     UserError saying which params to lower, not a traceback; any other error is left alone."""
     from lorapipe.core.cli import UserError
-    from lorapipe.data.packing import PackedRow
     from lorapipe.core.params import OpsParams, TrainParams
+    from lorapipe.data.packing import PackedRow
     from lorapipe.train.training import TrainConfig, TrainData, train
 
     class Failing(torch.nn.Module):
@@ -234,8 +235,8 @@ def test_changed_params_do_not_resume_a_foreign_checkpoint(tuned_copy):
 def test_corrupt_newest_checkpoint_falls_back_to_previous(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from lorapipe.model.modeling import add_lora
     from lorapipe.core.params import LoraParams
+    from lorapipe.model.modeling import add_lora
 
     model = add_lora(
         AutoModelForCausalLM.from_pretrained(tiny_model_dir), params_of(LoraParams, r=2), False, quantized=False
@@ -254,8 +255,8 @@ def test_a_foreign_newest_checkpoint_falls_back_to_the_runs_own(tiny_model_dir, 
     """Another run's checkpoint (a stray copy, a mirror's) newest in the folder: skipped, not a fresh start."""
     from transformers import AutoModelForCausalLM
 
-    from lorapipe.model.modeling import add_lora
     from lorapipe.core.params import LoraParams
+    from lorapipe.model.modeling import add_lora
 
     model = add_lora(
         AutoModelForCausalLM.from_pretrained(tiny_model_dir), params_of(LoraParams, r=2), False, quantized=False
@@ -273,8 +274,8 @@ def test_resume_after_validation_on_the_save_step_trains_the_same_numbers(tuned_
     resumed trains exactly the losses of an uninterrupted one. bitsandbytes' CPU kernel would repack the
     4-bit weights at the first validation and round their scales at the save, so only the uninterrupted
     run would go on with rounded weights."""
-    from lorapipe.model.modeling import add_lora, load_model
     from lorapipe.core.params import LoraParams, OpsParams, QuantParams, TrainParams
+    from lorapipe.model.modeling import add_lora, load_model
     from lorapipe.train.training import GracefulStop, Hooks, Stopped, TrainConfig, TrainData, train
 
     rows = read_rows(tuned_workspace / "data/tokenized/train.parquet")
@@ -314,9 +315,9 @@ def test_a_killed_fp16_run_resumes_with_its_gradient_scaler_to_the_uninterrupted
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from lorapipe.train.checkpoints import OPTIMIZER_FILE, resumable_state
-    from lorapipe.model.modeling import add_lora
     from lorapipe.core.params import LoraParams, OpsParams, TrainParams
+    from lorapipe.model.modeling import add_lora
+    from lorapipe.train.checkpoints import OPTIMIZER_FILE, resumable_state
     from lorapipe.train.training import GracefulStop, Hooks, Stopped, TrainConfig, TrainData, train
 
     rows = read_rows(tuned_workspace / "data/tokenized/train.parquet")
@@ -487,10 +488,9 @@ def test_train_and_evaluate_print_their_own_lines_and_a_step_line_every_log_ever
     transformers property, rouge_score's "Using default tokenizer.", MLflow's database setup, matplotlib's font
     cache, transformers' loading bars and dequantization notice."""
     ws = prepared_copy
-    params = yaml.safe_load((ws / "params.yaml").read_text())
-    params["ops"]["log_every"] = 2
-    (ws / "params.yaml").write_text(yaml.safe_dump(params))
-    steps, eval_every = params["train"]["max_steps"], params["train"]["eval_every"]  # 6 and 3 (STUDY_RUN)
+    update_params(ws, {"ops": {"log_every": 2}})
+    train = yaml.safe_load((ws / "params.yaml").read_text())["train"]
+    steps, eval_every = train["max_steps"], train["eval_every"]  # 6 and 3 (STUDY_RUN)
     env = {"MPLCONFIGDIR": str(tmp_path / "matplotlib")}
     printed = ""
     for name in ("train", "evaluate"):
@@ -509,8 +509,8 @@ def test_precision_auto_is_fp16_below_compute_capability_8_and_bf16_from_it(monk
     """A T4 (compute capability 7.5), where torch's own check says bf16 is supported because it counts
     emulation: fp16 for training, decoding and export. An A100 (8.0): bf16. Faked at torch's functions, which
     read_hardware alone calls; the committed params leave the choice to it."""
-    from lorapipe.model.modeling import USES, pick_dtype
     from lorapipe.core.params import ExportParams, TrainParams
+    from lorapipe.model.modeling import USES, pick_dtype
 
     gpu = {"name": "Tesla T4", "capability": (7, 5)}
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: gpu["name"])

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from lorapipe.cli import UserError
-from lorapipe.params import LoraParams, QuantParams, TrainParams
-from lorapipe.training_record import (
+from lorapipe.core.cli import UserError
+from lorapipe.core.params import LoraParams, QuantParams, TrainParams
+from lorapipe.train.training_record import (
     ADAPTER_FILES,
     RECORD_FILE,
     TrainingRecord,

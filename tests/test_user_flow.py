@@ -14,7 +14,7 @@ import pytest
 
 from lorapipe.core.artifacts import EXPORT_JSON
 from lorapipe.workspace.demo import NEXT_STEPS
-from tests.workspace import README_SKIPS, readme_commands
+from tests.workspace import DEFAULT_CHECKS, README_SKIPS, readme_commands
 
 SCREEN_LINES = 40  # a terminal window's height, about: make demo's output above its timing table fits it
 
@@ -36,6 +36,9 @@ def test_fresh_machine_runs_the_demo_then_the_readmes_experiments_and_reports(re
     assert printed["git branch --show-current"].strip() == "demo"
     assert printed["git status --porcelain --untracked-files=no"] == ""
     assert printed["git ls-files"].split() == ["dvc.lock", "metrics/eval_scores.jsonl"]
+    # The README's second command after the first, on the demo's branch whose commit holds the offline profile:
+    # the tests that compare with the real run's defaults still read them (tests/workspace.py real_run_commit).
+    assert printed[DEFAULT_CHECKS].rstrip().endswith("exit 0"), printed[DEFAULT_CHECKS][-3000:]
     again = printed["make demo, again"]  # idempotent: nothing re-run or committed
     assert "train: done" not in again and "committed" not in again, again
     assert printed["git rev-list --count HEAD"].strip() == "3"  # the clone, the profile, the results
@@ -54,4 +57,7 @@ def test_fresh_machine_runs_the_demo_then_the_readmes_experiments_and_reports(re
     assert (repo / "results/index.html").is_file()
     text = (repo / "report.md").read_text()
     assert "no per-sample scores" not in text and "ROUGE-L" in text
+    # A queued experiment (not in the workspace then) reported against the demo's baseline, by its name.
+    queued = readme_flow.experiments["4"]
+    assert (repo / "r4.md").read_text().splitlines()[0].startswith(f"## lorapipe report: experiment `{queued}` (")
     assert (repo / EXPORT_JSON).is_file()

@@ -80,18 +80,63 @@ def copy_workspace(source: Path, to: Path) -> Path:
 
 
 def default_params() -> dict:
-    """The real run: params.yaml as committed, the one home of every default. Not the working copy,
-    which `make demo` rewrites with the offline profile and `dvc exp run -S` with an experiment's values."""
-    from lorapipe.core.params import parse_yaml
+    """The real run: every section of params.yaml and settings.yaml as committed (real_run_commit), the one
+    home of every default. Not the working copies, which `make demo` rewrites with the offline profile and
+    `dvc exp run -S` with an experiment's values."""
+    from lorapipe.core.params import PARAM_FILES, parse_yaml
 
-    return parse_yaml(committed_params_text(), "HEAD:params.yaml")
+    return {
+        section: values
+        for name in PARAM_FILES
+        for section, values in parse_yaml(committed_params_text(name), f"{real_run_commit()[:7]}:{name}").items()
+    }
 
 
 @functools.cache
-def committed_params_text() -> str:
-    return subprocess.run(
-        ["git", "show", "HEAD:params.yaml"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout
+def real_run_commit(repo: Path = ROOT) -> str:
+    """The commit whose params files hold the real run: the newest of HEAD's first-parent history that `make
+    demo` did not make. So the tests read the same defaults on `main`, on the demo's branch (whose commits
+    hold the offline profile and its results) and with any uncommitted edit."""
+    from lorapipe.workspace.demo import COMMIT_PREFIX
+
+    log = subprocess.run(
+        ["git", "log", "--first-parent", "--format=%H %s", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+    )
+    return next(
+        sha
+        for sha, _, subject in (line.partition(" ") for line in log.stdout.splitlines())
+        if not subject.startswith(COMMIT_PREFIX)
+    )
+
+
+@functools.cache
+def committed_params_text(name: str = "params.yaml") -> str:
+    """A params file (params.yaml, settings.yaml) of the real run (real_run_commit), comments and all."""
+    shown = subprocess.run(
+        ["git", "show", f"{real_run_commit()}:{name}"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return shown.stdout
+
+
+def write_param_files(ws: Path, params: dict[str, dict[str, Any]]) -> None:
+    """Each section of `params` into the file that holds it (params.yaml or settings.yaml), without comments."""
+    from lorapipe.core.params import FILE_OF, PARAM_FILES
+
+    for name in PARAM_FILES:
+        sections = {section: values for section, values in params.items() if FILE_OF[section] == name}
+        (ws / name).write_text(yaml.safe_dump(sections, sort_keys=False))
+
+
+def update_params(ws: Path, sections: dict[str, dict[str, Any]]) -> None:
+    """The params files in `ws` with `sections`' keys set (each in the file that holds it), comments dropped."""
+    from lorapipe.core.params import PARAM_FILES
+
+    params = {
+        section: values for name in PARAM_FILES for section, values in yaml.safe_load((ws / name).read_text()).items()
+    }
+    for section, values in sections.items():
+        params[section].update(values)
+    write_param_files(ws, params)
 
 
 def sh(repo: Path, *cmd: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -110,7 +155,7 @@ def ran(output: str) -> list[str]:
 
 def copy_checkout(repo: Path) -> Path:
     """The working tree's files as a clone has them (git-tracked or not ignored), SmolLM2 under .cache/,
-    params.yaml = the real run's defaults; not yet a git repository."""
+    params.yaml and settings.yaml = the real run's defaults; not yet a git repository."""
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
         cwd=ROOT,
@@ -125,7 +170,10 @@ def copy_checkout(repo: Path) -> Path:
             shutil.copy2(ROOT / name, repo / name)
     (repo / ".cache").mkdir()
     (repo / ".cache/models").symlink_to(SMOLLM2_GGUF.parent)
-    (repo / "params.yaml").write_text(yaml.safe_dump(default_params(), sort_keys=False))
+    from lorapipe.core.params import PARAM_FILES
+
+    for name in PARAM_FILES:  # as committed, comments and all
+        (repo / name).write_text(committed_params_text(name))
     return repo
 
 
@@ -133,14 +181,16 @@ def copy_tree(repo: Path) -> Path:
     """A clone-like copy of the working tree in `repo`, with default params + the offline profile, committed."""
     copy_checkout(repo)
     sh(repo, "git", "init", "-q")
-    sh(repo, "python", "-m", "lorapipe.workspace.git_identity")  # as make demo and the notebook do: DVC commits experiments
+    sh(
+        repo, "python", "-m", "lorapipe.workspace.git_identity"
+    )  # as make demo and the notebook do: DVC commits experiments
     sh(repo, "python", "-m", "lorapipe.workspace.profiles", "offline")
     commit(repo, "offline profile")
     return repo
 
 
-def update_params(path: Path, sections: dict[str, dict[str, Any]]) -> None:
-    """`path` (a params.yaml or a profile) with each section's keys set to `sections`' values, the rest kept."""
+def update_profile(path: Path, sections: dict[str, dict[str, Any]]) -> None:
+    """The profile at `path` with each section's keys set to `sections`' values, the rest kept."""
     params = yaml.safe_load(path.read_text()) or {}
     for section, values in sections.items():
         params.setdefault(section, {}).update(values)
@@ -151,7 +201,7 @@ def clean_clone(to: Path) -> Path:
     """A fresh clone of this checkout on `main`, its offline profile shortened (QUICK_RUN); this interpreter's
     venv as .venv (make demo's install is done) and llama.cpp's converter where make demo expects them."""
     repo = copy_checkout(to)
-    update_params(repo / "profiles/offline.yaml", QUICK_RUN)
+    update_profile(repo / "profiles/offline.yaml", QUICK_RUN)
     sh(repo, "git", "init", "-q", "-b", "main")
     commit(repo, "the project, as cloned")  # the fixture's own identity: the flow has none
     (repo / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
@@ -169,7 +219,7 @@ def pushed_to_origin(repo: Path, origin: Path, model_dir: Path, sections: dict[s
     `main` and pushed to `origin`, a new bare repository that plays GitHub."""
     sh(repo.parent, "git", "init", "-q", "--bare", str(origin))
     copy_tree(repo)
-    update_params(repo / "params.yaml", {**sections, "model": {"name": str(model_dir), "revision": "", "sha256": ""}})
+    update_params(repo, {**sections, "model": {"name": str(model_dir), "revision": "", "sha256": ""}})
     commit(repo, "quick run on the tiny model")
     sh(repo, "git", "branch", "-M", "main")
     sh(repo, "git", "remote", "add", "origin", str(origin))
@@ -260,12 +310,12 @@ T = TypeVar("T")
 
 
 def write_params(ws: Path, **sections: dict[str, Any]) -> None:
-    """params.yaml = the real run's defaults + the offline profile + `sections` overrides."""
+    """params.yaml and settings.yaml = the real run's defaults + the offline profile + `sections` overrides."""
     params = default_params()
     for overrides in (yaml.safe_load((ROOT / "profiles/offline.yaml").read_text()), sections):
         for section, values in overrides.items():
             params[section].update(values)
-    (ws / "params.yaml").write_text(yaml.safe_dump(params))
+    write_param_files(ws, params)
 
 
 def stage(
@@ -391,10 +441,13 @@ def stage_args(name: str, metrics: str | Path = "metrics", **paths: str | Path) 
 
 
 def params_of(cls: type[T], **overrides: Any) -> T:
-    """`cls`'s section of the committed params.yaml (where every default lives), with `overrides`, validated."""
-    from lorapipe.core.params import SECTION_OF, parse_section
+    """`cls`'s section of its committed file (where every default lives), with `overrides`, validated."""
+    from lorapipe.core.params import FILE_OF, SECTION_OF, parse_section
 
-    return parse_section(cls, {**default_params()[SECTION_OF[cls]], **overrides}, source="HEAD:params.yaml")
+    section = SECTION_OF[cls]
+    return parse_section(
+        cls, {**default_params()[section], **overrides}, source=f"{real_run_commit()[:7]}:{FILE_OF[section]}"
+    )
 
 
 def queue_status(repo) -> dict[str, str]:
@@ -405,6 +458,12 @@ def queue_status(repo) -> dict[str, str]:
 
 
 # The README's next steps that the flow (conftest `readme_flow`) leaves out, and why.
+# The tests that compare with the real run's defaults: the README flow runs them in its clone after `make demo`,
+# on the demo's branch whose commit holds the offline profile (the README's second command after the first).
+DEFAULT_CHECKS = (
+    "python -m pytest -q -p no:cacheprovider -m 'not slow and not heavy' "
+    "tests/test_params.py tests/test_publish.py tests/test_training.py"
+)
 README_SKIPS = {
     "source .venv/bin/activate": "the flow's PATH starts with the venv's bin/",
     "python app.py": "a server that runs until stopped: tests/test_app.py drives it in a browser",
@@ -436,6 +495,18 @@ def exp_run_sweep(command: str) -> list[dict[str, list[str]]]:
         twice = sorted({key for key in keys if keys.count(key) > 1})
         assert not twice, f"{command}: sets {', '.join(twice)} more than once, and DVC keeps only the last ({path})"
     return get_hydra_sweeps(overrides)
+
+
+# Shared by several test modules: the notebook's commands, the S3 remote, report fixtures, titles.
+NOTEBOOK = ROOT / "notebooks/colab.ipynb"
+COLAB_FREEZE = ROOT / "tests/data/colab-2026.08-pip-freeze-gpu.txt"  # its first lines say where it is from
+
+
+def shell_commands(skip_templated: bool = True) -> list[str]:
+    """The notebook's `!` commands; those holding a {PARAM} are skipped unless asked for."""
+    cells = json.loads(NOTEBOOK.read_text())["cells"]
+    lines = [line.strip() for c in cells if c["cell_type"] == "code" for line in "".join(c["source"]).splitlines()]
+    return [line[1:] for line in lines if line.startswith("!") and not (skip_templated and "{" in line)]
 
 
 # Model text and data that would be live in a PR comment or a page: a mention, references, links, math, HTML, an
@@ -492,13 +563,3 @@ CREDENTIAL = re.compile(
     r"(AKIA[0-9A-Z]{16}|hf_[A-Za-z0-9]{30,}|ghp_[A-Za-z0-9]{30,}|"
     r"(secret_access_key|password|token)\s*[:=]\s*[\"']?[A-Za-z0-9/+]{16,})"
 )
-
-
-NOTEBOOK = ROOT / "notebooks/colab.ipynb"
-
-
-def shell_commands(skip_templated: bool = True) -> list[str]:
-    """The notebook's `!` commands; those holding a {PARAM} are skipped unless asked for."""
-    cells = json.loads(NOTEBOOK.read_text())["cells"]
-    lines = [line.strip() for c in cells if c["cell_type"] == "code" for line in "".join(c["source"]).splitlines()]
-    return [line[1:] for line in lines if line.startswith("!") and not (skip_templated and "{" in line)]

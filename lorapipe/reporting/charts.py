@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lorapipe.artifacts import TRAIN_LOG, VAL_LOG
+from lorapipe.core.artifacts import TRAIN_LOG, VAL_LOG
 
 SCHEMA = "https://vega.github.io/schema/vega-lite/v5.json"
 SCORES = (("rougeL", "ROUGE-L"), ("bleu", "BLEU"))  # the bars: the two headline text scores

@@ -9,7 +9,7 @@ own, the interval is wider, and callers must say so.
 
 Percentile intervals from scipy.stats.bootstrap, seeded and vectorised: one call evaluates all
 resamples at once (tens of milliseconds for 1,000 samples). Corpus BLEU and perplexity are those of
-lorapipe.corpus_metrics, the output-health statistics those of lorapipe.output_health, which
+lorapipe.eval.corpus_metrics, the output-health statistics those of lorapipe.eval.output_health, which
 evaluate's headline scores use too. Imports numpy and scipy only: the report runs without torch.
 """
 
@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from lorapipe.corpus_metrics import corpus_bleu, perplexity
-from lorapipe.eval_files import has_health
-from lorapipe.output_health import MEAN_HEALTH, DistinctNgrams
+from lorapipe.eval.corpus_metrics import corpus_bleu, perplexity
+from lorapipe.eval.eval_files import has_health
+from lorapipe.eval.output_health import MEAN_HEALTH, DistinctNgrams
 
 SEED = 0
 RESAMPLES = 2000
@@ -49,7 +49,7 @@ class Metric:
     values: Callable[[dict], Sequence[float]]  # a model's numbers in an EVAL_SCORES row, for `statistic`
     higher_is_better: bool = True
     decimals: int = 3
-    health: bool = False  # output health (lorapipe.output_health): beside the quality metrics, never mixed in
+    health: bool = False  # output health (lorapipe.eval.output_health): beside the quality metrics, never mixed in
     target: float | None = None  # better is closer to it (the length ratio's 1), whatever the direction
     # A statistic of the texts themselves (distinct-2 pools n-grams): built from all texts of both sides,
     # it reads positions into them; `statistic` and `values` are then unused.

@@ -26,13 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lorapipe.artifacts import PATHS
-from lorapipe.clean_rules import LIMITS, REASONS, NearLimit, length_decision
-from lorapipe.cli import UserError
-from lorapipe.eval_files import parse_jsonl
-from lorapipe.params import CleanParams, flatten, parse_section, parse_yaml
+from lorapipe.core.artifacts import PATHS
+from lorapipe.core.cli import UserError
+from lorapipe.core.params import CleanParams, flatten, parse_section, parse_yaml
+from lorapipe.core.vcs import read_file
+from lorapipe.data.clean_rules import LIMITS, REASONS, NearLimit, length_decision
+from lorapipe.eval.eval_files import parse_jsonl
 from lorapipe.reporting.compare import pair_up
-from lorapipe.vcs import file_at
 
 DVC_LOCK = Path("dvc.lock")
 # Each data stage of dvc.yaml: (its data output, its bookkeeping file), as named in dvc.yaml's paths block.
@@ -60,13 +60,6 @@ class Side:
     test_ids: frozenset[str] | None  # the split's test records; None where the file is absent
     near_limits: list[NearLimit] | None  # the clean stage's; None where the file is absent
     scores: list[dict] | None = None  # EVAL_SCORES rows: which test samples the side scored
-
-
-def read_file(rev: str | None, path: Path) -> bytes | None:
-    """A file of the workspace (rev None) or of a git revision; None where it is absent."""
-    if rev is None:
-        return path.read_bytes() if path.is_file() else None
-    return file_at(rev, path.as_posix())
 
 
 def read_side(rev: str | None, label: str, scores: list[dict] | None = None) -> Side:

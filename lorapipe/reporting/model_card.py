@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any
 
-import torch
 import yaml
-from transformers import BitsAndBytesConfig
 
-from lorapipe.gguf_export import llama_cpp_settings
-from lorapipe.modeling import quantization_config
-from lorapipe.params import QuantParams
-from lorapipe.prompt import INSTRUCTION, PLAIN_TEMPLATE
+from lorapipe.core.params import QuantParams
+from lorapipe.data.prompt import INSTRUCTION, PLAIN_TEMPLATE
+from lorapipe.model.decoding import llama_cpp_settings
 from lorapipe.reporting.compare import HEADLINE, METRICS
 from lorapipe.reporting.scores_table import markdown_table, score_rows
-from lorapipe.training_record import METHOD_NAMES, TrainingRecord, what_is_trained
+from lorapipe.train.training_record import METHOD_NAMES, TrainingRecord, what_is_trained
 
 SYNTHETIC_MARK = "data/synthetic/"
 EXAMPLE_TITLE = "Stainless Steel Travel Mug, 16 oz"
@@ -88,7 +84,7 @@ class CardFacts:
     origin: BaseOrigin  # where the trained-on base came from
     params: dict[str, Any]
     trained: TrainingRecord  # what was trained (the adapter's train_params.json), not today's params.yaml
-    decoding: dict[str, Any]  # the decoding record (lorapipe.generation.decoding_record) evaluate used
+    decoding: dict[str, Any]  # the decoding record (lorapipe.model.decoding.decoding_record) evaluate used
     chat_template: bool  # the tokenizer has one; else PLAIN_TEMPLATE
     prompt_example: str  # the exact prompt of EXAMPLE_TITLE
     download: dict  # metrics/download.json: the raw file's sha256
@@ -103,19 +99,13 @@ def _section(trained: TrainingRecord, name: str) -> str:
     return yaml.safe_dump({name: values}, sort_keys=False).strip()
 
 
-def _python(value: Any) -> str:
-    """`value` as Python source: torch.float32, "nf4", True."""
-    if isinstance(value, torch.dtype):
-        return str(value)
-    return json.dumps(value) if isinstance(value, str) else repr(value)
-
-
 def _quantization(quant: QuantParams) -> str:
-    """The BitsAndBytesConfig training loaded the base with (`modeling.quantization_config`, in fp32 as
-    the snippet runs), as Python: the settings in which it differs from bitsandbytes' defaults."""
-    config, default = quantization_config(quant, torch.float32), BitsAndBytesConfig()
-    names = [name for name in inspect.signature(BitsAndBytesConfig).parameters if name != "kwargs"]
-    settings = [f"{n}={_python(getattr(config, n))}" for n in names if getattr(config, n) != getattr(default, n)]
+    """The BitsAndBytesConfig training loaded the base with (QuantParams.bitsandbytes_settings; the compute
+    dtype is left at its default, fp32, as the snippet runs), as Python."""
+    settings = [
+        f"{name}={json.dumps(value) if isinstance(value, str) else repr(value)}"
+        for name, value in (quant.bitsandbytes_settings() or {}).items()
+    ]
     if len(settings) == 1:
         return f"BitsAndBytesConfig({settings[0]})"
     return f"BitsAndBytesConfig(\n        {', '.join(settings)},\n    )"

@@ -22,18 +22,17 @@ import re
 import shutil
 from pathlib import Path
 
-from lorapipe.artifacts import BASE_MODEL_JSON, DOWNLOAD_JSON, EVAL_DETAILS, EXPORT_COMMAND, GGUF, MERGED, TRAINED
-from lorapipe.cli import UserError, log, run_cli
-from lorapipe.eval_files import read_eval_run
-from lorapipe.generation import decoding_record
-from lorapipe.modeling import load_tokenizer
-from lorapipe.outputs import atomic_dir
-from lorapipe.params import PARAMS_FILE, EvalParams, parse_section, parse_yaml, read_params_file
-from lorapipe.prompt import build_prompt
+from lorapipe.core.artifacts import BASE_MODEL_JSON, DOWNLOAD_JSON, EVAL_DETAILS, EXPORT_COMMAND, GGUF, MERGED, TRAINED
+from lorapipe.core.cli import UserError, log, run_cli
+from lorapipe.core.outputs import atomic_dir
+from lorapipe.core.params import PARAMS_FILE, EvalParams, parse_section, parse_yaml, read_params_file
+from lorapipe.core.vcs import file_at, git_commit
+from lorapipe.data.prompt import build_prompt
+from lorapipe.eval.eval_files import read_eval_run
+from lorapipe.model.decoding import decoding_record
 from lorapipe.reporting.model_card import EXAMPLE_TITLE, BaseModel, BaseOrigin, CardFacts, model_card
 from lorapipe.reporting.summary import read_result
-from lorapipe.training_record import TrainingRecord, load_training_record, training_record_from
-from lorapipe.vcs import file_at, git_commit
+from lorapipe.train.training_record import TrainingRecord, load_training_record, training_record_from
 
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 # PEFT's generic README gives way to our card; the rest is the model.
@@ -164,6 +163,8 @@ def main() -> None:
             "--base-model owner/name[@revision] naming the Hub copy of exactly those weights, or publish "
             "--merged (self-contained)"
         )
+    from lorapipe.model.modeling import load_tokenizer  # torch: only when a card is built
+
     tokenizer = load_tokenizer(folder)
     card = model_card(
         CardFacts(

@@ -2,10 +2,13 @@
 
     python -m lorapipe.reporting.report --base origin/main -o report.md --summary summary.md
     python scripts/post_report.py report.md     # in report.yml: one PR comment, through CML or GitHub's API
+    python -m lorapipe.reporting.report --base main --run r8   # an experiment (queued or not) against main
 
-It opens with what changed in the data (lorapipe.reporting.data_changes; one line when nothing did),
-then one line per headline metric (better / worse / no clear change) for the tuned
-model of this revision against the base revision's, resampled over the test samples both scored
+It compares the run (`--run`: the workspace unless named) against the base revision (`--base`), each a
+branch, tag, sha, experiment name or `workspace` (lorapipe.core.vcs.resolve_revision). It opens with what
+changed in the data (lorapipe.reporting.data_changes; one line when nothing did), then one line per
+headline metric (better / worse / no clear change) for the run's tuned model against the base revision's,
+resampled over the test samples both scored
 (lorapipe.reporting.compare). Then: tuned vs base model in both revisions, both revisions' loss curves on
 one chart and their score bars (PNG files beside the report, which scripts/post_report.py uploads),
 the samples whose score changed most, the params that changed, training metrics, and speed and
@@ -26,18 +29,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lorapipe.artifacts import EVAL_DETAILS, EVAL_SAMPLES, EVAL_SCORES
-from lorapipe.cli import run_cli
-from lorapipe.credentials import redact, url_credentials
-from lorapipe.eval_files import has_health, read_eval_run, read_samples, read_scores
-from lorapipe.metric_files import records_diff
+from lorapipe.core.artifacts import EVAL_DETAILS, EVAL_SCORES
+from lorapipe.core.cli import run_cli
+from lorapipe.core.credentials import redact, url_credentials
+from lorapipe.core.metric_files import records_diff
+from lorapipe.core.vcs import WORKSPACE, Revision, dvc_json, git, resolve_revision
+from lorapipe.eval.eval_files import has_health, read_eval_run, read_samples, read_scores
 from lorapipe.reporting import data_changes
 from lorapipe.reporting.charts import LOSS_LOGS, loss_spec, png, scores_spec
 from lorapipe.reporting.compare import HEADLINE, HEALTH, METRICS, pair_up, run_vs_run, tuned_vs_base
 from lorapipe.reporting.scores_table import HEALTH_NOTE, ScoreRow, markdown_table, score_rows
-from lorapipe.vcs import dvc_json, git
 
-THIS = "this revision"
+THIS = "this revision"  # the workspace, as the report names it
 SAMPLE_COLUMNS = ("title", "reference", "base", "tuned")  # an eval_samples.jsonl row's texts, as tables show them
 # Inside a table cell only these can start markup (links and images need `[`; `$` starts math).
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]|~$])")
@@ -71,7 +74,7 @@ IMAGE_MISSING = (
 
 def visible_text(text: str) -> str:
     """`text` as the report, its job summary and the results page show it: credentials redacted
-    (lorapipe.credentials.redact), each bidirectional or control character replaced by U+FFFD, so it
+    (lorapipe.core.credentials.redact), each bidirectional or control character replaced by U+FFFD, so it
     reads in the order it is stored and nothing in it is invisible."""
     return _UNSHOWN.sub("\ufffd", redact(text))
 
@@ -99,6 +102,17 @@ def rev_label(rev: str) -> str:
     """A revision as a reader names it: a full commit sha shortened like git does; a branch, a short sha
     or `workspace` as given."""
     return rev[:7] if re.fullmatch(r"[0-9a-f]{40}", rev) else rev
+
+
+def side_label(rev: Revision) -> str:
+    """A side of the comparison as the report names it: this revision (the workspace), the experiment's
+    name, or the branch, tag or sha as given."""
+    return THIS if rev.commit is None else rev.experiment or rev_label(rev.name)
+
+
+def named(label: str) -> str:
+    """A side's label in a sentence: this revision as words, any other as code (what the user typed)."""
+    return label if label == THIS else code(label)
 
 
 def markdown_row(cells: Iterable[str]) -> str:
@@ -149,20 +163,20 @@ def split_metrics(diff: dict, old_scored: bool, new_scored: bool) -> tuple[dict,
     return quality, speed
 
 
-def verdict(old: list[dict] | None, new: list[dict] | None, label: str) -> str:
-    """The opening lines: one per headline metric, this revision's tuned model against the base revision's;
-    then one per output-health metric, against the base revision's where it has them."""
+def verdict(old: list[dict] | None, new: list[dict] | None, label: str, this: str = THIS) -> str:
+    """The opening lines: one per headline metric, the run's (`this`) tuned model against the base revision's
+    (`label`); then one per output-health metric, against the base revision's where it has them."""
     if new is None:
-        return f"No per-sample scores in this revision (`{EVAL_SCORES}`): run the evaluate stage.\n"
+        return f"No per-sample scores in {named(this)} (`{EVAL_SCORES}`): run the evaluate stage.\n"
     if old is None:
         intro = (
-            f"{code(label)} has no per-sample scores, so there is nothing to compare with: "
-            f"tuned against base model in this revision, over its {len(new)} test samples."
+            f"{named(label)} has no per-sample scores, so there is nothing to compare with: "
+            f"tuned against base model in {named(this)}, over its {len(new)} test samples."
         )
         changes = [tuned_vs_base(new, name) for name in HEADLINE]
     else:
         changes = [run_vs_run(old, new, name) for name in HEADLINE]
-        intro = f"Tuned model, {THIS} against {code(label)}"
+        intro = f"Tuned model, {named(this)} against {named(label)}"
         if changes[0].paired:
             intro += f", paired over the {changes[0].samples} test samples both scored."
         else:
@@ -172,20 +186,20 @@ def verdict(old: list[dict] | None, new: list[dict] | None, label: str) -> str:
                 "intervals are wider, and part of any change is the change of samples.\n\n" + intro + ", unpaired."
             )
     lines = "\n".join(f"- {c.line()}" for c in changes)
-    return intro + "\n\n" + lines + "\n\n" + health_verdict(old, new, label) + f"{INTERVALS_NOTE}\n"
+    return intro + "\n\n" + lines + "\n\n" + health_verdict(old, new, label, this) + f"{INTERVALS_NOTE}\n"
 
 
-def health_verdict(old: list[dict] | None, new: list[dict], label: str) -> str:
-    """The output-health lines: this revision's tuned model against the base revision's when both have
-    output health, else against this revision's base model; nothing before output health existed."""
+def health_verdict(old: list[dict] | None, new: list[dict], label: str, this: str = THIS) -> str:
+    """The output-health lines: the run's tuned model against the base revision's when both have output
+    health, else against the run's base model; nothing before output health existed."""
     if not has_health(new):
         return ""
     if old is not None and has_health(old):
-        intro = f"Output health of the tuned model, {THIS} against {code(label)}:"
+        intro = f"Output health of the tuned model, {named(this)} against {named(label)}:"
         changes = [run_vs_run(old, new, name) for name in HEALTH]
     else:
         why = "has no output health" if old is not None else "has no per-sample scores"
-        intro = f"Output health, tuned against base model in {THIS} ({code(label)} {why}):"
+        intro = f"Output health, tuned against base model in {named(this)} ({named(label)} {why}):"
         changes = [tuned_vs_base(new, name) for name in HEALTH]
     return f"{intro}\n\n" + "\n".join(f"- {c.line()}" for c in changes) + f"\n\n{HEALTH_NOTE}\n\n"
 
@@ -196,7 +210,7 @@ def tuned_vs_base_table(runs: list[tuple[str, list[ScoreRow]]], title: str = "Tu
     return f"### {title}\n\n{markdown_table(rows)}\n" if rows else ""
 
 
-def changed_most(old: list[dict] | None, new: list[dict] | None, label: str, count: int) -> str:
+def changed_most(old: list[dict] | None, new: list[dict] | None, label: str, count: int, this: str = THIS) -> str:
     """The samples whose tuned ROUGE-L changed most between the revisions, both directions."""
     if not old or not new:
         return ""
@@ -209,8 +223,10 @@ def changed_most(old: list[dict] | None, new: list[dict] | None, label: str, cou
     if not picked:
         return "### Samples that changed most\n\nNo sample's tuned ROUGE-L changed.\n"
     lines = [
-        f"### Samples that changed most (tuned ROUGE-L, {code(label)} -> {THIS})\n",
-        markdown_row(["Δ ROUGE-L", "title", "reference", f"tuned, {escape_cell(label, 60)}", f"tuned, {THIS}"]),
+        f"### Samples that changed most (tuned ROUGE-L, {named(label)} -> {named(this)})\n",
+        markdown_row(
+            ["Δ ROUGE-L", "title", "reference", f"tuned, {escape_cell(label, 60)}", f"tuned, {escape_cell(this, 60)}"]
+        ),
         "|---:|---|---|---|---|",
     ]
     for delta, o, n in picked:
@@ -219,16 +235,16 @@ def changed_most(old: list[dict] | None, new: list[dict] | None, label: str, cou
     return "\n".join(lines) + "\n"
 
 
-def worst_outputs(rows: list[dict] | None, count: int) -> str:
-    """This revision's tuned outputs that ran away or repeat themselves most: what the health lines count."""
+def worst_outputs(rows: list[dict] | None, count: int, this: str = THIS) -> str:
+    """The run's tuned outputs that ran away or repeat themselves most: what the health lines count."""
     if not rows or not has_health(rows):
         return ""
     ranked = sorted(rows, key=lambda row: (row["tuned"]["runaway"], row["tuned"]["repeat4"]), reverse=True)
     worst = [row for row in ranked[:count] if row["tuned"]["runaway"] or row["tuned"]["repeat4"] > 0]
     if not worst:
-        return f"### Worst outputs\n\nNo tuned output of {THIS} ran away or repeated a 4-gram.\n"
+        return f"### Worst outputs\n\nNo tuned output of {named(this)} ran away or repeated a 4-gram.\n"
     lines = [
-        f"### Worst outputs (tuned, {THIS}: ran away, then most repeated 4-grams)\n",
+        f"### Worst outputs (tuned, {named(this)}: ran away, then most repeated 4-grams)\n",
         markdown_row(["runaway", "repeated 4-grams", "unsupported figures", "title", "tuned"]),
         "|---|---:|---|---|---|",
     ]
@@ -271,23 +287,36 @@ class Brief:
     summary: str
 
 
-def data_section(base: str, label: str, old: list[dict] | None, new: list[dict] | None) -> Brief:
-    """What changed in the data (lorapipe.reporting.data_changes), the base revision against this one."""
-    sides = data_changes.read_side(base, label, old), data_changes.read_side(None, THIS, new)
-    comment, summary = (data_changes.data_blocks(*sides, full=full) for full in (False, True))
+def data_section(base: Revision, run: Revision, old: list[dict] | None, new: list[dict] | None) -> Brief:
+    """What changed in the data (lorapipe.reporting.data_changes), the base revision against the run."""
+    old_side = data_changes.read_side(base.commit, side_label(base), old)
+    new_side = data_changes.read_side(run.commit, side_label(run), new)
+    comment, summary = (data_changes.data_blocks(old_side, new_side, full=full) for full in (False, True))
     return Brief(data_changes.markdown(comment, escape_cell), data_changes.markdown(summary, escape_cell))
 
 
-def heading(base: str) -> str:
-    """What is compared with what: the experiment or commit, its MLflow run, the base revision."""
-    eval_run = read_eval_run()
-    subject = escape_cell(git("log", "-1", "--format=%s"), 80)
-    head = f"{code(git('rev-parse', '--short', 'HEAD') or 'no commit')} {subject}"
-    if eval_run.get("experiment"):
-        head = f"experiment {code(str(eval_run['experiment']))} on {head}"
-    sha = git("rev-parse", "--short", base) or "unknown"
-    label = code(rev_label(base)) + ("" if rev_label(base) == sha else f" ({sha})")
-    lines = [f"## lorapipe report: {head} vs {label}\n"]
+def describe(rev: Revision) -> str:
+    """A side as the heading names it: the workspace by the experiment that last ran in it (if any) and its
+    HEAD commit; an experiment by its name and short sha; a branch, tag or sha as given, with its short sha."""
+    if rev.commit is None:
+        subject = escape_cell(git("log", "-1", "--format=%s"), 80)
+        head = f"{code(git('rev-parse', '--short', 'HEAD') or 'no commit')} {subject}"
+        experiment = read_eval_run().get("experiment")
+        if experiment:
+            return f"experiment {code(str(experiment))} on {head}"
+        # A run of edited, uncommitted params is not HEAD's: say so, or the header would name HEAD's commit
+        return f"the workspace, with uncommitted changes, on {head}" if git("status", "--porcelain", "-uno") else head
+    sha = git("rev-parse", "--short", rev.commit)
+    if rev.experiment:
+        return f"experiment {code(rev.experiment)} ({sha})"
+    label = rev_label(rev.name)
+    return code(label) + ("" if label == sha else f" ({sha})")
+
+
+def heading(base: Revision, run: Revision) -> str:
+    """What is compared with what: the run (experiment or commit) and its MLflow run, the base revision."""
+    eval_run = read_eval_run(run.commit)
+    lines = [f"## lorapipe report: {describe(run)} vs {describe(base)}\n"]
     url = str(eval_run.get("mlflow_run_url") or "")
     # A plain link, nothing in it can break out, and no credential in it
     if re.fullmatch(r"https?://[\w.:/#%?=&+~-]+", url) and not url_credentials(url):
@@ -302,19 +331,21 @@ def bar_scores(rows: list[ScoreRow]) -> dict[str, float]:
     return {f"{model}.{row.metric}": getattr(row, model) for row in rows for model in ("base", "tuned")}
 
 
-def build_report(base: str, samples: int, images: Path) -> list[str | Image | Brief]:
-    """The report's parts in order; charts are written into `images` as PNG."""
-    old, new, label = read_scores(base), read_scores(), rev_label(base)
-    named = ((label, old), (THIS, new))
-    runs = [(name, score_rows(samples=rows, run=escape_cell(name, 60))) for name, rows in named if rows]
-    health = [(name, score_rows(samples=rows, run=escape_cell(name, 60), health=True)) for name, rows in named if rows]
-    parts: list[str | Image | Brief] = [heading(base), data_section(base, label, old, new), verdict(old, new, label)]
+def build_report(base: Revision, run: Revision, samples: int, images: Path) -> list[str | Image | Brief]:
+    """The report's parts in order, `run` against `base`; charts are written into `images` as PNG."""
+    old, new, label, this = read_scores(base.commit), read_scores(run.commit), side_label(base), side_label(run)
+    sides = ((label, old), (this, new))
+    runs = [(name, score_rows(samples=rows, run=escape_cell(name, 60))) for name, rows in sides if rows]
+    health = [(name, score_rows(samples=rows, run=escape_cell(name, 60), health=True)) for name, rows in sides if rows]
+    parts: list[str | Image | Brief] = [heading(base, run), data_section(base, run, old, new)]
+    parts.append(verdict(old, new, label, this))
     parts.append(tuned_vs_base_table(runs))
     parts.append(tuned_vs_base_table(health, "Output health, tuned vs base model"))
 
     images.mkdir(parents=True, exist_ok=True)
-    plots = dvc_json("plots", "diff", base, "--targets", *LOSS_LOGS).get("data", {})
-    loss = loss_spec(plots, {"workspace": THIS, base: label})
+    # DVC gets the resolved commits: it names revisions as given, and knows an experiment's commit by its sha.
+    plots = dvc_json("plots", "diff", base.dvc_rev, run.dvc_rev, "--targets", *LOSS_LOGS).get("data", {})
+    loss = loss_spec(plots, {base.dvc_rev: label, run.dvc_rev: this})
     bars = scores_spec([(name, bar_scores(rows)) for name, rows in runs]) if runs else None
     charts = [(loss, "loss.png", "loss curves, both revisions"), (bars, "scores.png", "base vs tuned, both revisions")]
     if loss or bars:
@@ -324,13 +355,13 @@ def build_report(base: str, samples: int, images: Path) -> list[str | Image | Br
             (images / name).write_bytes(png(spec))
             parts.append(Image(alt, f"{images.name}/{name}"))
 
-    parts.append(changed_most(old, new, label, count=3))
-    parts.append(worst_outputs(new, count=3))
-    parts.append(diff_table(dvc_json("params", "diff", base), "Params", with_delta=False))
-    quality, speed = split_metrics(records_diff(base), bool(old), bool(new))
+    parts.append(changed_most(old, new, label, count=3, this=this))
+    parts.append(worst_outputs(new, count=3, this=this))
+    parts.append(diff_table(dvc_json("params", "diff", base.dvc_rev, run.dvc_rev), "Params", with_delta=False))
+    quality, speed = split_metrics(records_diff(base.commit, run.commit), bool(old), bool(new))
     parts.append(diff_table(quality, "Metrics", with_delta=True))
     parts.append(diff_table(speed, "Speed and memory", with_delta=True, note=SPEED_NOTE))
-    parts.append(samples_table(read_samples(EVAL_SAMPLES)[:samples]))
+    parts.append(samples_table(read_samples(run.commit)[:samples]))
     return [p for p in parts if p]
 
 
@@ -349,13 +380,20 @@ def render(parts: list[str | Image | Brief], images: bool) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", default="main", help="git revision to compare with")
+    kinds = "a branch, tag or sha, an experiment's name (one that ran from the queue too) or `workspace`"
+    parser.add_argument("--base", default="main", help=f"what to compare with: {kinds} (default: main)")
+    parser.add_argument(
+        "--run",
+        default=WORKSPACE,
+        help=f"the run to report: {kinds} (default: workspace, the working tree and the results in it)",
+    )
     parser.add_argument("--samples", type=int, default=5)
     parser.add_argument("-o", "--output", type=Path, default=Path("report.md"))
     parser.add_argument("--summary", type=Path, help="also write the report for a job summary (no images)")
     args = parser.parse_args(argv)
     images = args.output.with_name(f"{args.output.stem}_images")
-    parts = build_report(args.base, args.samples, images)
+    base, run = resolve_revision(args.base), resolve_revision(args.run)  # an unknown name stops here
+    parts = build_report(base, run, args.samples, images)
     args.output.write_text(render(parts, images=True))
     if args.summary:
         args.summary.write_text(render(parts, images=False))

@@ -18,19 +18,19 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lorapipe.artifacts import EVAL_DETAILS, EVAL_JSON, EVAL_SCORES, TRAIN_JSON
-from lorapipe.cli import UserError, run_cli
-from lorapipe.eval_files import read_samples, read_scores
-from lorapipe.metric_files import DETAILS, read_record
-from lorapipe.outputs import atomic_path
-from lorapipe.params import flatten
+from lorapipe.core.artifacts import EVAL_DETAILS, EVAL_JSON, EVAL_SCORES, TRAIN_JSON
+from lorapipe.core.cli import UserError, run_cli
+from lorapipe.core.metric_files import DETAILS, read_record
+from lorapipe.core.outputs import atomic_path
+from lorapipe.core.params import flatten
+from lorapipe.core.vcs import dvc_json
+from lorapipe.eval.eval_files import read_samples, read_scores
 from lorapipe.reporting import data_changes
 from lorapipe.reporting.charts import scores_spec, svg
 from lorapipe.reporting.compare import HEALTH, METRICS, Change, run_vs_run
 from lorapipe.reporting.report import SAMPLE_COLUMNS, bar_scores, rev_label, sample_texts, shorten, visible_text
 from lorapipe.reporting.scores_table import HEALTH_NOTE, ScoreRow, html_cell, score_rows
 from lorapipe.reporting.study_sections import html_table, study_sections
-from lorapipe.vcs import dvc_json
 
 EVAL, TRAIN = str(EVAL_JSON), str(TRAIN_JSON)  # as `dvc exp show` names them; a row holds their whole records
 # The scores and training figures worth comparing at a glance. Scores: (column of the scores table,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from lorapipe.reporting.compare import METRICS, Change, tuned_vs_base
 
 CI = "95% CI of delta"
-# Under every output-health table: how to read it (definitions: lorapipe.output_health, README).
+# Under every output-health table: how to read it (definitions: lorapipe.eval.output_health, README).
 HEALTH_NOTE = (
     "(shares of outputs that ran to max_new_tokens without EOS, that have an unsupported figure, that are "
     "empty or only the title's words; mean repeated-4-gram rate; distinct word bigrams over all outputs; "

@@ -18,8 +18,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from lorapipe.artifacts import EVAL_JSON, LENGTHS_JSON, TRAIN_JSON
-from lorapipe.params import METHODS, flatten
+from lorapipe.core.artifacts import EVAL_JSON, LENGTHS_JSON, TRAIN_JSON
+from lorapipe.core.params import METHODS, flatten
 from lorapipe.reporting.scores_table import html_cell
 
 STUDY_COMMAND = "dvc exp run --queue -S quant.bits=4,8,16 && dvc exp run --run-all"

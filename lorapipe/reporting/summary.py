@@ -4,7 +4,7 @@ python -m lorapipe.reporting.summary [metrics/eval_details.json]
 
 With the per-sample scores beside it (artifacts.EVAL_SCORES), each delta gets its 95% bootstrap
 interval over the test samples: a delta whose interval spans zero is not a clear change. Output health
-(lorapipe.output_health) comes in a table of its own under the quality scores.
+(lorapipe.eval.output_health) comes in a table of its own under the quality scores.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import json
 import sys
 from pathlib import Path
 
-from lorapipe.artifacts import EVAL_DETAILS, EVAL_SCORES
-from lorapipe.cli import UserError, run_cli
-from lorapipe.eval_files import read_scores
+from lorapipe.core.artifacts import EVAL_DETAILS, EVAL_SCORES
+from lorapipe.core.cli import UserError, run_cli
+from lorapipe.eval.eval_files import read_scores
 from lorapipe.reporting.scores_table import HEALTH_NOTE, markdown_table, score_rows
 
 

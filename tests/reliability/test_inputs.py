@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lorapipe.artifacts import PATHS
+from lorapipe.core.artifacts import PATHS
 from tests.workspace import assert_one_line_error, params_of, stage, stage_args, write_params
 
 CLEAN_ARGS = stage_args("clean")
@@ -165,9 +165,9 @@ def test_a_damaged_gguf_is_named_when_no_checksum_is_pinned(ws, smollm2_gguf, da
 def test_lora_targets_that_are_not_linear_layers_are_named(tiny_model_dir, module):
     from transformers import AutoModelForCausalLM
 
-    from lorapipe.cli import UserError
-    from lorapipe.modeling import add_lora
-    from lorapipe.params import LoraParams
+    from lorapipe.core.cli import UserError
+    from lorapipe.core.params import LoraParams
+    from lorapipe.model.modeling import add_lora
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     with pytest.raises(UserError, match=rf"lora.target_modules must name linear layers .*; {module} \("):

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from lorapipe.outputs import atomic_dir, atomic_path
+from lorapipe.core.outputs import atomic_dir, atomic_path
 from tests.workspace import ROOT, assert_one_line_error, child_env, stage_args, tree_state, wait_for, write_params
 
 

@@ -13,14 +13,7 @@ from pathlib import Path
 import yaml
 
 from lorapipe.core.artifacts import TRAIN_DETAILS, TRAIN_LOG
-from tests.workspace import child_env, commit, dvc_stages, ran, sh, wait_for
-
-
-def set_params(repo: Path, sections: dict) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    for section, values in sections.items():
-        params[section].update(values)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+from tests.workspace import child_env, commit, dvc_stages, ran, sh, update_params, wait_for
 
 
 def lock_params(repo: Path, stage: str) -> dict | None:
@@ -34,7 +27,7 @@ def test_a_second_exp_run_cannot_attribute_the_first_runs_results_to_its_params(
     adapter = repo / "models/trained/adapter_model.safetensors"
     weights = adapter.read_bytes()
     # log_every 1: the check that params.yaml is unchanged runs at every step
-    set_params(repo, {"train": {"max_steps": 2000}, "ops": {"save_every": 20, "log_every": 1}})
+    update_params(repo, {"train": {"max_steps": 2000}, "ops": {"save_every": 20, "log_every": 1}})
     commit(repo, "a longer run")
     first = subprocess.Popen(
         ["dvc", "exp", "run", "-n", "first"],
@@ -82,7 +75,7 @@ def test_failed_run_then_one_command_restores_the_last_good_experiment(tiny_repo
 def test_failed_run_after_a_committed_one_is_restored_from_the_run_cache(tiny_repo_copy):
     repo = tiny_repo_copy  # its good run committed
     good_metrics = (repo / TRAIN_DETAILS).read_text()
-    set_params(repo, {"lora": {"target_modules": ["nonexistent_proj"]}})
+    update_params(repo, {"lora": {"target_modules": ["nonexistent_proj"]}})
     assert sh(repo, "dvc", "repro", check=False).returncode != 0
     assert not (repo / TRAIN_DETAILS).exists()
 
@@ -95,7 +88,7 @@ def test_failed_run_after_a_committed_one_is_restored_from_the_run_cache(tiny_re
 def test_checkpoints_and_operational_settings_are_not_part_of_the_record(tiny_repo_copy):
     repo = tiny_repo_copy
     ops = {"log_every": 7, "save_every": 3, "keep_checkpoints": 5, "download_timeout_s": 5, "download_retries": 1}
-    set_params(repo, {"ops": ops})
+    update_params(repo, {"ops": ops})
     assert "up to date" in sh(repo, "dvc", "status", "dvc.yaml").stdout
     lock = (repo / "dvc.lock").read_text()
     assert "models/checkpoints" not in lock

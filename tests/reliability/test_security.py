@@ -94,10 +94,10 @@ def test_pickled_weights_are_never_unpickled(tiny_model_dir, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from lorapipe.train.checkpoints import OPTIMIZER_FILE, TrainState, resume_checkpoint, save_checkpoint
     from lorapipe.core.cli import UserError
-    from lorapipe.model.modeling import load_model, load_tuned_model
     from lorapipe.core.params import QuantParams
+    from lorapipe.model.modeling import load_model, load_tuned_model
+    from lorapipe.train.checkpoints import OPTIMIZER_FILE, TrainState, resume_checkpoint, save_checkpoint
     from tests.workspace import assert_one_line_error, write_params
 
     marker = tmp_path / "unpickled"
@@ -209,7 +209,9 @@ def test_credentials_in_data_url_stop_the_pipeline_before_anything_records_them(
     password, token = SECRETS["MLFLOW_TRACKING_PASSWORD"], SECRETS["DAGSHUB_TOKEN"]
     url = f"https://alice:{password}@data.example/trn.json.gz?token={token}"
     before = (repo / "params.yaml").read_text()
-    profile = sh(repo, sys.executable, "-m", "lorapipe.workspace.profiles", "offline", "--set", f"data.url={url}", check=False)
+    profile = sh(
+        repo, sys.executable, "-m", "lorapipe.workspace.profiles", "offline", "--set", f"data.url={url}", check=False
+    )
     assert_one_line_error(profile, "data.url holds credentials (user:password@, ?token=)", "LORAPIPE_DATA_TOKEN")
     assert (repo / "params.yaml").read_text() == before
 
@@ -241,11 +243,11 @@ def test_data_text_never_becomes_a_special_token(name, request):
     """Title and description go through the cleaner and every encoding that sees them (tokenize, the evaluate
     and generate_base prompts, the lengths stage, the app): what they spell stays text, on both demo
     tokenizers; the template's own special tokens stay; and the bidi isolates are gone."""
-    from lorapipe.data.cleaning import parse_line
-    from lorapipe.eval.evaluation import eval_prompts
-    from lorapipe.data.lengths import prompt_lengths
     from lorapipe.core.params import CleanParams
+    from lorapipe.data.cleaning import parse_line
+    from lorapipe.data.lengths import prompt_lengths
     from lorapipe.data.prompt import encode_examples, encode_prompts
+    from lorapipe.eval.evaluation import eval_prompts
 
     tokenizer = request.getfixturevalue(name)
     title, content = parse_line(

@@ -1,0 +1,1 @@
+"""The training loop and what keeps a run alive: checkpoints, resume, the S3 mirror, several processes, MLflow."""
