@@ -528,6 +528,10 @@ def test_precision_auto_is_fp16_below_compute_capability_8_and_bf16_from_it(monk
     gpu.update(name="NVIDIA A100-SXM4-40GB", capability=(8, 0))
     assert {use: pick_dtype("auto", cuda, use) for use in USES} == dict.fromkeys(USES, torch.bfloat16)
     assert params_of(TrainParams).precision == params_of(ExportParams).dtype == "auto"
+    # A value set by hand is kept, and the log line names the key and the file that set it.
+    with caplog.at_level("INFO", logger="lorapipe"):
+        assert pick_dtype("fp32", cuda, "export") == pick_dtype("fp32", cuda, "train") == torch.float32
+    assert "(export.dtype in settings.yaml)" in caplog.text and "(train.precision in params.yaml)" in caplog.text
 
 
 def test_a_resumed_run_keeps_its_dtype_where_the_device_computes_it_and_is_refused_in_one_line_where_not():

@@ -27,6 +27,11 @@ EXPERIMENT_REF = re.compile(r"refs/exps/([0-9a-f]{2})/([0-9a-f]{38,62})/([^/]+)"
 QUEUE_STASH = "refs/exps/celery/stash"
 
 
+def commit_of(rev: str) -> str | None:
+    """The commit a DVC revision (`dvc exp show`'s `rev`) names; None for the workspace (the files on disk)."""
+    return None if rev == WORKSPACE else rev
+
+
 def git(*args: str) -> str:
     """git's output, stripped, or "" when it fails (no checkout, no commits, unknown revision)."""
     try:

@@ -12,7 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedTokenizerBase
 
 from lorapipe.core.cli import UserError, log
-from lorapipe.core.params import PARAMS_FILE, LoraParams, QuantParams
+from lorapipe.core.params import FILE_OF, PARAMS_FILE, LoraParams, QuantParams
 
 
 def pick_device() -> torch.device:
@@ -76,7 +76,8 @@ def choose_dtype(precision: str, hardware: Hardware, use: str, started_in: str =
             )
         return dtype, f"the dtype this run started in, kept on {hardware.name} so the resumed steps compute alike"
     if precision != "auto":
-        return DTYPES[precision], f"set in {PARAMS_FILE}"
+        key = "export.dtype" if use == "export" else "train.precision"
+        return DTYPES[precision], f"{key} in {FILE_OF[key.partition('.')[0]]}"
     if hardware.kind == "cuda":
         capability = ".".join(map(str, hardware.capability))
         if hardware.capability >= NATIVE_BF16:

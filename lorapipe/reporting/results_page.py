@@ -23,7 +23,7 @@ from lorapipe.core.cli import UserError, run_cli
 from lorapipe.core.metric_files import DETAILS, read_record
 from lorapipe.core.outputs import atomic_path
 from lorapipe.core.params import flatten
-from lorapipe.core.vcs import dvc_json
+from lorapipe.core.vcs import WORKSPACE, commit_of, dvc_json
 from lorapipe.eval.eval_files import read_samples, read_scores
 from lorapipe.reporting import data_changes
 from lorapipe.reporting.charts import scores_spec, svg
@@ -65,7 +65,7 @@ def experiment_rows(show: list[dict]) -> list[dict]:
         data = entry.get("data") or {}
         nested = {path: m.get("data") or {} for path, m in (data.get("metrics") or {}).items()}
         # `dvc exp show` holds the headline figures; the tables and studies read each run's whole records
-        rev = None if entry["rev"] == "workspace" else entry["rev"]
+        rev = commit_of(entry["rev"])
         nested.update({str(path): record for path in DETAILS if (record := read_record(path, rev)) is not None})
         metrics = {path: flatten(values) for path, values in nested.items()}
         if entry.get("error") or not any(metrics.values()):
@@ -81,7 +81,7 @@ def drop_repeated_workspace(rows: list[dict]) -> None:
     """After `dvc exp run` the workspace holds that experiment's results: when its params, metrics and
     per-sample scores are a listed run's, its row would repeat that run's, so it is left out and that run
     is marked `in_workspace`. (Same metrics is one run: the training record's timings differ from run to run.)"""
-    workspace = next((row for row in rows if row["rev"] == "workspace"), None)
+    workspace = next((row for row in rows if row["rev"] == WORKSPACE), None)
     same = [row for row in rows if workspace and row is not workspace and row_data(row) == row_data(workspace)]
     if same:
         rows.remove(workspace)
@@ -96,7 +96,7 @@ def add_scores(rows: list[dict]) -> None:
     """Each row's per-sample scores (EVAL_SCORES; None where the revision has none) and its scores
     table by metric (base, tuned, delta), each delta with its 95% interval when it has per-sample scores."""
     for row in rows:
-        row["samples"] = read_scores(None if row["rev"] == "workspace" else row["rev"])
+        row["samples"] = read_scores(commit_of(row["rev"]))
         row["scores"] = {r.metric: r for r in score_rows(row["eval"], row["samples"])}
         row["health"] = {r.metric: r for r in score_rows(row["eval"], row["samples"], health=True)}
 
@@ -182,10 +182,7 @@ def data_section(rows: list[dict]) -> str:
     ordered = sorted(rows, key=lambda row: row["time"])
     if len(ordered) < 2:
         return "<p>One run: no other run's data to compare with.</p>"
-    sides = [
-        data_changes.read_side(None if row["rev"] == "workspace" else row["rev"], row["name"], row["samples"])
-        for row in ordered
-    ]
+    sides = [data_changes.read_side(commit_of(row["rev"]), row["name"], row["samples"]) for row in ordered]
     parts = []
     for side in sides[1:]:
         blocks = data_changes.data_blocks(
@@ -211,7 +208,7 @@ def run_scores(rows: list[dict]) -> list[tuple[str, dict]]:
 
 def plot_specs(rows: list[dict]) -> list[dict]:
     """Vega-Lite specs with data, from `dvc plots diff` over every experiment (images left out)."""
-    revisions = [row["name"] for row in rows if row["name"] != "workspace"] or ["workspace"]
+    revisions = [row["name"] for row in rows if row["name"] != WORKSPACE] or [WORKSPACE]
     plots = dvc_json("plots", "diff", *revisions).get("data", {})
     return [entry["content"] for entries in plots.values() for entry in entries if entry["type"] == "vega"]
 
@@ -223,7 +220,7 @@ def samples_table(samples: list[dict]) -> str:
 
 def workspace_label(rows: list[dict]) -> str:
     """`workspace`, or `workspace: <experiment>` when the workspace holds a listed run's results."""
-    return next((f"workspace: {row['name']}" for row in rows if row["in_workspace"]), "workspace")
+    return next((f"{WORKSPACE}: {row['name']}" for row in rows if row["in_workspace"]), WORKSPACE)
 
 
 def render_page(rows: list[dict], specs: list[dict], samples: list[dict]) -> str:
