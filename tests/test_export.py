@@ -49,7 +49,7 @@ def test_default_export_is_bf16_with_decoding_settings_and_loads_without_peft(re
     with safe_open(out / "model.safetensors", "pt") as f:
         assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}  # noqa: SIM118 (not a dict)
     generation = json.loads((out / "generation_config.json").read_text())
-    eval_params = load_params(EvalParams, repo / "params.yaml")  # the run's (QUICK_RUN), not the defaults
+    eval_params = load_params(EvalParams, repo)  # the run's (QUICK_RUN), not the defaults
     assert generation["max_new_tokens"] == eval_params.max_new_tokens != params_of(EvalParams).max_new_tokens
     assert generation["do_sample"] is False and "temperature" not in generation
     metrics = json.loads((repo / EXPORT_JSON).read_text())
