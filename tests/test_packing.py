@@ -157,8 +157,9 @@ def test_batched_encoding_equals_one_example_at_a_time(smollm2_tokenizer, templa
     if template == "trims":  # a template that changes the title: rendered per title, never split
         tokenizer.chat_template = "<|im_start|>user\n{{ messages[1]['content'] | trim | upper }}<|im_end|>\n"
     # The synthetic sample's raw records: entities, odd characters and long texts included.
+    clean = params_of(CleanParams)
     with gzip.open(ROOT / "data/synthetic/trn.json.gz") as f:
-        rows = [r for line in f if isinstance(r := read_fields(line, params_of(CleanParams)), tuple)][:400]
+        rows = [r for line in f if isinstance(r := read_fields(line, clean), tuple)][:400]
     rows += [(" ".join(["Long"] * 90), "word " * 500), ("  padded {title}  ", "&amp; odd\u200b text")]
     titles, contents = [t for t, _ in rows], [c for _, c in rows]
     expected = [reference_example(tokenizer, t, c, 20, 60) for t, c in rows]

@@ -6,6 +6,7 @@ Plain functions and constants only; tests/conftest.py holds the fixtures and imp
 
 from __future__ import annotations
 
+import copy
 import csv
 import functools
 import json
@@ -82,7 +83,13 @@ def copy_workspace(source: Path, to: Path) -> Path:
 def default_params() -> dict:
     """The real run: every section of params.yaml and settings.yaml as committed (real_run_commit), the one
     home of every default. Not the working copies, which `make demo` rewrites with the offline profile and
-    `dvc exp run -S` with an experiment's values."""
+    `dvc exp run -S` with an experiment's values. A copy: the caller may change it."""
+    return copy.deepcopy(parsed_defaults())
+
+
+@functools.cache
+def parsed_defaults() -> dict:
+    """default_params, parsed once per process (ruamel's parse of both files takes ~30 ms)."""
     from lorapipe.core.params import PARAM_FILES, parse_yaml
 
     return {
