@@ -72,7 +72,9 @@ def run_ours(
     model_dir: Path, rows: list[PackedRow], budget: int, micro: int, checkpointing: bool, device, dtype
 ) -> dict:
     per_step = micro * sum(len(r.input_ids) for r in rows) / len(rows)
-    params = TrainParams(
+    # The run's params (the workspace's params.yaml and settings.yaml) with this comparison's budget and knobs.
+    params = dataclasses.replace(
+        load_params(TrainParams),
         max_steps=max(1, round(budget / per_step)),
         micro_batch=micro,
         grad_accum=1,
@@ -80,7 +82,7 @@ def run_ours(
         lr=2e-4,
         eval_every=10**9,
     )
-    ops = OpsParams(save_every=10**9, log_every=10**9)
+    ops = dataclasses.replace(load_params(OpsParams), save_every=10**9, log_every=10**9)
     model = fresh_model(model_dir, device, dtype, checkpointing)
     with tempfile.TemporaryDirectory() as ckpt:
         started = time.perf_counter()
