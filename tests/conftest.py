@@ -259,10 +259,11 @@ def tiny_repo_copy(tiny_repo, tmp_path) -> Path:
 @dataclass(frozen=True)
 class ReadmeFlow:
     """The README's main flow on SmolLM2, on a machine set up like a user's (a fresh clone, no git identity, an
-    empty HOME; the offline profile shortened by QUICK_RUN): `make demo` twice, the README's next steps as written
-    (the lora.r=8 experiment, `dvc exp show`, the PR report against `demo`, the results page, the queued lora.r=4
-    and 32 sweep), then `dvc exp apply` of the lora.r=4 run and the export. The one SmolLM2 repo of the tests:
-    the report, results page, app, publish and GGUF tests read it."""
+    empty HOME; the offline profile shortened by QUICK_RUN): `make demo`, the tests that read the real run's
+    defaults (DEFAULT_CHECKS, on the demo's branch), `make demo` again, the README's next steps as written (the
+    lora.r=8 experiment, `dvc exp show`, the PR report against `demo`, the results page, the queued lora.r=4 and
+    32 sweep), the report of the lora.r=4 run by its name, then `dvc exp apply` of it and the export. The one
+    SmolLM2 repo of the tests: the report, results page, app, publish and GGUF tests read it."""
 
     repo: Path
     printed: dict[str, str]  # each command -> what it printed (stdout and stderr)
@@ -310,7 +311,8 @@ def readme_flow(tmp_path_factory, smollm2_gguf, llama_cpp_converter) -> ReadmeFl
         shown = run("dvc exp show --only-changed --csv", "the queued sweep")
         rows = csv.DictReader(shown.splitlines())
         experiments = {row["lora.r"]: row["Experiment"] for row in rows if row["typ"].startswith("branch")}
-        # The sweep's lora.r=4 run into the workspace, then exported (outside DVC)
+        # The sweep's lora.r=4 run reported by its name while it is in DVC's refs only, then taken into the
+        # workspace and exported (outside DVC)
         report = f"python -m lorapipe.reporting.report --run {experiments['4']} --base demo -o r4.md"
         run(report, "the queued run's report", status_after=False)
         run(f"dvc exp apply {experiments['4']}", "dvc exp apply")

@@ -464,13 +464,13 @@ def queue_status(repo) -> dict[str, str]:
     return {row[1]: row[-1] for row in rows if len(row) >= 4 and row[-1] in states}
 
 
-# The README's next steps that the flow (conftest `readme_flow`) leaves out, and why.
 # The tests that compare with the real run's defaults: the README flow runs them in its clone after `make demo`,
 # on the demo's branch whose commit holds the offline profile (the README's second command after the first).
 DEFAULT_CHECKS = (
     "python -m pytest -q -p no:cacheprovider -m 'not slow and not heavy' "
     "tests/test_params.py tests/test_publish.py tests/test_training.py"
 )
+# The README's next steps that the flow (conftest `readme_flow`) leaves out, and why.
 README_SKIPS = {
     "source .venv/bin/activate": "the flow's PATH starts with the venv's bin/",
     "python app.py": "a server that runs until stopped: tests/test_app.py drives it in a browser",
