@@ -10,11 +10,10 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -32,6 +31,7 @@ from tests.workspace import (
     SMOLLM2_GGUF,
     STUDY_RUN,
     TUNED,
+    built_once,
     clean_clone,
     commit,
     copy_tree,
@@ -85,23 +85,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # the same way in every worker), so under `-n 2 --dist worksteal`, which hands each worker a contiguous block
     # of the items, they start one worker's block and the other worker runs the rest meanwhile instead of waiting.
     items.sort(key=lambda item: "readme_flow" not in getattr(item, "fixturenames", ()))
-
-
-def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Any]) -> tuple[Path, Any]:
-    """A session fixture's folder and build(folder)'s (JSON) result, made once per test run: under pytest-xdist
-    the first worker to need it builds it while the others wait on a file lock, then all share it read-only."""
-    from filelock import FileLock
-
-    root = factory.getbasetemp()
-    if "PYTEST_XDIST_WORKER" in os.environ:
-        root = root.parent  # the run's folder, above the workers' own
-    folder, result = root / name, root / f"{name}.json"
-    with FileLock(root / f"{name}.lock"):
-        if not result.exists():  # not built yet, or the build failed: (re)build from scratch
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir()
-            result.write_text(json.dumps(build(folder)))
-    return folder, json.loads(result.read_text())
 
 
 # What the pipeline writes in a checkout. Tests work in temp workspaces, never in this one.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,21 +12,33 @@ import pytest
 import yaml
 
 from lorapipe.core.artifacts import BASE_OUTPUTS, EVAL_DETAILS, EVAL_SAMPLES, EVAL_SCORES
-from tests.workspace import assert_one_line_error, copy_workspace, params_of, stage, stage_args
+from tests.workspace import (
+    assert_one_line_error,
+    built_once,
+    copy_workspace,
+    kept_read_only,
+    params_of,
+    stage,
+    stage_args,
+    update_params,
+)
 
 EVAL = {"max_samples": 6, "batch_size": 4, "max_new_tokens": 8, "report_samples": 2}
 
 
-@pytest.fixture(scope="module")
-def evaluated(tuned_workspace, tmp_path_factory) -> Path:
-    """A copy of the trained tiny-Llama workspace after generate_base and evaluate."""
-    ws = copy_workspace(tuned_workspace, tmp_path_factory.mktemp("base") / "ws")
-    params = yaml.safe_load((ws / "params.yaml").read_text())
-    params["eval"].update(EVAL)
-    (ws / "params.yaml").write_text(yaml.safe_dump(params))
-    stage(ws, "generate_base.py", *stage_args("generate_base"))
-    stage(ws, "evaluate.py", *stage_args("evaluate"))
-    return ws
+@pytest.fixture(scope="session")
+def evaluated(tuned_workspace, tmp_path_factory) -> Iterator[Path]:
+    """A copy of the trained tiny-Llama workspace after generate_base and evaluate; built once, read-only."""
+
+    def build(ws: Path) -> None:
+        ws.rmdir()
+        copy_workspace(tuned_workspace, ws)
+        update_params(ws, {"eval": EVAL})
+        stage(ws, "generate_base.py", *stage_args("generate_base"))
+        stage(ws, "evaluate.py", *stage_args("evaluate"))
+
+    with kept_read_only(built_once(tmp_path_factory, "evaluated", build)[0]) as ws:
+        yield ws
 
 
 def test_evaluate_reports_the_base_scores_of_a_direct_decoding(evaluated):
@@ -118,10 +131,11 @@ def test_evaluate_refuses_a_missing_or_mismatched_base_outputs_file(evaluated, t
 
 def test_base_outputs_of_another_dtype_are_scored_with_one_warning(evaluated, tmp_path):
     """Base outputs another device decoded (a GPU's bf16 copy from the remote) are scored, with a warning."""
-    path = tampered(evaluated, tmp_path / "base_outputs.json", lambda m: m.update(dtype="torch.float64"))
+    ws = copy_workspace(evaluated, tmp_path / "ws")  # evaluate runs to the end: its MLflow run goes to the copy
+    path = tampered(ws, tmp_path / "base_outputs.json", lambda m: m.update(dtype="torch.float64"))
     args = list(stage_args("evaluate", str(tmp_path / "metrics")))
     args[2] = path
-    result = stage(evaluated, "evaluate.py", *args)
+    result = stage(ws, "evaluate.py", *args)
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
     assert len(warnings) == 1 and f"{path} was decoded in torch.float64, the tuned model decodes in" in warnings[0]
     scores = (tmp_path / "metrics" / EVAL_SCORES.name).read_text()

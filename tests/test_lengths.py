@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from lorapipe.data.lengths import coverage_budget, histogram_rows, length_summary, packed_examples, token_lengths
-from tests.workspace import ROOT, assert_one_line_error, data_workspace, kept_read_only, stage
+from tests.workspace import ROOT, assert_one_line_error, built_once, data_workspace, kept_read_only, stage
 
 TOKENIZE = {"prompt_tokens": 8, "response_tokens": 24, "seq_len": 128}
 LENGTHS_ARGS = (
@@ -26,11 +26,15 @@ LENGTHS_ARGS = (
 )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def lengths_workspace(tmp_path_factory, tiny_model_dir) -> Iterator[Path]:
-    ws = data_workspace(tmp_path_factory.mktemp("lengths"), tiny_model_dir, sample={"size": 300}, tokenize=TOKENIZE)
-    stage(ws, "lengths.py", *LENGTHS_ARGS)
-    with kept_read_only(ws):
+    """The data stages and the lengths stage on the tiny Llama's tokenizer; built once, read-only."""
+
+    def build(ws: Path) -> None:
+        data_workspace(ws, tiny_model_dir, sample={"size": 300}, tokenize=TOKENIZE)
+        stage(ws, "lengths.py", *LENGTHS_ARGS)
+
+    with kept_read_only(built_once(tmp_path_factory, "lengths", build)[0]) as ws:
         yield ws
 
 

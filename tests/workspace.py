@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import pytest
 import yaml
 
 from lorapipe.core.artifacts import BASE, EVAL_DETAILS, EVAL_JSON, EVAL_SCORES, PATHS, TRAIN_LOG
@@ -71,6 +72,23 @@ def kept_read_only(path: Path) -> Iterator[Path]:
     after = tree_state(path)
     changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
     assert not changed, f"a test changed {path}, which tests share read-only: {changed[:20]} (change a copy)"
+
+
+def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Any]) -> tuple[Path, Any]:
+    """A session fixture's folder and build(folder)'s (JSON) result, made once per test run: under pytest-xdist
+    the first worker to need it builds it while the others wait on a file lock, then all share it read-only."""
+    from filelock import FileLock
+
+    root = factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        root = root.parent  # the run's folder, above the workers' own
+    folder, result = root / name, root / f"{name}.json"
+    with FileLock(root / f"{name}.lock"):
+        if not result.exists():  # not built yet, or the build failed: (re)build from scratch
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            result.write_text(json.dumps(build(folder)))
+    return folder, json.loads(result.read_text())
 
 
 def copy_workspace(source: Path, to: Path) -> Path:
