@@ -353,6 +353,18 @@ def test_malformed_sample_lines_are_one_error_line(repo, tmp_path, tool, case):
     assert_one_line_error(result, f"metrics/{message}")
 
 
+def test_an_eval_run_record_nested_thousands_deep_is_one_error_line(tmp_path):
+    """eval_run.json is read like the details files: JSON too deep for Python's parser is an error line too."""
+    from lorapipe.core.cli import UserError
+    from lorapipe.eval.eval_files import read_eval_run
+
+    path = tmp_path / "eval_run.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(UserError) as refused:
+        read_eval_run(None, path)
+    assert "\n" not in str(refused.value) and str(refused.value).startswith(f"{path}: not valid JSON")
+
+
 def test_model_output_cannot_inject_markdown_or_html():
     evil = "<img src=x onerror=alert(1)> [click](http://evil.example) ![x](http://t.example/p.png) | col\n## Heading"
     table = samples_table([{"title": "t", "reference": "r", "base": evil, "tuned": "`code` *b*"}])

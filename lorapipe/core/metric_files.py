@@ -10,16 +10,14 @@ output health. The report, the results page and the summary read the details.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from lorapipe.core.artifacts import EVAL_DETAILS, EVAL_JSON, TRAIN_DETAILS, TRAIN_JSON
-from lorapipe.core.cli import UserError
 from lorapipe.core.outputs import write_json
 from lorapipe.core.params import flatten
-from lorapipe.core.vcs import file_at
+from lorapipe.core.vcs import read_json_object
 
 TRAIN_HEADLINE = ("val_loss",)  # the training loss is noisier and in the details
 EVAL_HEADLINE = ("tuned.bleu", "tuned.rougeL", "delta.bleu", "delta.rougeL")
@@ -44,26 +42,11 @@ def write_numbers(metrics: Path, details: Path, numbers: dict[str, Any], keys: I
     write_json(metrics, headline(numbers, keys))
 
 
-def read_details(path: Path, rev: str | None = None) -> dict[str, Any] | None:
-    """A details file in the workspace (rev None) or at a git revision; None where there is none."""
-    raw = (path.read_bytes() if path.is_file() else None) if rev is None else file_at(rev, path.as_posix())
-    if raw is None:
-        return None
-    where = path if rev is None else f"{rev}:{path}"
-    try:
-        numbers = json.loads(raw)
-    except (ValueError, RecursionError) as err:
-        raise UserError(f"{where}: not valid JSON ({str(err)[:200]})") from None
-    if not isinstance(numbers, dict):
-        raise UserError(f"{where}: expected a JSON object, got {type(numbers).__name__}")
-    return numbers
-
-
 def read_record(metrics: Path, rev: str | None = None) -> dict[str, Any] | None:
     """A stage's whole record in the workspace (rev None) or at `rev`: its details file; at a revision made
     before the details files existed, its metrics file, which then held the whole record."""
-    details = read_details(DETAILS[metrics], rev)
-    return details if details is not None else read_details(metrics, rev)
+    details = read_json_object(rev, DETAILS[metrics])
+    return details if details is not None else read_json_object(rev, metrics)
 
 
 def records_diff(old_rev: str | None, new_rev: str | None = None) -> dict[str, dict[str, dict[str, Any]]]:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lorapipe.core.cli import UserError
 
@@ -76,6 +77,22 @@ def read_file(rev: str | None, path: Path) -> bytes | None:
     if rev is None:
         return path.read_bytes() if path.is_file() else None
     return file_at(rev, path.as_posix())
+
+
+def read_json_object(rev: str | None, path: Path) -> dict[str, Any] | None:
+    """A JSON object file of the workspace (rev None) or of a git revision; None where it is absent. Bad JSON
+    or another JSON type is one error line naming the file."""
+    raw = read_file(rev, path)
+    if raw is None:
+        return None
+    where = path if rev is None else f"{rev}:{path}"
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as err:
+        raise UserError(f"{where}: not valid JSON ({str(err)[:200]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 @dataclass(frozen=True)

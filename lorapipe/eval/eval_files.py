@@ -21,7 +21,7 @@ from lorapipe.core.artifacts import EVAL_RUN, EVAL_SAMPLES, EVAL_SCORES
 from lorapipe.core.cli import UserError
 from lorapipe.core.outputs import write_jsonl
 from lorapipe.core.record_ids import record_id
-from lorapipe.core.vcs import read_file
+from lorapipe.core.vcs import read_file, read_json_object
 
 MODELS = ("base", "tuned")
 # Numbers each model of an EVAL_SCORES line must have; bleu_stats is a list of 10 counts.
@@ -122,16 +122,7 @@ def read_samples(rev: str | None = None, path: Path = EVAL_SAMPLES) -> list[dict
 def read_eval_run(rev: str | None = None, path: Path = EVAL_RUN) -> dict:
     """eval_run.json (experiment name, MLflow run) in the workspace (rev None) or at a git revision; empty
     where absent."""
-    data = read_file(rev, path)
-    if data is None:
-        return {}
-    try:
-        eval_run = json.loads(data)
-    except ValueError as err:
-        raise UserError(f"{_where(path, rev)}: not valid JSON ({err})") from None
-    if not isinstance(eval_run, dict):
-        raise UserError(f"{_where(path, rev)}: expected a JSON object, got {type(eval_run).__name__}")
-    return eval_run
+    return read_json_object(rev, path) or {}
 
 
 def _where(path: Path, rev: str | None) -> str:
