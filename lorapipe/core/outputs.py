@@ -129,6 +129,18 @@ def write_json(path: str | Path, data: Any) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def json_object(raw: bytes | str, where: str | Path) -> dict[str, Any]:
+    """A JSON file's text that must hold an object (a record the pipeline wrote); bad JSON, JSON nested too deep
+    for Python's parser or another JSON type is one error line naming `where`."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as err:
+        raise UserError(f"{where}: not valid JSON ({str(err)[:200]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
     """Write JSON lines atomically, one object a line."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:

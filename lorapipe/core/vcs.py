@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lorapipe.core.cli import UserError
+from lorapipe.core.outputs import json_object
 
 # What `dvc exp run` puts in its stages' environment (dvc.env): the experiment and its baseline commit.
 DVC_EXP_NAME, DVC_EXP_BASELINE_REV = "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"
@@ -80,19 +81,10 @@ def read_file(rev: str | None, path: Path) -> bytes | None:
 
 
 def read_json_object(rev: str | None, path: Path) -> dict[str, Any] | None:
-    """A JSON object file of the workspace (rev None) or of a git revision; None where it is absent. Bad JSON
-    or another JSON type is one error line naming the file."""
+    """A JSON object file of the workspace (rev None) or of a git revision (outputs.json_object); None where it
+    is absent."""
     raw = read_file(rev, path)
-    if raw is None:
-        return None
-    where = path if rev is None else f"{rev}:{path}"
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError) as err:
-        raise UserError(f"{where}: not valid JSON ({str(err)[:200]})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{where}: expected a JSON object, got {type(data).__name__}")
-    return data
+    return None if raw is None else json_object(raw, path if rev is None else f"{rev}:{path}")
 
 
 @dataclass(frozen=True)

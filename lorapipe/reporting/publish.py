@@ -24,7 +24,7 @@ from pathlib import Path
 
 from lorapipe.core.artifacts import BASE_MODEL_JSON, DOWNLOAD_JSON, EVAL_DETAILS, EXPORT_COMMAND, GGUF, MERGED, TRAINED
 from lorapipe.core.cli import UserError, log, run_cli
-from lorapipe.core.outputs import atomic_dir
+from lorapipe.core.outputs import atomic_dir, json_object
 from lorapipe.core.params import PARAMS_FILE, EvalParams, parse_section, parse_yaml, read_params_file
 from lorapipe.core.vcs import file_at, git_commit
 from lorapipe.data.prompt import build_prompt
@@ -45,13 +45,7 @@ def read_json(path: Path, hint: str) -> dict:
     1.1 (which reads `5e-05` as a string); else one error line naming the file."""
     if not path.is_file():
         raise UserError(f"{path}: not found; {hint}")
-    try:
-        data = json.loads(path.read_bytes())
-    except (ValueError, RecursionError) as err:
-        raise UserError(f"{path}: not valid JSON ({str(err)[:200] or 'nested too deeply'})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
+    return json_object(path.read_bytes(), path)
 
 
 def model_files(folder: Path, hint: str) -> list[Path]:

@@ -9,12 +9,12 @@ interval over the test samples: a delta whose interval spans zero is not a clear
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from lorapipe.core.artifacts import EVAL_DETAILS, EVAL_SCORES
 from lorapipe.core.cli import UserError, run_cli
+from lorapipe.core.outputs import json_object
 from lorapipe.eval.eval_files import read_scores
 from lorapipe.reporting.scores_table import HEALTH_NOTE, markdown_table, score_rows
 
@@ -23,11 +23,8 @@ def read_result(path: Path) -> dict:
     """An eval_details.json: its base and tuned scores, or one error line saying what is wrong with it."""
     if not path.is_file():
         raise UserError(f"{path} not found; run the pipeline first (dvc repro)")
-    try:
-        result = json.loads(path.read_bytes())
-    except ValueError as err:
-        raise UserError(f"{path}: not valid JSON ({err})") from None
-    if not (isinstance(result, dict) and all(isinstance(result.get(m), dict) for m in ("base", "tuned"))):
+    result = json_object(path.read_bytes(), path)
+    if not all(isinstance(result.get(m), dict) for m in ("base", "tuned")):
         raise UserError(f"{path}: no base and tuned scores; run the evaluate stage (dvc repro evaluate)")
     return result
 

@@ -6,12 +6,11 @@ says now."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from lorapipe.core.cli import UserError
-from lorapipe.core.outputs import write_json
+from lorapipe.core.outputs import json_object, write_json
 from lorapipe.core.params import SECTIONS, LoraParams, QuantParams, TrainParams, check_method_and_bits, parse_section
 
 RECORD_FILE = "train_params.json"
@@ -53,12 +52,9 @@ def load_training_record(trained: Path) -> TrainingRecord:
     path = trained / RECORD_FILE
     if not path.is_file():
         raise UserError(f"{trained}: nothing trained ({RECORD_FILE} missing); run the train stage (dvc repro train)")
-    try:
-        raw = json.loads(path.read_text())
-    except ValueError as err:
-        raise UserError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(raw, dict) or set(raw) != set(CLASSES):
-        found = ", ".join(map(str, raw)) if isinstance(raw, dict) else type(raw).__name__
+    raw = json_object(path.read_bytes(), path)
+    if set(raw) != set(CLASSES):
+        found = ", ".join(map(str, raw))
         raise UserError(f"{path}: expected the sections {', '.join(CLASSES)}; found {found or 'none'}")
     if isinstance(raw["lora"], dict) and "method" not in raw["lora"]:
         raw["lora"] = {"method": METHOD_BEFORE_IT_WAS_RECORDED, **raw["lora"]}
