@@ -8,8 +8,21 @@
 #   GITHUB_TOKEN=... bash scripts/repro_and_push.sh results/colab
 set -euo pipefail
 branch=${1:?usage: repro_and_push.sh BRANCH}
+here=$(dirname "$0")
 dvc pull --allow-missing -q || echo "nothing to pull yet"
-for stage in $(dvc stage list --name-only dvc.yaml); do
+list=$(python -m lorapipe.workspace.outbound --list)  # an assignment: set -e stops here if it fails
+mapfile -t results <<<"$list"
+# A stage is pushed when it changed what the branch holds; a stage that came back from the remote is not
+# pushed again. When every stage is up to date (a new machine on a finished branch) the loop is skipped
+# and one push sends whatever an earlier, interrupted push left behind.
+stages=()
+if ! dvc status -q dvc.yaml; then mapfile -t stages < <(dvc stage list --name-only dvc.yaml); fi
+pushed=no
+for stage in "${stages[@]}"; do
   dvc repro "$stage"
-  bash "$(dirname "$0")/push_results.sh" "$branch"
+  if [ -n "$(git status --porcelain -- "${results[@]}")" ]; then
+    bash "$here/push_results.sh" "$branch"
+    pushed=yes
+  fi
 done
+if [ "$pushed" = no ]; then bash "$here/push_results.sh" "$branch"; fi
