@@ -145,7 +145,7 @@ def test_names_carry_the_whole_assignments_and_stay_apart():
 
 
 # The shared trained workspace's training (tests/workspace.py TUNED) on the tiny Llama: 24 steps, a checkpoint
-# every 6, so the mirror holds one well before training ends; the rest as short as test_results_flow's.
+# every 6, so the mirror holds one well before training ends; the rest as SHORT_JOB.
 SECTIONS = {**SHORT_JOB, "train": {**SHORT_JOB["train"], "max_steps": 24}, "ops": {"save_every": 6}}
 GITHUB_TOKEN = "ghs_" + "testonly" * 4  # built at run time: no token-shaped string in a tracked file
 
@@ -163,46 +163,50 @@ def new_vm(tmp_path: Path, origin: Path, name: str, s3_endpoint: str, **job: str
 
 
 @pytest.mark.slow
-def test_a_preempted_job_resumes_on_a_new_vm_and_lands_its_branch_and_experiment(tmp_path, tiny_model_dir, s3_endpoint):
+def test_a_preempted_job_resumes_on_a_new_vm_and_a_relaunch_after_a_fix_lands_the_fixed_codes_results(
+    tmp_path, tiny_model_dir, s3_endpoint
+):
+    """A sweep's job is reclaimed mid-training and SkyPilot's new VM goes on from the mirrored checkpoint to land
+    its branch and experiment. Then the code is fixed on main and the same job relaunched: its branch holds the
+    old commit's run, which the job does not continue: it starts a branch of its own, says so in one line, runs
+    the fixed commit, and its experiment holds the fixed code's results. One origin for both: the relaunch's
+    "old run" is the resumed one."""
     origin = tmp_path / "origin.git"
     laptop = pushed_to_origin(tmp_path / "laptop", origin, tiny_model_dir, SECTIONS)  # main: the launch commit
-
-    def vm(name: str) -> tuple[Path, dict[str, str]]:
-        return new_vm(
-            tmp_path, origin, name, s3_endpoint, RESULTS_BRANCH="results/sky/r8", EXPERIMENT="r8", SETS="lora.r=8"
-        )
+    job = {"RESULTS_BRANCH": "results/sky/lora.r=8", "EXPERIMENT": "lora.r=8", "SETS": "lora.r=8"}  # as sweep.py sends
 
     # The first VM trains until a checkpoint is mirrored, then is reclaimed: everything on it is gone at once.
-    first, env = vm("vm-a")
+    first, env = new_vm(tmp_path, origin, "vm-a", s3_endpoint, **job)
     log_a = tmp_path / "vm-a.log"
     before = mirrored_steps(s3_endpoint)
     with open(log_a, "w") as log:
-        job = subprocess.Popen(
+        launched = subprocess.Popen(
             ["bash", "cloud/job.sh"], cwd=first, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         new = lambda: {k: v for k, v in mirrored_steps(s3_endpoint).items() if before.get(k) != v and v >= 6}  # noqa: E731
-        wait_for(new, timeout=600, proc=job, every=0.2)
-        os.killpg(job.pid, signal.SIGKILL)
-        job.wait()
+        wait_for(new, timeout=600, proc=launched, every=0.2)
+        os.killpg(launched.pid, signal.SIGKILL)
+        launched.wait()
     [step] = new().values()
     shutil.rmtree(first)
+    assert "results go to results/sky/lora.r=8, a new branch" in log_a.read_text()
 
     # SkyPilot starts the job again on a new VM: same launch commit, same command.
-    second, env = vm("vm-b")
+    second, env = new_vm(tmp_path, origin, "vm-b", s3_endpoint, **job)
     resumed = sh(second, "bash", "cloud/job.sh", env=env)
     output = resumed.stdout + resumed.stderr
-    assert "going on from origin/results/sky/r8" in output  # the stages the lost VM finished come back
+    assert "going on from origin/results/sky/lora.r=8" in output  # the stages the lost VM finished come back
     assert f"restored checkpoint step-{step:06d} of this run from s3://dvc/lorapipe" in output
-    assert "pushed experiment r8 to origin" in output
+    assert "pushed experiment lora.r=8 to origin" in output
     assert "checkpoints mirrored; training waited" in output  # what the mirror cost training: every run says
 
     # The results branch on origin holds the run's record; the experiment is there for `dvc exp pull`.
-    on_branch = sh(origin, "git", "ls-tree", "-r", "--name-only", "results/sky/r8").stdout.split()
+    on_branch = sh(origin, "git", "ls-tree", "-r", "--name-only", "results/sky/lora.r=8").stdout.split()
     assert {"dvc.lock", "metrics/train.json", "metrics/eval.json"} <= set(on_branch)
-    assert "r8" in sh(laptop, "dvc", "exp", "list", "origin", "--name-only").stdout.split()  # based on main
+    assert "lora.r=8" in sh(laptop, "dvc", "exp", "list", "origin", "--name-only").stdout.split()  # based on main
     use_remote(laptop, s3_endpoint)
-    sh(laptop, "dvc", "exp", "pull", "origin", "r8")
-    assert "r8" in sh(laptop, "dvc", "exp", "show", "--csv").stdout
+    sh(laptop, "dvc", "exp", "pull", "origin", "lora.r=8")
+    assert "lora.r=8" in sh(laptop, "dvc", "exp", "show", "--csv").stdout
 
     # Ends with the losses of an uninterrupted run of the same params: the train stage again on the VM's data and
     # base, the mirror off (else it would restore this run's checkpoint), into folders of its own.
@@ -215,21 +219,10 @@ def test_a_preempted_job_resumes_on_a_new_vm_and_lands_its_branch_and_experiment
     # No secret in the jobs' logs, in what they pushed, or in the VM's git config (the token is read at push time).
     for text in (log_a.read_text(), output, (second / ".git/config").read_text()):
         assert S3_SECRET not in text and GITHUB_TOKEN not in text
-    assert sh(origin, "git", "grep", "-F", S3_SECRET, "results/sky/r8", check=False).returncode == 1
+    assert sh(origin, "git", "grep", "-F", S3_SECRET, "results/sky/lora.r=8", check=False).returncode == 1
 
-
-@pytest.mark.slow
-def test_a_job_relaunched_after_a_fix_lands_the_fixed_codes_results(tmp_path, tiny_model_dir, s3_endpoint):
-    """Launch a sweep's job; fix the code on main; relaunch the same job. Its branch holds the old commit's run,
-    which the job does not continue: it starts a branch of its own, says so in one line, runs the fixed commit,
-    and its experiment holds the fixed code's results."""
-    origin = tmp_path / "origin.git"
-    laptop = pushed_to_origin(tmp_path / "laptop", origin, tiny_model_dir, SHORT_JOB)
-    job = {"RESULTS_BRANCH": "results/sky/lora.r=8", "EXPERIMENT": "lora.r=8", "SETS": "lora.r=8"}  # as sweep.py sends
-    first, env = new_vm(tmp_path, origin, "vm-a", s3_endpoint, **job)
-    assert "results go to results/sky/lora.r=8, a new branch" in sh(first, "bash", "cloud/job.sh", env=env).stdout
-
-    evaluate = laptop / "stages/evaluate.py"  # the fix: evaluate's metrics say it ran
+    # The fix: evaluate's metrics say it ran. Committed on main and the same job relaunched.
+    evaluate = laptop / "stages/evaluate.py"
     source = evaluate.read_text()
     evaluate.write_text(
         source.replace(
@@ -242,8 +235,8 @@ def test_a_job_relaunched_after_a_fix_lands_the_fixed_codes_results(tmp_path, ti
     sh(laptop, "git", "push", "-q", "origin", "main")
     fix = sh(laptop, "git", "rev-parse", "--short=10", "HEAD").stdout.strip()
 
-    second, env = new_vm(tmp_path, origin, "vm-b", s3_endpoint, **job)
-    relaunched = sh(second, "bash", "cloud/job.sh", env=env)
+    third, env = new_vm(tmp_path, origin, "vm-c", s3_endpoint, **job)
+    relaunched = sh(third, "bash", "cloud/job.sh", env=env)
     output = relaunched.stdout + relaunched.stderr
     said = [line for line in output.splitlines() if line.startswith("results go to")]
     assert said == [

@@ -25,7 +25,7 @@ from tests.workspace import (
 def test_a_mirror_that_is_down_warns_once_and_training_finishes(prepared_copy):
     """ops.checkpoint_mirror: remote, with the remote's S3 endpoint refusing connections: the restore and every
     upload fail, one warning says so, and training ends as without a mirror. A mirror that works, restored on a
-    new machine: tests/test_cloud.py::test_a_preempted_job_resumes_on_a_new_vm_and_lands_its_branch_and_experiment."""
+    new machine: tests/test_cloud.py (the preempted job)."""
     ws = prepared_copy
     sh(ws, "git", "init", "-q")
     sh(ws, "dvc", "init", "-q")

@@ -1,6 +1,6 @@
 """The Colab notebook: valid, runs the commands docs/colab.md documents, logs in with the DagsHub client,
 installs what resolves on Colab's own package versions, and runs every cell twice in one runtime to a
-pull-request branch that holds the real run."""
+pull-request branch that holds the real run, which a new machine pulls and runs none of again."""
 
 from __future__ import annotations
 
@@ -25,9 +25,12 @@ from tests.workspace import (
     S3_KEY_ID,
     S3_SECRET,
     SHORT_JOB,
+    child_env,
     pushed_to_origin,
+    ran,
     sh,
     shell_commands,
+    use_remote,
     user_machine_env,
 )
 
@@ -190,12 +193,16 @@ def test_the_notebooks_install_resolves_on_colabs_packages_keeping_its_torch_num
 
 
 @pytest.mark.slow
-def test_every_cell_runs_twice_and_the_pull_request_branch_holds_the_real_run(tmp_path, tiny_model_dir, s3_endpoint):
+def test_every_cell_runs_twice_to_a_pull_request_branch_that_a_new_machine_runs_none_of_again(
+    tmp_path, tiny_model_dir, s3_endpoint
+):
     """All cells twice in one runtime (the folder it started in, the clone, `%cd`), with the experiment cell on:
-    the branch a pull request is opened from holds the real run (lora.r 16) as its tip, the experiment
-    (lora.r=8) is on origin as an experiment of that tip, and the second pass changes neither. On a stand-in
-    runtime (tests/colab_runtime.py) with a local bare origin as GitHub and moto as DagsHub's S3: the cell
-    that reads Colab's secrets is played by one that points the same variables at them, and `pip` only
+    each stage reaches origin and the remote as it finishes, the branch a pull request is opened from holds the
+    real run (lora.r 16) as its tip, the experiment (lora.r=8) is on origin as an experiment of that tip, and the
+    second pass changes neither. Then another machine: a clone of the branch pulls every output, reports, a
+    teammate fetches the model by its release tag, and the notebook's script there runs no stage again. On a
+    stand-in runtime (tests/colab_runtime.py) with a local bare origin as GitHub and moto as DagsHub's S3: the
+    cell that reads Colab's secrets is played by one that points the same variables at them, and `pip` only
     records what it was asked (the resolution test above resolves it)."""
     origin = tmp_path / "origin.git"
     pushed_to_origin(tmp_path / "laptop", origin, tiny_model_dir, SHORT_JOB)
@@ -246,3 +253,51 @@ def test_every_cell_runs_twice_and_the_pull_request_branch_holds_the_real_run(tm
     installs = (tmp_path / "pip.log").read_text().splitlines()
     assert installs == [" ".join(["install", *args]) for args in pip_installs()] * 2
     assert sh(content / "lorapipe", "git", "status", "--porcelain", *RESULTS).stdout == ""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    pushes = first.count("pushed results/colab to origin")
+    assert pushes == len(stages) + 1  # after every stage, then the notebook's last cell
+
+    # Another machine: a fresh clone of the branch gets data and models from the remote.
+    clone = tmp_path / "clone"
+    sh(tmp_path, "git", "clone", "-q", "-b", "results/colab", str(origin), str(clone))
+    use_remote(clone, s3_endpoint)
+    sh(clone, "dvc", "pull", "-q")
+    assert (clone / "models/trained/adapter_model.safetensors").is_file()
+    assert "up to date" in sh(clone, "dvc", "status", "dvc.yaml").stdout
+    tuned = json.loads((clone / "metrics/eval.json").read_text())["tuned"]["rougeL"]
+    sh(clone, sys.executable, "-m", "lorapipe.reporting.report", "--base", "origin/main", "-o", "report.md")
+    assert f"{tuned:.4g}"[:5] in (clone / "report.md").read_text()
+
+    # The model is released as version 0.1.0 of the artifacts (annotated `name@vX.Y.Z` tags, which is how
+    # `dvc artifacts get` finds a version); a teammate fetches it by name into a folder that is no repository,
+    # and the app loads it: the tuned text evaluate wrote for the first test sample.
+    for name in ("trained", "base"):
+        sh(clone, "git", "-c", "user.name=t", "-c", "user.email=t@t", "tag", "-a", f"{name}@v0.1.0", "-m", "release")
+        sh(clone, "git", "push", "-q", "origin", f"{name}@v0.1.0")
+    teammate = tmp_path / "teammate"
+    teammate.mkdir()
+    config = tmp_path / "dagshub.config"  # the remote, as the teammate's docs spell it (origin's default is local)
+    remote_section = f"['remote \"dagshub\"']\n    url = s3://dvc\n    endpointurl = {s3_endpoint}\n"
+    config.write_text("[core]\n    remote = dagshub\n" + remote_section)
+    remote = ["--config", str(config)]
+    fetch_env = child_env(AWS_ACCESS_KEY_ID=S3_KEY_ID, AWS_SECRET_ACCESS_KEY=S3_SECRET)
+    for name in ("trained", "base"):
+        sh(teammate, "dvc", "artifacts", "get", str(origin), name, "-o", f"models/{name}", *remote, env=fetch_env)
+    assert_same_files(teammate / "models/trained", clone / "models/trained")
+    from app import Describer
+    from lorapipe.core.params import EvalParams, TokenizeParams, load_params
+
+    describer = Describer(teammate / "models", load_params(TokenizeParams, clone).prompt_tokens)
+    sample = json.loads((clone / "metrics/eval_samples.jsonl").read_text().splitlines()[0])
+    assert describer.describe(sample["title"], load_params(EvalParams, clone))[1] == sample["tuned"]
+
+    # The VM is lost: on a new one, the notebook's script on the branch runs no finished stage again.
+    again = sh(clone, "bash", "scripts/repro_and_push.sh", "results/colab")
+    assert ran(again.stdout) == [] and again.stdout.count("pushed results/colab to origin") == 1
+    assert json.loads((clone / "metrics/eval.json").read_text())["tuned"]["rougeL"] == tuned
+
+
+def assert_same_files(got: Path, want: Path) -> None:
+    files = sorted(p.relative_to(want) for p in want.rglob("*") if p.is_file())
+    assert files and files == sorted(p.relative_to(got) for p in got.rglob("*") if p.is_file())
+    assert all((got / f).read_bytes() == (want / f).read_bytes() for f in files)
