@@ -129,37 +129,25 @@ def test_an_experiment_s_run_names_its_baseline_and_the_uncommitted_params(tmp_p
     assert tags["git.dirty"] == "true" and tags["git.modified"] == "params.yaml"
 
 
-def test_server_down_warns_once_and_the_stage_finishes(prepared_copy, monkeypatch):
-    workspace, dead = prepared_copy, f"http://127.0.0.1:{free_port()}"
-    result = run_with(monkeypatch, workspace, dead, "train.py", *stage_args("train"))
-    assert result.stderr.count("mlflow tracking is off") == 1
-    assert (workspace / "metrics/train.json").is_file() and (workspace / "models/trained").is_dir()
-    assert "Traceback" not in result.stderr and SECRET not in result.stderr
-
-
 @pytest.mark.parametrize("server", ["up", "down"])
 def test_credentials_in_the_tracking_uri_are_printed_and_written_nowhere(
     prepared_copy, mlflow_server, server, monkeypatch
 ):
     """A URI with user:pass@ (which MLflow sends as basic auth) shows in the `mlflow: run ... at` line
-    and in the warning of a server that is down only without them."""
+    and in the warning of a server that is down only without them; a server that is down costs one warning,
+    not the stage."""
     host = mlflow_server.removeprefix("http://") if server == "up" else f"127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://alice:{SECRET}@{host}")
     workspace = prepared_copy
     result = stage(workspace, "train.py", *stage_args("train"))
     if server == "up":
         assert f"at http://{host}\n" in result.stderr
-    else:
-        assert result.stderr.count("mlflow tracking is off") == 1
+    else:  # one warning, and the stage finishes as without tracking
+        assert result.stderr.count("mlflow tracking is off") == 1 and "Traceback" not in result.stderr
+        assert (workspace / "metrics/train.json").is_file() and (workspace / "models/trained").is_dir()
     files = [p for p in workspace.rglob("*") if p.is_file()]
     for text in [result.stdout, result.stderr, *(p.read_bytes().decode("latin-1") for p in files)]:
         assert SECRET not in text
-
-
-def test_default_store_is_local_sqlite_in_the_repo(prepared_copy, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    stage(prepared_copy, "train.py", *stage_args("train"))
-    assert (prepared_copy / "mlflow.db").is_file()
 
 
 def newest_step(checkpoints: Path, skip: set[str] = frozenset()) -> int:
