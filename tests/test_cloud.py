@@ -26,6 +26,7 @@ from tests.workspace import (
     commit,
     mirrored_steps,
     pushed_to_origin,
+    ran,
     sh,
     shell_commands,
     stage,
@@ -196,6 +197,9 @@ def test_a_preempted_job_resumes_on_a_new_vm_and_a_relaunch_after_a_fix_lands_th
     resumed = sh(second, "bash", "cloud/job.sh", env=env)
     output = resumed.stdout + resumed.stderr
     assert "going on from origin/results/sky/lora.r=8" in output  # the stages the lost VM finished come back
+    reran = ran(output)
+    assert reran == ["train", "generate_base", "evaluate"]  # from the one it was killed in; each pushed once
+    assert output.count("pushed results/sky/lora.r=8 to origin") == len(reran)
     assert f"restored checkpoint step-{step:06d} of this run from s3://dvc/lorapipe" in output
     assert "pushed experiment lora.r=8 to origin" in output
     assert "checkpoints mirrored; training waited" in output  # what the mirror cost training: every run says

@@ -66,16 +66,20 @@ def test_architecture_lists_every_file_of_the_code():
 
 
 def defines(path: str, name: str) -> bool:
-    """Whether tests/`path` defines test `name`; `name*` stands for a family (..._bytes, ..._records)."""
+    """Whether the test file `path` names defines test `name`; `name*` stands for a family (..._bytes, ..._records).
+    `path` is from the repo's root (tests/reliability/test_inputs.py) or the file's name alone (test_inputs.py)."""
+    files = [ROOT / path] if path.startswith("tests/") else list((ROOT / "tests").rglob(path))
     pattern = "^def " + re.escape(name.rstrip("*")) + (r"\w+\(" if name.endswith("*") else r"\(")
-    return (ROOT / path).is_file() and re.search(pattern, (ROOT / path).read_text(), re.M) is not None
+    return len(files) == 1 and files[0].is_file() and re.search(pattern, files[0].read_text(), re.M) is not None
 
 
 def test_every_test_the_docs_name_exists():
     """docs/reliability.md maps each failure scenario to its test, tests/README.md each claim: a renamed or removed
     test fails here."""
     pages = [*DOCS, ROOT / "tests/README.md"]
-    named = {ref for page in pages for ref in re.findall(r"(tests/[\w/]+\.py)::(\w+\*?)", page.read_text())}
+    named = {
+        ref for page in pages for ref in re.findall(r"((?:tests/)?[\w/]*test_\w+\.py)::(\w+\*?)", page.read_text())
+    }
     missing = [f"{path}::{name}" for path, name in sorted(named) if not defines(path, name)]
     assert named and not missing, missing
 

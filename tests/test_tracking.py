@@ -138,6 +138,7 @@ def test_credentials_in_the_tracking_uri_are_printed_and_written_nowhere(
     not the stage."""
     host = mlflow_server.removeprefix("http://") if server == "up" else f"127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://alice:{SECRET}@{host}")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", SECRET)  # as a DagsHub login sets it
     workspace = prepared_copy
     result = stage(workspace, "train.py", *stage_args("train"))
     if server == "up":
