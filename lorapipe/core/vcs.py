@@ -80,11 +80,16 @@ def read_file(rev: str | None, path: Path) -> bytes | None:
     return file_at(rev, path.as_posix())
 
 
+def named_at(path: Path, rev: str | None) -> str:
+    """A file as an error line names it: its path, and the revision unless it is the workspace's."""
+    return str(path) if rev is None else f"{path} at {rev}"
+
+
 def read_json_object(rev: str | None, path: Path) -> dict[str, Any] | None:
     """A JSON object file of the workspace (rev None) or of a git revision (outputs.json_object); None where it
     is absent."""
     raw = read_file(rev, path)
-    return None if raw is None else json_object(raw, path if rev is None else f"{rev}:{path}")
+    return None if raw is None else json_object(raw, named_at(path, rev))
 
 
 @dataclass(frozen=True)

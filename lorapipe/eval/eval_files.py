@@ -21,7 +21,7 @@ from lorapipe.core.artifacts import EVAL_RUN, EVAL_SAMPLES, EVAL_SCORES
 from lorapipe.core.cli import UserError
 from lorapipe.core.outputs import write_jsonl
 from lorapipe.core.record_ids import record_id
-from lorapipe.core.vcs import read_file, read_json_object
+from lorapipe.core.vcs import named_at, read_file, read_json_object
 
 MODELS = ("base", "tuned")
 # Numbers each model of an EVAL_SCORES line must have; bleu_stats is a list of 10 counts.
@@ -116,7 +116,7 @@ def has_health(rows: Sequence[dict]) -> bool:
 def read_samples(rev: str | None = None, path: Path = EVAL_SAMPLES) -> list[dict]:
     """The rows of an eval_samples.jsonl in the workspace (rev None) or at a git revision; none where absent."""
     data = read_file(rev, path)
-    return [] if data is None else parse_jsonl(data, _where(path, rev))
+    return [] if data is None else parse_jsonl(data, named_at(path, rev))
 
 
 def read_eval_run(rev: str | None = None, path: Path = EVAL_RUN) -> dict:
@@ -125,13 +125,8 @@ def read_eval_run(rev: str | None = None, path: Path = EVAL_RUN) -> dict:
     return read_json_object(rev, path) or {}
 
 
-def _where(path: Path, rev: str | None) -> str:
-    """A file as an error line names it: its path, and the revision unless it is the workspace's."""
-    return str(path) if rev is None else f"{path} at {rev}"
-
-
 def read_scores(rev: str | None = None, path: Path = EVAL_SCORES) -> list[dict] | None:
     """The rows of `path` in the workspace (rev None) or at a git revision; None where absent (a revision
     before per-sample scores, or one that never ran evaluate)."""
     data = read_file(rev, path)
-    return None if data is None else parse_jsonl(data, _where(path, rev), score_problems)
+    return None if data is None else parse_jsonl(data, named_at(path, rev), score_problems)

@@ -29,7 +29,7 @@ from typing import Any
 from lorapipe.core.artifacts import PATHS
 from lorapipe.core.cli import UserError
 from lorapipe.core.params import CleanParams, flatten, parse_section, parse_yaml
-from lorapipe.core.vcs import read_file
+from lorapipe.core.vcs import named_at, read_file, read_json_object
 from lorapipe.data.clean_rules import LIMITS, REASONS, NearLimit, length_decision
 from lorapipe.eval.eval_files import parse_jsonl
 from lorapipe.reporting.compare import pair_up
@@ -64,29 +64,25 @@ class Side:
 
 def read_side(rev: str | None, label: str, scores: list[dict] | None = None) -> Side:
     """The workspace's data files (rev None) or a git revision's; one error line where one is malformed."""
-    where = "" if rev is None else f" at {rev}"
     lock_text = read_file(rev, DVC_LOCK)
     lock = None
     if lock_text is not None:
-        parsed = parse_yaml(lock_text.decode("utf-8", "replace"), f"{DVC_LOCK}{where}") or {}
+        parsed = parse_yaml(lock_text.decode("utf-8", "replace"), named_at(DVC_LOCK, rev)) or {}
         stages = parsed.get("stages") if isinstance(parsed, dict) else None
         if not isinstance(stages, dict):
-            raise UserError(f"{DVC_LOCK}{where}: no `stages` mapping; is it a dvc.lock?")
+            raise UserError(f"{named_at(DVC_LOCK, rev)}: no `stages` mapping; is it a dvc.lock?")
         lock = stages
     stats = {}
     for stage, (_, name) in DATA_STAGES.items():
-        data = read_file(rev, PATHS[name])
-        if data is not None:
-            try:
-                stats[stage] = json.loads(data)
-            except ValueError as err:
-                raise UserError(f"{PATHS[name]}{where}: not valid JSON ({err})") from None
+        numbers = read_json_object(rev, PATHS[name])
+        if numbers is not None:
+            stats[stage] = numbers
     ids = read_file(rev, TEST_IDS)
     test_ids = None if ids is None else frozenset(ids.decode("ascii", "replace").split())
     rows = read_file(rev, NEAR_LIMITS)
     near = None
     if rows is not None:
-        parsed_rows = parse_jsonl(rows, f"{NEAR_LIMITS}{where}", _problems)
+        parsed_rows = parse_jsonl(rows, named_at(NEAR_LIMITS, rev), _problems)
         near = [NearLimit(**{key: row[key] for key in NEAR_LIMIT_FIELDS}) for row in parsed_rows]
     return Side(label, lock, stats, test_ids, near, scores)
 
