@@ -110,9 +110,39 @@ MISMATCHES = {
 }
 
 
+def test_evaluate_refuses_a_base_outputs_file_made_for_other_samples_in_one_line(evaluated, tmp_path):
+    """One line naming the file and the stage to run, before any model is loaded and with nothing written. Each
+    kind of mismatch is refused by the same check (test_every_mismatch_of_the_base_outputs_file_is_refused)."""
+    path = tmp_path / "base_outputs.json"
+    change, fragment = MISMATCHES["rows"]
+    tampered(evaluated, path, change)
+    args = list(stage_args("evaluate", str(tmp_path / "metrics")))
+    args[2] = str(path)
+    result = stage(evaluated, "evaluate.py", *args, check=False)
+    assert_one_line_error(result, str(path), fragment, "dvc repro generate_base")
+    assert not (tmp_path / "metrics").exists()
+
+
+@pytest.fixture(scope="module")
+def checked_against(evaluated) -> tuple:
+    """What evaluate checks the base outputs file against in `evaluated`: settings, base weights, samples."""
+    from lorapipe.core.params import EvalParams, TokenizeParams, load_params
+    from lorapipe.eval.evaluation import base_settings, load_eval_inputs, read_base_outputs, weights_sha256
+
+    test, model = (evaluated / arg for arg in stage_args("evaluate")[:2])
+    params, tok_params = load_params(EvalParams, evaluated), load_params(TokenizeParams, evaluated)
+    inputs = load_eval_inputs(test, model, params, tok_params)
+    checked = base_settings(params, tok_params), weights_sha256(model), inputs.fields()
+    outputs, _ = read_base_outputs(evaluated / BASE_OUTPUTS, *checked)  # the file evaluate scored passes
+    assert len(outputs.texts) == EVAL["max_samples"]
+    return checked
+
+
 @pytest.mark.parametrize("case", [*MISMATCHES, "missing", "not-json"])
-def test_evaluate_refuses_a_missing_or_mismatched_base_outputs_file(evaluated, tmp_path, case):
-    """One line naming the file and the stage to run, before any model is loaded."""
+def test_every_mismatch_of_the_base_outputs_file_is_refused(evaluated, checked_against, tmp_path, case):
+    from lorapipe.core.cli import UserError
+    from lorapipe.eval.evaluation import read_base_outputs
+
     path = tmp_path / "base_outputs.json"
     if case in MISMATCHES:
         change, fragment = MISMATCHES[case]
@@ -122,11 +152,10 @@ def test_evaluate_refuses_a_missing_or_mismatched_base_outputs_file(evaluated, t
         fragment = "not a base outputs file"
     else:
         fragment = "not found"
-    args = list(stage_args("evaluate", str(tmp_path / "metrics")))
-    args[2] = str(path)
-    result = stage(evaluated, "evaluate.py", *args, check=False)
-    assert_one_line_error(result, str(path), fragment, "dvc repro generate_base")
-    assert not (tmp_path / "metrics").exists()
+    with pytest.raises(UserError) as refused:
+        read_base_outputs(path, *checked_against)
+    message = str(refused.value)
+    assert "\n" not in message and all(part in message for part in (str(path), fragment, "dvc repro generate_base"))
 
 
 def test_base_outputs_of_another_dtype_are_scored_with_one_warning(evaluated, tmp_path):

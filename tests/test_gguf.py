@@ -29,10 +29,33 @@ from tests.workspace import ROOT, TITLES, assert_one_line_error, child_env, para
 DECODING = params_of(EvalParams, max_new_tokens=16, batch_size=4)
 
 
-def gguf_fields(path: Path, *keys: str) -> dict:
-    from gguf import GGUFReader
+@pytest.fixture(scope="module", autouse=True)
+def each_gguf_parsed_once():
+    """gguf's reader parses a 49k-token vocabulary item by item (about 4 s on a 2-core CPU), and transformers
+    parses a file anew for its config, its tokenizer and its weights: here each file is parsed once. The reader
+    is read-only (a memory map), so what transformers loads is the same."""
+    import gguf
 
-    reader = GGUFReader(path)
+    parsed: dict[tuple[str, int], gguf.GGUFReader] = {}
+    reader = gguf.GGUFReader
+
+    def read_once(path, mode="r"):
+        key = (str(Path(path).resolve()), Path(path).stat().st_mtime_ns)
+        if mode != "r":
+            return reader(path, mode)
+        if key not in parsed:
+            parsed[key] = reader(path, mode)
+        return parsed[key]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gguf, "GGUFReader", read_once)
+        yield
+
+
+def gguf_fields(path: Path, *keys: str) -> dict:
+    import gguf
+
+    reader = gguf.GGUFReader(path)
     fields = {key: reader.fields[key].contents() for key in keys if key in reader.fields}
     fields["weight_types"] = {
         t.tensor_type.name for t in reader.tensors if t.name.endswith("_proj.weight") or ".attn_" in t.name

@@ -422,21 +422,6 @@ def test_a_new_base_weight_file_never_resumes_the_old_bases_checkpoint(tuned_wor
     assert any(not torch.equal(old[k], new[k]) for k in old)
 
 
-def test_a_finished_run_forced_again_trains_from_scratch_to_the_same_adapter(tuned_workspace, tuned_copy):
-    """`dvc repro -f train` with nothing changed: the finished run is not \"resumed\" at its last step (which
-    would report the resume's seconds as the run's); it trains all 30 steps again, to identical files."""
-    result = stage(tuned_copy, "train.py", *TRAIN_ARGS)
-    assert "trains again from scratch" in result.stderr and "resuming from" not in result.stderr
-    assert train_losses(tuned_copy / "metrics") == train_losses(tuned_workspace / "metrics")
-    summary = json.loads((tuned_copy / "metrics/train_details.json").read_text())
-    assert summary["steps"] == 30 and len(summary["sessions"]) == 1
-    for name in sorted(p.name for p in (tuned_workspace / "models/trained").iterdir()):
-        same = (tuned_copy / "models/trained" / name).read_bytes() == (
-            tuned_workspace / "models/trained" / name
-        ).read_bytes()
-        assert same, f"models/trained/{name} differs between two runs of the same inputs"
-
-
 def test_schedule_and_batches_are_pure_functions_of_the_step():
     assert lr_factor(0, 100, 10, "cosine") == pytest.approx(1 / 11)
     assert lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)
