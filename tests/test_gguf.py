@@ -275,7 +275,8 @@ def test_unpack_keeps_only_the_converter_files(tmp_path):
 @pytest.mark.slow
 def test_export_pipeline_writes_smollm2_as_llama_cpp_does(readme_flow, smollm2_gguf):
     """The real architecture and tokenizer: `python stages/export.py` on the demo's SmolLM2 writes the
-    same tokenizer and hyperparameters as llama.cpp's own SmolLM2 GGUF, and decodes as the merged model."""
+    same tokenizer and hyperparameters as llama.cpp's own SmolLM2 GGUF, and its f16 file decodes as the merged
+    model."""
     repo = readme_flow.repo
     keys = [
         *(f"tokenizer.ggml.{k}" for k in ("model", "pre", "tokens", "merges", "token_type", "add_bos_token")),
@@ -292,9 +293,7 @@ def test_export_pipeline_writes_smollm2_as_llama_cpp_does(readme_flow, smollm2_g
     prompts = [build_prompt(tokenizer, t) for t in titles]
     expected, expected_ids = decode_merged(repo / "models/merged", prompts)
     texts, ids = decode_gguf(repo / "models/gguf", "model-F16.gguf", prompts)
-    assert ids == expected_ids and texts == expected
-    q8_texts, _ = decode_gguf(repo / "models/gguf", "model-Q8_0.gguf", prompts)
-    assert first_tokens_agree(q8_texts, expected, tokenizer) >= len(prompts) - 1
+    assert ids == expected_ids and texts == expected  # q8_0's rounding: the round trip test above
     metrics = json.loads((repo / EXPORT_JSON).read_text())
     assert metrics["gguf"]["q8_0"]["size_mb"] < metrics["gguf"]["f16"]["size_mb"] < 300
 

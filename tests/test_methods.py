@@ -1,5 +1,6 @@
-"""lora.method: DoRA, rsLoRA and full fine-tuning each train, resume exactly after an interruption, evaluate,
-export and reload (plain LoRA: the rest of the suite); what cannot run is refused in one line."""
+"""lora.method: DoRA and full fine-tuning each train, resume exactly after an interruption, evaluate, export and
+reload (plain LoRA: the rest of the suite); rsLoRA is LoRA with another scale, which train sets and the merge keeps;
+what cannot run is refused in one line."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from lorapipe.core.artifacts import EVAL_SAMPLES
 from lorapipe.model.modeling import FULL_BYTES_PER_PARAM, full_finetune_refusal
@@ -29,7 +31,7 @@ def method_params(method: str, **sections: dict) -> dict:
     return {"data": {"url": "data/trn.json.gz"}, **STUDY_RUN, "lora": {"method": method}, "quant": quant, "ops": ops}
 
 
-@pytest.mark.parametrize("method", ["dora", "rslora", "full"])
+@pytest.mark.parametrize("method", ["dora", "full"])
 def test_each_method_trains_resumes_evaluates_exports_and_reloads(prepared_copy, method):
     """Each method trains, resumes exactly, and the texts evaluate scored are decoded again, one title at a time,
     by the app and by the exported model."""
@@ -79,6 +81,35 @@ def test_each_method_trains_resumes_evaluates_exports_and_reloads(prepared_copy,
         assert app.describe(sample["title"], params)[1] == sample["tuned"]
         prompt = encode_prompts(tokenizer, [sample["title"]])
         assert generate_texts(exported, tokenizer, prompt, params) == [sample["tuned"]]
+
+
+def test_rslora_trains_with_the_rank_stabilized_scale_and_merges_with_it(tiny_model_dir, tmp_path):
+    """rsLoRA is LoRA scaled by alpha/sqrt(r) instead of alpha/r (PEFT's use_rslora): its steps, checkpoints and
+    resume are LoRA's, and evaluate, the export and the app all merge through load_tuned_model. Its own parts: the
+    flag train sets, and the merge keeping the scale the adapter was saved with."""
+    from transformers import AutoModelForCausalLM
+
+    from lorapipe.core.params import LoraParams, QuantParams
+    from lorapipe.model.modeling import add_lora, load_tuned_model
+
+    lora = params_of(LoraParams, method="rslora", r=4, alpha=8, dropout=0.0)
+    torch.manual_seed(0)
+    model = add_lora(AutoModelForCausalLM.from_pretrained(tiny_model_dir), lora, False, quantized=False)
+    scales = {m.scaling["default"] for m in model.modules() if isinstance(getattr(m, "scaling", None), dict)}
+    assert model.peft_config["default"].use_rslora and scales == {8 / 4**0.5}  # LoRA's would be 8 / 4
+    with torch.no_grad():  # as if trained: lora_B starts at zero, which would hide any scale
+        for name, weight in model.named_parameters():
+            if "lora_B" in name:
+                weight.normal_(std=0.05)
+    model.save_pretrained(tmp_path / "trained")
+    ids = torch.tensor([[1, 500, 600, 700, 800, 900, 2]])
+    cpu, quant = torch.device("cpu"), params_of(QuantParams, bits=16)
+    merged = load_tuned_model(tiny_model_dir, tmp_path / "trained", "rslora", quant, torch.float32, cpu)
+    with torch.no_grad():
+        expected = model.eval()(ids).logits
+        torch.testing.assert_close(merged(ids).logits, expected, atol=1e-4, rtol=0)
+        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)(ids).logits
+    assert (expected - base).abs().max() > 1e-2  # the adapter moves the outputs: the comparison can tell
 
 
 def test_full_fine_tuning_on_a_quantized_base_is_refused_in_one_line(tmp_path):
