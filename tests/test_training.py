@@ -222,16 +222,6 @@ def test_a_step_out_of_memory_ends_in_one_line_naming_what_to_lower(tmp_path):
         train(Failing(ValueError("a bug")), data, config)
 
 
-def test_changed_params_do_not_resume_a_foreign_checkpoint(tuned_copy):
-    workspace = tuned_copy
-    assert saved(workspace / "models/checkpoints", 30)  # the finished run's, with other params
-    sections = {**TUNED, "train": {**TRAIN, "max_steps": 2}, "ops": {"save_every": 1}}
-    write_params(workspace, data={"url": "data/trn.json.gz"}, **sections, lora={"r": 4})
-    result = stage(workspace, "train.py", *TRAIN_ARGS)
-    assert "resuming from" not in result.stderr  # its own, empty folder: a fresh start
-    assert json.loads((workspace / "metrics/train_details.json").read_text())["steps"] == 2
-
-
 def test_corrupt_newest_checkpoint_falls_back_to_previous(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
@@ -441,10 +431,11 @@ def test_total_steps_from_epochs_or_max_steps():
 
 
 def test_a_second_experiment_resumes_its_own_checkpoint_and_keeps_the_first_runs(tuned_copy, tmp_path):
-    """Beside tuned_workspace's finished run (r=16), a second experiment (r=4) is interrupted after its step-8
-    checkpoint (its step-12 one removed: what a kill then leaves) and rerun with only an operational setting
-    changed: it resumes its own checkpoint, ends like its uninterrupted run, and the first run's checkpoints
-    are untouched. The kill itself: test_killed_run_resumes_and_ends_like_an_uninterrupted_one."""
+    """Beside tuned_workspace's finished run (r=16), a second experiment (r=4) starts fresh (other params: never
+    the first run's checkpoint), is interrupted after its step-8 checkpoint (its step-12 one removed: what a kill
+    then leaves) and rerun with only an operational setting changed: it resumes its own checkpoint, ends like its
+    uninterrupted run, and the first run's checkpoints are untouched. The kill itself:
+    test_killed_run_resumes_and_ends_like_an_uninterrupted_one."""
     workspace, root = tuned_copy, tuned_copy / "models/checkpoints"
     (first_run,) = {c.parent for c in saved(root)}
     before = tree_state(first_run)
@@ -453,7 +444,9 @@ def test_a_second_experiment_resumes_its_own_checkpoint_and_keeps_the_first_runs
         write_params(workspace, train={**TRAIN, "max_steps": 12}, lora={"r": 4}, ops={"save_every": 4, **ops})
         return stage(workspace, "train.py", *stage_args("train", str(tmp_path / metrics)))
 
-    run("b")
+    first = run("b")
+    assert "resuming from" not in first.stderr  # r=4 is another run: its own, empty folder
+    assert json.loads((tmp_path / "b/train_details.json").read_text())["steps"] == 12
     (last,) = [c for c in saved(root, 12) if c.parent != first_run]
     shutil.rmtree(last)
     resumed = run("b-resumed", log_every=3)  # operational: not part of the run's identity
