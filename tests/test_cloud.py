@@ -29,10 +29,7 @@ from tests.workspace import (
     ran,
     sh,
     shell_commands,
-    stage,
-    stage_args,
     train_losses,
-    update_params,
     use_remote,
     user_machine_env,
     wait_for,
@@ -212,13 +209,9 @@ def test_a_preempted_job_resumes_on_a_new_vm_and_a_relaunch_after_a_fix_lands_th
     sh(laptop, "dvc", "exp", "pull", "origin", "lora.r=8")
     assert "lora.r=8" in sh(laptop, "dvc", "exp", "show", "--csv").stdout
 
-    # Ends with the losses of an uninterrupted run of the same params: the train stage again on the VM's data and
-    # base, the mirror off (else it would restore this run's checkpoint), into folders of its own.
-    update_params(second, {"ops": {"checkpoint_mirror": ""}})
-    reference = tmp_path / "reference"
-    paths = stage_args("train", str(reference), trained=str(reference / "trained"))
-    stage(second, "train.py", *paths, "--checkpoints", str(reference / "checkpoints"))
-    assert train_losses(second / "metrics") == pytest.approx(train_losses(reference), rel=1e-3)
+    # Every step's loss, the restored ones too. The restored checkpoint is the uploaded one byte for byte
+    # (test_mirror), and resuming one ends as the uninterrupted run (test_training's killed run).
+    assert len(train_losses(second / "metrics")) == SECTIONS["train"]["max_steps"]
 
     # No secret in the jobs' logs, in what they pushed, or in the VM's git config (the token is read at push time).
     for text in (log_a.read_text(), output, (second / ".git/config").read_text()):

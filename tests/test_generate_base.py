@@ -126,11 +126,13 @@ def test_evaluate_refuses_a_base_outputs_file_made_for_other_samples_in_one_line
 @pytest.fixture(scope="module")
 def checked_against(evaluated) -> tuple:
     """What evaluate checks the base outputs file against in `evaluated`: settings, base weights, samples."""
-    from lorapipe.core.params import EvalParams, TokenizeParams, load_params
+    from lorapipe.core.params import PARAMS_FILE, EvalParams, TokenizeParams, parse_section, read_params_file
     from lorapipe.eval.evaluation import base_settings, load_eval_inputs, read_base_outputs, weights_sha256
 
     test, model = (evaluated / arg for arg in stage_args("evaluate")[:2])
-    params, tok_params = load_params(EvalParams, evaluated), load_params(TokenizeParams, evaluated)
+    sections = read_params_file(evaluated / PARAMS_FILE)  # not load_params, which records what a stage read
+    params = parse_section(EvalParams, sections["eval"])
+    tok_params = parse_section(TokenizeParams, sections["tokenize"])
     inputs = load_eval_inputs(test, model, params, tok_params)
     checked = base_settings(params, tok_params), weights_sha256(model), inputs.fields()
     outputs, _ = read_base_outputs(evaluated / BASE_OUTPUTS, *checked)  # the file evaluate scored passes

@@ -84,11 +84,21 @@ def test_a_hostile_bucket_cannot_write_outside_the_run_folder(tmp_path, s3_endpo
     assert len(refused) == 1 and "restore failed" in refused[0] and "training goes on" in refused[0], refused
 
 
-def test_a_mirrored_checkpoint_is_restored_into_the_run_folder(tmp_path, s3_endpoint):
-    objects = {"run1/LATEST": b"step-000010", "run1/step-000010/trainer_state.json": b"{}"}
-    folder = tmp_path / "run1"
-    assert bucket_holding(s3_endpoint, tmp_path.name, objects).restore(folder) is True
-    assert (folder / "step-000010/trainer_state.json").read_text() == "{}"
+def test_a_checkpoint_the_mirror_uploaded_is_restored_byte_for_byte(tuned_workspace, tmp_path, s3_endpoint):
+    """What a new VM resumes from (tests/test_cloud.py): the run's newest checkpoint, every file as training saved
+    it, in the run's folder there, so it resumes as a local checkpoint does (test_training's killed run)."""
+    from lorapipe.train.checkpoints import list_checkpoints
+
+    (run,) = [p for p in (tuned_workspace / "models/checkpoints").iterdir() if p.is_dir()]
+    newest = list_checkpoints(run)[0]
+    client = {"endpoint_url": s3_endpoint, "aws_access_key_id": S3_KEY_ID, "aws_secret_access_key": S3_SECRET}
+    mirror = CheckpointMirror(f"s3://dvc/{tmp_path.name}", **client)
+    mirror.upload(newest)
+    mirror.wait()
+    folder = tmp_path / "new-vm" / run.name
+    assert CheckpointMirror(f"s3://dvc/{tmp_path.name}", **client).restore(folder) is True
+    restored = {p.name: p.read_bytes() for p in (folder / newest.name).iterdir()}
+    assert restored == {p.name: p.read_bytes() for p in newest.iterdir()} and len(restored) > 2
 
 
 def test_credentials_in_the_mirror_url_are_refused_in_one_line_and_never_printed(tmp_path, caplog):
