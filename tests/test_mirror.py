@@ -7,35 +7,13 @@ import re
 import boto3
 import pytest
 
-from lorapipe.core.artifacts import TRAIN_JSON
 from lorapipe.train.mirror import CheckpointMirror
 from tests.workspace import (
     S3_KEY_ID,
     S3_SECRET,
     free_port,
-    sh,
-    stage,
-    stage_args,
     tree_state,
-    use_remote,
-    write_params,
 )
-
-
-def test_a_mirror_that_is_down_warns_once_and_training_finishes(prepared_copy):
-    """ops.checkpoint_mirror: remote, with the remote's S3 endpoint refusing connections: the restore and every
-    upload fail, one warning says so, and training ends as without a mirror. A mirror that works, restored on a
-    new machine: tests/test_cloud.py (the preempted job)."""
-    ws = prepared_copy
-    sh(ws, "git", "init", "-q")
-    sh(ws, "dvc", "init", "-q")
-    use_remote(ws, f"http://127.0.0.1:{free_port()}")
-    train = {"max_steps": 2, "micro_batch": 2, "grad_accum": 1, "eval_every": 100}
-    write_params(ws, train=train, ops={"save_every": 1, "checkpoint_mirror": "remote"})
-    result = stage(ws, "train.py", *stage_args("train"))
-    assert result.stderr.count("warning: checkpoint mirror") == 1, result.stderr
-    assert "train: done, 2 steps" in result.stderr and (ws / TRAIN_JSON).is_file()
-    assert S3_SECRET not in result.stderr
 
 
 def bucket_holding(endpoint: str, prefix: str, objects: dict[str, bytes]) -> CheckpointMirror:
