@@ -13,6 +13,7 @@ import torch
 from lorapipe.core.artifacts import EVAL_SAMPLES
 from lorapipe.model.modeling import FULL_BYTES_PER_PARAM, full_finetune_refusal
 from tests.workspace import (
+    LOGIT_PROBE,
     STUDY_RUN,
     assert_one_line_error,
     params_of,
@@ -102,7 +103,7 @@ def test_rslora_trains_with_the_rank_stabilized_scale_and_merges_with_it(tiny_mo
             if "lora_B" in name:
                 weight.normal_(std=0.05)
     model.save_pretrained(tmp_path / "trained")
-    ids = torch.tensor([[1, 500, 600, 700, 800, 900, 2]])
+    ids = torch.tensor(LOGIT_PROBE)
     cpu, quant = torch.device("cpu"), params_of(QuantParams, bits=16)
     merged = load_tuned_model(tiny_model_dir, tmp_path / "trained", "rslora", quant, torch.float32, cpu)
     with torch.no_grad():

@@ -69,12 +69,11 @@ def test_a_checkpoint_the_mirror_uploaded_is_restored_byte_for_byte(tuned_worksp
 
     (run,) = [p for p in (tuned_workspace / "models/checkpoints").iterdir() if p.is_dir()]
     newest = list_checkpoints(run)[0]
-    client = {"endpoint_url": s3_endpoint, "aws_access_key_id": S3_KEY_ID, "aws_secret_access_key": S3_SECRET}
-    mirror = CheckpointMirror(f"s3://dvc/{tmp_path.name}", **client)
+    mirror = bucket_holding(s3_endpoint, tmp_path.name, {})
     mirror.upload(newest)
     mirror.wait()
     folder = tmp_path / "new-vm" / run.name
-    assert CheckpointMirror(f"s3://dvc/{tmp_path.name}", **client).restore(folder) is True
+    assert bucket_holding(s3_endpoint, tmp_path.name, {}).restore(folder) is True  # a new machine's mirror
     restored = {p.name: p.read_bytes() for p in (folder / newest.name).iterdir()}
     assert restored == {p.name: p.read_bytes() for p in newest.iterdir()} and len(restored) > 2
 

@@ -10,6 +10,7 @@ import torch
 
 from lorapipe.reporting.study_sections import quant_spec, study_sections
 from tests.workspace import (
+    LOGIT_PROBE,
     STUDY_RUN,
     params_of,
     sh,
@@ -49,7 +50,7 @@ def test_bits_train_and_evaluate_end_to_end(prepared_copy, bits):
     if bits == 8:
         assert type(trained.base_model.model.model.layers[0].mlp.up_proj.base_layer).__name__ == "Linear8bitLt"
     merged = load_tuned_model(base, ws / adapter, "lora", load_training_record(ws / adapter).quant, torch.float32, cpu)
-    ids = torch.tensor([[1, 500, 600, 700, 800, 900, 2]])
+    ids = torch.tensor(LOGIT_PROBE)
     with torch.no_grad():
         torch.testing.assert_close(merged(ids).logits, trained(ids).logits, atol=5e-3, rtol=0)
 

@@ -22,6 +22,7 @@ from lorapipe.data.packing import read_rows
 from lorapipe.train.checkpoints import TrainState, list_checkpoints, resume_checkpoint, save_checkpoint
 from lorapipe.train.training import lr_factor, micro_batch_rows, total_steps
 from tests.workspace import (
+    LOGIT_PROBE,
     ROOT,
     TUNED,
     child_env,
@@ -38,7 +39,7 @@ from tests.workspace import (
 
 TRAIN = TUNED["train"]
 TRAIN_ARGS = stage_args("train")  # as tuned_workspace trained
-IDS = torch.tensor([[1, 500, 600, 700, 800, 900, 2]])  # a fixed input for comparing models' logits
+IDS = torch.tensor(LOGIT_PROBE)
 
 
 def saved(root: Path, step: int | None = None) -> list[Path]:

@@ -307,6 +307,9 @@ TUNED = {
 }
 
 
+# A fixed input for comparing two models' logits (token ids of the tiny Llama's vocabulary: BOS ... EOS).
+LOGIT_PROBE = [[1, 500, 600, 700, 800, 900, 2]]
+
 # Product titles that tests decode with a model (the export's, the GGUF's), besides the test split's.
 TITLES = ["Acme Stainless Steel Travel Mug 16oz", "USB-C Charging Cable 2m", "Kids Rain Boots Size 10", "Oak Desk"]
 
