@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from lorapipe.core.artifacts import EVAL_SCORES, PATHS
 from tests.workspace import (
     STUDY_RUN,
@@ -37,11 +35,16 @@ def run_with(monkeypatch, ws: Path, uri: str, script: str, *args: str) -> subpro
 
 
 def test_train_and_evaluate_log_one_run_to_a_real_server(prepared_copy, mlflow_server, monkeypatch):
+    """With the credentials in the URI (user:pass@, which MLflow sends as basic auth) and in MLflow's variables:
+    the URI is printed, linked and written without them."""
     from mlflow.tracking import MlflowClient
 
     workspace = prepared_copy  # its base outputs decoded (no MLflow): evaluate logs both models' scores
-    train = run_with(monkeypatch, workspace, mlflow_server, "train.py", *stage_args("train"))
-    evaluate = run_with(monkeypatch, workspace, mlflow_server, "evaluate.py", *stage_args("evaluate"))
+    host = mlflow_server.removeprefix("http://")
+    uri = f"http://alice:{SECRET}@{host}"
+    train = run_with(monkeypatch, workspace, uri, "train.py", *stage_args("train"))
+    evaluate = run_with(monkeypatch, workspace, uri, "evaluate.py", *stage_args("evaluate"))
+    assert f"at http://{host}\n" in train.stderr
     client = MlflowClient(mlflow_server)
     # The server is the module's: other tests' runs are there too, under other (or no) experiment names.
     experiment = client.get_experiment_by_name("lorapipe").experiment_id
@@ -68,8 +71,9 @@ def test_train_and_evaluate_log_one_run_to_a_real_server(prepared_copy, mlflow_s
         "mlflow_run_id": run.info.run_id,
         "mlflow_run_url": f"{mlflow_server}/#/runs/{run.info.run_id}",
     }
-    # Credentials stay in the environment: not in logs, params or tags.
-    for text in (train.stderr, evaluate.stderr, str(run.data.params), str(run.data.tags)):
+    # Credentials stay in the environment: not in logs, params, tags or any file written.
+    files = [p.read_bytes().decode("latin-1") for p in workspace.rglob("*") if p.is_file()]
+    for text in (train.stderr, evaluate.stderr, str(run.data.params), str(run.data.tags), *files):
         assert SECRET not in text
 
 
@@ -129,23 +133,15 @@ def test_an_experiment_s_run_names_its_baseline_and_the_uncommitted_params(tmp_p
     assert tags["git.dirty"] == "true" and tags["git.modified"] == "params.yaml"
 
 
-@pytest.mark.parametrize("server", ["up", "down"])
-def test_credentials_in_the_tracking_uri_are_printed_and_written_nowhere(
-    prepared_copy, mlflow_server, server, monkeypatch
-):
-    """A URI with user:pass@ (which MLflow sends as basic auth) shows in the `mlflow: run ... at` line
-    and in the warning of a server that is down only without them; a server that is down costs one warning,
-    not the stage."""
-    host = mlflow_server.removeprefix("http://") if server == "up" else f"127.0.0.1:{free_port()}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://alice:{SECRET}@{host}")
+def test_a_tracking_server_that_is_down_costs_one_warning_that_shows_no_credential(prepared_copy, monkeypatch):
+    """A URI with user:pass@ (a server that is up: the log-one-run test) whose server is down: one warning, with
+    the URI without them, and the stage finishes as without tracking; nothing written holds them."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://alice:{SECRET}@127.0.0.1:{free_port()}")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", SECRET)  # as a DagsHub login sets it
     workspace = prepared_copy
     result = stage(workspace, "train.py", *stage_args("train"))
-    if server == "up":
-        assert f"at http://{host}\n" in result.stderr
-    else:  # one warning, and the stage finishes as without tracking
-        assert result.stderr.count("mlflow tracking is off") == 1 and "Traceback" not in result.stderr
-        assert (workspace / "metrics/train.json").is_file() and (workspace / "models/trained").is_dir()
+    assert result.stderr.count("mlflow tracking is off") == 1 and "Traceback" not in result.stderr
+    assert (workspace / "metrics/train.json").is_file() and (workspace / "models/trained").is_dir()
     files = [p for p in workspace.rglob("*") if p.is_file()]
     for text in [result.stdout, result.stderr, *(p.read_bytes().decode("latin-1") for p in files)]:
         assert SECRET not in text

@@ -24,6 +24,7 @@ from lorapipe.train.training import lr_factor, micro_batch_rows, total_steps
 from tests.workspace import (
     LOGIT_PROBE,
     ROOT,
+    SECRETS,
     TUNED,
     child_env,
     params_of,
@@ -460,17 +461,21 @@ def test_a_second_experiment_resumes_its_own_checkpoint_and_keeps_the_first_runs
 OWN_LINE = re.compile(r"(train|evaluate|mlflow|precision|step \d+/\d+ \|)[ :]")
 
 
-def test_train_and_evaluate_print_their_own_lines_and_a_step_line_every_log_every_steps(prepared_copy, tmp_path):
+def test_train_and_evaluate_print_their_own_lines_and_a_step_line_every_log_every_steps(
+    prepared_copy, tmp_path, monkeypatch
+):
     """Quiet by default: a real train and evaluate, in fresh processes (a new MLflow store, an empty matplotlib
     cache), print a step line every ops.log_every steps with its pace and ETA, and no progress bar and no line
     of a library's: bitsandbytes' optional Hub kernel (CPUs with AVX512-BF16), peft's use of a deprecated
     transformers property, rouge_score's "Using default tokenizer.", MLflow's database setup, matplotlib's font
-    cache, transformers' loading bars and dequantization notice."""
+    cache, transformers' loading bars and dequantization notice. With fake secrets in their environment, which
+    reach nothing they print or write, the local MLflow store included."""
     ws = prepared_copy
     update_params(ws, {"ops": {"log_every": 2}})
     train = yaml.safe_load((ws / "params.yaml").read_text())["train"]
     steps, eval_every = train["max_steps"], train["eval_every"]  # 6 and 3 (STUDY_RUN)
-    env = {"MPLCONFIGDIR": str(tmp_path / "matplotlib")}
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the local SQLite store
+    env = {"MPLCONFIGDIR": str(tmp_path / "matplotlib"), **SECRETS}
     printed = ""
     for name in ("train", "evaluate"):
         result = stage(ws, f"{name}.py", *stage_args(name), env=env)
@@ -482,6 +487,10 @@ def test_train_and_evaluate_print_their_own_lines_and_a_step_line_every_log_ever
     assert [line.split("/")[0] for line in progress] == [f"step {n}" for n in range(2, steps + 1, 2)], printed
     assert all(re.search(r"\| \d+\.\d\d s/step \| (\d+m )?\d+s left$", line) for line in progress), progress
     assert len([line for line in lines if "| val_loss " in line]) == steps // eval_every
+    assert (ws / "mlflow.db").is_file()
+    blobs = [printed] + [p.read_bytes().decode("latin-1") for p in ws.rglob("*") if p.is_file()]
+    for secret in SECRETS.values():
+        assert not any(secret in blob for blob in blobs), secret
 
 
 def test_precision_auto_is_fp16_below_compute_capability_8_and_bf16_from_it(monkeypatch, caplog):

@@ -317,6 +317,14 @@ TITLES = ["Acme Stainless Steel Travel Mug 16oz", "USB-C Charging Cable 2m", "Ki
 # Built at run time, so no credential-shaped string sits in a tracked file.
 S3_KEY_ID, S3_SECRET = "AKIA" + "TESTONLY" * 2, "fake/secret+key0123456789" + "abcdefABCDEF01"
 
+# Fake secrets a user's environment may hold (built at run time too): the tests set them and scan what was written.
+SECRETS = {
+    "HF_TOKEN": "hf_" + "FAKEfake" * 4 + "01",
+    "AWS_SECRET_ACCESS_KEY": "FAKEsecret" * 3 + "02",
+    "MLFLOW_TRACKING_PASSWORD": "FAKEpassword" * 2 + "03",
+    "DAGSHUB_TOKEN": "FAKEdagshub" * 2 + "04",
+}
+
 
 def use_remote(repo: Path, endpoint: str) -> None:
     """The S3 server at `endpoint` as `repo`'s default DVC remote, set up as users do (scripts/remote.py)."""
