@@ -19,7 +19,15 @@ from lorapipe.core.cli import UserError
 from lorapipe.core.params import PARAM_FILES, DataParams, parse_section
 from lorapipe.data.download import download, resolve_source
 from tests.http_server import serve
-from tests.workspace import ROOT, assert_one_line_error, child_env, default_params, free_port, write_param_files
+from tests.workspace import (
+    ROOT,
+    assert_one_line_error,
+    child_env,
+    default_params,
+    free_port,
+    printed_and_written,
+    write_param_files,
+)
 
 PAYLOAD = gzip.compress(b"".join(b'{"uid": "%d", "title": "t", "content": "c"}\n' % i for i in range(20000)), mtime=0)
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -240,12 +248,6 @@ def test_html_page_instead_of_file_is_refused(tmp_path):
 TOKEN, PASSWORD = "tok" + "EN" * 8 + "0123", "pass" + "WORD" * 4 + "4567"
 
 
-def written_and_printed(tmp_path: Path, result: subprocess.CompletedProcess) -> str:
-    """What the stage printed and every file it left (the params files, which the user wrote, aside)."""
-    files = [p for p in tmp_path.rglob("*") if p.is_file() and p.name not in PARAM_FILES]
-    return result.stdout + result.stderr + "".join(p.read_bytes().decode("latin-1") for p in files)
-
-
 @pytest.mark.parametrize(
     ("url", "part"),
     [
@@ -263,7 +265,7 @@ def test_credentials_in_data_url_are_refused_before_anything_is_fetched(tmp_path
     assert_one_line_error(result, "data.url holds credentials", part, "LORAPIPE_DATA_TOKEN", "~/.netrc")
     assert_one_line_error(userinfo, "data.url holds credentials (user:password@)", "LORAPIPE_DATA_USER")
     assert server.requests == []
-    assert TOKEN not in written_and_printed(tmp_path, result) and PASSWORD not in userinfo.stderr
+    assert TOKEN not in printed_and_written(tmp_path, result, leave_out=PARAM_FILES) and PASSWORD not in userinfo.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "metrics").exists()
 
 
@@ -282,12 +284,12 @@ def test_credentials_from_the_environment_reach_the_server_and_nowhere_else(tmp_
         assert_one_line_error(refused, "HTTP 401", "LORAPIPE_DATA_TOKEN", "~/.netrc")
         with_token = run_download(tmp_path, url, sha256=SHA, env=bearer)
         assert with_token.returncode == 0, with_token.stderr
-        assert TOKEN not in written_and_printed(tmp_path, with_token)
+        assert TOKEN not in printed_and_written(tmp_path, with_token, leave_out=PARAM_FILES)
         (tmp_path / "out/trn.json.gz").unlink()
         server.authorization = "Basic " + base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
         with_password = run_download(tmp_path, url, sha256=SHA, env=basic)
         assert with_password.returncode == 0, with_password.stderr
         both = run_download(tmp_path, url, env={**bearer, **basic})
     assert (tmp_path / "out/trn.json.gz").read_bytes() == PAYLOAD
-    assert PASSWORD not in written_and_printed(tmp_path, with_password)
+    assert PASSWORD not in printed_and_written(tmp_path, with_password, leave_out=PARAM_FILES)
     assert_one_line_error(both, "not both")

@@ -13,6 +13,7 @@ from tests.workspace import (
     child_env,
     commit,
     free_port,
+    printed_and_written,
     sh,
     stage,
     stage_args,
@@ -72,9 +73,7 @@ def test_train_and_evaluate_log_one_run_to_a_real_server(prepared_copy, mlflow_s
         "mlflow_run_url": f"{mlflow_server}/#/runs/{run.info.run_id}",
     }
     # Credentials stay in the environment: not in logs, params, tags or any file written.
-    files = [p.read_bytes().decode("latin-1") for p in workspace.rglob("*") if p.is_file()]
-    for text in (train.stderr, evaluate.stderr, str(run.data.params), str(run.data.tags), *files):
-        assert SECRET not in text
+    assert SECRET not in printed_and_written(workspace, train, evaluate) + str(run.data.params) + str(run.data.tags)
 
 
 def test_a_query_token_in_the_tracking_uri_reaches_no_log_line(tmp_path):
@@ -142,9 +141,7 @@ def test_a_tracking_server_that_is_down_costs_one_warning_that_shows_no_credenti
     result = stage(workspace, "train.py", *stage_args("train"))
     assert result.stderr.count("mlflow tracking is off") == 1 and "Traceback" not in result.stderr
     assert (workspace / "metrics/train.json").is_file() and (workspace / "models/trained").is_dir()
-    files = [p for p in workspace.rglob("*") if p.is_file()]
-    for text in [result.stdout, result.stderr, *(p.read_bytes().decode("latin-1") for p in files)]:
-        assert SECRET not in text
+    assert SECRET not in printed_and_written(workspace, result)
 
 
 def newest_step(checkpoints: Path, skip: set[str] = frozenset()) -> int:

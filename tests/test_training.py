@@ -28,6 +28,7 @@ from tests.workspace import (
     TUNED,
     child_env,
     params_of,
+    printed_and_written,
     stage,
     stage_args,
     start_training,
@@ -476,10 +477,8 @@ def test_train_and_evaluate_print_their_own_lines_and_a_step_line_every_log_ever
     steps, eval_every = train["max_steps"], train["eval_every"]  # 6 and 3 (STUDY_RUN)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the local SQLite store
     env = {"MPLCONFIGDIR": str(tmp_path / "matplotlib"), **SECRETS}
-    printed = ""
-    for name in ("train", "evaluate"):
-        result = stage(ws, f"{name}.py", *stage_args(name), env=env)
-        printed += result.stdout + result.stderr
+    results = [stage(ws, f"{name}.py", *stage_args(name), env=env) for name in ("train", "evaluate")]
+    printed = "".join(result.stdout + result.stderr for result in results)
     lines = printed.splitlines()
     assert lines and not [line for line in lines if not OWN_LINE.match(line)], printed
     assert "\r" not in printed and "%|" not in printed, printed  # no progress bar, not even a cleared one
@@ -488,9 +487,9 @@ def test_train_and_evaluate_print_their_own_lines_and_a_step_line_every_log_ever
     assert all(re.search(r"\| \d+\.\d\d s/step \| (\d+m )?\d+s left$", line) for line in progress), progress
     assert len([line for line in lines if "| val_loss " in line]) == steps // eval_every
     assert (ws / "mlflow.db").is_file()
-    blobs = [printed] + [p.read_bytes().decode("latin-1") for p in ws.rglob("*") if p.is_file()]
+    everything = printed_and_written(ws, *results)
     for secret in SECRETS.values():
-        assert not any(secret in blob for blob in blobs), secret
+        assert secret not in everything, secret
 
 
 def test_precision_auto_is_fp16_below_compute_capability_8_and_bf16_from_it(monkeypatch, caplog):

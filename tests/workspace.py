@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -324,6 +324,13 @@ SECRETS = {
     "MLFLOW_TRACKING_PASSWORD": "FAKEpassword" * 2 + "03",
     "DAGSHUB_TOKEN": "FAKEdagshub" * 2 + "04",
 }
+
+
+def printed_and_written(root: Path, *results: subprocess.CompletedProcess, leave_out: Collection[str] = ()) -> str:
+    """What `results` printed and the text of every file under `root` (but those with a path part in `leave_out`):
+    where a secret must never be found."""
+    files = (p for p in root.rglob("*") if p.is_file() and not set(p.relative_to(root).parts) & set(leave_out))
+    return "".join(r.stdout + r.stderr for r in results) + "".join(p.read_bytes().decode("latin-1") for p in files)
 
 
 def use_remote(repo: Path, endpoint: str) -> None:

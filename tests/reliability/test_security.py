@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.workspace import CREDENTIAL, ROOT, SECRETS, child_env, params_of, sh, stage
+from tests.workspace import CREDENTIAL, ROOT, SECRETS, child_env, params_of, printed_and_written, sh, stage
 
 
 def test_no_credentials_in_tracked_files():
@@ -201,10 +201,9 @@ def test_credentials_in_data_url_stop_the_pipeline_before_anything_records_them(
     runs = [profile, sh(repo, "dvc", "repro", "split", check=False)]
     assert runs[-1].returncode != 0 and "data.url holds credentials" in runs[-1].stdout + runs[-1].stderr
     assert not (repo / "dvc.lock").exists()
-    files = [p for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts and p.name != "params.yaml"]
-    texts = [r.stdout + r.stderr for r in runs] + [p.read_bytes().decode("latin-1") for p in files]
+    everything = printed_and_written(repo, *runs, leave_out={".git", "params.yaml"})
     for secret in (password, token):
-        assert not any(secret in text for text in texts), secret
+        assert secret not in everything, secret
 
 
 # A scraped title that, once NFKC folds its fullwidth forms, spells ChatML's end of turn, then opens an
