@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lorapipe.core.artifacts import EVAL_SCORES, PATHS
+from lorapipe.core.artifacts import EVAL_SCORES, PATHS, TRAIN_JSON
 from tests.workspace import (
     STUDY_RUN,
     child_env,
@@ -140,7 +140,7 @@ def test_a_tracking_server_that_is_down_costs_one_warning_that_shows_no_credenti
     workspace = prepared_copy
     result = stage(workspace, "train.py", *stage_args("train"))
     assert result.stderr.count("mlflow tracking is off") == 1 and "Traceback" not in result.stderr
-    assert (workspace / "metrics/train.json").is_file() and (workspace / "models/trained").is_dir()
+    assert (workspace / TRAIN_JSON).is_file() and (workspace / "models/trained").is_dir()
     assert SECRET not in printed_and_written(workspace, result)
 
 
