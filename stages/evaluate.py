@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from lorapipe.core.cli import log, run_cli
 from lorapipe.core.credentials import redact
 from lorapipe.core.outputs import sha256_of, write_json
-from lorapipe.core.params import EvalParams, TokenizeParams, check_params_unchanged, load_params
+from lorapipe.core.params import EvalParams, OpsParams, TokenizeParams, check_params_unchanged, load_params
 from lorapipe.core.vcs import DVC_EXP_NAME
 from lorapipe.train.training_record import load_training_record, weight_files
 
@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("scores", type=Path, help="JSON lines: every sample's texts and scores")
     parser.add_argument("eval_run", type=Path, help="JSON: experiment name and MLflow run")
     args = parser.parse_args()
-    params, tok_params = load_params(EvalParams), load_params(TokenizeParams)
+    params, tok_params, ops = load_params(EvalParams), load_params(TokenizeParams), load_params(OpsParams)
     record = load_training_record(args.trained)
     # Imported once the params and the training record are valid: a mistake is one line at once, not after
     # the seconds to a minute that torch and transformers take to load.
@@ -64,7 +64,7 @@ def main() -> None:
     )
     from lorapipe.eval.scoring import score_models
     from lorapipe.model.modeling import load_tuned_model
-    from lorapipe.train.tracking import ADAPTER_TAG, Tracker
+    from lorapipe.train.tracking import ADAPTER_TAG, Tracker, tracking_wanted
 
     inputs = load_eval_inputs(args.test, args.model, params, tok_params)
     settings, weights = base_settings(params, tok_params), weights_sha256(args.model)
@@ -83,7 +83,9 @@ def main() -> None:
 
     # The training run of these very weights (found by their hash, so no run id sits in the trained folder).
     trained_weights = args.trained / weight_files(record.lora.method)[1]
-    tracker = Tracker("evaluate", find_tag=(ADAPTER_TAG, sha256_of(trained_weights)))
+    tracker = Tracker(
+        "evaluate", find_tag=(ADAPTER_TAG, sha256_of(trained_weights)), enabled=tracking_wanted(ops.mlflow)
+    )
     tracker.log_params({"eval": params})
     summary = {**results, "samples": len(inputs.titles), "generation_tokens_per_s": tuned.tokens_per_s}
     check_params_unchanged()

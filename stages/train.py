@@ -134,7 +134,7 @@ def setup(args: argparse.Namespace, params: StageParams, world: World) -> Setup:
     )
     from lorapipe.train.disk_space import check_disk_space
     from lorapipe.train.mirror import CheckpointMirror
-    from lorapipe.train.tracking import training_tracker
+    from lorapipe.train.tracking import tracking_wanted, training_tracker
     from lorapipe.train.training import TrainConfig, TrainData, total_steps
 
     torch.manual_seed(params.train.seed)
@@ -164,7 +164,7 @@ def setup(args: argparse.Namespace, params: StageParams, world: World) -> Setup:
     if world.size > 1:
         log.info(f"train: process {world.rank + 1} of {world.size}")
     check_disk_space(args.checkpoints, trainable, params.ops, full=params.lora.method == "full")
-    tracker = training_tracker(checkpoints, enabled=world.main)
+    tracker = training_tracker(checkpoints, enabled=tracking_wanted(params.ops.mlflow, world.main))
     tracker.log_params({"train": params.train, "lora": params.lora, "quant": params.quant})
     return Setup(
         model,

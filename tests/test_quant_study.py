@@ -31,14 +31,17 @@ def test_bits_train_and_evaluate_end_to_end(prepared_copy, bits):
     ws = prepared_copy
     write_params(ws, data={"url": "data/trn.json.gz"}, **STUDY_RUN, quant={"bits": bits})
     adapter, metrics = f"models/trained-{bits}", f"metrics-{bits}"
-    stage(ws, "train.py", *stage_args("train", metrics, trained=adapter), "--checkpoints", f"ckpt-{bits}")
-    stage(ws, "evaluate.py", *stage_args("evaluate", metrics, trained=adapter))
+    train = stage(ws, "train.py", *stage_args("train", metrics, trained=adapter), "--checkpoints", f"ckpt-{bits}")
+    evaluate = stage(ws, "evaluate.py", *stage_args("evaluate", metrics, trained=adapter))
+    # Untracked, as the tests' runs are (workspace.UNTRACKED): one line each, no store, no run to link.
+    assert "mlflow: off" in train.stderr and "mlflow: off" in evaluate.stderr and not (ws / "mlflow.db").exists()
+    assert json.loads((ws / metrics / "eval_run.json").read_text())["mlflow_run_id"] is None
 
-    train = json.loads((ws / metrics / "train_details.json").read_text())
-    assert train["quant_bits"] == bits and train["steps"] == 6 and train["tokens_per_s"] > 0
-    assert train["peak_memory_kind"] == "cpu_peak_rss" and train["peak_memory_mb"] > 100  # torch alone is more
+    details = json.loads((ws / metrics / "train_details.json").read_text())
+    assert details["quant_bits"] == bits and details["steps"] == 6 and details["tokens_per_s"] > 0
+    assert details["peak_memory_kind"] == "cpu_peak_rss" and details["peak_memory_mb"] > 100  # torch alone is more
     size = (ws / adapter / "adapter_model.safetensors").stat().st_size
-    assert train["weights_mb"] == pytest.approx(size / 2**20, abs=1e-3) and train["lora_method"] == "lora"
+    assert details["weights_mb"] == pytest.approx(size / 2**20, abs=1e-3) and details["lora_method"] == "lora"
     assert json.loads((ws / adapter / "train_params.json").read_text())["quant"]["bits"] == bits
     scores = json.loads((ws / metrics / "eval_details.json").read_text())
     assert scores["samples"] == 4 and set(scores["tuned"]) >= {"bleu", "rougeL", "perplexity"}

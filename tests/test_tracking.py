@@ -18,11 +18,13 @@ from tests.workspace import (
     stage,
     stage_args,
     start_training,
+    update_params,
     wait_for,
     write_params,
 )
 
 SECRET = "s3cr3t-do-not-leak-0123456789"
+TRACKED = {"ops": {"mlflow": True}}  # prepared's runs are untracked (workspace.UNTRACKED)
 
 
 def run_with(monkeypatch, ws: Path, uri: str, script: str, *args: str) -> subprocess.CompletedProcess:
@@ -41,6 +43,7 @@ def test_train_and_evaluate_log_one_run_to_a_real_server(prepared_copy, mlflow_s
     from mlflow.tracking import MlflowClient
 
     workspace = prepared_copy  # its base outputs decoded (no MLflow): evaluate logs both models' scores
+    update_params(workspace, TRACKED)
     host = mlflow_server.removeprefix("http://")
     uri = f"http://alice:{SECRET}@{host}"
     train = run_with(monkeypatch, workspace, uri, "train.py", *stage_args("train"))
@@ -138,6 +141,7 @@ def test_a_tracking_server_that_is_down_costs_one_warning_that_shows_no_credenti
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://alice:{SECRET}@127.0.0.1:{free_port()}")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", SECRET)  # as a DagsHub login sets it
     workspace = prepared_copy
+    update_params(workspace, TRACKED)
     result = stage(workspace, "train.py", *stage_args("train"))
     assert result.stderr.count("mlflow tracking is off") == 1 and "Traceback" not in result.stderr
     assert (workspace / TRAIN_JSON).is_file() and (workspace / "models/trained").is_dir()
@@ -156,7 +160,7 @@ def test_no_run_is_left_running_and_a_resumed_training_continues_its_run(
 
     client, workspace = MlflowClient(mlflow_server), prepared_copy
     ckpts = tmp_path / "ckpts"
-    long, ops = {**STUDY_RUN["train"], "max_steps": 40}, {"save_every": 2, "log_every": 1}
+    long, ops = {**STUDY_RUN["train"], "max_steps": 40}, {"save_every": 2, "log_every": 1, "mlflow": True}
     write_params(workspace, train=long, lora={"r": 4}, ops=ops)  # experiment B: SIGKILLed, never resumed
     proc = start_training(workspace, tmp_path / "b", ckpts, MLFLOW_TRACKING_URI=mlflow_server)
     wait_for(lambda: newest_step(ckpts) > 0, timeout=300, proc=proc)

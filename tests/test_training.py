@@ -472,7 +472,7 @@ def test_train_and_evaluate_print_their_own_lines_and_a_step_line_every_log_ever
     cache, transformers' loading bars and dequantization notice. With fake secrets in their environment, which
     reach nothing they print or write, the local MLflow store included."""
     ws = prepared_copy
-    update_params(ws, {"ops": {"log_every": 2}})
+    update_params(ws, {"ops": {"log_every": 2, "mlflow": True}})
     train = yaml.safe_load((ws / "params.yaml").read_text())["train"]
     steps, eval_every = train["max_steps"], train["eval_every"]  # 6 and 3 (STUDY_RUN)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the local SQLite store

@@ -217,6 +217,7 @@ class OpsParams:
     checkpoint_mirror: str
     download_timeout_s: float = param(min=1)
     download_retries: int = param(min=0)
+    mlflow: bool
 
     def __post_init__(self) -> None:
         if self.checkpoint_mirror not in ("", "remote") and not self.checkpoint_mirror.startswith("s3://"):

@@ -3,6 +3,7 @@
 The tracking URI comes from MLFLOW_TRACKING_URI (DagsHub: https://dagshub.com/<user>/<repo>.mlflow
 with MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD); unset, runs go to a local SQLite store
 in the repo (`mlflow.db`, git-ignored): `mlflow ui --backend-store-uri sqlite:///mlflow.db`.
+settings.yaml's `ops.mlflow: false` logs nothing (what HF's `report_to="none"` is to its Trainer).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from lorapipe.core.cli import log
 from lorapipe.core.credentials import redact, redact_handlers, url_credentials
 from lorapipe.core.outputs import sha256_of
-from lorapipe.core.params import flatten
+from lorapipe.core.params import SETTINGS_FILE, flatten
 from lorapipe.core.vcs import source_tags
 
 LOCAL_STORE = "sqlite:///mlflow.db"
@@ -158,6 +159,14 @@ def _exists(client: Any, mlflow_run_id: str, status: str | None = None) -> bool:
     except MlflowException:
         return False
     return status is None or info.status == status
+
+
+def tracking_wanted(mlflow_setting: bool, main: bool = True) -> bool:
+    """Whether this process logs to MLflow: settings.yaml's ops.mlflow, on the main process alone; said in one
+    line when the setting turns it off, so a run missing from MLflow is not a mystery."""
+    if main and not mlflow_setting:
+        log.info(f"mlflow: off ({SETTINGS_FILE}: ops.mlflow is false)")
+    return main and mlflow_setting
 
 
 def training_tracker(checkpoints: Path, enabled: bool = True) -> Tracker:

@@ -23,7 +23,7 @@ def test_failing_mlflow_and_a_mirror_that_is_down_warn_once_each_and_training_fi
     sh(workspace, "dvc", "init", "-q")
     use_remote(workspace, f"http://127.0.0.1:{free_port()}")
     train = {"max_steps": 2, "micro_batch": 2, "grad_accum": 1, "eval_every": 100}
-    write_params(workspace, train=train, ops={"save_every": 1, "checkpoint_mirror": "remote"})
+    write_params(workspace, train=train, ops={"save_every": 1, "checkpoint_mirror": "remote", "mlflow": True})
     with serve_status(status) as url:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
