@@ -195,6 +195,7 @@ def fit(job: Setup, stop: GracefulStop) -> TrainState:
     try:
         return train(job.model, job.data, job.config, Hooks(on_step, job.mirror.upload if job.mirror else None, stop))
     except BaseException as err:
+        job.tracker.log_history(history)  # the steps since the last flush: a stopped run's history is whole
         job.tracker.finish("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
         if job.mirror:
             job.mirror.wait()  # the checkpoint a stop just saved is worth the wait

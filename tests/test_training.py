@@ -126,43 +126,52 @@ def test_merged_tuned_model_matches_the_training_time_model(tuned_workspace):
         assert (unquantized.merge_and_unload()(IDS).logits - expected).abs().max() > 5 * tolerance
 
 
-def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(tuned_workspace, tuned_copy, tmp_path):
-    reference, workspace = train_losses(tuned_workspace / "metrics"), tuned_copy
-    ckpts, metrics = tmp_path / "ckpts", tmp_path / "metrics"
-    proc = start_training(workspace, metrics, ckpts)
-    wait_for(lambda: saved(ckpts, 10), timeout=300, proc=proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (metrics / "train_details.json").exists()
-    resumed = stage(workspace, "train.py", *stage_args("train", str(metrics)), "--checkpoints", str(ckpts))
-    assert "resuming from" in resumed.stderr
-    summary = json.loads((metrics / "train_details.json").read_text())
-    assert summary["steps"] == 30 and len(summary["sessions"]) == 2  # its time and memory cover both processes
-    reference_summary = json.loads((tuned_workspace / "metrics/train_details.json").read_text())
-    assert summary["tokens"] == reference_summary["tokens"]
-    after = train_losses(metrics)
-    # Equal up to float reassociation in multithreaded CPU kernels; a lost step, a restarted
-    # schedule or a replayed batch would differ by orders of magnitude more.
-    assert after == pytest.approx(reference, rel=1e-4)
-
-
-def test_sigterm_saves_the_step_it_stopped_at_and_the_rerun_ends_like_an_uninterrupted_one(
+def test_a_sigterm_then_a_sigkill_each_resume_to_the_uninterrupted_runs_losses_in_one_mlflow_run(
     tuned_workspace, tuned_copy, tmp_path
 ):
+    """tuned_workspace's run again, in three processes: the first SIGTERMed after step 10's checkpoint (it saves
+    the step it stopped at), the second SIGKILLed after step 20's, the third resumes to the end. The losses, the
+    tokens and the MLflow run are those of one uninterrupted run."""
+    from mlflow.tracking import MlflowClient
+
     reference, workspace = train_losses(tuned_workspace / "metrics"), tuned_copy
     ckpts, metrics = tmp_path / "ckpts", tmp_path / "m"
-    proc = start_training(workspace, metrics, ckpts)
+    update_params(workspace, {"ops": {"mlflow": True}})  # ops are no part of the run: still tuned's run
+    store = f"sqlite:///{workspace}/mlflow.db"
+    proc = start_training(workspace, metrics, ckpts, MLFLOW_TRACKING_URI=store)
     wait_for(lambda: saved(ckpts, 10), timeout=300, proc=proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err
     stopped_at = int(re.search(r"error: stopped on request at step (\d+) of 30", err).group(1))
     # Saved where it stopped, not only at the last save_every multiple.
-    assert 10 < stopped_at < 30 and saved(ckpts)[0].name == f"step-{stopped_at:06d}"
-    assert not (metrics / "train_details.json").exists()
-    resumed = stage(workspace, "train.py", *stage_args("train", str(metrics)), "--checkpoints", str(ckpts))
-    assert f"(step {stopped_at})" in resumed.stderr
-    assert train_losses(metrics) == pytest.approx(reference, rel=1e-3)
+    assert 10 < stopped_at < 20 and saved(ckpts)[0].name == f"step-{stopped_at:06d}"
+
+    proc = start_training(workspace, metrics, ckpts, MLFLOW_TRACKING_URI=store)
+    wait_for(lambda: saved(ckpts, 20), timeout=300, proc=proc)
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    assert f"(step {stopped_at})" in err and not (metrics / "train_details.json").exists()
+
+    resumed = stage(
+        workspace,
+        "train.py",
+        *stage_args("train", str(metrics)),
+        "--checkpoints",
+        str(ckpts),
+        env={"MLFLOW_TRACKING_URI": store},
+    )
+    assert "(step 20)" in resumed.stderr
+    summary = json.loads((metrics / "train_details.json").read_text())
+    assert summary["steps"] == 30 and len(summary["sessions"]) == 3  # its time and memory cover each process
+    assert summary["tokens"] == json.loads((tuned_workspace / "metrics/train_details.json").read_text())["tokens"]
+    # Equal up to float reassociation in multithreaded CPU kernels; a lost step, a restarted
+    # schedule or a replayed batch would differ by orders of magnitude more.
+    assert train_losses(metrics) == pytest.approx(reference, rel=1e-4)
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("lorapipe").experiment_id])
+    assert run.info.status == "FINISHED"  # one run across the three processes
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss")) == list(range(1, 31))
 
 
 def test_a_stop_requested_mid_step_saves_that_step(tuned_workspace, tiny_model_dir, tmp_path):
@@ -438,7 +447,7 @@ def test_a_second_experiment_resumes_its_own_checkpoint_and_keeps_the_first_runs
     the first run's checkpoint), is interrupted after its step-8 checkpoint (its step-12 one removed: what a kill
     then leaves) and rerun with only an operational setting changed: it resumes its own checkpoint, ends like its
     uninterrupted run, and the first run's checkpoints are untouched. The kill itself:
-    test_killed_run_resumes_and_ends_like_an_uninterrupted_one."""
+    test_a_sigterm_then_a_sigkill_each_resume_to_the_uninterrupted_runs_losses_in_one_mlflow_run."""
     workspace, root = tuned_copy, tuned_copy / "models/checkpoints"
     (first_run,) = {c.parent for c in saved(root)}
     before = tree_state(first_run)

@@ -44,7 +44,7 @@ class Tracker:
     ) -> None:
         self.mlflow_run_id: str | None = None
         self._client = None
-        self._logged: dict[str, int] = {}  # metric -> last step logged: no step is logged twice
+        self._logged: dict[str, set[int]] = {}  # metric -> the steps the run has: no step is logged twice
         self._continued = False
         # A tracking server that is down must not stall training for minutes of retries.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -119,10 +119,12 @@ class Tracker:
     def _log_new(self, metrics: list) -> None:
         for key in {m.key for m in metrics} - set(self._logged):  # a continued run has history already
             history = self._client.get_metric_history(self.mlflow_run_id, key) if self._continued else []
-            self._logged[key] = max((m.step for m in history), default=-1)
-        metrics = [m for m in metrics if m.step > self._logged[m.key]]  # one history, no step twice
+            self._logged[key] = {m.step for m in history}
+        # Each step the run lacks, not only those after its last: a killed process's steps that reached its
+        # checkpoint but not MLflow come back with the finished run's whole history.
+        metrics = [m for m in metrics if m.step not in self._logged[m.key]]
         for m in metrics:
-            self._logged[m.key] = max(self._logged[m.key], m.step)
+            self._logged[m.key].add(m.step)
         for i in range(0, len(metrics), 1000):  # the REST API takes at most 1000 per batch
             self._client.log_batch(self.mlflow_run_id, metrics=metrics[i : i + 1000])
 
