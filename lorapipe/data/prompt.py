@@ -7,9 +7,12 @@ import re
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tokenizers import Tokenizer
-from transformers import PreTrainedTokenizerBase
+
+if TYPE_CHECKING:  # transformers takes ~1 CPU-s to import: the reporting CLIs build prompts without it
+    from transformers import PreTrainedTokenizerBase
 
 INSTRUCTION = "Write the product description for this Amazon product title."
 # Base models without a chat template (TinyLlama v1.1) get a plain, unambiguous layout.

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from lorapipe.eval.corpus_metrics import corpus_bleu, perplexity
 from lorapipe.eval.eval_files import has_health
@@ -113,6 +112,8 @@ def interval(
 
     def difference(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
         return measure(b) - measure(a)  # scipy puts the sample axis last
+
+    from scipy import stats  # ~0.5 s to import: the model card and the summary need no interval
 
     result = stats.bootstrap(
         (old, new),
