@@ -22,16 +22,16 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-from transformers import PreTrainedTokenizerBase
-from transformers.utils import GENERATION_CONFIG_NAME
+from typing import TYPE_CHECKING, Any
 
 from lorapipe.core.cli import UserError, log, run_cli
 from lorapipe.core.outputs import atomic_dir
 from lorapipe.core.params import FILE_OF, GGUF_TYPES, ExportParams, load_params
 from lorapipe.data.prompt import build_prompt
 from lorapipe.model.decoding import llama_cpp_settings
+
+if TYPE_CHECKING:  # `convert` and `fetch` only run commands: transformers takes seconds to import
+    from transformers import PreTrainedTokenizerBase
 
 SOURCE_PACKAGE = "llama-cpp-python==0.3.36"  # its sdist vendors llama.cpp; nothing of it is built
 CONVERTER_DIR = Path(os.environ.get("LORAPIPE_LLAMA_CPP", Path(__file__).resolve().parents[2] / ".cache/llama.cpp"))
@@ -73,6 +73,7 @@ def convert(model_dir: Path, out: Path, outtype: str) -> None:
 def saved_decoding(model_dir: Path) -> dict[str, Any]:
     """The decoding record saved with a model (its generation_config.json); None where it sets nothing."""
     from transformers import GenerationConfig
+    from transformers.utils import GENERATION_CONFIG_NAME
 
     if not (model_dir / GENERATION_CONFIG_NAME).is_file():
         return GenerationConfig().to_dict()
