@@ -81,10 +81,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.heavy)
-    # The README flow takes minutes to build: its tests go first (pytest-randomly has shuffled the items already,
-    # the same way in every worker), so under `-n 2 --dist worksteal`, which hands each worker a contiguous block
-    # of the items, they start one worker's block and the other worker runs the rest meanwhile instead of waiting.
-    items.sort(key=lambda item: "readme_flow" not in getattr(item, "fixturenames", ()))
+    # `-n 2 --dist worksteal` hands each worker a contiguous half of the items, and a worker that runs out takes
+    # the back of the other's. The README flow takes minutes to build: its tests open the first half, the other
+    # slow and heavy tests the second, so both workers start on long work; the quick tests close both halves, so
+    # what is taken last, which decides when the run ends, takes seconds (not the cloud job's two minutes, which
+    # a shuffled order once left for the end). pytest-randomly has shuffled the items already, the same way in
+    # every worker; each group keeps that order.
+    readme = [item for item in items if "readme_flow" in getattr(item, "fixturenames", ())]
+    rest = [item for item in items if "readme_flow" not in getattr(item, "fixturenames", ())]
+    long = [item for item in rest if item.get_closest_marker("heavy") or item.get_closest_marker("slow")]
+    quick = [item for item in rest if not (item.get_closest_marker("heavy") or item.get_closest_marker("slow"))]
+    first_half = max(0, len(items) // 2 - len(readme))
+    items[:] = readme + quick[:first_half] + long + quick[first_half:]
 
 
 # What the pipeline writes in a checkout. Tests work in temp workspaces, never in this one.

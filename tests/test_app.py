@@ -27,46 +27,15 @@ def start_app(repo, port: int, *args: str) -> subprocess.Popen:
     )
 
 
-@pytest.fixture
-def app_url(readme_flow):
-    port = free_port()
-    process = start_app(readme_flow.repo, port)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        wait_for(url, timeout=180, proc=process, every=1)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
 @pytest.mark.slow
-def test_type_a_title_and_read_base_and_tuned_side_by_side(readme_flow, app_url, browser, tmp_path):
+def test_type_a_title_and_read_base_and_tuned_as_evaluate_decoded_them_on_the_experiment_the_page_names(
+    readme_flow, browser, tmp_path
+):
+    """The workspace holds the sweep's lora.r=4 run: the page names its experiment, a title typed in a browser gets
+    the texts evaluate decoded for it, and --share reaches Gradio."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    # A title the evaluate stage decoded with the same params: the app must show the same texts.
-    sample = json.loads((readme_flow.repo / "metrics/eval_samples.jsonl").read_text().splitlines()[0])
-    browser.get(app_url)
-    wait = WebDriverWait(browser, 180)
-    title = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#title textarea"))
-    title.send_keys(sample["title"])
-    browser.find_element(By.ID, "describe").click()
-
-    def outputs(driver):
-        texts = [driver.find_element(By.CSS_SELECTOR, f"#{side}-output textarea") for side in ("base", "tuned")]
-        values = [t.get_property("value") for t in texts]
-        return values if all(values) else False
-
-    base, tuned = wait.until(outputs)
-    assert (base, tuned) == (sample["base"], sample["tuned"])
-    shot = save_screenshot(browser, tmp_path / "app.png")
-    assert shot.read_bytes()[:4] == b"\x89PNG" and shot.stat().st_size > 10_000
-
-
-@pytest.mark.slow
-def test_app_says_which_experiment_it_serves_and_asks_for_a_share_link(readme_flow):
-    """The workspace holds the sweep's lora.r=4 run: the page names its experiment; --share reaches Gradio."""
     port = free_port()
     process = start_app(readme_flow.repo, port, "--share")
     url = f"http://127.0.0.1:{port}/"
@@ -74,10 +43,27 @@ def test_app_says_which_experiment_it_serves_and_asks_for_a_share_link(readme_fl
         wait_for(url, timeout=180, proc=process, every=1)
         with urllib.request.urlopen(url + "config", timeout=30) as response:
             page = json.dumps(json.loads(response.read()))
+        # A title the evaluate stage decoded with the same params: the app must show the same texts.
+        sample = json.loads((readme_flow.repo / "metrics/eval_samples.jsonl").read_text().splitlines()[0])
+        browser.get(url)
+        wait = WebDriverWait(browser, 180)
+        title = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#title textarea"))
+        title.send_keys(sample["title"])
+        browser.find_element(By.ID, "describe").click()
+
+        def outputs(driver):
+            texts = [driver.find_element(By.CSS_SELECTOR, f"#{side}-output textarea") for side in ("base", "tuned")]
+            values = [t.get_property("value") for t in texts]
+            return values if all(values) else False
+
+        base, tuned = wait.until(outputs)
+        shot = save_screenshot(browser, tmp_path / "app.png")
         output = read_until(process, "share link", timeout=120)
     finally:
         process.terminate()
         process.wait(timeout=30)
+    assert (base, tuned) == (sample["base"], sample["tuned"])
+    assert shot.read_bytes()[:4] == b"\x89PNG" and shot.stat().st_size > 10_000
     experiment = readme_flow.experiments["4"]
     assert f"experiment `{experiment}`" in page and "lora.r 4" in page and "quant.bits 4" in page
     assert "serving models/trained" in output
