@@ -87,10 +87,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # what is taken last, which decides when the run ends, takes seconds (not the cloud job's two minutes, which
     # a shuffled order once left for the end). pytest-randomly has shuffled the items already, the same way in
     # every worker; each group keeps that order.
-    readme = [item for item in items if "readme_flow" in getattr(item, "fixturenames", ())]
-    rest = [item for item in items if "readme_flow" not in getattr(item, "fixturenames", ())]
-    long = [item for item in rest if item.get_closest_marker("heavy") or item.get_closest_marker("slow")]
-    quick = [item for item in rest if not (item.get_closest_marker("heavy") or item.get_closest_marker("slow"))]
+    readme, long, quick = [], [], []
+    for item in items:
+        if "readme_flow" in getattr(item, "fixturenames", ()):
+            readme.append(item)
+        elif item.get_closest_marker("heavy") or item.get_closest_marker("slow"):
+            long.append(item)
+        else:
+            quick.append(item)
     first_half = max(0, len(items) // 2 - len(readme))
     items[:] = readme + quick[:first_half] + long + quick[first_half:]
 
