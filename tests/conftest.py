@@ -82,11 +82,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.heavy)
     # `-n 2 --dist worksteal` hands each worker a contiguous half of the items, and a worker that runs out takes
-    # the back of the other's. The README flow takes minutes to build: its tests open the first half, the other
-    # slow and heavy tests the second, so both workers start on long work; the quick tests close both halves, so
-    # what is taken last, which decides when the run ends, takes seconds (not the cloud job's two minutes, which
-    # a shuffled order once left for the end). pytest-randomly has shuffled the items already, the same way in
-    # every worker; each group keeps that order.
+    # the back of the other's. The README flow takes minutes to build: its tests open the first half; the other
+    # slow tests (minutes each), then the heavy ones, open the second, so both workers start on long work; the
+    # quick tests close both halves, so what is taken last, which decides when the run ends, takes seconds (not
+    # the cloud job's two minutes, which a shuffled order once left for the end). pytest-randomly has shuffled
+    # the items already, the same way in every worker; each group keeps that order.
     readme, long, quick = [], [], []
     for item in items:
         if "readme_flow" in getattr(item, "fixturenames", ()):
@@ -95,6 +95,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             long.append(item)
         else:
             quick.append(item)
+    long.sort(key=lambda item: not item.get_closest_marker("slow"))  # the notebook's and the cloud job's first
     first_half = max(0, len(items) // 2 - len(readme))
     items[:] = readme + quick[:first_half] + long + quick[first_half:]
 
