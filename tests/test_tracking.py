@@ -10,6 +10,7 @@ from pathlib import Path
 from lorapipe.core.artifacts import EVAL_SCORES, PATHS, TRAIN_JSON
 from tests.workspace import (
     STUDY_RUN,
+    TRACKED,
     child_env,
     commit,
     free_port,
@@ -21,7 +22,6 @@ from tests.workspace import (
 )
 
 SECRET = "s3cr3t-do-not-leak-0123456789"
-TRACKED = {"ops": {"mlflow": True}}  # prepared's runs are untracked (workspace.UNTRACKED)
 
 
 def run_with(monkeypatch, ws: Path, uri: str, script: str, *args: str) -> subprocess.CompletedProcess:

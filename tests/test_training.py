@@ -25,6 +25,7 @@ from tests.workspace import (
     LOGIT_PROBE,
     ROOT,
     SECRETS,
+    TRACKED,
     TUNED,
     child_env,
     params_of,
@@ -136,7 +137,7 @@ def test_a_sigterm_then_a_sigkill_each_resume_to_the_uninterrupted_runs_losses_i
 
     reference, workspace = train_losses(tuned_workspace / "metrics"), tuned_copy
     ckpts, metrics = tmp_path / "ckpts", tmp_path / "m"
-    update_params(workspace, {"ops": {"mlflow": True}})  # ops are no part of the run: still tuned's run
+    update_params(workspace, TRACKED)  # ops are no part of the run: still tuned's run
     store = f"sqlite:///{workspace}/mlflow.db"
     proc = start_training(workspace, metrics, ckpts, MLFLOW_TRACKING_URI=store)
     wait_for(lambda: saved(ckpts, 10), timeout=300, proc=proc)
