@@ -30,6 +30,7 @@ import yaml
 
 from lorapipe.core.artifacts import BASE, EVAL_DETAILS, EVAL_JSON, EVAL_SCORES, PATHS, TRAIN_LOG
 from lorapipe.core.metric_files import EVAL_HEADLINE, write_numbers
+from tests.stage_server import StageServer
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOLLM2_GGUF = ROOT / ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -370,17 +371,23 @@ def write_params(ws: Path, **sections: dict[str, Any]) -> None:
     write_param_files(ws, params)
 
 
+# This worker's stage server (tests/stage_server.py), started on the first stage a test runs.
+STAGE_SERVER = StageServer()
+
+
 def stage(
     ws: Path, script: str, *args: str, check: bool = True, timeout: float = 600, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "stages" / script), *args],
-        cwd=ws,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=child_env(**(env or {})),
-    )
+    """stages/`script` with `args` in `ws`, as its own process: forked from this worker's stage server, or a
+    fresh interpreter where `env` changes what the server's libraries read at import."""
+    path, full_env = str(ROOT / "stages" / script), child_env(**(env or {}))
+    STAGE_SERVER.start(child_env())
+    if STAGE_SERVER.forkable(full_env):
+        result = STAGE_SERVER.run(path, args, ws, full_env, timeout)
+    else:
+        result = subprocess.run(
+            [sys.executable, path, *args], cwd=ws, capture_output=True, text=True, timeout=timeout, env=full_env
+        )
     if check and result.returncode != 0:
         raise AssertionError(f"{script} failed:\n{result.stderr[-3000:]}")
     return result
