@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import math
 import re
+import time
 import types
 import typing
 from collections.abc import Mapping
@@ -389,6 +390,11 @@ def load_params(cls: type[T], root: str | Path = ".") -> T:
     return parse_section(cls, raw, source=str(path))
 
 
+# DVC rewrites params.yaml in place (`dvc exp run -S`): a read in the middle finds whole sections missing. A
+# change is read again this much later, when the file has settled, so the error names the keys that changed.
+SETTLE_SECONDS = 0.5
+
+
 def check_params_unchanged() -> None:
     """Fail if a section this process loaded has changed in its file since (`ops` aside: no output depends
     on how a run is operated).
@@ -396,6 +402,25 @@ def check_params_unchanged() -> None:
     DVC records a stage's outputs with the params it finds *after* the stage ran: outputs computed
     with other values (a second `dvc exp run` rewrote params.yaml meanwhile) would be misattributed.
     """
+    changes = _changed_keys()
+    if changes:
+        time.sleep(SETTLE_SECONDS)
+        changes = _changed_keys()
+    if changes:
+        files: dict[str, list[str]] = {}
+        for name, key in changes:
+            files.setdefault(name, []).append(key)
+        where = "; ".join(f"{name}: {', '.join(keys)}" for name, keys in files.items())
+        raise UserError(
+            f"{where} changed while this stage ran, "
+            "so its outputs were not written (they would be recorded with the new values); run experiments one at "
+            "a time: `dvc exp run --queue -S ...`, then `dvc queue start`"
+        )
+
+
+def _changed_keys() -> list[tuple[str, str]]:
+    """(file name, `section.key`) for each key of a loaded section whose value in its file is not what was loaded."""
+    changes = []
     for (path, section), before in _READ.items():
         try:
             now = read_params_file(path).get(section)
@@ -404,12 +429,8 @@ def check_params_unchanged() -> None:
         if now != before:
             was, is_ = (v if isinstance(v, dict) else {} for v in (before, now))
             changed = sorted(str(k) for k in was.keys() | is_.keys() if was.get(k) != is_.get(k))
-            keys = ", ".join(f"{section}.{k}" for k in changed) or section
-            raise UserError(
-                f"{path.name}: {keys} changed while this stage ran, so its outputs were not written (they would be "
-                "recorded with the new values); run experiments one at a time: `dvc exp run --queue -S ...`, "
-                "then `dvc queue start`"
-            )
+            changes += [(path.name, f"{section}.{k}") for k in changed] or [(path.name, section)]
+    return changes
 
 
 def parse_section(cls: type[T], raw: Any, source: str | None = None) -> T:
