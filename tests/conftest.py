@@ -303,7 +303,7 @@ def readme_flow(tmp_path_factory, smollm2_gguf, llama_cpp_converter) -> ReadmeFl
             assert "Failed" not in states.values(), sh(repo, "dvc", "queue", "status", check=False).stdout
             return len(states) == 2 and set(states.values()) == {"Success"}
 
-        wait_for(swept, timeout=1200, every=3)
+        wait_for(swept, timeout=1200, every=10)  # each look is a `dvc queue status`; the sweep takes minutes
         shown = run("dvc exp show --only-changed --csv", "the queued sweep")
         rows = csv.DictReader(shown.splitlines())
         experiments = {row["lora.r"]: row["Experiment"] for row in rows if row["typ"].startswith("branch")}

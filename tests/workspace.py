@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Collection, Iterator
@@ -166,7 +167,13 @@ def update_params(ws: Path, sections: dict[str, dict[str, Any]]) -> None:
 
 
 def sh(repo: Path, *cmd: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=env or child_env(), timeout=900)
+    """`cmd` in `repo`, its output read from files rather than pipes: a daemon it leaves behind (DVC's queue
+    worker idles 10 s before it exits) holds no pipe open, so this returns when `cmd` itself ends."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        ended = subprocess.run(cmd, cwd=repo, stdout=out, stderr=err, env=env or child_env(), timeout=900)
+        out.seek(0)
+        err.seek(0)
+        result = subprocess.CompletedProcess(cmd, ended.returncode, out.read(), err.read())
     if check and result.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
