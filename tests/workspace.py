@@ -264,6 +264,7 @@ def pushed_to_origin(repo: Path, origin: Path, model_dir: Path, sections: dict[s
 # validation split of about 8 products (2 rows), where the curves need only a point each.
 QUICK_RUN = {
     "split": {"val_size": 0.005},
+    "tokenize": {"seq_len": 256},  # half the profile's rows: each SmolLM2 step (4 in all, on the flow's chain) halves
     "train": {"max_steps": 2, "micro_batch": 1, "grad_accum": 1, "eval_every": 2},
     "eval": {"max_samples": 4, "batch_size": 4, "max_new_tokens": 12},
 }
