@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import traceback
 from pathlib import Path
 
@@ -92,6 +93,7 @@ def run_child(request: dict, defaults: dict[str, str]) -> None:
                 print(stop.code, file=sys.stderr)
         except BaseException:
             traceback.print_exc()
+        threading._shutdown()  # as the interpreter ends: its non-daemon threads (an upload under way) finish first
         atexit._run_exitfuncs()
     finally:
         sys.stdout.flush()
