@@ -147,8 +147,7 @@ class StageServer:
                 os.kill(pid, signal.SIGKILL)
                 self.answer(60)
                 raise subprocess.TimeoutExpired([script, *args], timeout) from None
-            # As subprocess.run(text=True) reads them: universal newlines.
-            stdout, stderr = (Path(p).read_text().replace("\r\n", "\n").replace("\r", "\n") for p in (out, err))
+            stdout, stderr = out.read_text(), err.read_text()  # universal newlines, as subprocess.run(text=True)
         return subprocess.CompletedProcess([sys.executable, script, *args], code, stdout, stderr)
 
     def stop(self) -> None:
