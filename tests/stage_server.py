@@ -107,6 +107,8 @@ class StageServer:
     def __init__(self) -> None:
         self.process: subprocess.Popen | None = None
         self.env: dict[str, str] = {}
+        # The server's own stderr (its preload's notices, or why it ended), open as long as the server runs.
+        self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115
 
     def forkable(self, env: dict[str, str]) -> bool:
         """Whether a stage in `env` forked from the server runs as in a fresh interpreter."""
@@ -124,7 +126,7 @@ class StageServer:
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,  # the preloaded libraries' import notices; a child's stderr is its own
+            stderr=self.log,  # a child's stderr is its own
             bufsize=0,  # unbuffered: `answer` waits with select, which sees no buffered line
         )
         atexit.register(self.stop)
@@ -167,7 +169,8 @@ class StageServer:
             raise subprocess.TimeoutExpired("stage server", timeout)
         line = self.process.stdout.readline()
         if not line:
-            raise RuntimeError(f"the stage server ended (exit {self.process.wait()})")
+            self.log.seek(0)
+            raise RuntimeError(f"the stage server ended (exit {self.process.wait()}):\n{self.log.read()[-3000:]}")
         return line.decode()
 
 
