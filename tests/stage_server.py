@@ -26,6 +26,7 @@ import tempfile
 import threading
 import traceback
 from pathlib import Path
+from typing import IO
 
 # lorapipe first, as every stage imports it: it sets tqdm's and MLflow's settings before torch imports tqdm.
 # Then what the model stages import (torch, transformers, PEFT with bitsandbytes) and the tiny Llama's classes;
@@ -39,8 +40,10 @@ PRELOAD = (
 )
 # Names (prefixes) of the environment variables that the preloaded libraries read at import: a request that
 # changes one gets a fresh interpreter.
-IMPORT_TIME_VARIABLES = ("PYTHON", "HF_", "HUGGINGFACE", "TRANSFORMERS", "TQDM", "TORCH", "PYTORCH", "OMP_", "MKL_")
-IMPORT_TIME_VARIABLES += ("CUDA", "BNB_", "PEFT")
+IMPORT_TIME_VARIABLES = (
+    *("PYTHON", "HF_", "HUGGINGFACE", "TRANSFORMERS", "TQDM", "TORCH", "PYTORCH", "OMP_", "MKL_", "CUDA", "BNB_"),
+    "PEFT",
+)
 
 
 def serve() -> None:
@@ -107,8 +110,7 @@ class StageServer:
     def __init__(self) -> None:
         self.process: subprocess.Popen | None = None
         self.env: dict[str, str] = {}
-        # The server's own stderr (its preload's notices, or why it ended), open as long as the server runs.
-        self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115
+        self.log: IO[str] | None = None  # the server's own stderr: its preload's notices, or why it ended
 
     def forkable(self, env: dict[str, str]) -> bool:
         """Whether a stage in `env` forked from the server runs as in a fresh interpreter."""
@@ -120,6 +122,7 @@ class StageServer:
         if self.process is not None:
             return
         self.env = env
+        self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (open as long as the server runs; closed in stop)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.stage_server"],
             cwd=Path(__file__).parents[1],
@@ -161,9 +164,10 @@ class StageServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+            self.log.close()
 
     def answer(self, timeout: float) -> str:
-        assert self.process and self.process.stdout
+        assert self.process and self.process.stdout and self.log
         ready, _, _ = select.select([self.process.stdout], [], [], timeout)
         if not ready:
             raise subprocess.TimeoutExpired("stage server", timeout)
