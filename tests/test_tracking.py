@@ -165,3 +165,17 @@ def test_a_run_a_killed_training_left_running_is_closed_when_another_training_st
     assert client.get_run(killed).info.status == "KILLED"  # closed when the next training started
     assert training_tracker(folders["a"]).mlflow_run_id == a  # a resumed training continues its own run
     assert client.get_run(a).info.status == "RUNNING"
+
+
+def test_a_tracker_that_is_off_loads_no_mlflow():
+    """ops.mlflow false (the tests' runs, a user without a server): every call is a no-op, and MLflow, a second
+    of CPU to import, stays unloaded in the stage's process."""
+    code = (
+        "import sys\nfrom lorapipe.train.tracking import Tracker\n"
+        "tracker = Tracker('train', enabled=False)\n"
+        "tracker.log_params({'lora': {'r': 8}})\ntracker.log_metrics({'loss': 1.0}, step=1)\n"
+        "tracker.log_history([{'step': 1, 'loss': 1.0}])\ntracker.set_tag('a', 'b')\ntracker.finish()\n"
+        "print(tracker.mlflow_run_id, sorted(m for m in sys.modules if m.startswith('mlflow')))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(), check=True)
+    assert loaded.stdout.split() == ["None", "[]"], loaded.stdout + loaded.stderr

@@ -105,6 +105,8 @@ class Tracker:
 
     def log_history(self, rows: Iterable[dict[str, Any]], prefix: str = "") -> None:
         """Per-step rows ({"step": 3, "loss": ...}) as metric histories, in batches."""
+        if self._client is None:  # off: importing MLflow alone costs a second of CPU
+            return
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
