@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from lorapipe.core.artifacts import EVAL_DETAILS, EVAL_SAMPLES, EVAL_SCORES, TRAIN_DETAILS
-from lorapipe.reporting.charts import LOSS_LOGS, loss_spec
-from lorapipe.reporting.report import THIS, code, escape_cell, samples_table
+from lorapipe.reporting.charts import LOSS_LOGS, loss_logs, loss_spec
+from lorapipe.reporting.report import THIS, code, escape_cell, params_diff, samples_table
 from lorapipe.reporting.results_page import cell as results_cell
 from lorapipe.reporting.scores_table import HEALTH_NOTE
 from tests.workspace import (
@@ -172,7 +172,7 @@ def committed_scores(repo: Path, rev: str) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_report_of_two_real_experiments_overlays_their_curves_and_imports_no_torch(readme_flow, tmp_path):
+def test_report_of_two_real_experiments_overlays_their_curves_and_imports_no_torch(readme_flow, tmp_path, monkeypatch):
     """The workspace holds the sweep's lora.r=4 run; the base is the lora.r=8 experiment, by its name."""
     from lorapipe.reporting.compare import HEADLINE, run_vs_run
 
@@ -199,12 +199,23 @@ def test_report_of_two_real_experiments_overlays_their_curves_and_imports_no_tor
     assert "![loss curves, both revisions](./report_images/loss.png)" in report
     for image in ("loss.png", "scores.png"):
         assert (tmp_path / "report_images" / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # The loss chart draws train and validation loss of both revisions, from `dvc plots diff`.
+    # The loss chart draws train and validation loss of both revisions: the rows `dvc plots diff` reads.
     plots = json.loads(sh(repo, "dvc", "plots", "diff", base, "--targets", *LOSS_LOGS, "--json").stdout)["data"]
-    values = loss_spec(plots, {"workspace": THIS, base: name})["data"]["values"]
+    with monkeypatch.context() as m:
+        m.chdir(repo)
+        logs = {rev: loss_logs(None if rev == "workspace" else rev) for rev in ("workspace", base)}
+        params = params_diff(base, None)
+    for path in LOSS_LOGS:
+        points = [p for entry in plots[path] if entry["type"] == "vega" for p in entry["content"]["data"]["values"]]
+        for rev, read in logs.items():
+            assert read[path] and [{k: p[k] for k in read[path][0]} for p in points if p["rev"] == rev] == read[path]
+    values = loss_spec([(THIS, logs["workspace"]), (name, logs[base])])["data"]["values"]
     curves = {(v["run"], v["curve"]) for v in values}
     assert curves == {(run, curve) for run in (THIS, name) for curve in ("train", "validation")}
 
+    # The Params table: what `dvc params diff` finds changed, with the values it reads.
+    dvc_params = json.loads(sh(repo, "dvc", "params", "diff", base, "--json").stdout)
+    assert params == {f: {k: {"old": c["old"], "new": c["new"]} for k, c in d.items()} for f, d in dvc_params.items()}
     sections = {part.split("\n")[0]: part for part in report.split("### ")[1:]}
     assert "| params.yaml: lora.r | 8 | 4 |" in sections["Params"]
     assert "trainable\\_params" in sections["Speed and memory"] and "val\\_loss" in sections["Metrics"]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import io
+from pathlib import Path
 from typing import Any
 
 from lorapipe.core.artifacts import TRAIN_LOG, VAL_LOG
+from lorapipe.core.vcs import read_file
 
 SCHEMA = "https://vega.github.io/schema/vega-lite/v5.json"
 SCORES = (("rougeL", "ROUGE-L"), ("bleu", "BLEU"))  # the bars: the two headline text scores
@@ -42,16 +46,27 @@ def scores_spec(runs: list[tuple[str, dict[str, float]]]) -> dict:
     }
 
 
-def loss_spec(plots: dict[str, list[dict]], names: dict[str, str]) -> dict | None:
-    """Training and validation loss of every revision on one chart, from `dvc plots diff --json` data
-    (LOSS_CURVES); `names` relabels revisions. None without data."""
+def loss_logs(rev: str | None) -> dict[str, list[dict]]:
+    """The train stage's loss logs in the workspace (rev None) or at a git revision: path -> its CSV rows.
+    Plain git-tracked files (dvc.yaml `cache: false`), read as `dvc plots diff` reads them, without a DVC
+    process per report."""
+    logs = {}
+    for path in LOSS_LOGS:
+        raw = read_file(rev, Path(path))
+        if raw is not None:
+            logs[path] = list(csv.DictReader(io.StringIO(raw.decode())))
+    return logs
+
+
+def loss_spec(runs: list[tuple[str, dict[str, list[dict]]]]) -> dict | None:
+    """Training and validation loss of every run on one chart: (name, its `loss_logs`) each. None without
+    data."""
     values = [
-        {"step": float(point["step"]), "loss": float(point[y]), "curve": curve, "run": names.get(rev, rev)}
+        {"step": float(row["step"]), "loss": float(row[y]), "curve": curve, "run": name}
         for path, y, curve in LOSS_CURVES
-        for entry in plots.get(path, [])
-        if entry.get("type") == "vega"
-        for point in entry["content"]["data"]["values"]
-        if point.get(y) not in (None, "") and (rev := point["rev"])
+        for name, logs in runs
+        for row in logs.get(path, [])
+        if row.get(y) not in (None, "")
     ]
     if not values:
         return None

@@ -28,15 +28,17 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lorapipe.core.artifacts import EVAL_DETAILS, EVAL_SCORES
-from lorapipe.core.cli import run_cli
+from lorapipe.core.cli import UserError, run_cli
 from lorapipe.core.credentials import redact, url_credentials
 from lorapipe.core.metric_files import records_diff
-from lorapipe.core.vcs import WORKSPACE, Revision, dvc_json, git, resolve_revision
+from lorapipe.core.params import PARAMS_FILE, flatten, parse_yaml
+from lorapipe.core.vcs import WORKSPACE, Revision, git, named_at, read_file, resolve_revision
 from lorapipe.eval.eval_files import has_health, read_eval_run, read_samples, read_scores
 from lorapipe.reporting import data_changes
-from lorapipe.reporting.charts import LOSS_LOGS, loss_spec, png, scores_spec
+from lorapipe.reporting.charts import loss_logs, loss_spec, png, scores_spec
 from lorapipe.reporting.compare import HEADLINE, HEALTH, METRICS, pair_up, run_vs_run, tuned_vs_base
 from lorapipe.reporting.scores_table import HEALTH_NOTE, ScoreRow, markdown_table, score_rows
 
@@ -142,6 +144,25 @@ def diff_table(diff: dict, title: str, with_delta: bool, note: str = "") -> str:
         return f"{heading}No changes.\n"
     header = "| | old | new | delta |\n|---|---:|---:|---:|" if with_delta else "| | old | new |\n|---|---|---|"
     return f"{heading}{header}\n" + "\n".join(rows) + "\n"
+
+
+def params_diff(old_rev: str | None, new_rev: str | None) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every params.yaml key that differs between two revisions (None: the workspace), in the shape of `dvc
+    params diff --json` ({params.yaml: {dotted key: {"old", "new"}}}) and parsed as DVC parses it: the whole
+    file, as DVC diffs it, whether or not a stage reads the key."""
+    old, new = (_flat_params(rev) for rev in (old_rev, new_rev))
+    changed = {key: {"old": old.get(key), "new": new.get(key)} for key in sorted(old.keys() | new.keys())}
+    changed = {key: change for key, change in changed.items() if change["old"] != change["new"]}
+    return {PARAMS_FILE: changed} if changed else {}
+
+
+def _flat_params(rev: str | None) -> dict[str, Any]:
+    raw = read_file(rev, Path(PARAMS_FILE))
+    source = named_at(Path(PARAMS_FILE), rev)
+    tree = parse_yaml(raw.decode(errors="replace"), source) if raw is not None else {}
+    if not isinstance(tree, dict):
+        raise UserError(f"{source}: expected a mapping of sections (lora:, train:, ...)")
+    return flatten(tree)
 
 
 def split_metrics(diff: dict, old_scored: bool, new_scored: bool) -> tuple[dict, dict]:
@@ -343,9 +364,7 @@ def build_report(base: Revision, run: Revision, samples: int, images: Path) -> l
     parts.append(tuned_vs_base_table(health, "Output health, tuned vs base model"))
 
     images.mkdir(parents=True, exist_ok=True)
-    # DVC gets the resolved commits: it names revisions as given, and knows an experiment's commit by its sha.
-    plots = dvc_json("plots", "diff", base.dvc_rev, run.dvc_rev, "--targets", *LOSS_LOGS).get("data", {})
-    loss = loss_spec(plots, {base.dvc_rev: label, run.dvc_rev: this})
+    loss = loss_spec([(label, loss_logs(base.commit)), (this, loss_logs(run.commit))])
     bars = scores_spec([(name, bar_scores(rows)) for name, rows in runs]) if runs else None
     charts = [(loss, "loss.png", "loss curves, both revisions"), (bars, "scores.png", "base vs tuned, both revisions")]
     if loss or bars:
@@ -357,7 +376,7 @@ def build_report(base: Revision, run: Revision, samples: int, images: Path) -> l
 
     parts.append(changed_most(old, new, label, count=3, this=this))
     parts.append(worst_outputs(new, count=3, this=this))
-    parts.append(diff_table(dvc_json("params", "diff", base.dvc_rev, run.dvc_rev), "Params", with_delta=False))
+    parts.append(diff_table(params_diff(base.commit, run.commit), "Params", with_delta=False))
     quality, speed = split_metrics(records_diff(base.commit, run.commit), bool(old), bool(new))
     parts.append(diff_table(quality, "Metrics", with_delta=True))
     parts.append(diff_table(speed, "Speed and memory", with_delta=True, note=SPEED_NOTE))
