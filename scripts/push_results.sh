@@ -24,10 +24,9 @@ if [ ${#experiments[@]} -eq 0 ]; then  # DVC keeps an experiment under refs/exps
   base=$(git rev-parse HEAD)
   mapfile -t experiments < <(git for-each-ref --format='%(refname:lstrip=4)' "refs/exps/${base:0:2}/${base:2}/")
 fi
-# What ran, not where: no host name or path of this machine.
-message="Results: $(dvc stage list --name-only dvc.yaml | tr '\n' ' ')(${results[*]})"
 mapfile -d '' files < <(git ls-files -z --cached --others --exclude-standard -- "${results[@]}")
-python -m lorapipe.workspace.outbound --message "$message" "${files[@]}"
+# The files and the commit message (what ran, not where) checked; the message printed once they pass.
+message=$(python -m lorapipe.workspace.outbound --commit-message "${files[@]}")
 if [ ${#experiments[@]} -gt 0 ]; then bash "$here/push_experiments.sh" --check "${experiments[@]}"; fi
 
 dvc push --run-cache -q

@@ -6,6 +6,7 @@ environment (tokens and keys that must only ever be read from there).
     python -m lorapipe.workspace.outbound params.yaml dvc.lock metrics/train.json --message "Results: ..."
     python -m lorapipe.workspace.outbound --rev refs/exps/ab/cdef.../my-exp      # an experiment's RESULTS
     python -m lorapipe.workspace.outbound --list                                 # RESULTS, one a line, for the scripts
+    python -m lorapipe.workspace.outbound --commit-message FILE...               # check, then print the message
 
 Silent when nothing holds a credential; otherwise one error line naming each file and key (or line) and
 the kind of credential, never its value, and exit status 1. scripts/push_results.sh runs it before it
@@ -131,17 +132,30 @@ def check(paths: list[str], message: str = "", rev: str | None = None) -> None:
         )
 
 
+def commit_message(dvc_yaml: Path = Path("dvc.yaml")) -> str:
+    """What a results commit says: what ran (dvc.yaml's stages, in order) and what it carries, never where (no
+    host name or path). Read from dvc.yaml here rather than by a `dvc stage list` per push."""
+    stages = parse_yaml(dvc_yaml.read_text(), str(dvc_yaml)).get("stages") or {}
+    return f"Results: {' '.join(stages)} ({' '.join(RESULTS)})"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="*", help=f"files or folders to check (default: {' '.join(RESULTS)})")
     parser.add_argument("--message", default="", help="a commit message to check too")
     parser.add_argument("--rev", help="check the files at this git revision (an experiment's ref) instead")
     parser.add_argument("--list", action="store_true", help="print the files a run sends home, one a line; check none")
+    parser.add_argument(
+        "--commit-message", action="store_true", help="check the files and the results commit's message, print it"
+    )
     args = parser.parse_args(argv)
     if args.list:
         print("\n".join(RESULTS))
         return
-    check(args.paths or list(RESULTS), args.message, args.rev)
+    message = commit_message() if args.commit_message else args.message
+    check(args.paths or list(RESULTS), message, args.rev)
+    if args.commit_message:
+        print(message)
 
 
 if __name__ == "__main__":
