@@ -215,7 +215,7 @@ def test_report_of_two_real_experiments_overlays_their_curves_and_imports_no_tor
 
     # The Params table: what `dvc params diff` finds changed, with the values it reads.
     dvc_params = json.loads(sh(repo, "dvc", "params", "diff", base, "--json").stdout)
-    assert params == {f: {k: {"old": c["old"], "new": c["new"]} for k, c in d.items()} for f, d in dvc_params.items()}
+    assert params == dvc_params
     sections = {part.split("\n")[0]: part for part in report.split("### ")[1:]}
     assert "| params.yaml: lora.r | 8 | 4 |" in sections["Params"]
     assert "trainable\\_params" in sections["Speed and memory"] and "val\\_loss" in sections["Metrics"]

@@ -55,12 +55,21 @@ def records_diff(old_rev: str | None, new_rev: str | None = None) -> dict[str, d
     diff: dict[str, dict[str, dict[str, Any]]] = {}
     for metrics, details in DETAILS.items():
         old, new = (flatten(read_record(metrics, rev) or {}) for rev in (old_rev, new_rev))
-        for key in sorted(old.keys() | new.keys()):
-            before, after = old.get(key), new.get(key)
-            if before == after:
-                continue
-            change: dict[str, Any] = {"old": before, "new": after}
-            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (before, after)):
-                change["diff"] = after - before
-            diff.setdefault(str(details), {})[key] = change
+        if changed := key_changes(old, new):
+            diff[str(details)] = changed
     return diff
+
+
+def key_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each dotted key whose value differs between two flattened records, as a row of `dvc metrics/params diff
+    --json`: {key: {"old", "new", "diff"}}, "diff" for numbers only; a key one side lacks is None there."""
+    changes = {}
+    for key in sorted(old.keys() | new.keys()):
+        before, after = old.get(key), new.get(key)
+        if before == after:
+            continue
+        change: dict[str, Any] = {"old": before, "new": after}
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (before, after)):
+            change["diff"] = after - before
+        changes[key] = change
+    return changes

@@ -54,7 +54,7 @@ def loss_logs(rev: str | None) -> dict[str, list[dict]]:
     for path in LOSS_LOGS:
         raw = read_file(rev, Path(path))
         if raw is not None:
-            logs[path] = list(csv.DictReader(io.StringIO(raw.decode())))
+            logs[path] = list(csv.DictReader(io.StringIO(raw.decode(errors="replace"))))
     return logs
 
 

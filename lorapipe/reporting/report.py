@@ -33,7 +33,7 @@ from typing import Any
 from lorapipe.core.artifacts import EVAL_DETAILS, EVAL_SCORES
 from lorapipe.core.cli import UserError, run_cli
 from lorapipe.core.credentials import redact, url_credentials
-from lorapipe.core.metric_files import records_diff
+from lorapipe.core.metric_files import key_changes, records_diff
 from lorapipe.core.params import PARAMS_FILE, flatten, parse_yaml
 from lorapipe.core.vcs import WORKSPACE, Revision, git, named_at, read_file, resolve_revision
 from lorapipe.eval.eval_files import has_health, read_eval_run, read_samples, read_scores
@@ -148,17 +148,15 @@ def diff_table(diff: dict, title: str, with_delta: bool, note: str = "") -> str:
 
 def params_diff(old_rev: str | None, new_rev: str | None) -> dict[str, dict[str, dict[str, Any]]]:
     """Every params.yaml key that differs between two revisions (None: the workspace), in the shape of `dvc
-    params diff --json` ({params.yaml: {dotted key: {"old", "new"}}}) and parsed as DVC parses it: the whole
-    file, as DVC diffs it, whether or not a stage reads the key."""
-    old, new = (_flat_params(rev) for rev in (old_rev, new_rev))
-    changed = {key: {"old": old.get(key), "new": new.get(key)} for key in sorted(old.keys() | new.keys())}
-    changed = {key: change for key, change in changed.items() if change["old"] != change["new"]}
+    params diff --json` ({params.yaml: {dotted key: {"old", "new", "diff"}}}) and parsed as DVC parses it: the
+    whole file, as DVC diffs it, whether or not a stage reads the key."""
+    changed = key_changes(*(_flat_params(rev) for rev in (old_rev, new_rev)))
     return {PARAMS_FILE: changed} if changed else {}
 
 
 def _flat_params(rev: str | None) -> dict[str, Any]:
-    raw = read_file(rev, Path(PARAMS_FILE))
-    source = named_at(Path(PARAMS_FILE), rev)
+    path = Path(PARAMS_FILE)
+    raw, source = read_file(rev, path), named_at(path, rev)
     tree = parse_yaml(raw.decode(errors="replace"), source) if raw is not None else {}
     if not isinstance(tree, dict):
         raise UserError(f"{source}: expected a mapping of sections (lora:, train:, ...)")
