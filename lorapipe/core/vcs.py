@@ -100,11 +100,6 @@ class Revision:
     commit: str | None  # the full sha to read; None: the working tree
     experiment: str = ""  # the DVC experiment whose commit this is, where it is one
 
-    @property
-    def dvc_rev(self) -> str:
-        """The revision to pass DVC: the commit, or `workspace`."""
-        return self.commit or WORKSPACE
-
 
 def resolve_revision(name: str) -> Revision:
     """The commit `name` stands for, as DVC resolves revisions: `workspace` (the working tree); a git
