@@ -41,6 +41,9 @@ def test_type_a_title_and_read_base_and_tuned_as_evaluate_decoded_them_on_the_ex
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_for(url, timeout=180, proc=process, every=1)
+        # While Gradio tries for a share link, it serves every page with its scripts from its CDN; where the
+        # network drops connections (not refuses them) that try lasts 30 s and a page opened then stays blank.
+        output = read_until(process, "share link", timeout=120)
         with urllib.request.urlopen(url + "config", timeout=30) as response:
             page = json.dumps(json.loads(response.read()))
         # A title the evaluate stage decoded with the same params: the app must show the same texts.
@@ -58,7 +61,6 @@ def test_type_a_title_and_read_base_and_tuned_as_evaluate_decoded_them_on_the_ex
 
         base, tuned = wait.until(outputs)
         shot = save_screenshot(browser, tmp_path / "app.png")
-        output = read_until(process, "share link", timeout=120)
     finally:
         process.terminate()
         process.wait(timeout=30)
