@@ -49,6 +49,9 @@ class Tracker:
         # A tracking server that is down must not stall training for minutes of retries.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        # No usage data leaves the machine, as with DVC's analytics (.dvc/config) and Gradio's (app.py); MLflow's
+        # would also wait on a network that drops connections. MLFLOW_DISABLE_TELEMETRY=false turns it back on.
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         if enabled:  # disabled: every call is a no-op (the non-main processes of a multi-process run)
             self._try(self._start, stage, mlflow_run_id, find_tag)
 
