@@ -1,6 +1,7 @@
 """Real HTTP servers on 127.0.0.1: files for download tests (Range requests, 404/500, drops, stalls, credentials),
-a fixed status, a stand-in for GitHub's REST API (a pull request's comments, the Git Data API), and DagsHub's layout
-(its token check, its MLflow and S3 routes passed on to real servers)."""
+a fixed status, a proxy that records what goes through it, a stand-in for GitHub's REST API (a pull request's
+comments, the Git Data API), and DagsHub's layout (its token check, its MLflow and S3 routes passed on to real
+servers)."""
 
 from __future__ import annotations
 
@@ -126,6 +127,34 @@ def serve_status(status: int) -> Iterator[str]:
     server.daemon_threads = True
     with running(server):
         yield f"http://127.0.0.1:{server.server_address[1]}"
+
+
+class RecordingProxy(ThreadingHTTPServer):
+    """An HTTP(S) proxy that records each request line (`CONNECT host:443 HTTP/1.1`) and closes the connection
+    unanswered: a process's every outside request, on a machine with no way out."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), RecordingHandler)
+        self.requests: list[str] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class RecordingHandler(BaseHTTPRequestHandler):
+    server: RecordingProxy
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _record(self) -> None:
+        self.server.requests.append(self.requestline)
+        self.close_connection = True
+
+    do_CONNECT = do_GET = do_POST = do_PUT = _record
 
 
 class GitHubStandIn(ThreadingHTTPServer):

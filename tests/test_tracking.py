@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from lorapipe.core.artifacts import EVAL_SCORES, PATHS, TRAIN_JSON
+from tests.http_server import RecordingProxy, running
 from tests.workspace import (
     STUDY_RUN,
     TRACKED,
@@ -184,29 +184,16 @@ def test_a_tracker_that_is_off_loads_no_mlflow():
 
 def test_a_tracked_run_sends_mlflow_no_usage_data(tmp_path):
     """MLflow sends usage data to its servers unless told not to (or it sees pytest or a CI): a tracked stage,
-    in a user's environment, makes no connection beyond the tracking store's."""
-    proxy = socket.create_server(("127.0.0.1", 0))
-    proxy.settimeout(0.5)
+    in a user's environment, makes no request beyond its tracking store."""
     env = {k: v for k, v in child_env().items() if k not in ("PYTEST_CURRENT_TEST", "CI", "GITHUB_ACTIONS")}
-    env |= {"HTTPS_PROXY": f"http://127.0.0.1:{proxy.getsockname()[1]}", "NO_PROXY": "127.0.0.1,localhost"}
-    env |= {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "HTTP_PROXY": env["HTTPS_PROXY"]}
     code = (
         "from lorapipe.train.tracking import Tracker\n"
         "tracker = Tracker('train')\ntracker.log_metrics({'loss': 1.0}, step=1)\ntracker.finish()\n"
         "print(tracker.mlflow_run_id)"
     )
-    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    asked: list[bytes] = []
-    while True:
-        try:
-            connection, _ = proxy.accept()
-        except TimeoutError:
-            if process.poll() is not None:
-                break  # ended, and no request left waiting
-            continue
-        with connection:  # what the request was for, then no answer: an offline network
-            connection.settimeout(5)
-            asked.append(connection.recv(200))
-    out, err = process.communicate()
-    assert process.returncode == 0 and len(out.split()) == 1, out + err
-    assert asked == []
+    with running(RecordingProxy()) as proxy:
+        env |= {"HTTPS_PROXY": proxy.url, "HTTP_PROXY": proxy.url, "NO_PROXY": "127.0.0.1,localhost"}
+        env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0 and len(run.stdout.split()) == 1, run.stdout + run.stderr
+    assert proxy.requests == []
