@@ -20,6 +20,7 @@ import pytest
 from lorapipe.core.artifacts import EVAL_SCORES
 from lorapipe.core.params import PARAM_FILES
 from lorapipe.reporting.browser import chromium, has_chromium
+from tests.http_server import RecordingProxy, running
 from tests.workspace import (
     DEFAULT_CHECKS,
     README_SKIPS,
@@ -255,7 +256,8 @@ def tiny_repo_copy(tiny_repo, tmp_path) -> Path:
 @dataclass(frozen=True)
 class ReadmeFlow:
     """The README's main flow on SmolLM2, on a machine set up like a user's (a fresh clone, no git identity, an
-    empty HOME; the offline profile shortened by QUICK_RUN): `make demo`, the tests that read the real run's
+    empty HOME, no pytest or CI marker; every request beyond 127.0.0.1 goes to a proxy that records it and answers
+    none; the offline profile shortened by QUICK_RUN): `make demo`, the tests that read the real run's
     defaults (DEFAULT_CHECKS, on the demo's branch), `make demo` again, the README's next steps as written (the
     lora.r=8 experiment, `dvc exp show`, the PR report against `demo`, the results page, the queued lora.r=4 and
     32 sweep), the report of the lora.r=4 run by its name, then `dvc exp apply` of it and the export. The one
@@ -265,15 +267,20 @@ class ReadmeFlow:
     printed: dict[str, str]  # each command -> what it printed (stdout and stderr)
     status: dict[str, str]  # after each command -> what `dvc status` printed
     experiments: dict[str, str]  # lora.r -> the name of its experiment (8, 4, 32)
+    outside: list[str]  # every request the flow made beyond this machine (through a recording proxy)
 
 
 @pytest.fixture(scope="session")
 def readme_flow(tmp_path_factory, smollm2_gguf, llama_cpp_converter) -> ReadmeFlow:
     from lorapipe.core.artifacts import EXPORT_COMMAND
 
-    def build(root: Path) -> list[dict[str, str]]:
+    def build(root: Path) -> list:
+        with running(RecordingProxy()) as proxy:
+            return [*flow(root, proxy.environment()), proxy.requests]
+
+    def flow(root: Path, proxy: dict[str, str]) -> list[dict[str, str]]:
         repo = clean_clone(root / "lorapipe")
-        env = user_machine_env(root / "home", PATH=f"{Path(sys.prefix) / 'bin'}:/usr/bin:/bin")
+        env = user_machine_env(root / "home", PATH=f"{Path(sys.prefix) / 'bin'}:/usr/bin:/bin", **proxy)
         printed: dict[str, str] = {}
         status: dict[str, str] = {}
 
@@ -315,8 +322,8 @@ def readme_flow(tmp_path_factory, smollm2_gguf, llama_cpp_converter) -> ReadmeFl
         run(f"python {' '.join(EXPORT_COMMAND.split()[1:])}", "the export")
         return [printed, status, experiments]
 
-    repo, (printed, status, experiments) = built_once(tmp_path_factory, "readme-flow", build)
-    return ReadmeFlow(repo / "lorapipe", printed, status, experiments)
+    repo, (printed, status, experiments, outside) = built_once(tmp_path_factory, "readme-flow", build)
+    return ReadmeFlow(repo / "lorapipe", printed, status, experiments, outside)
 
 
 @dataclass(frozen=True)

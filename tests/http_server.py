@@ -139,9 +139,12 @@ class RecordingProxy(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), RecordingHandler)
         self.requests: list[str] = []
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+    def environment(self) -> dict[str, str]:
+        """The variables that route a process's requests beyond this machine through the proxy (both spellings:
+        Python's urllib reads the lowercase one first)."""
+        url = f"http://127.0.0.1:{self.server_address[1]}"
+        names = {"HTTP_PROXY": url, "HTTPS_PROXY": url, "NO_PROXY": "127.0.0.1,localhost"}
+        return names | {name.lower(): value for name, value in names.items()}
 
 
 class RecordingHandler(BaseHTTPRequestHandler):

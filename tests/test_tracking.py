@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from lorapipe.core.artifacts import EVAL_SCORES, PATHS, TRAIN_JSON
-from tests.http_server import RecordingProxy, running
 from tests.workspace import (
     STUDY_RUN,
     TRACKED,
@@ -180,20 +179,3 @@ def test_a_tracker_that_is_off_loads_no_mlflow():
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(), check=True)
     assert loaded.stdout.split() == ["None", "[]"], loaded.stdout + loaded.stderr
-
-
-def test_a_tracked_run_sends_mlflow_no_usage_data(tmp_path):
-    """MLflow sends usage data to its servers unless told not to (or it sees pytest or a CI): a tracked stage,
-    in a user's environment, makes no request beyond its tracking store."""
-    env = {k: v for k, v in child_env().items() if k not in ("PYTEST_CURRENT_TEST", "CI", "GITHUB_ACTIONS")}
-    code = (
-        "from lorapipe.train.tracking import Tracker\n"
-        "tracker = Tracker('train')\ntracker.log_metrics({'loss': 1.0}, step=1)\ntracker.finish()\n"
-        "print(tracker.mlflow_run_id)"
-    )
-    with running(RecordingProxy()) as proxy:
-        env |= {"HTTPS_PROXY": proxy.url, "HTTP_PROXY": proxy.url, "NO_PROXY": "127.0.0.1,localhost"}
-        env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
-        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert run.returncode == 0 and len(run.stdout.split()) == 1, run.stdout + run.stderr
-    assert proxy.requests == []

@@ -2,8 +2,8 @@
 
 `make demo`, then the README's next steps as written (`dvc exp run -S lora.r=8`, `dvc exp show`, the local
 PR report against the demo's baseline, the results page, the queued sweep): each succeeds and leaves
-`dvc status` clean. The flow runs once (conftest's `readme_flow`, whose repo the report, results page, app,
-publish and GGUF tests read); this test checks what it printed and left."""
+`dvc status` clean, and nothing is asked of the internet. The flow runs once (conftest's `readme_flow`, whose
+repo the report, results page, app, publish and GGUF tests read); this test checks what it printed and left."""
 
 from __future__ import annotations
 
@@ -42,6 +42,8 @@ def test_fresh_machine_runs_the_demo_then_the_readmes_experiments_and_reports(re
     again = printed["make demo, again"]  # idempotent: nothing re-run or committed
     assert "train: done" not in again and "committed" not in again, again
     assert printed["git rev-list --count HEAD"].strip() == "3"  # the clone, the profile, the results
+    # Offline as promised: no request left the machine (MLflow's usage data went out before 2026-12-06).
+    assert readme_flow.outside == []
 
     # The README's next steps, verbatim and in order; after each, after the sweep ran, after `dvc exp apply`
     # and after the export (outside DVC): `dvc status` clean.

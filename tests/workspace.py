@@ -50,10 +50,11 @@ GIT_IDENTITY_VARIABLES = ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_
 
 def user_machine_env(home: Path, **extra: str) -> dict[str, str]:
     """child_env as on a user's fresh machine (Colab, a container): an empty HOME, no global or system git
-    config, so no git identity unless a repository has its own. .ci/run runs the whole suite like this."""
+    config, so no git identity unless a repository has its own, and nothing that tells a library it runs under
+    pytest or in a CI (MLflow, for one, then sends no usage data). .ci/run runs the whole suite like this."""
     home.mkdir(parents=True, exist_ok=True)
     env = child_env(**{"HOME": str(home), "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1", **extra})
-    for name in (*GIT_IDENTITY_VARIABLES, "XDG_CONFIG_HOME"):
+    for name in (*GIT_IDENTITY_VARIABLES, "XDG_CONFIG_HOME", "PYTEST_CURRENT_TEST", "CI", "GITHUB_ACTIONS"):
         if name not in extra:
             env.pop(name, None)
     return env
