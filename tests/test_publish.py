@@ -147,8 +147,10 @@ def test_dry_run_of_the_merged_model_with_its_gguf(readme_flow, tmp_path):
 def test_upload_needs_hf_token_and_fails_in_one_line_without_leaking_it(readme_flow):
     repo = readme_flow.repo
     base = ("--base-model", BASE_ID)
-    assert_one_line_error(publish(repo, "you/x", *base, HF_TOKEN=""), "HF_TOKEN is not set")
-    assert_one_line_error(publish(repo, "you/x", *base, HF_HUB_OFFLINE="1"), "HF_HUB_OFFLINE")
+    for settings, fragment in (({"HF_TOKEN": ""}, "HF_TOKEN is not set"), ({"HF_HUB_OFFLINE": "1"}, "HF_HUB_OFFLINE")):
+        unset = publish(repo, "you/x", *base, **settings)
+        assert_one_line_error(unset, fragment)
+        assert unset.stdout == ""  # said before the card is built and the files staged
     # A Hub that refuses the connection: the real client, one line, the token nowhere.
     refused = publish(repo, "you/x", *base, HF_HUB_OFFLINE="0", HF_ENDPOINT=f"http://127.0.0.1:{free_port()}")
     assert_one_line_error(refused, "upload to you/x failed")

@@ -141,6 +141,14 @@ def main() -> None:
     args = parser.parse_args()
     if not REPO_ID.match(args.repo_id):
         raise UserError(f"repo id {args.repo_id!r}: expected owner/name, e.g. you/tinyllama-product-descriptions")
+    # An upload's own settings are checked before the card is built and the files staged (a merged model's
+    # are gigabytes): a missing token is said at once.
+    token = os.environ.get("HF_TOKEN", "")
+    if not args.dry_run:
+        if not token:
+            raise UserError("HF_TOKEN is not set: create a write token at https://huggingface.co/settings/tokens")
+        if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+            raise UserError("HF_HUB_OFFLINE is set (make sets it for the offline demo): unset it to publish")
 
     folder = MERGED if args.merged else TRAINED
     files = model_files(folder, EXPORT_HINT if args.merged else "run the pipeline first (dvc repro)")
@@ -187,11 +195,6 @@ def main() -> None:
         log.info(f"dry run: nothing uploaded; the repo's files are in {args.out}")
         return
 
-    token = os.environ.get("HF_TOKEN", "")
-    if not token:
-        raise UserError("HF_TOKEN is not set: create a write token at https://huggingface.co/settings/tokens")
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        raise UserError("HF_HUB_OFFLINE is set (make sets it for the offline demo): unset it to publish")
     try:
         url = upload(args.repo_id, args.out, args.private, token)
     except Exception as err:  # the hub client raises many kinds; all end in one clean line
