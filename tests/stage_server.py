@@ -1,25 +1,35 @@
-"""Stages forked from a process that imported torch, transformers and PEFT once: one per pytest worker.
+"""Stages forked from a process that imported torch, transformers and PEFT once: one server per pytest worker.
 
-A tiny-model stage that a test runs itself (tests/workspace.py `stage`) spends 4 to 7 of its 5 to 12
-CPU-seconds importing those libraries. Forked from a process that holds them, it still runs as a process of its
-own: the real script as `__main__`, its own argv, working directory, environment, stdin, stdout, stderr and exit
-status, its atexit handlers run. `stage` falls back to a fresh interpreter where a fork would differ: an
-environment that changes a variable the preloaded libraries read when imported (IMPORT_TIME_VARIABLES). The
-claims about start-up itself run fresh interpreters of their own: the params check before torch's import
-(test_params), the kills (workspace.start_training), and every stage DVC runs.
+A tiny-model stage spends 4 to 7 of its 5 to 12 CPU-seconds importing those libraries. Forked from a process
+that holds them, it still runs as a process of its own: the real script as `__main__`, its own argv, working
+directory, environment, stdin, stdout, stderr and exit status, its atexit handlers run. Two ways in:
+- `workspace.stage`, for a stage a test runs itself;
+- once the server runs, `workspace.child_env` puts a `python` stand-in first on PATH, so that the
+  `python stages/X.py ...` that DVC runs for a stage is forwarded here; any other `python` command runs the
+  real one. (DVC itself gains nothing from a fork: its commands cost as much forked as fresh.)
+A request whose environment changes a variable that the preloaded libraries read when imported
+(IMPORT_TIME_VARIABLES) is answered `fresh`: the client runs a fresh interpreter. The claims about a start
+itself run fresh interpreters: the params check before torch's import (test_params), the kills
+(`workspace.start_training`), and the user flows (the README flow, the notebook, the cloud job, whose
+`workspace.user_machine_env` leaves the stand-in out).
 
-The server reads one JSON request per line on stdin and answers two lines on stdout: the child's pid once
-forked, its exit status once it ended. Run as `python -m tests.stage_server`."""
+The server listens on a Unix socket. A client sends one JSON request line with its stdin, stdout and stderr
+attached (SCM_RIGHTS); the server answers `fresh`, or the child's pid once forked and then its exit status
+once it ended. A client that goes away (killed, timed out) takes its child with it (SIGKILL), as a killed
+process would take the stage it runs in itself. Run as `python -m tests.stage_server SOCKET`."""
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib
 import json
 import os
 import runpy
 import select
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -44,49 +54,89 @@ IMPORT_TIME_VARIABLES = (
     *("PYTHON", "HF_", "HUGGINGFACE", "TRANSFORMERS", "TQDM", "TORCH", "PYTORCH", "OMP_", "MKL_", "CUDA", "BNB_"),
     "PEFT",
 )
+ADDRESS = "LORAPIPE_TESTS_STAGE_SERVER"  # the server's socket, in the environment of what its stand-in runs
 
 
-def serve() -> None:
+def serve(address: str) -> None:
     started_with = dict(os.environ)
     for name in PRELOAD:
         importlib.import_module(name)
     # What lorapipe's import added to the environment (each a setdefault): a child gets them under its own.
     defaults = {name: value for name, value in os.environ.items() if name not in started_with}
-    requests, answers = os.fdopen(os.dup(0), "rb"), os.fdopen(os.dup(1), "w")
-    for line in requests:
-        request = json.loads(line)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            requests.close()
-            answers.close()
-            run_child(request, defaults)
-        answers.write(f"{pid}\n")
-        answers.flush()
-        _, status = os.waitpid(pid, 0)
-        answers.write(f"{os.waitstatus_to_exitcode(status)}\n")
-        answers.flush()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(address)
+    listener.listen(64)
+    print("ready", flush=True)
+    children: dict[int, socket.socket] = {}  # pid -> its client's connection
+    abandoned: set[int] = set()  # children whose client went away: killed, not yet reaped
+    while True:
+        watched = [sys.stdin, listener, *(conn for pid, conn in children.items() if pid not in abandoned)]
+        for ready in select.select(watched, [], [], 0.05)[0]:
+            if ready is sys.stdin:
+                if not os.read(0, 4096):  # the worker closed it: the run is over
+                    listener.close()
+                    return
+            elif ready is listener:
+                conn = listener.accept()[0]
+                request, fds = receive(conn)
+                if not forkable(request["env"], started_with):
+                    conn.sendall(b"fresh\n")
+                    conn.close()
+                    for fd in fds:
+                        os.close(fd)
+                    continue
+                pid = os.fork()
+                if pid == 0:
+                    listener.close()
+                    for other in [conn, *children.values()]:
+                        other.close()
+                    run_child(request, fds, defaults)
+                for fd in fds:
+                    os.close(fd)
+                conn.sendall(f"{pid}\n".encode())
+                children[pid] = conn
+            else:  # a client sends nothing after its request: readable means it went away
+                pid = next(pid for pid, conn in children.items() if conn is ready)
+                abandoned.add(pid)
+                os.kill(pid, signal.SIGKILL)
+        while children:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break
+            conn = children.pop(pid)
+            abandoned.discard(pid)
+            with contextlib.suppress(OSError):  # its client may be gone
+                conn.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
+            conn.close()
 
 
-def run_child(request: dict, defaults: dict[str, str]) -> None:
-    """What `python SCRIPT ARGS...` does in `cwd` with `env`, in this forked process; never returns."""
+def forkable(env: dict[str, str], server_env: dict[str, str]) -> bool:
+    """Whether a process in `env` forked from the server runs as it would in a fresh interpreter."""
+    names = {name for name in {*env, *server_env} if name.startswith(IMPORT_TIME_VARIABLES)}
+    return all(env.get(name) == server_env.get(name) for name in names)
+
+
+def receive(conn: socket.socket) -> tuple[dict, list[int]]:
+    message, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
+    while not message.endswith(b"\n"):
+        message += conn.recv(1 << 16)
+    return json.loads(message), fds
+
+
+def run_child(request: dict, fds: list[int], defaults: dict[str, str]) -> None:
+    """What `python SCRIPT ARGS...` does in `cwd` with `env` and the client's stdin, stdout and stderr, in this
+    forked process; never returns."""
     code = 1
     try:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update({**defaults, **request["env"]})
-        for fd, path, flags in (
-            (0, os.devnull, os.O_RDONLY),
-            (1, request["stdout"], os.O_WRONLY | os.O_TRUNC),
-            (2, request["stderr"], os.O_WRONLY | os.O_TRUNC),
-        ):
-            opened = os.open(path, flags)
-            os.dup2(opened, fd)
-            os.close(opened)
-        sys.argv = [request["script"], *request["args"]]
-        sys.path[0] = str(Path(request["script"]).parent)  # as `python SCRIPT` sets it
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
         try:
+            sys.argv = [request["script"], *request["args"]]
+            sys.path[0] = str(Path(request["script"]).parent)  # as `python SCRIPT` sets it
             runpy.run_path(request["script"], run_name="__main__")
             code = 0
         except SystemExit as stop:  # as the interpreter reads it
@@ -104,56 +154,135 @@ def run_child(request: dict, defaults: dict[str, str]) -> None:
         os._exit(code)
 
 
+def ask(address: str, request: dict, fds: tuple[int, int, int]) -> tuple[socket.socket, int] | None:
+    """Sends `request` with `fds` as its stdin, stdout and stderr: the connection and the child's pid once the
+    server forked it; None where there is no server or it says to run a fresh interpreter."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(address)
+    except OSError:
+        conn.close()
+        return None
+    message = json.dumps(request).encode() + b"\n"
+    sent = socket.send_fds(conn, [message], list(fds))
+    if sent < len(message):  # (sending nothing to a server that already answered `fresh` would fail)
+        conn.sendall(message[sent:])
+    answer = read_line(conn)
+    if answer == "fresh":
+        conn.close()
+        return None
+    return conn, int(answer)
+
+
+def read_line(conn: socket.socket) -> str:
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = conn.recv(64)
+        if not chunk:
+            raise ConnectionError("the stage server ended")
+        line += chunk
+    return line.decode().strip()
+
+
+def forward() -> None:
+    """The `python` stand-in on PATH: `python stages/X.py ...` forked from the server; anything else, or what
+    the server does not take, runs the real `python` (the next on PATH)."""
+    args = sys.argv[1:]
+    address = os.environ.get(ADDRESS)
+    script = Path(args[0]).resolve() if args and args[0].endswith(".py") else None
+    if address and script and script.parent.name == "stages":
+        request = {"script": str(script), "args": args[1:], "cwd": os.getcwd(), "env": dict(os.environ)}
+        asked = ask(address, request, (0, 1, 2))
+        if asked:
+            conn, pid = asked
+            for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+                signal.signal(number, lambda number, _: os.kill(pid, number))
+            code = int(read_line(conn))
+            if code < 0:  # killed by a signal: so is this process, as its caller would see the real one
+                signal.signal(-code, signal.SIG_DFL)
+                os.kill(os.getpid(), -code)
+            sys.exit(code)
+    here = str(Path(sys.argv[0]).parent)
+    path = os.pathsep.join(folder for folder in os.environ.get("PATH", "").split(os.pathsep) if folder != here)
+    real = shutil.which("python", path=path)
+    if real is None:
+        sys.exit("python: not found on PATH")
+    os.execv(real, [real, *args])  # a bare name would make Python look itself up on PATH: the stand-in
+
+
 class StageServer:
-    """The client: starts the server on first use, forks each stage from it."""
+    """The worker's side: starts the server on first use, forks a stage from it, and gives the environment
+    that sends DVC's `python stages/...` there."""
 
     def __init__(self) -> None:
         self.process: subprocess.Popen | None = None
-        self.env: dict[str, str] = {}
+        self.folder: Path | None = None  # the socket, and bin/python: the stand-in
         self.log: IO[str] | None = None  # the server's own stderr: its preload's notices, or why it ended
 
-    def forkable(self, env: dict[str, str]) -> bool:
-        """Whether a stage in `env` forked from the server runs as in a fresh interpreter."""
-        names = {name for name in {*env, *self.env} if name.startswith(IMPORT_TIME_VARIABLES)}
-        return all(env.get(name) == self.env.get(name) for name in names)
-
     def start(self, env: dict[str, str]) -> None:
-        """The server in `env`, once: the environment the stages it forks are compared with."""
+        """The server in `env`, once: the environment that requests are compared with."""
         if self.process is not None:
             return
-        self.env = env
+        self.folder = Path(tempfile.mkdtemp(prefix="stage-server-"))
+        (self.folder / "bin").mkdir()
+        stand_in, root = self.folder / "bin/python", Path(__file__).parents[1]
+        # -IS: no site-packages, no environment: it starts in milliseconds whatever the stage's environment
+        stand_in.write_text(
+            f"#!{sys.executable} -IS\nimport sys\nsys.path.insert(0, {str(root)!r})\n"
+            "from tests.stage_server import forward\nforward()\n"
+        )
+        stand_in.chmod(0o755)
         self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (open as long as the server runs; closed in stop)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.stage_server"],
+            [sys.executable, "-m", "tests.stage_server", str(self.folder / "socket")],
             cwd=Path(__file__).parents[1],
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=self.log,  # a child's stderr is its own
-            bufsize=0,  # unbuffered: `answer` waits with select, which sees no buffered line
+            stderr=self.log,
         )
         atexit.register(self.stop)
+        if self.process.stdout.readline() != b"ready\n":
+            self.log.seek(0)
+            raise RuntimeError(f"the stage server ended (exit {self.process.wait()}):\n{self.log.read()[-3000:]}")
+
+    def environment(self, path: str) -> dict[str, str]:
+        """PATH (`path`) with the stand-in first, and the server's address; nothing while no server runs."""
+        if self.process is None:
+            return {}
+        return {"PATH": f"{self.folder / 'bin'}{os.pathsep}{path}", ADDRESS: str(self.folder / "socket")}
+
+    def without(self, env: dict[str, str]) -> dict[str, str]:
+        """`env` with no trace of the server: what runs in it starts fresh interpreters."""
+        env = {name: value for name, value in env.items() if name != ADDRESS}
+        if self.folder is not None and "PATH" in env:
+            stand_ins = str(self.folder / "bin")
+            env["PATH"] = os.pathsep.join(f for f in env["PATH"].split(os.pathsep) if f != stand_ins)
+        return env
 
     def run(
         self, script: str, args: tuple[str, ...], cwd: Path, env: dict[str, str], timeout: float
-    ) -> subprocess.CompletedProcess:
-        """`python script args` in `cwd` with `env` (which `forkable` accepted), forked from the server."""
-        assert self.process and self.process.stdin
-        with tempfile.TemporaryDirectory() as folder:
+    ) -> subprocess.CompletedProcess | None:
+        """`python script args` in `cwd` with `env`, forked from the server; None where it must run fresh."""
+        assert self.folder is not None
+        request = {"script": script, "args": list(args), "cwd": str(cwd), "env": env}
+        with tempfile.TemporaryDirectory() as folder, open(os.devnull) as stdin:
             out, err = Path(folder, "stdout"), Path(folder, "stderr")
-            out.touch()
-            err.touch()
-            request = {"script": script, "args": list(args), "cwd": str(cwd), "env": env}
-            self.process.stdin.write(json.dumps({**request, "stdout": str(out), "stderr": str(err)}).encode() + b"\n")
-            pid = int(self.answer(300))  # the first waits for the preload
+            with open(out, "w") as stdout, open(err, "w") as stderr:
+                asked = ask(str(self.folder / "socket"), request, (stdin.fileno(), stdout.fileno(), stderr.fileno()))
+            if asked is None:
+                return None
+            conn, pid = asked
+            conn.settimeout(timeout)
             try:
-                code = int(self.answer(timeout))
-            except subprocess.TimeoutExpired:
+                code = int(read_line(conn))
+            except TimeoutError:
                 os.kill(pid, signal.SIGKILL)
-                self.answer(60)
                 raise subprocess.TimeoutExpired([script, *args], timeout) from None
-            stdout, stderr = out.read_text(), err.read_text()  # universal newlines, as subprocess.run(text=True)
-        return subprocess.CompletedProcess([sys.executable, script, *args], code, stdout, stderr)
+            finally:
+                conn.close()
+            stdout_text, stderr_text = out.read_text(), err.read_text()  # universal newlines, as text=True
+        return subprocess.CompletedProcess([sys.executable, script, *args], code, stdout_text, stderr_text)
 
     def stop(self) -> None:
         """Ends the server (its stdin closed ends its loop) and reaps it: its CPU time counts as this worker's."""
@@ -165,18 +294,8 @@ class StageServer:
                 self.process.kill()
                 self.process.wait()
             self.log.close()
-
-    def answer(self, timeout: float) -> str:
-        assert self.process and self.process.stdout and self.log
-        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
-        if not ready:
-            raise subprocess.TimeoutExpired("stage server", timeout)
-        line = self.process.stdout.readline()
-        if not line:
-            self.log.seek(0)
-            raise RuntimeError(f"the stage server ended (exit {self.process.wait()}):\n{self.log.read()[-3000:]}")
-        return line.decode()
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    serve()
+    serve(sys.argv[1])

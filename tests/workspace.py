@@ -34,14 +34,19 @@ from lorapipe.core.metric_files import EVAL_HEADLINE, write_numbers
 from tests.stage_server import StageServer
 
 ROOT = Path(__file__).resolve().parents[1]
+# This worker's stage server (tests/stage_server.py), started on the first stage, or DVC command that may run
+# one, of a test.
+STAGE_SERVER = StageServer()
 SMOLLM2_GGUF = ROOT / ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 SKY_PYTHON = ROOT / ".venv-sky/bin/python"  # the cloud launcher's venv (make sky)
 
 
 def child_env(**extra: str) -> dict[str, str]:
     """The environment for a child process (a stage, a module, a script): this checkout's lorapipe on
-    PYTHONPATH, since the venv's editable install may point at another checkout; then `extra`."""
-    return {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(ROOT), **extra}
+    PYTHONPATH, since the venv's editable install may point at another checkout; once the stage server runs,
+    its `python` stand-in first on PATH; then `extra`."""
+    served = STAGE_SERVER.environment(os.environ["PATH"])  # the stages DVC runs: forked from the server
+    return {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(ROOT), **served, **extra}
 
 
 # Where git (and DVC, through libgit2) would find an identity, besides a repository's own .git/config.
@@ -54,6 +59,7 @@ def user_machine_env(home: Path, **extra: str) -> dict[str, str]:
     pytest or in a CI (MLflow, for one, then sends no usage data). .ci/run runs the whole suite like this."""
     home.mkdir(parents=True, exist_ok=True)
     env = child_env(**{"HOME": str(home), "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1", **extra})
+    env = STAGE_SERVER.without(env)  # a user's machine starts every interpreter afresh
     for name in (*GIT_IDENTITY_VARIABLES, "XDG_CONFIG_HOME", "PYTEST_CURRENT_TEST", "CI", "GITHUB_ACTIONS"):
         if name not in extra:
             env.pop(name, None)
@@ -170,6 +176,8 @@ def update_params(ws: Path, sections: dict[str, dict[str, Any]]) -> None:
 def sh(repo: Path, *cmd: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """`cmd` in `repo`, its output read from files rather than pipes: a daemon it leaves behind (DVC's queue
     worker idles 10 s before it exits) holds no pipe open, so this returns when `cmd` itself ends."""
+    if cmd[:2] in (("dvc", "repro"), ("dvc", "exp"), ("dvc", "queue")):  # DVC runs stages: fork them
+        STAGE_SERVER.start(child_env())
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         ended = subprocess.run(cmd, cwd=repo, stdout=out, stderr=err, env=env or child_env(), timeout=900)
         out.seek(0)
@@ -380,10 +388,6 @@ def write_params(ws: Path, **sections: dict[str, Any]) -> None:
     write_param_files(ws, params)
 
 
-# This worker's stage server (tests/stage_server.py), started on the first stage a test runs.
-STAGE_SERVER = StageServer()
-
-
 def stage(
     ws: Path, script: str, *args: str, check: bool = True, timeout: float = 600, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
@@ -391,9 +395,8 @@ def stage(
     fresh interpreter where `env` changes what the server's libraries read at import."""
     path, full_env = str(ROOT / "stages" / script), child_env(**(env or {}))
     STAGE_SERVER.start(child_env())
-    if STAGE_SERVER.forkable(full_env):
-        result = STAGE_SERVER.run(path, args, ws, full_env, timeout)
-    else:
+    result = STAGE_SERVER.run(path, args, ws, full_env, timeout)
+    if result is None:
         result = subprocess.run(
             [sys.executable, path, *args], cwd=ws, capture_output=True, text=True, timeout=timeout, env=full_env
         )
