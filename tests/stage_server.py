@@ -235,7 +235,7 @@ class StageServer:
         self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (open as long as the server runs; closed in stop)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.stage_server", str(self.folder / "socket")],
-            cwd=Path(__file__).parents[1],
+            cwd=root,
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

@@ -34,8 +34,8 @@ from lorapipe.core.metric_files import EVAL_HEADLINE, write_numbers
 from tests.stage_server import StageServer
 
 ROOT = Path(__file__).resolve().parents[1]
-# This worker's stage server (tests/stage_server.py), started on the first stage, or DVC command that may run
-# one, of a test.
+# This worker's stage server (tests/stage_server.py), started by the first stage a test runs or the first DVC
+# command that may run one.
 STAGE_SERVER = StageServer()
 SMOLLM2_GGUF = ROOT / ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 SKY_PYTHON = ROOT / ".venv-sky/bin/python"  # the cloud launcher's venv (make sky)
