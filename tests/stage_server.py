@@ -223,7 +223,8 @@ class StageServer:
         """The server in `env`, once: the environment that requests are compared with."""
         if self.process is not None:
             return
-        self.folder = Path(tempfile.mkdtemp(prefix="stage-server-"))
+        # Under /tmp: a socket's path must stay under 108 bytes, which a long TMPDIR would not leave room for
+        self.folder = Path(tempfile.mkdtemp(prefix="stage-server-", dir="/tmp" if os.path.isdir("/tmp") else None))
         (self.folder / "bin").mkdir()
         stand_in, root = self.folder / "bin/python", Path(__file__).parents[1]
         # -IS: no site-packages, no environment: it starts in milliseconds whatever the stage's environment
