@@ -8,7 +8,9 @@ directory, environment, stdin, stdout, stderr and exit status, its atexit handle
   `python stages/X.py ...` that DVC runs for a stage is forwarded here; any other `python` command runs the
   real one. (DVC itself gains nothing from a fork: its commands cost as much forked as fresh.)
 A request whose environment changes a variable that the preloaded libraries read when imported
-(IMPORT_TIME_VARIABLES) is answered `fresh`: the client runs a fresh interpreter. The claims about a start
+(IMPORT_TIME_VARIABLES) is answered `fresh`: the client runs a fresh interpreter. A forked stage's resource
+limits, process group and session are the server's, not its client's: a test about those runs the stage
+with `sys.executable` itself. The claims about a start
 itself run fresh interpreters: the params check before torch's import (test_params), the kills
 (`workspace.start_training`), and the user flows (the README flow, the notebook, the cloud job, whose
 `workspace.user_machine_env` leaves the stand-in out).
