@@ -37,9 +37,11 @@ def from_gguf(path: Path, out: Path) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    from lorapipe.model.modeling import without_loading_options
+
     folder, name = path.parent, path.name
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        tokenizer = without_loading_options(AutoTokenizer.from_pretrained(folder, gguf_file=name))
         gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     except Exception as err:  # the GGUF reader raises anything on a damaged file: name the file instead
         reason = (str(err).splitlines() or [""])[0][:150]

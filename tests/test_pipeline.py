@@ -94,6 +94,10 @@ def test_whole_dag_on_smollm2_then_lora_r8_reruns_only_train_and_evaluate(readme
             change = tuned_vs_base(scores, metric)
             assert (change.old, change.new)[name == "tuned"] == pytest.approx(result[name][metric], abs=1e-4)
     assert json.loads((repo / "metrics/base_model.json").read_text())["sha256"].startswith("b179c952")
+    # The GGUF's tokenizer is saved without how `make demo` loaded it (HF_HUB_OFFLINE=1): a `dvc repro -f`
+    # without make gives models/base the same hash
+    saved = json.loads((repo / "models/base/tokenizer_config.json").read_text())
+    assert not {"local_files_only", "is_local"} & saved.keys(), saved
 
     # Every run scored the one decoding of the base model: the demo's, the lora.r=8 experiment's, this one's.
     shown = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)

@@ -105,14 +105,18 @@ def cpu_has_native_bf16() -> bool:
     return any(check() for check in checks if check is not None)
 
 
+def without_loading_options(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """`tokenizer` without how this process loaded it (HF_HUB_OFFLINE, say), which is not what it is: saved
+    with a model, those options would give the same tokenizer other bytes on another run."""
+    for loading_option in ("local_files_only", "is_local"):
+        tokenizer.init_kwargs.pop(loading_option, None)
+    return tokenizer
+
+
 def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
     """The folder's tokenizer; one that needs the folder's own Python code is refused (transformers would
     otherwise ask on the terminal whether to run it)."""
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-    # How this process loaded it (HF_HUB_OFFLINE, say), not what it is: saved with a model, these
-    # would give the same tokenizer other bytes on another run.
-    for loading_option in ("local_files_only", "is_local"):
-        tokenizer.init_kwargs.pop(loading_option, None)
+    tokenizer = without_loading_options(AutoTokenizer.from_pretrained(path, trust_remote_code=False))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
