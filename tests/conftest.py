@@ -40,6 +40,7 @@ from tests.workspace import (
     data_workspace,
     free_port,
     kept_read_only,
+    own_stage_server,
     queue_status,
     readme_commands,
     sh,
@@ -301,26 +302,29 @@ def readme_flow(tmp_path_factory, smollm2_gguf, llama_cpp_converter) -> ReadmeFl
         printed[DEFAULT_CHECKS] = checks.stdout
         run("make demo", "make demo, again", status_after=False)  # idempotent: nothing re-run or committed
         run("git rev-list --count HEAD", status_after=False)
-        for command in readme_commands("Next steps"):
-            if command not in README_SKIPS:
-                run(command)
+        # The next steps fork their stages from a server of the flow's own, in its environment (`make demo` above ran
+        # each stage in a fresh interpreter): `run` reads `env`, now the server's.
+        with own_stage_server(env) as env:
+            for command in readme_commands("Next steps"):
+                if command not in README_SKIPS:
+                    run(command)
 
-        def swept() -> bool:
-            states = queue_status(repo)
-            assert "Failed" not in states.values(), sh(repo, "dvc", "queue", "status", check=False).stdout
-            return len(states) == 2 and set(states.values()) == {"Success"}
+            def swept() -> bool:
+                states = queue_status(repo)
+                assert "Failed" not in states.values(), sh(repo, "dvc", "queue", "status", check=False).stdout
+                return len(states) == 2 and set(states.values()) == {"Success"}
 
-        wait_for(swept, timeout=1200, every=10)  # each look is a `dvc queue status`; the sweep takes minutes
-        shown = run("dvc exp show --only-changed --csv", "the queued sweep")
-        rows = csv.DictReader(shown.splitlines())
-        experiments = {row["lora.r"]: row["Experiment"] for row in rows if row["typ"].startswith("branch")}
-        # The sweep's lora.r=4 run reported by its name while it is in DVC's refs only, then taken into the
-        # workspace and exported (outside DVC)
-        report = f"python -m lorapipe.reporting.report --run {experiments['4']} --base demo -o r4.md"
-        run(report, "the queued run's report", status_after=False)
-        run(f"dvc exp apply {experiments['4']}", "dvc exp apply")
-        run(f"python {' '.join(EXPORT_COMMAND.split()[1:])}", "the export")
-        return [printed, status, experiments]
+            wait_for(swept, timeout=1200, every=10)  # each look is a `dvc queue status`; the sweep takes minutes
+            shown = run("dvc exp show --only-changed --csv", "the queued sweep")
+            rows = csv.DictReader(shown.splitlines())
+            experiments = {row["lora.r"]: row["Experiment"] for row in rows if row["typ"].startswith("branch")}
+            # The sweep's lora.r=4 run reported by its name while it is in DVC's refs only, then taken into the
+            # workspace and exported (outside DVC)
+            report = f"python -m lorapipe.reporting.report --run {experiments['4']} --base demo -o r4.md"
+            run(report, "the queued run's report", status_after=False)
+            run(f"dvc exp apply {experiments['4']}", "dvc exp apply")
+            run(f"python {' '.join(EXPORT_COMMAND.split()[1:])}", "the export")
+            return [printed, status, experiments]
 
     repo, (printed, status, experiments, outside) = built_once(tmp_path_factory, "readme-flow", build)
     return ReadmeFlow(repo / "lorapipe", printed, status, experiments, outside)

@@ -8,12 +8,13 @@ directory, environment, stdin, stdout, stderr and exit status, its atexit handle
   `python stages/X.py ...` that DVC runs for a stage is forwarded here; any other `python` command runs the
   real one. (DVC itself gains nothing from a fork: its commands cost as much forked as fresh.)
 A request whose environment changes a variable that the preloaded libraries read when imported
-(IMPORT_TIME_VARIABLES) is answered `fresh`: the client runs a fresh interpreter. A forked stage's resource
-limits, process group and session are the server's, not its client's: a test about those runs the stage
-with `sys.executable` itself. The claims about a start
-itself run fresh interpreters: the params check before torch's import (test_params), the kills
-(`workspace.start_training`), and the user flows (the README flow, the notebook, the cloud job, whose
-`workspace.user_machine_env` leaves the stand-in out).
+(IMPORT_TIME_VARIABLES) is answered `fresh`: the client runs a fresh interpreter. A forked stage takes its
+client's resource limits (`ulimit -f`); its process group and session are the server's: a test about those runs
+the stage with `sys.executable` itself. The claims about a start itself run fresh interpreters: the params check
+before torch's import (test_params), the kills (`workspace.start_training`), another hash seed (test_runs), and
+`make demo` in the README flow (its Makefile puts the venv's python first on PATH). The user flows' other stages
+(the README's next steps, the notebook, the cloud job) fork from a server of their own, started in the flow's
+environment (`workspace.own_stage_server`): its HOME, not the worker's.
 
 The server listens on a Unix socket. A client sends one JSON request line with its stdin, stdout and stderr
 attached (SCM_RIGHTS); the server answers `fresh`, or the child's pid once forked and then its exit status
@@ -27,6 +28,7 @@ import contextlib
 import importlib
 import json
 import os
+import resource
 import runpy
 import select
 import shutil
@@ -49,13 +51,17 @@ PRELOAD = (
     "lorapipe.train.checkpoints",
     "transformers.models.llama.modeling_llama",
     "transformers.models.auto.tokenization_auto",
+    "rouge_score.rouge_scorer",  # evaluate's scores: it imports all of NLTK (a second of CPU) for a stemmer
 )
 # Names (prefixes) of the environment variables that the preloaded libraries read at import: a request that
-# changes one gets a fresh interpreter.
+# changes one gets a fresh interpreter. HOME and XDG_*: where huggingface_hub and NLTK look for their files.
 IMPORT_TIME_VARIABLES = (
     *("PYTHON", "HF_", "HUGGINGFACE", "TRANSFORMERS", "TQDM", "TORCH", "PYTORCH", "OMP_", "MKL_", "CUDA", "BNB_"),
-    "PEFT",
+    *("PEFT", "NLTK", "HOME", "XDG_"),
 )
+READ_WHEN_USED = {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"}  # huggingface_hub reads the token at each request
+# The resource limits a forked stage takes from its client, as a process inherits them from its parent.
+LIMITS = ("RLIMIT_FSIZE", "RLIMIT_AS", "RLIMIT_DATA", "RLIMIT_NOFILE", "RLIMIT_CPU", "RLIMIT_CORE")
 ADDRESS = "LORAPIPE_TESTS_STAGE_SERVER"  # the server's socket, in the environment of what its stand-in runs
 
 
@@ -75,13 +81,16 @@ def serve(address: str) -> None:
         watched = [sys.stdin, listener, *(conn for pid, conn in children.items() if pid not in abandoned)]
         for ready in select.select(watched, [], [], 0.05)[0]:
             if ready is sys.stdin:
-                if not os.read(0, 4096):  # the worker closed it: the run is over
+                if not os.read(0, 4096):  # the worker closed it: the run is over, and a stage still running with it
                     listener.close()
+                    for pid in children:
+                        os.kill(pid, signal.SIGKILL)
+                        os.waitpid(pid, 0)
                     return
             elif ready is listener:
                 conn = listener.accept()[0]
                 request, fds = receive(conn)
-                if not forkable(request["env"], started_with):
+                if not forkable(request, started_with):
                     conn.sendall(b"fresh\n")
                     conn.close()
                     for fd in fds:
@@ -112,10 +121,24 @@ def serve(address: str) -> None:
             conn.close()
 
 
-def forkable(env: dict[str, str], server_env: dict[str, str]) -> bool:
-    """Whether a process in `env` forked from the server runs as it would in a fresh interpreter."""
-    names = {name for name in {*env, *server_env} if name.startswith(IMPORT_TIME_VARIABLES)}
-    return all(env.get(name) == server_env.get(name) for name in names)
+def forkable(request: dict, server_env: dict[str, str]) -> bool:
+    """Whether the request's process, forked from the server, runs as it would in a fresh interpreter: the same
+    import-time environment, and limits the server's child can take (a hard limit can only be lowered)."""
+    env = request["env"]
+    names = {name for name in {*env, *server_env} if name.startswith(IMPORT_TIME_VARIABLES)} - READ_WHEN_USED
+    if any(env.get(name) != server_env.get(name) for name in names):
+        return False
+    for name, (_, hard) in request["limits"].items():
+        ours = resource.getrlimit(getattr(resource, name))[1]
+        if ours != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or hard > ours):
+            return False
+    return True
+
+
+def current_limits(**overrides: int) -> dict[str, list[int]]:
+    """This process's LIMITS (soft, hard), with `overrides` as both."""
+    limits = {name: list(resource.getrlimit(getattr(resource, name))) for name in LIMITS}
+    return {**limits, **{name: [value, value] for name, value in overrides.items()}}
 
 
 def receive(conn: socket.socket) -> tuple[dict, list[int]]:
@@ -131,6 +154,8 @@ def run_child(request: dict, fds: list[int], defaults: dict[str, str]) -> None:
     code = 1
     try:
         os.chdir(request["cwd"])
+        for name, limits in request["limits"].items():
+            resource.setrlimit(getattr(resource, name), tuple(limits))
         os.environ.clear()
         os.environ.update({**defaults, **request["env"]})
         for target, fd in enumerate(fds):
@@ -193,7 +218,13 @@ def forward() -> None:
     address = os.environ.get(ADDRESS)
     script = Path(args[0]).resolve() if args and args[0].endswith(".py") else None
     if address and script and script.parent.name == "stages":
-        request = {"script": str(script), "args": args[1:], "cwd": os.getcwd(), "env": dict(os.environ)}
+        request = {
+            "script": str(script),
+            "args": args[1:],
+            "cwd": os.getcwd(),
+            "env": dict(os.environ),
+            "limits": current_limits(),
+        }
         asked = ask(address, request, (0, 1, 2))
         if asked:
             conn, pid = asked
@@ -264,11 +295,13 @@ class StageServer:
         return env
 
     def run(
-        self, script: str, args: tuple[str, ...], cwd: Path, env: dict[str, str], timeout: float
+        self, script: str, args: tuple[str, ...], cwd: Path, env: dict[str, str], timeout: float, limits: dict[str, int]
     ) -> subprocess.CompletedProcess | None:
-        """`python script args` in `cwd` with `env`, forked from the server; None where it must run fresh."""
+        """`python script args` in `cwd` with `env` and this process's resource limits but `limits` (soft and hard),
+        forked from the server; None where it must run fresh."""
         assert self.folder is not None
         request = {"script": script, "args": list(args), "cwd": str(cwd), "env": env}
+        request["limits"] = current_limits(**limits)
         with tempfile.TemporaryDirectory() as folder, open(os.devnull) as stdin:
             out, err = Path(folder, "stdout"), Path(folder, "stderr")
             with open(out, "w") as stdout, open(err, "w") as stderr:
@@ -290,6 +323,7 @@ class StageServer:
     def stop(self) -> None:
         """Ends the server (its stdin closed ends its loop) and reaps it: its CPU time counts as this worker's."""
         if self.process is not None:
+            atexit.unregister(self.stop)
             self.process.stdin.close()
             try:
                 self.process.wait(timeout=30)
@@ -298,6 +332,7 @@ class StageServer:
                 self.process.wait()
             self.log.close()
             shutil.rmtree(self.folder, ignore_errors=True)
+            self.process = None
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from tests.workspace import (
     child_env,
     commit,
     mirrored_steps,
+    own_stage_server,
     pushed_to_origin,
     ran,
     sh,
@@ -176,7 +177,7 @@ def test_a_preempted_job_resumes_on_a_new_vm_and_a_relaunch_after_a_fix_starts_a
     first, env = new_vm(tmp_path, origin, "vm-a", s3_endpoint, **job)
     log_a = tmp_path / "vm-a.log"
     before = mirrored_steps(s3_endpoint)
-    with open(log_a, "w") as log:
+    with open(log_a, "w") as log, own_stage_server(env) as env:  # each VM's stages fork from its own server
         launched = subprocess.Popen(
             ["bash", "cloud/job.sh"], cwd=first, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -190,7 +191,8 @@ def test_a_preempted_job_resumes_on_a_new_vm_and_a_relaunch_after_a_fix_starts_a
 
     # SkyPilot starts the job again on a new VM: same launch commit, same command.
     second, env = new_vm(tmp_path, origin, "vm-b", s3_endpoint, **job)
-    resumed = sh(second, "bash", "cloud/job.sh", env=env)
+    with own_stage_server(env) as env:
+        resumed = sh(second, "bash", "cloud/job.sh", env=env)
     output = resumed.stdout + resumed.stderr
     assert "going on from origin/results/sky/lora.r=8" in output  # the stages the lost VM finished come back
     reran = ran(output)

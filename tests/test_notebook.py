@@ -26,6 +26,7 @@ from tests.workspace import (
     S3_SECRET,
     SHORT_JOB,
     child_env,
+    own_stage_server,
     pushed_to_origin,
     ran,
     sh,
@@ -224,14 +225,15 @@ def test_every_cell_runs_twice_to_a_pull_request_branch_that_a_new_machine_runs_
     content = tmp_path / "content"  # where the runtime starts, as Colab's /content
     content.mkdir()
     env = user_machine_env(tmp_path / "home", PATH=f"{tmp_path / 'bin'}:{Path(sys.executable).parent}:/usr/bin:/bin")
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.colab_runtime", str(NOTEBOOK), str(tmp_path / "settings.json")],
-        cwd=content,
-        env={**env, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=1500,
-    )
+    with own_stage_server(env) as env:
+        result = subprocess.run(
+            [sys.executable, "-m", "tests.colab_runtime", str(NOTEBOOK), str(tmp_path / "settings.json")],
+            cwd=content,
+            env={**env, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=1500,
+        )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-5000:]
     first, second = output.split("=== pass 2, code cell 1")

@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import re
+import resource
 import shlex
 import shutil
 import socket
@@ -59,11 +60,23 @@ def user_machine_env(home: Path, **extra: str) -> dict[str, str]:
     pytest or in a CI (MLflow, for one, then sends no usage data). .ci/run runs the whole suite like this."""
     home.mkdir(parents=True, exist_ok=True)
     env = child_env(**{"HOME": str(home), "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1", **extra})
-    env = STAGE_SERVER.without(env)  # a user's machine starts every interpreter afresh
+    env = STAGE_SERVER.without(env)  # not the worker's server: own_stage_server starts one in this environment
     for name in (*GIT_IDENTITY_VARIABLES, "XDG_CONFIG_HOME", "PYTEST_CURRENT_TEST", "CI", "GITHUB_ACTIONS"):
         if name not in extra:
             env.pop(name, None)
     return env
+
+
+@contextmanager
+def own_stage_server(env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """`env` (a user flow's: user_machine_env) with a stage server of its own, started in it: the stages that DVC
+    runs there fork from it, so a flow imports torch, transformers and PEFT once. Stopped on the way out."""
+    server = StageServer()
+    server.start(env)
+    try:
+        yield {**env, **server.environment(env["PATH"])}
+    finally:
+        server.stop()
 
 
 def tree_state(path: Path) -> dict[str, tuple[int, int]]:
@@ -389,16 +402,34 @@ def write_params(ws: Path, **sections: dict[str, Any]) -> None:
 
 
 def stage(
-    ws: Path, script: str, *args: str, check: bool = True, timeout: float = 600, env: dict[str, str] | None = None
+    ws: Path,
+    script: str,
+    *args: str,
+    check: bool = True,
+    timeout: float = 600,
+    env: dict[str, str] | None = None,
+    limits: dict[str, int] | None = None,
 ) -> subprocess.CompletedProcess:
     """stages/`script` with `args` in `ws`, as its own process: forked from this worker's stage server, or a
-    fresh interpreter where `env` changes what the server's libraries read at import."""
-    path, full_env = str(ROOT / "stages" / script), child_env(**(env or {}))
+    fresh interpreter where `env` changes what the server's libraries read at import. `limits`: resource limits
+    by name (`{"RLIMIT_FSIZE": bytes}`), soft and hard."""
+    path, full_env, limits = str(ROOT / "stages" / script), child_env(**(env or {})), limits or {}
     STAGE_SERVER.start(child_env())
-    result = STAGE_SERVER.run(path, args, ws, full_env, timeout)
+    result = STAGE_SERVER.run(path, args, ws, full_env, timeout, limits)
     if result is None:
+
+        def set_limits() -> None:
+            for name, value in limits.items():
+                resource.setrlimit(getattr(resource, name), (value, value))
+
         result = subprocess.run(
-            [sys.executable, path, *args], cwd=ws, capture_output=True, text=True, timeout=timeout, env=full_env
+            [sys.executable, path, *args],
+            cwd=ws,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=full_env,
+            preexec_fn=set_limits if limits else None,
         )
     if check and result.returncode != 0:
         raise AssertionError(f"{script} failed:\n{result.stderr[-3000:]}")
@@ -536,7 +567,7 @@ DEFAULT_CHECKS = (
 )
 # The README's next steps that the flow (conftest `readme_flow`) leaves out, and why.
 README_SKIPS = {
-    "source .venv/bin/activate": "the flow's PATH starts with the venv's bin/",
+    "source .venv/bin/activate": "the venv's bin/ is on the flow's PATH already",
     "python app.py": "a server that runs until stopped: tests/test_app.py drives it in a browser",
 }
 

@@ -6,7 +6,6 @@ import gzip
 import json
 import os
 import random
-import resource
 import signal
 import subprocess
 import sys
@@ -15,7 +14,16 @@ import time
 import pytest
 
 from lorapipe.core.outputs import atomic_dir, atomic_path
-from tests.workspace import ROOT, assert_one_line_error, child_env, stage_args, tree_state, wait_for, write_params
+from tests.workspace import (
+    ROOT,
+    assert_one_line_error,
+    child_env,
+    stage,
+    stage_args,
+    tree_state,
+    wait_for,
+    write_params,
+)
 
 
 def test_atomic_path_keeps_the_old_file_when_the_writer_fails(tmp_path):
@@ -114,12 +122,6 @@ def test_a_file_size_limit_while_saving_the_adapter_is_one_line_and_keeps_the_pr
     limit = max(f.stat().st_size for f in checkpoint_files) * 2
     assert limit < (adapter / "tokenizer.json").stat().st_size
 
-    def limit_file_size() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    args = [sys.executable, str(ROOT / "stages/train.py"), *stage_args("train")]
-    result = subprocess.run(
-        args, cwd=tuned_copy, env=child_env(), capture_output=True, text=True, preexec_fn=limit_file_size, timeout=600
-    )
+    result = stage(tuned_copy, "train.py", *stage_args("train"), check=False, limits={"RLIMIT_FSIZE": limit})
     assert_one_line_error(result, "models/trained: not written", "file-size limit")
     assert tree_state(adapter) == before
