@@ -468,9 +468,11 @@ def mlflow_server(tmp_path_factory):
         "--workers",
         "1",
     ]
-    # A log file, not a pipe: nobody reads the server's output while it runs.
+    # No job runner: it starts eight job-queue consumers (MLflow's GenAI jobs), each importing MLflow, which the
+    # runs' tracking never uses. A log file, not a pipe: nobody reads the server's output while it runs.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with open(root / "server.log", "w") as log:
-        proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(f"{url}/health", timeout=120, proc=proc, every=0.5)
