@@ -7,6 +7,8 @@ takes seconds) and plays the scenario with real DVC and git.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -38,7 +40,13 @@ def test_a_second_exp_run_cannot_attribute_the_first_runs_results_to_its_params(
         text=True,
     )
     wait_for(lambda: list(repo.glob("models/checkpoints/*/step-000020")), timeout=300, proc=first, every=0.1)
-    second = sh(repo, "dvc", "exp", "run", "-n", "second", "-S", "train.lr=0.01", check=False)
+    # The first run's DVC paused (its stage trains on) while the second starts, so that it still holds the repo's
+    # lock: DVC retries a held lock for 3 s, time enough for the first's stage to see the change and end.
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        second = sh(repo, "dvc", "exp", "run", "-n", "second", "-S", "train.lr=0.01", check=False)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
     assert second.returncode != 0  # DVC's lock: but it has already rewritten params.yaml
     assert yaml.safe_load((repo / "params.yaml").read_text())["train"]["lr"] == 0.01
     out, _ = first.communicate(timeout=600)
