@@ -141,6 +141,12 @@ def current_limits(**overrides: int) -> dict[str, list[int]]:
     return {**limits, **{name: [value, value] for name, value in overrides.items()}}
 
 
+def apply_limits(limits: dict[str, list[int]]) -> None:
+    """Sets this process's resource limits: name -> (soft, hard), as current_limits gives them."""
+    for name, (soft, hard) in limits.items():
+        resource.setrlimit(getattr(resource, name), (soft, hard))
+
+
 def receive(conn: socket.socket) -> tuple[dict, list[int]]:
     message, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
     while not message.endswith(b"\n"):
@@ -154,8 +160,7 @@ def run_child(request: dict, fds: list[int], defaults: dict[str, str]) -> None:
     code = 1
     try:
         os.chdir(request["cwd"])
-        for name, limits in request["limits"].items():
-            resource.setrlimit(getattr(resource, name), tuple(limits))
+        apply_limits(request["limits"])
         os.environ.clear()
         os.environ.update({**defaults, **request["env"]})
         for target, fd in enumerate(fds):

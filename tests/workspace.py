@@ -12,7 +12,6 @@ import functools
 import json
 import os
 import re
-import resource
 import shlex
 import shutil
 import socket
@@ -32,7 +31,7 @@ import yaml
 
 from lorapipe.core.artifacts import BASE, EVAL_DETAILS, EVAL_JSON, EVAL_SCORES, PATHS, TRAIN_LOG
 from lorapipe.core.metric_files import EVAL_HEADLINE, write_numbers
-from tests.stage_server import StageServer
+from tests.stage_server import StageServer, apply_limits, current_limits
 
 ROOT = Path(__file__).resolve().parents[1]
 # This worker's stage server (tests/stage_server.py), started by the first stage a test runs or the first DVC
@@ -417,11 +416,6 @@ def stage(
     STAGE_SERVER.start(child_env())
     result = STAGE_SERVER.run(path, args, ws, full_env, timeout, limits)
     if result is None:
-
-        def set_limits() -> None:
-            for name, value in limits.items():
-                resource.setrlimit(getattr(resource, name), (value, value))
-
         result = subprocess.run(
             [sys.executable, path, *args],
             cwd=ws,
@@ -429,7 +423,7 @@ def stage(
             text=True,
             timeout=timeout,
             env=full_env,
-            preexec_fn=set_limits if limits else None,
+            preexec_fn=functools.partial(apply_limits, current_limits(**limits)) if limits else None,
         )
     if check and result.returncode != 0:
         raise AssertionError(f"{script} failed:\n{result.stderr[-3000:]}")
