@@ -147,6 +147,11 @@ def apply_limits(limits: dict[str, list[int]]) -> None:
         resource.setrlimit(getattr(resource, name), (soft, hard))
 
 
+def stage_request(script: str, args: list[str], cwd: str, env: dict[str, str], **limits: int) -> dict:
+    """What a client sends: `python script args` in `cwd` with `env`, and its resource limits but `limits`."""
+    return {"script": script, "args": args, "cwd": cwd, "env": env, "limits": current_limits(**limits)}
+
+
 def receive(conn: socket.socket) -> tuple[dict, list[int]]:
     message, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
     while not message.endswith(b"\n"):
@@ -223,13 +228,7 @@ def forward() -> None:
     address = os.environ.get(ADDRESS)
     script = Path(args[0]).resolve() if args and args[0].endswith(".py") else None
     if address and script and script.parent.name == "stages":
-        request = {
-            "script": str(script),
-            "args": args[1:],
-            "cwd": os.getcwd(),
-            "env": dict(os.environ),
-            "limits": current_limits(),
-        }
+        request = stage_request(str(script), args[1:], os.getcwd(), dict(os.environ))
         asked = ask(address, request, (0, 1, 2))
         if asked:
             conn, pid = asked
@@ -305,8 +304,7 @@ class StageServer:
         """`python script args` in `cwd` with `env` and this process's resource limits but `limits` (soft and hard),
         forked from the server; None where it must run fresh."""
         assert self.folder is not None
-        request = {"script": script, "args": list(args), "cwd": str(cwd), "env": env}
-        request["limits"] = current_limits(**limits)
+        request = stage_request(script, list(args), str(cwd), env, **limits)
         with tempfile.TemporaryDirectory() as folder, open(os.devnull) as stdin:
             out, err = Path(folder, "stdout"), Path(folder, "stderr")
             with open(out, "w") as stdout, open(err, "w") as stderr:
